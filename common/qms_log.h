@@ -1,0 +1,62 @@
+/*  qms_log.h - one structured line per event.
+
+    Lines are logfmt, so both people and tools read them:
+
+        ts=2026-11-26T14:20:00.123Z level=info actor=store event=open path=users.db
+
+    The caller writes the part after actor= with printf-style formatting.
+    Control characters in the final line are escaped, so a user name with a
+    newline in it cannot forge a log line.  Lines go to stderr; a sink can
+    be added (the cluster's log PUB socket) with qms_log_set_sink.
+*/
+#ifndef QMS_LOG_H_INCLUDED
+#define QMS_LOG_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    QMS_LOG_ERROR = 0,
+    QMS_LOG_WARN,
+    QMS_LOG_INFO,
+    QMS_LOG_DEBUG
+} qms_log_level_t;
+
+/*  Lines above this level are not written.  Thread-safe. */
+void qms_log_set_level (int level);
+int  qms_log_get_level (void);
+
+/*  "error", "warn", "info", "debug" to a level; -1 if unknown. */
+int qms_log_level_parse (const char *name);
+const char *qms_log_level_name (int level);
+
+/*  A sink also receives every line written (without the newline).  It is
+    called from whichever thread logs, so it must be thread-safe. */
+typedef void (qms_log_sink_fn) (int level, const char *actor, const char *line, void *arg);
+void qms_log_set_sink (qms_log_sink_fn *sink, void *arg);
+
+void qms_log (int level, const char *actor, const char *fmt, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+#define qms_error(actor, ...) qms_log (QMS_LOG_ERROR, actor, __VA_ARGS__)
+#define qms_warn(actor, ...)  qms_log (QMS_LOG_WARN, actor, __VA_ARGS__)
+#define qms_info(actor, ...)  qms_log (QMS_LOG_INFO, actor, __VA_ARGS__)
+#define qms_debug(actor, ...) \
+    do { if (qms_log_get_level () >= QMS_LOG_DEBUG) qms_log (QMS_LOG_DEBUG, actor, __VA_ARGS__); } while (0)
+
+/*  Format the line into buf without writing it (for tests); returns its
+    length. */
+size_t qms_log_format (char *buf, size_t size, int level, const char *actor,
+                       const char *fmt, ...) __attribute__ ((format (printf, 5, 6)));
+
+void qms_log_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

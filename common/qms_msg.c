@@ -1,0 +1,502 @@
+/*  qms_msg.c - encoding and decoding of the actor messages (see qms_msg.h).
+
+    One schema table drives one encoder and one decoder, so adding a message
+    type is one line here and one enum value in the header; the selftest
+    round-trips every type.
+*/
+#include "qms_msg.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+enum { F_CONN = 1, F_REQ = 2, F_NUM = 4, F_TIME = 8 };
+
+typedef struct {
+    const char *name;
+    uint8_t fields;     /* F_* bits */
+    uint8_t strings;    /* how many of s[] are carried */
+} schema_t;
+
+static const schema_t qms_schema[QMS_TYPE_COUNT] = {
+    [QMS_NONE]             = { "NONE",             0, 0 },
+    [QMS_AUTH_LOGIN]       = { "AUTH_LOGIN",       F_CONN | F_NUM, 4 },
+    [QMS_AUTH_OK]          = { "AUTH_OK",          F_CONN, 4 },
+    [QMS_AUTH_FAIL]        = { "AUTH_FAIL",        F_CONN, 1 },
+    [QMS_ST_USER_GET]      = { "ST_USER_GET",      F_REQ, 1 },
+    [QMS_ST_USER]          = { "ST_USER",          F_REQ | F_NUM, 4 },
+    [QMS_ST_USER_CREATE]   = { "ST_USER_CREATE",   F_REQ, 4 },
+    [QMS_ST_USER_REHASH]   = { "ST_USER_REHASH",   F_REQ, 2 },
+    [QMS_ST_SESSION_START] = { "ST_SESSION_START", F_REQ | F_TIME, 3 },
+    [QMS_ST_SESSION_GET]   = { "ST_SESSION_GET",   F_REQ, 1 },
+    [QMS_ST_SESSION]       = { "ST_SESSION",       F_REQ | F_NUM | F_TIME, 3 },
+    [QMS_ST_SESSION_DEL]   = { "ST_SESSION_DEL",   F_REQ, 2 },
+    [QMS_ST_SESSION_TOUCH] = { "ST_SESSION_TOUCH", F_REQ | F_TIME, 1 },
+    [QMS_ST_RESULT]        = { "ST_RESULT",        F_REQ | F_NUM, 1 },
+    [QMS_RT_HELLO]         = { "RT_HELLO",         F_NUM, 1 },
+    [QMS_RT_ONLINE]        = { "RT_ONLINE",        F_CONN, 4 },
+    [QMS_RT_AUTHORIZE]     = { "RT_AUTHORIZE",     F_CONN, 1 },
+    [QMS_RT_LOGOUT]        = { "RT_LOGOUT",        F_CONN, 1 },
+    [QMS_RT_MESSAGE]       = { "RT_MESSAGE",       F_CONN, 3 },
+    [QMS_RT_CLOSED]        = { "RT_CLOSED",        F_CONN, 0 },
+    [QMS_GW_BOUND]         = { "GW_BOUND",         F_CONN | F_NUM, 2 },
+    [QMS_GW_INVALID]       = { "GW_INVALID",       F_CONN | F_NUM, 0 },
+    [QMS_GW_KICK]          = { "GW_KICK",          F_CONN | F_NUM, 1 },
+    [QMS_GW_UNBIND]        = { "GW_UNBIND",        F_CONN, 0 },
+    [QMS_GW_DELIVER]       = { "GW_DELIVER",       F_CONN, 2 },
+    [QMS_GW_USERS]         = { "GW_USERS",         F_NUM, 0 },
+    [QMS_GW_USER]          = { "GW_USER",          0, 3 },
+    [QMS_GW_ERROR]         = { "GW_ERROR",         F_CONN | F_NUM, 1 },
+};
+
+/* ------------------------------------------------------------------------ */
+
+void
+qms_buf_init (qms_buf_t *buf)
+{
+    buf->data = NULL;
+    buf->len = buf->cap = 0;
+}
+
+void
+qms_buf_free (qms_buf_t *buf)
+{
+    free (buf->data);
+    qms_buf_init (buf);
+}
+
+void
+qms_buf_reset (qms_buf_t *buf)
+{
+    buf->len = 0;
+}
+
+int
+qms_buf_reserve (qms_buf_t *buf, size_t n)
+{
+    if (buf->cap - buf->len >= n)
+        return 0;
+    size_t cap = buf->cap ? buf->cap : 256;
+    while (cap - buf->len < n) {
+        if (cap > SIZE_MAX / 2)
+            return -1;
+        cap *= 2;
+    }
+    uint8_t *data = realloc (buf->data, cap);
+    if (!data)
+        return -1;
+    buf->data = data;
+    buf->cap = cap;
+    return 0;
+}
+
+int
+qms_buf_append (qms_buf_t *buf, const void *data, size_t n)
+{
+    if (qms_buf_reserve (buf, n))
+        return -1;
+    if (n)
+        memcpy (buf->data + buf->len, data, n);
+    buf->len += n;
+    return 0;
+}
+
+qms_str_t
+qms_str (const char *cstr)
+{
+    qms_str_t s = { cstr ? cstr : "", cstr ? (uint32_t) strlen (cstr) : 0 };
+    return s;
+}
+
+qms_str_t
+qms_strn (const char *ptr, size_t len)
+{
+    qms_str_t s = { ptr ? ptr : "", ptr ? (uint32_t) len : 0 };
+    return s;
+}
+
+bool
+qms_str_eq (qms_str_t s, const char *cstr)
+{
+    size_t n = strlen (cstr);
+    return s.len == n && memcmp (s.ptr, cstr, n) == 0;
+}
+
+bool
+qms_str_copy (qms_str_t s, char *dst, size_t size)
+{
+    if (s.len >= size) {
+        dst [0] = 0;
+        return false;
+    }
+    memcpy (dst, s.ptr, s.len);
+    dst [s.len] = 0;
+    return true;
+}
+
+char *
+qms_str_dup (qms_str_t s)
+{
+    char *copy = malloc ((size_t) s.len + 1);
+    if (copy) {
+        memcpy (copy, s.ptr, s.len);
+        copy [s.len] = 0;
+    }
+    return copy;
+}
+
+const char *
+qms_type_name (int type)
+{
+    if (type <= QMS_NONE || type >= QMS_TYPE_COUNT)
+        return "?";
+    return qms_schema [type].name;
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void
+put_u32 (uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p [i] = (uint8_t) (v >> (8 * i));
+}
+
+static void
+put_u64 (uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p [i] = (uint8_t) (v >> (8 * i));
+}
+
+static uint32_t
+get_u32 (const uint8_t *p)
+{
+    return (uint32_t) p [0] | (uint32_t) p [1] << 8
+         | (uint32_t) p [2] << 16 | (uint32_t) p [3] << 24;
+}
+
+static uint64_t
+get_u64 (const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p [i];
+    return v;
+}
+
+int
+qms_rec_encode (qms_buf_t *buf, const qms_rec_t *rec)
+{
+    if (rec->type <= QMS_NONE || rec->type >= QMS_TYPE_COUNT)
+        return -1;
+    const schema_t *schema = &qms_schema [rec->type];
+
+    size_t body = 0;
+    for (int bit = 0; bit < 4; bit++)
+        if (schema->fields & (1 << bit))
+            body += 8;
+    for (int i = 0; i < schema->strings; i++) {
+        if (rec->s [i].len > QMS_MSG_MAX_STRING)
+            return -1;
+        body += 4 + rec->s [i].len;
+    }
+    if (qms_buf_reserve (buf, 5 + body))
+        return -1;
+
+    uint8_t *p = buf->data + buf->len;
+    *p++ = rec->type;
+    put_u32 (p, (uint32_t) body);
+    p += 4;
+    if (schema->fields & F_CONN) { put_u64 (p, rec->conn); p += 8; }
+    if (schema->fields & F_REQ)  { put_u64 (p, rec->req);  p += 8; }
+    if (schema->fields & F_NUM)  { put_u64 (p, rec->num);  p += 8; }
+    if (schema->fields & F_TIME) { put_u64 (p, rec->time); p += 8; }
+    for (int i = 0; i < schema->strings; i++) {
+        put_u32 (p, rec->s [i].len);
+        p += 4;
+        if (rec->s [i].len)
+            memcpy (p, rec->s [i].ptr, rec->s [i].len);
+        p += rec->s [i].len;
+    }
+    buf->len = (size_t) (p - buf->data);
+    return 0;
+}
+
+int
+qms_rec_next (const uint8_t *data, size_t size, size_t *offset, qms_rec_t *rec)
+{
+    memset (rec, 0, sizeof *rec);
+    for (int i = 0; i < QMS_MSG_MAX_STRINGS; i++)
+        rec->s [i].ptr = "";
+    size_t at = *offset;
+    if (at == size)
+        return 0;
+    if (at > size || size - at < 5)
+        return -1;
+    uint8_t type = data [at];
+    uint32_t body = get_u32 (data + at + 1);
+    at += 5;
+    if (body > size - at)
+        return -1;
+    const uint8_t *p = data + at;
+    const uint8_t *end = p + body;
+    *offset = at + body;
+
+    if (type <= QMS_NONE || type >= QMS_TYPE_COUNT)
+        return 1;       /* unknown to this build: skipped, rec->type is NONE */
+
+    const schema_t *schema = &qms_schema [type];
+    uint64_t *ints [4] = { &rec->conn, &rec->req, &rec->num, &rec->time };
+    for (int bit = 0; bit < 4; bit++) {
+        if (!(schema->fields & (1 << bit)))
+            continue;
+        if (end - p < 8)
+            return -1;
+        *ints [bit] = get_u64 (p);
+        p += 8;
+    }
+    for (int i = 0; i < schema->strings; i++) {
+        if (end - p < 4)
+            return -1;
+        uint32_t len = get_u32 (p);
+        p += 4;
+        if (len > QMS_MSG_MAX_STRING || (size_t) (end - p) < len)
+            return -1;
+        rec->s [i].ptr = (const char *) p;
+        rec->s [i].len = len;
+        p += len;
+    }
+    /*  A newer release may append fields: what is left is ignored, but a
+        record shorter than its schema is malformed (checked above). */
+    rec->type = type;
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+
+int
+qms_batch_send (void *socket, const void *identity, size_t identity_len,
+                const qms_buf_t *batch)
+{
+    if (identity
+    &&  zmq_send (socket, identity, identity_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1;
+    if (zmq_send (socket, batch->data ? (const void *) batch->data : "",
+                  batch->len, ZMQ_DONTWAIT) < 0)
+        return -1;
+    return 0;
+}
+
+int
+qms_rec_send (void *socket, const void *identity, size_t identity_len,
+              const qms_rec_t *rec)
+{
+    qms_buf_t buf;
+    qms_buf_init (&buf);
+    int rc = qms_rec_encode (&buf, rec);
+    if (rc == 0)
+        rc = qms_batch_send (socket, identity, identity_len, &buf);
+    qms_buf_free (&buf);
+    return rc;
+}
+
+/*  Throw away the rest of a multipart message. */
+static void
+drain_more (void *socket)
+{
+    int more = 1;
+    size_t more_size = sizeof more;
+    zmq_msg_t junk;
+    zmq_msg_init (&junk);
+    while (zmq_getsockopt (socket, ZMQ_RCVMORE, &more, &more_size) == 0 && more) {
+        if (zmq_msg_recv (&junk, socket, 0) < 0)
+            break;
+    }
+    zmq_msg_close (&junk);
+}
+
+int
+qms_batch_recv (void *socket, uint8_t *identity, size_t *identity_len, void *body_zmq_msg)
+{
+    zmq_msg_t *body = (zmq_msg_t *) body_zmq_msg;
+    int more = 0;
+    size_t more_size = sizeof more;
+
+    if (identity) {
+        int rc = zmq_recv (socket, identity, 255, ZMQ_DONTWAIT);
+        if (rc < 0)
+            return errno == EAGAIN ? 0 : -1;
+        *identity_len = rc > 255 ? 255 : (size_t) rc;
+        zmq_getsockopt (socket, ZMQ_RCVMORE, &more, &more_size);
+        if (!more)
+            return -1;          /* identity with no body: ignore */
+        if (zmq_msg_recv (body, socket, 0) < 0)
+            return -1;
+    }
+    else
+    if (zmq_msg_recv (body, socket, ZMQ_DONTWAIT) < 0)
+        return errno == EAGAIN ? 0 : -1;
+
+    zmq_getsockopt (socket, ZMQ_RCVMORE, &more, &more_size);
+    if (more) {
+        drain_more (socket);
+        return -1;              /* more frames than a batch has */
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+
+void
+qms_msg_test (bool verbose)
+{
+    if (verbose)
+        printf (" * qms_msg: ");
+
+    /*  Round-trip every type with every field set; fields outside a type's
+        schema must come back zero. */
+    for (int type = QMS_NONE + 1; type < QMS_TYPE_COUNT; type++) {
+        qms_rec_t in = { .type = (uint8_t) type, .conn = 0x0102030405060708ull,
+                         .req = 42, .num = UINT64_MAX, .time = 1764000000000ull };
+        in.s [0] = qms_str ("alpha");
+        in.s [1] = qms_strn ("b\0c", 3);
+        in.s [2] = qms_str ("");
+        in.s [3] = qms_str ("delta");
+        qms_buf_t buf;
+        qms_buf_init (&buf);
+        assert (qms_rec_encode (&buf, &in) == 0);
+        assert (qms_rec_encode (&buf, &in) == 0);   /* a batch of two */
+
+        size_t offset = 0;
+        for (int copy = 0; copy < 2; copy++) {
+            qms_rec_t out;
+            assert (qms_rec_next (buf.data, buf.len, &offset, &out) == 1);
+            const schema_t *schema = &qms_schema [type];
+            assert (out.type == type);
+            assert (out.conn == ((schema->fields & F_CONN) ? in.conn : 0));
+            assert (out.req == ((schema->fields & F_REQ) ? in.req : 0));
+            assert (out.num == ((schema->fields & F_NUM) ? in.num : 0));
+            assert (out.time == ((schema->fields & F_TIME) ? in.time : 0));
+            for (int i = 0; i < QMS_MSG_MAX_STRINGS; i++) {
+                if (i < schema->strings) {
+                    assert (out.s [i].len == in.s [i].len);
+                    assert (memcmp (out.s [i].ptr, in.s [i].ptr, in.s [i].len) == 0);
+                }
+                else
+                    assert (out.s [i].len == 0);
+            }
+        }
+        qms_rec_t end;
+        assert (qms_rec_next (buf.data, buf.len, &offset, &end) == 0);
+
+        /*  Every truncation of a one-record batch is malformed, not a
+            crash and not a record. */
+        size_t one = buf.len / 2;
+        for (size_t cut = 1; cut < one; cut++) {
+            size_t at = 0;
+            qms_rec_t out;
+            assert (qms_rec_next (buf.data, cut, &at, &out) == -1);
+        }
+        qms_buf_free (&buf);
+    }
+
+    /*  A record of an unknown type is skipped, and what follows is read. */
+    qms_buf_t buf;
+    qms_buf_init (&buf);
+    uint8_t unknown [] = { 200, 3, 0, 0, 0, 'x', 'y', 'z' };
+    assert (qms_buf_append (&buf, unknown, sizeof unknown) == 0);
+    qms_rec_t closed = { .type = QMS_RT_CLOSED, .conn = 7 };
+    assert (qms_rec_encode (&buf, &closed) == 0);
+    size_t offset = 0;
+    qms_rec_t out;
+    assert (qms_rec_next (buf.data, buf.len, &offset, &out) == 1);
+    assert (out.type == QMS_NONE);
+    assert (qms_rec_next (buf.data, buf.len, &offset, &out) == 1);
+    assert (out.type == QMS_RT_CLOSED && out.conn == 7);
+    assert (qms_rec_next (buf.data, buf.len, &offset, &out) == 0);
+
+    /*  A string length that points past the record is malformed. */
+    qms_buf_reset (&buf);
+    qms_rec_t fail = { .type = QMS_AUTH_FAIL, .conn = 1, .s = { qms_str ("nope") } };
+    assert (qms_rec_encode (&buf, &fail) == 0);
+    buf.data [5 + 8] = 0xff;       /* first byte of s0's length */
+    offset = 0;
+    assert (qms_rec_next (buf.data, buf.len, &offset, &out) == -1);
+
+    /*  Unknown types and oversized strings are refused by the encoder. */
+    qms_rec_t bad = { .type = QMS_TYPE_COUNT };
+    assert (qms_rec_encode (&buf, &bad) == -1);
+    qms_rec_t big = { .type = QMS_AUTH_FAIL };
+    big.s [0].ptr = "";
+    big.s [0].len = QMS_MSG_MAX_STRING + 1;
+    assert (qms_rec_encode (&buf, &big) == -1);
+    qms_buf_free (&buf);
+
+    /*  String helpers. */
+    char small [4];
+    assert (!qms_str_copy (qms_str ("abcd"), small, sizeof small));
+    assert (qms_str_copy (qms_str ("abc"), small, sizeof small));
+    assert (strcmp (small, "abc") == 0);
+    assert (qms_str_eq (qms_str ("abc"), "abc"));
+    assert (!qms_str_eq (qms_str ("abc"), "ab"));
+    char *dup = qms_str_dup (qms_strn ("hello", 4));
+    assert (strcmp (dup, "hell") == 0);
+    free (dup);
+    assert (strcmp (qms_type_name (QMS_RT_MESSAGE), "RT_MESSAGE") == 0);
+    assert (strcmp (qms_type_name (250), "?") == 0);
+
+    /*  Over a real inproc ROUTER/DEALER pair: identity first, one body. */
+    void *ctx = zmq_ctx_new ();
+    void *router = zmq_socket (ctx, ZMQ_ROUTER);
+    void *dealer = zmq_socket (ctx, ZMQ_DEALER);
+    assert (zmq_bind (router, "inproc://qms-msg-test") == 0);
+    assert (zmq_setsockopt (dealer, ZMQ_ROUTING_ID, "gw1", 3) == 0);
+    assert (zmq_connect (dealer, "inproc://qms-msg-test") == 0);
+    qms_rec_t hello = { .type = QMS_RT_HELLO, .num = 9, .s = { qms_str ("gw") } };
+    assert (qms_rec_send (dealer, NULL, 0, &hello) == 0);
+    zmq_pollitem_t item = { router, 0, ZMQ_POLLIN, 0 };
+    assert (zmq_poll (&item, 1, 2000) == 1);
+    uint8_t identity [256];
+    size_t identity_len = 0;
+    zmq_msg_t body;
+    zmq_msg_init (&body);
+    assert (qms_batch_recv (router, identity, &identity_len, &body) == 1);
+    assert (identity_len == 3 && memcmp (identity, "gw1", 3) == 0);
+    offset = 0;
+    assert (qms_rec_next (zmq_msg_data (&body), zmq_msg_size (&body), &offset, &out) == 1);
+    assert (out.type == QMS_RT_HELLO && out.num == 9 && qms_str_eq (out.s [0], "gw"));
+    zmq_msg_close (&body);
+    /*  Reply through the identity; nothing else is waiting afterwards. */
+    assert (qms_rec_send (router, identity, identity_len, &closed) == 0);
+    item.socket = dealer;
+    assert (zmq_poll (&item, 1, 2000) == 1);
+    zmq_msg_init (&body);
+    assert (qms_batch_recv (dealer, NULL, NULL, &body) == 1);
+    offset = 0;
+    assert (qms_rec_next (zmq_msg_data (&body), zmq_msg_size (&body), &offset, &out) == 1);
+    assert (out.type == QMS_RT_CLOSED && out.conn == 7);
+    assert (qms_batch_recv (dealer, NULL, NULL, &body) == 0);
+    zmq_msg_close (&body);
+    /*  A three-frame message is refused whole. */
+    zmq_send (dealer, "a", 1, ZMQ_SNDMORE);
+    zmq_send (dealer, "b", 1, 0);
+    item.socket = router;
+    assert (zmq_poll (&item, 1, 2000) == 1);
+    zmq_msg_init (&body);
+    assert (qms_batch_recv (router, identity, &identity_len, &body) == -1);
+    assert (qms_batch_recv (router, identity, &identity_len, &body) == 0);
+    zmq_msg_close (&body);
+    int linger = 0;
+    zmq_setsockopt (dealer, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt (router, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close (dealer);
+    zmq_close (router);
+    zmq_ctx_term (ctx);
+
+    if (verbose)
+        printf ("OK\n");
+}

@@ -1,0 +1,198 @@
+/*  qms_msg.h - the messages the actors exchange, defined once.
+
+    Every ZeroMQ message between actors carries, after the routing identity
+    a ROUTER socket adds, exactly one body frame.  The body is a *batch*: one
+    or more records laid end to end, so that a busy sender can put many
+    requests into one ZeroMQ message (see docs/ARCHITECTURE.md, "batching").
+
+    A record is
+
+        u8  type
+        u32 length of what follows (so a reader can skip a type it does not
+            know: actors of different releases can share a cluster)
+        then the fields the type's schema names, in this fixed order:
+            conn  u64   gateway connection handle
+            req   u64   request id, for correlating replies
+            num   u64   small integer: flags, status, count, close code
+            time  u64   milliseconds since the Unix epoch
+            s[0..n-1]   strings: u32 length, then the bytes (no NUL)
+
+    All integers are little-endian.  Strings are views into the received
+    buffer: they are not NUL-terminated and live as long as that buffer.
+
+    The schema of each type is the table qms_schema[] in qms_msg.c; the
+    meaning of each field is documented beside the type below and in
+    docs/ARCHITECTURE.md.
+*/
+#ifndef QMS_MSG_H_INCLUDED
+#define QMS_MSG_H_INCLUDED
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*  Largest string field and largest batch we accept from a peer.  A chat
+    message is at most 64 KiB of JSON string, which may grow when escaped. */
+#define QMS_MSG_MAX_STRING   (1024u * 1024u)
+#define QMS_MSG_MAX_BATCH    (64u * 1024u * 1024u)
+#define QMS_MSG_MAX_STRINGS  4
+
+typedef enum {
+    QMS_NONE = 0,
+
+    /* gateway -> auth */
+    QMS_AUTH_LOGIN,         /* conn, num=flags (QMS_LOGIN_REGISTER),
+                               s0=name s1=password s2=pubkey s3=peer address */
+    /* auth -> gateway */
+    QMS_AUTH_OK,            /* conn, s0=user id s1=name as registered
+                               s2=token (raw, only ever sent to the gateway)
+                               s3=pubkey */
+    QMS_AUTH_FAIL,          /* conn, s0=error text for the client */
+
+    /* auth / router -> store (every request carries req; the store
+       answers with the same req) */
+    QMS_ST_USER_GET,        /* req, s0=name key (case-folded name) */
+    QMS_ST_USER,            /* req, num=1 found / 0 not found,
+                               s0=user id s1=name s2=password PHC s3=pubkey */
+    QMS_ST_USER_CREATE,     /* req, s0=user id s1=name s2=name key
+                               s3=password PHC */
+    QMS_ST_USER_REHASH,     /* req, s0=user id s1=new password PHC */
+    QMS_ST_SESSION_START,   /* req, time=now, s0=user id s1=token hash
+                               s2=pubkey.  Replaces the user's session (one
+                               per user) and records the pubkey. */
+    QMS_ST_SESSION_GET,     /* req, s0=token hash */
+    QMS_ST_SESSION,         /* req, num=1 found / 0 not found,
+                               time=last activity, s0=user id s1=name
+                               s2=pubkey */
+    QMS_ST_SESSION_DEL,     /* req, s0=user id, s1=token hash (delete only
+                               if it still matches; empty = any) */
+    QMS_ST_SESSION_TOUCH,   /* req, time=last activity, s0=user id */
+    QMS_ST_RESULT,          /* req, num=QMS_ST_OK/QMS_ST_EXISTS/QMS_ST_ERROR,
+                               s0=detail for the log */
+
+    /* gateway -> router */
+    QMS_RT_HELLO,           /* num=gateway instance nonce, s0=gateway name */
+    QMS_RT_ONLINE,          /* conn, s0=user id s1=name s2=pubkey
+                               s3=token hash.  Sent after QMS_AUTH_OK. */
+    QMS_RT_AUTHORIZE,       /* conn, s0=token hash */
+    QMS_RT_LOGOUT,          /* conn, s0=token hash */
+    QMS_RT_MESSAGE,         /* conn, s0=target user id s1=message
+                               s2=token hash, empty when the token equals
+                               the one bound to conn (the fast path) */
+    QMS_RT_CLOSED,          /* conn: the connection is gone */
+
+    /* router -> gateway */
+    QMS_GW_BOUND,           /* conn, num=QMS_BOUND_LOGIN/QMS_BOUND_AUTHORIZE,
+                               s0=user id s1=name: conn now belongs to the
+                               user; answer the request that asked */
+    QMS_GW_INVALID,         /* conn, num=1 if conn's binding is gone too:
+                               send InvalidUserEvent */
+    QMS_GW_KICK,            /* conn, num=WebSocket close code, s0=reason */
+    QMS_GW_UNBIND,          /* conn: the session ended (logout) */
+    QMS_GW_DELIVER,         /* conn (the target), s0=sender user id
+                               s1=message */
+    QMS_GW_USERS,           /* num=count: a user list follows as count
+                               QMS_GW_USER records in the same batch */
+    QMS_GW_USER,            /* s0=user id s1=name s2=pubkey */
+    QMS_GW_ERROR,           /* conn, num=event number or -1 for none,
+                               s0=error text for the client */
+
+    QMS_TYPE_COUNT
+} qms_type_t;
+
+/* QMS_AUTH_LOGIN flags */
+#define QMS_LOGIN_REGISTER   1u
+
+/* QMS_GW_BOUND kinds */
+#define QMS_BOUND_LOGIN      0u
+#define QMS_BOUND_AUTHORIZE  1u
+
+/* QMS_ST_RESULT status */
+#define QMS_ST_OK            0u
+#define QMS_ST_EXISTS        1u
+#define QMS_ST_ERROR         2u
+
+/* QMS_GW_ERROR with no event field */
+#define QMS_NO_EVENT         UINT64_MAX
+
+typedef struct {
+    const char *ptr;
+    uint32_t len;
+} qms_str_t;
+
+typedef struct {
+    uint8_t type;
+    uint64_t conn;
+    uint64_t req;
+    uint64_t num;
+    uint64_t time;
+    qms_str_t s[QMS_MSG_MAX_STRINGS];
+} qms_rec_t;
+
+/*  A growable byte buffer that batches are built in. */
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} qms_buf_t;
+
+void qms_buf_init (qms_buf_t *buf);
+void qms_buf_free (qms_buf_t *buf);
+void qms_buf_reset (qms_buf_t *buf);
+/*  Make room for n more bytes; returns 0, or -1 when out of memory. */
+int  qms_buf_reserve (qms_buf_t *buf, size_t n);
+int  qms_buf_append (qms_buf_t *buf, const void *data, size_t n);
+
+/*  Helpers to fill string fields. */
+qms_str_t qms_str (const char *cstr);          /* NULL gives an empty string */
+qms_str_t qms_strn (const char *ptr, size_t len);
+bool qms_str_eq (qms_str_t s, const char *cstr);
+/*  Copy into dst (size > 0) with a NUL; returns false if it did not fit. */
+bool qms_str_copy (qms_str_t s, char *dst, size_t size);
+/*  A malloc'd NUL-terminated copy (caller frees). */
+char *qms_str_dup (qms_str_t s);
+
+/*  Name of a type, for logs ("AUTH_LOGIN"); "?" if unknown. */
+const char *qms_type_name (int type);
+
+/*  Append one record to a batch.  Returns 0, or -1 if the type is unknown, a
+    string is longer than QMS_MSG_MAX_STRING, or memory ran out. */
+int qms_rec_encode (qms_buf_t *buf, const qms_rec_t *rec);
+
+/*  Read the next record of a batch at *offset, advancing it.  Returns 1 and
+    fills rec, 0 at the end of the batch, -1 if the batch is malformed
+    (truncated, lengths that disagree).  A record of a type this build does
+    not know is skipped (rec->type is then QMS_NONE and 1 is returned). */
+int qms_rec_next (const uint8_t *data, size_t size, size_t *offset, qms_rec_t *rec);
+
+/*  Send a batch as one ZeroMQ message on a raw libzmq socket handle (use
+    zsock_resolve() for a zsock_t).  With identity (ROUTER sockets) the
+    identity frame goes first.  Never blocks: returns 0, or -1 when the
+    message could not be queued (peer gone, high-water mark). */
+int qms_batch_send (void *socket, const void *identity, size_t identity_len,
+                    const qms_buf_t *batch);
+
+/*  Encode one record and send it as a batch of one.  Cold paths only. */
+int qms_rec_send (void *socket, const void *identity, size_t identity_len,
+                  const qms_rec_t *rec);
+
+/*  Receive one ZeroMQ message without blocking.  For a ROUTER socket pass
+    identity (it receives the identity frame, at most 255 bytes); for a
+    DEALER pass NULL.  The body frame lands in body (initialised by the
+    caller with zmq_msg_init, closed by the caller).  Returns 1 when a
+    message was read, 0 when none was waiting, -1 on a malformed message
+    (which has been fully consumed). */
+int qms_batch_recv (void *socket, uint8_t *identity, size_t *identity_len,
+                    void *body_zmq_msg);
+
+void qms_msg_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,20 @@
+/*  qms_proto.c - names of the protocol's enumerations (see qms_proto.h). */
+#include "qms_proto.h"
+
+const qms_enum_entry_t qms_request_names [] = {
+    { "LoginRequest", QMS_REQ_LOGIN },
+    { "RegisterRequest", QMS_REQ_REGISTER },
+    { "LogoutRequest", QMS_REQ_LOGOUT },
+    { "MessageRequest", QMS_REQ_MESSAGE },
+    { "AuthorizeRequest", QMS_REQ_AUTHORIZE },
+    { 0, 0 }
+};
+
+const qms_enum_entry_t qms_event_names [] = {
+    { "AuthorizationEvent", QMS_EV_AUTHORIZATION },
+    { "LoginEvent", QMS_EV_LOGIN },
+    { "MessageEvent", QMS_EV_MESSAGE },
+    { "InvalidUserEvent", QMS_EV_INVALID_USER },
+    { "UserlistChangeEvent", QMS_EV_USERLIST },
+    { 0, 0 }
+};

@@ -1,0 +1,73 @@
+/*  qms_util.h - small helpers every actor uses: time, secrets, names.
+
+    Secrets come from OpenSSL's CSPRNG and are compared in constant time.
+    Names are validated and case-folded here, once, so that the rule "names
+    are unique case-insensitively" has one definition.
+*/
+#ifndef QMS_UTIL_H_INCLUDED
+#define QMS_UTIL_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*  A session token is 32 random bytes (256 bits), written in base64url
+    without padding: 43 characters. */
+#define QMS_TOKEN_BYTES      32
+#define QMS_TOKEN_CHARS      43
+/*  What is stored and compared is the SHA-256 of the token, in hex. */
+#define QMS_HASH_HEX         64
+/*  User ids are random RFC 4122 version 4 UUIDs, 36 characters. */
+#define QMS_UUID_CHARS       36
+/*  A name is 1..64 characters (code points) of printable UTF-8. */
+#define QMS_NAME_MAX_CHARS   64
+#define QMS_NAME_MAX_BYTES   (QMS_NAME_MAX_CHARS * 4)
+
+/*  Milliseconds since the Unix epoch, and a monotonic clock in ms. */
+uint64_t qms_now_ms (void);
+uint64_t qms_mono_ms (void);
+
+/*  Fill buf with n bytes from the CSPRNG; returns 0, or -1 on failure. */
+int qms_random (void *buf, size_t n);
+
+/*  A new token (QMS_TOKEN_CHARS + NUL) from the CSPRNG; 0 or -1. */
+int qms_token_new (char *token);
+
+/*  SHA-256 of data as lowercase hex (QMS_HASH_HEX + NUL). */
+void qms_sha256_hex (const void *data, size_t len, char *hex);
+
+/*  A new random user id (QMS_UUID_CHARS + NUL); 0 or -1. */
+int qms_uuid_new (char *uuid);
+
+/*  base64url without padding.  out must hold 4 * ceil(len / 3) + 1. */
+size_t qms_base64url (const void *data, size_t len, char *out);
+
+/*  Compare two byte strings in time that depends only on their lengths. */
+bool qms_ct_equal (const void *a, size_t alen, const void *b, size_t blen);
+
+/*  True if s is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+bool qms_utf8_valid (const char *s, size_t len);
+
+/*  Check a user name: 1..64 code points of valid UTF-8, none of them a
+    control character, a line or paragraph separator, or a format character
+    that hides text; no space at either end.  Returns NULL if the name is
+    fine, else the reason to show the client. */
+const char *qms_name_check (const char *name, size_t len);
+
+/*  The case-folded form of a valid name, used as its unique key: names
+    that differ only in letter case share one key.  key must hold
+    QMS_NAME_MAX_BYTES + 1.  Returns 0, or -1 if the name is not valid
+    UTF-8. */
+int qms_name_key (const char *name, size_t len, char *key);
+
+void qms_util_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

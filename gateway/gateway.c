@@ -1,0 +1,1302 @@
+/*  gateway.c - the libwebsockets gateway (see gateway.h).
+
+    One protocol callback serves every vhost: HTTP requests go to the http
+    module, WebSocket frames to proto, and what needs an actor becomes a
+    record in a per-destination batch that is flushed once per service pass.
+    Answers come back as records on the ZeroMQ sockets, whose file
+    descriptors live in this same loop.
+
+    Writes: each chat connection has one output buffer of WebSocket frames
+    that we frame ourselves; on LWS_CALLBACK_SERVER_WRITEABLE the whole
+    buffer leaves in one lws_write (LWS_WRITE_RAW), so a connection that
+    receives many events costs one syscall per pass, not one per event
+    (PLATFORM-NOTES §8).  permessage-deflate is therefore never offered.
+*/
+#define _GNU_SOURCE
+#include "gateway.h"
+#include "http.h"
+#include "proto.h"
+#include "qms_actor.h"
+#include "qms_log.h"
+#include "qms_msg.h"
+#include "qms_proto.h"
+#include "qms_util.h"
+
+#include <assert.h>
+#include <czmq.h>
+#include <errno.h>
+#include <libwebsockets.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define ACTOR "gateway"
+
+/*  A WebSocket message larger than this closes the connection with 1009. */
+#define MAX_WS_MESSAGE      (1024u * 1024u)
+/*  Close code when an older session is replaced, and on shutdown. */
+#define CLOSE_GOING_AWAY    1001
+/*  Handle layout: slot in the low 24 bits, generation in the next 24. */
+#define SLOT_BITS           24
+#define SLOT_MASK           ((1u << SLOT_BITS) - 1)
+/*  An output buffer that grew past this is given back once it drains. */
+#define TX_KEEP_BYTES       16384
+/*  HTTP bodies leave in chunks of this size. */
+#define HTTP_CHUNK          16384
+
+typedef enum { VH_CHAT, VH_HTTP, VH_HTTPS } vhost_kind_t;
+
+/*  Per-connection state, sized once by lws (protocol per_session_data). */
+typedef struct {
+    struct lws *wsi;
+    uint64_t handle;            /* 0 until the WebSocket is established */
+    bool bound;                 /* a session owns this connection */
+    uint8_t token_len;
+    uint8_t pending_len;
+    char token [QMS_TOKEN_CHARS + 1];       /* the bound session's token */
+    char pending [QMS_TOKEN_CHARS + 1];     /* token of a login/authorize in flight */
+    /* rx: only for messages that arrive in pieces */
+    uint8_t *rx;
+    size_t rx_len;
+    size_t rx_cap;
+    /* tx: WebSocket frames we framed, after LWS_PRE bytes of headroom */
+    qms_buf_t tx;
+    /* rate limit: token bucket */
+    double bucket;
+    uint64_t bucket_ms;
+    /* a close we asked for */
+    uint16_t close_code;
+    char close_reason [64];
+    /* HTTP */
+    http_response_t *resp;
+    size_t resp_sent;
+    bool resp_close;
+} conn_t;
+
+struct _gateway_t {
+    const qms_config_t *cfg;
+    struct lws_context *ctx;
+    struct lws_vhost *vh_chat, *vh_http, *vh_https;
+    http_site_t *site;              /* the UI */
+    http_site_t *site_redirect;     /* plain HTTP when HTTPS is on */
+
+    zsock_t *router;
+    zsock_t *auth;
+    void *router_raw, *auth_raw;
+    struct lws *router_wsi, *auth_wsi, *signal_wsi;
+    int signal_fd;
+
+    conn_t **slots;                 /* handle slot -> connection */
+    uint32_t *gens;
+    uint32_t *free_slots;
+    size_t free_count;
+    size_t max_slots;
+    size_t open_count;
+
+    qms_buf_t to_router, to_auth;   /* batches being built this pass */
+    qms_buf_t scratch;              /* one event's JSON */
+    qms_buf_t users_json;           /* latest user list, a JSON array */
+    qms_buf_t users_building;
+    uint64_t users_expected, users_seen;
+    bool users_active;
+
+    lws_sorted_usec_list_t sul_flush, sul_tick, sul_stop;
+    bool flush_scheduled;
+    bool stopping;
+    bool interrupted;
+};
+
+/* ------------------------------------------------------------------------ */
+/*  Logging from lws: errors are worth a line; the rest only when debugging. */
+
+static void
+lws_log_emit (int level, const char *line)
+{
+    size_t len = strlen (line);
+    while (len && (line [len - 1] == '\n' || line [len - 1] == ' '))
+        len--;
+    if (level & LLL_ERR)
+        qms_warn ("lws", "msg=\"%.*s\"", (int) len, line);
+    else
+        qms_debug ("lws", "msg=\"%.*s\"", (int) len, line);
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Connection slots and handles. */
+
+static conn_t *
+conn_lookup (gateway_t *self, uint64_t handle)
+{
+    uint32_t slot = (uint32_t) (handle & SLOT_MASK);
+    if (slot >= self->max_slots)
+        return NULL;
+    conn_t *conn = self->slots [slot];
+    return conn && conn->handle == handle ? conn : NULL;
+}
+
+static bool
+conn_attach (gateway_t *self, conn_t *conn)
+{
+    if (self->free_count == 0)
+        return false;
+    uint32_t slot = self->free_slots [--self->free_count];
+    self->gens [slot] = (self->gens [slot] + 1) & SLOT_MASK;
+    if (self->gens [slot] == 0)
+        self->gens [slot] = 1;          /* handle 0 means "none" */
+    conn->handle = ((uint64_t) self->gens [slot] << SLOT_BITS) | slot;
+    self->slots [slot] = conn;
+    self->open_count++;
+    return true;
+}
+
+static void
+conn_detach (gateway_t *self, conn_t *conn)
+{
+    if (!conn->handle)
+        return;
+    uint32_t slot = (uint32_t) (conn->handle & SLOT_MASK);
+    self->slots [slot] = NULL;
+    self->free_slots [self->free_count++] = slot;
+    self->open_count--;
+    conn->handle = 0;
+}
+
+static void
+conn_release (conn_t *conn)
+{
+    free (conn->rx);
+    conn->rx = NULL;
+    conn->rx_len = conn->rx_cap = 0;
+    qms_buf_free (&conn->tx);
+    if (conn->resp) {
+        http_response_free (conn->resp);
+        free (conn->resp);
+        conn->resp = NULL;
+    }
+    OPENSSL_cleanse (conn->token, sizeof conn->token);
+    OPENSSL_cleanse (conn->pending, sizeof conn->pending);
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Output: frames into the connection's buffer, written when writeable. */
+
+static void
+conn_close (conn_t *conn, uint16_t code, const char *reason)
+{
+    if (conn->close_code)
+        return;
+    conn->close_code = code;
+    snprintf (conn->close_reason, sizeof conn->close_reason, "%s", reason);
+    lws_callback_on_writable (conn->wsi);
+}
+
+static void
+conn_queue (gateway_t *self, conn_t *conn, const void *json, size_t len)
+{
+    if (conn->close_code)
+        return;                         /* closing: nothing more goes out */
+    if (conn->tx.len == 0 && qms_buf_reserve (&conn->tx, LWS_PRE + 64 + len) == 0) {
+        memset (conn->tx.data, 0, LWS_PRE);
+        conn->tx.len = LWS_PRE;
+    }
+    if (conn->tx.len - LWS_PRE + len > self->cfg->max_queue_bytes
+    ||  proto_ws_frame (&conn->tx, json, len)) {
+        qms_warn (ACTOR, "event=slow_reader handle=%llu queued=%zu",
+                  (unsigned long long) conn->handle, conn->tx.len - LWS_PRE);
+        conn_close (conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "Send queue full (slow reader)");
+        return;
+    }
+    lws_callback_on_writable (conn->wsi);
+}
+
+/*  Queue the JSON currently in self->scratch, then clear it. */
+static void
+conn_queue_scratch (gateway_t *self, conn_t *conn)
+{
+    conn_queue (self, conn, self->scratch.data, self->scratch.len);
+    qms_buf_reset (&self->scratch);
+}
+
+static void
+conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text)
+{
+    proto_error (&self->scratch, event, text, strlen (text));
+    conn_queue_scratch (self, conn);
+}
+
+static int
+conn_writeable (gateway_t *self, conn_t *conn)
+{
+    if (conn->tx.len > LWS_PRE) {
+        size_t len = conn->tx.len - LWS_PRE;
+        int n = lws_write (conn->wsi, conn->tx.data + LWS_PRE, len, LWS_WRITE_RAW);
+        if (n < 0)
+            return -1;
+        conn->tx.len = 0;
+        if (conn->tx.cap > TX_KEEP_BYTES)
+            qms_buf_free (&conn->tx);
+    }
+    if (conn->close_code) {
+        lws_close_reason (conn->wsi, (enum lws_close_status) conn->close_code,
+                          (unsigned char *) conn->close_reason, strlen (conn->close_reason));
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Records to the actors: batched per pass, flushed from a zero-delay timer. */
+
+static void drain_zmq (gateway_t *self);
+
+static void
+flush_batches (gateway_t *self)
+{
+    if (self->to_auth.len) {
+        if (qms_batch_send (self->auth_raw, NULL, 0, &self->to_auth))
+            qms_warn (ACTOR, "event=send_failed peer=auth bytes=%zu error=\"%s\"",
+                      self->to_auth.len, zmq_strerror (errno));
+        qms_buf_reset (&self->to_auth);
+    }
+    if (self->to_router.len) {
+        if (qms_batch_send (self->router_raw, NULL, 0, &self->to_router))
+            qms_warn (ACTOR, "event=send_failed peer=router bytes=%zu error=\"%s\"",
+                      self->to_router.len, zmq_strerror (errno));
+        qms_buf_reset (&self->to_router);
+    }
+    /*  A send can consume the edge ZMQ_FD would have signalled. */
+    drain_zmq (self);
+}
+
+static void
+sul_flush_cb (lws_sorted_usec_list_t *sul)
+{
+    gateway_t *self = lws_container_of (sul, gateway_t, sul_flush);
+    self->flush_scheduled = false;
+    flush_batches (self);
+}
+
+static void
+schedule_flush (gateway_t *self)
+{
+    if (!self->flush_scheduled) {
+        self->flush_scheduled = true;
+        lws_sul_schedule (self->ctx, 0, &self->sul_flush, sul_flush_cb, 1);
+    }
+}
+
+static void
+to_router (gateway_t *self, const qms_rec_t *rec)
+{
+    if (qms_rec_encode (&self->to_router, rec))
+        qms_error (ACTOR, "event=encode_failed type=%s", qms_type_name (rec->type));
+    schedule_flush (self);
+}
+
+static void
+to_auth (gateway_t *self, const qms_rec_t *rec)
+{
+    if (qms_rec_encode (&self->to_auth, rec))
+        qms_error (ACTOR, "event=encode_failed type=%s", qms_type_name (rec->type));
+    schedule_flush (self);
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Client requests. */
+
+static bool
+rate_allowed (gateway_t *self, conn_t *conn)
+{
+    uint64_t now = qms_mono_ms ();
+    double rate = self->cfg->rate_messages, burst = self->cfg->rate_burst;
+    if (conn->bucket_ms == 0)
+        conn->bucket = burst;
+    else
+        conn->bucket += (double) (now - conn->bucket_ms) * rate / 1000.0;
+    if (conn->bucket > burst)
+        conn->bucket = burst;
+    conn->bucket_ms = now;
+    if (conn->bucket < 1.0)
+        return false;
+    conn->bucket -= 1.0;
+    return true;
+}
+
+static void
+handle_login (gateway_t *self, conn_t *conn, const proto_request_t *req)
+{
+    char peer [64] = "";
+    lws_get_peer_simple (conn->wsi, peer, sizeof peer);
+    qms_rec_t rec = { .type = QMS_AUTH_LOGIN, .conn = conn->handle,
+                      .num = req->action == QMS_REQ_REGISTER ? QMS_LOGIN_REGISTER : 0 };
+    rec.s [0] = req->name;
+    rec.s [1] = req->password;
+    rec.s [2] = req->pubkey;
+    rec.s [3] = qms_str (peer);
+    to_auth (self, &rec);
+}
+
+/*  Tokens we issue are always QMS_TOKEN_CHARS long; anything else can be
+    answered at once without asking anyone. */
+static bool
+token_plausible (qms_str_t token)
+{
+    return token.len == QMS_TOKEN_CHARS;
+}
+
+static void
+handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
+{
+    if (!rate_allowed (self, conn)) {
+        char text [96];
+        snprintf (text, sizeof text, "Rate limit exceeded: at most %d requests per second.",
+                  self->cfg->rate_messages);
+        conn_send_error (self, conn, -1, text);
+        return;
+    }
+    proto_request_t req;
+    proto_parse (data, len, &req);
+    char hash [QMS_HASH_HEX + 1];
+    qms_rec_t rec = { .conn = conn->handle };
+
+    if (req.status == PROTO_ERROR)
+        conn_send_error (self, conn, req.error_event, req.error);
+    else
+    if (req.status == PROTO_INVALID_USER
+    || (req.action != QMS_REQ_LOGIN && req.action != QMS_REQ_REGISTER && !token_plausible (req.token))) {
+        if (req.action != QMS_REQ_LOGOUT) {
+            proto_invalid_user (&self->scratch);
+            conn_queue_scratch (self, conn);
+        }
+    }
+    else
+    switch (req.action) {
+        case QMS_REQ_LOGIN:
+        case QMS_REQ_REGISTER:
+            handle_login (self, conn, &req);
+            break;
+        case QMS_REQ_AUTHORIZE:
+            memcpy (conn->pending, req.token.ptr, req.token.len);
+            conn->pending_len = (uint8_t) req.token.len;
+            qms_sha256_hex (req.token.ptr, req.token.len, hash);
+            rec.type = QMS_RT_AUTHORIZE;
+            rec.s [0] = qms_str (hash);
+            to_router (self, &rec);
+            break;
+        case QMS_REQ_LOGOUT:
+            qms_sha256_hex (req.token.ptr, req.token.len, hash);
+            rec.type = QMS_RT_LOGOUT;
+            rec.s [0] = qms_str (hash);
+            to_router (self, &rec);
+            break;
+        case QMS_REQ_MESSAGE:
+            rec.type = QMS_RT_MESSAGE;
+            rec.s [0] = req.target;
+            rec.s [1] = req.message;
+            /*  The fast path: the token this connection is bound to needs
+                no hashing and no lookup by token in the router. */
+            if (conn->bound && qms_ct_equal (req.token.ptr, req.token.len, conn->token, conn->token_len))
+                rec.s [2] = qms_str ("");
+            else {
+                qms_sha256_hex (req.token.ptr, req.token.len, hash);
+                rec.s [2] = qms_str (hash);
+            }
+            to_router (self, &rec);
+            break;
+    }
+    proto_request_free (&req);
+}
+
+static int
+handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
+{
+    bool binary = lws_frame_is_binary (conn->wsi);
+    bool complete = lws_is_final_fragment (conn->wsi) && lws_remaining_packet_payload (conn->wsi) == 0;
+
+    if (complete && conn->rx_len == 0) {
+        /*  The common case: the whole message arrived at once. */
+        if (binary)
+            conn_send_error (self, conn, -1, "Binary frames are not supported: send JSON text.");
+        else
+            handle_request (self, conn, (const char *) in, len);
+        return 0;
+    }
+    if (conn->rx_len + len > MAX_WS_MESSAGE) {
+        qms_info (ACTOR, "event=message_too_big handle=%llu", (unsigned long long) conn->handle);
+        const char *reason = "Message too big (at most 1 MiB)";
+        lws_close_reason (conn->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                          (unsigned char *) reason, strlen (reason));
+        return -1;
+    }
+    if (conn->rx_len + len > conn->rx_cap) {
+        size_t cap = conn->rx_cap ? conn->rx_cap : 4096;
+        while (cap < conn->rx_len + len)
+            cap *= 2;
+        uint8_t *rx = realloc (conn->rx, cap);
+        if (!rx)
+            return -1;
+        conn->rx = rx;
+        conn->rx_cap = cap;
+    }
+    memcpy (conn->rx + conn->rx_len, in, len);
+    conn->rx_len += len;
+    if (complete) {
+        if (binary)
+            conn_send_error (self, conn, -1, "Binary frames are not supported: send JSON text.");
+        else
+            handle_request (self, conn, (const char *) conn->rx, conn->rx_len);
+        conn->rx_len = 0;
+        if (conn->rx_cap > TX_KEEP_BYTES) {
+            free (conn->rx);
+            conn->rx = NULL;
+            conn->rx_cap = 0;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Records from the actors. */
+
+static void
+broadcast_userlist (gateway_t *self)
+{
+    proto_userlist_event (&self->scratch, (const char *) self->users_json.data, self->users_json.len);
+    for (size_t slot = 0; slot < self->max_slots; slot++) {
+        conn_t *conn = self->slots [slot];
+        if (conn && conn->bound)
+            conn_queue (self, conn, self->scratch.data, self->scratch.len);
+    }
+    qms_buf_reset (&self->scratch);
+}
+
+static void
+users_finish (gateway_t *self)
+{
+    proto_users_end (&self->users_building);
+    qms_buf_t swap = self->users_json;
+    self->users_json = self->users_building;
+    self->users_building = swap;
+    qms_buf_reset (&self->users_building);
+    self->users_active = false;
+    broadcast_userlist (self);
+}
+
+static void
+handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
+{
+    memcpy (conn->token, conn->pending, conn->pending_len);
+    conn->token_len = conn->pending_len;
+    conn->token [conn->token_len] = 0;
+    conn->bound = true;
+    if (rec->num == QMS_BOUND_LOGIN)
+        proto_login_ok (&self->scratch, qms_strn (conn->token, conn->token_len), rec->s [1],
+                        (const char *) self->users_json.data, self->users_json.len);
+    else
+        proto_authorized (&self->scratch);
+    conn_queue_scratch (self, conn);
+    /*  Everyone online gets the list when it changes, this one included. */
+    proto_userlist_event (&self->scratch, (const char *) self->users_json.data, self->users_json.len);
+    conn_queue_scratch (self, conn);
+}
+
+static void
+handle_router_record (gateway_t *self, const qms_rec_t *rec)
+{
+    if (rec->type == QMS_GW_USERS) {
+        qms_buf_reset (&self->users_building);
+        proto_users_begin (&self->users_building);
+        self->users_expected = rec->num;
+        self->users_seen = 0;
+        self->users_active = true;
+        if (rec->num == 0)
+            users_finish (self);
+        return;
+    }
+    if (rec->type == QMS_GW_USER) {
+        if (!self->users_active)
+            return;
+        proto_users_add (&self->users_building, rec->s [0], rec->s [1], rec->s [2]);
+        if (++self->users_seen == self->users_expected)
+            users_finish (self);
+        return;
+    }
+    conn_t *conn = conn_lookup (self, rec->conn);
+    if (!conn)
+        return;                         /* closed meanwhile */
+    switch (rec->type) {
+        case QMS_GW_BOUND:
+            handle_bound (self, conn, rec);
+            break;
+        case QMS_GW_INVALID:
+            if (rec->num)
+                conn->bound = false;
+            proto_invalid_user (&self->scratch);
+            conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_KICK: {
+            conn->bound = false;
+            char reason [64];
+            qms_str_copy (rec->s [0], reason, sizeof reason);
+            conn_close (conn, (uint16_t) rec->num, reason);
+            break;
+        }
+        case QMS_GW_UNBIND:
+            conn->bound = false;
+            break;
+        case QMS_GW_DELIVER:
+            proto_message_event (&self->scratch, rec->s [0], rec->s [1]);
+            conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_ERROR:
+            proto_error (&self->scratch, rec->num == QMS_NO_EVENT ? -1 : (int) rec->num,
+                         rec->s [0].ptr, rec->s [0].len);
+            conn_queue_scratch (self, conn);
+            break;
+        default:
+            qms_warn (ACTOR, "event=unexpected_record peer=router type=%s", qms_type_name (rec->type));
+    }
+}
+
+static void
+handle_auth_record (gateway_t *self, const qms_rec_t *rec)
+{
+    conn_t *conn = conn_lookup (self, rec->conn);
+    if (!conn)
+        return;
+    if (rec->type == QMS_AUTH_FAIL) {
+        proto_error (&self->scratch, QMS_EV_LOGIN, rec->s [0].ptr, rec->s [0].len);
+        conn_queue_scratch (self, conn);
+    }
+    else
+    if (rec->type == QMS_AUTH_OK && rec->s [2].len == QMS_TOKEN_CHARS) {
+        /*  Keep the token until the router has bound the session. */
+        memcpy (conn->pending, rec->s [2].ptr, QMS_TOKEN_CHARS);
+        conn->pending_len = QMS_TOKEN_CHARS;
+        char hash [QMS_HASH_HEX + 1];
+        qms_sha256_hex (rec->s [2].ptr, rec->s [2].len, hash);
+        qms_rec_t online = { .type = QMS_RT_ONLINE, .conn = conn->handle };
+        online.s [0] = rec->s [0];
+        online.s [1] = rec->s [1];
+        online.s [2] = rec->s [3];
+        online.s [3] = qms_str (hash);
+        to_router (self, &online);
+    }
+    else
+        qms_warn (ACTOR, "event=unexpected_record peer=auth type=%s", qms_type_name (rec->type));
+}
+
+static void
+drain_socket (gateway_t *self, void *raw, bool from_router)
+{
+    zmq_msg_t body;
+    zmq_msg_init (&body);
+    for (;;) {
+        uint32_t events = 0;
+        size_t size = sizeof events;
+        if (zmq_getsockopt (raw, ZMQ_EVENTS, &events, &size) || !(events & ZMQ_POLLIN))
+            break;
+        int rc = qms_batch_recv (raw, NULL, NULL, &body);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            qms_warn (ACTOR, "event=bad_message peer=%s", from_router ? "router" : "auth");
+            continue;
+        }
+        const uint8_t *data = zmq_msg_data (&body);
+        size_t len = zmq_msg_size (&body), offset = 0;
+        qms_rec_t rec;
+        int got;
+        while ((got = qms_rec_next (data, len, &offset, &rec)) == 1) {
+            if (rec.type == QMS_NONE)
+                continue;
+            if (from_router)
+                handle_router_record (self, &rec);
+            else
+                handle_auth_record (self, &rec);
+        }
+        if (got < 0)
+            qms_warn (ACTOR, "event=bad_batch peer=%s", from_router ? "router" : "auth");
+    }
+    zmq_msg_close (&body);
+}
+
+static void
+drain_zmq (gateway_t *self)
+{
+    drain_socket (self, self->router_raw, true);
+    drain_socket (self, self->auth_raw, false);
+}
+
+static void
+sul_tick_cb (lws_sorted_usec_list_t *sul)
+{
+    gateway_t *self = lws_container_of (sul, gateway_t, sul_tick);
+    /*  A safety net under the ZMQ_FD edge signalling: cheap when idle. */
+    drain_zmq (self);
+    if (self->to_router.len || self->to_auth.len)
+        schedule_flush (self);
+    lws_sul_schedule (self->ctx, 0, &self->sul_tick, sul_tick_cb, 100 * LWS_US_PER_MS);
+}
+
+static void
+sul_stop_cb (lws_sorted_usec_list_t *sul)
+{
+    gateway_t *self = lws_container_of (sul, gateway_t, sul_stop);
+    self->interrupted = true;
+}
+
+static void
+begin_stop (gateway_t *self, int signo)
+{
+    if (self->stopping)
+        return;
+    self->stopping = true;
+    qms_info (ACTOR, "event=stopping signal=%d connections=%zu", signo, self->open_count);
+    for (size_t slot = 0; slot < self->max_slots; slot++)
+        if (self->slots [slot])
+            conn_close (self->slots [slot], CLOSE_GOING_AWAY, "Server shutting down");
+    /*  Give the close frames one moment to leave, then end the loop. */
+    lws_sul_schedule (self->ctx, 0, &self->sul_stop, sul_stop_cb, 200 * LWS_US_PER_MS);
+}
+
+/* ------------------------------------------------------------------------ */
+/*  HTTP. */
+
+static vhost_kind_t
+vhost_kind (gateway_t *self, struct lws *wsi)
+{
+    struct lws_vhost *vh = lws_get_vhost (wsi);
+    return vh == self->vh_chat ? VH_CHAT : vh == self->vh_https ? VH_HTTPS : VH_HTTP;
+}
+
+static char *
+header_dup (struct lws *wsi, enum lws_token_indexes token)
+{
+    int len = lws_hdr_total_length (wsi, token);
+    if (len <= 0)
+        return NULL;
+    char *value = malloc ((size_t) len + 1);
+    if (value && lws_hdr_copy (wsi, value, len + 1, token) < 0) {
+        free (value);
+        return NULL;
+    }
+    return value;
+}
+
+static const char *
+http_method (struct lws *wsi)
+{
+    static const struct { enum lws_token_indexes token; const char *name; } methods [] = {
+        { WSI_TOKEN_GET_URI, "GET" }, { WSI_TOKEN_HEAD_URI, "HEAD" },
+        { WSI_TOKEN_POST_URI, "POST" }, { WSI_TOKEN_PUT_URI, "PUT" },
+        { WSI_TOKEN_PATCH_URI, "PATCH" }, { WSI_TOKEN_DELETE_URI, "DELETE" },
+        { WSI_TOKEN_OPTIONS_URI, "OPTIONS" }, { WSI_TOKEN_CONNECT, "CONNECT" },
+    };
+    for (size_t i = 0; i < sizeof methods / sizeof methods [0]; i++)
+        if (lws_hdr_total_length (wsi, methods [i].token) > 0)
+            return methods [i].name;
+    return "UNKNOWN";
+}
+
+/*  lws hands us the path already percent-decoded; the http module decodes
+    once itself, so every '%' is escaped back to keep the meaning exact. */
+static char *
+rebuild_uri (struct lws *wsi, const char *path)
+{
+    char *args = header_dup (wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    size_t len = strlen (path), extra = 0;
+    for (const char *p = path; *p; p++)
+        if (*p == '%')
+            extra += 2;
+    char *uri = malloc (len + extra + (args ? strlen (args) + 2 : 1));
+    if (uri) {
+        char *o = uri;
+        for (const char *p = path; *p; p++) {
+            *o++ = *p;
+            if (*p == '%') { *o++ = '2'; *o++ = '5'; }
+        }
+        if (args) {
+            *o++ = '?';
+            strcpy (o, args);
+        }
+        else
+            *o = 0;
+    }
+    free (args);
+    return uri;
+}
+
+static int
+http_send_headers (struct lws *wsi, http_response_t *resp)
+{
+    uint8_t buffer [LWS_PRE + 4096];
+    uint8_t *start = buffer + LWS_PRE, *p = start, *end = buffer + sizeof buffer - 1;
+    if (lws_add_http_common_headers (wsi, (unsigned int) resp->status, resp->content_type,
+                                     resp->body_len, &p, end))
+        return -1;
+    /*  resp->headers is "Name: value\r\n" lines. */
+    for (char *line = resp->headers; *line; ) {
+        char *eol = strstr (line, "\r\n");
+        char *colon = strchr (line, ':');
+        if (!eol || !colon || colon > eol)
+            break;
+        char name [64];
+        size_t name_len = (size_t) (colon - line) + 1;
+        if (name_len >= sizeof name)
+            break;
+        memcpy (name, line, name_len);
+        name [name_len] = 0;
+        const char *value = colon + 1;
+        while (*value == ' ')
+            value++;
+        if (lws_add_http_header_by_name (wsi, (const unsigned char *) name,
+                                         (const unsigned char *) value, (int) (eol - value), &p, end))
+            return -1;
+        line = eol + 2;
+    }
+    if (lws_add_http_header_by_name (wsi, (const unsigned char *) "referrer-policy:",
+                                     (const unsigned char *) "no-referrer", 11, &p, end))
+        return -1;
+    return lws_finalize_write_http_header (wsi, start, &p, end) ? -1 : 0;
+}
+
+static int
+http_finish (struct lws *wsi, conn_t *conn)
+{
+    bool close_after = conn->resp_close;
+    http_response_free (conn->resp);
+    free (conn->resp);
+    conn->resp = NULL;
+    if (close_after)
+        return -1;
+    return lws_http_transaction_completed (wsi) ? -1 : 0;
+}
+
+static int
+handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
+{
+    vhost_kind_t kind = vhost_kind (self, wsi);
+    conn->resp = calloc (1, sizeof *conn->resp);
+    if (!conn->resp)
+        return -1;
+    conn->resp_sent = 0;
+    const char *method = http_method (wsi);
+    conn->resp_close = strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0;
+
+    if (kind == VH_CHAT) {
+        /*  The chat port speaks WebSocket only. */
+        static const char text [] = "426 Upgrade Required: this port speaks WebSocket (the web UI is on the HTTP port)\n";
+        conn->resp->status = 426;
+        strcpy (conn->resp->content_type, "text/plain; charset=utf-8");
+        conn->resp->body = strdup (text);
+        conn->resp->body_len = conn->resp->body ? strlen (text) : 0;
+        strcpy (conn->resp->headers, "Upgrade: websocket\r\n");
+        conn->resp->head_only = strcmp (method, "HEAD") == 0;
+    }
+    else {
+        char *uri = rebuild_uri (wsi, path ? path : "/");
+        char *accept = header_dup (wsi, WSI_TOKEN_HTTP_ACCEPT);
+        char *host = header_dup (wsi, WSI_TOKEN_HOST);
+        char fetch_dest [32] = "";
+        int have_dest = lws_hdr_custom_copy (wsi, fetch_dest, sizeof fetch_dest, "sec-fetch-dest:", 15);
+        http_request_t req = { .method = method, .uri = uri ? uri : "/", .accept = accept,
+                               .sec_fetch_dest = have_dest > 0 ? fetch_dest : NULL, .host = host };
+        http_site_t *site = kind == VH_HTTP && self->site_redirect ? self->site_redirect : self->site;
+        http_handle (site, &req, conn->resp);
+        qms_debug (ACTOR, "event=http method=%s status=%d", method, conn->resp->status);
+        free (uri);
+        free (accept);
+        free (host);
+    }
+    if (http_send_headers (wsi, conn->resp))
+        return -1;
+    if (conn->resp->head_only || conn->resp->body_len == 0)
+        return http_finish (wsi, conn);
+    lws_callback_on_writable (wsi);
+    return 0;
+}
+
+static int
+http_writeable (struct lws *wsi, conn_t *conn)
+{
+    if (!conn->resp)
+        return 0;
+    uint8_t buffer [LWS_PRE + HTTP_CHUNK];
+    size_t left = conn->resp->body_len - conn->resp_sent;
+    size_t n = left < HTTP_CHUNK ? left : HTTP_CHUNK;
+    memcpy (buffer + LWS_PRE, conn->resp->body + conn->resp_sent, n);
+    bool last = n == left;
+    if (lws_write (wsi, buffer + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int) n)
+        return -1;
+    conn->resp_sent += n;
+    if (last)
+        return http_finish (wsi, conn);
+    lws_callback_on_writable (wsi);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  WebSocket handshakes: path on the HTTP ports, Origin, capacity. */
+
+static bool
+host_matches (const char *host, size_t host_len, const char *name)
+{
+    return name && strlen (name) == host_len && strncasecmp (host, name, host_len) == 0;
+}
+
+/*  An Origin is "scheme://host[:port]".  Browsers always send it; other
+    clients usually do not, and those are allowed.  A browser page may open
+    a chat connection only if it was served under one of our own names (the
+    -serverIp value, localhost, the loopback addresses, or the Host this
+    handshake was sent to), on any port, or it is on the allow-list. */
+static bool
+origin_allowed (gateway_t *self, struct lws *wsi)
+{
+    int len = lws_hdr_total_length (wsi, WSI_TOKEN_ORIGIN);
+    if (len <= 0)
+        return true;
+    char origin [512];
+    if (len >= (int) sizeof origin || lws_hdr_copy (wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
+        return false;
+    for (int i = 0; i < self->cfg->origin_count; i++)
+        if (strcasecmp (origin, self->cfg->origins [i]) == 0)
+            return true;
+    const char *host = NULL;
+    if (strncasecmp (origin, "http://", 7) == 0)
+        host = origin + 7;
+    else
+    if (strncasecmp (origin, "https://", 8) == 0)
+        host = origin + 8;
+    if (!host)
+        return false;
+    size_t host_len;
+    if (*host == '[') {
+        const char *close = strchr (host, ']');
+        if (!close)
+            return false;
+        host_len = (size_t) (close - host) + 1;
+    }
+    else
+        host_len = strcspn (host, ":/");
+    if (host [host_len] && host [host_len] != ':')
+        return false;                   /* an origin has no path */
+
+    char request_host [256] = "";
+    if (lws_hdr_copy (wsi, request_host, sizeof request_host, WSI_TOKEN_HOST) > 0) {
+        char *colon = request_host [0] == '[' ? strchr (request_host, ']') : request_host;
+        colon = colon ? strchr (colon, ':') : NULL;
+        if (colon)
+            *colon = 0;
+    }
+    return host_matches (host, host_len, self->cfg->server_ip)
+        || host_matches (host, host_len, "localhost")
+        || host_matches (host, host_len, "127.0.0.1")
+        || host_matches (host, host_len, "[::1]")
+        || (request_host [0] && host_matches (host, host_len, request_host));
+}
+
+static int
+filter_handshake (gateway_t *self, struct lws *wsi)
+{
+    if (self->stopping)
+        return 1;
+    if (vhost_kind (self, wsi) != VH_CHAT) {
+        char path [16] = "";
+        if (lws_hdr_copy (wsi, path, sizeof path, WSI_TOKEN_GET_URI) < 0 || strcmp (path, "/ws") != 0)
+            return 1;
+    }
+    if (!origin_allowed (self, wsi)) {
+        char origin [128] = "";
+        lws_hdr_copy (wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+        qms_info (ACTOR, "event=origin_refused origin=\"%s\"", origin);
+        return 1;
+    }
+    if (self->free_count == 0) {
+        qms_warn (ACTOR, "event=connection_refused reason=max_connections limit=%zu", self->max_slots);
+        return 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+
+static int
+callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    gateway_t *self = (gateway_t *) lws_context_user (lws_get_context (wsi));
+    conn_t *conn = (conn_t *) user;
+
+    switch (reason) {
+        case LWS_CALLBACK_HTTP:
+            conn->wsi = wsi;
+            return handle_http (self, wsi, conn, (const char *) in);
+        case LWS_CALLBACK_HTTP_WRITEABLE:
+            return http_writeable (wsi, conn);
+        case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+        case LWS_CALLBACK_CLOSED_HTTP:
+            if (conn && conn->resp) {
+                http_response_free (conn->resp);
+                free (conn->resp);
+                conn->resp = NULL;
+            }
+            break;
+
+        case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+            return filter_handshake (self, wsi);
+        case LWS_CALLBACK_ESTABLISHED:
+            memset (conn, 0, sizeof *conn);
+            conn->wsi = wsi;
+            if (!conn_attach (self, conn))
+                return -1;
+            qms_debug (ACTOR, "event=open handle=%llu", (unsigned long long) conn->handle);
+            break;
+        case LWS_CALLBACK_RECEIVE:
+            if (!conn->handle)
+                return -1;
+            return handle_receive (self, conn, (const uint8_t *) in, len);
+        case LWS_CALLBACK_SERVER_WRITEABLE:
+            if (!conn->handle)
+                return 0;
+            return conn_writeable (self, conn);
+        case LWS_CALLBACK_CLOSED:
+            if (conn->handle) {
+                qms_rec_t rec = { .type = QMS_RT_CLOSED, .conn = conn->handle };
+                to_router (self, &rec);
+                qms_debug (ACTOR, "event=close handle=%llu", (unsigned long long) conn->handle);
+                conn_detach (self, conn);
+            }
+            conn_release (conn);
+            break;
+        default:
+            break;
+    }
+    return 0;
+}
+
+static int
+callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    gateway_t *self = (gateway_t *) lws_context_user (lws_get_context (wsi));
+    if (reason != LWS_CALLBACK_RAW_RX_FILE)
+        return 0;
+    if (wsi == self->signal_wsi) {
+        struct signalfd_siginfo info;
+        if (read (self->signal_fd, &info, sizeof info) == (ssize_t) sizeof info)
+            begin_stop (self, (int) info.ssi_signo);
+        return 0;
+    }
+    drain_zmq (self);
+    return 0;
+}
+
+static const struct lws_protocols s_protocols [] = {
+    /*  rx_buffer_size is allocated per connection: small, and longer
+        messages arrive in pieces that handle_receive joins. */
+    { "qms", callback_qms, sizeof (conn_t), 4096, 0, NULL, 0 },
+    { "qms-raw", callback_raw, 0, 0, 0, NULL, 0 },
+    { NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+/* ------------------------------------------------------------------------ */
+
+/*  Modern suites only; TLS 1.3 suites are OpenSSL's defaults. */
+#define TLS12_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+                      "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+                      "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+int
+gateway_check_tls (const qms_config_t *cfg, char *err, size_t err_size)
+{
+    SSL_CTX *ctx = SSL_CTX_new (TLS_server_method ());
+    int rc = -1;
+    if (!ctx) {
+        snprintf (err, err_size, "cannot create a TLS context");
+        return -1;
+    }
+    ERR_clear_error ();
+    if (SSL_CTX_use_certificate_chain_file (ctx, cfg->ssl_cert) != 1)
+        snprintf (err, err_size, "-sslCertificate '%s' is not a usable PEM certificate", cfg->ssl_cert);
+    else
+    if (SSL_CTX_use_PrivateKey_file (ctx, cfg->ssl_key, SSL_FILETYPE_PEM) != 1)
+        snprintf (err, err_size, "-sslPrivateKey '%s' is not a usable PEM private key", cfg->ssl_key);
+    else
+    if (SSL_CTX_check_private_key (ctx) != 1)
+        snprintf (err, err_size, "-sslPrivateKey '%s' does not match -sslCertificate '%s'",
+                  cfg->ssl_key, cfg->ssl_cert);
+    else
+        rc = 0;
+    ERR_clear_error ();
+    SSL_CTX_free (ctx);
+    return rc;
+}
+
+static struct lws_vhost *
+create_vhost (gateway_t *self, const char *name, int port, bool tls)
+{
+    const qms_config_t *cfg = self->cfg;
+    struct lws_context_creation_info info;
+    memset (&info, 0, sizeof info);
+    info.vhost_name = name;
+    info.port = port;
+    info.protocols = s_protocols;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (cfg->bind_address [0]) {
+        info.iface = cfg->bind_address;
+        /*  lws ignores iface while IPv6 is on (PLATFORM-NOTES §2). */
+        if (!strchr (cfg->bind_address, ':'))
+            info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    }
+    if (tls) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = cfg->ssl_cert;
+        info.ssl_private_key_filepath = cfg->ssl_key;
+        info.ssl_cipher_list = TLS12_CIPHERS;
+        info.ssl_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1
+                             | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION;
+    }
+    struct lws_vhost *vh = lws_create_vhost (self->ctx, &info);
+    if (!vh)
+        qms_error (ACTOR, "event=listen_failed vhost=%s port=%d reason=\"cannot bind (port in use or address not available)\"",
+                   name, port);
+    else
+        qms_info (ACTOR, "event=listening vhost=%s port=%d tls=%s bind=%s", name, port,
+                  tls ? "yes" : "no", cfg->bind_address [0] ? cfg->bind_address : "*");
+    return vh;
+}
+
+static struct lws *
+adopt_fd (gateway_t *self, int fd)
+{
+    lws_sock_file_fd_type desc;
+    desc.filefd = fd;
+    return lws_adopt_descriptor_vhost (self->vh_chat, LWS_ADOPT_RAW_FILE_DESC, desc, "qms-raw", NULL);
+}
+
+/*  Adopt a ZeroMQ socket's notification fd.  lws closes what it adopts,
+    and that fd belongs to libzmq, so lws gets a duplicate. */
+static struct lws *
+adopt_zmq (gateway_t *self, void *raw)
+{
+    int fd;
+    size_t size = sizeof fd;
+    if (zmq_getsockopt (raw, ZMQ_FD, &fd, &size))
+        return NULL;
+    int copy = dup (fd);
+    if (copy < 0)
+        return NULL;
+    struct lws *wsi = adopt_fd (self, copy);
+    if (!wsi)
+        close (copy);
+    return wsi;
+}
+
+gateway_t *
+gateway_new (const qms_config_t *cfg, const int *stop_signals)
+{
+    gateway_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->cfg = cfg;
+    self->signal_fd = -1;
+
+    self->max_slots = (size_t) cfg->max_connections;
+    self->slots = calloc (self->max_slots, sizeof *self->slots);
+    self->gens = calloc (self->max_slots, sizeof *self->gens);
+    self->free_slots = malloc (self->max_slots * sizeof *self->free_slots);
+    if (!self->slots || !self->gens || !self->free_slots)
+        goto fail;
+    /*  Hand out low slots first: the free list is a stack. */
+    for (size_t i = 0; i < self->max_slots; i++)
+        self->free_slots [i] = (uint32_t) (self->max_slots - 1 - i);
+    self->free_count = self->max_slots;
+
+    http_options_t options = {
+        .html_dir = cfg->html_dir, .server_address = cfg->server_ip, .chat_port = cfg->chat_port,
+        .chat_secure = qms_config_wss (cfg), .redirect_to_https = false, .https_port = cfg->https_port
+    };
+    self->site = http_site_new (&options);
+    if (!self->site)
+        qms_warn (ACTOR, "event=no_web_ui html_dir=\"%s\" reason=\"not a readable folder: HTTP answers 404\"",
+                  cfg->html_dir);
+    if (qms_config_https (cfg)) {
+        options.redirect_to_https = true;
+        self->site_redirect = http_site_new (&options);
+    }
+
+    lws_set_log_level (LLL_ERR | LLL_WARN | (qms_log_get_level () >= QMS_LOG_DEBUG ? LLL_NOTICE : 0),
+                       lws_log_emit);
+    struct lws_context_creation_info info;
+    memset (&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.user = self;
+    info.timeout_secs = 10;             /* handshakes that stall (slowloris) */
+    info.max_http_header_data = 4096;
+    info.fd_limit_per_thread = 0;
+    info.gid = -1;
+    info.uid = -1;
+    self->ctx = lws_create_context (&info);
+    if (!self->ctx) {
+        qms_error (ACTOR, "event=start_failed reason=\"cannot create the libwebsockets context\"");
+        goto fail;
+    }
+    self->vh_chat = create_vhost (self, "chat", cfg->chat_port, qms_config_wss (cfg));
+    if (!self->vh_chat)
+        goto fail;
+    self->vh_http = create_vhost (self, "http", cfg->http_port, false);
+    if (!self->vh_http)
+        goto fail;
+    if (qms_config_https (cfg)) {
+        self->vh_https = create_vhost (self, "https", cfg->https_port, true);
+        if (!self->vh_https)
+            goto fail;
+    }
+
+    /*  Our ZeroMQ sockets, inside the lws loop. */
+    self->router = zsock_new (ZMQ_DEALER);
+    self->auth = zsock_new (ZMQ_DEALER);
+    if (!self->router || !self->auth)
+        goto fail;
+    qms_socket_tune (self->router);
+    qms_socket_tune (self->auth);
+    if (zsock_connect (self->router, "%s", cfg->router_endpoint)
+    ||  zsock_connect (self->auth, "%s", cfg->auth_endpoint)) {
+        qms_error (ACTOR, "event=start_failed reason=\"cannot connect to the actors\"");
+        goto fail;
+    }
+    self->router_raw = zsock_resolve (self->router);
+    self->auth_raw = zsock_resolve (self->auth);
+    self->router_wsi = adopt_zmq (self, self->router_raw);
+    self->auth_wsi = adopt_zmq (self, self->auth_raw);
+    if (!self->router_wsi || !self->auth_wsi) {
+        qms_error (ACTOR, "event=start_failed reason=\"cannot watch the ZeroMQ sockets\"");
+        goto fail;
+    }
+    char name [64];
+    snprintf (name, sizeof name, "gateway-%d", (int) getpid ());
+    uint64_t nonce = 0;
+    qms_random (&nonce, sizeof nonce);
+    qms_rec_t hello = { .type = QMS_RT_HELLO, .num = nonce, .s = { qms_str (name) } };
+    to_router (self, &hello);
+
+    if (stop_signals && stop_signals [0]) {
+        sigset_t set;
+        sigemptyset (&set);
+        for (const int *s = stop_signals; *s; s++)
+            sigaddset (&set, *s);
+        self->signal_fd = signalfd (-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+        if (self->signal_fd < 0 || !(self->signal_wsi = adopt_fd (self, self->signal_fd))) {
+            qms_error (ACTOR, "event=start_failed reason=\"cannot watch signals\"");
+            goto fail;
+        }
+    }
+    lws_sul_schedule (self->ctx, 0, &self->sul_tick, sul_tick_cb, 100 * LWS_US_PER_MS);
+    return self;
+
+fail:
+    gateway_destroy (&self);
+    return NULL;
+}
+
+int
+gateway_run (gateway_t *self)
+{
+    while (!self->interrupted)
+        if (lws_service (self->ctx, 0) < 0)
+            break;
+    qms_info (ACTOR, "event=stopped");
+    return 0;
+}
+
+void
+gateway_destroy (gateway_t **self_p)
+{
+    gateway_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->ctx) {
+        lws_sul_cancel (&self->sul_tick);
+        lws_sul_cancel (&self->sul_flush);
+        lws_sul_cancel (&self->sul_stop);
+        lws_context_destroy (self->ctx);    /* closes connections and adopted fds */
+        self->ctx = NULL;
+    }
+    else
+    if (self->signal_fd >= 0)
+        close (self->signal_fd);
+    if (self->router_raw && self->to_router.len)
+        qms_batch_send (self->router_raw, NULL, 0, &self->to_router);
+    zsock_destroy (&self->router);
+    zsock_destroy (&self->auth);
+    http_site_destroy (&self->site);
+    http_site_destroy (&self->site_redirect);
+    qms_buf_free (&self->to_router);
+    qms_buf_free (&self->to_auth);
+    qms_buf_free (&self->scratch);
+    qms_buf_free (&self->users_json);
+    qms_buf_free (&self->users_building);
+    free (self->slots);
+    free (self->gens);
+    free (self->free_slots);
+    free (self);
+    *self_p = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+
+void
+gateway_test (bool verbose)
+{
+    proto_test (verbose);
+    if (verbose)
+        printf (" * gateway: ");
+    /*  Slot handles: reuse of a slot never revives an old handle. */
+    qms_config_t cfg;
+    qms_config_defaults (&cfg);
+    cfg.max_connections = 2;
+    gateway_t self;
+    memset (&self, 0, sizeof self);
+    self.cfg = &cfg;
+    self.max_slots = 2;
+    conn_t *slots [2] = { 0 };
+    uint32_t gens [2] = { 0 }, free_slots [2] = { 1, 0 };
+    self.slots = slots;
+    self.gens = gens;
+    self.free_slots = free_slots;
+    self.free_count = 2;
+    conn_t a = { 0 }, b = { 0 }, c = { 0 };
+    assert (conn_attach (&self, &a) && conn_attach (&self, &b));
+    assert (!conn_attach (&self, &c));              /* full */
+    assert (a.handle && b.handle && a.handle != b.handle);
+    assert (conn_lookup (&self, a.handle) == &a && conn_lookup (&self, b.handle) == &b);
+    uint64_t old = a.handle;
+    conn_detach (&self, &a);
+    assert (conn_lookup (&self, old) == NULL && a.handle == 0);
+    assert (conn_attach (&self, &c));
+    assert (c.handle != old && (c.handle & SLOT_MASK) == (old & SLOT_MASK));
+    assert (conn_lookup (&self, old) == NULL && conn_lookup (&self, c.handle) == &c);
+    assert (conn_lookup (&self, 12345678) == NULL);
+    assert (self.open_count == 2);
+
+    /*  Rate limit: a burst, then refused, then refilled over time. */
+    cfg.rate_messages = 1000;
+    cfg.rate_burst = 5;
+    conn_t r = { 0 };
+    int allowed = 0;
+    for (int i = 0; i < 20; i++)
+        allowed += rate_allowed (&self, &r);
+    assert (allowed >= 5 && allowed <= 6);
+    r.bucket_ms -= 10;                              /* 10 ms later: 10 more, capped at 5 */
+    allowed = 0;
+    for (int i = 0; i < 20; i++)
+        allowed += rate_allowed (&self, &r);
+    assert (allowed == 5);
+    if (verbose)
+        printf ("OK\n");
+}

@@ -1,0 +1,44 @@
+/*  gateway.h - the libwebsockets gateway: WebSocket and HTTP in, records out.
+
+    The gateway is the only code that knows WebSocket, HTTP and JSON.  It
+    runs one libwebsockets loop in the calling thread; its ZeroMQ sockets to
+    auth and router sit inside that loop (through ZMQ_FD), so it never
+    blocks on them and needs no hand-off thread.
+*/
+#ifndef GATEWAY_H_INCLUDED
+#define GATEWAY_H_INCLUDED
+
+#include "qms_config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct _gateway_t gateway_t;
+
+/*  Check that the configured certificate and key load and match, and that
+    TLS 1.2+ can be set up with them.  Returns 0, or -1 with a reason. */
+int gateway_check_tls (const qms_config_t *cfg, char *err, size_t err_size);
+
+/*  Create the listeners and connect to auth and router.  The signals in
+    stop_signals (e.g. SIGINT, SIGTERM; 0-terminated, may be NULL) must
+    already be blocked in every thread: the gateway reads them from a
+    signalfd and shuts down gracefully.  NULL (after logging why) if a port
+    cannot be bound. */
+gateway_t *gateway_new (const qms_config_t *cfg, const int *stop_signals);
+
+/*  Serve until a stop signal arrives; returns 0 after a clean stop. */
+int gateway_run (gateway_t *self);
+
+void gateway_destroy (gateway_t **self_p);
+
+void gateway_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

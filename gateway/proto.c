@@ -1,0 +1,456 @@
+/*  proto.c - client JSON in and out (see proto.h). */
+#include "proto.h"
+#include "qms_proto.h"
+
+#include <assert.h>
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static void
+set_error (proto_request_t *req, int event, const char *text)
+{
+    req->status = PROTO_ERROR;
+    req->error_event = event;
+    req->error = text;
+}
+
+/*  A field that must be a string.  Returns 1 and sets *out if present and a
+    string, 0 if absent, -1 if present with another type. */
+static int
+get_string (cJSON *doc, const char *key, qms_str_t *out)
+{
+    cJSON *item = cJSON_GetObjectItemCaseSensitive (doc, key);
+    if (!item)
+        return 0;
+    if (!cJSON_IsString (item) || !item->valuestring)
+        return -1;
+    out->ptr = item->valuestring;
+    out->len = (uint32_t) strlen (item->valuestring);
+    return 1;
+}
+
+static void
+parse_login (cJSON *doc, proto_request_t *req)
+{
+    if (get_string (doc, "name", &req->name) != 1 || req->name.len == 0
+    ||  get_string (doc, "password", &req->password) != 1 || req->password.len == 0) {
+        set_error (req, QMS_EV_LOGIN, "Please fill all fields.");
+        return;
+    }
+    if (req->name.len > PROTO_MAX_FIELD || req->password.len > PROTO_MAX_FIELD) {
+        set_error (req, QMS_EV_LOGIN, req->name.len > PROTO_MAX_FIELD
+                   ? "Name is too long (at most 64 characters)."
+                   : "Password is too long (at most 1024 bytes).");
+        return;
+    }
+    int rc = get_string (doc, "pubKey", &req->pubkey);
+    if (rc < 0) {
+        cJSON *item = cJSON_GetObjectItemCaseSensitive (doc, "pubKey");
+        if (!cJSON_IsNull (item)) {
+            set_error (req, QMS_EV_LOGIN, "Field 'pubKey' must be a string.");
+            return;
+        }
+    }
+    if (req->pubkey.len > PROTO_MAX_PUBKEY)
+        set_error (req, QMS_EV_LOGIN, "Field 'pubKey' is too long (at most 16384 bytes).");
+}
+
+static bool
+parse_token (cJSON *doc, proto_request_t *req)
+{
+    if (get_string (doc, "token", &req->token) != 1 || req->token.len == 0
+    ||  req->token.len > PROTO_MAX_TOKEN) {
+        req->status = PROTO_INVALID_USER;
+        return false;
+    }
+    return true;
+}
+
+static void
+parse_message (cJSON *doc, proto_request_t *req)
+{
+    if (!parse_token (doc, req))
+        return;
+    int rc = get_string (doc, "target", &req->target);
+    if (rc != 1 || req->target.len == 0) {
+        set_error (req, QMS_EV_MESSAGE, rc < 0 ? "Field 'target' must be a string."
+                                               : "Field 'target' is missing.");
+        return;
+    }
+    if (req->target.len > PROTO_MAX_TARGET) {
+        set_error (req, QMS_EV_MESSAGE, "Field 'target' is too long (a user id).");
+        return;
+    }
+    rc = get_string (doc, "message", &req->message);
+    if (rc != 1) {
+        set_error (req, QMS_EV_MESSAGE, rc < 0 ? "Field 'message' must be a string."
+                                               : "Field 'message' is missing.");
+        return;
+    }
+    if (req->message.len > PROTO_MAX_MESSAGE)
+        set_error (req, QMS_EV_MESSAGE, "Field 'message' is too long (at most 65536 bytes).");
+}
+
+void
+proto_parse (const char *data, size_t len, proto_request_t *req)
+{
+    memset (req, 0, sizeof *req);
+    req->action = -1;
+    req->error_event = -1;
+    cJSON *doc = cJSON_ParseWithLength (data, len);
+    req->doc = doc;
+    if (!doc) {
+        set_error (req, -1, "Not valid JSON.");
+        return;
+    }
+    if (!cJSON_IsObject (doc)) {
+        set_error (req, -1, "Expected a JSON object.");
+        return;
+    }
+    cJSON *action = cJSON_GetObjectItemCaseSensitive (doc, "action");
+    if (!action) {
+        set_error (req, -1, "Field 'action' is missing.");
+        return;
+    }
+    double value = cJSON_IsNumber (action) ? action->valuedouble : NAN;
+    if (!cJSON_IsNumber (action) || !isfinite (value) || value != floor (value)) {
+        set_error (req, -1, "Field 'action' must be an integer.");
+        return;
+    }
+    if (value < 0 || value >= QMS_REQ_COUNT) {
+        set_error (req, -1, "Unknown action.");
+        return;
+    }
+    req->action = (int) value;
+    switch (req->action) {
+        case QMS_REQ_LOGIN:
+        case QMS_REQ_REGISTER:
+            parse_login (doc, req);
+            break;
+        case QMS_REQ_MESSAGE:
+            parse_message (doc, req);
+            break;
+        case QMS_REQ_LOGOUT:
+        case QMS_REQ_AUTHORIZE:
+            parse_token (doc, req);
+            break;
+    }
+}
+
+void
+proto_request_free (proto_request_t *req)
+{
+    cJSON_Delete ((cJSON *) req->doc);
+    req->doc = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+
+#define APPEND_LIT(out, lit) qms_buf_append (out, lit, sizeof (lit) - 1)
+
+int
+proto_escape (qms_buf_t *out, const char *s, size_t len)
+{
+    static const char hex [] = "0123456789abcdef";
+    /*  Worst case every byte becomes \u00XX: reserve once, write directly. */
+    if (qms_buf_reserve (out, len * 6 + 2))
+        return -1;
+    uint8_t *p = out->data + out->len;
+    *p++ = '"';
+    const uint8_t *in = (const uint8_t *) s, *end = in + len;
+    while (in < end) {
+        /*  Copy runs of plain bytes in one go. */
+        const uint8_t *run = in;
+        while (in < end && *in >= 0x20 && *in != '"' && *in != '\\')
+            in++;
+        if (in > run) {
+            memcpy (p, run, (size_t) (in - run));
+            p += in - run;
+        }
+        if (in == end)
+            break;
+        uint8_t c = *in++;
+        *p++ = '\\';
+        switch (c) {
+            case '"':  *p++ = '"'; break;
+            case '\\': *p++ = '\\'; break;
+            case '\n': *p++ = 'n'; break;
+            case '\r': *p++ = 'r'; break;
+            case '\t': *p++ = 't'; break;
+            case '\b': *p++ = 'b'; break;
+            case '\f': *p++ = 'f'; break;
+            default:
+                *p++ = 'u'; *p++ = '0'; *p++ = '0';
+                *p++ = (uint8_t) hex [c >> 4];
+                *p++ = (uint8_t) hex [c & 15];
+        }
+    }
+    *p++ = '"';
+    out->len = (size_t) (p - out->data);
+    return 0;
+}
+
+int
+proto_error (qms_buf_t *out, int event, const char *text, size_t text_len)
+{
+    char head [48];
+    int n = event >= 0 ? snprintf (head, sizeof head, "{\"valid\":false,\"event\":%d,\"error\":", event)
+                       : snprintf (head, sizeof head, "{\"valid\":false,\"error\":");
+    if (qms_buf_append (out, head, (size_t) n)
+    ||  proto_escape (out, text, text_len)
+    ||  APPEND_LIT (out, "}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_invalid_user (qms_buf_t *out)
+{
+    return APPEND_LIT (out, "{\"valid\":false,\"event\":3}");
+}
+
+int
+proto_authorized (qms_buf_t *out)
+{
+    return APPEND_LIT (out, "{\"valid\":true,\"event\":0}");
+}
+
+int
+proto_login_ok (qms_buf_t *out, qms_str_t token, qms_str_t username,
+                const char *users_json, size_t users_len)
+{
+    if (APPEND_LIT (out, "{\"valid\":true,\"event\":1,\"token\":")
+    ||  proto_escape (out, token.ptr, token.len)
+    ||  APPEND_LIT (out, ",\"username\":")
+    ||  proto_escape (out, username.ptr, username.len)
+    ||  APPEND_LIT (out, ",\"users\":")
+    ||  (users_len ? qms_buf_append (out, users_json, users_len) : APPEND_LIT (out, "[]"))
+    ||  APPEND_LIT (out, "}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_message_event (qms_buf_t *out, qms_str_t sender, qms_str_t message)
+{
+    if (APPEND_LIT (out, "{\"valid\":true,\"event\":2,\"sender\":")
+    ||  proto_escape (out, sender.ptr, sender.len)
+    ||  APPEND_LIT (out, ",\"message\":")
+    ||  proto_escape (out, message.ptr, message.len)
+    ||  APPEND_LIT (out, "}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_users_begin (qms_buf_t *out)
+{
+    return APPEND_LIT (out, "[");
+}
+
+int
+proto_users_add (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey)
+{
+    bool first = out->len > 0 && out->data [out->len - 1] == '[';
+    if ((!first && APPEND_LIT (out, ","))
+    ||  APPEND_LIT (out, "{\"id\":")
+    ||  proto_escape (out, id.ptr, id.len)
+    ||  APPEND_LIT (out, ",\"name\":")
+    ||  proto_escape (out, name.ptr, name.len)
+    ||  APPEND_LIT (out, ",\"publicKey\":")
+    ||  proto_escape (out, pubkey.ptr, pubkey.len)
+    ||  APPEND_LIT (out, "}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_users_end (qms_buf_t *out)
+{
+    return APPEND_LIT (out, "]");
+}
+
+int
+proto_userlist_event (qms_buf_t *out, const char *users_json, size_t users_len)
+{
+    if (APPEND_LIT (out, "{\"valid\":true,\"event\":4,\"users\":")
+    ||  (users_len ? qms_buf_append (out, users_json, users_len) : APPEND_LIT (out, "[]"))
+    ||  APPEND_LIT (out, "}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_ws_frame (qms_buf_t *out, const void *payload, size_t len)
+{
+    uint8_t head [10];
+    size_t n = 0;
+    head [n++] = 0x81;                  /* FIN, text */
+    if (len < 126)
+        head [n++] = (uint8_t) len;
+    else
+    if (len <= 0xffff) {
+        head [n++] = 126;
+        head [n++] = (uint8_t) (len >> 8);
+        head [n++] = (uint8_t) len;
+    }
+    else {
+        head [n++] = 127;
+        for (int i = 7; i >= 0; i--)
+            head [n++] = (uint8_t) ((uint64_t) len >> (8 * i));
+    }
+    if (qms_buf_reserve (out, n + len))
+        return -1;
+    qms_buf_append (out, head, n);
+    qms_buf_append (out, payload, len);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void
+expect_json (qms_buf_t *buf, const char *expected)
+{
+    if (buf->len != strlen (expected) || memcmp (buf->data, expected, buf->len) != 0) {
+        fprintf (stderr, "\nexpected: %s\n     got: %.*s\n", expected, (int) buf->len, buf->data);
+        assert (false);
+    }
+    /*  And it must be JSON that cJSON reads back. */
+    cJSON *doc = cJSON_ParseWithLength ((const char *) buf->data, buf->len);
+    assert (doc);
+    cJSON_Delete (doc);
+    qms_buf_reset (buf);
+}
+
+static void
+parse_str (const char *text, proto_request_t *req)
+{
+    proto_request_free (req);
+    proto_parse (text, strlen (text), req);
+}
+
+void
+proto_test (bool verbose)
+{
+    if (verbose)
+        printf (" * proto: ");
+    proto_request_t req = { 0 };
+
+    parse_str ("{\"action\":1,\"name\":\"alice\",\"password\":\"pw\",\"pubKey\":\"K\"}", &req);
+    assert (req.status == PROTO_OK && req.action == QMS_REQ_REGISTER);
+    assert (qms_str_eq (req.name, "alice") && qms_str_eq (req.password, "pw") && qms_str_eq (req.pubkey, "K"));
+    parse_str ("{\"action\":0,\"name\":\"alice\",\"password\":\"pw\"}", &req);
+    assert (req.status == PROTO_OK && req.action == QMS_REQ_LOGIN && req.pubkey.len == 0);
+    parse_str ("{\"action\":0,\"name\":\"alice\",\"password\":\"pw\",\"pubKey\":null}", &req);
+    assert (req.status == PROTO_OK);
+
+    /*  Malformed input: a reason and no event. */
+    const char *bad [] = { "", "nope", "[1,2]", "42", "{\"action\":\"1\"}", "{\"action\":1.5}",
+                           "{\"action\":-1}", "{\"action\":99}", "{\"x\":1}", "{\"action\":1e400}",
+                           "{\"action\":true}", "{\"action\":0", NULL };
+    for (int i = 0; bad [i]; i++) {
+        parse_str (bad [i], &req);
+        assert (req.status == PROTO_ERROR && req.error_event == -1 && req.error);
+    }
+    parse_str ("{\"action\":99}", &req);
+    assert (strstr (req.error, "Unknown action"));
+
+    /*  Login and register field rules. */
+    const char *fill [] = { "{\"action\":0}", "{\"action\":0,\"name\":\"\",\"password\":\"x\"}",
+                            "{\"action\":1,\"name\":\"a\",\"password\":5}",
+                            "{\"action\":1,\"name\":[\"a\"],\"password\":\"x\"}", NULL };
+    for (int i = 0; fill [i]; i++) {
+        parse_str (fill [i], &req);
+        assert (req.status == PROTO_ERROR && req.error_event == QMS_EV_LOGIN);
+        assert (strcmp (req.error, "Please fill all fields.") == 0);
+    }
+    parse_str ("{\"action\":1,\"name\":\"a\",\"password\":\"x\",\"pubKey\":7}", &req);
+    assert (req.status == PROTO_ERROR && strstr (req.error, "pubKey"));
+
+    /*  Token-bearing requests. */
+    parse_str ("{\"action\":4,\"token\":\"abc\"}", &req);
+    assert (req.status == PROTO_OK && req.action == QMS_REQ_AUTHORIZE && qms_str_eq (req.token, "abc"));
+    parse_str ("{\"action\":4}", &req);
+    assert (req.status == PROTO_INVALID_USER);
+    parse_str ("{\"action\":2,\"token\":12}", &req);
+    assert (req.status == PROTO_INVALID_USER);
+    parse_str ("{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"hi\\u0000there\"}", &req);
+    assert (req.status == PROTO_OK && req.action == QMS_REQ_MESSAGE);
+    assert (qms_str_eq (req.target, "u"));
+    parse_str ("{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":5}", &req);
+    assert (req.status == PROTO_ERROR && req.error_event == QMS_EV_MESSAGE && strstr (req.error, "message"));
+    parse_str ("{\"action\":3,\"token\":\"t\",\"target\":1,\"message\":\"m\"}", &req);
+    assert (req.status == PROTO_ERROR && req.error_event == QMS_EV_MESSAGE && strstr (req.error, "target"));
+    parse_str ("{\"action\":3,\"target\":\"u\",\"message\":\"m\"}", &req);
+    assert (req.status == PROTO_INVALID_USER);
+    /*  Duplicate keys: the first one counts. */
+    parse_str ("{\"action\":4,\"action\":0,\"token\":\"t\"}", &req);
+    assert (req.status == PROTO_OK && req.action == QMS_REQ_AUTHORIZE);
+
+    /*  Message size limit, exactly at and one past it. */
+    static char big [PROTO_MAX_MESSAGE + 8192];
+    for (int extra = 0; extra <= 1; extra++) {
+        int n = snprintf (big, sizeof big, "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"");
+        memset (big + n, 'x', PROTO_MAX_MESSAGE + (size_t) extra);
+        n += PROTO_MAX_MESSAGE + extra;
+        strcpy (big + n, "\"}");
+        parse_str (big, &req);
+        assert (req.status == (extra ? PROTO_ERROR : PROTO_OK));
+    }
+    /*  Deep nesting is refused by the parser, not a stack overflow. */
+    static char deep [20010];
+    memset (deep, '[', 20000);
+    deep [20000] = 0;
+    parse_str (deep, &req);
+    assert (req.status == PROTO_ERROR);
+    proto_request_free (&req);
+
+    /*  Output, byte for byte. */
+    qms_buf_t out;
+    qms_buf_init (&out);
+    proto_escape (&out, "a\"b\\c\n\x01\xc3\xa9/", 10);
+    expect_json (&out, "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9/\"");
+    proto_error (&out, -1, "Not valid JSON.", 15);
+    expect_json (&out, "{\"valid\":false,\"error\":\"Not valid JSON.\"}");
+    proto_error (&out, 1, "Please fill all fields.", 23);
+    expect_json (&out, "{\"valid\":false,\"event\":1,\"error\":\"Please fill all fields.\"}");
+    proto_invalid_user (&out);
+    expect_json (&out, "{\"valid\":false,\"event\":3}");
+    proto_authorized (&out);
+    expect_json (&out, "{\"valid\":true,\"event\":0}");
+    proto_message_event (&out, qms_str ("id1"), qms_str ("he said \"hi\""));
+    expect_json (&out, "{\"valid\":true,\"event\":2,\"sender\":\"id1\",\"message\":\"he said \\\"hi\\\"\"}");
+
+    qms_buf_t users;
+    qms_buf_init (&users);
+    proto_users_begin (&users);
+    proto_users_end (&users);
+    expect_json (&users, "[]");
+    proto_users_begin (&users);
+    proto_users_add (&users, qms_str ("1"), qms_str ("al\"ice"), qms_str ("K1"));
+    proto_users_add (&users, qms_str ("2"), qms_str ("bob"), qms_str (""));
+    proto_users_end (&users);
+    proto_userlist_event (&out, (const char *) users.data, users.len);
+    expect_json (&out, "{\"valid\":true,\"event\":4,\"users\":[{\"id\":\"1\",\"name\":\"al\\\"ice\",\"publicKey\":\"K1\"},"
+                       "{\"id\":\"2\",\"name\":\"bob\",\"publicKey\":\"\"}]}");
+    proto_login_ok (&out, qms_str ("T"), qms_str ("Alice"), (const char *) users.data, users.len);
+    expect_json (&out, "{\"valid\":true,\"event\":1,\"token\":\"T\",\"username\":\"Alice\",\"users\":"
+                       "[{\"id\":\"1\",\"name\":\"al\\\"ice\",\"publicKey\":\"K1\"},"
+                       "{\"id\":\"2\",\"name\":\"bob\",\"publicKey\":\"\"}]}");
+    qms_buf_free (&users);
+
+    /*  Frames: the three length encodings. */
+    proto_ws_frame (&out, "hi", 2);
+    assert (out.len == 4 && out.data [0] == 0x81 && out.data [1] == 2 && memcmp (out.data + 2, "hi", 2) == 0);
+    qms_buf_reset (&out);
+    proto_ws_frame (&out, big, 300);
+    assert (out.len == 304 && out.data [1] == 126 && out.data [2] == 1 && out.data [3] == 44);
+    qms_buf_reset (&out);
+    proto_ws_frame (&out, big, 70000);
+    assert (out.len == 70010 && out.data [1] == 127 && out.data [7] == 1 && out.data [8] == 0x11 && out.data [9] == 0x70);
+    qms_buf_free (&out);
+    if (verbose)
+        printf ("OK\n");
+}

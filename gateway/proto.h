@@ -1,0 +1,73 @@
+/*  proto.h - client JSON in, client JSON out.
+
+    Each client frame is parsed once, here, into a proto_request_t whose
+    strings point into the parsed document.  Outgoing events are written
+    straight into a buffer from templates (no JSON DOM): their shapes are
+    fixed, only the strings vary, and those are escaped by proto_escape.
+*/
+#ifndef PROTO_H_INCLUDED
+#define PROTO_H_INCLUDED
+
+#include "qms_msg.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*  Limits of PROTOCOL.md and issue 2. */
+#define PROTO_MAX_MESSAGE   65536       /* bytes of the "message" string */
+#define PROTO_MAX_PUBKEY    16384       /* bytes of "pubKey" */
+#define PROTO_MAX_TARGET    64          /* bytes of "target" (a user id) */
+#define PROTO_MAX_TOKEN     256         /* longer tokens are not ours */
+#define PROTO_MAX_FIELD     4096        /* name and password: auth says more */
+
+typedef enum {
+    PROTO_OK = 0,           /* a request to carry out */
+    PROTO_ERROR,            /* answer {"valid":false[,"event":E],"error":...} */
+    PROTO_INVALID_USER      /* answer {"valid":false,"event":3} */
+} proto_status_t;
+
+typedef struct {
+    proto_status_t status;
+    int action;                 /* a qms_request_t */
+    int error_event;            /* event for PROTO_ERROR, or -1 for none */
+    const char *error;          /* text for PROTO_ERROR */
+    qms_str_t name, password, pubkey, token, target, message;
+    void *doc;                  /* the cJSON document the strings live in */
+} proto_request_t;
+
+/*  Parse one text frame.  Always fills req; free with proto_request_free. */
+void proto_parse (const char *data, size_t len, proto_request_t *req);
+void proto_request_free (proto_request_t *req);
+
+/*  Append a JSON string literal (with quotes) for s to out. */
+int proto_escape (qms_buf_t *out, const char *s, size_t len);
+
+/*  The events, appended to out as complete JSON texts. */
+int proto_error (qms_buf_t *out, int event, const char *text, size_t text_len);
+int proto_invalid_user (qms_buf_t *out);
+int proto_authorized (qms_buf_t *out);
+int proto_login_ok (qms_buf_t *out, qms_str_t token, qms_str_t username,
+                    const char *users_json, size_t users_len);
+int proto_message_event (qms_buf_t *out, qms_str_t sender, qms_str_t message);
+/*  A user list: proto_users_begin, proto_users_add for each, proto_users_end
+    give the JSON array; proto_userlist_event wraps an array as event 4. */
+int proto_users_begin (qms_buf_t *out);
+int proto_users_add (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey);
+int proto_users_end (qms_buf_t *out);
+int proto_userlist_event (qms_buf_t *out, const char *users_json, size_t users_len);
+
+/*  Append a WebSocket text frame (server to client: FIN, opcode 1, no
+    mask) holding payload. */
+int proto_ws_frame (qms_buf_t *out, const void *payload, size_t len);
+
+void proto_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,63 @@
+/*  selftest.c - runs one module's selftest, or all of them.
+
+    ctest runs one process per module (see CMakeLists.txt), so a failing
+    module names itself.  Usage: qms_selftest [module ...]
+*/
+#include "qms_msg.h"
+#include "qms_util.h"
+#include "qms_log.h"
+#include "qms_config.h"
+#include "store.h"
+#include "auth.h"
+#include "router.h"
+#include "http.h"
+#include "gateway.h"
+
+#include <czmq.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    void (*test) (bool verbose);
+} selftest_t;
+
+static const selftest_t s_tests [] = {
+    { "qms_msg", qms_msg_test },
+    { "qms_util", qms_util_test },
+    { "qms_log", qms_log_test },
+    { "qms_config", qms_config_test },
+    { "store", store_test },
+    { "auth", auth_test },
+    { "router", router_test },
+    { "http", http_test },
+    { "gateway", gateway_test },
+};
+
+int
+main (int argc, char **argv)
+{
+    zsys_handler_set (NULL);
+    size_t count = sizeof s_tests / sizeof s_tests [0];
+    printf ("Running QMessageServer selftests...\n");
+    int ran = 0;
+    for (size_t i = 0; i < count; i++) {
+        bool wanted = argc < 2;
+        for (int a = 1; a < argc; a++)
+            if (strcmp (argv [a], s_tests [i].name) == 0)
+                wanted = true;
+        if (wanted) {
+            s_tests [i].test (true);
+            ran++;
+        }
+    }
+    if (ran == 0 || (argc > 1 && ran != argc - 1)) {
+        fprintf (stderr, "unknown module name; known:");
+        for (size_t i = 0; i < count; i++)
+            fprintf (stderr, " %s", s_tests [i].name);
+        fprintf (stderr, "\n");
+        return 1;
+    }
+    printf ("Tests passed OK\n");
+    return 0;
+}
