@@ -35,14 +35,15 @@ http_site_t *http_site_new (const http_options_t *options);
 void http_site_destroy (http_site_t **self_p);
 
 typedef struct {
-    int status;                 /* 200, 301, 304, 400, 403, 404, 405, 413, 500 */
+    int status;                 /* 200, 301, 400, 403, 404, 405, 414, 500 */
     char content_type [64];
     char *body;                 /* malloc'd (NULL for none); freed by http_response_free */
     size_t body_len;
     /*  Extra header lines, each "Name: value\r\n" (Location, Allow, Vary,
         Cache-Control, ...), NUL-terminated. */
     char headers [1024];
-    bool head_only;             /* HEAD: send the headers (with the GET length) and no body */
+    bool head_only;             /* HEAD: send the headers (with the GET length) and no body;
+                                   body and body_len are still filled in */
 } http_response_t;
 
 typedef struct {
@@ -60,7 +61,8 @@ void http_response_free (http_response_t *resp);
 
 /*  Building blocks, exposed for tests and for fuzzing. */
 /*  Map a raw URI path to a path relative to the site root ("index.html"
-    for "/").  Returns 0, or 400 / 403 / 404 with out unset. */
+    for "/").  Returns 0, or 400 / 403 / 404 (out then holds nothing useful),
+    or 414 when the decoded path does not fit in out_size. */
 int http_path_resolve (const char *uri, char *out, size_t out_size);
 const char *http_content_type (const char *path);
 /*  Replace %SERVER_ADDRESS%, %SERVER_PORT% and %SERVER_PROTOCOL% in data;

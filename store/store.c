@@ -1,0 +1,1226 @@
+/*  store.c - the store actor: the only code that opens SQLite (users.db).
+
+    It binds a ROUTER socket and answers the QMS_ST_* records of qms_msg.h.
+    Every incoming ZeroMQ message is a batch of records; the whole batch runs
+    in one transaction and all its replies leave as one batch to the sender.
+    That is what makes the router's bulk activity touches cheap: a thousand
+    touches cost one commit and one reply message (or none, with req 0).
+
+    The schema is versioned: s_migrations[] is an ordered list of SQL steps,
+    step i taking the database from version i to i + 1, each in its own
+    transaction.  A later release appends steps; it never edits old ones.
+
+    All SQL is fixed text prepared once at start; request strings are only
+    ever bound as parameters.
+*/
+#include "store.h"
+#include "qms_actor.h"
+#include "qms_config.h"
+#include "qms_log.h"
+#include "qms_msg.h"
+#include "qms_util.h"
+
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define ACTOR                   "store"
+#define STORE_DB_NAME           "users.db"
+/*  How long a statement waits for a lock another process holds (an admin's
+    sqlite3 shell, a backup) before it fails: bounded, never forever. */
+#define STORE_BUSY_TIMEOUT_MS   5000
+/*  Messages handled per wake-up before the pipe is looked at again. */
+#define STORE_DRAIN_MAX         64
+/*  On $TERM, messages already queued are still handled, up to this many. */
+#define STORE_TERM_DRAIN_MAX    10000
+
+/*  The schema, one step per version.  Never edit a released step: append. */
+static const char *const s_migrations [] = {
+    /* 0 -> 1 */
+    "CREATE TABLE users ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT NOT NULL,"
+    "  name_key TEXT NOT NULL UNIQUE,"
+    "  password TEXT NOT NULL,"
+    "  pubkey TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL);"
+    "CREATE TABLE sessions ("
+    "  user_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,"
+    "  token_hash TEXT NOT NULL UNIQUE,"
+    "  created INTEGER NOT NULL,"
+    "  last_active INTEGER NOT NULL);",
+};
+#define STORE_SCHEMA_VERSION ((int) (sizeof s_migrations / sizeof s_migrations [0]))
+
+/*  The statements requests use, prepared once. */
+typedef enum {
+    S_BEGIN, S_COMMIT, S_ROLLBACK, S_SAVEPOINT, S_RELEASE, S_ROLLBACK_TO,
+    S_USER_GET, S_USER_CREATE, S_USER_REHASH, S_USER_PUBKEY,
+    S_SESSION_PUT, S_SESSION_GET,
+    S_SESSION_DEL_BOTH, S_SESSION_DEL_USER, S_SESSION_DEL_HASH,
+    S_SESSION_TOUCH, S_COUNT_USERS, S_COUNT_SESSIONS,
+    S_COUNT
+} stmt_id_t;
+
+static const char *const s_sql [S_COUNT] = {
+    /*  IMMEDIATE takes the write lock at once, so a batch never fails half
+        way on a lock upgrade; we are the only writer anyway. */
+    [S_BEGIN]       = "BEGIN IMMEDIATE",
+    [S_COMMIT]      = "COMMIT",
+    [S_ROLLBACK]    = "ROLLBACK",
+    /*  A record that writes more than one row runs inside a savepoint, so
+        its failure undoes only its own writes, not the rest of the batch. */
+    [S_SAVEPOINT]   = "SAVEPOINT rec",
+    [S_RELEASE]     = "RELEASE rec",
+    [S_ROLLBACK_TO] = "ROLLBACK TO rec",
+    [S_USER_GET]    = "SELECT id, name, password, pubkey FROM users WHERE name_key = ?1",
+    [S_USER_CREATE] = "INSERT INTO users (id, name, name_key, password, created)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_USER_REHASH] = "UPDATE users SET password = ?2 WHERE id = ?1",
+    [S_USER_PUBKEY] = "UPDATE users SET pubkey = ?2 WHERE id = ?1",
+    /*  One session per user: a new login replaces the row in place.  A
+        token hash already held by another user fails (UNIQUE), it does not
+        silently delete that user's session as INSERT OR REPLACE would. */
+    [S_SESSION_PUT] = "INSERT INTO sessions (user_id, token_hash, created, last_active)"
+                      " VALUES (?1, ?2, ?3, ?3) ON CONFLICT (user_id) DO UPDATE SET"
+                      " token_hash = excluded.token_hash, created = excluded.created,"
+                      " last_active = excluded.last_active",
+    [S_SESSION_GET] = "SELECT s.last_active, s.user_id, u.name, u.pubkey"
+                      " FROM sessions s JOIN users u ON u.id = s.user_id"
+                      " WHERE s.token_hash = ?1",
+    [S_SESSION_DEL_BOTH] = "DELETE FROM sessions WHERE user_id = ?1 AND token_hash = ?2",
+    [S_SESSION_DEL_USER] = "DELETE FROM sessions WHERE user_id = ?1",
+    [S_SESSION_DEL_HASH] = "DELETE FROM sessions WHERE token_hash = ?1",
+    /*  Touches arrive in batches and possibly out of order: never move
+        activity backwards. */
+    [S_SESSION_TOUCH] = "UPDATE sessions SET last_active = max (last_active, ?2)"
+                        " WHERE user_id = ?1",
+    [S_COUNT_USERS]    = "SELECT count(*) FROM users",
+    [S_COUNT_SESSIONS] = "SELECT count(*) FROM sessions",
+};
+
+typedef struct {
+    sqlite3 *db;
+    sqlite3_stmt *stmt [S_COUNT];
+    bool prepared;              /* every stmt [] is ready */
+    zsock_t *router;
+    void *router_raw;
+    qms_buf_t out;              /* replies to the batch being handled */
+    bool in_batch;              /* records run inside one BEGIN..COMMIT */
+    char path [1100];
+} store_t;
+
+/*  What a write request came to: a QMS_ST_* status and a detail for logs. */
+typedef struct {
+    uint64_t status;
+    const char *detail;
+} outcome_t;
+
+static const outcome_t s_ok = { QMS_ST_OK, "" };
+
+/* ------------------------------------------------------------------------ */
+/*  Small SQLite helpers */
+
+static int
+bind_str (sqlite3_stmt *stmt, int index, qms_str_t s)
+{
+    //  Record strings are views into the received message, which outlives
+    //  the statement's use of them: no copy needed.
+    return sqlite3_bind_text (stmt, index, s.ptr, (int) s.len, SQLITE_STATIC);
+}
+
+static sqlite3_int64
+db_time (uint64_t ms)
+{
+    return ms > (uint64_t) INT64_MAX ? INT64_MAX : (sqlite3_int64) ms;
+}
+
+static qms_str_t
+col_str (sqlite3_stmt *stmt, int col)
+{
+    const char *text = (const char *) sqlite3_column_text (stmt, col);
+    int bytes = sqlite3_column_bytes (stmt, col);
+    return text ? qms_strn (text, (size_t) bytes) : qms_str ("");
+}
+
+/*  Reset a statement after use and drop its bindings (they point into a
+    message that is about to be freed). */
+static void
+stmt_done (sqlite3_stmt *stmt)
+{
+    sqlite3_reset (stmt);
+    sqlite3_clear_bindings (stmt);
+}
+
+/*  Step a statement once and reset it.  Returns the (extended) result code;
+    errors other than constraint violations are logged here. */
+static int
+step_once (store_t *self, stmt_id_t id)
+{
+    sqlite3_stmt *stmt = self->stmt [id];
+    int rc = sqlite3_step (stmt);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW && (rc & 0xff) != SQLITE_CONSTRAINT)
+        qms_warn (ACTOR, "event=sql_failed stmt=%d code=%d reason=\"%s\"",
+                  (int) id, rc, sqlite3_errmsg (self->db));
+    stmt_done (stmt);
+    return rc;
+}
+
+static bool
+exec_stmt (store_t *self, stmt_id_t id)
+{
+    return step_once (self, id) == SQLITE_DONE;
+}
+
+/*  One integer from a one-row query; -1 on failure. */
+static sqlite3_int64
+query_int (store_t *self, stmt_id_t id)
+{
+    sqlite3_stmt *stmt = self->stmt [id];
+    sqlite3_int64 value = sqlite3_step (stmt) == SQLITE_ROW ? sqlite3_column_int64 (stmt, 0) : -1;
+    stmt_done (stmt);
+    return value;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Requests.  Read requests encode their reply themselves (the row is only
+    valid until the statement is reset); write requests return an outcome. */
+
+static void
+reply (store_t *self, const qms_rec_t *rec)
+{
+    if (qms_rec_encode (&self->out, rec))
+        qms_error (ACTOR, "event=encode_failed type=%s req=%" PRIu64,
+                   qms_type_name (rec->type), rec->req);
+}
+
+static void
+user_get (store_t *self, const qms_rec_t *rec)
+{
+    if (!rec->req)
+        return;                 /* a read nobody waits for */
+    sqlite3_stmt *stmt = self->stmt [S_USER_GET];
+    qms_rec_t answer = { .type = QMS_ST_USER, .req = rec->req };
+    int rc = bind_str (stmt, 1, rec->s [0]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        answer.num = 1;
+        for (int i = 0; i < 4; i++)
+            answer.s [i] = col_str (stmt, i);
+    }
+    else
+    if (rc != SQLITE_DONE)
+        qms_warn (ACTOR, "event=sql_failed op=user_get reason=\"%s\"", sqlite3_errmsg (self->db));
+    reply (self, &answer);
+    stmt_done (stmt);
+}
+
+static void
+session_get (store_t *self, const qms_rec_t *rec)
+{
+    if (!rec->req)
+        return;
+    sqlite3_stmt *stmt = self->stmt [S_SESSION_GET];
+    qms_rec_t answer = { .type = QMS_ST_SESSION, .req = rec->req };
+    int rc = bind_str (stmt, 1, rec->s [0]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        answer.num = 1;
+        sqlite3_int64 last_active = sqlite3_column_int64 (stmt, 0);
+        answer.time = last_active > 0 ? (uint64_t) last_active : 0;
+        for (int i = 0; i < 3; i++)
+            answer.s [i] = col_str (stmt, i + 1);
+    }
+    else
+    if (rc != SQLITE_DONE)
+        qms_warn (ACTOR, "event=sql_failed op=session_get reason=\"%s\"", sqlite3_errmsg (self->db));
+    reply (self, &answer);
+    stmt_done (stmt);
+}
+
+static outcome_t
+user_create (store_t *self, const qms_rec_t *rec)
+{
+    for (int i = 0; i < 4; i++)
+        if (rec->s [i].len == 0)
+            return (outcome_t) { QMS_ST_ERROR, "missing field" };
+    sqlite3_stmt *stmt = self->stmt [S_USER_CREATE];
+    int rc = SQLITE_OK;
+    for (int i = 0; i < 4 && rc == SQLITE_OK; i++)
+        rc = bind_str (stmt, i + 1, rec->s [i]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64 (stmt, 5, db_time (qms_now_ms ()));
+    if (rc != SQLITE_OK) {
+        stmt_done (stmt);
+        return (outcome_t) { QMS_ST_ERROR, "bind failed" };
+    }
+    rc = step_once (self, S_USER_CREATE);
+    if (rc == SQLITE_DONE)
+        return s_ok;
+    //  The unique name key (or the primary key) settles register races.
+    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return (outcome_t) { QMS_ST_EXISTS, "name or id taken" };
+    return (outcome_t) { QMS_ST_ERROR, "insert failed" };
+}
+
+/*  Run an UPDATE/DELETE bound with s0 and (if given) s1 or a time; returns
+    the SQLite code and sets *changes. */
+static int
+write_rows (store_t *self, stmt_id_t id, qms_str_t a, const qms_str_t *b,
+            const sqlite3_int64 *time, int *changes)
+{
+    sqlite3_stmt *stmt = self->stmt [id];
+    int rc = bind_str (stmt, 1, a);
+    if (rc == SQLITE_OK && b)
+        rc = bind_str (stmt, 2, *b);
+    if (rc == SQLITE_OK && time)
+        rc = sqlite3_bind_int64 (stmt, 2, *time);
+    if (rc != SQLITE_OK) {
+        stmt_done (stmt);
+        return rc;
+    }
+    rc = step_once (self, id);
+    *changes = rc == SQLITE_DONE ? sqlite3_changes (self->db) : 0;
+    return rc;
+}
+
+static outcome_t
+user_rehash (store_t *self, const qms_rec_t *rec)
+{
+    if (rec->s [0].len == 0 || rec->s [1].len == 0)
+        return (outcome_t) { QMS_ST_ERROR, "missing field" };
+    int changes = 0;
+    if (write_rows (self, S_USER_REHASH, rec->s [0], &rec->s [1], NULL, &changes) != SQLITE_DONE)
+        return (outcome_t) { QMS_ST_ERROR, "update failed" };
+    return changes ? s_ok : (outcome_t) { QMS_ST_ERROR, "no such user" };
+}
+
+/*  The two writes of a session start; the caller wraps them in a savepoint. */
+static outcome_t
+session_put (store_t *self, const qms_rec_t *rec)
+{
+    int changes = 0;
+    if (write_rows (self, S_USER_PUBKEY, rec->s [0], &rec->s [2], NULL, &changes) != SQLITE_DONE)
+        return (outcome_t) { QMS_ST_ERROR, "update failed" };
+    if (changes == 0)
+        return (outcome_t) { QMS_ST_ERROR, "no such user" };
+
+    sqlite3_stmt *stmt = self->stmt [S_SESSION_PUT];
+    sqlite3_int64 now = db_time (rec->time ? rec->time : qms_now_ms ());
+    int rc = bind_str (stmt, 1, rec->s [0]);
+    if (rc == SQLITE_OK)
+        rc = bind_str (stmt, 2, rec->s [1]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64 (stmt, 3, now);
+    if (rc != SQLITE_OK) {
+        stmt_done (stmt);
+        return (outcome_t) { QMS_ST_ERROR, "bind failed" };
+    }
+    rc = step_once (self, S_SESSION_PUT);
+    if (rc == SQLITE_DONE)
+        return s_ok;
+    return (outcome_t) { QMS_ST_ERROR, (rc & 0xff) == SQLITE_CONSTRAINT
+                                       ? "token hash in use" : "insert failed" };
+}
+
+/*  Undo the current record's savepoint.  Outside a batch the savepoint was
+    the transaction itself, so make sure nothing stays open. */
+static void
+record_rollback (store_t *self)
+{
+    if (sqlite3_get_autocommit (self->db))
+        return;                 /* an error already ended the transaction */
+    exec_stmt (self, S_ROLLBACK_TO);
+    exec_stmt (self, S_RELEASE);
+    if (!self->in_batch && !sqlite3_get_autocommit (self->db))
+        exec_stmt (self, S_ROLLBACK);
+}
+
+static outcome_t
+session_start (store_t *self, const qms_rec_t *rec)
+{
+    if (rec->s [0].len == 0 || rec->s [1].len == 0)
+        return (outcome_t) { QMS_ST_ERROR, "missing field" };
+    if (!exec_stmt (self, S_SAVEPOINT))
+        return (outcome_t) { QMS_ST_ERROR, "savepoint failed" };
+    outcome_t outcome = session_put (self, rec);
+    if (outcome.status == QMS_ST_OK && exec_stmt (self, S_RELEASE))
+        return outcome;
+    if (outcome.status == QMS_ST_OK)
+        outcome = (outcome_t) { QMS_ST_ERROR, "commit failed" };
+    record_rollback (self);
+    return outcome;
+}
+
+static outcome_t
+session_del (store_t *self, const qms_rec_t *rec)
+{
+    qms_str_t user = rec->s [0], hash = rec->s [1];
+    int changes = 0, rc;
+    if (user.len && hash.len)
+        rc = write_rows (self, S_SESSION_DEL_BOTH, user, &hash, NULL, &changes);
+    else
+    if (user.len)
+        rc = write_rows (self, S_SESSION_DEL_USER, user, NULL, NULL, &changes);
+    else
+    if (hash.len)
+        rc = write_rows (self, S_SESSION_DEL_HASH, hash, NULL, NULL, &changes);
+    else
+        return (outcome_t) { QMS_ST_ERROR, "neither user id nor token hash" };
+    if (rc != SQLITE_DONE)
+        return (outcome_t) { QMS_ST_ERROR, "delete failed" };
+    //  Deleting what is already gone is success: logout and expiry race.
+    return (outcome_t) { QMS_ST_OK, changes ? "deleted" : "no such session" };
+}
+
+static outcome_t
+session_touch (store_t *self, const qms_rec_t *rec)
+{
+    if (rec->s [0].len == 0)
+        return (outcome_t) { QMS_ST_ERROR, "missing field" };
+    sqlite3_int64 time = db_time (rec->time);
+    int changes = 0;
+    if (write_rows (self, S_SESSION_TOUCH, rec->s [0], NULL, &time, &changes) != SQLITE_DONE)
+        return (outcome_t) { QMS_ST_ERROR, "update failed" };
+    //  A touch racing the session's deletion is harmless.
+    return (outcome_t) { QMS_ST_OK, changes ? "" : "no such session" };
+}
+
+static bool
+is_request (int type)
+{
+    return type == QMS_ST_USER_GET || type == QMS_ST_USER_CREATE
+        || type == QMS_ST_USER_REHASH || type == QMS_ST_SESSION_START
+        || type == QMS_ST_SESSION_GET || type == QMS_ST_SESSION_DEL
+        || type == QMS_ST_SESSION_TOUCH;
+}
+
+static void
+run_record (store_t *self, const qms_rec_t *rec)
+{
+    outcome_t outcome;
+    switch (rec->type) {
+        case QMS_ST_USER_GET:       user_get (self, rec); return;
+        case QMS_ST_SESSION_GET:    session_get (self, rec); return;
+        case QMS_ST_USER_CREATE:    outcome = user_create (self, rec); break;
+        case QMS_ST_USER_REHASH:    outcome = user_rehash (self, rec); break;
+        case QMS_ST_SESSION_START:  outcome = session_start (self, rec); break;
+        case QMS_ST_SESSION_DEL:    outcome = session_del (self, rec); break;
+        case QMS_ST_SESSION_TOUCH:  outcome = session_touch (self, rec); break;
+        default:                    return;     /* logged by batch_check */
+    }
+    if (outcome.status == QMS_ST_ERROR)
+        qms_warn (ACTOR, "event=request_failed type=%s req=%" PRIu64 " reason=\"%s\"",
+                  qms_type_name (rec->type), rec->req, outcome.detail);
+    if (rec->req) {
+        qms_rec_t answer = { .type = QMS_ST_RESULT, .req = rec->req,
+                             .num = outcome.status, .s = { qms_str (outcome.detail) } };
+        reply (self, &answer);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Batches */
+
+/*  Parse the whole batch before running any of it, so a malformed batch is
+    dropped whole instead of half applied.  Logs what it refuses or skips. */
+static bool
+batch_check (const uint8_t *data, size_t size)
+{
+    size_t offset = 0;
+    qms_rec_t rec;
+    int rc, records = 0, ignored = 0, ignored_type = -1;
+    while ((rc = qms_rec_next (data, size, &offset, &rec)) == 1) {
+        records++;
+        if (!is_request (rec.type)) {
+            ignored++;
+            if (ignored_type < 0)
+                ignored_type = rec.type;
+        }
+    }
+    if (rc < 0) {
+        qms_warn (ACTOR, "event=bad_batch bytes=%zu at=%zu records=%d action=dropped",
+                  size, offset, records);
+        return false;
+    }
+    if (ignored)
+        qms_warn (ACTOR, "event=unexpected_records count=%d first_type=%s action=ignored",
+                  ignored, ignored_type == QMS_NONE ? "unknown" : qms_type_name (ignored_type));
+    return true;
+}
+
+/*  Returns -1 when, inside a batch transaction, an error made SQLite roll
+    the whole transaction back (SQLITE_FULL, IOERR, ...): nothing of the
+    batch is applied then, and the caller retries it record by record. */
+static int
+run_records (store_t *self, const uint8_t *data, size_t size)
+{
+    size_t offset = 0;
+    qms_rec_t rec;
+    while (qms_rec_next (data, size, &offset, &rec) == 1) {
+        run_record (self, &rec);
+        if (self->in_batch && sqlite3_get_autocommit (self->db))
+            return -1;
+    }
+    return 0;
+}
+
+static void
+handle_batch (store_t *self, const uint8_t *identity, size_t identity_len,
+              const uint8_t *data, size_t size)
+{
+    if (!batch_check (data, size))
+        return;
+    qms_buf_reset (&self->out);
+    self->in_batch = exec_stmt (self, S_BEGIN);
+    int rc = run_records (self, data, size);
+    if (self->in_batch && (rc < 0 || !exec_stmt (self, S_COMMIT))) {
+        //  The batch as a whole could not commit: undo it and give each
+        //  record its own transaction, so every reply tells the truth.
+        qms_warn (ACTOR, "event=batch_failed action=retry_each reason=\"%s\"",
+                  sqlite3_errmsg (self->db));
+        if (!sqlite3_get_autocommit (self->db))
+            exec_stmt (self, S_ROLLBACK);
+        self->in_batch = false;
+        qms_buf_reset (&self->out);
+        run_records (self, data, size);
+    }
+    self->in_batch = false;
+    if (self->out.len
+    &&  qms_batch_send (self->router_raw, identity, identity_len, &self->out))
+        qms_warn (ACTOR, "event=reply_dropped bytes=%zu reason=\"%s\"",
+                  self->out.len, zmq_strerror (errno));
+}
+
+/*  Handle up to max waiting messages; stops early when none is left. */
+static void
+store_drain (store_t *self, int max)
+{
+    for (int i = 0; i < max; i++) {
+        uint8_t identity [256];
+        size_t identity_len = 0;
+        zmq_msg_t body;
+        zmq_msg_init (&body);
+        int rc = qms_batch_recv (self->router_raw, identity, &identity_len, &body);
+        int err = errno;
+        if (rc == 1)
+            handle_batch (self, identity, identity_len,
+                          zmq_msg_data (&body), zmq_msg_size (&body));
+        zmq_msg_close (&body);
+        if (rc == 0 || (rc < 0 && err == ETERM))
+            break;
+        if (rc < 0)
+            qms_warn (ACTOR, "event=bad_message action=dropped");
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Opening, migrating, closing */
+
+/*  The version row, created (as 0) in a new database; -1 on failure. */
+static int
+schema_version_read (sqlite3 *db, char *why, size_t why_size)
+{
+    sqlite3_stmt *stmt = NULL;
+    int version = -1, rows = 0, rc;
+    if (sqlite3_prepare_v2 (db, "SELECT version FROM schema_version", -1, &stmt, NULL) == SQLITE_OK) {
+        while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+            sqlite3_int64 value = sqlite3_column_int64 (stmt, 0);
+            version = value < 0 || value > INT32_MAX ? -2 : (int) value;
+            rows++;
+        }
+        if (rc != SQLITE_DONE)
+            rows = -1;
+    }
+    else
+        rows = -1;
+    sqlite3_finalize (stmt);
+    if (rows < 0) {
+        snprintf (why, why_size, "%s", sqlite3_errmsg (db));
+        return -1;
+    }
+    if (rows == 0)
+        return sqlite3_exec (db, "INSERT INTO schema_version (version) VALUES (0)",
+                             NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+    if (rows > 1 || version < 0) {
+        snprintf (why, why_size, "schema_version holds %d rows or a bad value", rows);
+        return -1;
+    }
+    return version;
+}
+
+static bool
+schema_version_write (sqlite3 *db, int version)
+{
+    sqlite3_stmt *stmt = NULL;
+    bool ok = sqlite3_prepare_v2 (db, "UPDATE schema_version SET version = ?1", -1, &stmt, NULL) == SQLITE_OK
+           && sqlite3_bind_int (stmt, 1, version) == SQLITE_OK
+           && sqlite3_step (stmt) == SQLITE_DONE;
+    sqlite3_finalize (stmt);
+    return ok;
+}
+
+/*  Bring the schema to STORE_SCHEMA_VERSION, one transaction per step.  The
+    version is read inside each step's transaction, so two processes
+    starting on one file cannot both apply a step. */
+static bool
+store_migrate (sqlite3 *db, char *why, size_t why_size)
+{
+    for (;;) {
+        if (sqlite3_exec (db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+            snprintf (why, why_size, "%s", sqlite3_errmsg (db));
+            return false;
+        }
+        int version = -1;
+        if (sqlite3_exec (db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+                          NULL, NULL, NULL) == SQLITE_OK)
+            version = schema_version_read (db, why, why_size);
+        else
+            snprintf (why, why_size, "%s", sqlite3_errmsg (db));
+        bool ok = version >= 0;
+        if (ok && version > STORE_SCHEMA_VERSION) {
+            snprintf (why, why_size, "database schema version %d is newer than this build knows (%d)",
+                      version, STORE_SCHEMA_VERSION);
+            ok = false;
+        }
+        if (ok && version == STORE_SCHEMA_VERSION) {
+            if (sqlite3_exec (db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+                return true;
+            snprintf (why, why_size, "%s", sqlite3_errmsg (db));
+            ok = false;
+        }
+        if (ok && (sqlite3_exec (db, s_migrations [version], NULL, NULL, NULL) != SQLITE_OK
+               || !schema_version_write (db, version + 1)
+               || sqlite3_exec (db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)) {
+            snprintf (why, why_size, "migration to version %d failed: %s",
+                      version + 1, sqlite3_errmsg (db));
+            ok = false;
+        }
+        if (!ok) {
+            if (!sqlite3_get_autocommit (db))
+                sqlite3_exec (db, "ROLLBACK", NULL, NULL, NULL);
+            return false;
+        }
+        qms_info (ACTOR, "event=migrate from=%d to=%d", version, version + 1);
+    }
+}
+
+/*  Create the file ourselves (SQLite would create it 0644): password hashes
+    and session hashes are nobody else's business.  SQLite gives the -wal
+    and -shm files the database file's mode. */
+static bool
+store_create_file (const char *path, char *why, size_t why_size)
+{
+    int fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf (why, why_size, "%s", strerror (errno));
+        return false;
+    }
+    struct stat info;
+    bool ok = fstat (fd, &info) == 0 && S_ISREG (info.st_mode);
+    if (!ok)
+        snprintf (why, why_size, "not a regular file");
+    else
+    if (info.st_mode & 077)
+        qms_warn (ACTOR, "event=loose_mode path=\"%s\" mode=%03o", path,
+                  (unsigned) (info.st_mode & 0777));
+    close (fd);
+    return ok;
+}
+
+/*  PRAGMAs, checked.  journal_mode=WAL with synchronous=NORMAL: a commit is
+    complete once its frames are written to the WAL file with write(), i.e.
+    handed to the kernel.  A crash of this process (or kill -9) therefore
+    loses no committed transaction; only an OS crash or power loss can lose
+    the last few commits, and never corrupts the file (WAL frames are
+    checksummed; checkpoints are fsynced).  That is the right trade for
+    sessions and activity times, and it saves an fsync per batch. */
+static bool
+store_pragmas (sqlite3 *db, char *why, size_t why_size)
+{
+    sqlite3_busy_timeout (db, STORE_BUSY_TIMEOUT_MS);
+    sqlite3_stmt *stmt = NULL;
+    bool wal = false;
+    int rc = sqlite3_prepare_v2 (db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        const char *mode = (const char *) sqlite3_column_text (stmt, 0);
+        wal = mode && strcmp (mode, "wal") == 0;
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize (stmt);
+    if (rc != SQLITE_OK || !wal) {
+        snprintf (why, why_size, "%s", rc != SQLITE_OK ? sqlite3_errmsg (db)
+                                                        : "journal_mode=WAL refused");
+        return false;
+    }
+    if (sqlite3_exec (db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL) != SQLITE_OK
+    ||  sqlite3_exec (db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf (why, why_size, "%s", sqlite3_errmsg (db));
+        return false;
+    }
+    return true;
+}
+
+static bool
+store_prepare (store_t *self, char *why, size_t why_size)
+{
+    for (int i = 0; i < S_COUNT; i++)
+        if (sqlite3_prepare_v3 (self->db, s_sql [i], -1, SQLITE_PREPARE_PERSISTENT,
+                                &self->stmt [i], NULL) != SQLITE_OK) {
+            snprintf (why, why_size, "cannot prepare statement %d: %s", i, sqlite3_errmsg (self->db));
+            return false;
+        }
+    self->prepared = true;
+    return true;
+}
+
+static bool
+store_open (store_t *self, const char *data_dir, char *reason, size_t reason_size)
+{
+    char why [512] = "";
+    int written = snprintf (self->path, sizeof self->path, "%s/%s", data_dir, STORE_DB_NAME);
+    bool ok = written > 0 && (size_t) written < sizeof self->path;
+    if (!ok)
+        snprintf (why, sizeof why, "path too long");
+    ok = ok && store_create_file (self->path, why, sizeof why);
+    if (ok && sqlite3_open_v2 (self->path, &self->db,
+                               SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        snprintf (why, sizeof why, "%s", self->db ? sqlite3_errmsg (self->db) : "out of memory");
+        ok = false;
+    }
+    if (ok)
+        sqlite3_extended_result_codes (self->db, 1);
+    ok = ok && store_pragmas (self->db, why, sizeof why)
+            && store_migrate (self->db, why, sizeof why)
+            && store_prepare (self, why, sizeof why);
+    if (!ok) {
+        snprintf (reason, reason_size, "cannot open %s: %s", self->path, why);
+        return false;
+    }
+    qms_info (ACTOR, "event=open path=\"%s\" version=%d users=%lld sessions=%lld",
+              self->path, STORE_SCHEMA_VERSION,
+              (long long) query_int (self, S_COUNT_USERS),
+              (long long) query_int (self, S_COUNT_SESSIONS));
+    return true;
+}
+
+static bool
+store_bind (store_t *self, const char *endpoint, char *reason, size_t reason_size)
+{
+    self->router = zsock_new (ZMQ_ROUTER);
+    if (!self->router) {
+        snprintf (reason, reason_size, "cannot create socket for %s", endpoint);
+        return false;
+    }
+    qms_socket_tune (self->router);
+    //  A reply to a peer that went away fails visibly instead of vanishing.
+    zsock_set_router_mandatory (self->router, 1);
+    if (zsock_bind (self->router, "%s", endpoint) < 0) {
+        snprintf (reason, reason_size, "cannot bind %s: %s", endpoint, zmq_strerror (errno));
+        return false;
+    }
+    self->router_raw = zsock_resolve (self->router);
+    return true;
+}
+
+static void
+store_close (store_t *self)
+{
+    zsock_destroy (&self->router);
+    if (self->prepared)
+        qms_info (ACTOR, "event=close path=\"%s\" users=%lld sessions=%lld", self->path,
+                  (long long) query_int (self, S_COUNT_USERS),
+                  (long long) query_int (self, S_COUNT_SESSIONS));
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize (self->stmt [i]);
+    if (self->prepared) {
+        //  Fold the WAL back into the database so the file stands alone.
+        int rc = sqlite3_wal_checkpoint_v2 (self->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        if (rc != SQLITE_OK)
+            qms_warn (ACTOR, "event=checkpoint_failed reason=\"%s\"", sqlite3_errmsg (self->db));
+    }
+    if (self->db && sqlite3_close (self->db) != SQLITE_OK)
+        qms_error (ACTOR, "event=close_failed reason=\"%s\"", sqlite3_errmsg (self->db));
+    self->db = NULL;
+    qms_buf_free (&self->out);
+}
+
+/* ------------------------------------------------------------------------ */
+/*  The actor */
+
+/*  True when the pipe says $TERM. */
+static bool
+pipe_says_term (zsock_t *pipe)
+{
+    zmsg_t *msg = zmsg_recv (pipe);
+    if (!msg)
+        return false;
+    char *command = zmsg_popstr (msg);
+    bool term = command && streq (command, "$TERM");
+    if (!term)
+        qms_warn (ACTOR, "event=unknown_command command=\"%s\"", command ? command : "");
+    zstr_free (&command);
+    zmsg_destroy (&msg);
+    return term;
+}
+
+static void
+store_loop (store_t *self, zsock_t *pipe)
+{
+    zmq_pollitem_t items [] = {
+        { zsock_resolve (pipe), 0, ZMQ_POLLIN, 0 },
+        { self->router_raw, 0, ZMQ_POLLIN, 0 },
+    };
+    for (;;) {
+        if (zmq_poll (items, 2, 1000) < 0) {
+            if (errno == EINTR)
+                continue;
+            qms_error (ACTOR, "event=poll_failed reason=\"%s\"", zmq_strerror (errno));
+            return;
+        }
+        if ((items [0].revents & ZMQ_POLLIN) && pipe_says_term (pipe))
+            break;
+        if (items [1].revents & ZMQ_POLLIN)
+            store_drain (self, STORE_DRAIN_MAX);
+    }
+    //  Finish: what peers sent before we were told to stop (the router's
+    //  last touches) is still written.
+    store_drain (self, STORE_TERM_DRAIN_MAX);
+}
+
+void
+store_actor (zsock_t *pipe, void *args)
+{
+    const qms_config_t *cfg = (const qms_config_t *) args;
+    store_t self;
+    memset (&self, 0, sizeof self);
+    qms_buf_init (&self.out);
+    char reason [1600] = "";
+    bool ok = store_open (&self, cfg->data_dir, reason, sizeof reason)
+           && store_bind (&self, cfg->store_endpoint, reason, sizeof reason);
+    zsock_signal (pipe, 0);
+    if (!ok) {
+        store_close (&self);
+        qms_actor_ready (pipe, reason);
+        return;
+    }
+    qms_actor_ready (pipe, NULL);
+    store_loop (&self, pipe);
+    store_close (&self);
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Selftest */
+
+/*  A DEALER that speaks records to the store. */
+typedef struct {
+    zsock_t *dealer;
+    qms_buf_t out;
+    zmq_msg_t in;               /* the last batch received: rec [] points into it */
+    qms_rec_t rec [16];
+    int count;
+} t_client_t;
+
+static void
+t_connect (t_client_t *c, const char *endpoint)
+{
+    memset (c, 0, sizeof *c);
+    c->dealer = zsock_new_dealer (endpoint);
+    assert (c->dealer);
+    qms_socket_tune (c->dealer);
+    qms_buf_init (&c->out);
+    zmq_msg_init (&c->in);
+}
+
+static void
+t_close (t_client_t *c)
+{
+    zsock_destroy (&c->dealer);
+    qms_buf_free (&c->out);
+    zmq_msg_close (&c->in);
+}
+
+static qms_rec_t
+t_req (int type, uint64_t req, uint64_t time,
+       const char *s0, const char *s1, const char *s2, const char *s3)
+{
+    qms_rec_t rec = { .type = (uint8_t) type, .req = req, .time = time,
+                      .s = { qms_str (s0), qms_str (s1), qms_str (s2), qms_str (s3) } };
+    return rec;
+}
+
+static void
+t_add (t_client_t *c, qms_rec_t rec)
+{
+    assert (qms_rec_encode (&c->out, &rec) == 0);
+}
+
+static void
+t_send (t_client_t *c)
+{
+    assert (qms_batch_send (zsock_resolve (c->dealer), NULL, 0, &c->out) == 0);
+    qms_buf_reset (&c->out);
+}
+
+/*  The next batch of replies: its record count, or -1 if none came within
+    timeout_ms. */
+static int
+t_recv (t_client_t *c, int timeout_ms)
+{
+    void *raw = zsock_resolve (c->dealer);
+    zmq_pollitem_t item = { raw, 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll (&item, 1, timeout_ms) != 1)
+        return -1;
+    zmq_msg_close (&c->in);
+    zmq_msg_init (&c->in);
+    assert (qms_batch_recv (raw, NULL, NULL, &c->in) == 1);
+    size_t offset = 0;
+    c->count = 0;
+    int rc;
+    while ((rc = qms_rec_next (zmq_msg_data (&c->in), zmq_msg_size (&c->in),
+                               &offset, &c->rec [c->count])) == 1) {
+        c->count++;
+        assert (c->count < 16);
+    }
+    assert (rc == 0);
+    return c->count;
+}
+
+/*  One request, one reply of the given type and the same req. */
+static qms_rec_t
+t_call (t_client_t *c, qms_rec_t rec, int reply_type)
+{
+    t_add (c, rec);
+    t_send (c);
+    assert (t_recv (c, 5000) == 1);
+    assert (c->rec [0].type == reply_type);
+    assert (c->rec [0].req == rec.req);
+    return c->rec [0];
+}
+
+static uint64_t
+t_result (t_client_t *c, qms_rec_t rec)
+{
+    return t_call (c, rec, QMS_ST_RESULT).num;
+}
+
+static void
+t_endpoint (qms_config_t *cfg)
+{
+    static int counter = 0;
+    snprintf (cfg->store_endpoint, sizeof cfg->store_endpoint,
+              "inproc://store-test-%d-%d", (int) getpid (), ++counter);
+}
+
+/*  Run one fixed statement on a database file directly (the actor must not
+    be running); returns the first column of the first row, or -1. */
+static long long
+t_db (const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    long long value = -1;
+    assert (sqlite3_open_v2 (path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK);
+    assert (sqlite3_prepare_v2 (db, sql, -1, &stmt, NULL) == SQLITE_OK);
+    int rc = sqlite3_step (stmt);
+    assert (rc == SQLITE_ROW || rc == SQLITE_DONE);
+    if (rc == SQLITE_ROW)
+        value = sqlite3_column_int64 (stmt, 0);
+    sqlite3_finalize (stmt);
+    assert (sqlite3_close (db) == SQLITE_OK);
+    return value;
+}
+
+/*  Remove a directory and the files in it. */
+static void
+t_rmdir (const char *path)
+{
+    DIR *dir = opendir (path);
+    if (!dir)
+        return;
+    struct dirent *entry;
+    while ((entry = readdir (dir))) {
+        if (streq (entry->d_name, ".") || streq (entry->d_name, ".."))
+            continue;
+        char file [1200];
+        snprintf (file, sizeof file, "%s/%s", path, entry->d_name);
+        unlink (file);
+    }
+    closedir (dir);
+    assert (rmdir (path) == 0);
+}
+
+static void
+t_users (t_client_t *c)
+{
+    qms_rec_t r = t_call (c, t_req (QMS_ST_USER_GET, 1, 0, "alice", 0, 0, 0), QMS_ST_USER);
+    assert (r.num == 0);
+
+    assert (t_result (c, t_req (QMS_ST_USER_CREATE, 2, 0, "id-alice", "Alice", "alice", "phc1")) == QMS_ST_OK);
+    r = t_call (c, t_req (QMS_ST_USER_GET, 3, 0, "alice", 0, 0, 0), QMS_ST_USER);
+    assert (r.num == 1);
+    assert (qms_str_eq (r.s [0], "id-alice") && qms_str_eq (r.s [1], "Alice"));
+    assert (qms_str_eq (r.s [2], "phc1") && r.s [3].len == 0);
+
+    //  Names differing only in case share a key: the second one exists.
+    char key [QMS_NAME_MAX_BYTES + 1];
+    assert (qms_name_key ("ALICE", 5, key) == 0 && streq (key, "alice"));
+    assert (t_result (c, t_req (QMS_ST_USER_CREATE, 4, 0, "id-other", "ALICE", key, "phc")) == QMS_ST_EXISTS);
+    //  A taken id is EXISTS too, and nothing of the attempt is kept.
+    assert (t_result (c, t_req (QMS_ST_USER_CREATE, 5, 0, "id-alice", "Bob", "bob", "phc")) == QMS_ST_EXISTS);
+    assert (t_call (c, t_req (QMS_ST_USER_GET, 6, 0, "bob", 0, 0, 0), QMS_ST_USER).num == 0);
+    assert (t_result (c, t_req (QMS_ST_USER_CREATE, 7, 0, "", "Bob", "bob", "phc")) == QMS_ST_ERROR);
+    assert (t_result (c, t_req (QMS_ST_USER_CREATE, 8, 0, "id-bob", "Bob", "bob", "")) == QMS_ST_ERROR);
+    assert (t_result (c, t_req (QMS_ST_USER_CREATE, 9, 0, "id-bob", "Bob", "bob", "phc-bob")) == QMS_ST_OK);
+
+    //  Rehash replaces the hash; an unknown id is an error.
+    assert (t_result (c, t_req (QMS_ST_USER_REHASH, 10, 0, "id-alice", "phc2", 0, 0)) == QMS_ST_OK);
+    r = t_call (c, t_req (QMS_ST_USER_GET, 11, 0, "alice", 0, 0, 0), QMS_ST_USER);
+    assert (r.num == 1 && qms_str_eq (r.s [2], "phc2"));
+    assert (t_result (c, t_req (QMS_ST_USER_REHASH, 12, 0, "id-nobody", "phc", 0, 0)) == QMS_ST_ERROR);
+    assert (t_result (c, t_req (QMS_ST_USER_REHASH, 13, 0, "id-alice", "", 0, 0)) == QMS_ST_ERROR);
+}
+
+static void
+t_session_is (t_client_t *c, const char *hash, uint64_t last_active, const char *user, const char *pubkey)
+{
+    qms_rec_t r = t_call (c, t_req (QMS_ST_SESSION_GET, 99, 0, hash, 0, 0, 0), QMS_ST_SESSION);
+    if (!user) {
+        assert (r.num == 0);
+        return;
+    }
+    assert (r.num == 1);
+    assert (r.time == last_active);
+    assert (qms_str_eq (r.s [0], user));
+    assert (qms_str_eq (r.s [1], streq (user, "id-alice") ? "Alice" : "Bob"));
+    assert (qms_str_eq (r.s [2], pubkey));
+}
+
+static void
+t_sessions (t_client_t *c)
+{
+    assert (t_result (c, t_req (QMS_ST_SESSION_START, 20, 1000, "id-alice", "h1", "pk1", 0)) == QMS_ST_OK);
+    t_session_is (c, "h1", 1000, "id-alice", "pk1");
+    qms_rec_t r = t_call (c, t_req (QMS_ST_USER_GET, 21, 0, "alice", 0, 0, 0), QMS_ST_USER);
+    assert (qms_str_eq (r.s [3], "pk1"));
+    assert (t_result (c, t_req (QMS_ST_SESSION_START, 22, 1000, "id-nobody", "hx", "pk", 0)) == QMS_ST_ERROR);
+    t_session_is (c, "hx", 0, NULL, NULL);
+    assert (t_result (c, t_req (QMS_ST_SESSION_START, 23, 1000, "id-alice", "", "pk", 0)) == QMS_ST_ERROR);
+
+    //  A second start replaces the first: the old hash is gone.
+    assert (t_result (c, t_req (QMS_ST_SESSION_START, 24, 2000, "id-alice", "h2", "pk2", 0)) == QMS_ST_OK);
+    t_session_is (c, "h1", 0, NULL, NULL);
+    t_session_is (c, "h2", 2000, "id-alice", "pk2");
+
+    //  A token hash another user holds fails, and undoes the whole record
+    //  (bob's pubkey stays as it was).
+    assert (t_result (c, t_req (QMS_ST_SESSION_START, 25, 2000, "id-bob", "h2", "pk-bob", 0)) == QMS_ST_ERROR);
+    r = t_call (c, t_req (QMS_ST_USER_GET, 26, 0, "bob", 0, 0, 0), QMS_ST_USER);
+    assert (r.num == 1 && r.s [3].len == 0);
+    t_session_is (c, "h2", 2000, "id-alice", "pk2");
+
+    //  Touch never moves activity backwards.
+    assert (t_result (c, t_req (QMS_ST_SESSION_TOUCH, 27, 5000, "id-alice", 0, 0, 0)) == QMS_ST_OK);
+    t_session_is (c, "h2", 5000, "id-alice", "pk2");
+    assert (t_result (c, t_req (QMS_ST_SESSION_TOUCH, 28, 3000, "id-alice", 0, 0, 0)) == QMS_ST_OK);
+    t_session_is (c, "h2", 5000, "id-alice", "pk2");
+    assert (t_result (c, t_req (QMS_ST_SESSION_TOUCH, 29, 3000, "id-bob", 0, 0, 0)) == QMS_ST_OK);
+    assert (t_result (c, t_req (QMS_ST_SESSION_TOUCH, 30, 3000, "", 0, 0, 0)) == QMS_ST_ERROR);
+
+    //  Delete rules.
+    assert (t_result (c, t_req (QMS_ST_SESSION_DEL, 31, 0, "", "", 0, 0)) == QMS_ST_ERROR);
+    assert (t_result (c, t_req (QMS_ST_SESSION_DEL, 32, 0, "id-alice", "wrong", 0, 0)) == QMS_ST_OK);
+    t_session_is (c, "h2", 5000, "id-alice", "pk2");
+    assert (t_result (c, t_req (QMS_ST_SESSION_DEL, 33, 0, "id-bob", "h2", 0, 0)) == QMS_ST_OK);
+    t_session_is (c, "h2", 5000, "id-alice", "pk2");
+    assert (t_result (c, t_req (QMS_ST_SESSION_DEL, 34, 0, "id-alice", "h2", 0, 0)) == QMS_ST_OK);
+    t_session_is (c, "h2", 0, NULL, NULL);
+    assert (t_result (c, t_req (QMS_ST_SESSION_START, 35, 6000, "id-alice", "h3", "pk3", 0)) == QMS_ST_OK);
+    assert (t_result (c, t_req (QMS_ST_SESSION_DEL, 36, 0, "", "h3", 0, 0)) == QMS_ST_OK);
+    t_session_is (c, "h3", 0, NULL, NULL);
+    assert (t_result (c, t_req (QMS_ST_SESSION_START, 37, 6000, "id-alice", "h4", "pk4", 0)) == QMS_ST_OK);
+    assert (t_result (c, t_req (QMS_ST_SESSION_DEL, 38, 0, "id-alice", "", 0, 0)) == QMS_ST_OK);
+    t_session_is (c, "h4", 0, NULL, NULL);
+
+    //  Left for the restart test.
+    assert (t_result (c, t_req (QMS_ST_SESSION_START, 39, 7000, "id-alice", "h5", "pk5", 0)) == QMS_ST_OK);
+}
+
+static void
+t_batches (t_client_t *c)
+{
+    //  Many requests in one message: one transaction, one reply message
+    //  with the replies in order; req 0 and unexpected types answer nothing.
+    t_add (c, t_req (QMS_ST_USER_GET, 101, 0, "alice", 0, 0, 0));
+    t_add (c, t_req (QMS_ST_USER_CREATE, 102, 0, "id-carol", "Carol", "carol", "phc-carol"));
+    t_add (c, t_req (QMS_ST_USER_GET, 103, 0, "carol", 0, 0, 0));
+    t_add (c, t_req (QMS_ST_SESSION_START, 104, 8000, "id-carol", "h6", "pk6", 0));
+    t_add (c, t_req (QMS_ST_SESSION_TOUCH, 0, 9000, "id-carol", 0, 0, 0));
+    qms_rec_t hello = { .type = QMS_RT_HELLO, .num = 1, .s = { qms_str ("gw") } };
+    t_add (c, hello);
+    uint8_t unknown [] = { 200, 2, 0, 0, 0, 'x', 'y' };
+    assert (qms_buf_append (&c->out, unknown, sizeof unknown) == 0);
+    t_add (c, t_req (QMS_ST_SESSION_GET, 105, 0, "h6", 0, 0, 0));
+    t_add (c, t_req (QMS_ST_USER_REHASH, 106, 0, "id-nobody", "phc", 0, 0));
+    t_send (c);
+    assert (t_recv (c, 5000) == 6);
+    for (int i = 0; i < 6; i++)
+        assert (c->rec [i].req == 101u + (uint64_t) i);
+    assert (c->rec [0].type == QMS_ST_USER && c->rec [0].num == 1);
+    assert (c->rec [1].type == QMS_ST_RESULT && c->rec [1].num == QMS_ST_OK);
+    assert (c->rec [2].type == QMS_ST_USER && c->rec [2].num == 1 && qms_str_eq (c->rec [2].s [0], "id-carol"));
+    assert (c->rec [3].type == QMS_ST_RESULT && c->rec [3].num == QMS_ST_OK);
+    assert (c->rec [4].type == QMS_ST_SESSION && c->rec [4].num == 1 && c->rec [4].time == 9000);
+    assert (c->rec [5].type == QMS_ST_RESULT && c->rec [5].num == QMS_ST_ERROR);
+    assert (t_recv (c, 100) == -1);
+
+    //  A malformed batch is dropped whole (its valid first record is not
+    //  applied), a two-frame message too; what follows is still answered.
+    t_add (c, t_req (QMS_ST_USER_CREATE, 201, 0, "id-dave", "Dave", "dave", "phc-dave"));
+    uint8_t truncated [] = { QMS_ST_USER_GET, 50, 0, 0, 0, 'x' };
+    assert (qms_buf_append (&c->out, truncated, sizeof truncated) == 0);
+    t_send (c);
+    void *raw = zsock_resolve (c->dealer);
+    assert (zmq_send (raw, "a", 1, ZMQ_SNDMORE) == 1);
+    assert (zmq_send (raw, "b", 1, 0) == 1);
+    assert (t_call (c, t_req (QMS_ST_USER_GET, 202, 0, "dave", 0, 0, 0), QMS_ST_USER).num == 0);
+
+    //  req 0: done, but not answered.
+    t_add (c, t_req (QMS_ST_USER_CREATE, 0, 0, "id-erin", "Erin", "erin", "phc-erin"));
+    t_send (c);
+    qms_rec_t r = t_call (c, t_req (QMS_ST_USER_GET, 301, 0, "erin", 0, 0, 0), QMS_ST_USER);
+    assert (r.num == 1 && qms_str_eq (r.s [0], "id-erin"));
+
+    //  An empty batch is valid and answers nothing.
+    t_send (c);
+    assert (t_recv (c, 100) == -1);
+}
+
+/*  The actor refuses to start on cfg. */
+static void
+t_refused (qms_config_t *cfg, const char *data_dir)
+{
+    snprintf (cfg->data_dir, sizeof cfg->data_dir, "%s", data_dir);
+    t_endpoint (cfg);
+    zactor_t *store = qms_actor_start (store_actor, cfg, "store");
+    assert (store == NULL);
+}
+
+static void
+t_refusals (qms_config_t *cfg, const char *root)
+{
+    char dir [256], path [300];
+
+    //  A newer schema is refused; the same file at our version opens.
+    snprintf (dir, sizeof dir, "%s/data", root);
+    snprintf (path, sizeof path, "%s/users.db", dir);
+    assert (t_db (path, "UPDATE schema_version SET version = 99") == -1);
+    t_refused (cfg, dir);
+    assert (t_db (path, "SELECT version FROM schema_version") == 99);
+    assert (t_db (path, "UPDATE schema_version SET version = 1") == -1);
+    t_endpoint (cfg);
+    zactor_t *store = qms_actor_start (store_actor, cfg, "store");
+    assert (store);
+    zactor_destroy (&store);
+
+    //  A file that is not a database.
+    snprintf (dir, sizeof dir, "%s/garbage", root);
+    assert (mkdir (dir, 0700) == 0);
+    snprintf (path, sizeof path, "%s/users.db", dir);
+    FILE *file = fopen (path, "w");
+    assert (file);
+    for (int i = 0; i < 64; i++)
+        fputs ("this is not an SQLite database. ", file);
+    fclose (file);
+    t_refused (cfg, dir);
+
+    //  Data dirs that cannot hold the file: a regular file, a missing
+    //  directory, and (when not root, who may write anywhere) a read-only
+    //  directory.
+    snprintf (path, sizeof path, "%s/afile", root);
+    file = fopen (path, "w");
+    assert (file);
+    fclose (file);
+    t_refused (cfg, path);
+    snprintf (path, sizeof path, "%s/missing", root);
+    t_refused (cfg, path);
+    snprintf (dir, sizeof dir, "%s/readonly", root);
+    assert (mkdir (dir, 0500) == 0);
+    if (geteuid () != 0)
+        t_refused (cfg, dir);
+}
+
+void
+store_test (bool verbose)
+{
+    if (verbose)
+        printf (" * store: ");
+    char root [] = "/tmp/qms-store-test-XXXXXX";
+    assert (mkdtemp (root));
+    char dir [256], path [300];
+    snprintf (dir, sizeof dir, "%s/data", root);
+    snprintf (path, sizeof path, "%s/users.db", dir);
+    assert (mkdir (dir, 0700) == 0);
+
+    qms_config_t cfg;
+    qms_config_defaults (&cfg);
+    snprintf (cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    t_endpoint (&cfg);
+    zactor_t *store = qms_actor_start (store_actor, &cfg, "store");
+    assert (store);
+    t_client_t client;
+    t_connect (&client, cfg.store_endpoint);
+    t_users (&client);
+    t_sessions (&client);
+    t_batches (&client);
+    //  Finish on $TERM: what was sent before it is still written.
+    t_add (&client, t_req (QMS_ST_USER_CREATE, 0, 0, "id-frank", "Frank", "frank", "phc-frank"));
+    t_send (&client);
+    zactor_destroy (&store);
+    t_close (&client);
+
+    //  On disk: private, at schema version 1, one version row.
+    struct stat info;
+    assert (stat (path, &info) == 0);
+    assert ((info.st_mode & 0777) == 0600);
+    assert (t_db (path, "SELECT version FROM schema_version") == 1);
+    assert (t_db (path, "SELECT count(*) FROM schema_version") == 1);
+    assert (t_db (path, "SELECT count(*) FROM users") == 5);
+
+    //  A restart on the same directory keeps users and sessions.
+    t_endpoint (&cfg);
+    store = qms_actor_start (store_actor, &cfg, "store");
+    assert (store);
+    t_connect (&client, cfg.store_endpoint);
+    qms_rec_t r = t_call (&client, t_req (QMS_ST_USER_GET, 1, 0, "alice", 0, 0, 0), QMS_ST_USER);
+    assert (r.num == 1 && qms_str_eq (r.s [0], "id-alice") && qms_str_eq (r.s [2], "phc2"));
+    assert (qms_str_eq (r.s [3], "pk5"));
+    t_session_is (&client, "h5", 7000, "id-alice", "pk5");
+    r = t_call (&client, t_req (QMS_ST_SESSION_GET, 2, 0, "h6", 0, 0, 0), QMS_ST_SESSION);
+    assert (r.num == 1 && r.time == 9000 && qms_str_eq (r.s [1], "Carol"));
+    t_close (&client);
+    zactor_destroy (&store);
+
+    t_refusals (&cfg, root);
+
+    t_rmdir (dir);
+    snprintf (dir, sizeof dir, "%s/garbage", root);
+    t_rmdir (dir);
+    snprintf (dir, sizeof dir, "%s/readonly", root);
+    t_rmdir (dir);
+    t_rmdir (root);
+    qms_config_free (&cfg);
+    if (verbose)
+        printf ("OK\n");
+}
