@@ -1,0 +1,1971 @@
+/*  router.c - the router actor: sessions in memory, who is online on which
+    connection, delivery and user lists (docs/ARCHITECTURE.md, "How each
+    client request flows").
+
+    One thread.  Gateways talk to a ROUTER socket and are known by their
+    ZeroMQ routing identity, each given a small index on first contact; a
+    connection is keyed by (gateway index, connection handle).  Sessions are
+    found by token hash, user id and connection key through hash maps, and
+    sit on three intrusive lists: by last activity (LRU, for expiry), by the
+    time they came online (user lists go out in that order), and "dirty"
+    (activity not yet written to the store).  Nothing on the message path
+    scans sessions.
+
+    Everything one pass of the loop produces is appended to one buffer per
+    gateway and one for the store, and each buffer leaves as one ZeroMQ
+    message at the end of the pass.  A user list that changed in the pass is
+    put in once per gateway, ahead of the first GW_BOUND that gateway gets
+    in the pass (the gateway answers a login with the list it last heard).
+
+    The store is asked (ST_SESSION_GET) only for sessions not in memory, for
+    instance after a restart; such requests wait in a pending table keyed by
+    request id and are answered "Service temporarily unavailable." if the
+    store has not replied within a few seconds.
+*/
+#include "router.h"
+#include "router_map.h"
+
+#include "qms_actor.h"
+#include "qms_config.h"
+#include "qms_log.h"
+#include "qms_msg.h"
+#include "qms_proto.h"
+#include "qms_util.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <zmq.h>
+
+#define LOG                 "router"
+#define MAX_GATEWAYS        4096        /* fits the 16 bits of a conn key */
+#define CONN_BITS           48
+#define CONN_MASK           ((UINT64_C (1) << CONN_BITS) - 1)
+#define MAX_ID_BYTES        255         /* user ids are 36-char UUIDs */
+#define MAX_GATEWAY_NAME    127
+#define MAX_PENDING         65536       /* store requests in flight */
+#define DRAIN_MAX           64          /* ZeroMQ messages per socket per pass */
+#define CLOSE_REPLACED      4001        /* WebSocket close code for a kick */
+#define FINAL_LINGER_MS     500
+
+static const char *k_unavailable = "Service temporarily unavailable.";
+static const char *k_not_online = "Recipient is not online.";
+
+/*  Timings the selftest shortens; read once by each actor during set-up. */
+static uint64_t s_store_timeout_ms = 5000;
+static uint64_t s_touch_period_ms = 5000;
+static uint64_t s_tick_ms = 1000;
+
+/*  Router-internal: set the store timeout, the period of activity writes
+    and the expiry tick for routers started afterwards (0 keeps a value). */
+static void
+router_set_timing (uint64_t store_timeout_ms, uint64_t touch_period_ms, uint64_t tick_ms)
+{
+    if (store_timeout_ms)
+        s_store_timeout_ms = store_timeout_ms;
+    if (touch_period_ms)
+        s_touch_period_ms = touch_period_ms;
+    if (tick_ms)
+        s_tick_ms = tick_ms;
+}
+
+/* ------------------------------------------------------------------------
+    Intrusive circular lists with a sentinel head */
+
+typedef struct link_s {
+    struct link_s *prev, *next;     /* both NULL when not on a list */
+} link_t;
+
+#define CONTAINER(ptr, type, member) \
+    ((type *) (void *) ((char *) (ptr) - offsetof (type, member)))
+
+static void
+list_init (link_t *head)
+{
+    head->prev = head->next = head;
+}
+
+static bool
+list_empty (const link_t *head)
+{
+    return head->next == head;
+}
+
+static bool
+list_linked (const link_t *node)
+{
+    return node->next != NULL;
+}
+
+static void
+list_append (link_t *head, link_t *node)
+{
+    node->prev = head->prev;
+    node->next = head;
+    head->prev->next = node;
+    head->prev = node;
+}
+
+static void
+list_remove (link_t *node)
+{
+    if (!node->next)
+        return;
+    node->prev->next = node->next;
+    node->next->prev = node->prev;
+    node->prev = node->next = NULL;
+}
+
+/* ------------------------------------------------------------------------
+    State */
+
+typedef struct {
+    link_t lru;                 /* by last activity, oldest first */
+    link_t online;              /* bound sessions, in the order they bound */
+    link_t dirty;               /* activity not yet written to the store */
+    uint64_t id_h, hash_h, conn_h;
+    uint64_t conn_key;          /* valid while bound */
+    uint64_t conn;              /* the gateway's handle, as it sent it */
+    uint32_t gw;
+    bool bound;
+    uint64_t last_active;       /* ms since the epoch */
+    char hash [QMS_HASH_HEX + 1];
+    qms_str_t id, name, pubkey; /* views into data [] */
+    char data [];
+} session_t;
+
+typedef enum { PENDING_AUTHORIZE, PENDING_MESSAGE } pending_kind_t;
+
+/*  A request that waits for the store to say whether a token exists. */
+typedef struct {
+    link_t link;                /* in order of creation: oldest times out first */
+    uint64_t req, req_h;
+    uint64_t created;           /* monotonic ms */
+    pending_kind_t kind;
+    uint32_t gw;                /* NO_GATEWAY once the connection is gone */
+    uint64_t conn;
+    bool deleted;               /* the token was deleted meanwhile */
+    char hash [QMS_HASH_HEX + 1];
+    qms_str_t target, message;  /* views into data [] (messages only) */
+    char data [];
+} pending_t;
+
+#define NO_GATEWAY UINT32_MAX
+
+typedef struct {
+    uint8_t identity [255];
+    size_t identity_len;
+    bool live;
+    bool hello;                 /* name and nonce are known */
+    uint64_t nonce;
+    char name [MAX_GATEWAY_NAME + 1];
+    qms_buf_t out;              /* this pass's records for the gateway */
+    size_t list_at;             /* where the user list goes, if list_mark */
+    bool list_mark;
+} gateway_t;
+
+typedef struct {
+    zsock_t *pipe, *frontend, *backend;
+    void *pipe_raw, *frontend_raw, *backend_raw;
+    uint64_t timeout_ms, store_timeout_ms, touch_period_ms, tick_ms;
+    uint64_t seed;
+    router_map_t by_hash, by_id, by_conn, pending_by_req;
+    link_t lru, online, dirty, pending;
+    size_t online_count, session_count, pending_count;
+    gateway_t *gateways [MAX_GATEWAYS];
+    uint32_t gateway_count;     /* slots in use, live or dead */
+    uint32_t last_gw;           /* most batches come from the same gateway */
+    qms_buf_t backend_out, users;
+    bool users_dirty;
+    uint64_t next_req;
+    uint64_t next_tick, next_touch;     /* monotonic ms */
+} router_t;
+
+/* ------------------------------------------------------------------------
+    Map keys */
+
+static bool
+match_hash (const void *item, const void *key)
+{
+    const qms_str_t *k = (const qms_str_t *) key;
+    return k->len == QMS_HASH_HEX
+        && memcmp (((const session_t *) item)->hash, k->ptr, QMS_HASH_HEX) == 0;
+}
+
+static bool
+match_id (const void *item, const void *key)
+{
+    const qms_str_t *k = (const qms_str_t *) key;
+    const session_t *s = (const session_t *) item;
+    return s->id.len == k->len && memcmp (s->id.ptr, k->ptr, k->len) == 0;
+}
+
+static bool
+match_conn (const void *item, const void *key)
+{
+    return ((const session_t *) item)->conn_key == *(const uint64_t *) key;
+}
+
+static bool
+match_req (const void *item, const void *key)
+{
+    return ((const pending_t *) item)->req == *(const uint64_t *) key;
+}
+
+static uint64_t
+conn_key (uint32_t gw, uint64_t conn)
+{
+    return (uint64_t) gw << CONN_BITS | (conn & CONN_MASK);
+}
+
+static session_t *
+find_by_hash (router_t *self, qms_str_t hash)
+{
+    if (hash.len != QMS_HASH_HEX)
+        return NULL;
+    uint64_t h = router_map_hash_bytes (self->seed, hash.ptr, hash.len);
+    return (session_t *) router_map_find (&self->by_hash, h, &hash);
+}
+
+static session_t *
+find_by_id (router_t *self, qms_str_t id)
+{
+    uint64_t h = router_map_hash_bytes (self->seed, id.ptr, id.len);
+    return (session_t *) router_map_find (&self->by_id, h, &id);
+}
+
+static session_t *
+find_by_conn (router_t *self, uint64_t key)
+{
+    uint64_t h = router_map_hash_u64 (self->seed, key);
+    return (session_t *) router_map_find (&self->by_conn, h, &key);
+}
+
+/* ------------------------------------------------------------------------
+    Output: appended during a pass, sent by flush_output () */
+
+static gateway_t *
+gateway_live (router_t *self, uint32_t gw)
+{
+    if (gw >= self->gateway_count || !self->gateways [gw] || !self->gateways [gw]->live)
+        return NULL;
+    return self->gateways [gw];
+}
+
+static void
+gw_emit (router_t *self, uint32_t gw, const qms_rec_t *rec)
+{
+    gateway_t *g = gateway_live (self, gw);
+    if (g && qms_rec_encode (&g->out, rec))
+        qms_warn (LOG, "event=encode_failed type=%s gateway=%u", qms_type_name (rec->type), gw);
+}
+
+static void
+store_emit (router_t *self, const qms_rec_t *rec)
+{
+    if (qms_rec_encode (&self->backend_out, rec))
+        qms_warn (LOG, "event=encode_failed type=%s", qms_type_name (rec->type));
+}
+
+static void
+send_invalid (router_t *self, uint32_t gw, uint64_t conn, uint64_t unbind)
+{
+    qms_rec_t rec = { .type = QMS_GW_INVALID, .conn = conn, .num = unbind };
+    gw_emit (self, gw, &rec);
+}
+
+static void
+send_error (router_t *self, uint32_t gw, uint64_t conn, uint64_t event, const char *text)
+{
+    qms_rec_t rec = { .type = QMS_GW_ERROR, .conn = conn, .num = event };
+    rec.s [0] = qms_str (text);
+    gw_emit (self, gw, &rec);
+}
+
+static void
+send_kick (router_t *self, const session_t *s, const char *reason)
+{
+    qms_rec_t rec = { .type = QMS_GW_KICK, .conn = s->conn, .num = CLOSE_REPLACED };
+    rec.s [0] = qms_str (reason);
+    gw_emit (self, s->gw, &rec);
+}
+
+/*  GW_BOUND must follow the user list that includes the user: mark where in
+    this gateway's output the list goes (flush_output puts it there). */
+static void
+send_bound (router_t *self, uint32_t gw, uint64_t conn, uint64_t kind, const session_t *s)
+{
+    gateway_t *g = gateway_live (self, gw);
+    if (!g)
+        return;
+    if (!g->list_mark) {
+        g->list_mark = true;
+        g->list_at = g->out.len;
+    }
+    self->users_dirty = true;
+    qms_rec_t rec = { .type = QMS_GW_BOUND, .conn = conn, .num = kind };
+    rec.s [0] = s->id;
+    rec.s [1] = s->name;
+    gw_emit (self, gw, &rec);
+}
+
+static void
+store_del (router_t *self, qms_str_t id, const char *hash)
+{
+    qms_rec_t rec = { .type = QMS_ST_SESSION_DEL, .req = 0 };
+    rec.s [0] = id;
+    rec.s [1] = qms_strn (hash, QMS_HASH_HEX);
+    store_emit (self, &rec);
+}
+
+static int
+build_users (router_t *self)
+{
+    qms_buf_reset (&self->users);
+    qms_rec_t head = { .type = QMS_GW_USERS, .num = self->online_count };
+    if (qms_rec_encode (&self->users, &head))
+        return -1;
+    for (link_t *l = self->online.next; l != &self->online; l = l->next) {
+        session_t *s = CONTAINER (l, session_t, online);
+        qms_rec_t rec = { .type = QMS_GW_USER };
+        rec.s [0] = s->id;
+        rec.s [1] = s->name;
+        rec.s [2] = s->pubkey;
+        if (qms_rec_encode (&self->users, &rec))
+            return -1;
+    }
+    return 0;
+}
+
+/*  Put the user list into g's output at its mark, or at the end. */
+static void
+place_users (router_t *self, gateway_t *g)
+{
+    size_t n = self->users.len;
+    size_t at = g->list_mark ? g->list_at : g->out.len;
+    if (qms_buf_reserve (&g->out, n)) {
+        qms_warn (LOG, "event=out_of_memory what=user_list");
+        return;
+    }
+    memmove (g->out.data + at + n, g->out.data + at, g->out.len - at);
+    memcpy (g->out.data + at, self->users.data, n);
+    g->out.len += n;
+}
+
+static void
+flush_output (router_t *self)
+{
+    if (self->users_dirty) {
+        self->users_dirty = false;
+        if (build_users (self) == 0) {
+            for (uint32_t i = 0; i < self->gateway_count; i++)
+                if (gateway_live (self, i))
+                    place_users (self, self->gateways [i]);
+        }
+        else
+            qms_warn (LOG, "event=encode_failed type=GW_USERS");
+    }
+    for (uint32_t i = 0; i < self->gateway_count; i++) {
+        gateway_t *g = gateway_live (self, i);
+        if (!g)
+            continue;
+        if (g->out.len
+        &&  qms_batch_send (self->frontend_raw, g->identity, g->identity_len, &g->out))
+            qms_warn (LOG, "event=send_failed to=gateway gateway=%u bytes=%zu", i, g->out.len);
+        qms_buf_reset (&g->out);
+        g->list_mark = false;
+    }
+    if (self->backend_out.len) {
+        if (qms_batch_send (self->backend_raw, NULL, 0, &self->backend_out))
+            qms_warn (LOG, "event=send_failed to=store bytes=%zu", self->backend_out.len);
+        qms_buf_reset (&self->backend_out);
+    }
+}
+
+/* ------------------------------------------------------------------------
+    Sessions */
+
+static session_t *
+session_new (router_t *self, qms_str_t id, qms_str_t name, qms_str_t pubkey,
+             qms_str_t hash, uint64_t now)
+{
+    assert (hash.len == QMS_HASH_HEX);
+    size_t extra = (size_t) id.len + name.len + pubkey.len + 3;
+    session_t *s = (session_t *) calloc (1, sizeof *s + extra);
+    if (!s)
+        return NULL;
+    char *p = s->data;
+    qms_str_t *views [3] = { &s->id, &s->name, &s->pubkey };
+    qms_str_t values [3] = { id, name, pubkey };
+    for (int i = 0; i < 3; i++) {
+        memcpy (p, values [i].ptr, values [i].len);
+        p [values [i].len] = 0;
+        *views [i] = qms_strn (p, values [i].len);
+        p += values [i].len + 1;
+    }
+    memcpy (s->hash, hash.ptr, QMS_HASH_HEX);
+    s->id_h = router_map_hash_bytes (self->seed, id.ptr, id.len);
+    s->hash_h = router_map_hash_bytes (self->seed, hash.ptr, hash.len);
+    if (router_map_insert (&self->by_id, s->id_h, s)) {
+        free (s);
+        return NULL;
+    }
+    if (router_map_insert (&self->by_hash, s->hash_h, s)) {
+        router_map_remove (&self->by_id, s->id_h, s);
+        free (s);
+        return NULL;
+    }
+    s->last_active = now;
+    list_append (&self->lru, &s->lru);
+    self->session_count++;
+    return s;
+}
+
+/*  Bind to (gw, conn), which the caller has freed.  0, or -1 on no memory. */
+static int
+session_bind (router_t *self, session_t *s, uint32_t gw, uint64_t conn)
+{
+    assert (!s->bound);
+    s->conn_key = conn_key (gw, conn);
+    s->conn_h = router_map_hash_u64 (self->seed, s->conn_key);
+    if (router_map_insert (&self->by_conn, s->conn_h, s))
+        return -1;
+    s->gw = gw;
+    s->conn = conn;
+    s->bound = true;
+    list_append (&self->online, &s->online);
+    self->online_count++;
+    self->users_dirty = true;
+    return 0;
+}
+
+/*  The session keeps its token; only the connection is forgotten. */
+static void
+session_offline (router_t *self, session_t *s)
+{
+    if (!s->bound)
+        return;
+    router_map_remove (&self->by_conn, s->conn_h, s);
+    list_remove (&s->online);
+    self->online_count--;
+    s->bound = false;
+    self->users_dirty = true;
+}
+
+static void
+session_destroy (router_t *self, session_t *s)
+{
+    session_offline (self, s);
+    router_map_remove (&self->by_id, s->id_h, s);
+    router_map_remove (&self->by_hash, s->hash_h, s);
+    list_remove (&s->lru);
+    list_remove (&s->dirty);
+    self->session_count--;
+    free (s);
+}
+
+/*  Activity: O(1) move to the LRU tail, written to the store later. */
+static void
+session_touch (router_t *self, session_t *s, uint64_t now)
+{
+    s->last_active = now;
+    list_remove (&s->lru);
+    list_append (&self->lru, &s->lru);
+    if (!list_linked (&s->dirty))
+        list_append (&self->dirty, &s->dirty);
+}
+
+static bool
+session_expired (const router_t *self, const session_t *s, uint64_t now)
+{
+    return s->last_active + self->timeout_ms <= now;
+}
+
+/*  A store lookup already on its way must not bring a deleted token back. */
+static void
+pending_mark_deleted (router_t *self, const char *hash)
+{
+    for (link_t *l = self->pending.next; l != &self->pending; l = l->next) {
+        pending_t *p = CONTAINER (l, pending_t, link);
+        if (memcmp (p->hash, hash, QMS_HASH_HEX) == 0)
+            p->deleted = true;
+    }
+}
+
+/*  End an expired session: the connection that held it hears GW_INVALID
+    with unbind, the store forgets it. */
+static void
+session_expire (router_t *self, session_t *s)
+{
+    if (s->bound)
+        send_invalid (self, s->gw, s->conn, 1);
+    store_del (self, s->id, s->hash);
+    pending_mark_deleted (self, s->hash);
+    qms_info (LOG, "event=session_expired user=%.*s", (int) s->id.len, s->id.ptr);
+    session_destroy (self, s);
+}
+
+/*  A request found its session expired: expire it, and tell the requester
+    once (with unbind if it is the connection that held the session). */
+static void
+expire_for_request (router_t *self, session_t *s, uint32_t gw, uint64_t conn)
+{
+    bool held = s->bound && s->gw == gw && s->conn_key == conn_key (gw, conn);
+    session_expire (self, s);
+    if (!held)
+        send_invalid (self, gw, conn, 0);
+}
+
+/*  The user logged in again: the older session ends.  key is the new
+    connection, which is not kicked if it held the old session. */
+static void
+session_replace (router_t *self, session_t *s, uint64_t key)
+{
+    if (s->bound && s->conn_key != key)
+        send_kick (self, s, "Logged in elsewhere");
+    pending_mark_deleted (self, s->hash);
+    qms_info (LOG, "event=session_replaced user=%.*s", (int) s->id.len, s->id.ptr);
+    session_destroy (self, s);
+}
+
+/* ------------------------------------------------------------------------
+    Requests */
+
+static void
+authorize_session (router_t *self, session_t *s, uint32_t gw, uint64_t conn, uint64_t now)
+{
+    if (session_expired (self, s, now)) {
+        expire_for_request (self, s, gw, conn);
+        return;
+    }
+    uint64_t key = conn_key (gw, conn);
+    if (s->bound && s->conn_key != key) {
+        send_kick (self, s, "Session resumed elsewhere");
+        session_offline (self, s);
+    }
+    session_t *holder = find_by_conn (self, key);
+    if (holder && holder != s)
+        session_offline (self, holder);
+    if (!s->bound && session_bind (self, s, gw, conn)) {
+        qms_warn (LOG, "event=out_of_memory what=bind");
+        send_error (self, gw, conn, QMS_EV_AUTHORIZATION, k_unavailable);
+        return;
+    }
+    session_touch (self, s, now);
+    qms_info (LOG, "event=session_resumed user=%.*s gateway=%u",
+              (int) s->id.len, s->id.ptr, gw);
+    send_bound (self, gw, conn, QMS_BOUND_AUTHORIZE, s);
+}
+
+static void
+message_from (router_t *self, session_t *s, uint32_t gw, uint64_t conn,
+              qms_str_t target, qms_str_t message, uint64_t now)
+{
+    if (session_expired (self, s, now)) {
+        expire_for_request (self, s, gw, conn);
+        return;
+    }
+    session_touch (self, s, now);
+    session_t *t = find_by_id (self, target);
+    if (t && t->bound) {
+        qms_rec_t rec = { .type = QMS_GW_DELIVER, .conn = t->conn };
+        rec.s [0] = s->id;
+        rec.s [1] = message;
+        gw_emit (self, t->gw, &rec);
+    }
+    else {
+        qms_debug (LOG, "event=not_online user=%.*s", (int) s->id.len, s->id.ptr);
+        send_error (self, gw, conn, QMS_EV_MESSAGE, k_not_online);
+    }
+}
+
+/*  Ask the store about a token not in memory; false if that cannot be. */
+static bool
+pending_new (router_t *self, pending_kind_t kind, uint32_t gw, uint64_t conn,
+             qms_str_t hash, qms_str_t target, qms_str_t message)
+{
+    if (self->pending_count >= MAX_PENDING)
+        return false;
+    size_t extra = kind == PENDING_MESSAGE ? (size_t) target.len + message.len + 2 : 0;
+    pending_t *p = (pending_t *) calloc (1, sizeof *p + extra);
+    if (!p)
+        return false;
+    p->req = self->next_req++;
+    p->req_h = router_map_hash_u64 (self->seed, p->req);
+    if (router_map_insert (&self->pending_by_req, p->req_h, p)) {
+        free (p);
+        return false;
+    }
+    p->kind = kind;
+    p->gw = gw;
+    p->conn = conn;
+    p->created = qms_mono_ms ();
+    memcpy (p->hash, hash.ptr, QMS_HASH_HEX);
+    if (kind == PENDING_MESSAGE) {
+        memcpy (p->data, target.ptr, target.len);
+        p->target = qms_strn (p->data, target.len);
+        memcpy (p->data + target.len + 1, message.ptr, message.len);
+        p->message = qms_strn (p->data + target.len + 1, message.len);
+    }
+    list_append (&self->pending, &p->link);
+    self->pending_count++;
+
+    qms_rec_t rec = { .type = QMS_ST_SESSION_GET, .req = p->req };
+    rec.s [0] = hash;
+    store_emit (self, &rec);
+    return true;
+}
+
+static void
+pending_destroy (router_t *self, pending_t *p)
+{
+    router_map_remove (&self->pending_by_req, p->req_h, p);
+    list_remove (&p->link);
+    self->pending_count--;
+    free (p);
+}
+
+static void
+on_online (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
+{
+    qms_str_t id = rec->s [0], hash = rec->s [3];
+    if (id.len == 0 || id.len > MAX_ID_BYTES || hash.len != QMS_HASH_HEX) {
+        qms_warn (LOG, "event=bad_record type=RT_ONLINE gateway=%u", gw);
+        send_error (self, gw, rec->conn, QMS_EV_LOGIN, k_unavailable);
+        return;
+    }
+    uint64_t key = conn_key (gw, rec->conn);
+    session_t *old = find_by_id (self, id);
+    if (old)
+        session_replace (self, old, key);
+    old = find_by_hash (self, hash);    /* only if a token were reused */
+    if (old)
+        session_replace (self, old, key);
+    session_t *holder = find_by_conn (self, key);
+    if (holder)
+        session_offline (self, holder);
+
+    session_t *s = session_new (self, id, rec->s [1], rec->s [2], hash, now);
+    if (!s || session_bind (self, s, gw, rec->conn)) {
+        if (s)
+            session_destroy (self, s);
+        qms_warn (LOG, "event=out_of_memory what=session");
+        send_error (self, gw, rec->conn, QMS_EV_LOGIN, k_unavailable);
+        return;
+    }
+    qms_info (LOG, "event=session_started user=%.*s gateway=%u", (int) id.len, id.ptr, gw);
+    send_bound (self, gw, rec->conn, QMS_BOUND_LOGIN, s);
+}
+
+static void
+on_authorize (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
+{
+    qms_str_t hash = rec->s [0];
+    if (hash.len != QMS_HASH_HEX) {
+        send_invalid (self, gw, rec->conn, 0);
+        return;
+    }
+    session_t *s = find_by_hash (self, hash);
+    if (s)
+        authorize_session (self, s, gw, rec->conn, now);
+    else
+    if (!pending_new (self, PENDING_AUTHORIZE, gw, rec->conn, hash, qms_str (NULL), qms_str (NULL)))
+        send_error (self, gw, rec->conn, QMS_EV_AUTHORIZATION, k_unavailable);
+}
+
+static void
+on_message (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
+{
+    qms_str_t hash = rec->s [2];
+    session_t *s;
+    if (hash.len == 0) {
+        /*  The fast path: the gateway vouched that the token is the one
+            bound to this connection. */
+        s = find_by_conn (self, conn_key (gw, rec->conn));
+        if (!s) {
+            send_invalid (self, gw, rec->conn, 1);
+            return;
+        }
+    }
+    else {
+        if (hash.len != QMS_HASH_HEX) {
+            send_invalid (self, gw, rec->conn, 0);
+            return;
+        }
+        s = find_by_hash (self, hash);
+        if (!s) {
+            if (!pending_new (self, PENDING_MESSAGE, gw, rec->conn, hash, rec->s [0], rec->s [1]))
+                send_error (self, gw, rec->conn, QMS_EV_MESSAGE, k_unavailable);
+            return;
+        }
+    }
+    message_from (self, s, gw, rec->conn, rec->s [0], rec->s [1], now);
+}
+
+static void
+on_logout (router_t *self, const qms_rec_t *rec)
+{
+    qms_str_t hash = rec->s [0];
+    if (hash.len != QMS_HASH_HEX)
+        return;
+    pending_mark_deleted (self, hash.ptr);
+    session_t *s = find_by_hash (self, hash);
+    if (!s) {
+        /*  Perhaps in the store only (after a restart): delete it there. */
+        store_del (self, qms_str (NULL), hash.ptr);
+        return;
+    }
+    if (s->bound) {
+        qms_rec_t unbind = { .type = QMS_GW_UNBIND, .conn = s->conn };
+        gw_emit (self, s->gw, &unbind);
+    }
+    store_del (self, s->id, s->hash);
+    qms_info (LOG, "event=session_ended user=%.*s", (int) s->id.len, s->id.ptr);
+    session_destroy (self, s);
+}
+
+/*  A lookup still on its way for a connection that is gone has nobody to
+    answer (and must not bind a dead connection). */
+static void
+pending_forget_conn (router_t *self, uint32_t gw, uint64_t key, bool whole_gateway)
+{
+    for (link_t *l = self->pending.next; l != &self->pending; l = l->next) {
+        pending_t *p = CONTAINER (l, pending_t, link);
+        if (p->gw == gw && (whole_gateway || conn_key (gw, p->conn) == key))
+            p->gw = NO_GATEWAY;
+    }
+}
+
+static void
+on_closed (router_t *self, uint32_t gw, const qms_rec_t *rec)
+{
+    uint64_t key = conn_key (gw, rec->conn);
+    session_t *s = find_by_conn (self, key);
+    if (s) {
+        qms_debug (LOG, "event=offline user=%.*s", (int) s->id.len, s->id.ptr);
+        session_offline (self, s);
+    }
+    if (self->pending_count)
+        pending_forget_conn (self, gw, key, false);
+}
+
+/* ------------------------------------------------------------------------
+    Gateways */
+
+/*  Every connection of gateway gw is gone (it restarted or was replaced).
+    Rare, so walking the online list is fine. */
+static void
+gateway_drop_connections (router_t *self, uint32_t gw)
+{
+    link_t *l = self->online.next;
+    while (l != &self->online) {
+        link_t *next = l->next;
+        session_t *s = CONTAINER (l, session_t, online);
+        if (s->gw == gw)
+            session_offline (self, s);
+        l = next;
+    }
+    if (self->pending_count)
+        pending_forget_conn (self, gw, 0, true);
+}
+
+static void
+on_hello (router_t *self, uint32_t gw, const qms_rec_t *rec)
+{
+    gateway_t *g = self->gateways [gw];
+    char name [MAX_GATEWAY_NAME + 1];
+    size_t len = rec->s [0].len > MAX_GATEWAY_NAME ? MAX_GATEWAY_NAME : rec->s [0].len;
+    memcpy (name, rec->s [0].ptr, len);
+    name [len] = 0;
+
+    if (g->hello && g->nonce != rec->num) {
+        qms_info (LOG, "event=gateway_restarted gateway=%u name=\"%s\"", gw, name);
+        gateway_drop_connections (self, gw);
+    }
+    /*  The same gateway (by name) under a new instance nonce: the old
+        instance and its connections are gone. */
+    for (uint32_t i = 0; *name && i < self->gateway_count; i++) {
+        gateway_t *other = gateway_live (self, i);
+        if (i == gw || !other || !other->hello || other->nonce == rec->num
+        ||  strcmp (other->name, name))
+            continue;
+        qms_info (LOG, "event=gateway_replaced gateway=%u by=%u name=\"%s\"", i, gw, name);
+        gateway_drop_connections (self, i);
+        other->live = false;
+        qms_buf_reset (&other->out);
+        other->list_mark = false;
+    }
+    if (!g->hello || g->nonce != rec->num)
+        qms_info (LOG, "event=gateway_hello gateway=%u name=\"%s\" nonce=%llu",
+                  gw, name, (unsigned long long) rec->num);
+    g->hello = true;
+    g->nonce = rec->num;
+    memcpy (g->name, name, len + 1);
+}
+
+/*  The index of the gateway with this identity, given one on first
+    contact; -1 if the table is full. */
+static int
+gateway_lookup (router_t *self, const uint8_t *identity, size_t len)
+{
+    gateway_t *g = gateway_live (self, self->last_gw);
+    if (g && g->identity_len == len && memcmp (g->identity, identity, len) == 0)
+        return (int) self->last_gw;
+    uint32_t free_slot = self->gateway_count;
+    for (uint32_t i = 0; i < self->gateway_count; i++) {
+        g = self->gateways [i];
+        if (g->live && g->identity_len == len && memcmp (g->identity, identity, len) == 0) {
+            self->last_gw = i;
+            return (int) i;
+        }
+        if (!g->live && free_slot == self->gateway_count)
+            free_slot = i;
+    }
+    if (free_slot == MAX_GATEWAYS)
+        return -1;
+    if (free_slot == self->gateway_count) {
+        g = (gateway_t *) calloc (1, sizeof *g);
+        if (!g)
+            return -1;
+        qms_buf_init (&g->out);
+        self->gateways [self->gateway_count++] = g;
+    }
+    g = self->gateways [free_slot];
+    qms_buf_reset (&g->out);
+    g->live = true;
+    g->hello = false;
+    g->nonce = 0;
+    g->name [0] = 0;
+    g->list_mark = false;
+    memcpy (g->identity, identity, len);
+    g->identity_len = len;
+    self->last_gw = free_slot;
+    qms_info (LOG, "event=gateway_new gateway=%u", free_slot);
+    return (int) free_slot;
+}
+
+/* ------------------------------------------------------------------------
+    Incoming batches */
+
+static bool
+batch_valid (const uint8_t *data, size_t size)
+{
+    size_t offset = 0;
+    qms_rec_t rec;
+    int rc;
+    while ((rc = qms_rec_next (data, size, &offset, &rec)) == 1)
+        ;
+    return rc == 0;
+}
+
+static void
+gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
+               const uint8_t *data, size_t size)
+{
+    /*  Checked whole first, so a malformed batch has no effect at all. */
+    if (!batch_valid (data, size)) {
+        qms_warn (LOG, "event=malformed_batch from=gateway bytes=%zu", size);
+        return;
+    }
+    int gw = gateway_lookup (self, identity, identity_len);
+    if (gw < 0) {
+        qms_warn (LOG, "event=too_many_gateways max=%d", MAX_GATEWAYS);
+        return;
+    }
+    uint64_t now = qms_now_ms ();
+    size_t offset = 0;
+    qms_rec_t rec;
+    while (qms_rec_next (data, size, &offset, &rec) == 1) {
+        switch (rec.type) {
+            case QMS_RT_HELLO:     on_hello (self, (uint32_t) gw, &rec); break;
+            case QMS_RT_ONLINE:    on_online (self, (uint32_t) gw, &rec, now); break;
+            case QMS_RT_AUTHORIZE: on_authorize (self, (uint32_t) gw, &rec, now); break;
+            case QMS_RT_MESSAGE:   on_message (self, (uint32_t) gw, &rec, now); break;
+            case QMS_RT_LOGOUT:    on_logout (self, &rec); break;
+            case QMS_RT_CLOSED:    on_closed (self, (uint32_t) gw, &rec); break;
+            case QMS_NONE:         break;      /* a newer type: skipped */
+            default:
+                qms_warn (LOG, "event=unexpected type=%s from=gateway", qms_type_name (rec.type));
+        }
+    }
+}
+
+/*  A session the store knows, made resident; NULL if it is not usable. */
+static session_t *
+session_from_store (router_t *self, const pending_t *p, const qms_rec_t *rec, uint64_t now)
+{
+    qms_str_t id = rec->s [0];
+    if (id.len == 0 || id.len > MAX_ID_BYTES) {
+        qms_warn (LOG, "event=bad_record type=ST_SESSION");
+        return NULL;
+    }
+    if (rec->time + self->timeout_ms <= now) {
+        store_del (self, id, p->hash);
+        qms_info (LOG, "event=session_expired user=%.*s", (int) id.len, id.ptr);
+        return NULL;
+    }
+    /*  Memory is never older than the store: a user with another session
+        here logged in again after the store answered. */
+    if (find_by_id (self, id)) {
+        qms_debug (LOG, "event=stale_session user=%.*s", (int) id.len, id.ptr);
+        return NULL;
+    }
+    qms_str_t hash = qms_strn (p->hash, QMS_HASH_HEX);
+    session_t *s = session_new (self, id, rec->s [1], rec->s [2], hash, now);
+    if (!s)
+        qms_warn (LOG, "event=out_of_memory what=session");
+    return s;
+}
+
+static void
+on_session_reply (router_t *self, const qms_rec_t *rec)
+{
+    uint64_t req_h = router_map_hash_u64 (self->seed, rec->req);
+    pending_t *p = (pending_t *) router_map_find (&self->pending_by_req, req_h, &rec->req);
+    if (!p) {
+        qms_debug (LOG, "event=late_reply req=%llu", (unsigned long long) rec->req);
+        return;
+    }
+    uint64_t now = qms_now_ms ();
+    bool answer = p->gw != NO_GATEWAY;
+    /*  Another request may have brought the session in meanwhile. */
+    session_t *s = find_by_hash (self, qms_strn (p->hash, QMS_HASH_HEX));
+    if (!s && rec->num == 1 && !p->deleted && (answer || p->kind == PENDING_MESSAGE))
+        s = session_from_store (self, p, rec, now);
+
+    if (!s) {
+        if (answer)
+            send_invalid (self, p->gw, p->conn, 0);
+    }
+    else
+    if (p->kind == PENDING_AUTHORIZE) {
+        if (answer)
+            authorize_session (self, s, p->gw, p->conn, now);
+    }
+    else
+        message_from (self, s, p->gw, p->conn, p->target, p->message, now);
+    pending_destroy (self, p);
+}
+
+static void
+store_batch (router_t *self, const uint8_t *data, size_t size)
+{
+    if (!batch_valid (data, size)) {
+        qms_warn (LOG, "event=malformed_batch from=store bytes=%zu", size);
+        return;
+    }
+    size_t offset = 0;
+    qms_rec_t rec;
+    while (qms_rec_next (data, size, &offset, &rec) == 1) {
+        if (rec.type == QMS_ST_SESSION)
+            on_session_reply (self, &rec);
+        else
+        if (rec.type == QMS_ST_RESULT) {
+            if (rec.num != QMS_ST_OK)
+                qms_warn (LOG, "event=store_write_failed status=%llu detail=\"%.*s\"",
+                          (unsigned long long) rec.num, (int) rec.s [0].len, rec.s [0].ptr);
+        }
+        else
+        if (rec.type != QMS_NONE)
+            qms_warn (LOG, "event=unexpected type=%s from=store", qms_type_name (rec.type));
+    }
+}
+
+/*  Read what is waiting on one socket, a bounded number of messages so the
+    other socket and the timers get their turn. */
+static void
+drain (router_t *self, bool frontend)
+{
+    void *socket = frontend ? self->frontend_raw : self->backend_raw;
+    for (int i = 0; i < DRAIN_MAX; i++) {
+        uint8_t identity [255];
+        size_t identity_len = 0;
+        zmq_msg_t body;
+        zmq_msg_init (&body);
+        int rc = qms_batch_recv (socket, frontend ? identity : NULL, &identity_len, &body);
+        if (rc == 1) {
+            const uint8_t *data = (const uint8_t *) zmq_msg_data (&body);
+            size_t size = zmq_msg_size (&body);
+            if (frontend)
+                gateway_batch (self, identity, identity_len, data, size);
+            else
+                store_batch (self, data, size);
+        }
+        else
+        if (rc < 0)
+            qms_warn (LOG, "event=malformed_message from=%s", frontend ? "gateway" : "store");
+        zmq_msg_close (&body);
+        if (rc == 0)
+            break;
+    }
+}
+
+/* ------------------------------------------------------------------------
+    Timers */
+
+static void
+expire_sessions (router_t *self)
+{
+    uint64_t now = qms_now_ms ();
+    while (!list_empty (&self->lru)) {
+        session_t *s = CONTAINER (self->lru.next, session_t, lru);
+        if (!session_expired (self, s, now))
+            break;
+        session_expire (self, s);
+    }
+}
+
+/*  The store did not answer in time: say so rather than keep anyone
+    waiting. */
+static void
+expire_pending (router_t *self, uint64_t mono)
+{
+    size_t count = 0;
+    while (!list_empty (&self->pending)) {
+        pending_t *p = CONTAINER (self->pending.next, pending_t, link);
+        if (p->created + self->store_timeout_ms > mono)
+            break;
+        if (p->gw != NO_GATEWAY)
+            send_error (self, p->gw, p->conn,
+                        p->kind == PENDING_AUTHORIZE ? QMS_EV_AUTHORIZATION : QMS_EV_MESSAGE,
+                        k_unavailable);
+        pending_destroy (self, p);
+        count++;
+    }
+    if (count)
+        qms_warn (LOG, "event=store_timeout requests=%zu", count);
+}
+
+static void
+flush_touches (router_t *self)
+{
+    while (!list_empty (&self->dirty)) {
+        session_t *s = CONTAINER (self->dirty.next, session_t, dirty);
+        qms_rec_t rec = { .type = QMS_ST_SESSION_TOUCH, .req = 0, .time = s->last_active };
+        rec.s [0] = s->id;
+        store_emit (self, &rec);
+        list_remove (&s->dirty);
+    }
+}
+
+static void
+run_timers (router_t *self)
+{
+    uint64_t mono = qms_mono_ms ();
+    if (mono >= self->next_tick) {
+        expire_sessions (self);
+        self->next_tick = mono + self->tick_ms;
+    }
+    expire_pending (self, mono);
+    if (mono >= self->next_touch) {
+        flush_touches (self);
+        self->next_touch = mono + self->touch_period_ms;
+    }
+}
+
+static long
+wait_ms (const router_t *self)
+{
+    uint64_t due = self->next_tick < self->next_touch ? self->next_tick : self->next_touch;
+    if (!list_empty (&self->pending)) {
+        const pending_t *p = CONTAINER (self->pending.next, pending_t, link);
+        if (p->created + self->store_timeout_ms < due)
+            due = p->created + self->store_timeout_ms;
+    }
+    uint64_t mono = qms_mono_ms ();
+    return due <= mono ? 0 : (long) (due - mono);
+}
+
+/* ------------------------------------------------------------------------
+    Set-up, loop, tear-down */
+
+static void
+router_destroy (router_t **self_p)
+{
+    router_t *self = *self_p;
+    if (!self)
+        return;
+    while (!list_empty (&self->lru))
+        session_destroy (self, CONTAINER (self->lru.next, session_t, lru));
+    while (!list_empty (&self->pending))
+        pending_destroy (self, CONTAINER (self->pending.next, pending_t, link));
+    for (uint32_t i = 0; i < self->gateway_count; i++) {
+        qms_buf_free (&self->gateways [i]->out);
+        free (self->gateways [i]);
+    }
+    router_map_free (&self->by_hash);
+    router_map_free (&self->by_id);
+    router_map_free (&self->by_conn);
+    router_map_free (&self->pending_by_req);
+    qms_buf_free (&self->backend_out);
+    qms_buf_free (&self->users);
+    zsock_destroy (&self->frontend);
+    zsock_destroy (&self->backend);
+    free (self);
+    *self_p = NULL;
+}
+
+/*  NULL with *error set when set-up failed. */
+static router_t *
+router_new (zsock_t *pipe, const qms_config_t *cfg, const char **error)
+{
+    router_t *self = (router_t *) calloc (1, sizeof *self);
+    if (!self) {
+        *error = "out of memory";
+        return NULL;
+    }
+    self->pipe = pipe;
+    self->pipe_raw = zsock_resolve (pipe);
+    self->timeout_ms = (uint64_t) (cfg->session_timeout > 0 ? cfg->session_timeout : 600) * 1000;
+    self->store_timeout_ms = s_store_timeout_ms;
+    self->touch_period_ms = s_touch_period_ms;
+    self->tick_ms = s_tick_ms;
+    self->next_req = 1;         /* req 0 is "no answer wanted" */
+    list_init (&self->lru);
+    list_init (&self->online);
+    list_init (&self->dirty);
+    list_init (&self->pending);
+    qms_buf_init (&self->backend_out);
+    qms_buf_init (&self->users);
+    if (router_map_init (&self->by_hash, match_hash)
+    ||  router_map_init (&self->by_id, match_id)
+    ||  router_map_init (&self->by_conn, match_conn)
+    ||  router_map_init (&self->pending_by_req, match_req)) {
+        *error = "out of memory";
+        router_destroy (&self);
+        return NULL;
+    }
+    /*  getrandom, not OpenSSL: OpenSSL keeps per-thread state that a
+        detached actor thread may not free before the process exits. */
+    if (getrandom (&self->seed, sizeof self->seed, GRND_NONBLOCK) != (ssize_t) sizeof self->seed)
+        self->seed = qms_now_ms () ^ qms_mono_ms () << 20 ^ (uint64_t) (uintptr_t) self;
+
+    self->frontend = zsock_new (ZMQ_ROUTER);
+    self->backend = zsock_new (ZMQ_DEALER);
+    if (!self->frontend || !self->backend) {
+        *error = "cannot create sockets";
+        router_destroy (&self);
+        return NULL;
+    }
+    qms_socket_tune (self->frontend);
+    qms_socket_tune (self->backend);
+    if (zsock_bind (self->frontend, "%s", cfg->router_endpoint) == -1) {
+        *error = "cannot bind the router endpoint";
+        router_destroy (&self);
+        return NULL;
+    }
+    if (zsock_connect (self->backend, "%s", cfg->store_endpoint) == -1) {
+        *error = "cannot connect to the store endpoint";
+        router_destroy (&self);
+        return NULL;
+    }
+    self->frontend_raw = zsock_resolve (self->frontend);
+    self->backend_raw = zsock_resolve (self->backend);
+    uint64_t mono = qms_mono_ms ();
+    self->next_tick = mono + self->tick_ms;
+    self->next_touch = mono + self->touch_period_ms;
+    return self;
+}
+
+/*  True when the actor should stop. */
+static bool
+pipe_command (router_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->pipe);
+    if (!msg)
+        return true;            /* interrupted */
+    char *command = zmsg_popstr (msg);
+    bool stop = command && streq (command, "$TERM");
+    if (!stop)
+        qms_warn (LOG, "event=unknown_command command=\"%s\"", command ? command : "");
+    free (command);
+    zmsg_destroy (&msg);
+    return stop;
+}
+
+void
+router_actor (zsock_t *pipe, void *args)
+{
+    const qms_config_t *cfg = (const qms_config_t *) args;
+    const char *error = NULL;
+    router_t *self = router_new (pipe, cfg, &error);
+    zsock_signal (pipe, 0);
+    if (!self) {
+        qms_error (LOG, "event=start_failed reason=\"%s\" endpoint=%s", error, cfg->router_endpoint);
+        qms_actor_ready (pipe, error);
+        return;
+    }
+    qms_info (LOG, "event=started endpoint=%s store=%s session_timeout=%llu",
+              cfg->router_endpoint, cfg->store_endpoint,
+              (unsigned long long) self->timeout_ms / 1000);
+    qms_actor_ready (pipe, NULL);
+
+    while (true) {
+        zmq_pollitem_t items [] = {
+            { self->pipe_raw, 0, ZMQ_POLLIN, 0 },
+            { self->frontend_raw, 0, ZMQ_POLLIN, 0 },
+            { self->backend_raw, 0, ZMQ_POLLIN, 0 },
+        };
+        if (zmq_poll (items, 3, wait_ms (self)) < 0) {
+            if (errno == EINTR)
+                continue;
+            qms_error (LOG, "event=poll_failed error=\"%s\"", zmq_strerror (errno));
+            break;
+        }
+        if ((items [0].revents & ZMQ_POLLIN) && pipe_command (self))
+            break;
+        if (items [1].revents & ZMQ_POLLIN)
+            drain (self, true);
+        if (items [2].revents & ZMQ_POLLIN)
+            drain (self, false);
+        run_timers (self);
+        flush_output (self);
+    }
+    /*  Activity not yet written would be lost: write it now, and give the
+        socket a moment to deliver it. */
+    flush_touches (self);
+    flush_output (self);
+    zsock_set_linger (self->backend, FINAL_LINGER_MS);
+    qms_info (LOG, "event=stopped sessions=%zu online=%zu", self->session_count, self->online_count);
+    router_destroy (&self);
+}
+
+/* ------------------------------------------------------------------------
+    Selftest */
+
+
+#define T_WAIT   5000   /* ms allowed for something that must come */
+#define T_QUIET  100    /* ms of silence that shows nothing came */
+#define T_IDS(...) ((const char *const []) { __VA_ARGS__, NULL })
+#define T_NO_IDS   ((const char *const []) { NULL })
+
+typedef struct {
+    zmq_msg_t body;
+    uint8_t identity [255];
+    size_t identity_len;
+    qms_rec_t rec [64];
+    size_t count;
+} t_batch_t;
+
+typedef struct {
+    qms_config_t cfg;
+    zactor_t *router;
+    zsock_t *store, *gw_a, *gw_b;
+    uint8_t store_peer [255];       /* the router's DEALER, as the store sees it */
+    size_t store_peer_len;
+} t_env_t;
+
+/*  One batch from sock within timeout ms; its records point into b->body
+    until t_done. */
+static bool
+t_recv (zsock_t *sock, bool router, t_batch_t *b, int timeout)
+{
+    zmq_pollitem_t item = { zsock_resolve (sock), 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll (&item, 1, timeout) <= 0)
+        return false;
+    zmq_msg_init (&b->body);
+    int rc = qms_batch_recv (zsock_resolve (sock), router ? b->identity : NULL,
+                             &b->identity_len, &b->body);
+    assert (rc == 1);
+    const uint8_t *data = (const uint8_t *) zmq_msg_data (&b->body);
+    size_t size = zmq_msg_size (&b->body), offset = 0;
+    b->count = 0;
+    while (true) {
+        qms_rec_t rec;
+        int r = qms_rec_next (data, size, &offset, &rec);
+        assert (r >= 0);
+        if (r == 0)
+            break;
+        assert (b->count < 64);
+        b->rec [b->count++] = rec;
+    }
+    return true;
+}
+
+static void
+t_get (zsock_t *sock, bool router, t_batch_t *b)
+{
+    bool got = t_recv (sock, router, b, T_WAIT);
+    assert (got);
+}
+
+static void
+t_done (t_batch_t *b)
+{
+    zmq_msg_close (&b->body);
+}
+
+static void
+t_quiet (zsock_t *sock, bool router)
+{
+    t_batch_t b;
+    bool got = t_recv (sock, router, &b, T_QUIET);
+    if (got) {
+        fprintf (stderr, "\nunexpected %s\n", qms_type_name (b.count ? b.rec [0].type : 0));
+        t_done (&b);
+    }
+    assert (!got);
+}
+
+static void
+t_is (const qms_rec_t *r, int type, uint64_t conn, uint64_t num, const char *s0, const char *s1)
+{
+    if (r->type != type)
+        fprintf (stderr, "\nexpected %s, got %s\n", qms_type_name (type), qms_type_name (r->type));
+    assert (r->type == type);
+    assert (r->conn == conn);
+    assert (r->num == num);
+    assert (!s0 || qms_str_eq (r->s [0], s0));
+    assert (!s1 || qms_str_eq (r->s [1], s1));
+}
+
+/*  A user list at rec [at] with exactly these ids in this order; returns
+    the index after it. */
+static size_t
+t_users (const t_batch_t *b, size_t at, const char *const *ids)
+{
+    size_t n = 0;
+    while (ids [n])
+        n++;
+    assert (at + n < b->count);
+    t_is (&b->rec [at], QMS_GW_USERS, 0, n, NULL, NULL);
+    for (size_t i = 0; i < n; i++)
+        t_is (&b->rec [at + 1 + i], QMS_GW_USER, 0, 0, ids [i], NULL);
+    return at + 1 + n;
+}
+
+/*  The next batch on sock is only this user list. */
+static void
+t_get_users (zsock_t *sock, const char *const *ids)
+{
+    t_batch_t b;
+    t_get (sock, false, &b);
+    assert (t_users (&b, 0, ids) == b.count);
+    t_done (&b);
+}
+
+/*  The next batch on sock is exactly one record. */
+static void
+t_get_one (zsock_t *sock, int type, uint64_t conn, uint64_t num, const char *s0, const char *s1)
+{
+    t_batch_t b;
+    t_get (sock, false, &b);
+    assert (b.count == 1);
+    t_is (&b.rec [0], type, conn, num, s0, s1);
+    t_done (&b);
+}
+
+static qms_rec_t
+t_rec (int type, uint64_t conn, const char *s0, const char *s1, const char *s2, const char *s3)
+{
+    qms_rec_t rec = { .type = (uint8_t) type, .conn = conn };
+    rec.s [0] = qms_str (s0);
+    rec.s [1] = qms_str (s1);
+    rec.s [2] = qms_str (s2);
+    rec.s [3] = qms_str (s3);
+    return rec;
+}
+
+static void
+t_send (zsock_t *sock, const uint8_t *identity, size_t identity_len,
+        const qms_rec_t *recs, size_t count)
+{
+    qms_buf_t buf;
+    qms_buf_init (&buf);
+    for (size_t i = 0; i < count; i++)
+        assert (qms_rec_encode (&buf, &recs [i]) == 0);
+    assert (qms_batch_send (zsock_resolve (sock), identity, identity_len, &buf) == 0);
+    qms_buf_free (&buf);
+}
+
+static void
+t_send1 (zsock_t *sock, qms_rec_t rec)
+{
+    t_send (sock, NULL, 0, &rec, 1);
+}
+
+/*  A round trip through the router: everything sent before has been
+    handled when this returns. */
+static void
+t_sync (zsock_t *gw)
+{
+    t_send1 (gw, t_rec (QMS_RT_MESSAGE, 0xFFFF, "nobody", "sync", "", NULL));
+    t_get_one (gw, QMS_GW_INVALID, 0xFFFF, 1, NULL, NULL);
+}
+
+static void
+t_hello (zsock_t *gw, const char *name, uint64_t nonce)
+{
+    qms_rec_t hello = t_rec (QMS_RT_HELLO, 0, name, NULL, NULL, NULL);
+    hello.num = nonce;
+    t_send1 (gw, hello);
+    t_sync (gw);
+}
+
+/*  The next store batch: exactly one ST_SESSION_GET for hash; its req. */
+static uint64_t
+t_store_get (t_env_t *env, const char *hash)
+{
+    t_batch_t b;
+    t_get (env->store, true, &b);
+    assert (b.count == 1);
+    t_is (&b.rec [0], QMS_ST_SESSION_GET, 0, 0, hash, NULL);
+    assert (b.rec [0].req != 0);
+    memcpy (env->store_peer, b.identity, b.identity_len);
+    env->store_peer_len = b.identity_len;
+    uint64_t req = b.rec [0].req;
+    t_done (&b);
+    return req;
+}
+
+static void
+t_store_del (t_env_t *env, const char *id, const char *hash)
+{
+    t_batch_t b;
+    t_get (env->store, true, &b);
+    assert (b.count == 1);
+    t_is (&b.rec [0], QMS_ST_SESSION_DEL, 0, 0, id, hash);
+    assert (b.rec [0].req == 0);
+    t_done (&b);
+}
+
+/*  The fake store answers one lookup. */
+static void
+t_store_answer (t_env_t *env, uint64_t req, bool found, uint64_t last_active,
+                const char *id, const char *name)
+{
+    qms_rec_t rec = t_rec (QMS_ST_SESSION, 0, id, name, found ? "pk" : NULL, NULL);
+    rec.req = req;
+    rec.num = found ? 1 : 0;
+    rec.time = last_active;
+    t_send (env->store, env->store_peer, env->store_peer_len, &rec, 1);
+}
+
+static zsock_t *
+t_gateway (const char *identity, const char *endpoint)
+{
+    zsock_t *gw = zsock_new (ZMQ_DEALER);
+    assert (gw);
+    qms_socket_tune (gw);
+    zsock_set_identity (gw, identity);
+    assert (zsock_connect (gw, "%s", endpoint) == 0);
+    return gw;
+}
+
+static void
+t_start (t_env_t *env, int session_timeout, const char *tag)
+{
+    memset (env, 0, sizeof *env);
+    qms_config_defaults (&env->cfg);
+    env->cfg.session_timeout = session_timeout;
+    snprintf (env->cfg.store_endpoint, sizeof env->cfg.store_endpoint,
+              "inproc://router-test-%s-store", tag);
+    snprintf (env->cfg.router_endpoint, sizeof env->cfg.router_endpoint,
+              "inproc://router-test-%s-router", tag);
+    env->store = zsock_new (ZMQ_ROUTER);
+    assert (env->store);
+    qms_socket_tune (env->store);
+    assert (zsock_bind (env->store, "%s", env->cfg.store_endpoint) == 0);
+    env->router = qms_actor_start (router_actor, &env->cfg, LOG);
+    assert (env->router);
+    env->gw_a = t_gateway ("gw-a", env->cfg.router_endpoint);
+    env->gw_b = t_gateway ("gw-b", env->cfg.router_endpoint);
+}
+
+static void
+t_stop (t_env_t *env)
+{
+    zactor_destroy (&env->router);
+    zsock_destroy (&env->gw_a);
+    zsock_destroy (&env->gw_b);
+    zsock_destroy (&env->store);
+    qms_config_free (&env->cfg);
+}
+
+static void
+t_hash (const char *token, char *hash)
+{
+    qms_sha256_hex (token, strlen (token), hash);
+}
+
+/*  Login, user lists, delivery, kicks, closed connections, authorize. */
+static void
+t_sessions (t_env_t *env, const char *ha, const char *ha2, const char *hb)
+{
+    t_batch_t b;
+    size_t at;
+
+    /*  Login: every gateway gets the user list, and in the login's
+        gateway it comes before GW_BOUND. */
+    t_send1 (env->gw_a, t_rec (QMS_RT_ONLINE, 1, "id-alice", "alice", "pk-alice", ha));
+    t_get (env->gw_a, false, &b);
+    at = t_users (&b, 0, T_IDS ("id-alice"));
+    assert (qms_str_eq (b.rec [1].s [1], "alice") && qms_str_eq (b.rec [1].s [2], "pk-alice"));
+    assert (at + 1 == b.count);
+    t_is (&b.rec [at], QMS_GW_BOUND, 1, QMS_BOUND_LOGIN, "id-alice", "alice");
+    t_done (&b);
+    t_get_users (env->gw_b, T_IDS ("id-alice"));
+
+    t_send1 (env->gw_b, t_rec (QMS_RT_ONLINE, 7, "id-bob", "bob", "pk-bob", hb));
+    t_get (env->gw_b, false, &b);
+    at = t_users (&b, 0, T_IDS ("id-alice", "id-bob"));
+    assert (at + 1 == b.count);
+    t_is (&b.rec [at], QMS_GW_BOUND, 7, QMS_BOUND_LOGIN, "id-bob", "bob");
+    t_done (&b);
+    t_get_users (env->gw_a, T_IDS ("id-alice", "id-bob"));
+
+    /*  Messages: fast path across gateways, by hash from a connection
+        that is not bound, to oneself, to nobody. */
+    t_send1 (env->gw_a, t_rec (QMS_RT_MESSAGE, 1, "id-bob", "hi bob", "", NULL));
+    t_get_one (env->gw_b, QMS_GW_DELIVER, 7, 0, "id-alice", "hi bob");
+    t_quiet (env->gw_a, false);
+    t_send1 (env->gw_b, t_rec (QMS_RT_MESSAGE, 99, "id-alice", "yo", hb, NULL));
+    t_get_one (env->gw_a, QMS_GW_DELIVER, 1, 0, "id-bob", "yo");
+    t_send1 (env->gw_a, t_rec (QMS_RT_MESSAGE, 1, "id-alice", "note to self", "", NULL));
+    t_get_one (env->gw_a, QMS_GW_DELIVER, 1, 0, "id-alice", "note to self");
+    t_send1 (env->gw_a, t_rec (QMS_RT_MESSAGE, 1, "id-nobody", "hello?", "", NULL));
+    t_get_one (env->gw_a, QMS_GW_ERROR, 1, QMS_EV_MESSAGE, "Recipient is not online.", NULL);
+
+    /*  One batch in, one batch out per gateway, in order. */
+    qms_rec_t many [3] = {
+        t_rec (QMS_RT_MESSAGE, 1, "id-bob", "m1", "", NULL),
+        t_rec (QMS_RT_MESSAGE, 1, "id-nobody", "m2", "", NULL),
+        t_rec (QMS_RT_MESSAGE, 1, "id-bob", "m3", "", NULL),
+    };
+    t_send (env->gw_a, NULL, 0, many, 3);
+    t_get (env->gw_b, false, &b);
+    assert (b.count == 2);
+    t_is (&b.rec [0], QMS_GW_DELIVER, 7, 0, "id-alice", "m1");
+    t_is (&b.rec [1], QMS_GW_DELIVER, 7, 0, "id-alice", "m3");
+    t_done (&b);
+    t_get_one (env->gw_a, QMS_GW_ERROR, 1, QMS_EV_MESSAGE, NULL, NULL);
+
+    /*  A second login kicks the first connection; the old token dies. */
+    t_send1 (env->gw_b, t_rec (QMS_RT_ONLINE, 8, "id-alice", "alice", "pk-alice2", ha2));
+    t_get (env->gw_a, false, &b);
+    t_is (&b.rec [0], QMS_GW_KICK, 1, 4001, "Logged in elsewhere", NULL);
+    assert (t_users (&b, 1, T_IDS ("id-bob", "id-alice")) == b.count);
+    t_done (&b);
+    t_get (env->gw_b, false, &b);
+    at = t_users (&b, 0, T_IDS ("id-bob", "id-alice"));
+    assert (qms_str_eq (b.rec [2].s [2], "pk-alice2"));
+    assert (at + 1 == b.count);
+    t_is (&b.rec [at], QMS_GW_BOUND, 8, QMS_BOUND_LOGIN, "id-alice", "alice");
+    t_done (&b);
+    t_quiet (env->store, true);
+    t_send1 (env->gw_a, t_rec (QMS_RT_MESSAGE, 1, "id-bob", "ghost", "", NULL));
+    t_get_one (env->gw_a, QMS_GW_INVALID, 1, 1, NULL, NULL);
+    t_send1 (env->gw_a, t_rec (QMS_RT_AUTHORIZE, 2, ha, NULL, NULL, NULL));
+    t_store_answer (env, t_store_get (env, ha), false, 0, NULL, NULL);
+    t_get_one (env->gw_a, QMS_GW_INVALID, 2, 0, NULL, NULL);
+
+    /*  A closed connection: offline, but its token still authorizes, from
+        memory (the store is not asked). */
+    t_send1 (env->gw_b, t_rec (QMS_RT_CLOSED, 7, NULL, NULL, NULL, NULL));
+    t_get_users (env->gw_a, T_IDS ("id-alice"));
+    t_get_users (env->gw_b, T_IDS ("id-alice"));
+    t_send1 (env->gw_b, t_rec (QMS_RT_MESSAGE, 8, "id-bob", "are you there", "", NULL));
+    t_get_one (env->gw_b, QMS_GW_ERROR, 8, QMS_EV_MESSAGE, "Recipient is not online.", NULL);
+    t_send1 (env->gw_a, t_rec (QMS_RT_AUTHORIZE, 3, hb, NULL, NULL, NULL));
+    t_get (env->gw_a, false, &b);
+    at = t_users (&b, 0, T_IDS ("id-alice", "id-bob"));
+    assert (at + 1 == b.count);
+    t_is (&b.rec [at], QMS_GW_BOUND, 3, QMS_BOUND_AUTHORIZE, "id-bob", "bob");
+    t_done (&b);
+    t_get_users (env->gw_b, T_IDS ("id-alice", "id-bob"));
+    t_quiet (env->store, true);
+
+    /*  Authorize elsewhere kicks the older connection. */
+    t_send1 (env->gw_b, t_rec (QMS_RT_AUTHORIZE, 9, hb, NULL, NULL, NULL));
+    t_get (env->gw_a, false, &b);
+    t_is (&b.rec [0], QMS_GW_KICK, 3, 4001, "Session resumed elsewhere", NULL);
+    assert (t_users (&b, 1, T_IDS ("id-alice", "id-bob")) == b.count);
+    t_done (&b);
+    t_get (env->gw_b, false, &b);
+    at = t_users (&b, 0, T_IDS ("id-alice", "id-bob"));
+    t_is (&b.rec [at], QMS_GW_BOUND, 9, QMS_BOUND_AUTHORIZE, "id-bob", "bob");
+    t_done (&b);
+
+    /*  A connection bound to alice authorizes as bob: alice goes offline
+        (not ended), bob moves there; the list precedes GW_BOUND. */
+    t_send1 (env->gw_b, t_rec (QMS_RT_AUTHORIZE, 8, hb, NULL, NULL, NULL));
+    t_get (env->gw_b, false, &b);
+    t_is (&b.rec [0], QMS_GW_KICK, 9, 4001, "Session resumed elsewhere", NULL);
+    at = t_users (&b, 1, T_IDS ("id-bob"));
+    assert (at + 1 == b.count);
+    t_is (&b.rec [at], QMS_GW_BOUND, 8, QMS_BOUND_AUTHORIZE, "id-bob", "bob");
+    t_done (&b);
+    t_get_users (env->gw_a, T_IDS ("id-bob"));
+    t_send1 (env->gw_a, t_rec (QMS_RT_AUTHORIZE, 1, ha2, NULL, NULL, NULL));
+    t_get (env->gw_a, false, &b);
+    at = t_users (&b, 0, T_IDS ("id-bob", "id-alice"));
+    t_is (&b.rec [at], QMS_GW_BOUND, 1, QMS_BOUND_AUTHORIZE, "id-alice", "alice");
+    t_done (&b);
+    t_get_users (env->gw_b, T_IDS ("id-bob", "id-alice"));
+    t_quiet (env->store, true);
+
+    /*  Logging in again on the connection that holds the old session: no
+        kick for it.  Then a connection bound to one user logs in as
+        another: the first goes offline, keeping its token. */
+    char ha3 [65], hr [65];
+    t_hash ("token-a3", ha3);
+    t_hash ("token-r", hr);
+    t_send1 (env->gw_a, t_rec (QMS_RT_ONLINE, 1, "id-alice", "alice", "pk-alice3", ha3));
+    t_get (env->gw_a, false, &b);
+    at = t_users (&b, 0, T_IDS ("id-bob", "id-alice"));
+    assert (at + 1 == b.count);
+    t_is (&b.rec [at], QMS_GW_BOUND, 1, QMS_BOUND_LOGIN, "id-alice", "alice");
+    t_done (&b);
+    t_get_users (env->gw_b, T_IDS ("id-bob", "id-alice"));
+    t_send1 (env->gw_b, t_rec (QMS_RT_ONLINE, 8, "id-erin", "erin", "pk-erin", hr));
+    t_get (env->gw_b, false, &b);
+    at = t_users (&b, 0, T_IDS ("id-alice", "id-erin"));
+    assert (at + 1 == b.count);
+    t_is (&b.rec [at], QMS_GW_BOUND, 8, QMS_BOUND_LOGIN, "id-erin", "erin");
+    t_done (&b);
+    t_get_users (env->gw_a, T_IDS ("id-alice", "id-erin"));
+    t_send1 (env->gw_b, t_rec (QMS_RT_LOGOUT, 8, hr, NULL, NULL, NULL));
+    t_get (env->gw_b, false, &b);
+    t_is (&b.rec [0], QMS_GW_UNBIND, 8, 0, NULL, NULL);
+    assert (t_users (&b, 1, T_IDS ("id-alice")) == b.count);
+    t_done (&b);
+    t_get_users (env->gw_a, T_IDS ("id-alice"));
+    t_store_del (env, "id-erin", hr);
+    t_send1 (env->gw_b, t_rec (QMS_RT_AUTHORIZE, 8, hb, NULL, NULL, NULL));
+    t_get (env->gw_b, false, &b);
+    at = t_users (&b, 0, T_IDS ("id-alice", "id-bob"));
+    t_is (&b.rec [at], QMS_GW_BOUND, 8, QMS_BOUND_AUTHORIZE, "id-bob", "bob");
+    t_done (&b);
+    t_get_users (env->gw_a, T_IDS ("id-alice", "id-bob"));
+    t_quiet (env->store, true);
+}
+
+/*  Sessions only the store knows: authorize and message through it,
+    logout, and lookups that race a logout or a close. */
+static void
+t_through_store (t_env_t *env)
+{
+    char hc [65], hd [65], he [65], hf [65], hx [65], hy [65], hz [65];
+    t_hash ("token-c", hc);
+    t_hash ("token-d", hd);
+    t_hash ("token-e", he);
+    t_hash ("token-f", hf);
+    t_hash ("token-x", hx);
+    t_hash ("token-y", hy);
+    t_hash ("token-z", hz);
+    t_batch_t b;
+    uint64_t now = qms_now_ms ();
+
+    /*  Three lookups in one batch; the store answers in its own order:
+        not found, found but expired, found. */
+    qms_rec_t three [3] = {
+        t_rec (QMS_RT_AUTHORIZE, 4, hc, NULL, NULL, NULL),
+        t_rec (QMS_RT_AUTHORIZE, 5, hd, NULL, NULL, NULL),
+        t_rec (QMS_RT_AUTHORIZE, 6, he, NULL, NULL, NULL),
+    };
+    t_send (env->gw_a, NULL, 0, three, 3);
+    t_get (env->store, true, &b);
+    assert (b.count == 3);
+    t_is (&b.rec [0], QMS_ST_SESSION_GET, 0, 0, hc, NULL);
+    t_is (&b.rec [1], QMS_ST_SESSION_GET, 0, 0, hd, NULL);
+    t_is (&b.rec [2], QMS_ST_SESSION_GET, 0, 0, he, NULL);
+    uint64_t req_c = b.rec [0].req, req_d = b.rec [1].req, req_e = b.rec [2].req;
+    assert (req_c && req_d && req_e && req_c != req_d && req_d != req_e);
+    memcpy (env->store_peer, b.identity, b.identity_len);
+    env->store_peer_len = b.identity_len;
+    t_done (&b);
+
+    t_store_answer (env, req_e, false, 0, NULL, NULL);
+    t_get_one (env->gw_a, QMS_GW_INVALID, 6, 0, NULL, NULL);
+    t_store_answer (env, req_d, true, now - 601 * 1000, "id-dave", "dave");
+    t_get_one (env->gw_a, QMS_GW_INVALID, 5, 0, NULL, NULL);
+    t_store_del (env, "id-dave", hd);
+    t_store_answer (env, req_c, true, now - 5000, "id-carol", "carol");
+    t_get (env->gw_a, false, &b);
+    size_t at = t_users (&b, 0, T_IDS ("id-alice", "id-bob", "id-carol"));
+    t_is (&b.rec [at], QMS_GW_BOUND, 4, QMS_BOUND_AUTHORIZE, "id-carol", "carol");
+    t_done (&b);
+    t_get_users (env->gw_b, T_IDS ("id-alice", "id-bob", "id-carol"));
+
+    /*  A message by a token only the store knows waits for the answer. */
+    t_send1 (env->gw_b, t_rec (QMS_RT_MESSAGE, 50, "id-alice", "from frank", hf, NULL));
+    t_store_answer (env, t_store_get (env, hf), true, now - 1000, "id-frank", "frank");
+    t_get_one (env->gw_a, QMS_GW_DELIVER, 1, 0, "id-frank", "from frank");
+    t_quiet (env->gw_b, false);     /* frank is not online: no list */
+    t_send1 (env->gw_b, t_rec (QMS_RT_MESSAGE, 50, "id-dave", "x", hf, NULL));
+    t_get_one (env->gw_b, QMS_GW_ERROR, 50, QMS_EV_MESSAGE, "Recipient is not online.", NULL);
+    t_quiet (env->store, true);     /* frank is in memory now */
+
+    /*  The store finds a token of a user who has another session in
+        memory: that answer is older than the login, so it is refused. */
+    char hw [65];
+    t_hash ("token-w", hw);
+    t_send1 (env->gw_b, t_rec (QMS_RT_AUTHORIZE, 60, hw, NULL, NULL, NULL));
+    t_store_answer (env, t_store_get (env, hw), true, now, "id-alice", "alice");
+    t_get_one (env->gw_b, QMS_GW_INVALID, 60, 0, NULL, NULL);
+    t_quiet (env->gw_a, false);
+
+    /*  Logout, even from another connection: unbind, delete, lists. */
+    t_send1 (env->gw_b, t_rec (QMS_RT_LOGOUT, 77, hc, NULL, NULL, NULL));
+    t_get (env->gw_a, false, &b);
+    t_is (&b.rec [0], QMS_GW_UNBIND, 4, 0, NULL, NULL);
+    assert (t_users (&b, 1, T_IDS ("id-alice", "id-bob")) == b.count);
+    t_done (&b);
+    t_get_users (env->gw_b, T_IDS ("id-alice", "id-bob"));
+    t_store_del (env, "id-carol", hc);
+    t_send1 (env->gw_a, t_rec (QMS_RT_AUTHORIZE, 4, hc, NULL, NULL, NULL));
+    t_store_answer (env, t_store_get (env, hc), false, 0, NULL, NULL);
+    t_get_one (env->gw_a, QMS_GW_INVALID, 4, 0, NULL, NULL);
+
+    /*  Logout of a token not in memory: deleted in the store, silence. */
+    t_send1 (env->gw_a, t_rec (QMS_RT_LOGOUT, 4, hx, NULL, NULL, NULL));
+    t_store_del (env, "", hx);
+    t_quiet (env->gw_a, false);
+
+    /*  A lookup on its way when its token is logged out does not bring
+        the session back. */
+    t_send1 (env->gw_a, t_rec (QMS_RT_AUTHORIZE, 10, hy, NULL, NULL, NULL));
+    uint64_t req = t_store_get (env, hy);
+    t_send1 (env->gw_b, t_rec (QMS_RT_LOGOUT, 11, hy, NULL, NULL, NULL));
+    t_store_del (env, "", hy);
+    t_store_answer (env, req, true, now, "id-gina", "gina");
+    t_get_one (env->gw_a, QMS_GW_INVALID, 10, 0, NULL, NULL);
+    t_quiet (env->gw_b, false);
+
+    /*  A connection that closed while its lookup was on its way is not
+        bound, and nobody hears of it. */
+    t_send1 (env->gw_a, t_rec (QMS_RT_AUTHORIZE, 12, hz, NULL, NULL, NULL));
+    req = t_store_get (env, hz);
+    t_send1 (env->gw_a, t_rec (QMS_RT_CLOSED, 12, NULL, NULL, NULL, NULL));
+    t_sync (env->gw_a);
+    t_store_answer (env, req, true, now, "id-hank", "hank");
+    t_quiet (env->gw_a, false);
+    t_quiet (env->gw_b, false);
+}
+
+/*  Malformed input is dropped whole, and the router still answers. */
+static void
+t_malformed (t_env_t *env)
+{
+    void *gw = zsock_resolve (env->gw_a);
+    const uint8_t junk [] = { 0x11, 0xff, 0xff, 0xff, 0x7f, 1, 2 };
+    assert (zmq_send (gw, junk, sizeof junk, 0) == (int) sizeof junk);
+
+    /*  A good record followed by a truncated one: neither is acted on. */
+    qms_buf_t buf;
+    qms_buf_init (&buf);
+    qms_rec_t self_note = t_rec (QMS_RT_MESSAGE, 1, "id-alice", "lost", "", NULL);
+    assert (qms_rec_encode (&buf, &self_note) == 0);
+    const uint8_t cut [] = { QMS_RT_MESSAGE, 0x40, 0, 0, 0, 1 };
+    assert (qms_buf_append (&buf, cut, sizeof cut) == 0);
+    assert (qms_batch_send (gw, NULL, 0, &buf) == 0);
+    qms_buf_free (&buf);
+
+    /*  Too many frames, an empty batch, an unknown (newer) type. */
+    assert (zmq_send (gw, "a", 1, ZMQ_SNDMORE) == 1);
+    assert (zmq_send (gw, "b", 1, 0) == 1);
+    assert (zmq_send (gw, "", 0, 0) == 0);
+    const uint8_t newer [] = { 200, 2, 0, 0, 0, 9, 9 };
+    assert (zmq_send (gw, newer, sizeof newer, 0) == (int) sizeof newer);
+    t_quiet (env->gw_a, false);
+    t_sync (env->gw_a);
+    t_send1 (env->gw_a, self_note);
+    t_get_one (env->gw_a, QMS_GW_DELIVER, 1, 0, "id-alice", "lost");
+}
+
+/*  A gateway that restarts (same identity, new nonce), or comes back
+    under a new identity with its old name, loses its connections. */
+static void
+t_gateway_restart (t_env_t *env)
+{
+    qms_rec_t hello = t_rec (QMS_RT_HELLO, 0, "edge-a", NULL, NULL, NULL);
+    hello.num = 2;
+    t_send1 (env->gw_a, hello);
+    t_get_users (env->gw_a, T_IDS ("id-bob"));
+    t_get_users (env->gw_b, T_IDS ("id-bob"));
+
+    zsock_t *gw_c = t_gateway ("gw-c", env->cfg.router_endpoint);
+    hello = t_rec (QMS_RT_HELLO, 0, "edge-b", NULL, NULL, NULL);
+    hello.num = 5;
+    t_send1 (gw_c, hello);
+    t_get_users (gw_c, T_NO_IDS);
+    t_get_users (env->gw_a, T_NO_IDS);
+    t_quiet (env->gw_b, false);
+    t_sync (gw_c);
+    zsock_destroy (&gw_c);
+}
+
+static void
+t_main (void)
+{
+    router_set_timing (2000, 3600 * 1000, 1000);
+    t_env_t env;
+    t_start (&env, 600, "main");
+    char ha [65], ha2 [65], hb [65];
+    t_hash ("token-a", ha);
+    t_hash ("token-a2", ha2);
+    t_hash ("token-b", hb);
+    t_hello (env.gw_a, "edge-a", 1);
+    t_hello (env.gw_b, "edge-b", 1);
+
+    t_sessions (&env, ha, ha2, hb);
+    t_through_store (&env);
+    t_malformed (&env);
+    t_gateway_restart (&env);
+
+    /*  Activity not yet written goes to the store when the router stops:
+        alice, bob and frank were touched, nobody else is in memory. */
+    zactor_destroy (&env.router);
+    t_batch_t b;
+    t_get (env.store, true, &b);
+    assert (b.count == 3);
+    bool seen [3] = { false, false, false };
+    const char *ids [3] = { "id-alice", "id-bob", "id-frank" };
+    for (size_t i = 0; i < b.count; i++) {
+        t_is (&b.rec [i], QMS_ST_SESSION_TOUCH, 0, 0, NULL, NULL);
+        assert (b.rec [i].req == 0 && b.rec [i].time > 0);
+        for (int k = 0; k < 3; k++)
+            if (qms_str_eq (b.rec [i].s [0], ids [k]))
+                seen [k] = true;
+    }
+    assert (seen [0] && seen [1] && seen [2]);
+    t_done (&b);
+    t_stop (&env);
+}
+
+/*  Store timeouts, activity writes and expiry, with short timings. */
+static void
+t_timers (void)
+{
+    router_set_timing (300, 200, 50);
+    t_env_t env;
+    t_start (&env, 1, "timers");
+    char ha [65], hx [65], hy [65];
+    t_hash ("token-a", ha);
+    t_hash ("token-x", hx);
+    t_hash ("token-y", hy);
+    t_hello (env.gw_a, "edge-a", 1);
+
+    /*  The store does not answer: the requests are answered anyway. */
+    uint64_t start = qms_mono_ms ();
+    qms_rec_t two [2] = {
+        t_rec (QMS_RT_AUTHORIZE, 1, hx, NULL, NULL, NULL),
+        t_rec (QMS_RT_MESSAGE, 2, "id-alice", "anyone?", hy, NULL),
+    };
+    t_send (env.gw_a, NULL, 0, two, 2);
+    t_batch_t b;
+    t_get (env.store, true, &b);
+    assert (b.count == 2);
+    uint64_t late_req = b.rec [0].req;
+    memcpy (env.store_peer, b.identity, b.identity_len);
+    env.store_peer_len = b.identity_len;
+    t_done (&b);
+    bool seen_auth = false, seen_msg = false;
+    while (!seen_auth || !seen_msg) {
+        t_get (env.gw_a, false, &b);
+        for (size_t i = 0; i < b.count; i++) {
+            assert (b.rec [i].type == QMS_GW_ERROR);
+            assert (qms_str_eq (b.rec [i].s [0], "Service temporarily unavailable."));
+            if (b.rec [i].conn == 1 && b.rec [i].num == QMS_EV_AUTHORIZATION)
+                seen_auth = true;
+            else
+            if (b.rec [i].conn == 2 && b.rec [i].num == QMS_EV_MESSAGE)
+                seen_msg = true;
+            else
+                assert (false);
+        }
+        t_done (&b);
+    }
+    assert (qms_mono_ms () - start >= 250);
+    /*  Its late answer is ignored. */
+    t_store_answer (&env, late_req, true, qms_now_ms (), "id-xavier", "xavier");
+    t_quiet (env.gw_a, false);
+    t_sync (env.gw_a);
+
+    /*  Activity is written to the store within the touch period. */
+    t_send1 (env.gw_a, t_rec (QMS_RT_ONLINE, 3, "id-alice", "alice", "pk", ha));
+    t_get (env.gw_a, false, &b);
+    t_is (&b.rec [t_users (&b, 0, T_IDS ("id-alice"))], QMS_GW_BOUND, 3, 0, "id-alice", NULL);
+    t_done (&b);
+    uint64_t before = qms_now_ms ();
+    t_send1 (env.gw_a, t_rec (QMS_RT_MESSAGE, 3, "id-alice", "ping", "", NULL));
+    t_get_one (env.gw_a, QMS_GW_DELIVER, 3, 0, "id-alice", "ping");
+    uint64_t after = qms_now_ms ();
+    t_get (env.store, true, &b);
+    assert (b.count == 1);
+    t_is (&b.rec [0], QMS_ST_SESSION_TOUCH, 0, 0, "id-alice", NULL);
+    assert (b.rec [0].req == 0);
+    assert (b.rec [0].time >= before && b.rec [0].time <= after);
+    t_done (&b);
+
+    /*  A second without activity: expired, unbound, deleted. */
+    t_get (env.gw_a, false, &b);
+    assert (qms_now_ms () - before >= 900);
+    t_is (&b.rec [0], QMS_GW_INVALID, 3, 1, NULL, NULL);
+    assert (t_users (&b, 1, T_NO_IDS) == b.count);
+    t_done (&b);
+    t_store_del (&env, "id-alice", ha);
+    t_send1 (env.gw_a, t_rec (QMS_RT_MESSAGE, 3, "id-alice", "still there?", "", NULL));
+    t_get_one (env.gw_a, QMS_GW_INVALID, 3, 1, NULL, NULL);
+    t_quiet (env.store, true);
+    t_stop (&env);
+}
+
+/*  A request that finds its session expired before the tick did. */
+static void
+t_expiry_on_request (void)
+{
+    router_set_timing (300, 3600 * 1000, 3600 * 1000);
+    t_env_t env;
+    t_start (&env, 1, "expiry");
+    char ha [65], hb [65];
+    t_hash ("token-a", ha);
+    t_hash ("token-b", hb);
+    t_hello (env.gw_a, "edge-a", 1);
+    t_batch_t b;
+    t_send1 (env.gw_a, t_rec (QMS_RT_ONLINE, 1, "id-alice", "alice", "pk", ha));
+    t_get (env.gw_a, false, &b);
+    t_done (&b);
+    t_send1 (env.gw_a, t_rec (QMS_RT_ONLINE, 2, "id-bob", "bob", "pk", hb));
+    t_get (env.gw_a, false, &b);
+    t_done (&b);
+    zclock_sleep (1100);
+
+    /*  The fast path from the connection that held it: told once. */
+    t_send1 (env.gw_a, t_rec (QMS_RT_MESSAGE, 1, "id-bob", "late", "", NULL));
+    t_get (env.gw_a, false, &b);
+    t_is (&b.rec [0], QMS_GW_INVALID, 1, 1, NULL, NULL);
+    assert (t_users (&b, 1, T_IDS ("id-bob")) == b.count);
+    t_done (&b);
+    t_store_del (&env, "id-alice", ha);
+
+    /*  Authorize from another connection: the holder is unbound, the
+        requester hears InvalidUser. */
+    t_send1 (env.gw_a, t_rec (QMS_RT_AUTHORIZE, 3, hb, NULL, NULL, NULL));
+    t_get (env.gw_a, false, &b);
+    t_is (&b.rec [0], QMS_GW_INVALID, 2, 1, NULL, NULL);
+    t_is (&b.rec [1], QMS_GW_INVALID, 3, 0, NULL, NULL);
+    assert (t_users (&b, 2, T_NO_IDS) == b.count);
+    t_done (&b);
+    t_store_del (&env, "id-bob", hb);
+    t_quiet (env.store, true);
+    t_stop (&env);
+}
+
+void
+router_test (bool verbose)
+{
+    if (verbose)
+        printf (" * router: ");
+    router_map_test (false);
+    t_main ();
+    t_timers ();
+    t_expiry_on_request ();
+    router_set_timing (5000, 5000, 1000);
+    if (verbose)
+        printf ("OK\n");
+}
