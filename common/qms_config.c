@@ -44,6 +44,8 @@ static const opt_t s_options [] = {
       "no HTTPS even with a certificate" },
     { { "disableWss" }, OPT_FLAG, OFF (disable_wss), 0, 0, 0, NULL,
       "plain ws:// on the chat port even with a certificate" },
+    { { "self-signed" }, OPT_FLAG, OFF (self_signed), 0, 0, 0, NULL,
+      "HTTPS and WSS with a certificate made once in the data directory (development)" },
     { { "help", "h" }, OPT_HELP, 0, 0, 0, 0, NULL, "this text" },
 
     { { "bind" }, OPT_STRING, OFF (bind_address), SZ (bind_address), 0, 0, "ADDR",
@@ -296,6 +298,10 @@ qms_config_parse (qms_config_t *cfg, int argc, char **argv,
         }
     }
     /*  Settings that only make sense together. */
+    if (cfg->self_signed && cfg->ssl_cert [0]) {
+        set_err (err, err_size, "--self-signed makes its own certificate: leave out -sslCertificate and -sslPrivateKey");
+        return -1;
+    }
     if (!!cfg->ssl_cert [0] != !!cfg->ssl_key [0]) {
         set_err (err, err_size, "-sslCertificate and -sslPrivateKey go together: give both or neither");
         return -1;
@@ -371,6 +377,9 @@ qms_config_test (bool verbose)
     assert (parse_words (&cfg, err, sizeof err, "-sslcert", "/etc/hostname", NULL) == -1
             && strstr (err, "together"));
     assert (parse_words (&cfg, err, sizeof err, "-help", NULL) == 1);
+    assert (parse_words (&cfg, err, sizeof err, "--self-signed", NULL) == 0 && cfg.self_signed);
+    assert (parse_words (&cfg, err, sizeof err, "--self-signed", "-sslcert", "/etc/hostname",
+                         "-sslprvkey", "/etc/hostname", NULL) == -1);
 
     /*  A readable pair turns TLS on unless disabled. */
     assert (parse_words (&cfg, err, sizeof err, "-sslcert", "/etc/hostname",

@@ -31,6 +31,7 @@ typedef struct {
     char ssl_key [1024];        /* -sslPrivateKey (PEM) */
     bool disable_https;
     bool disable_wss;
+    bool self_signed;           /* --self-signed: make (once) and use a development certificate */
 
     /* ours */
     char bind_address [256];    /* --bind: "" = every interface */

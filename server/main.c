@@ -11,6 +11,7 @@
 #include "qms_log.h"
 #include "router.h"
 #include "store.h"
+#include "tls.h"
 
 #include <czmq.h>
 #include <signal.h>
@@ -44,6 +45,13 @@ main (int argc, char **argv)
     if (rc < 0) {
         fprintf (stderr, "qmessageserver: %s\n", err);
         return EXIT_BAD_USAGE;
+    }
+    if (cfg.self_signed
+    &&  tls_self_signed_ensure (cfg.data_dir, cfg.server_ip, cfg.ssl_cert, cfg.ssl_key,
+                                sizeof cfg.ssl_cert, err, sizeof err)) {
+        fprintf (stderr, "qmessageserver: %s\n", err);
+        qms_config_free (&cfg);
+        return EXIT_CANNOT_START;
     }
     if ((qms_config_https (&cfg) || qms_config_wss (&cfg)) && gateway_check_tls (&cfg, err, sizeof err)) {
         fprintf (stderr, "qmessageserver: %s\n", err);

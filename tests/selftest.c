@@ -12,6 +12,7 @@
 #include "router.h"
 #include "http.h"
 #include "gateway.h"
+#include "tls.h"
 
 #include <czmq.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@ static const selftest_t s_tests [] = {
     { "router", router_test },
     { "http", http_test },
     { "gateway", gateway_test },
+    { "tls", tls_test },
 };
 
 int
