@@ -413,6 +413,16 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
     proto_request_free (&req);
 }
 
+/*  RFC 6455: a text message that is not UTF-8 fails the connection (1007). */
+static int
+close_invalid_utf8 (conn_t *conn)
+{
+    const char *reason = "Text frames must be UTF-8";
+    lws_close_reason (conn->wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD,
+                      (unsigned char *) reason, strlen (reason));
+    return -1;
+}
+
 static int
 handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
 {
@@ -423,6 +433,9 @@ handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
         /*  The common case: the whole message arrived at once. */
         if (binary)
             conn_send_error (self, conn, -1, "Binary frames are not supported: send JSON text.");
+        else
+        if (!qms_utf8_valid ((const char *) in, len))
+            return close_invalid_utf8 (conn);
         else
             handle_request (self, conn, (const char *) in, len);
         return 0;
@@ -449,6 +462,9 @@ handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
     if (complete) {
         if (binary)
             conn_send_error (self, conn, -1, "Binary frames are not supported: send JSON text.");
+        else
+        if (!qms_utf8_valid ((const char *) conn->rx, conn->rx_len))
+            return close_invalid_utf8 (conn);
         else
             handle_request (self, conn, (const char *) conn->rx, conn->rx_len);
         conn->rx_len = 0;
@@ -779,6 +795,25 @@ http_finish (struct lws *wsi, conn_t *conn)
     return lws_http_transaction_completed (wsi) ? -1 : 0;
 }
 
+/*  lws decodes %00 into the path it hands us, which would end the C
+    string early: compare with the length lws parsed. */
+static bool
+path_has_nul (struct lws *wsi, const char *path)
+{
+    static const enum lws_token_indexes uris [] = {
+        WSI_TOKEN_GET_URI, WSI_TOKEN_HEAD_URI, WSI_TOKEN_POST_URI, WSI_TOKEN_PUT_URI,
+        WSI_TOKEN_PATCH_URI, WSI_TOKEN_DELETE_URI, WSI_TOKEN_OPTIONS_URI
+    };
+    if (!path)
+        return false;
+    for (size_t i = 0; i < sizeof uris / sizeof uris [0]; i++) {
+        int len = lws_hdr_total_length (wsi, uris [i]);
+        if (len > 0)
+            return (size_t) len != strlen (path);
+    }
+    return false;
+}
+
 static int
 handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
 {
@@ -801,7 +836,8 @@ handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
         conn->resp->head_only = strcmp (method, "HEAD") == 0;
     }
     else {
-        char *uri = rebuild_uri (wsi, path ? path : "/");
+        /*  A NUL lws decoded is passed on encoded, for the http module to refuse. */
+        char *uri = path_has_nul (wsi, path) ? strdup ("/%00") : rebuild_uri (wsi, path ? path : "/");
         char *accept = header_dup (wsi, WSI_TOKEN_HTTP_ACCEPT);
         char *host = header_dup (wsi, WSI_TOKEN_HOST);
         char fetch_dest [32] = "";

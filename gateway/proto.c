@@ -93,6 +93,46 @@ parse_message (cJSON *doc, proto_request_t *req)
         set_error (req, QMS_EV_MESSAGE, "Field 'message' is too long (at most 65536 bytes).");
 }
 
+/*  True if a JSON string in data contains the escape \u0000.  cJSON keeps
+    strings NUL-terminated without a length, so such a string would be cut
+    short silently; we refuse it instead.  A small scanner that follows
+    string and escape state, so "\\u0000" (an escaped backslash) is not
+    mistaken for it. */
+static bool
+has_nul_escape (const char *data, size_t len)
+{
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = data [i];
+        if (!in_string) {
+            if (c == '"')
+                in_string = true;
+            continue;
+        }
+        if (c == '"')
+            in_string = false;
+        else
+        if (c == '\\' && i + 1 < len) {
+            if (data [i + 1] == 'u' && i + 5 < len && data [i + 2] == '0' && data [i + 3] == '0'
+            &&  data [i + 4] == '0' && data [i + 5] == '0')
+                return true;
+            i++;                        /* skip the escaped character */
+        }
+    }
+    return false;
+}
+
+static int
+action_event (int action)
+{
+    switch (action) {
+        case QMS_REQ_LOGIN:
+        case QMS_REQ_REGISTER: return QMS_EV_LOGIN;
+        case QMS_REQ_MESSAGE:  return QMS_EV_MESSAGE;
+        default:               return -1;
+    }
+}
+
 void
 proto_parse (const char *data, size_t len, proto_request_t *req)
 {
@@ -124,6 +164,10 @@ proto_parse (const char *data, size_t len, proto_request_t *req)
         return;
     }
     req->action = (int) value;
+    if (has_nul_escape (data, len)) {
+        set_error (req, action_event (req->action), "Strings must not contain NUL characters (\\u0000).");
+        return;
+    }
     switch (req->action) {
         case QMS_REQ_LOGIN:
         case QMS_REQ_REGISTER:
@@ -377,7 +421,12 @@ proto_test (bool verbose)
     parse_str ("{\"action\":2,\"token\":12}", &req);
     assert (req.status == PROTO_INVALID_USER);
     parse_str ("{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"hi\\u0000there\"}", &req);
-    assert (req.status == PROTO_OK && req.action == QMS_REQ_MESSAGE);
+    assert (req.status == PROTO_ERROR && req.error_event == QMS_EV_MESSAGE && strstr (req.error, "NUL"));
+    parse_str ("{\"action\":1,\"name\":\"a\\u0000b\",\"password\":\"x\"}", &req);
+    assert (req.status == PROTO_ERROR && req.error_event == QMS_EV_LOGIN);
+    /*  An escaped backslash followed by u0000 is text, not a NUL. */
+    parse_str ("{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"a\\\\u0000\"}", &req);
+    assert (req.status == PROTO_OK && qms_str_eq (req.message, "a\\u0000"));
     assert (qms_str_eq (req.target, "u"));
     parse_str ("{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":5}", &req);
     assert (req.status == PROTO_ERROR && req.error_event == QMS_EV_MESSAGE && strstr (req.error, "message"));
