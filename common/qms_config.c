@@ -76,6 +76,10 @@ static const opt_t s_options [] = {
       "failed logins per name or address before a pause (default 5)" },
     { { "login-fail-window" }, OPT_INT, OFF (login_fail_window), 0, 1, 86400, "SECONDS",
       "how long failed logins count (default 300)" },
+    { { "message-quota" }, OPT_INT, OFF (message_quota), 0, 1, 10000000, "N",
+      "messages stored for one offline recipient (default 10000)" },
+    { { "message-max-age" }, OPT_INT, OFF (message_max_age), 0, 1, 3650, "DAYS",
+      "days a stored message waits for its recipient (default 30)" },
     { { "allow-origin" }, OPT_ORIGIN, 0, 0, 0, 0, "ORIGIN",
       "also accept WebSocket handshakes from this browser origin (repeatable)" },
     { { "store-endpoint" }, OPT_STRING, OFF (store_endpoint), SZ (store_endpoint), 0, 0, "URL",
@@ -109,6 +113,8 @@ qms_config_defaults (qms_config_t *cfg)
     cfg->max_queue_bytes = 8u * 1024 * 1024;
     cfg->login_fail_limit = 5;
     cfg->login_fail_window = 300;
+    cfg->message_quota = 10000;
+    cfg->message_max_age = 30;
     strcpy (cfg->store_endpoint, "inproc://qms-store");
     strcpy (cfg->auth_endpoint, "inproc://qms-auth");
     strcpy (cfg->router_endpoint, "inproc://qms-router");

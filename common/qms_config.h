@@ -52,6 +52,8 @@ typedef struct {
     size_t max_queue_bytes;     /* --max-queue 8 MiB queued to one slow reader */
     int login_fail_limit;       /* --login-fail-limit 5 per name or address */
     int login_fail_window;      /* --login-fail-window 300 seconds */
+    int message_quota;          /* --message-quota 10000 stored messages per recipient */
+    int message_max_age;        /* --message-max-age 30 days a stored message is kept */
     char *origins [QMS_MAX_ORIGINS]; /* --allow-origin, repeatable */
     int origin_count;
 
