@@ -8,6 +8,9 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netdb.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,6 +91,12 @@ static const opt_t s_options [] = {
       "ZeroMQ endpoint of the auth actor" },
     { { "router-endpoint" }, OPT_STRING, OFF (router_endpoint), SZ (router_endpoint), 0, 0, "URL",
       "ZeroMQ endpoint of the router actor" },
+    { { "log-endpoint" }, OPT_STRING, OFF (log_endpoint), SZ (log_endpoint), 0, 0, "URL",
+      "publish log lines to the monitor bound there (the monitor role binds it)" },
+    { { "filter-actor" }, OPT_STRING, OFF (filter_actor), SZ (filter_actor), 0, 0, "NAME",
+      "monitor: show only this actor's lines (store, auth, router, gateway, main, monitor)" },
+    { { "filter-level" }, OPT_LEVEL, OFF (filter_level), 0, 0, 0, "LEVEL",
+      "monitor: show only lines of this level or more severe (default debug: all)" },
 };
 
 #define OPTION_COUNT (sizeof s_options / sizeof s_options [0])
@@ -118,6 +127,127 @@ qms_config_defaults (qms_config_t *cfg)
     strcpy (cfg->store_endpoint, "inproc://qms-store");
     strcpy (cfg->auth_endpoint, "inproc://qms-auth");
     strcpy (cfg->router_endpoint, "inproc://qms-router");
+    cfg->filter_level = QMS_LOG_DEBUG;
+}
+
+int
+qms_config_env (qms_config_t *cfg, char *err, size_t err_size)
+{
+    struct { const char *name; char *field; size_t size; } vars [] = {
+        { "QMS_STORE_ENDPOINT", cfg->store_endpoint, sizeof cfg->store_endpoint },
+        { "QMS_AUTH_ENDPOINT", cfg->auth_endpoint, sizeof cfg->auth_endpoint },
+        { "QMS_ROUTER_ENDPOINT", cfg->router_endpoint, sizeof cfg->router_endpoint },
+        { "QMS_LOG_ENDPOINT", cfg->log_endpoint, sizeof cfg->log_endpoint },
+    };
+    for (size_t i = 0; i < sizeof vars / sizeof vars [0]; i++) {
+        const char *value = getenv (vars [i].name);
+        if (!value || !*value)
+            continue;           /* unset or empty: the default stands */
+        if (strlen (value) >= vars [i].size) {
+            snprintf (err, err_size, "environment variable %s: value is too long", vars [i].name);
+            return -1;
+        }
+        strcpy (vars [i].field, value);
+    }
+    return 0;
+}
+
+static int parse_long (const char *text, long *value);
+
+/*  Split tcp://HOST:PORT (HOST may be [v6]); false if it is not that. */
+static bool
+split_tcp (const char *endpoint, char *host, size_t host_size, const char **port)
+{
+    if (strncmp (endpoint, "tcp://", 6))
+        return false;
+    const char *h = endpoint + 6;
+    const char *colon = strrchr (h, ':');
+    if (!colon || colon == h || !colon [1] || (size_t) (colon - h) >= host_size)
+        return false;
+    memcpy (host, h, (size_t) (colon - h));
+    host [colon - h] = 0;
+    *port = colon + 1;
+    return true;
+}
+
+static bool
+port_valid (const char *port, bool wildcard_ok)
+{
+    if (wildcard_ok && strcmp (port, "*") == 0)
+        return true;
+    long number;
+    return parse_long (port, &number) == 0 && number >= 1 && number <= 65535;
+}
+
+int
+qms_endpoint_check (const char *option, const char *endpoint, bool inproc_ok,
+                    bool connects, char *err, size_t err_size)
+{
+    if (strncmp (endpoint, "inproc://", 9) == 0) {
+        if (endpoint [9] && inproc_ok)
+            return 0;
+        snprintf (err, err_size, endpoint [9]
+                  ? "%s %s: inproc:// only works between the threads of one process; give a tcp:// or ipc:// endpoint"
+                  : "%s '%s' names no endpoint", option, endpoint);
+        return -1;
+    }
+    if (strncmp (endpoint, "ipc://", 6) == 0) {
+        if (endpoint [6] && !(connects && strcmp (endpoint + 6, "*") == 0))
+            return 0;
+        snprintf (err, err_size, "%s '%s': give the socket file's path", option, endpoint);
+        return -1;
+    }
+    char host [256];
+    const char *port;
+    if (!split_tcp (endpoint, host, sizeof host, &port) || !port_valid (port, !connects)) {
+        snprintf (err, err_size, "%s '%s' is not tcp://HOST:PORT, ipc://PATH%s",
+                  option, endpoint, inproc_ok ? " or inproc://NAME" : "");
+        return -1;
+    }
+    if (connects && strcmp (host, "*") == 0) {
+        snprintf (err, err_size, "%s '%s': '*' can be bound but not connected to; give the "
+                  "host name or address the others reach it at (the side that binds listens there)",
+                  option, endpoint);
+        return -1;
+    }
+    return 0;
+}
+
+int
+qms_endpoint_bind_address (const char *endpoint, char *out, size_t out_size,
+                           char *err, size_t err_size)
+{
+    char host [256];
+    const char *port;
+    struct in_addr ipv4;
+    if (!split_tcp (endpoint, host, sizeof host, &port)
+    ||  strcmp (host, "*") == 0 || host [0] == '['
+    ||  inet_pton (AF_INET, host, &ipv4) == 1 || if_nametoindex (host)) {
+        if (strlen (endpoint) >= out_size) {
+            snprintf (err, err_size, "endpoint '%s' is too long", endpoint);
+            return -1;
+        }
+        strcpy (out, endpoint);
+        return 0;
+    }
+    struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *found = NULL;
+    int rc = getaddrinfo (host, NULL, &hints, &found);
+    if (rc || !found) {
+        snprintf (err, err_size, "cannot bind %s: host name '%s' does not resolve here (%s)",
+                  endpoint, host, rc ? gai_strerror (rc) : "no IPv4 address");
+        if (found)
+            freeaddrinfo (found);
+        return -1;
+    }
+    char address [INET_ADDRSTRLEN];
+    inet_ntop (AF_INET, &((struct sockaddr_in *) found->ai_addr)->sin_addr, address, sizeof address);
+    freeaddrinfo (found);
+    if ((size_t) snprintf (out, out_size, "tcp://%s:%s", address, port) >= out_size) {
+        snprintf (err, err_size, "endpoint '%s' is too long", endpoint);
+        return -1;
+    }
+    return 0;
 }
 
 void
@@ -144,9 +274,15 @@ void
 qms_config_usage (FILE *out)
 {
     fprintf (out,
-        "Usage: qmessageserver [options]\n"
+        "Usage: qmessageserver [ROLE] [options]\n"
+        "       qmessageserver --health [ROLE] [options]\n"
         "A self-hosted chat server: WebSocket chat, a web UI over HTTP(S), users in SQLite.\n"
-        "Options take one or two dashes; a value follows as the next argument or after '='.\n\n");
+        "ROLE is all (the default: every actor in this process), gateway, auth, router,\n"
+        "store or monitor (one per process, on tcp:// or ipc:// endpoints; see docs/CLUSTER.md).\n"
+        "--health ROLE exits 0 when that role answers within 2 s, 1 when it does not.\n"
+        "Options take one or two dashes; a value follows as the next argument or after '='.\n"
+        "QMS_STORE_ENDPOINT, QMS_AUTH_ENDPOINT, QMS_ROUTER_ENDPOINT and QMS_LOG_ENDPOINT in\n"
+        "the environment set the endpoints' defaults.\n\n");
     for (size_t i = 0; i < OPTION_COUNT; i++) {
         const opt_t *o = &s_options [i];
         char names [128] = "";
@@ -284,8 +420,8 @@ qms_config_parse (qms_config_t *cfg, int argc, char **argv,
                 strcpy ((char *) cfg + o->offset, value);
                 break;
             case OPT_LEVEL:
-                cfg->log_level = qms_log_level_parse (value);
-                if (cfg->log_level < 0) {
+                *(int *) ((char *) cfg + o->offset) = qms_log_level_parse (value);
+                if (*(int *) ((char *) cfg + o->offset) < 0) {
                     set_err (err, err_size, "option '-%s': '%s' is not error, warn, info or debug",
                              o->names [0], value);
                     return -1;
@@ -339,6 +475,88 @@ parse_words (qms_config_t *cfg, char *err, size_t size, const char *first, ...)
     int rc = qms_config_parse (cfg, argc, argv, err, size, devnull);
     fclose (devnull);
     return rc;
+}
+
+/*  Endpoints from the environment (flags win), their checks, the bind
+    form, and the monitor's options. */
+static void
+test_cluster_options (void)
+{
+    qms_config_t cfg;
+    char err [512];
+    assert (parse_words (&cfg, err, sizeof err, NULL) == 0);
+    assert (cfg.log_endpoint [0] == 0 && cfg.filter_actor [0] == 0 && cfg.filter_level == QMS_LOG_DEBUG);
+    assert (strcmp (cfg.store_endpoint, "inproc://qms-store") == 0);
+
+    setenv ("QMS_STORE_ENDPOINT", "tcp://store:5555", 1);
+    setenv ("QMS_LOG_ENDPOINT", "tcp://mon:5558", 1);
+    setenv ("QMS_AUTH_ENDPOINT", "", 1);            /* empty: the default stands */
+    qms_config_defaults (&cfg);
+    assert (qms_config_env (&cfg, err, sizeof err) == 0);
+    assert (strcmp (cfg.store_endpoint, "tcp://store:5555") == 0);
+    assert (strcmp (cfg.log_endpoint, "tcp://mon:5558") == 0);
+    assert (strcmp (cfg.auth_endpoint, "inproc://qms-auth") == 0);
+    char *argv [] = { "qmessageserver", "--store-endpoint", "ipc:///tmp/s", NULL };
+    FILE *devnull = fopen ("/dev/null", "w");
+    assert (qms_config_parse (&cfg, 3, argv, err, sizeof err, devnull) == 0);
+    fclose (devnull);
+    assert (strcmp (cfg.store_endpoint, "ipc:///tmp/s") == 0);      /* the flag wins */
+    char long_value [400];
+    memset (long_value, 'x', sizeof long_value - 1);
+    long_value [sizeof long_value - 1] = 0;
+    setenv ("QMS_ROUTER_ENDPOINT", long_value, 1);
+    assert (qms_config_env (&cfg, err, sizeof err) == -1 && strstr (err, "QMS_ROUTER_ENDPOINT"));
+    unsetenv ("QMS_STORE_ENDPOINT");
+    unsetenv ("QMS_LOG_ENDPOINT");
+    unsetenv ("QMS_AUTH_ENDPOINT");
+    unsetenv ("QMS_ROUTER_ENDPOINT");
+
+    assert (parse_words (&cfg, err, sizeof err, "--log-endpoint", "tcp://127.0.0.1:9",
+                         "--filter-actor", "store", "--filter-level", "warn", NULL) == 0);
+    assert (strcmp (cfg.log_endpoint, "tcp://127.0.0.1:9") == 0);
+    assert (strcmp (cfg.filter_actor, "store") == 0 && cfg.filter_level == QMS_LOG_WARN);
+    assert (cfg.log_level == QMS_LOG_INFO);         /* a different field than --log-level */
+    assert (parse_words (&cfg, err, sizeof err, "--filter-level", "loud", NULL) == -1);
+
+    /*  Endpoint checks. */
+    const char *o = "--store-endpoint";
+    assert (qms_endpoint_check (o, "inproc://qms-store", true, true, err, sizeof err) == 0);
+    assert (qms_endpoint_check (o, "inproc://qms-store", false, true, err, sizeof err) == -1
+            && strstr (err, "tcp://") && strstr (err, "--store-endpoint"));
+    assert (qms_endpoint_check (o, "inproc://", true, true, err, sizeof err) == -1);
+    assert (qms_endpoint_check (o, "tcp://127.0.0.1:5555", false, true, err, sizeof err) == 0);
+    assert (qms_endpoint_check (o, "tcp://store:5555", false, true, err, sizeof err) == 0);
+    assert (qms_endpoint_check (o, "tcp://*:5555", false, false, err, sizeof err) == 0);
+    assert (qms_endpoint_check (o, "tcp://*:5555", false, true, err, sizeof err) == -1
+            && strstr (err, "connected"));
+    assert (qms_endpoint_check (o, "tcp://127.0.0.1:*", false, true, err, sizeof err) == -1);
+    assert (qms_endpoint_check (o, "tcp://127.0.0.1:*", false, false, err, sizeof err) == 0);
+    assert (qms_endpoint_check (o, "tcp://127.0.0.1", false, true, err, sizeof err) == -1);
+    assert (qms_endpoint_check (o, "tcp://127.0.0.1:0", false, true, err, sizeof err) == -1);
+    assert (qms_endpoint_check (o, "tcp://127.0.0.1:70000", false, true, err, sizeof err) == -1);
+    assert (qms_endpoint_check (o, "tcp://:5555", false, true, err, sizeof err) == -1);
+    assert (qms_endpoint_check (o, "ipc:///run/qms/store", false, true, err, sizeof err) == 0);
+    assert (qms_endpoint_check (o, "ipc://", false, false, err, sizeof err) == -1);
+    assert (qms_endpoint_check (o, "udp://x:1", true, true, err, sizeof err) == -1);
+    assert (qms_endpoint_check (o, "store:5555", true, true, err, sizeof err) == -1);
+
+    /*  Bind forms. */
+    char out [256];
+    assert (qms_endpoint_bind_address ("tcp://localhost:5555", out, sizeof out, err, sizeof err) == 0);
+    assert (strcmp (out, "tcp://127.0.0.1:5555") == 0);
+    assert (qms_endpoint_bind_address ("tcp://10.1.2.3:7", out, sizeof out, err, sizeof err) == 0);
+    assert (strcmp (out, "tcp://10.1.2.3:7") == 0);
+    assert (qms_endpoint_bind_address ("tcp://*:7", out, sizeof out, err, sizeof err) == 0);
+    assert (strcmp (out, "tcp://*:7") == 0);
+    assert (qms_endpoint_bind_address ("tcp://lo:7", out, sizeof out, err, sizeof err) == 0);
+    assert (strcmp (out, "tcp://lo:7") == 0);
+    assert (qms_endpoint_bind_address ("ipc:///tmp/x", out, sizeof out, err, sizeof err) == 0);
+    assert (strcmp (out, "ipc:///tmp/x") == 0);
+    assert (qms_endpoint_bind_address ("inproc://a", out, sizeof out, err, sizeof err) == 0);
+    assert (strcmp (out, "inproc://a") == 0);
+    assert (qms_endpoint_bind_address ("tcp://no-such-host.invalid:7", out, sizeof out,
+                                       err, sizeof err) == -1 && strstr (err, "does not resolve"));
+    assert (qms_endpoint_bind_address ("tcp://localhost:5555", out, 10, err, sizeof err) == -1);
 }
 
 void
@@ -399,6 +617,8 @@ qms_config_test (bool verbose)
                          "--allow-origin", "https://b.example", NULL) == 0);
     assert (cfg.origin_count == 2 && strcmp (cfg.origins [1], "https://b.example") == 0);
     qms_config_free (&cfg);
+
+    test_cluster_options ();
     if (verbose)
         printf ("OK\n");
 }

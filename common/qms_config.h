@@ -57,14 +57,44 @@ typedef struct {
     char *origins [QMS_MAX_ORIGINS]; /* --allow-origin, repeatable */
     int origin_count;
 
-    /* actor endpoints (inproc:// in the embedded default) */
+    /* actor endpoints (inproc:// in the embedded default; environment
+       QMS_STORE_ENDPOINT etc. give defaults, see qms_config_env) */
     char store_endpoint [256];
     char auth_endpoint [256];
     char router_endpoint [256];
+    char log_endpoint [256];    /* --log-endpoint: "" = logs not published */
+
+    /* the monitor role */
+    char filter_actor [64];     /* --filter-actor: "" = every actor */
+    int filter_level;           /* --filter-level debug: show this level and more severe */
 } qms_config_t;
 
 /*  Defaults, as documented in README.md. */
 void qms_config_defaults (qms_config_t *cfg);
+
+/*  Defaults from the environment, to be applied between
+    qms_config_defaults and qms_config_parse (so flags win):
+    QMS_STORE_ENDPOINT, QMS_AUTH_ENDPOINT, QMS_ROUTER_ENDPOINT,
+    QMS_LOG_ENDPOINT.  Returns 0, or -1 with a reason (a value too long). */
+int qms_config_env (qms_config_t *cfg, char *err, size_t err_size);
+
+/*  Check an actor endpoint given as option: tcp://HOST:PORT, ipc://PATH,
+    or inproc://NAME when inproc_ok (only threads of one process can use
+    it).  connects: this process connects to it, so a wildcard ('*' for the
+    host or port) that only a bind understands is refused.  Returns 0, or
+    -1 with a reason naming the option. */
+int qms_endpoint_check (const char *option, const char *endpoint, bool inproc_ok,
+                        bool connects, char *err, size_t err_size);
+
+/*  The address to bind for an endpoint that others connect to.  Everyone
+    is given the same connect-style endpoint; the one that binds it turns
+    a tcp:// host name into the IPv4 address that name has here ("store"
+    in a container network, "localhost" is 127.0.0.1), so it listens
+    exactly where the others will look and nowhere else.  IPv4 literals,
+    '*', interface names (eth0), ipc:// and inproc:// are kept as they are.
+    Returns 0, or -1 with a reason (the name does not resolve). */
+int qms_endpoint_bind_address (const char *endpoint, char *out, size_t out_size,
+                               char *err, size_t err_size);
 
 /*  Parse argv into cfg (which holds defaults).  Returns 0 to run, 1 when
     -help was asked for (usage written to out), or -1 with a one-line

@@ -7,7 +7,8 @@
     The caller writes the part after actor= with printf-style formatting.
     Control characters in the final line are escaped, so a user name with a
     newline in it cannot forge a log line.  Lines go to stderr; a sink can
-    be added (the cluster's log PUB socket) with qms_log_set_sink.
+    be added with qms_log_set_sink, and qms_log_publish_start also sends
+    every line to a monitor over ZeroMQ (see docs/CLUSTER.md).
 */
 #ifndef QMS_LOG_H_INCLUDED
 #define QMS_LOG_H_INCLUDED
@@ -38,6 +39,23 @@ const char *qms_log_level_name (int level);
     called from whichever thread logs, so it must be thread-safe. */
 typedef void (qms_log_sink_fn) (int level, const char *actor, const char *line, void *arg);
 void qms_log_set_sink (qms_log_sink_fn *sink, void *arg);
+
+/*  Also publish every line on one ZeroMQ PUB socket per process that
+    *connects* to endpoint, where a monitor binds a SUB socket: so many
+    processes can publish to one monitor, and a monitor started later gets
+    lines from the moment it is up.  Each line is one message of three
+    frames: the topic "<actor>.<level>" (a subscriber filters on it), the
+    line, and source (who sent it, e.g. "store@host/1234").  Lines are
+    dropped, never queued without bound, while no monitor listens.  Thread-
+    safe: the socket is used under a mutex, and logging is rare next to the
+    hot path.  Returns 0, or -1 when the endpoint is not valid. */
+int  qms_log_publish_start (const char *endpoint, const char *source);
+/*  Close the PUB socket (waiting at most a moment for queued lines). */
+void qms_log_publish_stop (void);
+
+/*  Whether lines are also written to stderr (default true; tests turn it
+    off to keep their output readable). */
+void qms_log_set_stderr (bool on);
 
 void qms_log (int level, const char *actor, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));

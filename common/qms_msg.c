@@ -13,7 +13,8 @@
 #include <string.h>
 #include <zmq.h>
 
-enum { F_CONN = 1, F_REQ = 2, F_NUM = 4, F_TIME = 8 };
+enum { F_CONN = 1, F_REQ = 2, F_NUM = 4, F_TIME = 8, F_SEQ = 16 };
+#define INT_FIELDS 5
 
 typedef struct {
     const char *name;
@@ -37,19 +38,31 @@ static const schema_t qms_schema[QMS_TYPE_COUNT] = {
     [QMS_ST_SESSION_TOUCH] = { "ST_SESSION_TOUCH", F_REQ | F_TIME, 1 },
     [QMS_ST_RESULT]        = { "ST_RESULT",        F_REQ | F_NUM, 1 },
     [QMS_RT_HELLO]         = { "RT_HELLO",         F_NUM, 1 },
-    [QMS_RT_ONLINE]        = { "RT_ONLINE",        F_CONN, 4 },
-    [QMS_RT_AUTHORIZE]     = { "RT_AUTHORIZE",     F_CONN, 1 },
+    [QMS_RT_ONLINE]        = { "RT_ONLINE",        F_CONN | F_NUM, 4 },
+    [QMS_RT_AUTHORIZE]     = { "RT_AUTHORIZE",     F_CONN | F_NUM, 1 },
     [QMS_RT_LOGOUT]        = { "RT_LOGOUT",        F_CONN, 1 },
-    [QMS_RT_MESSAGE]       = { "RT_MESSAGE",       F_CONN, 3 },
+    [QMS_RT_MESSAGE]       = { "RT_MESSAGE",       F_CONN, 4 },
     [QMS_RT_CLOSED]        = { "RT_CLOSED",        F_CONN, 0 },
     [QMS_GW_BOUND]         = { "GW_BOUND",         F_CONN | F_NUM, 2 },
     [QMS_GW_INVALID]       = { "GW_INVALID",       F_CONN | F_NUM, 0 },
     [QMS_GW_KICK]          = { "GW_KICK",          F_CONN | F_NUM, 1 },
     [QMS_GW_UNBIND]        = { "GW_UNBIND",        F_CONN, 0 },
-    [QMS_GW_DELIVER]       = { "GW_DELIVER",       F_CONN, 2 },
+    [QMS_GW_DELIVER]       = { "GW_DELIVER",       F_CONN | F_TIME, 3 },
     [QMS_GW_USERS]         = { "GW_USERS",         F_NUM, 0 },
     [QMS_GW_USER]          = { "GW_USER",          0, 3 },
     [QMS_GW_ERROR]         = { "GW_ERROR",         F_CONN | F_NUM, 1 },
+    [QMS_RT_RECEIPT]       = { "RT_RECEIPT",       F_CONN, 2 },
+    [QMS_RT_SYNCED]        = { "RT_SYNCED",        F_CONN | F_REQ, 0 },
+    [QMS_GW_DELIVER_STORED]= { "GW_DELIVER_STORED", F_CONN | F_TIME, 5 },
+    [QMS_GW_ACK]           = { "GW_ACK",           F_CONN | F_NUM | F_TIME, 3 },
+    [QMS_GW_SYNC]          = { "GW_SYNC",          F_CONN | F_REQ, 0 },
+    [QMS_ST_MSG_STORE]     = { "ST_MSG_STORE",     F_REQ | F_TIME, 7 },
+    [QMS_ST_MSG_FETCH]     = { "ST_MSG_FETCH",     F_REQ | F_NUM | F_SEQ, 1 },
+    [QMS_ST_MSG]           = { "ST_MSG",           F_REQ | F_TIME | F_SEQ, 6 },
+    [QMS_ST_MSG_END]       = { "ST_MSG_END",       F_REQ | F_NUM | F_SEQ, 0 },
+    [QMS_ST_MSG_DEL]       = { "ST_MSG_DEL",       F_REQ, 2 },
+    [QMS_ST_MSG_DELETED]   = { "ST_MSG_DELETED",   F_REQ | F_NUM, 3 },
+    [QMS_ST_MSG_DEL_UPTO]  = { "ST_MSG_DEL_UPTO",  F_REQ | F_SEQ, 1 },
 };
 
 /* ------------------------------------------------------------------------ */
@@ -196,7 +209,7 @@ qms_rec_encode (qms_buf_t *buf, const qms_rec_t *rec)
     const schema_t *schema = &qms_schema [rec->type];
 
     size_t body = 0;
-    for (int bit = 0; bit < 4; bit++)
+    for (int bit = 0; bit < INT_FIELDS; bit++)
         if (schema->fields & (1 << bit))
             body += 8;
     for (int i = 0; i < schema->strings; i++) {
@@ -215,6 +228,7 @@ qms_rec_encode (qms_buf_t *buf, const qms_rec_t *rec)
     if (schema->fields & F_REQ)  { put_u64 (p, rec->req);  p += 8; }
     if (schema->fields & F_NUM)  { put_u64 (p, rec->num);  p += 8; }
     if (schema->fields & F_TIME) { put_u64 (p, rec->time); p += 8; }
+    if (schema->fields & F_SEQ)  { put_u64 (p, rec->seq);  p += 8; }
     for (int i = 0; i < schema->strings; i++) {
         put_u32 (p, rec->s [i].len);
         p += 4;
@@ -250,8 +264,8 @@ qms_rec_next (const uint8_t *data, size_t size, size_t *offset, qms_rec_t *rec)
         return 1;       /* unknown to this build: skipped, rec->type is NONE */
 
     const schema_t *schema = &qms_schema [type];
-    uint64_t *ints [4] = { &rec->conn, &rec->req, &rec->num, &rec->time };
-    for (int bit = 0; bit < 4; bit++) {
+    uint64_t *ints [INT_FIELDS] = { &rec->conn, &rec->req, &rec->num, &rec->time, &rec->seq };
+    for (int bit = 0; bit < INT_FIELDS; bit++) {
         if (!(schema->fields & (1 << bit)))
             continue;
         if (end - p < 8)
@@ -361,11 +375,15 @@ qms_msg_test (bool verbose)
         schema must come back zero. */
     for (int type = QMS_NONE + 1; type < QMS_TYPE_COUNT; type++) {
         qms_rec_t in = { .type = (uint8_t) type, .conn = 0x0102030405060708ull,
-                         .req = 42, .num = UINT64_MAX, .time = 1764000000000ull };
+                         .req = 42, .num = UINT64_MAX, .time = 1764000000000ull, .seq = 77 };
         in.s [0] = qms_str ("alpha");
         in.s [1] = qms_strn ("b\0c", 3);
         in.s [2] = qms_str ("");
         in.s [3] = qms_str ("delta");
+        in.s [4] = qms_str ("epsilon");
+        in.s [5] = qms_str ("zeta");
+        in.s [6] = qms_str ("eta");
+        in.s [7] = qms_str ("theta");
         qms_buf_t buf;
         qms_buf_init (&buf);
         assert (qms_rec_encode (&buf, &in) == 0);
@@ -381,6 +399,7 @@ qms_msg_test (bool verbose)
             assert (out.req == ((schema->fields & F_REQ) ? in.req : 0));
             assert (out.num == ((schema->fields & F_NUM) ? in.num : 0));
             assert (out.time == ((schema->fields & F_TIME) ? in.time : 0));
+            assert (out.seq == ((schema->fields & F_SEQ) ? in.seq : 0));
             for (int i = 0; i < QMS_MSG_MAX_STRINGS; i++) {
                 if (i < schema->strings) {
                     assert (out.s [i].len == in.s [i].len);

@@ -15,6 +15,7 @@
             req   u64   request id, for correlating replies
             num   u64   small integer: flags, status, count, close code
             time  u64   milliseconds since the Unix epoch
+            seq   u64   a stored message's sequence number
             s[0..n-1]   strings: u32 length, then the bytes (no NUL)
 
     All integers are little-endian.  Strings are views into the received
@@ -39,7 +40,7 @@ extern "C" {
     message is at most 64 KiB of JSON string, which may grow when escaped. */
 #define QMS_MSG_MAX_STRING   (1024u * 1024u)
 #define QMS_MSG_MAX_BATCH    (64u * 1024u * 1024u)
-#define QMS_MSG_MAX_STRINGS  4
+#define QMS_MSG_MAX_STRINGS  8
 
 typedef enum {
     QMS_NONE = 0,
@@ -76,13 +77,15 @@ typedef enum {
 
     /* gateway -> router */
     QMS_RT_HELLO,           /* num=gateway instance nonce, s0=gateway name */
-    QMS_RT_ONLINE,          /* conn, s0=user id s1=name s2=pubkey
-                               s3=token hash.  Sent after QMS_AUTH_OK. */
-    QMS_RT_AUTHORIZE,       /* conn, s0=token hash */
+    QMS_RT_ONLINE,          /* conn, num=QMS_SESSION_* flags, s0=user id
+                               s1=name s2=pubkey s3=token hash.  Sent after
+                               QMS_AUTH_OK. */
+    QMS_RT_AUTHORIZE,       /* conn, num=QMS_SESSION_* flags, s0=token hash */
     QMS_RT_LOGOUT,          /* conn, s0=token hash */
     QMS_RT_MESSAGE,         /* conn, s0=target user id s1=message
                                s2=token hash, empty when the token equals
-                               the one bound to conn (the fast path) */
+                               the one bound to conn (the fast path)
+                               s3=client's message id, empty for none */
     QMS_RT_CLOSED,          /* conn: the connection is gone */
 
     /* router -> gateway */
@@ -93,19 +96,58 @@ typedef enum {
                                send InvalidUserEvent */
     QMS_GW_KICK,            /* conn, num=WebSocket close code, s0=reason */
     QMS_GW_UNBIND,          /* conn: the session ended (logout) */
-    QMS_GW_DELIVER,         /* conn (the target), s0=sender user id
-                               s1=message */
+    QMS_GW_DELIVER,         /* conn (the target), time=sent, s0=sender
+                               user id s1=message s2=message id */
     QMS_GW_USERS,           /* num=count: a user list follows as count
                                QMS_GW_USER records in the same batch */
     QMS_GW_USER,            /* s0=user id s1=name s2=pubkey */
     QMS_GW_ERROR,           /* conn, num=event number or -1 for none,
                                s0=error text for the client */
 
+    /* store-and-forward (appended) */
+    QMS_RT_RECEIPT,         /* conn, s0=token hash or empty (fast path)
+                               s1=message id the client confirms */
+    QMS_RT_SYNCED,          /* conn, req: everything queued to conn before
+                               the QMS_GW_SYNC with this req was written */
+    QMS_GW_DELIVER_STORED,  /* conn, time=sent, s0=sender id s1=message
+                               s2=message id s3=sender name s4=sender key */
+    QMS_GW_ACK,             /* conn (the sender), num=QMS_ACK_*, time,
+                               s0=client's message id s1=message id
+                               s2=reason (rejected) */
+    QMS_GW_SYNC,            /* conn, req: answer QMS_RT_SYNCED once what is
+                               queued for conn so far has been written */
+    QMS_ST_MSG_STORE,       /* req, time=sent, s0=message id s1=recipient id
+                               s2=sender id s3=sender name s4=sender key
+                               s5=message s6=client's id (may be empty).
+                               ST_RESULT: OK, EXISTS (s0=the stored id of
+                               the same sender and client id), QUOTA,
+                               NO_USER */
+    QMS_ST_MSG_FETCH,       /* req, num=limit, seq=after this, s0=recipient */
+    QMS_ST_MSG,             /* req, seq, time=sent, s0=message id s1=sender
+                               id s2=sender name s3=sender key s4=message
+                               s5=client's id */
+    QMS_ST_MSG_END,         /* req, num=count sent, seq=last one sent */
+    QMS_ST_MSG_DEL,         /* req, s0=recipient id s1=message id;
+                               answered (req != 0) with QMS_ST_MSG_DELETED */
+    QMS_ST_MSG_DELETED,     /* req, num=1 found, s0=message id s1=sender id
+                               s2=client's id */
+    QMS_ST_MSG_DEL_UPTO,    /* req, seq, s0=recipient: delete every stored
+                               message of recipient with seq <= seq */
+
     QMS_TYPE_COUNT
 } qms_type_t;
 
 /* QMS_AUTH_LOGIN flags */
 #define QMS_LOGIN_REGISTER   1u
+
+/* QMS_RT_ONLINE / QMS_RT_AUTHORIZE flags */
+#define QMS_SESSION_RECEIPTS 1u     /* the client confirms what it receives */
+
+/* QMS_GW_ACK status */
+#define QMS_ACK_DELIVERED    0u
+#define QMS_ACK_STORED       1u
+#define QMS_ACK_RECEIVED     2u
+#define QMS_ACK_REJECTED     3u
 
 /* QMS_GW_BOUND kinds */
 #define QMS_BOUND_LOGIN      0u
@@ -115,6 +157,8 @@ typedef enum {
 #define QMS_ST_OK            0u
 #define QMS_ST_EXISTS        1u
 #define QMS_ST_ERROR         2u
+#define QMS_ST_QUOTA         3u
+#define QMS_ST_NO_USER       4u
 
 /* QMS_GW_ERROR with no event field */
 #define QMS_NO_EVENT         UINT64_MAX
@@ -130,6 +174,7 @@ typedef struct {
     uint64_t req;
     uint64_t num;
     uint64_t time;
+    uint64_t seq;
     qms_str_t s[QMS_MSG_MAX_STRINGS];
 } qms_rec_t;
 

@@ -7,6 +7,7 @@ const qms_enum_entry_t qms_request_names [] = {
     { "LogoutRequest", QMS_REQ_LOGOUT },
     { "MessageRequest", QMS_REQ_MESSAGE },
     { "AuthorizeRequest", QMS_REQ_AUTHORIZE },
+    { "ReceiptRequest", QMS_REQ_RECEIPT },
     { 0, 0 }
 };
 
@@ -16,5 +17,6 @@ const qms_enum_entry_t qms_event_names [] = {
     { "MessageEvent", QMS_EV_MESSAGE },
     { "InvalidUserEvent", QMS_EV_INVALID_USER },
     { "UserlistChangeEvent", QMS_EV_USERLIST },
+    { "MessageAckEvent", QMS_EV_MESSAGE_ACK },
     { 0, 0 }
 };

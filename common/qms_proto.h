@@ -18,6 +18,7 @@ typedef enum {
     QMS_REQ_LOGOUT = 2,
     QMS_REQ_MESSAGE = 3,
     QMS_REQ_AUTHORIZE = 4,
+    QMS_REQ_RECEIPT = 5,        /* ext: confirm received messages */
     QMS_REQ_COUNT
 } qms_request_t;
 
@@ -27,6 +28,7 @@ typedef enum {
     QMS_EV_MESSAGE = 2,
     QMS_EV_INVALID_USER = 3,
     QMS_EV_USERLIST = 4,
+    QMS_EV_MESSAGE_ACK = 5,     /* ext: what became of a message with an id */
     QMS_EV_COUNT
 } qms_event_t;
 

@@ -57,6 +57,7 @@ typedef struct {
     struct lws *wsi;
     uint64_t handle;            /* 0 until the WebSocket is established */
     bool bound;                 /* a session owns this connection */
+    bool receipts;              /* ext: it asked for the receipt protocol */
     uint8_t token_len;
     uint8_t pending_len;
     char token [QMS_TOKEN_CHARS + 1];       /* the bound session's token */
@@ -70,6 +71,8 @@ typedef struct {
     /* rate limit: token bucket */
     double bucket;
     uint64_t bucket_ms;
+    /* the router waits to hear that what was queued has been written */
+    uint64_t sync_req;
     /* a close we asked for */
     uint16_t close_code;
     char close_reason [64];
@@ -230,6 +233,17 @@ conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text)
     conn_queue_scratch (self, conn);
 }
 
+static void to_router (gateway_t *self, const qms_rec_t *rec);
+
+/*  Everything queued before the router's GW_SYNC has left our buffer. */
+static void
+answer_sync (gateway_t *self, conn_t *conn)
+{
+    qms_rec_t rec = { .type = QMS_RT_SYNCED, .conn = conn->handle, .req = conn->sync_req };
+    conn->sync_req = 0;
+    to_router (self, &rec);
+}
+
 static int
 conn_writeable (gateway_t *self, conn_t *conn)
 {
@@ -242,6 +256,8 @@ conn_writeable (gateway_t *self, conn_t *conn)
         if (conn->tx.cap > TX_KEEP_BYTES)
             qms_buf_free (&conn->tx);
     }
+    if (conn->sync_req)
+        answer_sync (self, conn);
     if (conn->close_code) {
         lws_close_reason (conn->wsi, (enum lws_close_status) conn->close_code,
                           (unsigned char *) conn->close_reason, strlen (conn->close_reason));
@@ -331,6 +347,7 @@ rate_allowed (gateway_t *self, conn_t *conn)
 static void
 handle_login (gateway_t *self, conn_t *conn, const proto_request_t *req)
 {
+    conn->receipts = req->receipts;
     char peer [64] = "";
     lws_get_peer_simple (conn->wsi, peer, sizeof peer);
     qms_rec_t rec = { .type = QMS_AUTH_LOGIN, .conn = conn->handle,
@@ -384,8 +401,10 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
         case QMS_REQ_AUTHORIZE:
             memcpy (conn->pending, req.token.ptr, req.token.len);
             conn->pending_len = (uint8_t) req.token.len;
+            conn->receipts = req.receipts;
             qms_sha256_hex (req.token.ptr, req.token.len, hash);
             rec.type = QMS_RT_AUTHORIZE;
+            rec.num = req.receipts ? QMS_SESSION_RECEIPTS : 0;
             rec.s [0] = qms_str (hash);
             to_router (self, &rec);
             break;
@@ -395,10 +414,24 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
             rec.s [0] = qms_str (hash);
             to_router (self, &rec);
             break;
+        case QMS_REQ_RECEIPT: {
+            /*  One record per id; the fast path as for messages. */
+            bool fast = conn->bound && qms_ct_equal (req.token.ptr, req.token.len, conn->token, conn->token_len);
+            if (!fast)
+                qms_sha256_hex (req.token.ptr, req.token.len, hash);
+            rec.type = QMS_RT_RECEIPT;
+            rec.s [0] = qms_str (fast ? "" : hash);
+            for (size_t i = 0; i < proto_receipt_count (&req); i++) {
+                rec.s [1] = proto_receipt_id (&req, i);
+                to_router (self, &rec);
+            }
+            break;
+        }
         case QMS_REQ_MESSAGE:
             rec.type = QMS_RT_MESSAGE;
             rec.s [0] = req.target;
             rec.s [1] = req.message;
+            rec.s [3] = req.client_id;
             /*  The fast path: the token this connection is bound to needs
                 no hashing and no lookup by token in the router. */
             if (conn->bound && qms_ct_equal (req.token.ptr, req.token.len, conn->token, conn->token_len))
@@ -567,8 +600,22 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             conn->bound = false;
             break;
         case QMS_GW_DELIVER:
-            proto_message_event (&self->scratch, rec->s [0], rec->s [1]);
+            proto_message_event (&self->scratch, rec->s [0], rec->s [1], rec->s [2], rec->time);
             conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_DELIVER_STORED:
+            proto_stored_message_event (&self->scratch, rec->s [0], rec->s [1], rec->s [2], rec->time,
+                                        rec->s [3], rec->s [4]);
+            conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_ACK:
+            proto_ack (&self->scratch, rec->num, rec->s [0], rec->s [1], rec->time, rec->s [2]);
+            conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_SYNC:
+            conn->sync_req = rec->req;
+            if (conn->tx.len <= LWS_PRE)
+                answer_sync (self, conn);   /* nothing waits to be written */
             break;
         case QMS_GW_ERROR:
             proto_error (&self->scratch, rec->num == QMS_NO_EVENT ? -1 : (int) rec->num,
@@ -597,7 +644,8 @@ handle_auth_record (gateway_t *self, const qms_rec_t *rec)
         conn->pending_len = QMS_TOKEN_CHARS;
         char hash [QMS_HASH_HEX + 1];
         qms_sha256_hex (rec->s [2].ptr, rec->s [2].len, hash);
-        qms_rec_t online = { .type = QMS_RT_ONLINE, .conn = conn->handle };
+        qms_rec_t online = { .type = QMS_RT_ONLINE, .conn = conn->handle,
+                             .num = conn->receipts ? QMS_SESSION_RECEIPTS : 0 };
         online.s [0] = rec->s [0];
         online.s [1] = rec->s [1];
         online.s [2] = rec->s [3];

@@ -1063,15 +1063,15 @@ s_test_enums (http_site_t *site)
 {
     const char *json =
         "{\"Requests\":{\"LoginRequest\":0,\"RegisterRequest\":1,\"LogoutRequest\":2,"
-        "\"MessageRequest\":3,\"AuthorizeRequest\":4"
+        "\"MessageRequest\":3,\"AuthorizeRequest\":4,\"ReceiptRequest\":5"
         "},\"Responses\":{\"AuthorizationEvent\":0,\"LoginEvent\":1,\"MessageEvent\":2,"
-        "\"InvalidUserEvent\":3,\"UserlistChangeEvent\":4}}";
+        "\"InvalidUserEvent\":3,\"UserlistChangeEvent\":4,\"MessageAckEvent\":5}}";
     const char *requests =
         "Requests = Object.freeze({\"LoginRequest\":0,\"RegisterRequest\":1,"
-        "\"LogoutRequest\":2,\"MessageRequest\":3,\"AuthorizeRequest\":4});";
+        "\"LogoutRequest\":2,\"MessageRequest\":3,\"AuthorizeRequest\":4,\"ReceiptRequest\":5});";
     const char *responses =
         "Responses = Object.freeze({\"AuthorizationEvent\":0,\"LoginEvent\":1,"
-        "\"MessageEvent\":2,\"InvalidUserEvent\":3,\"UserlistChangeEvent\":4});";
+        "\"MessageEvent\":2,\"InvalidUserEvent\":3,\"UserlistChangeEvent\":4,\"MessageAckEvent\":5});";
 
     //  /enums.json: exactly the documented numbers, and every table entry
     http_response_t resp;

@@ -31,9 +31,17 @@ get_string (cJSON *doc, const char *key, qms_str_t *out)
     return 1;
 }
 
+/*  "receipts": true asks for the receipt protocol (ext). */
+static void
+parse_receipts_flag (cJSON *doc, proto_request_t *req)
+{
+    req->receipts = cJSON_IsTrue (cJSON_GetObjectItemCaseSensitive (doc, "receipts"));
+}
+
 static void
 parse_login (cJSON *doc, proto_request_t *req)
 {
+    parse_receipts_flag (doc, req);
     if (get_string (doc, "name", &req->name) != 1 || req->name.len == 0
     ||  get_string (doc, "password", &req->password) != 1 || req->password.len == 0) {
         set_error (req, QMS_EV_LOGIN, "Please fill all fields.");
@@ -89,6 +97,11 @@ parse_message (cJSON *doc, proto_request_t *req)
                                                : "Field 'message' is missing.");
         return;
     }
+    rc = get_string (doc, "id", &req->client_id);
+    if (rc < 0 || (rc == 1 && (req->client_id.len == 0 || req->client_id.len > PROTO_MAX_CLIENT_ID))) {
+        set_error (req, QMS_EV_MESSAGE, "Field 'id' must be a string of 1 to 64 characters.");
+        return;
+    }
     if (req->message.len > PROTO_MAX_MESSAGE)
         set_error (req, QMS_EV_MESSAGE, "Field 'message' is too long (at most 65536 bytes).");
 }
@@ -120,6 +133,40 @@ has_nul_escape (const char *data, size_t len)
         }
     }
     return false;
+}
+
+static void
+parse_receipt (cJSON *doc, proto_request_t *req)
+{
+    if (!parse_token (doc, req))
+        return;
+    cJSON *ids = cJSON_GetObjectItemCaseSensitive (doc, "ids");
+    int count = cJSON_IsArray (ids) ? cJSON_GetArraySize (ids) : -1;
+    if (count < 1 || count > PROTO_MAX_RECEIPTS) {
+        set_error (req, -1, "Field 'ids' must be an array of 1 to 256 message ids.");
+        return;
+    }
+    cJSON *item;
+    cJSON_ArrayForEach (item, ids)
+        if (!cJSON_IsString (item) || !item->valuestring || !*item->valuestring
+        ||  strlen (item->valuestring) > PROTO_MAX_CLIENT_ID) {
+            set_error (req, -1, "Field 'ids' must hold message ids (strings).");
+            return;
+        }
+    req->ids = ids;
+}
+
+size_t
+proto_receipt_count (const proto_request_t *req)
+{
+    return req->ids ? (size_t) cJSON_GetArraySize ((cJSON *) req->ids) : 0;
+}
+
+qms_str_t
+proto_receipt_id (const proto_request_t *req, size_t n)
+{
+    cJSON *item = cJSON_GetArrayItem ((cJSON *) req->ids, (int) n);
+    return qms_str (item ? item->valuestring : NULL);
 }
 
 static int
@@ -177,8 +224,14 @@ proto_parse (const char *data, size_t len, proto_request_t *req)
             parse_message (doc, req);
             break;
         case QMS_REQ_LOGOUT:
-        case QMS_REQ_AUTHORIZE:
             parse_token (doc, req);
+            break;
+        case QMS_REQ_AUTHORIZE:
+            if (parse_token (doc, req))
+                parse_receipts_flag (doc, req);
+            break;
+        case QMS_REQ_RECEIPT:
+            parse_receipt (doc, req);
             break;
     }
 }
@@ -276,16 +329,78 @@ proto_login_ok (qms_buf_t *out, qms_str_t token, qms_str_t username,
     return 0;
 }
 
-int
-proto_message_event (qms_buf_t *out, qms_str_t sender, qms_str_t message)
+static int
+append_id_time (qms_buf_t *out, qms_str_t id, uint64_t time)
+{
+    char stamp [32];
+    int n = snprintf (stamp, sizeof stamp, ",\"timestamp\":%llu", (unsigned long long) time);
+    if (APPEND_LIT (out, ",\"id\":")
+    ||  proto_escape (out, id.ptr, id.len)
+    ||  qms_buf_append (out, stamp, (size_t) n))
+        return -1;
+    return 0;
+}
+
+static int
+message_head (qms_buf_t *out, qms_str_t sender, qms_str_t message, qms_str_t id, uint64_t time)
 {
     if (APPEND_LIT (out, "{\"valid\":true,\"event\":2,\"sender\":")
     ||  proto_escape (out, sender.ptr, sender.len)
     ||  APPEND_LIT (out, ",\"message\":")
     ||  proto_escape (out, message.ptr, message.len)
-    ||  APPEND_LIT (out, "}"))
+    ||  (id.len && append_id_time (out, id, time)))
         return -1;
     return 0;
+}
+
+int
+proto_message_event (qms_buf_t *out, qms_str_t sender, qms_str_t message, qms_str_t id, uint64_t time)
+{
+    if (message_head (out, sender, message, id, time) || APPEND_LIT (out, "}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_stored_message_event (qms_buf_t *out, qms_str_t sender, qms_str_t message, qms_str_t id,
+                            uint64_t time, qms_str_t sender_name, qms_str_t sender_key)
+{
+    if (message_head (out, sender, message, id, time)
+    ||  APPEND_LIT (out, ",\"senderName\":")
+    ||  proto_escape (out, sender_name.ptr, sender_name.len)
+    ||  APPEND_LIT (out, ",\"senderKey\":")
+    ||  proto_escape (out, sender_key.ptr, sender_key.len)
+    ||  APPEND_LIT (out, ",\"stored\":true}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_ack (qms_buf_t *out, uint64_t status, qms_str_t client_id, qms_str_t id,
+           uint64_t time, qms_str_t reason)
+{
+    static const char *names [] = { "delivered", "stored", "received", "rejected" };
+    const char *name = status < 4 ? names [status] : "rejected";
+    bool rejected = status >= QMS_ACK_REJECTED;
+    if ((rejected ? APPEND_LIT (out, "{\"valid\":false,\"event\":5,\"id\":")
+                  : APPEND_LIT (out, "{\"valid\":true,\"event\":5,\"id\":"))
+    ||  proto_escape (out, client_id.ptr, client_id.len)
+    ||  APPEND_LIT (out, ",\"status\":")
+    ||  proto_escape (out, name, strlen (name)))
+        return -1;
+    if (rejected) {
+        if (APPEND_LIT (out, ",\"error\":") || proto_escape (out, reason.ptr, reason.len))
+            return -1;
+    }
+    else {
+        char stamp [32];
+        int n = snprintf (stamp, sizeof stamp, ",\"timestamp\":%llu", (unsigned long long) time);
+        if (APPEND_LIT (out, ",\"messageId\":")
+        ||  proto_escape (out, id.ptr, id.len)
+        ||  qms_buf_append (out, stamp, (size_t) n))
+            return -1;
+    }
+    return APPEND_LIT (out, "}");
 }
 
 int
@@ -434,6 +549,30 @@ proto_test (bool verbose)
     assert (req.status == PROTO_ERROR && req.error_event == QMS_EV_MESSAGE && strstr (req.error, "target"));
     parse_str ("{\"action\":3,\"target\":\"u\",\"message\":\"m\"}", &req);
     assert (req.status == PROTO_INVALID_USER);
+    /*  Extensions: message ids, receipts. */
+    parse_str ("{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\",\"id\":\"c-1\"}", &req);
+    assert (req.status == PROTO_OK && qms_str_eq (req.client_id, "c-1"));
+    parse_str ("{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\",\"id\":7}", &req);
+    assert (req.status == PROTO_ERROR && req.error_event == QMS_EV_MESSAGE && strstr (req.error, "'id'"));
+    parse_str ("{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\",\"id\":\"\"}", &req);
+    assert (req.status == PROTO_ERROR);
+    parse_str ("{\"action\":0,\"name\":\"a\",\"password\":\"p\",\"receipts\":true}", &req);
+    assert (req.status == PROTO_OK && req.receipts);
+    parse_str ("{\"action\":4,\"token\":\"t\",\"receipts\":1}", &req);
+    assert (req.status == PROTO_OK && !req.receipts);
+    parse_str ("{\"action\":5,\"token\":\"t\",\"ids\":[\"a\",\"bb\"]}", &req);
+    assert (req.status == PROTO_OK && req.action == QMS_REQ_RECEIPT && proto_receipt_count (&req) == 2);
+    assert (qms_str_eq (proto_receipt_id (&req, 1), "bb"));
+    const char *bad_receipts [] = { "{\"action\":5,\"token\":\"t\"}", "{\"action\":5,\"token\":\"t\",\"ids\":[]}",
+                                    "{\"action\":5,\"token\":\"t\",\"ids\":[1]}",
+                                    "{\"action\":5,\"token\":\"t\",\"ids\":\"a\"}", NULL };
+    for (int i = 0; bad_receipts [i]; i++) {
+        parse_str (bad_receipts [i], &req);
+        assert (req.status == PROTO_ERROR && req.error_event == -1);
+    }
+    parse_str ("{\"action\":5,\"ids\":[\"a\"]}", &req);
+    assert (req.status == PROTO_INVALID_USER);
+
     /*  Duplicate keys: the first one counts. */
     parse_str ("{\"action\":4,\"action\":0,\"token\":\"t\"}", &req);
     assert (req.status == PROTO_OK && req.action == QMS_REQ_AUTHORIZE);
@@ -469,8 +608,21 @@ proto_test (bool verbose)
     expect_json (&out, "{\"valid\":false,\"event\":3}");
     proto_authorized (&out);
     expect_json (&out, "{\"valid\":true,\"event\":0}");
-    proto_message_event (&out, qms_str ("id1"), qms_str ("he said \"hi\""));
+    proto_message_event (&out, qms_str ("id1"), qms_str ("he said \"hi\""), qms_str (NULL), 0);
     expect_json (&out, "{\"valid\":true,\"event\":2,\"sender\":\"id1\",\"message\":\"he said \\\"hi\\\"\"}");
+    proto_message_event (&out, qms_str ("id1"), qms_str ("m"), qms_str ("M1"), 1764000000123ull);
+    expect_json (&out, "{\"valid\":true,\"event\":2,\"sender\":\"id1\",\"message\":\"m\",\"id\":\"M1\","
+                       "\"timestamp\":1764000000123}");
+    proto_stored_message_event (&out, qms_str ("id1"), qms_str ("m"), qms_str ("M1"), 5,
+                                qms_str ("Al"), qms_str ("K"));
+    expect_json (&out, "{\"valid\":true,\"event\":2,\"sender\":\"id1\",\"message\":\"m\",\"id\":\"M1\","
+                       "\"timestamp\":5,\"senderName\":\"Al\",\"senderKey\":\"K\",\"stored\":true}");
+    proto_ack (&out, QMS_ACK_STORED, qms_str ("c1"), qms_str ("M1"), 7, qms_str (NULL));
+    expect_json (&out, "{\"valid\":true,\"event\":5,\"id\":\"c1\",\"status\":\"stored\",\"messageId\":\"M1\","
+                       "\"timestamp\":7}");
+    proto_ack (&out, QMS_ACK_REJECTED, qms_str ("c2"), qms_str (NULL), 7, qms_str ("Unknown recipient."));
+    expect_json (&out, "{\"valid\":false,\"event\":5,\"id\":\"c2\",\"status\":\"rejected\","
+                       "\"error\":\"Unknown recipient.\"}");
 
     qms_buf_t users;
     qms_buf_init (&users);

@@ -23,6 +23,8 @@ extern "C" {
 #define PROTO_MAX_TARGET    64          /* bytes of "target" (a user id) */
 #define PROTO_MAX_TOKEN     256         /* longer tokens are not ours */
 #define PROTO_MAX_FIELD     4096        /* name and password: auth says more */
+#define PROTO_MAX_CLIENT_ID 64          /* ext: "id" of a message */
+#define PROTO_MAX_RECEIPTS  256         /* ext: ids in one ReceiptRequest */
 
 typedef enum {
     PROTO_OK = 0,           /* a request to carry out */
@@ -36,6 +38,9 @@ typedef struct {
     int error_event;            /* event for PROTO_ERROR, or -1 for none */
     const char *error;          /* text for PROTO_ERROR */
     qms_str_t name, password, pubkey, token, target, message;
+    qms_str_t client_id;        /* ext: a message's "id", empty if none */
+    bool receipts;              /* ext: "receipts": true on login/register/authorize */
+    void *ids;                  /* ext: the cJSON array of a ReceiptRequest */
     void *doc;                  /* the cJSON document the strings live in */
 } proto_request_t;
 
@@ -52,7 +57,20 @@ int proto_invalid_user (qms_buf_t *out);
 int proto_authorized (qms_buf_t *out);
 int proto_login_ok (qms_buf_t *out, qms_str_t token, qms_str_t username,
                     const char *users_json, size_t users_len);
-int proto_message_event (qms_buf_t *out, qms_str_t sender, qms_str_t message);
+/*  MessageEvent; with a message id and time (ext) when id.len > 0, and for
+    a message that waited in the store also the sender's name and key. */
+int proto_message_event (qms_buf_t *out, qms_str_t sender, qms_str_t message,
+                         qms_str_t id, uint64_t time);
+int proto_stored_message_event (qms_buf_t *out, qms_str_t sender, qms_str_t message,
+                                qms_str_t id, uint64_t time, qms_str_t sender_name,
+                                qms_str_t sender_key);
+/*  MessageAckEvent (ext); status is a QMS_ACK_* value.  A rejection carries
+    reason as "error" and "valid":false. */
+int proto_ack (qms_buf_t *out, uint64_t status, qms_str_t client_id, qms_str_t id,
+               uint64_t time, qms_str_t reason);
+/*  The n-th id of a ReceiptRequest (n < count). */
+size_t proto_receipt_count (const proto_request_t *req);
+qms_str_t proto_receipt_id (const proto_request_t *req, size_t n);
 /*  A user list: proto_users_begin, proto_users_add for each, proto_users_end
     give the JSON array; proto_userlist_event wraps an array as event 4. */
 int proto_users_begin (qms_buf_t *out);

@@ -58,6 +58,23 @@ static const char *const s_migrations [] = {
     "  token_hash TEXT NOT NULL UNIQUE,"
     "  created INTEGER NOT NULL,"
     "  last_active INTEGER NOT NULL);",
+    /* 1 -> 2: messages waiting for an offline recipient (ciphertext only:
+       the server never sees plaintext).  seq orders them as they were
+       stored; (sender_id, client_id) makes a retried send idempotent. */
+    "CREATE TABLE messages ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  recipient_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    "  sender_id TEXT NOT NULL,"
+    "  sender_name TEXT NOT NULL,"
+    "  sender_key TEXT NOT NULL,"
+    "  client_id TEXT,"
+    "  body TEXT NOT NULL,"
+    "  created INTEGER NOT NULL);"
+    "CREATE INDEX messages_by_recipient ON messages (recipient_id, seq);"
+    "CREATE UNIQUE INDEX messages_by_client_id ON messages (sender_id, client_id)"
+    "  WHERE client_id IS NOT NULL;"
+    "CREATE INDEX messages_by_age ON messages (created);",
 };
 #define STORE_SCHEMA_VERSION ((int) (sizeof s_migrations / sizeof s_migrations [0]))
 
@@ -68,6 +85,8 @@ typedef enum {
     S_SESSION_PUT, S_SESSION_GET,
     S_SESSION_DEL_BOTH, S_SESSION_DEL_USER, S_SESSION_DEL_HASH,
     S_SESSION_TOUCH, S_COUNT_USERS, S_COUNT_SESSIONS,
+    S_USER_EXISTS, S_MSG_BY_CLIENT, S_MSG_COUNT, S_MSG_INSERT, S_MSG_FETCH,
+    S_MSG_GET, S_MSG_DEL, S_MSG_DEL_UPTO, S_MSG_EXPIRE, S_COUNT_MESSAGES,
     S_COUNT
 } stmt_id_t;
 
@@ -106,7 +125,28 @@ static const char *const s_sql [S_COUNT] = {
                         " WHERE user_id = ?1",
     [S_COUNT_USERS]    = "SELECT count(*) FROM users",
     [S_COUNT_SESSIONS] = "SELECT count(*) FROM sessions",
+    [S_USER_EXISTS]    = "SELECT 1 FROM users WHERE id = ?1",
+    [S_MSG_BY_CLIENT]  = "SELECT id FROM messages WHERE sender_id = ?1 AND client_id = ?2",
+    /*  The quota check counts one recipient's rows through the index. */
+    [S_MSG_COUNT]      = "SELECT count(*) FROM messages WHERE recipient_id = ?1",
+    [S_MSG_INSERT]     = "INSERT INTO messages (id, recipient_id, sender_id, sender_name,"
+                         " sender_key, client_id, body, created)"
+                         " VALUES (?1, ?2, ?3, ?4, ?5, NULLIF (?6, ''), ?7, ?8)",
+    [S_MSG_FETCH]      = "SELECT seq, created, id, sender_id, sender_name, sender_key, body,"
+                         " coalesce (client_id, '') FROM messages"
+                         " WHERE recipient_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    [S_MSG_GET]        = "SELECT sender_id, coalesce (client_id, '') FROM messages"
+                         " WHERE recipient_id = ?1 AND id = ?2",
+    [S_MSG_DEL]        = "DELETE FROM messages WHERE recipient_id = ?1 AND id = ?2",
+    [S_MSG_DEL_UPTO]   = "DELETE FROM messages WHERE recipient_id = ?1 AND seq <= ?2",
+    [S_MSG_EXPIRE]     = "DELETE FROM messages WHERE created < ?1",
+    [S_COUNT_MESSAGES] = "SELECT count(*) FROM messages",
 };
+
+/*  Stored messages are fetched in pages of at most this many. */
+#define STORE_FETCH_MAX         1000
+/*  How often expired messages are removed. */
+#define STORE_EXPIRE_PERIOD_MS  60000
 
 typedef struct {
     sqlite3 *db;
@@ -115,6 +155,9 @@ typedef struct {
     zsock_t *router;
     void *router_raw;
     qms_buf_t out;              /* replies to the batch being handled */
+    int64_t message_quota;      /* stored messages per recipient */
+    uint64_t message_max_age_ms;
+    uint64_t next_expire;       /* monotonic ms */
     bool in_batch;              /* records run inside one BEGIN..COMMIT */
     char path [1100];
 } store_t;
@@ -397,13 +440,175 @@ session_touch (store_t *self, const qms_rec_t *rec)
     return (outcome_t) { QMS_ST_OK, changes ? "" : "no such session" };
 }
 
+/* ------------------------------------------------------------------------ */
+/*  Stored messages */
+
+/*  Bind strings to ?1.. in order; SQLITE_OK or the first error. */
+static int
+bind_strs (sqlite3_stmt *stmt, const qms_str_t *values, int count)
+{
+    int rc = SQLITE_OK;
+    for (int i = 0; i < count && rc == SQLITE_OK; i++)
+        rc = bind_str (stmt, i + 1, values [i]);
+    return rc;
+}
+
+static outcome_t
+msg_store (store_t *self, const qms_rec_t *rec)
+{
+    for (int i = 0; i < 6; i++)
+        if (i != 4 && rec->s [i].len == 0)      /* the sender's key may be empty */
+            return (outcome_t) { QMS_ST_ERROR, "missing field" };
+    /*  The same sender and client id again: a retry, answered with the
+        message already stored. */
+    if (rec->s [6].len) {
+        sqlite3_stmt *stmt = self->stmt [S_MSG_BY_CLIENT];
+        qms_str_t key [2] = { rec->s [2], rec->s [6] };
+        if (bind_strs (stmt, key, 2) == SQLITE_OK && sqlite3_step (stmt) == SQLITE_ROW) {
+            qms_rec_t answer = { .type = QMS_ST_RESULT, .req = rec->req, .num = QMS_ST_EXISTS };
+            answer.s [0] = col_str (stmt, 0);
+            if (rec->req)
+                reply (self, &answer);
+            stmt_done (stmt);
+            return (outcome_t) { QMS_ST_EXISTS, NULL };     /* answered */
+        }
+        stmt_done (stmt);
+    }
+    sqlite3_stmt *stmt = self->stmt [S_USER_EXISTS];
+    bool known = bind_str (stmt, 1, rec->s [1]) == SQLITE_OK && sqlite3_step (stmt) == SQLITE_ROW;
+    stmt_done (stmt);
+    if (!known)
+        return (outcome_t) { QMS_ST_NO_USER, "no such recipient" };
+
+    stmt = self->stmt [S_MSG_COUNT];
+    sqlite3_int64 count = bind_str (stmt, 1, rec->s [1]) == SQLITE_OK
+                        && sqlite3_step (stmt) == SQLITE_ROW ? sqlite3_column_int64 (stmt, 0) : -1;
+    stmt_done (stmt);
+    if (count < 0)
+        return (outcome_t) { QMS_ST_ERROR, "count failed" };
+    if (count >= self->message_quota)
+        return (outcome_t) { QMS_ST_QUOTA, "recipient's quota is full" };
+
+    stmt = self->stmt [S_MSG_INSERT];
+    qms_str_t values [7] = { rec->s [0], rec->s [1], rec->s [2], rec->s [3],
+                             rec->s [4], rec->s [6], rec->s [5] };
+    int rc = bind_strs (stmt, values, 7);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64 (stmt, 8, db_time (rec->time ? rec->time : qms_now_ms ()));
+    if (rc != SQLITE_OK) {
+        stmt_done (stmt);
+        return (outcome_t) { QMS_ST_ERROR, "bind failed" };
+    }
+    rc = step_once (self, S_MSG_INSERT);
+    if (rc == SQLITE_DONE)
+        return s_ok;
+    return (outcome_t) { QMS_ST_ERROR, (rc & 0xff) == SQLITE_CONSTRAINT
+                                       ? "message id in use" : "insert failed" };
+}
+
+/*  A page of one recipient's messages, oldest first, then ST_MSG_END. */
+static void
+msg_fetch (store_t *self, const qms_rec_t *rec)
+{
+    if (!rec->req)
+        return;
+    sqlite3_stmt *stmt = self->stmt [S_MSG_FETCH];
+    uint64_t limit = rec->num == 0 || rec->num > STORE_FETCH_MAX ? STORE_FETCH_MAX : rec->num;
+    qms_rec_t end = { .type = QMS_ST_MSG_END, .req = rec->req, .seq = rec->seq };
+    int rc = bind_str (stmt, 1, rec->s [0]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64 (stmt, 2, (sqlite3_int64) (rec->seq > INT64_MAX ? INT64_MAX : rec->seq));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64 (stmt, 3, (sqlite3_int64) limit);
+    while (rc == SQLITE_OK && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        qms_rec_t msg = { .type = QMS_ST_MSG, .req = rec->req };
+        msg.seq = (uint64_t) sqlite3_column_int64 (stmt, 0);
+        msg.time = (uint64_t) sqlite3_column_int64 (stmt, 1);
+        for (int i = 0; i < 6; i++)
+            msg.s [i] = col_str (stmt, i + 2);
+        reply (self, &msg);
+        end.num++;
+        end.seq = msg.seq;
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE && rc != SQLITE_OK)
+        qms_warn (ACTOR, "event=sql_failed op=msg_fetch reason=\"%s\"", sqlite3_errmsg (self->db));
+    stmt_done (stmt);
+    reply (self, &end);
+}
+
+/*  A receipt: forget one message, telling who sent it (for their ack). */
+static void
+msg_del (store_t *self, const qms_rec_t *rec)
+{
+    qms_rec_t answer = { .type = QMS_ST_MSG_DELETED, .req = rec->req, .s = { rec->s [1] } };
+    char sender [256] = "", client [256] = "";
+    sqlite3_stmt *stmt = self->stmt [S_MSG_GET];
+    if (bind_strs (stmt, rec->s, 2) == SQLITE_OK && sqlite3_step (stmt) == SQLITE_ROW) {
+        qms_str_copy (col_str (stmt, 0), sender, sizeof sender);
+        qms_str_copy (col_str (stmt, 1), client, sizeof client);
+        answer.num = 1;
+    }
+    stmt_done (stmt);
+    if (answer.num) {
+        stmt = self->stmt [S_MSG_DEL];
+        if (bind_strs (stmt, rec->s, 2) != SQLITE_OK) {
+            stmt_done (stmt);
+            answer.num = 0;
+        }
+        else
+        if (step_once (self, S_MSG_DEL) != SQLITE_DONE)
+            answer.num = 0;
+    }
+    answer.s [1] = qms_str (sender);
+    answer.s [2] = qms_str (client);
+    if (rec->req)
+        reply (self, &answer);
+}
+
+static outcome_t
+msg_del_upto (store_t *self, const qms_rec_t *rec)
+{
+    sqlite3_stmt *stmt = self->stmt [S_MSG_DEL_UPTO];
+    int rc = bind_str (stmt, 1, rec->s [0]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64 (stmt, 2, (sqlite3_int64) (rec->seq > INT64_MAX ? INT64_MAX : rec->seq));
+    if (rc != SQLITE_OK) {
+        stmt_done (stmt);
+        return (outcome_t) { QMS_ST_ERROR, "bind failed" };
+    }
+    return step_once (self, S_MSG_DEL_UPTO) == SQLITE_DONE ? s_ok
+         : (outcome_t) { QMS_ST_ERROR, "delete failed" };
+}
+
+/*  Messages older than the age limit are removed, in the background. */
+static void
+msg_expire (store_t *self)
+{
+    sqlite3_stmt *stmt = self->stmt [S_MSG_EXPIRE];
+    uint64_t now = qms_now_ms ();
+    uint64_t cutoff = now > self->message_max_age_ms ? now - self->message_max_age_ms : 0;
+    if (sqlite3_bind_int64 (stmt, 1, db_time (cutoff)) != SQLITE_OK) {
+        stmt_done (stmt);
+        return;
+    }
+    if (step_once (self, S_MSG_EXPIRE) == SQLITE_DONE) {
+        int removed = sqlite3_changes (self->db);
+        if (removed)
+            qms_info (ACTOR, "event=messages_expired count=%d max_age_days=%llu", removed,
+                      (unsigned long long) (self->message_max_age_ms / 86400000u));
+    }
+}
+
 static bool
 is_request (int type)
 {
     return type == QMS_ST_USER_GET || type == QMS_ST_USER_CREATE
         || type == QMS_ST_USER_REHASH || type == QMS_ST_SESSION_START
         || type == QMS_ST_SESSION_GET || type == QMS_ST_SESSION_DEL
-        || type == QMS_ST_SESSION_TOUCH;
+        || type == QMS_ST_SESSION_TOUCH || type == QMS_ST_MSG_STORE
+        || type == QMS_ST_MSG_FETCH || type == QMS_ST_MSG_DEL
+        || type == QMS_ST_MSG_DEL_UPTO;
 }
 
 static void
@@ -418,6 +623,14 @@ run_record (store_t *self, const qms_rec_t *rec)
         case QMS_ST_SESSION_START:  outcome = session_start (self, rec); break;
         case QMS_ST_SESSION_DEL:    outcome = session_del (self, rec); break;
         case QMS_ST_SESSION_TOUCH:  outcome = session_touch (self, rec); break;
+        case QMS_ST_MSG_FETCH:      msg_fetch (self, rec); return;
+        case QMS_ST_MSG_DEL:        msg_del (self, rec); return;
+        case QMS_ST_MSG_DEL_UPTO:   outcome = msg_del_upto (self, rec); break;
+        case QMS_ST_MSG_STORE:
+            outcome = msg_store (self, rec);
+            if (!outcome.detail)
+                return;                         /* answered already */
+            break;
         default:                    return;     /* logged by batch_check */
     }
     if (outcome.status == QMS_ST_ERROR)
@@ -639,13 +852,12 @@ store_create_file (const char *path, char *why, size_t why_size)
     return ok;
 }
 
-/*  PRAGMAs, checked.  journal_mode=WAL with synchronous=NORMAL: a commit is
-    complete once its frames are written to the WAL file with write(), i.e.
-    handed to the kernel.  A crash of this process (or kill -9) therefore
-    loses no committed transaction; only an OS crash or power loss can lose
-    the last few commits, and never corrupts the file (WAL frames are
-    checksummed; checkpoints are fsynced).  That is the right trade for
-    sessions and activity times, and it saves an fsync per batch. */
+/*  PRAGMAs, checked.  journal_mode=WAL with synchronous=FULL: a commit
+    returns only after its WAL frames are fsynced, so a message we answered
+    "stored" survives a crash of this process (kill -9) and of the machine
+    (power loss) alike.  The cost is one fsync per commit, and a commit is a
+    whole batch of records (the router sends its writes batched), so under
+    load many messages share one fsync. */
 static bool
 store_pragmas (sqlite3 *db, char *why, size_t why_size)
 {
@@ -664,7 +876,7 @@ store_pragmas (sqlite3 *db, char *why, size_t why_size)
                                                         : "journal_mode=WAL refused");
         return false;
     }
-    if (sqlite3_exec (db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL) != SQLITE_OK
+    if (sqlite3_exec (db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK
     ||  sqlite3_exec (db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
         snprintf (why, why_size, "%s", sqlite3_errmsg (db));
         return false;
@@ -708,10 +920,11 @@ store_open (store_t *self, const char *data_dir, char *reason, size_t reason_siz
         snprintf (reason, reason_size, "cannot open %s: %s", self->path, why);
         return false;
     }
-    qms_info (ACTOR, "event=open path=\"%s\" version=%d users=%lld sessions=%lld",
+    qms_info (ACTOR, "event=open path=\"%s\" version=%d users=%lld sessions=%lld messages=%lld",
               self->path, STORE_SCHEMA_VERSION,
               (long long) query_int (self, S_COUNT_USERS),
-              (long long) query_int (self, S_COUNT_SESSIONS));
+              (long long) query_int (self, S_COUNT_SESSIONS),
+              (long long) query_int (self, S_COUNT_MESSAGES));
     return true;
 }
 
@@ -783,6 +996,11 @@ store_loop (store_t *self, zsock_t *pipe)
         { self->router_raw, 0, ZMQ_POLLIN, 0 },
     };
     for (;;) {
+        uint64_t mono = qms_mono_ms ();
+        if (mono >= self->next_expire) {
+            msg_expire (self);
+            self->next_expire = mono + STORE_EXPIRE_PERIOD_MS;
+        }
         if (zmq_poll (items, 2, 1000) < 0) {
             if (errno == EINTR)
                 continue;
@@ -806,6 +1024,8 @@ store_actor (zsock_t *pipe, void *args)
     store_t self;
     memset (&self, 0, sizeof self);
     qms_buf_init (&self.out);
+    self.message_quota = cfg->message_quota;
+    self.message_max_age_ms = (uint64_t) cfg->message_max_age * 86400000u;
     char reason [1600] = "";
     bool ok = store_open (&self, cfg->data_dir, reason, sizeof reason)
            && store_bind (&self, cfg->store_endpoint, reason, sizeof reason);
@@ -896,6 +1116,11 @@ t_recv (t_client_t *c, int timeout_ms)
     assert (rc == 0);
     return c->count;
 }
+
+#define QMS_STRINGIFY2(x) #x
+#define QMS_STRINGIFY(x) QMS_STRINGIFY2 (x)
+#define STORE_TEST_VERSION 2
+static_assert (STORE_TEST_VERSION == STORE_SCHEMA_VERSION, "update STORE_TEST_VERSION");
 
 /*  One request, one reply of the given type and the same req. */
 static qms_rec_t
@@ -1108,6 +1333,81 @@ t_batches (t_client_t *c)
 }
 
 /*  The actor refuses to start on cfg. */
+/*  Times of stored messages in the test: recent, except one that is not. */
+static uint64_t s_t_base;
+
+static qms_rec_t
+t_msg (uint64_t req, const char *id, const char *recipient, const char *client_id, uint64_t time)
+{
+    if (!s_t_base)
+        s_t_base = qms_now_ms () - 60000;
+    qms_rec_t rec = { .type = QMS_ST_MSG_STORE, .req = req, .time = time > 1000 ? s_t_base + time : time };
+    rec.s [0] = qms_str (id);
+    rec.s [1] = qms_str (recipient);
+    rec.s [2] = qms_str ("id-bob");
+    rec.s [3] = qms_str ("Bob");
+    rec.s [4] = qms_str ("bob-key");
+    rec.s [5] = qms_str ("ciphertext \"quoted\"");
+    rec.s [6] = qms_str (client_id);
+    return rec;
+}
+
+/*  Store-and-forward: store, idempotent retries, unknown recipients,
+    paging in order, receipts, delete-up-to, quota (3 in this test). */
+static void
+t_messages (t_client_t *c)
+{
+    assert (t_result (c, t_msg (1, "m1", "id-alice", "c1", 5000)) == QMS_ST_OK);
+    assert (t_result (c, t_msg (2, "m2", "id-alice", "", 6000)) == QMS_ST_OK);
+    /*  The same sender and client id: EXISTS, naming the stored message. */
+    qms_rec_t r = t_call (c, t_msg (3, "m9", "id-alice", "c1", 7000), QMS_ST_RESULT);
+    assert (r.num == QMS_ST_EXISTS && qms_str_eq (r.s [0], "m1"));
+    assert (t_result (c, t_msg (4, "m4", "id-nobody", "c4", 7000)) == QMS_ST_NO_USER);
+    qms_rec_t missing = t_msg (5, "", "id-alice", "", 1);
+    assert (t_result (c, missing) == QMS_ST_ERROR);
+    assert (t_result (c, t_msg (6, "m3", "id-alice", "c3", 8000)) == QMS_ST_OK);
+    assert (t_result (c, t_msg (7, "m5", "id-alice", "c5", 9000)) == QMS_ST_QUOTA);
+
+    /*  Fetch: oldest first, fields intact, a page limit, then after a seq. */
+    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 8, .num = 2, .s = { qms_str ("id-alice") } });
+    t_send (c);
+    assert (t_recv (c, 5000) == 3);
+    assert (c->rec [0].type == QMS_ST_MSG && qms_str_eq (c->rec [0].s [0], "m1"));
+    assert (c->rec [0].time == s_t_base + 5000 && qms_str_eq (c->rec [0].s [1], "id-bob"));
+    assert (qms_str_eq (c->rec [0].s [2], "Bob") && qms_str_eq (c->rec [0].s [3], "bob-key"));
+    assert (qms_str_eq (c->rec [0].s [4], "ciphertext \"quoted\"") && qms_str_eq (c->rec [0].s [5], "c1"));
+    assert (qms_str_eq (c->rec [1].s [0], "m2") && c->rec [1].s [5].len == 0);
+    assert (c->rec [2].type == QMS_ST_MSG_END && c->rec [2].num == 2 && c->rec [2].seq == c->rec [1].seq);
+    uint64_t after = c->rec [1].seq, first = c->rec [0].seq;
+    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 9, .num = 10, .seq = after,
+                            .s = { qms_str ("id-alice") } });
+    t_send (c);
+    assert (t_recv (c, 5000) == 2);
+    assert (qms_str_eq (c->rec [0].s [0], "m3") && c->rec [1].num == 1);
+
+    /*  A receipt deletes one message and names its sender; a second receipt,
+        or someone else's, finds nothing. */
+    qms_rec_t del = { .type = QMS_ST_MSG_DEL, .req = 10, .s = { qms_str ("id-alice"), qms_str ("m3") } };
+    r = t_call (c, del, QMS_ST_MSG_DELETED);
+    assert (r.num == 1 && qms_str_eq (r.s [0], "m3") && qms_str_eq (r.s [1], "id-bob") && qms_str_eq (r.s [2], "c3"));
+    del.req = 11;
+    assert (t_call (c, del, QMS_ST_MSG_DELETED).num == 0);
+    del.req = 12;
+    del.s [0] = qms_str ("id-carol");
+    del.s [1] = qms_str ("m1");
+    assert (t_call (c, del, QMS_ST_MSG_DELETED).num == 0);
+
+    /*  Delete up to a seq: m1 goes, m2 stays. */
+    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_DEL_UPTO, .req = 13, .seq = first, .s = { qms_str ("id-alice") } });
+    t_send (c);
+    assert (t_recv (c, 5000) == 1 && c->rec [0].num == QMS_ST_OK);
+    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 14, .num = 10, .s = { qms_str ("id-alice") } });
+    t_send (c);
+    assert (t_recv (c, 5000) == 2 && qms_str_eq (c->rec [0].s [0], "m2"));
+    /*  Room again under the quota. */
+    assert (t_result (c, t_msg (15, "m3", "id-alice", "c3b", 8500)) == QMS_ST_OK);
+}
+
 static void
 t_refused (qms_config_t *cfg, const char *data_dir)
 {
@@ -1128,7 +1428,7 @@ t_refusals (qms_config_t *cfg, const char *root)
     assert (t_db (path, "UPDATE schema_version SET version = 99") == -1);
     t_refused (cfg, dir);
     assert (t_db (path, "SELECT version FROM schema_version") == 99);
-    assert (t_db (path, "UPDATE schema_version SET version = 1") == -1);
+    assert (t_db (path, "UPDATE schema_version SET version = " QMS_STRINGIFY (STORE_TEST_VERSION)) == -1);
     t_endpoint (cfg);
     zactor_t *store = qms_actor_start (store_actor, cfg, "store");
     assert (store);
@@ -1176,6 +1476,7 @@ store_test (bool verbose)
     qms_config_t cfg;
     qms_config_defaults (&cfg);
     snprintf (cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    cfg.message_quota = 3;
     t_endpoint (&cfg);
     zactor_t *store = qms_actor_start (store_actor, &cfg, "store");
     assert (store);
@@ -1184,6 +1485,10 @@ store_test (bool verbose)
     t_users (&client);
     t_sessions (&client);
     t_batches (&client);
+    t_messages (&client);
+    //  An old message, to be expired when the store starts again.
+    t_add (&client, t_msg (0, "m-old", "id-alice", "c-old", 1000));
+    t_send (&client);
     //  Finish on $TERM: what was sent before it is still written.
     t_add (&client, t_req (QMS_ST_USER_CREATE, 0, 0, "id-frank", "Frank", "frank", "phc-frank"));
     t_send (&client);
@@ -1194,7 +1499,7 @@ store_test (bool verbose)
     struct stat info;
     assert (stat (path, &info) == 0);
     assert ((info.st_mode & 0777) == 0600);
-    assert (t_db (path, "SELECT version FROM schema_version") == 1);
+    assert (t_db (path, "SELECT version FROM schema_version") == STORE_SCHEMA_VERSION);
     assert (t_db (path, "SELECT count(*) FROM schema_version") == 1);
     assert (t_db (path, "SELECT count(*) FROM users") == 5);
 
@@ -1207,6 +1512,12 @@ store_test (bool verbose)
     assert (r.num == 1 && qms_str_eq (r.s [0], "id-alice") && qms_str_eq (r.s [2], "phc2"));
     assert (qms_str_eq (r.s [3], "pk5"));
     t_session_is (&client, "h5", 7000, "id-alice", "pk5");
+    //  Stored messages survive the restart; the one past the age limit does not.
+    t_add (&client, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 3, .num = 10, .s = { qms_str ("id-alice") } });
+    t_send (&client);
+    assert (t_recv (&client, 5000) == 3);
+    assert (qms_str_eq (client.rec [0].s [0], "m2") && qms_str_eq (client.rec [1].s [0], "m3"));
+    assert (client.rec [2].type == QMS_ST_MSG_END && client.rec [2].num == 2);
     r = t_call (&client, t_req (QMS_ST_SESSION_GET, 2, 0, "h6", 0, 0, 0), QMS_ST_SESSION);
     assert (r.num == 1 && r.time == 9000 && qms_str_eq (r.s [1], "Carol"));
     t_close (&client);
