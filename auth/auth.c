@@ -108,6 +108,7 @@ typedef struct {
     size_t out_count;
     size_t out_cap;
     bool terminated;
+    uint64_t nonce;         /* this instance, for gateways' liveness checks */
 } auth_t;
 
 /* ------------------------------------------------------------------------ */
@@ -586,6 +587,15 @@ on_gateway_batch (auth_t *self, const uint8_t *gw, size_t gw_len, const uint8_t 
         if (rec.type == QMS_AUTH_LOGIN)
             on_login (self, gw, gw_len, &rec);
         else
+        if (rec.type == QMS_AUTH_PING) {
+            /*  A gateway checks that we are alive (it answers logins with
+                "Service temporarily unavailable." while we are not). */
+            qms_rec_t pong = { .type = QMS_AUTH_PONG, .num = self->nonce };
+            qms_buf_t *buf = gw_out (self, gw, gw_len);
+            if (buf)
+                qms_rec_encode (buf, &pong);
+        }
+        else
         if (rec.type != QMS_NONE)
             qms_warn (AUTH_ACTOR, "event=unexpected_record type=%s from=gateway",
                       qms_type_name (rec.type));
@@ -799,6 +809,8 @@ auth_setup (auth_t *self, const qms_config_t *cfg)
                    self->dummy_phc, sizeof self->dummy_phc))
         return "cannot hash with the configured Argon2 parameters";
     OPENSSL_cleanse (secret, sizeof secret);
+    if (qms_random (&self->nonce, sizeof self->nonce))
+        return "no random numbers";
 
     self->gateways = zsock_new (ZMQ_ROUTER);
     self->store = zsock_new (ZMQ_DEALER);

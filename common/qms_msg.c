@@ -63,6 +63,9 @@ static const schema_t qms_schema[QMS_TYPE_COUNT] = {
     [QMS_ST_MSG_DEL]       = { "ST_MSG_DEL",       F_REQ, 2 },
     [QMS_ST_MSG_DELETED]   = { "ST_MSG_DELETED",   F_REQ | F_NUM, 3 },
     [QMS_ST_MSG_DEL_UPTO]  = { "ST_MSG_DEL_UPTO",  F_REQ | F_SEQ, 1 },
+    [QMS_GW_WELCOME]       = { "GW_WELCOME",       F_REQ | F_NUM, 0 },
+    [QMS_AUTH_PING]        = { "AUTH_PING",        0, 0 },
+    [QMS_AUTH_PONG]        = { "AUTH_PONG",        F_NUM, 0 },
 };
 
 /* ------------------------------------------------------------------------ */

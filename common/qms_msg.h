@@ -134,6 +134,16 @@ typedef enum {
     QMS_ST_MSG_DEL_UPTO,    /* req, seq, s0=recipient: delete every stored
                                message of recipient with seq <= seq */
 
+    /* liveness (appended) */
+    QMS_GW_WELCOME,         /* router -> gateway, the answer to every
+                               QMS_RT_HELLO: num=router instance nonce,
+                               req=1 when the router holds none of this
+                               gateway's connections (a new router, or it
+                               had given the gateway up): bound connections
+                               are then announced again */
+    QMS_AUTH_PING,          /* gateway -> auth, every second */
+    QMS_AUTH_PONG,          /* auth -> gateway: num=auth instance nonce */
+
     QMS_TYPE_COUNT
 } qms_type_t;
 
@@ -142,6 +152,8 @@ typedef enum {
 
 /* QMS_RT_ONLINE / QMS_RT_AUTHORIZE flags */
 #define QMS_SESSION_RECEIPTS 1u     /* the client confirms what it receives */
+#define QMS_SESSION_SILENT   2u     /* re-announced after a router restart:
+                                       bind without answering the client */
 
 /* QMS_GW_ACK status */
 #define QMS_ACK_DELIVERED    0u
@@ -152,6 +164,7 @@ typedef enum {
 /* QMS_GW_BOUND kinds */
 #define QMS_BOUND_LOGIN      0u
 #define QMS_BOUND_AUTHORIZE  1u
+#define QMS_BOUND_SILENT     2u
 
 /* QMS_ST_RESULT status */
 #define QMS_ST_OK            0u

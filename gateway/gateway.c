@@ -49,6 +49,25 @@
 #define TX_KEEP_BYTES       16384
 /*  HTTP bodies leave in chunks of this size. */
 #define HTTP_CHUNK          16384
+/*  Liveness: we say hello to the router and ping auth this often, and take
+    an actor for gone when it has not answered for PEER_TIMEOUT_MS; requests
+    that need it are then answered at once instead of waiting. */
+#define HEARTBEAT_MS        1000
+#define PEER_TIMEOUT_MS     3000
+/*  A login or authorize that got no answer within this is answered
+    "Service temporarily unavailable." (its actor died with it in hand). */
+#define REQUEST_TIMEOUT_MS  10000
+
+static const char *k_unavailable = "Service temporarily unavailable.";
+
+typedef enum { WAIT_NONE = 0, WAIT_LOGIN, WAIT_AUTHORIZE } wait_kind_t;
+
+/*  A request in flight, in a FIFO by deadline. */
+typedef struct {
+    uint64_t handle;
+    uint32_t seq;
+    uint64_t deadline;          /* monotonic ms */
+} waiting_t;
 
 typedef enum { VH_CHAT, VH_HTTP, VH_HTTPS } vhost_kind_t;
 
@@ -73,6 +92,9 @@ typedef struct {
     uint64_t bucket_ms;
     /* the router waits to hear that what was queued has been written */
     uint64_t sync_req;
+    /* a login or authorize in flight, for its timeout */
+    uint8_t waiting;
+    uint32_t wait_seq;
     /* a close we asked for */
     uint16_t close_code;
     char close_reason [64];
@@ -110,6 +132,13 @@ struct _gateway_t {
     bool users_active;
 
     lws_sorted_usec_list_t sul_flush, sul_tick, sul_stop;
+    uint64_t nonce;                 /* this instance, told to the router */
+    char name [64];
+    uint64_t router_seen, auth_seen;    /* monotonic ms of their last answer */
+    uint64_t next_heartbeat;
+    waiting_t *waits;               /* a ring of requests in flight */
+    size_t wait_head, wait_count, wait_cap;
+    uint32_t wait_seq;
     bool flush_scheduled;
     bool stopping;
     bool interrupted;
@@ -324,6 +353,106 @@ to_auth (gateway_t *self, const qms_rec_t *rec)
 }
 
 /* ------------------------------------------------------------------------ */
+/*  Liveness of the actors, and requests waiting on them. */
+
+static bool
+router_alive (gateway_t *self)
+{
+    return qms_mono_ms () - self->router_seen < PEER_TIMEOUT_MS;
+}
+
+static bool
+auth_alive (gateway_t *self)
+{
+    return qms_mono_ms () - self->auth_seen < PEER_TIMEOUT_MS;
+}
+
+static void
+wait_begin (gateway_t *self, conn_t *conn, wait_kind_t kind)
+{
+    conn->waiting = (uint8_t) kind;
+    conn->wait_seq = ++self->wait_seq;
+    if (self->wait_count == self->wait_cap) {
+        size_t cap = self->wait_cap ? self->wait_cap * 2 : 64;
+        waiting_t *waits = malloc (cap * sizeof *waits);
+        if (!waits)
+            return;                     /* no timeout for this one: still answered by the actor */
+        for (size_t i = 0; i < self->wait_count; i++)
+            waits [i] = self->waits [(self->wait_head + i) % self->wait_cap];
+        free (self->waits);
+        self->waits = waits;
+        self->wait_cap = cap;
+        self->wait_head = 0;
+    }
+    waiting_t *w = &self->waits [(self->wait_head + self->wait_count++) % self->wait_cap];
+    w->handle = conn->handle;
+    w->seq = conn->wait_seq;
+    w->deadline = qms_mono_ms () + REQUEST_TIMEOUT_MS;
+}
+
+static void
+wait_end (conn_t *conn)
+{
+    conn->waiting = WAIT_NONE;
+}
+
+static void conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text);
+
+/*  Requests whose actor never answered get an answer now. */
+static void
+wait_expire (gateway_t *self)
+{
+    uint64_t now = qms_mono_ms ();
+    while (self->wait_count) {
+        waiting_t *w = &self->waits [self->wait_head];
+        if (w->deadline > now)
+            break;
+        conn_t *conn = conn_lookup (self, w->handle);
+        if (conn && conn->waiting && conn->wait_seq == w->seq) {
+            qms_warn (ACTOR, "event=request_timeout handle=%llu kind=%s", (unsigned long long) conn->handle,
+                      conn->waiting == WAIT_LOGIN ? "login" : "authorize");
+            conn_send_error (self, conn, conn->waiting == WAIT_LOGIN ? QMS_EV_LOGIN : QMS_EV_AUTHORIZATION,
+                             k_unavailable);
+            wait_end (conn);
+        }
+        self->wait_head = (self->wait_head + 1) % self->wait_cap;
+        self->wait_count--;
+    }
+}
+
+/*  The router holds none of our connections (it restarted, or had given us
+    up): announce every bound one again, so it rebuilds who is online.  The
+    router binds them without a word to the clients. */
+static void
+reannounce (gateway_t *self)
+{
+    size_t count = 0;
+    for (size_t slot = 0; slot < self->max_slots; slot++) {
+        conn_t *conn = self->slots [slot];
+        if (!conn || !conn->bound)
+            continue;
+        char hash [QMS_HASH_HEX + 1];
+        qms_sha256_hex (conn->token, conn->token_len, hash);
+        qms_rec_t rec = { .type = QMS_RT_AUTHORIZE, .conn = conn->handle,
+                          .num = QMS_SESSION_SILENT | (conn->receipts ? QMS_SESSION_RECEIPTS : 0) };
+        rec.s [0] = qms_str (hash);
+        to_router (self, &rec);
+        count++;
+    }
+    if (count)
+        qms_info (ACTOR, "event=reannounced connections=%zu", count);
+}
+
+static void
+heartbeat (gateway_t *self)
+{
+    qms_rec_t hello = { .type = QMS_RT_HELLO, .num = self->nonce, .s = { qms_str (self->name) } };
+    to_router (self, &hello);
+    qms_rec_t ping = { .type = QMS_AUTH_PING };
+    to_auth (self, &ping);
+}
+
+/* ------------------------------------------------------------------------ */
 /*  Client requests. */
 
 static bool
@@ -381,7 +510,15 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
     proto_parse (data, len, &req);
     char hash [QMS_HASH_HEX + 1];
     qms_rec_t rec = { .conn = conn->handle };
+    bool login = req.action == QMS_REQ_LOGIN || req.action == QMS_REQ_REGISTER;
 
+    if (req.status == PROTO_OK && (!router_alive (self) || (login && !auth_alive (self)))) {
+        /*  An actor it needs is gone: say so now rather than let it wait. */
+        int event = login ? QMS_EV_LOGIN : req.action == QMS_REQ_AUTHORIZE ? QMS_EV_AUTHORIZATION
+                  : req.action == QMS_REQ_MESSAGE ? QMS_EV_MESSAGE : -1;
+        conn_send_error (self, conn, event, k_unavailable);
+    }
+    else
     if (req.status == PROTO_ERROR)
         conn_send_error (self, conn, req.error_event, req.error);
     else
@@ -397,6 +534,7 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
         case QMS_REQ_LOGIN:
         case QMS_REQ_REGISTER:
             handle_login (self, conn, &req);
+            wait_begin (self, conn, WAIT_LOGIN);
             break;
         case QMS_REQ_AUTHORIZE:
             memcpy (conn->pending, req.token.ptr, req.token.len);
@@ -407,6 +545,7 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
             rec.num = req.receipts ? QMS_SESSION_RECEIPTS : 0;
             rec.s [0] = qms_str (hash);
             to_router (self, &rec);
+            wait_begin (self, conn, WAIT_AUTHORIZE);
             break;
         case QMS_REQ_LOGOUT:
             qms_sha256_hex (req.token.ptr, req.token.len, hash);
@@ -540,6 +679,11 @@ users_finish (gateway_t *self)
 static void
 handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
 {
+    if (rec->num == QMS_BOUND_SILENT) {
+        conn->bound = conn->token_len > 0;  /* restored after a router restart */
+        return;
+    }
+    wait_end (conn);
     memcpy (conn->token, conn->pending, conn->pending_len);
     conn->token_len = conn->pending_len;
     conn->token [conn->token_len] = 0;
@@ -568,6 +712,12 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             users_finish (self);
         return;
     }
+    if (rec->type == QMS_GW_WELCOME) {
+        self->router_seen = qms_mono_ms ();
+        if (rec->req == 1)
+            reannounce (self);
+        return;
+    }
     if (rec->type == QMS_GW_USER) {
         if (!self->users_active)
             return;
@@ -584,12 +734,14 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             handle_bound (self, conn, rec);
             break;
         case QMS_GW_INVALID:
+            wait_end (conn);
             if (rec->num)
                 conn->bound = false;
             proto_invalid_user (&self->scratch);
             conn_queue_scratch (self, conn);
             break;
         case QMS_GW_KICK: {
+            wait_end (conn);
             conn->bound = false;
             char reason [64];
             qms_str_copy (rec->s [0], reason, sizeof reason);
@@ -618,6 +770,7 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
                 answer_sync (self, conn);   /* nothing waits to be written */
             break;
         case QMS_GW_ERROR:
+            wait_end (conn);
             proto_error (&self->scratch, rec->num == QMS_NO_EVENT ? -1 : (int) rec->num,
                          rec->s [0].ptr, rec->s [0].len);
             conn_queue_scratch (self, conn);
@@ -630,10 +783,15 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
 static void
 handle_auth_record (gateway_t *self, const qms_rec_t *rec)
 {
+    if (rec->type == QMS_AUTH_PONG) {
+        self->auth_seen = qms_mono_ms ();
+        return;
+    }
     conn_t *conn = conn_lookup (self, rec->conn);
     if (!conn)
         return;
     if (rec->type == QMS_AUTH_FAIL) {
+        wait_end (conn);
         proto_error (&self->scratch, QMS_EV_LOGIN, rec->s [0].ptr, rec->s [0].len);
         conn_queue_scratch (self, conn);
     }
@@ -704,6 +862,12 @@ sul_tick_cb (lws_sorted_usec_list_t *sul)
     gateway_t *self = lws_container_of (sul, gateway_t, sul_tick);
     /*  A safety net under the ZMQ_FD edge signalling: cheap when idle. */
     drain_zmq (self);
+    uint64_t mono = qms_mono_ms ();
+    if (mono >= self->next_heartbeat && !self->stopping) {
+        heartbeat (self);
+        self->next_heartbeat = mono + HEARTBEAT_MS;
+    }
+    wait_expire (self);
     if (self->to_router.len || self->to_auth.len)
         schedule_flush (self);
     lws_sul_schedule (self->ctx, 0, &self->sul_tick, sul_tick_cb, 100 * LWS_US_PER_MS);
@@ -1262,12 +1426,12 @@ gateway_new (const qms_config_t *cfg, const int *stop_signals)
         qms_error (ACTOR, "event=start_failed reason=\"cannot watch the ZeroMQ sockets\"");
         goto fail;
     }
-    char name [64];
-    snprintf (name, sizeof name, "gateway-%d", (int) getpid ());
-    uint64_t nonce = 0;
-    qms_random (&nonce, sizeof nonce);
-    qms_rec_t hello = { .type = QMS_RT_HELLO, .num = nonce, .s = { qms_str (name) } };
-    to_router (self, &hello);
+    snprintf (self->name, sizeof self->name, "gateway-%d", (int) getpid ());
+    qms_random (&self->nonce, sizeof self->nonce);
+    /*  Optimistic at start: the actors get PEER_TIMEOUT_MS to answer. */
+    self->router_seen = self->auth_seen = qms_mono_ms ();
+    heartbeat (self);
+    self->next_heartbeat = qms_mono_ms () + HEARTBEAT_MS;
 
     if (stop_signals && stop_signals [0]) {
         sigset_t set;
@@ -1328,6 +1492,7 @@ gateway_destroy (gateway_t **self_p)
     free (self->slots);
     free (self->gens);
     free (self->free_slots);
+    free (self->waits);
     free (self);
     *self_p = NULL;
 }

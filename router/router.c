@@ -51,6 +51,9 @@
 #define DRAIN_MAX           64          /* ZeroMQ messages per socket per pass */
 #define CLOSE_REPLACED      4001        /* WebSocket close code for a kick */
 #define FINAL_LINGER_MS     500
+/*  A gateway sends RT_HELLO every second; after this long without a word
+    from it, its users go offline (it died, or the network between us did). */
+static uint64_t s_gateway_timeout_ms = 4000;
 
 static const char *k_unavailable = "Service temporarily unavailable.";
 static const char *k_unknown_recipient = "Unknown recipient.";
@@ -238,6 +241,7 @@ typedef struct {
     size_t identity_len;
     bool live;
     bool hello;                 /* name and nonce are known */
+    uint64_t last_seen;         /* monotonic ms of its last batch */
     uint64_t nonce;
     char name [MAX_GATEWAY_NAME + 1];
     qms_buf_t out;              /* this pass's records for the gateway */
@@ -254,6 +258,7 @@ typedef struct {
     link_t lru, online, dirty, pending, msgreqs, live_receipts;
     size_t live_receipt_count;
     uint64_t id_state;          /* for message ids (splitmix64) */
+    uint64_t nonce;             /* this instance, told to gateways */
     size_t online_count, session_count, pending_count;
     gateway_t *gateways [MAX_GATEWAYS];
     uint32_t gateway_count;     /* slots in use, live or dead */
@@ -661,9 +666,10 @@ authorize_session (router_t *self, session_t *s, uint32_t gw, uint64_t conn, uin
     }
     session_touch (self, s, now);
     s->receipts = flags & QMS_SESSION_RECEIPTS;
-    qms_info (LOG, "event=session_resumed user=%.*s gateway=%u",
+    bool silent = flags & QMS_SESSION_SILENT;
+    qms_info (LOG, "event=%s user=%.*s gateway=%u", silent ? "session_restored" : "session_resumed",
               (int) s->id.len, s->id.ptr, gw);
-    send_bound (self, gw, conn, QMS_BOUND_AUTHORIZE, s);
+    send_bound (self, gw, conn, silent ? QMS_BOUND_SILENT : QMS_BOUND_AUTHORIZE, s);
     drain_start (self, s);
 }
 
@@ -1419,6 +1425,12 @@ on_hello (router_t *self, uint32_t gw, const qms_rec_t *rec)
     if (!g->hello || g->nonce != rec->num)
         qms_info (LOG, "event=gateway_hello gateway=%u name=\"%s\" nonce=%llu",
                   gw, name, (unsigned long long) rec->num);
+    /*  Fresh: we hold none of this gateway's connections (we are new, or we
+        had given it up, or it restarted), so it announces its bound ones
+        again and we rebuild who is online from them. */
+    bool fresh = !g->hello || g->nonce != rec->num;
+    qms_rec_t welcome = { .type = QMS_GW_WELCOME, .num = self->nonce, .req = fresh ? 1 : 0 };
+    gw_emit (self, gw, &welcome);
     g->hello = true;
     g->nonce = rec->num;
     memcpy (g->name, name, len + 1);
@@ -1493,6 +1505,7 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
         qms_warn (LOG, "event=too_many_gateways max=%d", MAX_GATEWAYS);
         return;
     }
+    self->gateways [gw]->last_seen = qms_mono_ms ();
     uint64_t now = qms_now_ms ();
     size_t offset = 0;
     qms_rec_t rec;
@@ -1675,11 +1688,29 @@ flush_touches (router_t *self)
     }
 }
 
+/*  Gateways that stopped saying hello are gone: their users go offline. */
+static void
+expire_gateways (router_t *self, uint64_t mono)
+{
+    for (uint32_t i = 0; i < self->gateway_count; i++) {
+        gateway_t *g = gateway_live (self, i);
+        if (!g || !g->hello || g->last_seen + s_gateway_timeout_ms > mono)
+            continue;
+        qms_warn (LOG, "event=gateway_lost gateway=%u name=\"%s\" silent_ms=%llu", i, g->name,
+                  (unsigned long long) (mono - g->last_seen));
+        gateway_drop_connections (self, i);
+        g->live = false;
+        qms_buf_reset (&g->out);
+        g->list_mark = false;
+    }
+}
+
 static void
 run_timers (router_t *self)
 {
     uint64_t mono = qms_mono_ms ();
     if (mono >= self->next_tick) {
+        expire_gateways (self, mono);
         expire_sessions (self);
         self->next_tick = mono + self->tick_ms;
     }
@@ -1782,6 +1813,8 @@ router_new (zsock_t *pipe, const qms_config_t *cfg, const char **error)
         detached actor thread may not free before the process exits. */
     if (getrandom (&self->seed, sizeof self->seed, GRND_NONBLOCK) != (ssize_t) sizeof self->seed)
         self->seed = qms_now_ms () ^ qms_mono_ms () << 20 ^ (uint64_t) (uintptr_t) self;
+    if (getrandom (&self->nonce, sizeof self->nonce, GRND_NONBLOCK) != (ssize_t) sizeof self->nonce)
+        self->nonce = self->seed ^ UINT64_C (0x5bd1e9955bd1e995);
     if (getrandom (&self->id_state, sizeof self->id_state, GRND_NONBLOCK) != (ssize_t) sizeof self->id_state)
         self->id_state = self->seed * UINT64_C (0x9e3779b97f4a7c15) ^ qms_now_ms ();
 
@@ -1902,29 +1935,44 @@ typedef struct {
 
 /*  One batch from sock within timeout ms; its records point into b->body
     until t_done. */
+/*  GW_WELCOME answers every hello; the tests count them here and look at
+    the rest of each batch. */
+static int s_t_welcomes, s_t_fresh_welcomes;
+
 static bool
 t_recv (zsock_t *sock, bool router, t_batch_t *b, int timeout)
 {
-    zmq_pollitem_t item = { zsock_resolve (sock), 0, ZMQ_POLLIN, 0 };
-    if (zmq_poll (&item, 1, timeout) <= 0)
-        return false;
-    zmq_msg_init (&b->body);
-    int rc = qms_batch_recv (zsock_resolve (sock), router ? b->identity : NULL,
-                             &b->identity_len, &b->body);
-    assert (rc == 1);
-    const uint8_t *data = (const uint8_t *) zmq_msg_data (&b->body);
-    size_t size = zmq_msg_size (&b->body), offset = 0;
-    b->count = 0;
+    uint64_t deadline = qms_mono_ms () + (uint64_t) timeout;
     while (true) {
-        qms_rec_t rec;
-        int r = qms_rec_next (data, size, &offset, &rec);
-        assert (r >= 0);
-        if (r == 0)
-            break;
-        assert (b->count < 64);
-        b->rec [b->count++] = rec;
+        uint64_t now = qms_mono_ms ();
+        zmq_pollitem_t item = { zsock_resolve (sock), 0, ZMQ_POLLIN, 0 };
+        if (now >= deadline || zmq_poll (&item, 1, (long) (deadline - now)) <= 0)
+            return false;
+        zmq_msg_init (&b->body);
+        int rc = qms_batch_recv (zsock_resolve (sock), router ? b->identity : NULL,
+                                 &b->identity_len, &b->body);
+        assert (rc == 1);
+        const uint8_t *data = (const uint8_t *) zmq_msg_data (&b->body);
+        size_t size = zmq_msg_size (&b->body), offset = 0;
+        b->count = 0;
+        while (true) {
+            qms_rec_t rec;
+            int r = qms_rec_next (data, size, &offset, &rec);
+            assert (r >= 0);
+            if (r == 0)
+                break;
+            if (rec.type == QMS_GW_WELCOME) {
+                s_t_welcomes++;
+                s_t_fresh_welcomes += rec.req == 1;
+                continue;
+            }
+            assert (b->count < 64);
+            b->rec [b->count++] = rec;
+        }
+        if (b->count)
+            return true;
+        zmq_msg_close (&b->body);
     }
-    return true;
 }
 
 /*  The fake store sits behind a proxy thread that answers what these tests
@@ -2115,8 +2163,10 @@ t_hello (zsock_t *gw, const char *name, uint64_t nonce)
 {
     qms_rec_t hello = t_rec (QMS_RT_HELLO, 0, name, NULL, NULL, NULL);
     hello.num = nonce;
+    int welcomes = s_t_welcomes;
     t_send1 (gw, hello);
     t_sync (gw);
+    assert (s_t_welcomes == welcomes + 1);
 }
 
 /*  The next store batch: exactly one ST_SESSION_GET for hash; its req. */
@@ -2512,6 +2562,53 @@ t_gateway_restart (t_env_t *env)
     zsock_destroy (&gw_c);
 }
 
+/*  A gateway that falls silent is given up: its users go offline for the
+    others; when it speaks again it is told to announce its connections. */
+static void
+t_gateway_loss (void)
+{
+    router_set_timing (2000, 3600 * 1000, 50);
+    s_gateway_timeout_ms = 300;
+    t_env_t env;
+    t_start (&env, 600, "loss");
+    char ha [65], hb [65];
+    t_hash ("token-a", ha);
+    t_hash ("token-b", hb);
+    int fresh = s_t_fresh_welcomes;
+    t_hello (env.gw_a, "edge-a", 1);
+    t_hello (env.gw_b, "edge-b", 1);
+    assert (s_t_fresh_welcomes == fresh + 2);
+    t_send1 (env.gw_a, t_rec (QMS_RT_ONLINE, 1, "id-alice", "alice", "pk", ha));
+    t_send1 (env.gw_b, t_rec (QMS_RT_ONLINE, 2, "id-bob", "bob", "pk", hb));
+    t_batch_t b;
+    /*  gw_b keeps saying hello; gw_a is silent. */
+    bool alice_gone = false;
+    uint64_t deadline = qms_mono_ms () + 3000;
+    while (!alice_gone && qms_mono_ms () < deadline) {
+        qms_rec_t hello = t_rec (QMS_RT_HELLO, 0, "edge-b", NULL, NULL, NULL);
+        hello.num = 1;
+        t_send1 (env.gw_b, hello);
+        while (t_recv (env.gw_b, false, &b, 100)) {
+            if (b.rec [0].type == QMS_GW_USERS && b.rec [0].num == 1
+            &&  qms_str_eq (b.rec [1].s [0], "id-bob"))
+                alice_gone = true;
+            t_done (&b);
+        }
+    }
+    assert (alice_gone);
+    /*  Back again: a fresh welcome, so it announces what it holds. */
+    while (t_recv (env.gw_a, false, &b, 50))
+        t_done (&b);            /* what it was sent before it fell silent */
+    fresh = s_t_fresh_welcomes;
+    qms_rec_t hello = t_rec (QMS_RT_HELLO, 0, "edge-a", NULL, NULL, NULL);
+    hello.num = 1;
+    t_send1 (env.gw_a, hello);
+    t_sync (env.gw_a);
+    assert (s_t_fresh_welcomes == fresh + 1);
+    s_gateway_timeout_ms = 4000;
+    t_stop (&env);
+}
+
 static void
 t_main (void)
 {
@@ -2678,6 +2775,7 @@ router_test (bool verbose)
     t_main ();
     t_timers ();
     t_expiry_on_request ();
+    t_gateway_loss ();
     router_set_timing (5000, 5000, 1000);
     if (verbose)
         printf ("OK\n");
