@@ -144,6 +144,17 @@ typedef enum {
     QMS_AUTH_PING,          /* gateway -> auth, every second */
     QMS_AUTH_PONG,          /* auth -> gateway: num=auth instance nonce */
 
+    /* presence that scales (appended) */
+    QMS_GW_JOIN,            /* s0=user id s1=name s2=pubkey: came online
+                               (gateways keep the list; QMS_GW_USERS is a
+                               whole snapshot, sent to a new gateway) */
+    QMS_GW_LEAVE,           /* s0=user id: went offline */
+    QMS_RT_LOOKUP,          /* conn, s0=token hash or empty, s1=name */
+    QMS_GW_LOOKUP,          /* conn, num=1 found, s0=id s1=name s2=pubkey
+                               (s1=the name asked for when not found),
+                               req=1 when online */
+    QMS_ST_USER_FIND,       /* req, s0=name key: ST_USER without the PHC */
+
     QMS_TYPE_COUNT
 } qms_type_t;
 

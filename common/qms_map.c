@@ -1,5 +1,5 @@
-/*  router_map.c - open-addressing hash map (see router_map.h). */
-#include "router_map.h"
+/*  qms_map.c - open-addressing hash map (see qms_map.h). */
+#include "qms_map.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -9,7 +9,7 @@
 #define MIN_CAPACITY 64
 
 int
-router_map_init (router_map_t *map, router_map_match_fn *match)
+qms_map_init (qms_map_t *map, qms_map_match_fn *match)
 {
     map->slots = calloc (MIN_CAPACITY, sizeof *map->slots);
     map->mask = MIN_CAPACITY - 1;
@@ -19,7 +19,7 @@ router_map_init (router_map_t *map, router_map_match_fn *match)
 }
 
 void
-router_map_free (router_map_t *map)
+qms_map_free (qms_map_t *map)
 {
     free (map->slots);
     map->slots = NULL;
@@ -28,7 +28,7 @@ router_map_free (router_map_t *map)
 }
 
 void *
-router_map_find (const router_map_t *map, uint64_t hash, const void *key)
+qms_map_find (const qms_map_t *map, uint64_t hash, const void *key)
 {
     for (size_t i = hash & map->mask; map->slots [i].item; i = (i + 1) & map->mask) {
         if (map->slots [i].hash == hash && map->match (map->slots [i].item, key))
@@ -38,7 +38,7 @@ router_map_find (const router_map_t *map, uint64_t hash, const void *key)
 }
 
 static void
-place (router_map_slot_t *slots, size_t mask, uint64_t hash, void *item)
+place (qms_map_slot_t *slots, size_t mask, uint64_t hash, void *item)
 {
     size_t i = hash & mask;
     while (slots [i].item)
@@ -49,10 +49,10 @@ place (router_map_slot_t *slots, size_t mask, uint64_t hash, void *item)
 
 /*  Double the table; rehashing is cheap because hashes are stored. */
 static int
-grow (router_map_t *map)
+grow (qms_map_t *map)
 {
     size_t capacity = (map->mask + 1) * 2;
-    router_map_slot_t *slots = calloc (capacity, sizeof *slots);
+    qms_map_slot_t *slots = calloc (capacity, sizeof *slots);
     if (!slots)
         return -1;
     for (size_t i = 0; i <= map->mask; i++)
@@ -65,7 +65,7 @@ grow (router_map_t *map)
 }
 
 int
-router_map_insert (router_map_t *map, uint64_t hash, void *item)
+qms_map_insert (qms_map_t *map, uint64_t hash, void *item)
 {
     /*  Linear probing stays short only while at least half is free. */
     if ((map->count + 1) * 2 > map->mask + 1 && grow (map))
@@ -76,7 +76,7 @@ router_map_insert (router_map_t *map, uint64_t hash, void *item)
 }
 
 bool
-router_map_remove (router_map_t *map, uint64_t hash, const void *item)
+qms_map_remove (qms_map_t *map, uint64_t hash, const void *item)
 {
     size_t mask = map->mask;
     size_t i = hash & mask;
@@ -116,7 +116,7 @@ mix (uint64_t h)
 }
 
 uint64_t
-router_map_hash_bytes (uint64_t seed, const void *data, size_t len)
+qms_map_hash_bytes (uint64_t seed, const void *data, size_t len)
 {
     const uint8_t *p = (const uint8_t *) data;
     uint64_t h = seed ^ (len * 0x9e3779b97f4a7c15ull);
@@ -135,7 +135,7 @@ router_map_hash_bytes (uint64_t seed, const void *data, size_t len)
 }
 
 uint64_t
-router_map_hash_u64 (uint64_t seed, uint64_t value)
+qms_map_hash_u64 (uint64_t seed, uint64_t value)
 {
     return mix (value ^ seed);
 }
@@ -153,13 +153,13 @@ test_match (const void *item, const void *key)
 }
 
 void
-router_map_test (bool verbose)
+qms_map_test (bool verbose)
 {
     if (verbose)
         printf (" * router_map: ");
 
-    router_map_t map;
-    assert (router_map_init (&map, test_match) == 0);
+    qms_map_t map;
+    assert (qms_map_init (&map, test_match) == 0);
     enum { N = 2000 };
     test_item_t *items = calloc (N, sizeof *items);
     assert (items);
@@ -169,23 +169,23 @@ router_map_test (bool verbose)
     #define BAD_HASH(k) ((k) % 7 * 1024 + (k) % 3)
     for (uint64_t k = 0; k < N; k++) {
         items [k].key = k;
-        assert (router_map_find (&map, BAD_HASH (k), &k) == NULL);
-        assert (router_map_insert (&map, BAD_HASH (k), &items [k]) == 0);
+        assert (qms_map_find (&map, BAD_HASH (k), &k) == NULL);
+        assert (qms_map_insert (&map, BAD_HASH (k), &items [k]) == 0);
     }
     assert (map.count == N);
     assert ((map.mask + 1) >= 2 * N);
     for (uint64_t k = 0; k < N; k++)
-        assert (router_map_find (&map, BAD_HASH (k), &k) == &items [k]);
+        assert (qms_map_find (&map, BAD_HASH (k), &k) == &items [k]);
 
     /*  Remove every other one; the rest must all still be found. */
     for (uint64_t k = 0; k < N; k += 2)
-        assert (router_map_remove (&map, BAD_HASH (k), &items [k]));
-    assert (!router_map_remove (&map, BAD_HASH (0), &items [0]));
+        assert (qms_map_remove (&map, BAD_HASH (k), &items [k]));
+    assert (!qms_map_remove (&map, BAD_HASH (0), &items [0]));
     assert (map.count == N / 2);
     for (uint64_t k = 0; k < N; k++)
-        assert (router_map_find (&map, BAD_HASH (k), &k) == (k % 2 ? &items [k] : NULL));
+        assert (qms_map_find (&map, BAD_HASH (k), &k) == (k % 2 ? &items [k] : NULL));
     for (uint64_t k = 1; k < N; k += 2)
-        assert (router_map_remove (&map, BAD_HASH (k), &items [k]));
+        assert (qms_map_remove (&map, BAD_HASH (k), &items [k]));
     assert (map.count == 0);
     for (size_t i = 0; i <= map.mask; i++)
         assert (map.slots [i].item == NULL);
@@ -194,30 +194,30 @@ router_map_test (bool verbose)
     uint64_t seed = 12345;
     for (uint64_t k = 0; k < 40; k++) {
         uint64_t h = (map.mask - 2) + (k % 5) * (map.mask + 1);
-        assert (router_map_insert (&map, h, &items [k]) == 0);
+        assert (qms_map_insert (&map, h, &items [k]) == 0);
     }
     for (uint64_t k = 0; k < 40; k += 3) {
         uint64_t h = (map.mask - 2) + (k % 5) * (map.mask + 1);
-        assert (router_map_remove (&map, h, &items [k]));
+        assert (qms_map_remove (&map, h, &items [k]));
     }
     for (uint64_t k = 0; k < 40; k++) {
         uint64_t h = (map.mask - 2) + (k % 5) * (map.mask + 1);
-        assert (router_map_find (&map, h, &k) == (k % 3 ? &items [k] : NULL));
+        assert (qms_map_find (&map, h, &k) == (k % 3 ? &items [k] : NULL));
     }
 
     /*  Hashes: deterministic per seed, sensitive to every byte and length. */
     const char *a = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    assert (router_map_hash_bytes (seed, a, 64) == router_map_hash_bytes (seed, a, 64));
-    assert (router_map_hash_bytes (seed, a, 64) != router_map_hash_bytes (seed + 1, a, 64));
-    assert (router_map_hash_bytes (seed, a, 63) != router_map_hash_bytes (seed, a, 64));
-    assert (router_map_hash_bytes (seed, "", 0) != router_map_hash_bytes (seed, "\0", 1));
+    assert (qms_map_hash_bytes (seed, a, 64) == qms_map_hash_bytes (seed, a, 64));
+    assert (qms_map_hash_bytes (seed, a, 64) != qms_map_hash_bytes (seed + 1, a, 64));
+    assert (qms_map_hash_bytes (seed, a, 63) != qms_map_hash_bytes (seed, a, 64));
+    assert (qms_map_hash_bytes (seed, "", 0) != qms_map_hash_bytes (seed, "\0", 1));
     char b [65];
     memcpy (b, a, 65);
     b [63] = 'e';
-    assert (router_map_hash_bytes (seed, a, 64) != router_map_hash_bytes (seed, b, 64));
-    assert (router_map_hash_u64 (seed, 1) != router_map_hash_u64 (seed, 2));
+    assert (qms_map_hash_bytes (seed, a, 64) != qms_map_hash_bytes (seed, b, 64));
+    assert (qms_map_hash_u64 (seed, 1) != qms_map_hash_u64 (seed, 2));
 
-    router_map_free (&map);
+    qms_map_free (&map);
     free (items);
     if (verbose)
         printf ("OK\n");
