@@ -288,7 +288,8 @@ login_finish (auth_t *self, login_t *login, const char *reason, const char *text
         uint64_t now = qms_mono_ms ();
         bool failed = reason && streq (reason, "invalid");
         auth_throttle_end (self->names, login->key, failed, now);
-        auth_throttle_end (self->addresses, login->address, failed, now);
+        if (failed)
+            auth_throttle_fail (self->addresses, login->address, now);
         if (!reason)
             auth_throttle_clear (self->names, login->key);
     }
@@ -555,8 +556,10 @@ on_login (auth_t *self, const uint8_t *gw, size_t gw_len, const qms_rec_t *rec)
     }
     if (!reg) {
         uint64_t now = qms_mono_ms ();
+        /*  Attempts in flight count per name (so guesses sent all at once
+            are held back), but per address only failures count: many
+            people behind one NAT or proxy log in at the same time. */
         auth_throttle_begin (self->names, key, now);
-        auth_throttle_begin (self->addresses, address, now);
         login->counted = true;
     }
     request_user (self, login);

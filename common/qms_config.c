@@ -83,6 +83,8 @@ static const opt_t s_options [] = {
       "messages stored for one offline recipient (default 10000)" },
     { { "message-max-age" }, OPT_INT, OFF (message_max_age), 0, 1, 3650, "DAYS",
       "days a stored message waits for its recipient (default 30)" },
+    { { "presence-interval" }, OPT_INT, OFF (presence_interval_ms), 0, 0, 60000, "MS",
+      "at most one user-list push per connection per this many ms (default 250)" },
     { { "allow-origin" }, OPT_ORIGIN, 0, 0, 0, 0, "ORIGIN",
       "also accept WebSocket handshakes from this browser origin (repeatable)" },
     { { "store-endpoint" }, OPT_STRING, OFF (store_endpoint), SZ (store_endpoint), 0, 0, "URL",
@@ -124,6 +126,7 @@ qms_config_defaults (qms_config_t *cfg)
     cfg->login_fail_window = 300;
     cfg->message_quota = 10000;
     cfg->message_max_age = 30;
+    cfg->presence_interval_ms = 250;
     strcpy (cfg->store_endpoint, "inproc://qms-store");
     strcpy (cfg->auth_endpoint, "inproc://qms-auth");
     strcpy (cfg->router_endpoint, "inproc://qms-router");

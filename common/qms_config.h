@@ -54,6 +54,7 @@ typedef struct {
     int login_fail_window;      /* --login-fail-window 300 seconds */
     int message_quota;          /* --message-quota 10000 stored messages per recipient */
     int message_max_age;        /* --message-max-age 30 days a stored message is kept */
+    int presence_interval_ms;   /* --presence-interval 250: user-list pushes are coalesced */
     char *origins [QMS_MAX_ORIGINS]; /* --allow-origin, repeatable */
     int origin_count;
 

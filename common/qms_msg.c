@@ -69,7 +69,7 @@ static const schema_t qms_schema[QMS_TYPE_COUNT] = {
     [QMS_GW_JOIN]          = { "GW_JOIN",          0, 3 },
     [QMS_GW_LEAVE]         = { "GW_LEAVE",         0, 1 },
     [QMS_RT_LOOKUP]        = { "RT_LOOKUP",        F_CONN, 2 },
-    [QMS_GW_LOOKUP]        = { "GW_LOOKUP",        F_CONN | F_REQ | F_NUM, 3 },
+    [QMS_GW_LOOKUP]        = { "GW_LOOKUP",        F_CONN | F_REQ | F_NUM, 4 },
     [QMS_ST_USER_FIND]     = { "ST_USER_FIND",     F_REQ, 1 },
 };
 

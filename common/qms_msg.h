@@ -150,9 +150,8 @@ typedef enum {
                                whole snapshot, sent to a new gateway) */
     QMS_GW_LEAVE,           /* s0=user id: went offline */
     QMS_RT_LOOKUP,          /* conn, s0=token hash or empty, s1=name */
-    QMS_GW_LOOKUP,          /* conn, num=1 found, s0=id s1=name s2=pubkey
-                               (s1=the name asked for when not found),
-                               req=1 when online */
+    QMS_GW_LOOKUP,          /* conn, num=1 found, req=1 when online,
+                               s0=id s1=name s2=pubkey s3=the name asked */
     QMS_ST_USER_FIND,       /* req, s0=name key: ST_USER without the PHC */
 
     QMS_TYPE_COUNT

@@ -8,6 +8,7 @@ const qms_enum_entry_t qms_request_names [] = {
     { "MessageRequest", QMS_REQ_MESSAGE },
     { "AuthorizeRequest", QMS_REQ_AUTHORIZE },
     { "ReceiptRequest", QMS_REQ_RECEIPT },
+    { "UserLookupRequest", QMS_REQ_USER_LOOKUP },
     { 0, 0 }
 };
 
@@ -18,5 +19,7 @@ const qms_enum_entry_t qms_event_names [] = {
     { "InvalidUserEvent", QMS_EV_INVALID_USER },
     { "UserlistChangeEvent", QMS_EV_USERLIST },
     { "MessageAckEvent", QMS_EV_MESSAGE_ACK },
+    { "UserlistDeltaEvent", QMS_EV_USERLIST_DELTA },
+    { "UserLookupEvent", QMS_EV_USER_LOOKUP },
     { 0, 0 }
 };

@@ -19,6 +19,7 @@ typedef enum {
     QMS_REQ_MESSAGE = 3,
     QMS_REQ_AUTHORIZE = 4,
     QMS_REQ_RECEIPT = 5,        /* ext: confirm received messages */
+    QMS_REQ_USER_LOOKUP = 6,    /* ext: find users by name ("none" presence) */
     QMS_REQ_COUNT
 } qms_request_t;
 
@@ -29,6 +30,8 @@ typedef enum {
     QMS_EV_INVALID_USER = 3,
     QMS_EV_USERLIST = 4,
     QMS_EV_MESSAGE_ACK = 5,     /* ext: what became of a message with an id */
+    QMS_EV_USERLIST_DELTA = 6,  /* ext: who joined and left, for "delta" presence */
+    QMS_EV_USER_LOOKUP = 7,     /* ext: the answer to a UserLookupRequest */
     QMS_EV_COUNT
 } qms_event_t;
 

@@ -18,6 +18,7 @@
 #include "proto.h"
 #include "qms_actor.h"
 #include "qms_log.h"
+#include "qms_map.h"
 #include "qms_msg.h"
 #include "qms_proto.h"
 #include "qms_util.h"
@@ -26,6 +27,7 @@
 #include <czmq.h>
 #include <errno.h>
 #include <libwebsockets.h>
+#include <malloc.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <signal.h>
@@ -47,8 +49,9 @@
 #define SLOT_MASK           ((1u << SLOT_BITS) - 1)
 /*  An output buffer that grew past this is given back once it drains. */
 #define TX_KEEP_BYTES       16384
-/*  HTTP bodies leave in chunks of this size. */
-#define HTTP_CHUNK          16384
+/*  HTTP bodies leave in chunks of this size: no more than lws's own
+    buffer, or an HTTP/2 stream takes part of a write and loses the rest. */
+#define HTTP_CHUNK          4096
 /*  Liveness: we say hello to the router and ping auth this often, and take
     an actor for gone when it has not answered for PEER_TIMEOUT_MS; requests
     that need it are then answered at once instead of waiting. */
@@ -61,6 +64,14 @@
 static const char *k_unavailable = "Service temporarily unavailable.";
 
 typedef enum { WAIT_NONE = 0, WAIT_LOGIN, WAIT_AUTHORIZE } wait_kind_t;
+
+/*  An online user, as the router told us (GW_USERS, GW_JOIN, GW_LEAVE). */
+typedef struct user_s {
+    struct user_s *prev, *next;     /* in the order they came online */
+    uint64_t h;
+    qms_str_t id, name, pubkey;     /* views into data [] */
+    char data [];
+} user_t;
 
 /*  A request in flight, in a FIFO by deadline. */
 typedef struct {
@@ -77,6 +88,8 @@ typedef struct {
     uint64_t handle;            /* 0 until the WebSocket is established */
     bool bound;                 /* a session owns this connection */
     bool receipts;              /* ext: it asked for the receipt protocol */
+    uint8_t presence;           /* ext: PROTO_PRESENCE_*, from its login/authorize */
+    uint64_t list_gen;          /* the user list generation it last got whole */
     uint8_t token_len;
     uint8_t pending_len;
     char token [QMS_TOKEN_CHARS + 1];       /* the bound session's token */
@@ -126,16 +139,26 @@ struct _gateway_t {
 
     qms_buf_t to_router, to_auth;   /* batches being built this pass */
     qms_buf_t scratch;              /* one event's JSON */
-    qms_buf_t users_json;           /* latest user list, a JSON array */
-    qms_buf_t users_building;
-    uint64_t users_expected, users_seen;
-    bool users_active;
+    /* presence: who is online, as the router says, and what changed since
+       the last push (pushes are coalesced: one per presence interval) */
+    qms_map_t users_by_id;
+    user_t *users_head, *users_tail;
+    size_t user_count;
+    uint64_t users_seed;
+    uint64_t users_gen;             /* bumped on every change */
+    uint64_t users_json_gen;        /* the generation users_json holds */
+    qms_buf_t users_json;           /* the list as a JSON array, built when asked */
+    qms_buf_t changes;              /* JSON objects of the changes not yet pushed */
+    bool presence_scheduled;
+    uint64_t presence_last;         /* monotonic ms of the last push */
+    lws_sorted_usec_list_t sul_presence;
 
     lws_sorted_usec_list_t sul_flush, sul_tick, sul_stop;
     uint64_t nonce;                 /* this instance, told to the router */
     char name [64];
     uint64_t router_seen, auth_seen;    /* monotonic ms of their last answer */
     uint64_t next_heartbeat;
+    uint64_t next_trim;
     waiting_t *waits;               /* a ring of requests in flight */
     size_t wait_head, wait_count, wait_cap;
     uint32_t wait_seq;
@@ -477,6 +500,7 @@ static void
 handle_login (gateway_t *self, conn_t *conn, const proto_request_t *req)
 {
     conn->receipts = req->receipts;
+    conn->presence = (uint8_t) req->presence;
     char peer [64] = "";
     lws_get_peer_simple (conn->wsi, peer, sizeof peer);
     qms_rec_t rec = { .type = QMS_AUTH_LOGIN, .conn = conn->handle,
@@ -540,6 +564,7 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
             memcpy (conn->pending, req.token.ptr, req.token.len);
             conn->pending_len = (uint8_t) req.token.len;
             conn->receipts = req.receipts;
+            conn->presence = (uint8_t) req.presence;
             qms_sha256_hex (req.token.ptr, req.token.len, hash);
             rec.type = QMS_RT_AUTHORIZE;
             rec.num = req.receipts ? QMS_SESSION_RECEIPTS : 0;
@@ -559,6 +584,18 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
             if (!fast)
                 qms_sha256_hex (req.token.ptr, req.token.len, hash);
             rec.type = QMS_RT_RECEIPT;
+            rec.s [0] = qms_str (fast ? "" : hash);
+            for (size_t i = 0; i < proto_receipt_count (&req); i++) {
+                rec.s [1] = proto_receipt_id (&req, i);
+                to_router (self, &rec);
+            }
+            break;
+        }
+        case QMS_REQ_USER_LOOKUP: {
+            bool fast = conn->bound && qms_ct_equal (req.token.ptr, req.token.len, conn->token, conn->token_len);
+            if (!fast)
+                qms_sha256_hex (req.token.ptr, req.token.len, hash);
+            rec.type = QMS_RT_LOOKUP;
             rec.s [0] = qms_str (fast ? "" : hash);
             for (size_t i = 0; i < proto_receipt_count (&req); i++) {
                 rec.s [1] = proto_receipt_id (&req, i);
@@ -652,28 +689,135 @@ handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
 /* ------------------------------------------------------------------------ */
 /*  Records from the actors. */
 
-static void
-broadcast_userlist (gateway_t *self)
+/* ------------------------------------------------------------------------ */
+/*  Presence.  The router sends each change once; we keep the list, encode it
+    once per change when someone needs it, and push to connections at most
+    once per presence interval: "full" connections get the whole list (the
+    original behaviour, coalesced), "delta" connections the changes, "none"
+    connections nothing. */
+
+static bool
+match_user (const void *item, const void *key)
 {
-    proto_userlist_event (&self->scratch, (const char *) self->users_json.data, self->users_json.len);
-    for (size_t slot = 0; slot < self->max_slots; slot++) {
-        conn_t *conn = self->slots [slot];
-        if (conn && conn->bound)
-            conn_queue (self, conn, self->scratch.data, self->scratch.len);
-    }
-    qms_buf_reset (&self->scratch);
+    const user_t *u = (const user_t *) item;
+    const qms_str_t *k = (const qms_str_t *) key;
+    return u->id.len == k->len && memcmp (u->id.ptr, k->ptr, k->len) == 0;
+}
+
+static user_t *
+user_find (gateway_t *self, qms_str_t id)
+{
+    return (user_t *) qms_map_find (&self->users_by_id,
+                                    qms_map_hash_bytes (self->users_seed, id.ptr, id.len), &id);
 }
 
 static void
-users_finish (gateway_t *self)
+user_remove (gateway_t *self, user_t *u)
 {
-    proto_users_end (&self->users_building);
-    qms_buf_t swap = self->users_json;
-    self->users_json = self->users_building;
-    self->users_building = swap;
-    qms_buf_reset (&self->users_building);
-    self->users_active = false;
-    broadcast_userlist (self);
+    qms_map_remove (&self->users_by_id, u->h, u);
+    if (u->prev) u->prev->next = u->next; else self->users_head = u->next;
+    if (u->next) u->next->prev = u->prev; else self->users_tail = u->prev;
+    self->user_count--;
+    free (u);
+}
+
+static void
+user_add (gateway_t *self, qms_str_t id, qms_str_t name, qms_str_t pubkey)
+{
+    user_t *old = user_find (self, id);
+    if (old)
+        user_remove (self, old);
+    user_t *u = calloc (1, sizeof *u + id.len + name.len + pubkey.len + 3);
+    if (!u)
+        return;
+    char *p = u->data;
+    qms_str_t parts [3] = { id, name, pubkey }, *views [3] = { &u->id, &u->name, &u->pubkey };
+    for (int i = 0; i < 3; i++) {
+        memcpy (p, parts [i].ptr, parts [i].len);
+        *views [i] = qms_strn (p, parts [i].len);
+        p += parts [i].len + 1;
+    }
+    u->h = qms_map_hash_bytes (self->users_seed, id.ptr, id.len);
+    if (qms_map_insert (&self->users_by_id, u->h, u)) {
+        free (u);
+        return;
+    }
+    u->prev = self->users_tail;
+    if (self->users_tail) self->users_tail->next = u; else self->users_head = u;
+    self->users_tail = u;
+    self->user_count++;
+}
+
+static void
+users_clear (gateway_t *self)
+{
+    while (self->users_head)
+        user_remove (self, self->users_head);
+}
+
+/*  The list as a JSON array, encoded once per change. */
+static const qms_buf_t *
+users_json (gateway_t *self)
+{
+    if (self->users_json_gen != self->users_gen || self->users_json.len == 0) {
+        qms_buf_reset (&self->users_json);
+        proto_users_begin (&self->users_json);
+        for (user_t *u = self->users_head; u; u = u->next)
+            proto_users_add (&self->users_json, u->id, u->name, u->pubkey);
+        proto_users_end (&self->users_json);
+        self->users_json_gen = self->users_gen;
+    }
+    return &self->users_json;
+}
+
+static void
+presence_push (gateway_t *self)
+{
+    self->presence_scheduled = false;
+    self->presence_last = qms_mono_ms ();
+    qms_buf_t full, delta;
+    qms_buf_init (&full);
+    qms_buf_init (&delta);
+    for (size_t slot = 0; slot < self->max_slots; slot++) {
+        conn_t *conn = self->slots [slot];
+        if (!conn || !conn->bound)
+            continue;
+        if (conn->presence == PROTO_PRESENCE_FULL && conn->list_gen != self->users_gen) {
+            if (full.len == 0) {
+                const qms_buf_t *list = users_json (self);
+                proto_userlist_event (&full, (const char *) list->data, list->len);
+            }
+            conn_queue (self, conn, full.data, full.len);
+            conn->list_gen = self->users_gen;
+        }
+        else
+        if (conn->presence == PROTO_PRESENCE_DELTA && self->changes.len) {
+            if (delta.len == 0)
+                proto_changes_event (&delta, (const char *) self->changes.data, self->changes.len);
+            conn_queue (self, conn, delta.data, delta.len);
+        }
+    }
+    qms_buf_free (&full);
+    qms_buf_free (&delta);
+    qms_buf_reset (&self->changes);
+}
+
+static void
+sul_presence_cb (lws_sorted_usec_list_t *sul)
+{
+    presence_push (lws_container_of (sul, gateway_t, sul_presence));
+}
+
+static void
+users_changed (gateway_t *self)
+{
+    self->users_gen++;
+    if (self->presence_scheduled)
+        return;
+    self->presence_scheduled = true;
+    uint64_t now = qms_mono_ms (), due = self->presence_last + (uint64_t) self->cfg->presence_interval_ms;
+    lws_usec_t delay = due > now ? (lws_usec_t) (due - now) * LWS_US_PER_MS : 1;
+    lws_sul_schedule (self->ctx, 0, &self->sul_presence, sul_presence_cb, delay);
 }
 
 static void
@@ -688,42 +832,72 @@ handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
     conn->token_len = conn->pending_len;
     conn->token [conn->token_len] = 0;
     conn->bound = true;
-    if (rec->num == QMS_BOUND_LOGIN)
+    bool login = rec->num == QMS_BOUND_LOGIN;
+    if (login) {
+        const qms_buf_t *list = users_json (self);
+        qms_buf_t mine;
+        qms_buf_init (&mine);
+        if (conn->presence == PROTO_PRESENCE_NONE) {
+            /*  No presence: the answer names only the caller. */
+            user_t *me = user_find (self, rec->s [0]);
+            proto_users_begin (&mine);
+            if (me)
+                proto_users_add (&mine, me->id, me->name, me->pubkey);
+            proto_users_end (&mine);
+            list = &mine;
+        }
         proto_login_ok (&self->scratch, qms_strn (conn->token, conn->token_len), rec->s [1],
-                        (const char *) self->users_json.data, self->users_json.len);
+                        (const char *) list->data, list->len);
+        qms_buf_free (&mine);
+    }
     else
         proto_authorized (&self->scratch);
     conn_queue_scratch (self, conn);
-    /*  Everyone online gets the list when it changes, this one included. */
-    proto_userlist_event (&self->scratch, (const char *) self->users_json.data, self->users_json.len);
-    conn_queue_scratch (self, conn);
+    /*  Everyone online gets the list when it changes, this one included
+        (at once: it has just come online); a delta client needs it whole
+        once, unless its login answer carried it. */
+    if (conn->presence == PROTO_PRESENCE_FULL || (conn->presence == PROTO_PRESENCE_DELTA && !login)) {
+        const qms_buf_t *list = users_json (self);
+        proto_userlist_event (&self->scratch, (const char *) list->data, list->len);
+        conn_queue_scratch (self, conn);
+    }
+    conn->list_gen = self->users_gen;
 }
 
 static void
 handle_router_record (gateway_t *self, const qms_rec_t *rec)
 {
     if (rec->type == QMS_GW_USERS) {
-        qms_buf_reset (&self->users_building);
-        proto_users_begin (&self->users_building);
-        self->users_expected = rec->num;
-        self->users_seen = 0;
-        self->users_active = true;
-        if (rec->num == 0)
-            users_finish (self);
+        /*  A whole list (we are new to the router): it replaces ours; the
+            GW_USER records that follow fill it. */
+        users_clear (self);
+        qms_buf_reset (&self->changes);
+        users_changed (self);
+        return;
+    }
+    if (rec->type == QMS_GW_USER) {
+        user_add (self, rec->s [0], rec->s [1], rec->s [2]);
+        return;
+    }
+    if (rec->type == QMS_GW_JOIN) {
+        user_add (self, rec->s [0], rec->s [1], rec->s [2]);
+        proto_change_join (&self->changes, rec->s [0], rec->s [1], rec->s [2]);
+        users_changed (self);
+        return;
+    }
+    if (rec->type == QMS_GW_LEAVE) {
+        user_t *u = user_find (self, rec->s [0]);
+        if (u) {
+            user_remove (self, u);
+            proto_change_leave (&self->changes, rec->s [0]);
+            users_changed (self);
+        }
         return;
     }
     if (rec->type == QMS_GW_WELCOME) {
         self->router_seen = qms_mono_ms ();
         if (rec->req == 1)
             reannounce (self);
-        return;
-    }
-    if (rec->type == QMS_GW_USER) {
-        if (!self->users_active)
-            return;
-        proto_users_add (&self->users_building, rec->s [0], rec->s [1], rec->s [2]);
-        if (++self->users_seen == self->users_expected)
-            users_finish (self);
         return;
     }
     conn_t *conn = conn_lookup (self, rec->conn);
@@ -762,6 +936,11 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             break;
         case QMS_GW_ACK:
             proto_ack (&self->scratch, rec->num, rec->s [0], rec->s [1], rec->time, rec->s [2]);
+            conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_LOOKUP:
+            proto_lookup_event (&self->scratch, rec->num == 1, rec->req == 1, rec->s [3],
+                                rec->s [0], rec->s [1], rec->s [2]);
             conn_queue_scratch (self, conn);
             break;
         case QMS_GW_SYNC:
@@ -868,6 +1047,13 @@ sul_tick_cb (lws_sorted_usec_list_t *sul)
         self->next_heartbeat = mono + HEARTBEAT_MS;
     }
     wait_expire (self);
+    if (mono >= self->next_trim) {
+        /*  Output buffers of busy connections come and go; give the memory
+            they leave behind back to the system now and then, so the
+            process shrinks after a burst instead of keeping its peak. */
+        malloc_trim (0);
+        self->next_trim = mono + 30000;
+    }
     if (self->to_router.len || self->to_auth.len)
         schedule_flush (self);
     lws_sul_schedule (self->ctx, 0, &self->sul_tick, sul_tick_cb, 100 * LWS_US_PER_MS);
@@ -1079,6 +1265,14 @@ http_writeable (struct lws *wsi, conn_t *conn)
     uint8_t buffer [LWS_PRE + HTTP_CHUNK];
     size_t left = conn->resp->body_len - conn->resp_sent;
     size_t n = left < HTTP_CHUNK ? left : HTTP_CHUNK;
+    /*  HTTP/2 flow control: never more than the peer allows now. */
+    lws_fileofs_t allowed = lws_get_peer_write_allowance (wsi);
+    if (allowed == 0) {
+        lws_callback_on_writable (wsi);
+        return 0;
+    }
+    if (allowed > 0 && (size_t) allowed < n)
+        n = (size_t) allowed;
     memcpy (buffer + LWS_PRE, conn->resp->body + conn->resp_sent, n);
     bool last = n == left;
     if (lws_write (wsi, buffer + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int) n)
@@ -1354,6 +1548,11 @@ gateway_new (const qms_config_t *cfg, const int *stop_signals)
     self->cfg = cfg;
     self->signal_fd = -1;
 
+    if (qms_map_init (&self->users_by_id, match_user)) {
+        free (self);
+        return NULL;
+    }
+    qms_random (&self->users_seed, sizeof self->users_seed);
     self->max_slots = (size_t) cfg->max_connections;
     self->slots = calloc (self->max_slots, sizeof *self->slots);
     self->gens = calloc (self->max_slots, sizeof *self->gens);
@@ -1472,6 +1671,7 @@ gateway_destroy (gateway_t **self_p)
         lws_sul_cancel (&self->sul_tick);
         lws_sul_cancel (&self->sul_flush);
         lws_sul_cancel (&self->sul_stop);
+        lws_sul_cancel (&self->sul_presence);
         lws_context_destroy (self->ctx);    /* closes connections and adopted fds */
         self->ctx = NULL;
     }
@@ -1487,8 +1687,10 @@ gateway_destroy (gateway_t **self_p)
     qms_buf_free (&self->to_router);
     qms_buf_free (&self->to_auth);
     qms_buf_free (&self->scratch);
+    users_clear (self);
+    qms_map_free (&self->users_by_id);
     qms_buf_free (&self->users_json);
-    qms_buf_free (&self->users_building);
+    qms_buf_free (&self->changes);
     free (self->slots);
     free (self->gens);
     free (self->free_slots);

@@ -36,6 +36,21 @@ static void
 parse_receipts_flag (cJSON *doc, proto_request_t *req)
 {
     req->receipts = cJSON_IsTrue (cJSON_GetObjectItemCaseSensitive (doc, "receipts"));
+    cJSON *presence = cJSON_GetObjectItemCaseSensitive (doc, "presence");
+    if (!presence)
+        return;
+    const char *mode = cJSON_IsString (presence) ? presence->valuestring : "";
+    if (strcmp (mode, "full") == 0)
+        req->presence = PROTO_PRESENCE_FULL;
+    else
+    if (strcmp (mode, "delta") == 0)
+        req->presence = PROTO_PRESENCE_DELTA;
+    else
+    if (strcmp (mode, "none") == 0)
+        req->presence = PROTO_PRESENCE_NONE;
+    else
+        set_error (req, req->action == QMS_REQ_AUTHORIZE ? QMS_EV_AUTHORIZATION : QMS_EV_LOGIN,
+                   "Field 'presence' must be \"full\", \"delta\" or \"none\".");
 }
 
 static void
@@ -156,6 +171,27 @@ parse_receipt (cJSON *doc, proto_request_t *req)
     req->ids = ids;
 }
 
+static void
+parse_lookup (cJSON *doc, proto_request_t *req)
+{
+    if (!parse_token (doc, req))
+        return;
+    cJSON *names = cJSON_GetObjectItemCaseSensitive (doc, "names");
+    int count = cJSON_IsArray (names) ? cJSON_GetArraySize (names) : -1;
+    if (count < 1 || count > 64) {
+        set_error (req, QMS_EV_USER_LOOKUP, "Field 'names' must be an array of 1 to 64 names.");
+        return;
+    }
+    cJSON *item;
+    cJSON_ArrayForEach (item, names)
+        if (!cJSON_IsString (item) || !item->valuestring || !*item->valuestring
+        ||  strlen (item->valuestring) > 256) {
+            set_error (req, QMS_EV_USER_LOOKUP, "Field 'names' must hold names (strings).");
+            return;
+        }
+    req->ids = names;
+}
+
 size_t
 proto_receipt_count (const proto_request_t *req)
 {
@@ -232,6 +268,9 @@ proto_parse (const char *data, size_t len, proto_request_t *req)
             break;
         case QMS_REQ_RECEIPT:
             parse_receipt (doc, req);
+            break;
+        case QMS_REQ_USER_LOOKUP:
+            parse_lookup (doc, req);
             break;
     }
 }
@@ -426,6 +465,66 @@ proto_users_add (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey)
 }
 
 int
+proto_change_join (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey)
+{
+    if ((out->len && APPEND_LIT (out, ","))
+    ||  APPEND_LIT (out, "{\"op\":\"join\",\"id\":")
+    ||  proto_escape (out, id.ptr, id.len)
+    ||  APPEND_LIT (out, ",\"name\":")
+    ||  proto_escape (out, name.ptr, name.len)
+    ||  APPEND_LIT (out, ",\"publicKey\":")
+    ||  proto_escape (out, pubkey.ptr, pubkey.len)
+    ||  APPEND_LIT (out, "}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_change_leave (qms_buf_t *out, qms_str_t id)
+{
+    if ((out->len && APPEND_LIT (out, ","))
+    ||  APPEND_LIT (out, "{\"op\":\"leave\",\"id\":")
+    ||  proto_escape (out, id.ptr, id.len)
+    ||  APPEND_LIT (out, "}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_changes_event (qms_buf_t *out, const char *changes, size_t len)
+{
+    if (APPEND_LIT (out, "{\"valid\":true,\"event\":6,\"changes\":[")
+    ||  qms_buf_append (out, changes, len)
+    ||  APPEND_LIT (out, "]}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_lookup_event (qms_buf_t *out, bool found, bool online, qms_str_t asked,
+                    qms_str_t id, qms_str_t name, qms_str_t pubkey)
+{
+    if (!found) {
+        if (APPEND_LIT (out, "{\"valid\":false,\"event\":7,\"name\":")
+        ||  proto_escape (out, asked.ptr, asked.len)
+        ||  APPEND_LIT (out, ",\"error\":\"No such user.\"}"))
+            return -1;
+        return 0;
+    }
+    if (APPEND_LIT (out, "{\"valid\":true,\"event\":7,\"name\":")
+    ||  proto_escape (out, asked.ptr, asked.len)
+    ||  APPEND_LIT (out, ",\"user\":{\"id\":")
+    ||  proto_escape (out, id.ptr, id.len)
+    ||  APPEND_LIT (out, ",\"name\":")
+    ||  proto_escape (out, name.ptr, name.len)
+    ||  APPEND_LIT (out, ",\"publicKey\":")
+    ||  proto_escape (out, pubkey.ptr, pubkey.len)
+    ||  (online ? APPEND_LIT (out, ",\"online\":true}}") : APPEND_LIT (out, ",\"online\":false}}")))
+        return -1;
+    return 0;
+}
+
+int
 proto_users_end (qms_buf_t *out)
 {
     return APPEND_LIT (out, "]");
@@ -559,7 +658,15 @@ proto_test (bool verbose)
     parse_str ("{\"action\":0,\"name\":\"a\",\"password\":\"p\",\"receipts\":true}", &req);
     assert (req.status == PROTO_OK && req.receipts);
     parse_str ("{\"action\":4,\"token\":\"t\",\"receipts\":1}", &req);
-    assert (req.status == PROTO_OK && !req.receipts);
+    assert (req.status == PROTO_OK && !req.receipts && req.presence == PROTO_PRESENCE_FULL);
+    parse_str ("{\"action\":4,\"token\":\"t\",\"presence\":\"delta\"}", &req);
+    assert (req.status == PROTO_OK && req.presence == PROTO_PRESENCE_DELTA);
+    parse_str ("{\"action\":1,\"name\":\"a\",\"password\":\"p\",\"presence\":\"none\"}", &req);
+    assert (req.status == PROTO_OK && req.presence == PROTO_PRESENCE_NONE);
+    parse_str ("{\"action\":0,\"name\":\"a\",\"password\":\"p\",\"presence\":\"some\"}", &req);
+    assert (req.status == PROTO_ERROR && req.error_event == QMS_EV_LOGIN && strstr (req.error, "presence"));
+    parse_str ("{\"action\":4,\"token\":\"t\",\"presence\":3}", &req);
+    assert (req.status == PROTO_ERROR && req.error_event == QMS_EV_AUTHORIZATION);
     parse_str ("{\"action\":5,\"token\":\"t\",\"ids\":[\"a\",\"bb\"]}", &req);
     assert (req.status == PROTO_OK && req.action == QMS_REQ_RECEIPT && proto_receipt_count (&req) == 2);
     assert (qms_str_eq (proto_receipt_id (&req, 1), "bb"));
@@ -572,6 +679,11 @@ proto_test (bool verbose)
     }
     parse_str ("{\"action\":5,\"ids\":[\"a\"]}", &req);
     assert (req.status == PROTO_INVALID_USER);
+    parse_str ("{\"action\":6,\"token\":\"t\",\"names\":[\"bob\",\"Carol\"]}", &req);
+    assert (req.status == PROTO_OK && req.action == QMS_REQ_USER_LOOKUP && proto_receipt_count (&req) == 2);
+    assert (qms_str_eq (proto_receipt_id (&req, 1), "Carol"));
+    parse_str ("{\"action\":6,\"token\":\"t\",\"names\":[]}", &req);
+    assert (req.status == PROTO_ERROR && req.error_event == QMS_EV_USER_LOOKUP);
 
     /*  Duplicate keys: the first one counts. */
     parse_str ("{\"action\":4,\"action\":0,\"token\":\"t\"}", &req);
@@ -636,6 +748,19 @@ proto_test (bool verbose)
     proto_userlist_event (&out, (const char *) users.data, users.len);
     expect_json (&out, "{\"valid\":true,\"event\":4,\"users\":[{\"id\":\"1\",\"name\":\"al\\\"ice\",\"publicKey\":\"K1\"},"
                        "{\"id\":\"2\",\"name\":\"bob\",\"publicKey\":\"\"}]}");
+    qms_buf_t changes;
+    qms_buf_init (&changes);
+    proto_change_join (&changes, qms_str ("3"), qms_str ("cy"), qms_str ("K3"));
+    proto_change_leave (&changes, qms_str ("1"));
+    proto_changes_event (&out, (const char *) changes.data, changes.len);
+    expect_json (&out, "{\"valid\":true,\"event\":6,\"changes\":[{\"op\":\"join\",\"id\":\"3\",\"name\":\"cy\","
+                       "\"publicKey\":\"K3\"},{\"op\":\"leave\",\"id\":\"1\"}]}");
+    qms_buf_free (&changes);
+    proto_lookup_event (&out, true, false, qms_str ("BOB"), qms_str ("2"), qms_str ("bob"), qms_str ("K"));
+    expect_json (&out, "{\"valid\":true,\"event\":7,\"name\":\"BOB\",\"user\":{\"id\":\"2\",\"name\":\"bob\","
+                       "\"publicKey\":\"K\",\"online\":false}}");
+    proto_lookup_event (&out, false, false, qms_str ("zed"), qms_str (NULL), qms_str (NULL), qms_str (NULL));
+    expect_json (&out, "{\"valid\":false,\"event\":7,\"name\":\"zed\",\"error\":\"No such user.\"}");
     proto_login_ok (&out, qms_str ("T"), qms_str ("Alice"), (const char *) users.data, users.len);
     expect_json (&out, "{\"valid\":true,\"event\":1,\"token\":\"T\",\"username\":\"Alice\",\"users\":"
                        "[{\"id\":\"1\",\"name\":\"al\\\"ice\",\"publicKey\":\"K1\"},"

@@ -26,6 +26,13 @@ extern "C" {
 #define PROTO_MAX_CLIENT_ID 64          /* ext: "id" of a message */
 #define PROTO_MAX_RECEIPTS  256         /* ext: ids in one ReceiptRequest */
 
+/*  ext: "presence" on login, register and authorize. */
+typedef enum {
+    PROTO_PRESENCE_FULL = 0,    /* the whole list on every change (the original; coalesced) */
+    PROTO_PRESENCE_DELTA,       /* the list once, then the changes */
+    PROTO_PRESENCE_NONE         /* nothing pushed; look users up by name */
+} proto_presence_t;
+
 typedef enum {
     PROTO_OK = 0,           /* a request to carry out */
     PROTO_ERROR,            /* answer {"valid":false[,"event":E],"error":...} */
@@ -40,6 +47,7 @@ typedef struct {
     qms_str_t name, password, pubkey, token, target, message;
     qms_str_t client_id;        /* ext: a message's "id", empty if none */
     bool receipts;              /* ext: "receipts": true on login/register/authorize */
+    int presence;               /* ext: a proto_presence_t */
     void *ids;                  /* ext: the cJSON array of a ReceiptRequest */
     void *doc;                  /* the cJSON document the strings live in */
 } proto_request_t;
@@ -68,7 +76,10 @@ int proto_stored_message_event (qms_buf_t *out, qms_str_t sender, qms_str_t mess
     reason as "error" and "valid":false. */
 int proto_ack (qms_buf_t *out, uint64_t status, qms_str_t client_id, qms_str_t id,
                uint64_t time, qms_str_t reason);
-/*  The n-th id of a ReceiptRequest (n < count). */
+/*  ext: the answer to one name of a UserLookupRequest. */
+int proto_lookup_event (qms_buf_t *out, bool found, bool online, qms_str_t asked,
+                        qms_str_t id, qms_str_t name, qms_str_t pubkey);
+/*  The n-th id of a ReceiptRequest, or name of a UserLookupRequest. */
 size_t proto_receipt_count (const proto_request_t *req);
 qms_str_t proto_receipt_id (const proto_request_t *req, size_t n);
 /*  A user list: proto_users_begin, proto_users_add for each, proto_users_end
@@ -77,6 +88,12 @@ int proto_users_begin (qms_buf_t *out);
 int proto_users_add (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey);
 int proto_users_end (qms_buf_t *out);
 int proto_userlist_event (qms_buf_t *out, const char *users_json, size_t users_len);
+/*  ext: changes for "delta" clients.  proto_change_* append one JSON object
+    (comma-separated) to a list; proto_changes_event wraps the list as
+    {"valid":true,"event":6,"changes":[...]}. */
+int proto_change_join (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey);
+int proto_change_leave (qms_buf_t *out, qms_str_t id);
+int proto_changes_event (qms_buf_t *out, const char *changes, size_t len);
 
 /*  Append a WebSocket text frame (server to client: FIN, opcode 1, no
     mask) holding payload. */

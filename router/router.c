@@ -53,7 +53,7 @@
 #define FINAL_LINGER_MS     500
 /*  A gateway sends RT_HELLO every second; after this long without a word
     from it, its users go offline (it died, or the network between us did). */
-static uint64_t s_gateway_timeout_ms = 4000;
+static uint64_t s_gateway_timeout_ms = 6000;
 
 static const char *k_unavailable = "Service temporarily unavailable.";
 static const char *k_unknown_recipient = "Unknown recipient.";
@@ -207,7 +207,7 @@ typedef struct held_s {
 
 #define MAX_HELD            1024        /* beyond this, held messages go to the store */
 
-typedef enum { MSGREQ_STORE, MSGREQ_FETCH, MSGREQ_DEL } msgreq_kind_t;
+typedef enum { MSGREQ_STORE, MSGREQ_FETCH, MSGREQ_DEL, MSGREQ_LOOKUP } msgreq_kind_t;
 
 /*  A store request about messages, waiting for its answer. */
 typedef struct {
@@ -218,7 +218,8 @@ typedef struct {
     uint32_t gw;                /* STORE: the sender's connection */
     uint64_t conn;
     uint64_t time;              /* STORE: when it was sent */
-    char user [MAX_ID_BYTES + 1];   /* STORE: sender; FETCH, DEL: recipient */
+    char user [MAX_ID_BYTES + 1];   /* STORE: sender; FETCH, DEL: recipient;
+                                       LOOKUP: the name asked for */
     char client_id [MAX_CLIENT_ID + 1];
     char msg_id [MSG_ID_CHARS + 1];
 } msgreq_t;
@@ -242,6 +243,7 @@ typedef struct {
     bool live;
     bool hello;                 /* name and nonce are known */
     uint64_t last_seen;         /* monotonic ms of its last batch */
+    bool welcomed;              /* told it is new to us before its hello */
     uint64_t nonce;
     char name [MAX_GATEWAY_NAME + 1];
     qms_buf_t out;              /* this pass's records for the gateway */
@@ -1125,6 +1127,50 @@ on_receipt (router_t *self, uint32_t gw, const qms_rec_t *rec)
     store_emit (self, &del);
 }
 
+/*  UserLookupRequest (ext): one name, found in the store whether or not the
+    user is online (clients with "none" presence find their contacts so). */
+static void
+on_lookup (router_t *self, uint32_t gw, const qms_rec_t *rec)
+{
+    session_t *s = rec->s [0].len ? find_by_hash (self, rec->s [0])
+                                  : find_by_conn (self, conn_key (gw, rec->conn));
+    if (!s) {
+        send_invalid (self, gw, rec->conn, rec->s [0].len ? 0 : 1);
+        return;
+    }
+    char key [QMS_NAME_MAX_BYTES + 1];
+    msgreq_t *m = NULL;
+    if (rec->s [1].len <= QMS_NAME_MAX_BYTES && qms_name_check (rec->s [1].ptr, rec->s [1].len) == NULL
+    &&  qms_name_key (rec->s [1].ptr, rec->s [1].len, key) == 0)
+        m = msgreq_new (self, MSGREQ_LOOKUP, rec->s [1]);
+    if (!m) {
+        qms_rec_t none = { .type = QMS_GW_LOOKUP, .conn = rec->conn };
+        none.s [3] = rec->s [1];
+        gw_emit (self, gw, &none);
+        return;
+    }
+    m->gw = gw;
+    m->conn = rec->conn;
+    qms_rec_t find = { .type = QMS_ST_USER_FIND, .req = m->req };
+    find.s [0] = qms_str (key);
+    store_emit (self, &find);
+}
+
+static void
+on_lookup_reply (router_t *self, msgreq_t *m, const qms_rec_t *rec)
+{
+    qms_rec_t out = { .type = QMS_GW_LOOKUP, .conn = m->conn, .num = rec->num == 1 };
+    if (rec->num == 1) {
+        out.s [0] = rec->s [0];
+        out.s [1] = rec->s [1];
+        out.s [2] = rec->s [3];
+        session_t *t = find_by_id (self, rec->s [0]);
+        out.req = t && t->bound;
+    }
+    out.s [3] = qms_str (m->user);
+    gw_emit (self, m->gw, &out);
+}
+
 static void
 on_deleted (router_t *self, const qms_rec_t *rec)
 {
@@ -1154,6 +1200,9 @@ msgreq_reply (router_t *self, const qms_rec_t *rec)
     if (m->kind == MSGREQ_DEL && rec->type == QMS_ST_MSG_DELETED)
         on_deleted (self, rec);
     else
+    if (m->kind == MSGREQ_LOOKUP && rec->type == QMS_ST_USER)
+        on_lookup_reply (self, m, rec);
+    else
         qms_warn (LOG, "event=unexpected_reply type=%s", qms_type_name (rec->type));
     msgreq_destroy (self, m);
     return true;
@@ -1167,6 +1216,12 @@ expire_msgreqs (router_t *self, uint64_t mono)
         msgreq_t *m = CONTAINER (self->msgreqs.next, msgreq_t, link);
         if (m->created + self->store_timeout_ms > mono)
             break;
+        if (m->kind == MSGREQ_LOOKUP) {
+            qms_rec_t none = { .type = QMS_GW_LOOKUP, .conn = m->conn };
+            none.s [3] = qms_str (m->user);
+            gw_emit (self, m->gw, &none);
+        }
+        else
         if (m->kind == MSGREQ_STORE) {
             send_rejected (self, m->gw, m->conn, qms_str (m->client_id), k_unavailable);
         }
@@ -1413,7 +1468,7 @@ on_hello (router_t *self, uint32_t gw, const qms_rec_t *rec)
     /*  Fresh: we hold none of this gateway's connections (we are new, or we
         had given it up, or it restarted), so it announces its bound ones
         again and we rebuild who is online from them. */
-    bool fresh = !g->hello || g->nonce != rec->num;
+    bool fresh = g->hello ? g->nonce != rec->num : !g->welcomed;
     qms_rec_t welcome = { .type = QMS_GW_WELCOME, .num = self->nonce, .req = fresh ? 1 : 0 };
     gw_emit (self, gw, &welcome);
     if (fresh)
@@ -1454,6 +1509,7 @@ gateway_lookup (router_t *self, const uint8_t *identity, size_t len)
     qms_buf_reset (&g->out);
     g->live = true;
     g->hello = false;
+    g->welcomed = false;
     g->nonce = 0;
     g->name [0] = 0;
     memcpy (g->identity, identity, len);
@@ -1491,7 +1547,17 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
         qms_warn (LOG, "event=too_many_gateways max=%d", MAX_GATEWAYS);
         return;
     }
-    self->gateways [gw]->last_seen = qms_mono_ms ();
+    gateway_t *g = self->gateways [gw];
+    g->last_seen = qms_mono_ms ();
+    if (!g->hello && !g->welcomed && !(size > 0 && data [0] == QMS_RT_HELLO)) {
+        /*  Requests from a gateway we do not know yet (we restarted, or had
+            given it up): tell it at once, so it announces its connections
+            without waiting for its next hello. */
+        qms_rec_t welcome = { .type = QMS_GW_WELCOME, .num = self->nonce, .req = 1 };
+        gw_emit (self, (uint32_t) gw, &welcome);
+        send_snapshot (self, g);
+        g->welcomed = true;
+    }
     uint64_t now = qms_now_ms ();
     size_t offset = 0;
     qms_rec_t rec;
@@ -1505,6 +1571,7 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
             case QMS_RT_CLOSED:    on_closed (self, (uint32_t) gw, &rec); break;
             case QMS_RT_RECEIPT:   on_receipt (self, (uint32_t) gw, &rec); break;
             case QMS_RT_SYNCED:    on_synced (self, (uint32_t) gw, &rec); break;
+            case QMS_RT_LOOKUP:    on_lookup (self, (uint32_t) gw, &rec); break;
             case QMS_NONE:         break;      /* a newer type: skipped */
             default:
                 qms_warn (LOG, "event=unexpected type=%s from=gateway", qms_type_name (rec.type));
@@ -1579,7 +1646,7 @@ store_batch (router_t *self, const uint8_t *data, size_t size)
     size_t offset = 0;
     qms_rec_t rec;
     while (qms_rec_next (data, size, &offset, &rec) == 1) {
-        if (rec.req && (rec.type == QMS_ST_RESULT || rec.type == QMS_ST_MSG
+        if (rec.req && (rec.type == QMS_ST_RESULT || rec.type == QMS_ST_MSG || rec.type == QMS_ST_USER
                      || rec.type == QMS_ST_MSG_END || rec.type == QMS_ST_MSG_DELETED)
         &&  msgreq_reply (self, &rec))
             continue;

@@ -292,6 +292,30 @@ session_get (store_t *self, const qms_rec_t *rec)
     stmt_done (stmt);
 }
 
+/*  A user by name for other users to see: never the password hash. */
+static void
+user_find (store_t *self, const qms_rec_t *rec)
+{
+    if (!rec->req)
+        return;
+    sqlite3_stmt *stmt = self->stmt [S_USER_GET];
+    qms_rec_t answer = { .type = QMS_ST_USER, .req = rec->req };
+    int rc = bind_str (stmt, 1, rec->s [0]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        answer.num = 1;
+        answer.s [0] = col_str (stmt, 0);
+        answer.s [1] = col_str (stmt, 1);
+        answer.s [3] = col_str (stmt, 3);
+    }
+    else
+    if (rc != SQLITE_DONE)
+        qms_warn (ACTOR, "event=sql_failed op=user_find reason=\"%s\"", sqlite3_errmsg (self->db));
+    reply (self, &answer);
+    stmt_done (stmt);
+}
+
 static outcome_t
 user_create (store_t *self, const qms_rec_t *rec)
 {
@@ -608,7 +632,7 @@ is_request (int type)
         || type == QMS_ST_SESSION_GET || type == QMS_ST_SESSION_DEL
         || type == QMS_ST_SESSION_TOUCH || type == QMS_ST_MSG_STORE
         || type == QMS_ST_MSG_FETCH || type == QMS_ST_MSG_DEL
-        || type == QMS_ST_MSG_DEL_UPTO;
+        || type == QMS_ST_MSG_DEL_UPTO || type == QMS_ST_USER_FIND;
 }
 
 static void
@@ -624,6 +648,7 @@ run_record (store_t *self, const qms_rec_t *rec)
         case QMS_ST_SESSION_DEL:    outcome = session_del (self, rec); break;
         case QMS_ST_SESSION_TOUCH:  outcome = session_touch (self, rec); break;
         case QMS_ST_MSG_FETCH:      msg_fetch (self, rec); return;
+        case QMS_ST_USER_FIND:      user_find (self, rec); return;
         case QMS_ST_MSG_DEL:        msg_del (self, rec); return;
         case QMS_ST_MSG_DEL_UPTO:   outcome = msg_del_upto (self, rec); break;
         case QMS_ST_MSG_STORE:
@@ -1396,6 +1421,14 @@ t_messages (t_client_t *c)
     del.s [0] = qms_str ("id-carol");
     del.s [1] = qms_str ("m1");
     assert (t_call (c, del, QMS_ST_MSG_DELETED).num == 0);
+
+    /*  A user found by name key for others: id, name and key, no hash. */
+    qms_rec_t find = { .type = QMS_ST_USER_FIND, .req = 16, .s = { qms_str ("alice") } };
+    r = t_call (c, find, QMS_ST_USER);
+    assert (r.num == 1 && qms_str_eq (r.s [0], "id-alice") && r.s [2].len == 0 && r.s [1].len > 0);
+    find.req = 17;
+    find.s [0] = qms_str ("nobody-at-all");
+    assert (t_call (c, find, QMS_ST_USER).num == 0);
 
     /*  Delete up to a seq: m1 goes, m2 stays. */
     t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_DEL_UPTO, .req = 13, .seq = first, .s = { qms_str ("id-alice") } });
