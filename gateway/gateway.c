@@ -1194,7 +1194,8 @@ http_finish (struct lws *wsi, conn_t *conn)
 }
 
 /*  lws decodes %00 into the path it hands us, which would end the C
-    string early: compare with the length lws parsed. */
+    string early: compare with the length lws parsed.  (A %00 at the very
+    end is dropped by lws's parser itself, so "/%00" reaches us as "/".) */
 static bool
 path_has_nul (struct lws *wsi, const char *path)
 {
