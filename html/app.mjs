@@ -25,6 +25,10 @@ const FAIL_WINDOW_MS = 5000;             // a send error refers to a message thi
 // id, and receipts for what we got. Used only when the server publishes them.
 const ACKS = Responses.MessageAckEvent !== undefined;
 const RECEIPTS = Requests.ReceiptRequest !== undefined;
+// Presence as changes ("delta"): the list once, then who joined and left,
+// instead of the whole list on every change. Used when the server has it.
+const DELTA = Responses.UserlistDeltaEvent !== undefined;
+const PRESENCE = DELTA ? { presence: "delta" } : {};
 const ACK_TEXT = { delivered: "Delivered", stored: "Waiting on the server until they are online", received: "Received" };
 
 const $ = (id) => document.getElementById(id);
@@ -446,7 +450,7 @@ function onOpen() {
   const saved = loadSession();
   if (saved && saved.token) {
     state.pending = { kind: "authorize" };
-    state.conn.send({ action: Requests.AuthorizeRequest, token: saved.token, receipts: RECEIPTS });
+    state.conn.send({ action: Requests.AuthorizeRequest, token: saved.token, receipts: RECEIPTS, ...PRESENCE });
   }
   renderComposer();
 }
@@ -465,6 +469,7 @@ function handleEvent(data) {
     case Responses.AuthorizationEvent: return onAuthorized(data);
     case Responses.InvalidUserEvent: return onInvalidUser();
     case Responses.UserlistChangeEvent: return onUserList(data);
+    case Responses.UserlistDeltaEvent: if (DELTA) return onUserDelta(data); break;
     case Responses.MessageEvent: return data.valid ? onChatMessage(data) : onSendError(data);
     case Responses.MessageAckEvent: if (ACKS) return onAck(data); break;
     default:
@@ -587,6 +592,24 @@ function onUserList(data) {
   saveHistory();
 }
 
+// Changes apply in order to the last whole list: a join replaces or adds,
+// a leave removes (docs/PROTOCOL.md, "Presence modes").
+function onUserDelta(data) {
+  if (!Array.isArray(data.changes) || !state.lastUsers || !Array.isArray(state.lastUsers.users)) return;
+  const list = state.lastUsers.users.slice();
+  for (const ch of data.changes) {
+    if (!ch || typeof ch.id !== "string") continue;
+    const at = list.findIndex((u) => u && u.id === ch.id);
+    if (ch.op === "leave") {
+      if (at >= 0) list.splice(at, 1);
+    } else if (ch.op === "join") {
+      const u = { id: ch.id, name: ch.name, publicKey: ch.publicKey };
+      if (at >= 0) list[at] = u; else list.push(u);
+    }
+  }
+  onUserList({ users: list });
+}
+
 async function onChatMessage(data) {
   if (!state.me || typeof data.sender !== "string" || typeof data.message !== "string") return;
   const c = contactFor(data.sender, typeof data.senderName === "string" ? data.senderName : undefined);
@@ -702,7 +725,7 @@ async function submitAuth(ev) {
     state.pending = { kind: "login", name, device };
     const sent = state.conn.send({
       action: state.registering ? Requests.RegisterRequest : Requests.LoginRequest,
-      name, password: digest, pubKey: device.published, receipts: RECEIPTS,
+      name, password: digest, pubKey: device.published, receipts: RECEIPTS, ...PRESENCE,
     });
     if (!sent) throw new Error("The connection was lost. Please try again.");
   } catch (err) {

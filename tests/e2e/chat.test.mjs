@@ -131,7 +131,7 @@ test("a reload resumes the session with AuthorizeRequest and keeps the conversat
   await bob.reload();
   await bob.locator('body[data-view="chat"]').waitFor();
   const resumed = bob.sentFrames.slice(before).map((f) => JSON.parse(f.payload));
-  assert.deepEqual(resumed[0], { action: 4, token, receipts: true });
+  assert.deepEqual(resumed[0], { action: 4, token, receipts: true, presence: "delta" });
   assert.ok(!resumed.some((r) => r.action === 0 || r.action === 1), "no new login");
   await contact(bob, "alice").waitFor();
   await openConversation(bob, "alice");
