@@ -85,6 +85,10 @@ static const opt_t s_options [] = {
       "days a stored message waits for its recipient (default 30)" },
     { { "presence-interval" }, OPT_INT, OFF (presence_interval_ms), 0, 0, 60000, "MS",
       "at most one user-list push per connection per this many ms (default 250)" },
+    { { "ping-interval" }, OPT_INT, OFF (ping_interval), 0, 0, 3600, "SECONDS",
+      "ping a silent WebSocket after this long, close it if still silent as long again (default 30, 0 = never)" },
+    { { "max-connections-per-address" }, OPT_INT, OFF (max_per_address), 0, 1, 1000000, "N",
+      "WebSocket connections from one IP address (default 1000)" },
     { { "allow-origin" }, OPT_ORIGIN, 0, 0, 0, 0, "ORIGIN",
       "also accept WebSocket handshakes from this browser origin (repeatable)" },
     { { "store-endpoint" }, OPT_STRING, OFF (store_endpoint), SZ (store_endpoint), 0, 0, "URL",
@@ -127,6 +131,8 @@ qms_config_defaults (qms_config_t *cfg)
     cfg->message_quota = 10000;
     cfg->message_max_age = 30;
     cfg->presence_interval_ms = 250;
+    cfg->ping_interval = 30;
+    cfg->max_per_address = 1000;
     strcpy (cfg->store_endpoint, "inproc://qms-store");
     strcpy (cfg->auth_endpoint, "inproc://qms-auth");
     strcpy (cfg->router_endpoint, "inproc://qms-router");

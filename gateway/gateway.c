@@ -65,6 +65,13 @@ static const char *k_unavailable = "Service temporarily unavailable.";
 
 typedef enum { WAIT_NONE = 0, WAIT_LOGIN, WAIT_AUTHORIZE } wait_kind_t;
 
+/*  Open WebSocket connections from one address (--max-connections-per-address). */
+typedef struct {
+    uint64_t h;
+    uint32_t count;
+    char address [64];
+} peer_t;
+
 /*  An online user, as the router told us (GW_USERS, GW_JOIN, GW_LEAVE). */
 typedef struct user_s {
     struct user_s *prev, *next;     /* in the order they came online */
@@ -103,6 +110,7 @@ typedef struct {
     /* rate limit: token bucket */
     double bucket;
     uint64_t bucket_ms;
+    peer_t *peer;               /* its address's count, while established */
     /* the router waits to hear that what was queued has been written */
     uint64_t sync_req;
     /* a login or authorize in flight, for its timeout */
@@ -141,6 +149,8 @@ struct _gateway_t {
     qms_buf_t scratch;              /* one event's JSON */
     /* presence: who is online, as the router says, and what changed since
        the last push (pushes are coalesced: one per presence interval) */
+    qms_map_t peers;                /* address -> peer_t */
+    lws_retry_bo_t idle_policy;     /* pings for silent connections */
     qms_map_t users_by_id;
     user_t *users_head, *users_tail;
     size_t user_count;
@@ -695,6 +705,53 @@ handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
     once per presence interval: "full" connections get the whole list (the
     original behaviour, coalesced), "delta" connections the changes, "none"
     connections nothing. */
+
+static bool
+match_peer (const void *item, const void *key)
+{
+    return strcmp (((const peer_t *) item)->address, (const char *) key) == 0;
+}
+
+/*  Count an established connection against its address; false (and
+    nothing counted) when the address is at its limit. */
+static bool
+peer_enter (gateway_t *self, conn_t *conn)
+{
+    char address [64] = "";
+    lws_get_peer_simple (conn->wsi, address, sizeof address);
+    uint64_t h = qms_map_hash_bytes (self->users_seed, address, strlen (address));
+    peer_t *peer = (peer_t *) qms_map_find (&self->peers, h, address);
+    if (!peer) {
+        peer = calloc (1, sizeof *peer);
+        if (!peer)
+            return false;
+        peer->h = h;
+        snprintf (peer->address, sizeof peer->address, "%s", address);
+        if (qms_map_insert (&self->peers, h, peer)) {
+            free (peer);
+            return false;
+        }
+    }
+    if (peer->count >= (uint32_t) self->cfg->max_per_address) {
+        qms_warn (ACTOR, "event=connection_refused reason=max_per_address address=%s limit=%d",
+                  address, self->cfg->max_per_address);
+        return false;
+    }
+    peer->count++;
+    conn->peer = peer;
+    return true;
+}
+
+static void
+peer_leave (gateway_t *self, conn_t *conn)
+{
+    peer_t *peer = conn->peer;
+    conn->peer = NULL;
+    if (peer && --peer->count == 0) {
+        qms_map_remove (&self->peers, peer->h, peer);
+        free (peer);
+    }
+}
 
 static bool
 match_user (const void *item, const void *key)
@@ -1396,8 +1453,15 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
         case LWS_CALLBACK_ESTABLISHED:
             memset (conn, 0, sizeof *conn);
             conn->wsi = wsi;
-            if (!conn_attach (self, conn))
+            if (!peer_enter (self, conn)) {
+                const char *why = "Too many connections from your address";
+                lws_close_reason (wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *) why, strlen (why));
                 return -1;
+            }
+            if (!conn_attach (self, conn)) {
+                peer_leave (self, conn);
+                return -1;
+            }
             qms_debug (ACTOR, "event=open handle=%llu", (unsigned long long) conn->handle);
             break;
         case LWS_CALLBACK_RECEIVE:
@@ -1415,6 +1479,7 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
                 qms_debug (ACTOR, "event=close handle=%llu", (unsigned long long) conn->handle);
                 conn_detach (self, conn);
             }
+            peer_leave (self, conn);
             conn_release (conn);
             break;
         default:
@@ -1496,6 +1561,13 @@ create_vhost (gateway_t *self, const char *name, int port, bool tls)
         if (!strchr (cfg->bind_address, ':'))
             info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     }
+    if (cfg->ping_interval > 0) {
+        /*  A silent WebSocket is pinged, and closed when it stays silent as
+            long again: dead peers do not hold memory forever. */
+        self->idle_policy.secs_since_valid_ping = (uint16_t) cfg->ping_interval;
+        self->idle_policy.secs_since_valid_hangup = (uint16_t) (cfg->ping_interval * 2 + 10);
+        info.retry_and_idle_policy = &self->idle_policy;
+    }
     if (tls) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = cfg->ssl_cert;
@@ -1550,6 +1622,11 @@ gateway_new (const qms_config_t *cfg, const int *stop_signals)
     self->signal_fd = -1;
 
     if (qms_map_init (&self->users_by_id, match_user)) {
+        free (self);
+        return NULL;
+    }
+    if (qms_map_init (&self->peers, match_peer)) {
+        qms_map_free (&self->users_by_id);
         free (self);
         return NULL;
     }
@@ -1690,6 +1767,7 @@ gateway_destroy (gateway_t **self_p)
     qms_buf_free (&self->scratch);
     users_clear (self);
     qms_map_free (&self->users_by_id);
+    qms_map_free (&self->peers);       /* every connection has left it by now */
     qms_buf_free (&self->users_json);
     qms_buf_free (&self->changes);
     free (self->slots);
