@@ -16,14 +16,17 @@ static qms_log_sink_fn *_Atomic s_sink;
 static void *_Atomic s_sink_arg;
 static atomic_bool s_stderr = true;
 
-/*  The log publisher: one PUB socket per process, used from whichever
+/*  The log publisher: one XPUB socket per process, used from whichever
     thread logs, so only ever under s_pub_lock (a ZeroMQ socket is not
     thread-safe; the lock is also the memory barrier ZeroMQ asks for when a
-    socket changes threads).  s_pub_on spares the lock when it is off. */
+    socket changes threads).  s_pub_on spares the lock when it is off.
+    XPUB rather than PUB: it hears a monitor's subscription, so start-up can
+    wait a moment for it and the first lines are not lost. */
 static pthread_mutex_t s_pub_lock = PTHREAD_MUTEX_INITIALIZER;
 static zsock_t *s_pub;
 static char s_pub_source [128];
 static atomic_bool s_pub_on;
+#define PUBLISH_WAIT_MS 300
 
 static const char *s_names [] = { "error", "warn", "info", "debug" };
 
@@ -64,7 +67,7 @@ int
 qms_log_publish_start (const char *endpoint, const char *source)
 {
     qms_log_publish_stop ();
-    zsock_t *pub = zsock_new (ZMQ_PUB);
+    zsock_t *pub = zsock_new (ZMQ_XPUB);
     if (!pub)
         return -1;
     /*  A moment for the last lines (the process's "stopped") to leave; a
@@ -76,6 +79,10 @@ qms_log_publish_start (const char *endpoint, const char *source)
         zsock_destroy (&pub);
         return -1;
     }
+    /*  A monitor that is up subscribes within a few milliseconds; without
+        this wait the process's first lines would go out before that. */
+    zmq_pollitem_t item = { zsock_resolve (pub), 0, ZMQ_POLLIN, 0 };
+    zmq_poll (&item, 1, PUBLISH_WAIT_MS);
     pthread_mutex_lock (&s_pub_lock);
     s_pub = pub;
     snprintf (s_pub_source, sizeof s_pub_source, "%s", source ? source : "");
@@ -104,6 +111,11 @@ publish (int level, const char *actor, const char *line, size_t len)
     pthread_mutex_lock (&s_pub_lock);
     if (s_pub) {
         void *sock = zsock_resolve (s_pub);
+        /*  Subscriptions (one per monitor that connects) are not needed,
+            just not left to pile up. */
+        char sub [256];
+        while (zmq_recv (sock, sub, sizeof sub, ZMQ_DONTWAIT) >= 0)
+            ;
         if (zmq_send (sock, topic, topic_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0
         &&  zmq_send (sock, line, len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
             zmq_send (sock, s_pub_source, strlen (s_pub_source), ZMQ_DONTWAIT);

@@ -40,17 +40,19 @@ const char *qms_log_level_name (int level);
 typedef void (qms_log_sink_fn) (int level, const char *actor, const char *line, void *arg);
 void qms_log_set_sink (qms_log_sink_fn *sink, void *arg);
 
-/*  Also publish every line on one ZeroMQ PUB socket per process that
+/*  Also publish every line on one ZeroMQ (X)PUB socket per process that
     *connects* to endpoint, where a monitor binds a SUB socket: so many
     processes can publish to one monitor, and a monitor started later gets
     lines from the moment it is up.  Each line is one message of three
     frames: the topic "<actor>.<level>" (a subscriber filters on it), the
-    line, and source (who sent it, e.g. "store@host/1234").  Lines are
-    dropped, never queued without bound, while no monitor listens.  Thread-
-    safe: the socket is used under a mutex, and logging is rare next to the
-    hot path.  Returns 0, or -1 when the endpoint is not valid. */
+    line, and source (who sent it, e.g. "store@host/1234").  Start waits up
+    to 300 ms for a monitor's subscription, so that one already running
+    gets the first lines too.  Lines are dropped, never queued without
+    bound, while no monitor listens.  Thread-safe: the socket is used
+    under a mutex, and logging is rare next to the hot path.  Returns 0,
+    or -1 when the endpoint is not valid. */
 int  qms_log_publish_start (const char *endpoint, const char *source);
-/*  Close the PUB socket (waiting at most a moment for queued lines). */
+/*  Close the socket (lines still queued get a moment to leave). */
 void qms_log_publish_stop (void);
 
 /*  Whether lines are also written to stderr (default true; tests turn it

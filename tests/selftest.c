@@ -13,6 +13,7 @@
 #include "http.h"
 #include "gateway.h"
 #include "tls.h"
+#include "monitor.h"
 
 #include <czmq.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@ static const selftest_t s_tests [] = {
     { "http", http_test },
     { "gateway", gateway_test },
     { "tls", tls_test },
+    { "monitor", monitor_test },
 };
 
 int

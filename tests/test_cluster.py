@@ -34,7 +34,11 @@ def run(args, env=None, timeout=20):
     full_env.update(env or {})
     p = subprocess.run([BINARY] + args, stdin=subprocess.DEVNULL, capture_output=True,
                        env=full_env, timeout=timeout)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    for marker in SANITIZER_MARKERS:
+        if marker in err:
+            raise AssertionError("qmessageserver %s: sanitizer report (%r)\n%s" % (" ".join(args), marker, err))
+    return p.returncode, out, err
 
 
 class Cluster:
@@ -274,38 +278,41 @@ class TwoGateways(ClusterCase):
 
     def test_filtered_monitor(self):
         c = self.cluster(gateways=1)
-        env = dict(os.environ)
         log_endpoint = "tcp://%s:%d" % (HOST, free_port())
+        env = dict(os.environ, **c.env)
         env["QMS_LOG_ENDPOINT"] = log_endpoint
         out_path = os.path.join(c.tmp, "filtered.out")
         with open(out_path, "wb") as out:
             mon = subprocess.Popen([BINARY, "monitor", "--filter-actor", "router", "--filter-level", "info"],
                                    stdout=out, stderr=subprocess.DEVNULL, env=env)
+        extra = None
         try:
-            # a second, separate auth publishing to the filtered monitor: its
-            # lines must not show, the router's must
-            extra = subprocess.Popen([BINARY, "router", "--router-endpoint", "tcp://%s:%d" % (HOST, free_port()),
-                                      "--log-endpoint", log_endpoint],
+            deadline = time.monotonic() + START_TIMEOUT
+            while run(["--health", "monitor"], {"QMS_LOG_ENDPOINT": log_endpoint})[0] != 0:
+                self.assertLess(time.monotonic(), deadline, "the filtered monitor did not start")
+            # a second router (on its own endpoint) publishing to this monitor:
+            # a monitor that is up gets even its first lines, and only the
+            # router's lines at info or above show
+            extra = subprocess.Popen([BINARY, "router", "--router-endpoint",
+                                      "tcp://%s:%d" % (HOST, free_port())],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-            try:
-                deadline = time.monotonic() + 10
-                text = ""
-                while "event=started" not in text and time.monotonic() < deadline:
-                    # the router logs "started" once: restart it until the monitor has caught it
-                    time.sleep(0.3)
-                    text = c.read(out_path)
-                    if "event=started" not in text:
-                        extra.send_signal(signal.SIGTERM)
-                        self.assertEqual(extra.wait(STOP_LIMIT), 0)
-                        extra = subprocess.Popen(extra.args, stdout=subprocess.DEVNULL,
-                                                 stderr=subprocess.DEVNULL, env=env)
-                self.assertIn("event=started", text)
-                for row in text.splitlines():
-                    self.assertRegex(row, r"^\S+ (ERROR|WARN |INFO ) router ", "only the router's lines")
-            finally:
-                extra.send_signal(signal.SIGTERM)
-                self.assertEqual(extra.wait(STOP_LIMIT), 0)
+            text = ""
+            while "event=started" not in text:
+                self.assertLess(time.monotonic(), deadline, "no router line in the filtered monitor: %r" % text)
+                time.sleep(0.05)
+                text = c.read(out_path)
+            extra.send_signal(signal.SIGTERM)
+            self.assertEqual(extra.wait(STOP_LIMIT), 0)
+            while "event=stopped" not in text:
+                self.assertLess(time.monotonic(), deadline + 5, "no stop line: %r" % text)
+                time.sleep(0.05)
+                text = c.read(out_path)
+            for row in text.splitlines():
+                self.assertRegex(row, r"^\S+ (ERROR|WARN |INFO ) router ", "only the router's lines")
         finally:
+            if extra is not None and extra.poll() is None:
+                extra.kill()
+                extra.wait()
             mon.send_signal(signal.SIGTERM)
             self.assertEqual(mon.wait(STOP_LIMIT), 0)
 
@@ -420,7 +427,7 @@ class Options(QmsTestCase):
             port = free_port()
             env = dict(os.environ, QMS_STORE_ENDPOINT="tcp://localhost:%d" % port)
             store = subprocess.Popen([BINARY, "store", "--data-dir", tmp], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 deadline = time.monotonic() + START_TIMEOUT
                 while not port_open(port):
@@ -569,7 +576,7 @@ class Compose(unittest.TestCase):
 
     def test_dockerfile(self):
         with open(os.path.join(SOURCE_DIR, "Dockerfile")) as f:
-            text = f.read()
+            text = f.read().replace("\\\n", " ")     # join continued lines
         self.assertRegex(text, r"(?m)^FROM debian:bookworm AS build")
         self.assertRegex(text, r"(?m)^FROM debian:bookworm-slim")
         self.assertRegex(text, r"(?m)^HEALTHCHECK .*--health")
