@@ -60,6 +60,9 @@
 /*  A login or authorize that got no answer within this is answered
     "Service temporarily unavailable." (its actor died with it in hand). */
 #define REQUEST_TIMEOUT_MS  10000
+/*  On SIGTERM, connections get this long to take what is queued for them
+    and their close frame (1001) before the gateway stops anyway. */
+#define STOP_GRACE_MS       2000
 
 static const char *k_unavailable = "Service temporarily unavailable.";
 
@@ -320,6 +323,12 @@ conn_writeable (gateway_t *self, conn_t *conn)
     }
     if (conn->sync_req)
         answer_sync (self, conn);
+    if (conn->close_code && lws_partial_buffered (conn->wsi)) {
+        /*  Part of what we queued is still in lws's buffer: let it leave
+            before the close frame, or the client loses it. */
+        lws_callback_on_writable (conn->wsi);
+        return 0;
+    }
     if (conn->close_code) {
         lws_close_reason (conn->wsi, (enum lws_close_status) conn->close_code,
                           (unsigned char *) conn->close_reason, strlen (conn->close_reason));
@@ -1104,6 +1113,8 @@ sul_tick_cb (lws_sorted_usec_list_t *sul)
         self->next_heartbeat = mono + HEARTBEAT_MS;
     }
     wait_expire (self);
+    if (self->stopping && self->open_count == 0)
+        self->interrupted = true;       /* everyone has gone: no need to wait */
     if (mono >= self->next_trim) {
         /*  Output buffers of busy connections come and go; give the memory
             they leave behind back to the system now and then, so the
@@ -1133,8 +1144,9 @@ begin_stop (gateway_t *self, int signo)
     for (size_t slot = 0; slot < self->max_slots; slot++)
         if (self->slots [slot])
             conn_close (self->slots [slot], CLOSE_GOING_AWAY, "Server shutting down");
-    /*  Give the close frames one moment to leave, then end the loop. */
-    lws_sul_schedule (self->ctx, 0, &self->sul_stop, sul_stop_cb, 200 * LWS_US_PER_MS);
+    /*  Queues flush and close frames leave; the loop ends when every
+        connection has closed, or after STOP_GRACE_MS at the latest. */
+    lws_sul_schedule (self->ctx, 0, &self->sul_stop, sul_stop_cb, STOP_GRACE_MS * LWS_US_PER_MS);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1703,7 +1715,10 @@ gateway_new (const qms_config_t *cfg, const int *stop_signals)
         qms_error (ACTOR, "event=start_failed reason=\"cannot watch the ZeroMQ sockets\"");
         goto fail;
     }
-    snprintf (self->name, sizeof self->name, "gateway-%d", (int) getpid ());
+    /*  Unique in a cluster, also in containers where every gateway is pid 1. */
+    char host [40] = "";
+    gethostname (host, sizeof host - 1);
+    snprintf (self->name, sizeof self->name, "gateway@%s/%d", host, (int) getpid ());
     qms_random (&self->nonce, sizeof self->nonce);
     /*  Optimistic at start: the actors get PEER_TIMEOUT_MS to answer. */
     self->router_seen = self->auth_seen = qms_mono_ms ();

@@ -126,28 +126,38 @@ parse_message (cJSON *doc, proto_request_t *req)
     short silently; we refuse it instead.  A small scanner that follows
     string and escape state, so "\\u0000" (an escaped backslash) is not
     mistaken for it. */
-static bool
-has_nul_escape (const char *data, size_t len)
+typedef enum { STRINGS_OK, STRINGS_NUL_ESCAPE, STRINGS_RAW_CONTROL } strings_t;
+
+/*  What cJSON lets through but we must not: the escape \u0000 (cJSON keeps
+    strings NUL-terminated without a length, so such a string would be cut
+    short silently) and raw control bytes, NUL included, inside strings
+    (JSON forbids them; cJSON copies them).  A small scanner that follows
+    string and escape state, so "\\u0000" (an escaped backslash) is not
+    mistaken for the escape. */
+static strings_t
+check_strings (const char *data, size_t len)
 {
     bool in_string = false;
     for (size_t i = 0; i < len; i++) {
-        char c = data [i];
+        unsigned char c = (unsigned char) data [i];
         if (!in_string) {
             if (c == '"')
                 in_string = true;
             continue;
         }
+        if (c < 0x20)
+            return STRINGS_RAW_CONTROL;
         if (c == '"')
             in_string = false;
         else
         if (c == '\\' && i + 1 < len) {
             if (data [i + 1] == 'u' && i + 5 < len && data [i + 2] == '0' && data [i + 3] == '0'
             &&  data [i + 4] == '0' && data [i + 5] == '0')
-                return true;
+                return STRINGS_NUL_ESCAPE;
             i++;                        /* skip the escaped character */
         }
     }
-    return false;
+    return STRINGS_OK;
 }
 
 static void
@@ -222,9 +232,18 @@ proto_parse (const char *data, size_t len, proto_request_t *req)
     memset (req, 0, sizeof *req);
     req->action = -1;
     req->error_event = -1;
-    cJSON *doc = cJSON_ParseWithLength (data, len);
+    /*  A NUL byte is never valid JSON text, and cJSON would stop at it. */
+    if (memchr (data, 0, len)) {
+        set_error (req, -1, "Not valid JSON.");
+        return;
+    }
+    const char *end = NULL;
+    cJSON *doc = cJSON_ParseWithLengthOpts (data, len, &end, false);
     req->doc = doc;
-    if (!doc) {
+    /*  One JSON text per frame: only white space may follow it. */
+    while (doc && end && end < data + len && strchr (" \t\r\n", *end))
+        end++;
+    if (!doc || (end && end != data + len)) {
         set_error (req, -1, "Not valid JSON.");
         return;
     }
@@ -247,7 +266,12 @@ proto_parse (const char *data, size_t len, proto_request_t *req)
         return;
     }
     req->action = (int) value;
-    if (has_nul_escape (data, len)) {
+    strings_t strings = check_strings (data, len);
+    if (strings == STRINGS_RAW_CONTROL) {
+        set_error (req, -1, "Not valid JSON.");
+        return;
+    }
+    if (strings == STRINGS_NUL_ESCAPE) {
         set_error (req, action_event (req->action), "Strings must not contain NUL characters (\\u0000).");
         return;
     }
@@ -371,8 +395,10 @@ proto_login_ok (qms_buf_t *out, qms_str_t token, qms_str_t username,
 static int
 append_id_time (qms_buf_t *out, qms_str_t id, uint64_t time)
 {
-    char stamp [32];
+    char stamp [48];        /* 13 + 20 digits at most */
     int n = snprintf (stamp, sizeof stamp, ",\"timestamp\":%llu", (unsigned long long) time);
+    if (n < 0 || (size_t) n >= sizeof stamp)
+        return -1;
     if (APPEND_LIT (out, ",\"id\":")
     ||  proto_escape (out, id.ptr, id.len)
     ||  qms_buf_append (out, stamp, (size_t) n))
@@ -432,8 +458,10 @@ proto_ack (qms_buf_t *out, uint64_t status, qms_str_t client_id, qms_str_t id,
             return -1;
     }
     else {
-        char stamp [32];
+        char stamp [48];
         int n = snprintf (stamp, sizeof stamp, ",\"timestamp\":%llu", (unsigned long long) time);
+        if (n < 0 || (size_t) n >= sizeof stamp)
+            return -1;
         if (APPEND_LIT (out, ",\"messageId\":")
         ||  proto_escape (out, id.ptr, id.len)
         ||  qms_buf_append (out, stamp, (size_t) n))
@@ -614,6 +642,17 @@ proto_test (bool verbose)
     }
     parse_str ("{\"action\":99}", &req);
     assert (strstr (req.error, "Unknown action"));
+    /*  One JSON text per frame; raw NUL and control bytes are not JSON. */
+    parse_str ("{\"action\":4,\"token\":\"t\"} garbage", &req);
+    assert (req.status == PROTO_ERROR && req.error_event == -1);
+    parse_str ("{\"action\":4,\"token\":\"t\"} \r\n", &req);
+    assert (req.status == PROTO_OK);
+    parse_str ("{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"a\x01b\"}", &req);
+    assert (req.status == PROTO_ERROR && req.error_event == -1);
+    proto_request_free (&req);
+    const char raw_nul [] = "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"hi\0there\"}";
+    proto_parse (raw_nul, sizeof raw_nul - 1, &req);
+    assert (req.status == PROTO_ERROR && strcmp (req.error, "Not valid JSON.") == 0);
 
     /*  Login and register field rules. */
     const char *fill [] = { "{\"action\":0}", "{\"action\":0,\"name\":\"\",\"password\":\"x\"}",
@@ -732,6 +771,10 @@ proto_test (bool verbose)
     proto_ack (&out, QMS_ACK_STORED, qms_str ("c1"), qms_str ("M1"), 7, qms_str (NULL));
     expect_json (&out, "{\"valid\":true,\"event\":5,\"id\":\"c1\",\"status\":\"stored\",\"messageId\":\"M1\","
                        "\"timestamp\":7}");
+    /*  The largest time there is still makes a whole object. */
+    proto_message_event (&out, qms_str ("s"), qms_str ("m"), qms_str ("M"), UINT64_MAX);
+    expect_json (&out, "{\"valid\":true,\"event\":2,\"sender\":\"s\",\"message\":\"m\",\"id\":\"M\","
+                       "\"timestamp\":18446744073709551615}");
     proto_ack (&out, QMS_ACK_REJECTED, qms_str ("c2"), qms_str (NULL), 7, qms_str ("Unknown recipient."));
     expect_json (&out, "{\"valid\":false,\"event\":5,\"id\":\"c2\",\"status\":\"rejected\","
                        "\"error\":\"Unknown recipient.\"}");

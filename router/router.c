@@ -1747,8 +1747,8 @@ expire_gateways (router_t *self, uint64_t mono)
 {
     for (uint32_t i = 0; i < self->gateway_count; i++) {
         gateway_t *g = gateway_live (self, i);
-        if (!g || !g->hello || g->last_seen + s_gateway_timeout_ms > mono)
-            continue;
+        if (!g || g->last_seen + s_gateway_timeout_ms > mono)
+            continue;           /* (a peer that never said hello, e.g. a health probe, goes too) */
         qms_warn (LOG, "event=gateway_lost gateway=%u name=\"%s\" silent_ms=%llu", i, g->name,
                   (unsigned long long) (mono - g->last_seen));
         gateway_drop_connections (self, i);
