@@ -49,6 +49,8 @@ static const opt_t s_options [] = {
       "plain ws:// on the chat port even with a certificate" },
     { { "self-signed" }, OPT_FLAG, OFF (self_signed), 0, 0, 0, NULL,
       "HTTPS and WSS with a certificate made once in the data directory (development)" },
+    { { "reuse-port" }, OPT_FLAG, OFF (reuse_port), 0, 0, 0, NULL,
+      "let several gateways on this host listen on the same ports (SO_REUSEPORT; the kernel spreads connections)" },
     { { "help", "h" }, OPT_HELP, 0, 0, 0, 0, NULL, "this text" },
 
     { { "bind" }, OPT_STRING, OFF (bind_address), SZ (bind_address), 0, 0, "ADDR",

@@ -34,7 +34,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -91,6 +94,7 @@ typedef struct {
 } waiting_t;
 
 typedef enum { VH_CHAT, VH_HTTP, VH_HTTPS } vhost_kind_t;
+static const vhost_kind_t s_kinds [3] = { VH_CHAT, VH_HTTP, VH_HTTPS };
 
 /*  Per-connection state, sized once by lws (protocol per_session_data). */
 typedef struct {
@@ -153,6 +157,13 @@ struct _gateway_t {
     /* presence: who is online, as the router says, and what changed since
        the last push (pushes are coalesced: one per presence interval) */
     qms_map_t peers;                /* address -> peer_t */
+    struct {                        /* our own listening sockets (--reuse-port) */
+        struct lws *wsi;
+        int fd;
+        struct lws_vhost *vh;
+        vhost_kind_t kind;
+    } listeners [3];
+    int listener_count;
     lws_retry_bo_t idle_policy;     /* pings for silent connections */
     qms_map_t users_by_id;
     user_t *users_head, *users_tail;
@@ -1152,9 +1163,18 @@ begin_stop (gateway_t *self, int signo)
 /* ------------------------------------------------------------------------ */
 /*  HTTP. */
 
+/*  Which port a connection came in on.  Connections we accepted ourselves
+    (--reuse-port) carry it, because lws may move them to another of our
+    vhosts: all of them "listen" on no port of lws's, and lws picks a vhost
+    by Host header and port.  An HTTP/2 stream asks its connection. */
 static vhost_kind_t
 vhost_kind (gateway_t *self, struct lws *wsi)
 {
+    for (struct lws *w = wsi; w; w = lws_get_parent (w)) {
+        const vhost_kind_t *kind = (const vhost_kind_t *) lws_get_opaque_user_data (w);
+        if (kind)
+            return *kind;
+    }
     struct lws_vhost *vh = lws_get_vhost (wsi);
     return vh == self->vh_chat ? VH_CHAT : vh == self->vh_https ? VH_HTTPS : VH_HTTP;
 }
@@ -1300,7 +1320,7 @@ handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
         strcpy (conn->resp->content_type, "text/plain; charset=utf-8");
         conn->resp->body = strdup (text);
         conn->resp->body_len = conn->resp->body ? strlen (text) : 0;
-        strcpy (conn->resp->headers, "Upgrade: websocket\r\n");
+        /*  No "Upgrade:" header: HTTP/2 forbids it (browsers speak h2 here over TLS). */
         conn->resp->head_only = strcmp (method, "HEAD") == 0;
     }
     else {
@@ -1506,6 +1526,21 @@ callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
     gateway_t *self = (gateway_t *) lws_context_user (lws_get_context (wsi));
     if (reason != LWS_CALLBACK_RAW_RX_FILE)
         return 0;
+    for (int i = 0; i < self->listener_count; i++)
+        if (wsi == self->listeners [i].wsi) {
+            /*  Our own listening socket: hand every new connection to lws
+                as if lws had accepted it. */
+            int fd;
+            while ((fd = accept4 (self->listeners [i].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0)
+            {
+                struct lws *conn = self->stopping ? NULL : lws_adopt_socket_vhost (self->listeners [i].vh, fd);
+                if (!conn)
+                    close (fd);
+                else
+                    lws_set_opaque_user_data (conn, (void *) &s_kinds [self->listeners [i].kind]);
+            }
+            return 0;
+        }
     if (wsi == self->signal_wsi) {
         struct signalfd_siginfo info;
         if (read (self->signal_fd, &info, sizeof info) == (ssize_t) sizeof info)
@@ -1557,14 +1592,66 @@ gateway_check_tls (const qms_config_t *cfg, char *err, size_t err_size)
     return rc;
 }
 
+/*  A listening socket with SO_REUSEPORT, which Debian's lws cannot make
+    (PLATFORM-NOTES §2c): several gateway processes on one host bind the
+    same port and the kernel spreads new connections between them. */
+static int
+listen_shared (gateway_t *self, struct lws_vhost *vh, int port, vhost_kind_t kind)
+{
+    const char *bind_to = self->cfg->bind_address;
+    bool v6 = !bind_to [0] || strchr (bind_to, ':');
+    int fd = socket (v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1, zero = 0;
+    setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt (fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    int rc;
+    if (v6) {
+        struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_port = htons ((uint16_t) port) };
+        setsockopt (fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        sa.sin6_addr = in6addr_any;
+        if (bind_to [0] && inet_pton (AF_INET6, bind_to, &sa.sin6_addr) != 1) {
+            close (fd);
+            return -1;
+        }
+        rc = bind (fd, (struct sockaddr *) &sa, sizeof sa);
+    }
+    else {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port) };
+        if (inet_pton (AF_INET, bind_to, &sa.sin_addr) != 1) {
+            close (fd);
+            return -1;
+        }
+        rc = bind (fd, (struct sockaddr *) &sa, sizeof sa);
+    }
+    if (rc || listen (fd, 4096) || self->listener_count >= 3) {
+        close (fd);
+        return -1;
+    }
+    lws_sock_file_fd_type desc;
+    desc.filefd = fd;
+    struct lws *wsi = lws_adopt_descriptor_vhost (vh, LWS_ADOPT_RAW_FILE_DESC, desc, "qms-raw", NULL);
+    if (!wsi) {
+        close (fd);
+        return -1;
+    }
+    self->listeners [self->listener_count].wsi = wsi;
+    self->listeners [self->listener_count].fd = fd;
+    self->listeners [self->listener_count].vh = vh;
+    self->listeners [self->listener_count].kind = kind;
+    self->listener_count++;
+    return 0;
+}
+
 static struct lws_vhost *
-create_vhost (gateway_t *self, const char *name, int port, bool tls)
+create_vhost (gateway_t *self, const char *name, int port, bool tls, vhost_kind_t kind)
 {
     const qms_config_t *cfg = self->cfg;
     struct lws_context_creation_info info;
     memset (&info, 0, sizeof info);
     info.vhost_name = name;
-    info.port = port;
+    info.port = cfg->reuse_port ? CONTEXT_PORT_NO_LISTEN_SERVER : port;
     info.protocols = s_protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     if (cfg->bind_address [0]) {
@@ -1589,12 +1676,15 @@ create_vhost (gateway_t *self, const char *name, int port, bool tls)
                              | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION;
     }
     struct lws_vhost *vh = lws_create_vhost (self->ctx, &info);
+    if (vh && cfg->reuse_port && listen_shared (self, vh, port, kind))
+        vh = NULL;              /* lws frees its vhosts with the context */
     if (!vh)
         qms_error (ACTOR, "event=listen_failed vhost=%s port=%d reason=\"cannot bind (port in use or address not available)\"",
                    name, port);
     else
-        qms_info (ACTOR, "event=listening vhost=%s port=%d tls=%s bind=%s", name, port,
-                  tls ? "yes" : "no", cfg->bind_address [0] ? cfg->bind_address : "*");
+        qms_info (ACTOR, "event=listening vhost=%s port=%d tls=%s bind=%s shared=%s", name, port,
+                  tls ? "yes" : "no", cfg->bind_address [0] ? cfg->bind_address : "*",
+                  cfg->reuse_port ? "yes" : "no");
     return vh;
 }
 
@@ -1683,14 +1773,14 @@ gateway_new (const qms_config_t *cfg, const int *stop_signals)
         qms_error (ACTOR, "event=start_failed reason=\"cannot create the libwebsockets context\"");
         goto fail;
     }
-    self->vh_chat = create_vhost (self, "chat", cfg->chat_port, qms_config_wss (cfg));
+    self->vh_chat = create_vhost (self, "chat", cfg->chat_port, qms_config_wss (cfg), VH_CHAT);
     if (!self->vh_chat)
         goto fail;
-    self->vh_http = create_vhost (self, "http", cfg->http_port, false);
+    self->vh_http = create_vhost (self, "http", cfg->http_port, false, VH_HTTP);
     if (!self->vh_http)
         goto fail;
     if (qms_config_https (cfg)) {
-        self->vh_https = create_vhost (self, "https", cfg->https_port, true);
+        self->vh_https = create_vhost (self, "https", cfg->https_port, true, VH_HTTPS);
         if (!self->vh_https)
             goto fail;
     }

@@ -21,7 +21,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qmslib import (BINARY, HOST, HTML_DIR, SANITIZER_MARKERS, SOURCE_DIR, Client, QmsTestCase,
-                    connect, free_port, login, names_of, port_open, uniq, wait_userlist)
+                    connect, free_port, http_get, login, names_of, port_open, uniq, wait_userlist)
 
 START_TIMEOUT = 15.0
 STOP_LIMIT = 5.0          # SIGTERM to exit, for every role
@@ -44,7 +44,7 @@ def run(args, env=None, timeout=20):
 class Cluster:
     """Every role as its own process, on free loopback ports."""
 
-    def __init__(self, gateways=2):
+    def __init__(self, gateways=2, shared_port=False):
         self.tmp = tempfile.mkdtemp(prefix="qms-cluster-")
         self.data_dir = os.path.join(self.tmp, "data")
         os.makedirs(self.data_dir)
@@ -54,7 +54,12 @@ class Cluster:
             "QMS_ROUTER_ENDPOINT": "tcp://%s:%d" % (HOST, free_port()),
             "QMS_LOG_ENDPOINT": "tcp://%s:%d" % (HOST, free_port()),
         }
-        self.gateway_ports = [(free_port(), free_port()) for _ in range(gateways)]
+        self.shared_port = shared_port
+        if shared_port:
+            # every gateway on the same chat and HTTP ports (--reuse-port)
+            self.gateway_ports = [(free_port(), free_port())] * gateways
+        else:
+            self.gateway_ports = [(free_port(), free_port()) for _ in range(gateways)]
         self.procs = {}       # name -> Popen
         self.logs = {}        # name -> path of its stderr (and stdout, but for the monitor)
         self.monitor_out = os.path.join(self.tmp, "monitor.out")
@@ -65,7 +70,7 @@ class Cluster:
         if name.startswith("gateway"):
             chat, http = self.gateway_ports[int(name[7:]) - 1]
             return ["gateway", "--bind", HOST, "-cp", str(chat), "-hp", str(http),
-                    "--html-dir", HTML_DIR]
+                    "--html-dir", HTML_DIR] + (["--reuse-port"] if self.shared_port else [])
         if name == "store":
             return ["store", "--data-dir", self.data_dir]
         if name in ("auth", "router"):
@@ -175,8 +180,8 @@ class Cluster:
 class ClusterCase(QmsTestCase):
     """Starts a cluster for the test; dumps its logs if the test failed."""
 
-    def cluster(self, gateways=2):
-        c = Cluster(gateways)
+    def cluster(self, gateways=2, shared_port=False):
+        c = Cluster(gateways, shared_port)
         failed_before = self._failures()
 
         def finish():
@@ -227,6 +232,34 @@ class TwoGateways(ClusterCase):
         a.close()
         wait_userlist(b.ws, lambda names: a.name not in names and d.name in names,
                       what="bob sees alice leave")
+
+    def test_gateways_sharing_one_port(self):
+        # two gateway processes listen on the same chat and HTTP ports
+        # (SO_REUSEPORT); the kernel spreads connections, and users on either
+        # see and reach each other
+        c = self.cluster(shared_port=True)
+        port = c.chat_port(1)
+        self.assertEqual(port, c.chat_port(2))
+        clients = [Client(port, uniq("shared%d" % i), test=self) for i in range(16)]
+        owners = set()
+        for cl in clients:
+            local = cl.ws.sock.getsockname()[1]
+            out = subprocess.run(["ss", "-Htnp", "state", "established", "( dport = :%d )" % local],
+                                 capture_output=True, text=True, timeout=10).stdout
+            for pid in re.findall(r"pid=(\d+)", out):
+                owners.add(int(pid))
+        gateway_pids = {c.procs[n].pid for n in c.gateway_names()}
+        self.assertTrue(owners <= gateway_pids, (owners, gateway_pids))
+        self.assertEqual(owners, gateway_pids, "both gateways took connections: %s" % owners)
+        first, last = clients[0], clients[-1]
+        wait_userlist(first.ws, lambda names: last.name in names, what="first sees last")
+        for i, cl in enumerate(clients):
+            nxt = clients[(i + 1) % len(clients)]
+            cl.send(nxt, "round %d" % i)
+        for i, cl in enumerate(clients):
+            prev = clients[i - 1]
+            cl.expect_message(prev, "round %d" % (i - 1 if i else len(clients) - 1))
+        self.assertEqual(http_get(c.gateway_ports[0][1], "/")[0], 200)
 
     def test_login_on_gateway_2_closes_the_session_on_gateway_1(self):
         c = self.cluster()
