@@ -71,6 +71,12 @@ static const schema_t qms_schema[QMS_TYPE_COUNT] = {
     [QMS_RT_LOOKUP]        = { "RT_LOOKUP",        F_CONN, 2 },
     [QMS_GW_LOOKUP]        = { "GW_LOOKUP",        F_CONN | F_REQ | F_NUM, 4 },
     [QMS_ST_USER_FIND]     = { "ST_USER_FIND",     F_REQ, 1 },
+    [QMS_ST_ADMIN]         = { "ST_ADMIN",         F_REQ | F_NUM, 2 },
+    [QMS_ST_ADMIN_ROW]     = { "ST_ADMIN_ROW",     F_REQ | F_NUM | F_TIME, 4 },
+    [QMS_ADMIN_DONE]       = { "ADMIN_DONE",       F_REQ | F_NUM, 1 },
+    [QMS_RT_KICK_USER]     = { "RT_KICK_USER",     F_REQ, 2 },
+    [QMS_STATS_GET]        = { "STATS_GET",        F_REQ, 0 },
+    [QMS_STATS]            = { "STATS",            F_REQ, 1 },
 };
 
 /* ------------------------------------------------------------------------ */

@@ -154,6 +154,19 @@ typedef enum {
                                s0=id s1=name s2=pubkey s3=the name asked */
     QMS_ST_USER_FIND,       /* req, s0=name key: ST_USER without the PHC */
 
+    /* operations (appended) */
+    QMS_ST_ADMIN,           /* admin -> store: req, num=QMS_ADMIN_* op,
+                               s0, s1 = the op's arguments (docs/ADMIN.md) */
+    QMS_ST_ADMIN_ROW,       /* store -> admin: req, num, time, s0..s3: one
+                               row of the answer; QMS_ADMIN_DONE ends it */
+    QMS_ADMIN_DONE,         /* -> admin: req, num=QMS_ST_* status, s0=detail */
+    QMS_RT_KICK_USER,       /* admin -> router: req, s0=user id, s1=reason:
+                               end the user's session in memory and close its
+                               connection; answered with QMS_ADMIN_DONE */
+    QMS_STATS_GET,          /* -> any actor: req */
+    QMS_STATS,              /* actor ->: req, s0=its metrics, Prometheus
+                               text exposition lines */
+
     QMS_TYPE_COUNT
 } qms_type_t;
 
