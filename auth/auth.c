@@ -15,6 +15,7 @@
 #include "qms_actor.h"
 #include "qms_config.h"
 #include "qms_log.h"
+#include "qms_metrics.h"
 #include "qms_msg.h"
 #include "qms_util.h"
 
@@ -109,6 +110,11 @@ typedef struct {
     size_t out_cap;
     bool terminated;
     uint64_t nonce;         /* this instance, for gateways' liveness checks */
+    struct {                /* outcomes, for /metrics: by operation and reason */
+        char what [48];     /* "login/ok", "register/exists", ... */
+        uint64_t count;
+    } outcomes [32];
+    int outcome_count;
 } auth_t;
 
 /* ------------------------------------------------------------------------ */
@@ -126,6 +132,53 @@ log_name (qms_str_t name, char *out, size_t size)
     if (i < name.len)
         out [o++] = '~';    /* cut */
     out [o] = 0;
+}
+
+static void
+count_outcome (auth_t *self, bool reg, const char *reason)
+{
+    char what [48];
+    snprintf (what, sizeof what, "%s/%s", reg ? "register" : "login", reason ? reason : "ok");
+    for (int i = 0; i < self->outcome_count; i++)
+        if (streq (self->outcomes [i].what, what)) {
+            self->outcomes [i].count++;
+            return;
+        }
+    if (self->outcome_count < 32) {
+        snprintf (self->outcomes [self->outcome_count].what, sizeof self->outcomes [0].what, "%s", what);
+        self->outcomes [self->outcome_count++].count = 1;
+    }
+}
+
+static qms_buf_t *gw_out (auth_t *self, const uint8_t *id, size_t id_len);
+
+/*  QMS_STATS: our figures for a gateway's /metrics. */
+static void
+answer_stats (auth_t *self, const uint8_t *gw, size_t gw_len, uint64_t req)
+{
+    qms_buf_t text;
+    qms_buf_init (&text);
+    qms_metrics_head (&text, "qms_auth_outcomes_total", "counter", "Logins and registrations by result and reason.");
+    for (int i = 0; i < self->outcome_count; i++) {
+        char labels [128];
+        const char *slash = strchr (self->outcomes [i].what, '/');
+        snprintf (labels, sizeof labels, "actor=\"auth\",op=\"%.*s\",result=\"%s\"",
+                  (int) (slash - self->outcomes [i].what), self->outcomes [i].what, slash + 1);
+        qms_metrics_value (&text, "qms_auth_outcomes_total", labels, (double) self->outcomes [i].count);
+    }
+    int queued = 0;
+    for (int i = 0; i < self->worker_count; i++)
+        queued += self->queued [i];
+    qms_metrics_head (&text, "qms_auth_pending", "gauge", "Work waiting in auth.");
+    qms_metrics_value (&text, "qms_auth_pending", "actor=\"auth\",of=\"hashing_jobs\"", queued);
+    qms_metrics_value (&text, "qms_auth_pending", "actor=\"auth\",of=\"logins_in_flight\"",
+                       (double) zhashx_size (self->pending));
+    qms_rec_t stats = { .type = QMS_STATS, .req = req };
+    stats.s [0] = qms_strn ((const char *) text.data, text.len);
+    qms_buf_t *buf = gw_out (self, gw, gw_len);
+    if (buf)
+        qms_rec_encode (buf, &stats);
+    qms_buf_free (&text);
 }
 
 static void
@@ -293,6 +346,7 @@ login_finish (auth_t *self, login_t *login, const char *reason, const char *text
         if (!reason)
             auth_throttle_clear (self->names, login->key);
     }
+    count_outcome (self, login->reg, reason);
     log_outcome (login->reg, qms_str (login->name), reason, login->user_id);
     login_unpend (self, login);
     login_destroy (&login);
@@ -469,6 +523,7 @@ reject (auth_t *self, const uint8_t *gw, size_t gw_len, const qms_rec_t *rec,
         bool reg, const char *reason, const char *text)
 {
     answer_fail (self, gw, gw_len, rec->conn, text);
+    count_outcome (self, reg, reason);
     log_outcome (reg, rec->s [0], reason, NULL);
 }
 
@@ -589,6 +644,9 @@ on_gateway_batch (auth_t *self, const uint8_t *gw, size_t gw_len, const uint8_t 
     while (qms_rec_next (data, size, &offset, &rec) == 1) {
         if (rec.type == QMS_AUTH_LOGIN)
             on_login (self, gw, gw_len, &rec);
+        else
+        if (rec.type == QMS_STATS_GET)
+            answer_stats (self, gw, gw_len, rec.req);
         else
         if (rec.type == QMS_AUTH_PING) {
             /*  A gateway checks that we are alive (it answers logins with

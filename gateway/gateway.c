@@ -19,6 +19,7 @@
 #include "qms_actor.h"
 #include "qms_log.h"
 #include "qms_map.h"
+#include "qms_metrics.h"
 #include "qms_msg.h"
 #include "qms_proto.h"
 #include "qms_util.h"
@@ -70,6 +71,18 @@
 static const char *k_unavailable = "Service temporarily unavailable.";
 
 typedef enum { WAIT_NONE = 0, WAIT_LOGIN, WAIT_AUTHORIZE } wait_kind_t;
+
+/*  A /metrics request waiting for the actors' own figures. */
+#define MAX_STATS_WAIT      8
+#define STATS_TIMEOUT_MS    1000
+
+typedef struct {
+    void *conn;                 /* the HTTP connection (conn_t), NULL = free */
+    uint64_t req;
+    uint64_t deadline;          /* monotonic ms */
+    int waiting;                /* answers still to come */
+    qms_buf_t body;
+} stats_wait_t;
 
 /*  Open WebSocket connections from one address (--max-connections-per-address). */
 typedef struct {
@@ -123,10 +136,13 @@ typedef struct {
     /* a login or authorize in flight, for its timeout */
     uint8_t waiting;
     uint32_t wait_seq;
+    uint64_t wait_started;      /* monotonic ms, for the latency figures */
     /* a close we asked for */
     uint16_t close_code;
     char close_reason [64];
     /* HTTP */
+    int stats_slot;             /* 1 + index of a /metrics request waiting, or 0 */
+    bool resp_deferred;         /* the response's headers are still to be sent */
     http_response_t *resp;
     size_t resp_sent;
     bool resp_close;
@@ -152,7 +168,7 @@ struct _gateway_t {
     size_t max_slots;
     size_t open_count;
 
-    qms_buf_t to_router, to_auth;   /* batches being built this pass */
+    qms_buf_t to_router, to_auth, to_store;   /* batches being built this pass */
     qms_buf_t scratch;              /* one event's JSON */
     /* presence: who is online, as the router says, and what changed since
        the last push (pushes are coalesced: one per presence interval) */
@@ -165,6 +181,21 @@ struct _gateway_t {
     } listeners [3];
     int listener_count;
     lws_retry_bo_t idle_policy;     /* pings for silent connections */
+    /* the store, asked only for its figures and as a liveness check */
+    zsock_t *store;
+    void *store_raw;
+    struct lws *store_wsi;
+    uint64_t store_seen;
+    bool store_writable;
+    stats_wait_t stats [MAX_STATS_WAIT];
+    uint64_t stats_next_req;
+    /* our own figures (docs/OPERATIONS.md lists them) */
+    struct {
+        uint64_t opened, requests [QMS_REQ_COUNT], malformed, invalid_user, rate_limited;
+        uint64_t bytes_in, bytes_out, closes [6], logins_ok, logins_failed;
+        uint64_t events_message, events_stored, acks, http [6];
+        qms_hist_t login_ms, authorize_ms;
+    } m;
     qms_map_t users_by_id;
     user_t *users_head, *users_tail;
     size_t user_count;
@@ -265,6 +296,19 @@ conn_release (conn_t *conn)
 /* ------------------------------------------------------------------------ */
 /*  Output: frames into the connection's buffer, written when writeable. */
 
+static int
+close_index (uint16_t code)
+{
+    switch (code) {
+        case 1001: return 0;
+        case 1007: return 1;
+        case 1008: return 2;
+        case 1009: return 3;
+        case 4001: return 4;
+        default:   return 5;
+    }
+}
+
 static void
 conn_close (conn_t *conn, uint16_t code, const char *reason)
 {
@@ -328,6 +372,7 @@ conn_writeable (gateway_t *self, conn_t *conn)
         int n = lws_write (conn->wsi, conn->tx.data + LWS_PRE, len, LWS_WRITE_RAW);
         if (n < 0)
             return -1;
+        self->m.bytes_out += len;
         conn->tx.len = 0;
         if (conn->tx.cap > TX_KEEP_BYTES)
             qms_buf_free (&conn->tx);
@@ -361,6 +406,10 @@ flush_batches (gateway_t *self)
             qms_warn (ACTOR, "event=send_failed peer=auth bytes=%zu error=\"%s\"",
                       self->to_auth.len, zmq_strerror (errno));
         qms_buf_reset (&self->to_auth);
+    }
+    if (self->to_store.len) {
+        qms_batch_send (self->store_raw, NULL, 0, &self->to_store);    /* figures only: may be lost */
+        qms_buf_reset (&self->to_store);
     }
     if (self->to_router.len) {
         if (qms_batch_send (self->router_raw, NULL, 0, &self->to_router))
@@ -398,6 +447,13 @@ to_router (gateway_t *self, const qms_rec_t *rec)
 }
 
 static void
+to_store (gateway_t *self, const qms_rec_t *rec)
+{
+    if (self->store_raw && qms_rec_encode (&self->to_store, rec) == 0)
+        schedule_flush (self);
+}
+
+static void
 to_auth (gateway_t *self, const qms_rec_t *rec)
 {
     if (qms_rec_encode (&self->to_auth, rec))
@@ -425,6 +481,7 @@ wait_begin (gateway_t *self, conn_t *conn, wait_kind_t kind)
 {
     conn->waiting = (uint8_t) kind;
     conn->wait_seq = ++self->wait_seq;
+    conn->wait_started = qms_mono_ms ();
     if (self->wait_count == self->wait_cap) {
         size_t cap = self->wait_cap ? self->wait_cap * 2 : 64;
         waiting_t *waits = malloc (cap * sizeof *waits);
@@ -503,6 +560,9 @@ heartbeat (gateway_t *self)
     to_router (self, &hello);
     qms_rec_t ping = { .type = QMS_AUTH_PING };
     to_auth (self, &ping);
+    /*  The store's figures, req 0: its liveness and writability for /readyz. */
+    qms_rec_t stats = { .type = QMS_STATS_GET, .req = 0 };
+    to_store (self, &stats);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -553,7 +613,9 @@ token_plausible (qms_str_t token)
 static void
 handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
 {
+    self->m.bytes_in += len;
     if (!rate_allowed (self, conn)) {
+        self->m.rate_limited++;
         char text [96];
         snprintf (text, sizeof text, "Rate limit exceeded: at most %d requests per second.",
                   self->cfg->rate_messages);
@@ -566,6 +628,10 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
     qms_rec_t rec = { .conn = conn->handle };
     bool login = req.action == QMS_REQ_LOGIN || req.action == QMS_REQ_REGISTER;
 
+    if (req.action >= 0 && req.action < QMS_REQ_COUNT)
+        self->m.requests [req.action]++;
+    if (req.status == PROTO_ERROR && req.error_event < 0)
+        self->m.malformed++;
     if (req.status == PROTO_OK && (!router_alive (self) || (login && !auth_alive (self)))) {
         /*  An actor it needs is gone: say so now rather than let it wait. */
         int event = login ? QMS_EV_LOGIN : req.action == QMS_REQ_AUTHORIZE ? QMS_EV_AUTHORIZATION
@@ -657,6 +723,7 @@ static int
 close_invalid_utf8 (conn_t *conn)
 {
     const char *reason = "Text frames must be UTF-8";
+    conn->close_code = LWS_CLOSE_STATUS_INVALID_PAYLOAD;
     lws_close_reason (conn->wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD,
                       (unsigned char *) reason, strlen (reason));
     return -1;
@@ -682,6 +749,7 @@ handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
     if (conn->rx_len + len > MAX_WS_MESSAGE) {
         qms_info (ACTOR, "event=message_too_big handle=%llu", (unsigned long long) conn->handle);
         const char *reason = "Message too big (at most 1 MiB)";
+        conn->close_code = LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
         lws_close_reason (conn->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                           (unsigned char *) reason, strlen (reason));
         return -1;
@@ -904,6 +972,11 @@ handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
         conn->bound = conn->token_len > 0;  /* restored after a router restart */
         return;
     }
+    if (conn->waiting)
+        qms_hist_observe (rec->num == QMS_BOUND_LOGIN ? &self->m.login_ms : &self->m.authorize_ms,
+                          (double) (qms_mono_ms () - conn->wait_started));
+    if (rec->num == QMS_BOUND_LOGIN)
+        self->m.logins_ok++;
     wait_end (conn);
     memcpy (conn->token, conn->pending, conn->pending_len);
     conn->token_len = conn->pending_len;
@@ -985,6 +1058,7 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             handle_bound (self, conn, rec);
             break;
         case QMS_GW_INVALID:
+            self->m.invalid_user++;
             wait_end (conn);
             if (rec->num)
                 conn->bound = false;
@@ -1003,15 +1077,18 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             conn->bound = false;
             break;
         case QMS_GW_DELIVER:
+            self->m.events_message++;
             proto_message_event (&self->scratch, rec->s [0], rec->s [1], rec->s [2], rec->time);
             conn_queue_scratch (self, conn);
             break;
         case QMS_GW_DELIVER_STORED:
+            self->m.events_stored++;
             proto_stored_message_event (&self->scratch, rec->s [0], rec->s [1], rec->s [2], rec->time,
                                         rec->s [3], rec->s [4]);
             conn_queue_scratch (self, conn);
             break;
         case QMS_GW_ACK:
+            self->m.acks++;
             proto_ack (&self->scratch, rec->num, rec->s [0], rec->s [1], rec->time, rec->s [2]);
             conn_queue_scratch (self, conn);
             break;
@@ -1047,6 +1124,9 @@ handle_auth_record (gateway_t *self, const qms_rec_t *rec)
     if (!conn)
         return;
     if (rec->type == QMS_AUTH_FAIL) {
+        if (conn->waiting)
+            qms_hist_observe (&self->m.login_ms, (double) (qms_mono_ms () - conn->wait_started));
+        self->m.logins_failed++;
         wait_end (conn);
         proto_error (&self->scratch, QMS_EV_LOGIN, rec->s [0].ptr, rec->s [0].len);
         conn_queue_scratch (self, conn);
@@ -1070,8 +1150,14 @@ handle_auth_record (gateway_t *self, const qms_rec_t *rec)
         qms_warn (ACTOR, "event=unexpected_record peer=auth type=%s", qms_type_name (rec->type));
 }
 
+typedef enum { PEER_ROUTER, PEER_AUTH, PEER_STORE } peer_kind_t;
+static const char *s_peer_names [] = { "router", "auth", "store" };
+
+static void stats_answer (gateway_t *self, peer_kind_t from, const qms_rec_t *rec);
+static void stats_expire (gateway_t *self);
+
 static void
-drain_socket (gateway_t *self, void *raw, bool from_router)
+drain_socket (gateway_t *self, void *raw, peer_kind_t from)
 {
     zmq_msg_t body;
     zmq_msg_init (&body);
@@ -1084,7 +1170,7 @@ drain_socket (gateway_t *self, void *raw, bool from_router)
         if (rc == 0)
             break;
         if (rc < 0) {
-            qms_warn (ACTOR, "event=bad_message peer=%s", from_router ? "router" : "auth");
+            qms_warn (ACTOR, "event=bad_message peer=%s", s_peer_names [from]);
             continue;
         }
         const uint8_t *data = zmq_msg_data (&body);
@@ -1094,13 +1180,17 @@ drain_socket (gateway_t *self, void *raw, bool from_router)
         while ((got = qms_rec_next (data, len, &offset, &rec)) == 1) {
             if (rec.type == QMS_NONE)
                 continue;
-            if (from_router)
+            if (rec.type == QMS_STATS)
+                stats_answer (self, from, &rec);
+            else
+            if (from == PEER_ROUTER)
                 handle_router_record (self, &rec);
             else
+            if (from == PEER_AUTH)
                 handle_auth_record (self, &rec);
         }
         if (got < 0)
-            qms_warn (ACTOR, "event=bad_batch peer=%s", from_router ? "router" : "auth");
+            qms_warn (ACTOR, "event=bad_batch peer=%s", s_peer_names [from]);
     }
     zmq_msg_close (&body);
 }
@@ -1108,8 +1198,10 @@ drain_socket (gateway_t *self, void *raw, bool from_router)
 static void
 drain_zmq (gateway_t *self)
 {
-    drain_socket (self, self->router_raw, true);
-    drain_socket (self, self->auth_raw, false);
+    drain_socket (self, self->router_raw, PEER_ROUTER);
+    drain_socket (self, self->auth_raw, PEER_AUTH);
+    if (self->store_raw)
+        drain_socket (self, self->store_raw, PEER_STORE);
 }
 
 static void
@@ -1124,6 +1216,7 @@ sul_tick_cb (lws_sorted_usec_list_t *sul)
         self->next_heartbeat = mono + HEARTBEAT_MS;
     }
     wait_expire (self);
+    stats_expire (self);
     if (self->stopping && self->open_count == 0)
         self->interrupted = true;       /* everyone has gone: no need to wait */
     if (mono >= self->next_trim) {
@@ -1158,6 +1251,204 @@ begin_stop (gateway_t *self, int signo)
     /*  Queues flush and close frames leave; the loop ends when every
         connection has closed, or after STOP_GRACE_MS at the latest. */
     lws_sul_schedule (self->ctx, 0, &self->sul_stop, sul_stop_cb, STOP_GRACE_MS * LWS_US_PER_MS);
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Operations: /healthz, /readyz, /metrics (docs/OPERATIONS.md). */
+
+static bool
+store_alive (gateway_t *self)
+{
+    return self->store_seen && qms_mono_ms () - self->store_seen < PEER_TIMEOUT_MS;
+}
+
+/*  Our own figures, as Prometheus text. */
+static void
+gateway_metrics (gateway_t *self, qms_buf_t *out)
+{
+    char labels [96];
+    qms_metrics_head (out, "qms_build_info", "gauge", "Version of the server.");
+    qms_metrics_value (out, "qms_build_info", "version=\"0.1.0\"", 1);
+    qms_metrics_head (out, "qms_connections_open", "gauge", "Open WebSocket connections.");
+    qms_metrics_value (out, "qms_connections_open", "actor=\"gateway\"", (double) self->open_count);
+    qms_metrics_head (out, "qms_connections_opened_total", "counter", "WebSocket connections accepted.");
+    qms_metrics_value (out, "qms_connections_opened_total", "actor=\"gateway\"", (double) self->m.opened);
+    qms_metrics_head (out, "qms_requests_total", "counter", "Client requests, by action.");
+    for (int i = 0; qms_request_names [i].name; i++) {
+        snprintf (labels, sizeof labels, "actor=\"gateway\",action=\"%s\"", qms_request_names [i].name);
+        qms_metrics_value (out, "qms_requests_total", labels, (double) self->m.requests [qms_request_names [i].value]);
+    }
+    qms_metrics_head (out, "qms_request_errors_total", "counter", "Requests answered with an error, by kind.");
+    qms_metrics_value (out, "qms_request_errors_total", "actor=\"gateway\",kind=\"malformed\"", (double) self->m.malformed);
+    qms_metrics_value (out, "qms_request_errors_total", "actor=\"gateway\",kind=\"invalid_user\"", (double) self->m.invalid_user);
+    qms_metrics_head (out, "qms_rate_limited_total", "counter", "Requests refused by the per-connection rate limit.");
+    qms_metrics_value (out, "qms_rate_limited_total", "actor=\"gateway\"", (double) self->m.rate_limited);
+    qms_metrics_head (out, "qms_logins_total", "counter", "Logins and registrations, by result.");
+    qms_metrics_value (out, "qms_logins_total", "actor=\"gateway\",result=\"ok\"", (double) self->m.logins_ok);
+    qms_metrics_value (out, "qms_logins_total", "actor=\"gateway\",result=\"failed\"", (double) self->m.logins_failed);
+    qms_metrics_head (out, "qms_events_total", "counter", "Events written to clients, by kind.");
+    qms_metrics_value (out, "qms_events_total", "actor=\"gateway\",kind=\"message\"", (double) self->m.events_message);
+    qms_metrics_value (out, "qms_events_total", "actor=\"gateway\",kind=\"stored_message\"", (double) self->m.events_stored);
+    qms_metrics_value (out, "qms_events_total", "actor=\"gateway\",kind=\"ack\"", (double) self->m.acks);
+    qms_metrics_head (out, "qms_bytes_received_total", "counter", "WebSocket payload bytes received.");
+    qms_metrics_value (out, "qms_bytes_received_total", "actor=\"gateway\"", (double) self->m.bytes_in);
+    qms_metrics_head (out, "qms_bytes_sent_total", "counter", "WebSocket bytes written (frames included).");
+    qms_metrics_value (out, "qms_bytes_sent_total", "actor=\"gateway\"", (double) self->m.bytes_out);
+    static const char *codes [6] = { "1001", "1007", "1008", "1009", "4001", "other" };
+    qms_metrics_head (out, "qms_closes_total", "counter", "WebSocket connections closed, by close code (other: by the peer or the network).");
+    for (int i = 0; i < 6; i++) {
+        snprintf (labels, sizeof labels, "actor=\"gateway\",code=\"%s\"", codes [i]);
+        qms_metrics_value (out, "qms_closes_total", labels, (double) self->m.closes [i]);
+    }
+    /*  Queues: walked at scrape time only. */
+    size_t queued = 0, queued_max = 0;
+    for (size_t slot = 0; slot < self->max_slots; slot++) {
+        conn_t *conn = self->slots [slot];
+        size_t q = conn && conn->tx.len > LWS_PRE ? conn->tx.len - LWS_PRE : 0;
+        queued += q;
+        if (q > queued_max)
+            queued_max = q;
+    }
+    qms_metrics_head (out, "qms_queue_bytes", "gauge", "Bytes queued to clients, in all and the most for one connection.");
+    qms_metrics_value (out, "qms_queue_bytes", "actor=\"gateway\",of=\"all\"", (double) queued);
+    qms_metrics_value (out, "qms_queue_bytes", "actor=\"gateway\",of=\"max\"", (double) queued_max);
+    qms_metrics_head (out, "qms_request_duration_seconds", "histogram", "Login and authorize, from the gateway through the actors and back.");
+    qms_metrics_hist (out, "qms_request_duration_seconds", "actor=\"gateway\",op=\"login\"", &self->m.login_ms);
+    qms_metrics_hist (out, "qms_request_duration_seconds", "actor=\"gateway\",op=\"authorize\"", &self->m.authorize_ms);
+    qms_metrics_head (out, "qms_http_responses_total", "counter", "HTTP responses, by status class.");
+    for (int i = 1; i <= 5; i++) {
+        snprintf (labels, sizeof labels, "actor=\"gateway\",status=\"%dxx\"", i);
+        qms_metrics_value (out, "qms_http_responses_total", labels, (double) self->m.http [i]);
+    }
+    qms_metrics_head (out, "qms_actor_up", "gauge", "Whether this gateway hears from each actor.");
+    qms_metrics_value (out, "qms_actor_up", "actor=\"router\"", router_alive (self));
+    qms_metrics_value (out, "qms_actor_up", "actor=\"auth\"", auth_alive (self));
+    qms_metrics_value (out, "qms_actor_up", "actor=\"store\"", store_alive (self));
+}
+
+static void
+stats_finish (gateway_t *self, int i)
+{
+    stats_wait_t *w = &self->stats [i];
+    conn_t *conn = (conn_t *) w->conn;
+    w->conn = NULL;
+    if (!conn)
+        return;
+    conn->stats_slot = 0;
+    http_response_t *resp = conn->resp;
+    resp->status = 200;
+    strcpy (resp->content_type, "text/plain; version=0.0.4; charset=utf-8");
+    strcpy (resp->headers, "Cache-Control: no-store\r\n");
+    resp->body = malloc (w->body.len ? w->body.len : 1);
+    if (resp->body) {
+        memcpy (resp->body, w->body.data, w->body.len);
+        resp->body_len = w->body.len;
+    }
+    conn->resp_deferred = true;
+    lws_callback_on_writable (conn->wsi);
+}
+
+static void
+stats_answer (gateway_t *self, peer_kind_t from, const qms_rec_t *rec)
+{
+    if (rec->req == 0) {
+        if (from == PEER_STORE) {
+            self->store_seen = qms_mono_ms ();
+            self->store_writable = memmem (rec->s [0].ptr, rec->s [0].len,
+                                           "qms_store_writable 1", 20) != NULL;
+        }
+        return;
+    }
+    for (int i = 0; i < MAX_STATS_WAIT; i++) {
+        stats_wait_t *w = &self->stats [i];
+        if (w->conn && w->req == rec->req) {
+            qms_buf_append (&w->body, rec->s [0].ptr, rec->s [0].len);
+            if (--w->waiting == 0)
+                stats_finish (self, i);
+            return;
+        }
+    }
+}
+
+static void
+stats_expire (gateway_t *self)
+{
+    uint64_t now = qms_mono_ms ();
+    for (int i = 0; i < MAX_STATS_WAIT; i++)
+        if (self->stats [i].conn && self->stats [i].deadline <= now) {
+            char note [96];
+            int n = snprintf (note, sizeof note, "# %d actor(s) did not answer within %d ms\n",
+                              self->stats [i].waiting, STATS_TIMEOUT_MS);
+            qms_buf_append (&self->stats [i].body, note, (size_t) n);
+            stats_finish (self, i);
+        }
+}
+
+/*  /metrics: our figures now, the actors' when they answer (or a second). */
+static bool
+stats_start (gateway_t *self, conn_t *conn)
+{
+    for (int i = 0; i < MAX_STATS_WAIT; i++) {
+        stats_wait_t *w = &self->stats [i];
+        if (w->conn)
+            continue;
+        w->conn = conn;
+        w->req = ++self->stats_next_req;
+        w->deadline = qms_mono_ms () + STATS_TIMEOUT_MS;
+        w->waiting = 3;
+        qms_buf_reset (&w->body);
+        gateway_metrics (self, &w->body);
+        conn->stats_slot = i + 1;
+        qms_rec_t ask = { .type = QMS_STATS_GET, .req = w->req };
+        to_router (self, &ask);
+        to_auth (self, &ask);
+        to_store (self, &ask);
+        return true;
+    }
+    return false;
+}
+
+static void
+json_response (http_response_t *resp, int status, const char *json)
+{
+    resp->status = status;
+    strcpy (resp->content_type, "application/json");
+    strcpy (resp->headers, "Cache-Control: no-store\r\n");
+    resp->body = strdup (json);
+    resp->body_len = resp->body ? strlen (json) : 0;
+}
+
+/*  The operator's paths; false if path is not one of them. */
+static bool
+serve_ops (gateway_t *self, conn_t *conn, const char *path, const char *method)
+{
+    if (strcmp (method, "GET") && strcmp (method, "HEAD"))
+        return false;
+    conn->resp->head_only = strcmp (method, "HEAD") == 0;
+    char json [256];
+    if (strcmp (path, "/healthz") == 0) {
+        snprintf (json, sizeof json, "{\"status\":\"ok\",\"connections\":%zu}", self->open_count);
+        json_response (conn->resp, 200, json);
+        return true;
+    }
+    if (strcmp (path, "/readyz") == 0) {
+        bool router = router_alive (self), auth = auth_alive (self), store = store_alive (self);
+        bool ready = router && auth && store && self->store_writable && !self->stopping;
+        snprintf (json, sizeof json, "{\"ready\":%s,\"router\":%s,\"auth\":%s,\"store\":%s,"
+                  "\"database_writable\":%s}", ready ? "true" : "false", router ? "true" : "false",
+                  auth ? "true" : "false", store ? "true" : "false", self->store_writable ? "true" : "false");
+        json_response (conn->resp, ready ? 200 : 503, json);
+        return true;
+    }
+    if (strcmp (path, "/metrics") == 0) {
+        if (!stats_start (self, conn)) {
+            json_response (conn->resp, 503, "{\"error\":\"too many /metrics requests at once\"}");
+            return true;
+        }
+        conn->resp_deferred = true;
+        return true;
+    }
+    return false;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1323,6 +1614,11 @@ handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
         /*  No "Upgrade:" header: HTTP/2 forbids it (browsers speak h2 here over TLS). */
         conn->resp->head_only = strcmp (method, "HEAD") == 0;
     }
+    else
+    if (path && serve_ops (self, conn, path, method)) {
+        if (conn->resp_deferred)
+            return 0;           /* answered once the actors have */
+    }
     else {
         /*  A NUL lws decoded is passed on encoded, for the http module to refuse. */
         char *uri = path_has_nul (wsi, path) ? strdup ("/%00") : rebuild_uri (wsi, path ? path : "/");
@@ -1339,6 +1635,7 @@ handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
         free (accept);
         free (host);
     }
+    self->m.http [conn->resp->status / 100 % 6]++;
     if (http_send_headers (wsi, conn->resp))
         return -1;
     if (conn->resp->head_only || conn->resp->body_len == 0)
@@ -1348,10 +1645,21 @@ handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
 }
 
 static int
-http_writeable (struct lws *wsi, conn_t *conn)
+http_writeable (gateway_t *self, struct lws *wsi, conn_t *conn)
 {
-    if (!conn->resp)
+    if (!conn->resp || conn->stats_slot)
         return 0;
+    if (conn->resp_deferred) {
+        /*  A response that waited for the actors: its headers now. */
+        conn->resp_deferred = false;
+        self->m.http [conn->resp->status / 100 % 6]++;
+        if (http_send_headers (wsi, conn->resp))
+            return -1;
+        if (conn->resp->head_only || conn->resp->body_len == 0)
+            return http_finish (wsi, conn);
+        lws_callback_on_writable (wsi);
+        return 0;
+    }
     uint8_t buffer [LWS_PRE + HTTP_CHUNK];
     size_t left = conn->resp->body_len - conn->resp_sent;
     size_t n = left < HTTP_CHUNK ? left : HTTP_CHUNK;
@@ -1470,9 +1778,13 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
             conn->wsi = wsi;
             return handle_http (self, wsi, conn, (const char *) in);
         case LWS_CALLBACK_HTTP_WRITEABLE:
-            return http_writeable (wsi, conn);
+            return http_writeable (self, wsi, conn);
         case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         case LWS_CALLBACK_CLOSED_HTTP:
+            if (conn && conn->stats_slot) {
+                self->stats [conn->stats_slot - 1].conn = NULL;     /* gone before its answer */
+                conn->stats_slot = 0;
+            }
             if (conn && conn->resp) {
                 http_response_free (conn->resp);
                 free (conn->resp);
@@ -1494,6 +1806,7 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
                 peer_leave (self, conn);
                 return -1;
             }
+            self->m.opened++;
             qms_debug (ACTOR, "event=open handle=%llu", (unsigned long long) conn->handle);
             break;
         case LWS_CALLBACK_RECEIVE:
@@ -1505,6 +1818,8 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
                 return 0;
             return conn_writeable (self, conn);
         case LWS_CALLBACK_CLOSED:
+            if (conn->handle)
+                self->m.closes [conn->close_code ? close_index (conn->close_code) : 5]++;
             if (conn->handle) {
                 qms_rec_t rec = { .type = QMS_RT_CLOSED, .conn = conn->handle };
                 to_router (self, &rec);
@@ -1799,6 +2114,16 @@ gateway_new (const qms_config_t *cfg, const int *stop_signals)
     }
     self->router_raw = zsock_resolve (self->router);
     self->auth_raw = zsock_resolve (self->auth);
+    /*  The store is asked only for its figures (and so, its liveness). */
+    self->store = zsock_new (ZMQ_DEALER);
+    if (self->store) {
+        qms_socket_tune (self->store);
+        zsock_set_sndhwm (self->store, 100);
+        if (zsock_connect (self->store, "%s", cfg->store_endpoint) == 0) {
+            self->store_raw = zsock_resolve (self->store);
+            self->store_wsi = adopt_zmq (self, self->store_raw);
+        }
+    }
     self->router_wsi = adopt_zmq (self, self->router_raw);
     self->auth_wsi = adopt_zmq (self, self->auth_raw);
     if (!self->router_wsi || !self->auth_wsi) {
@@ -1865,6 +2190,10 @@ gateway_destroy (gateway_t **self_p)
         qms_batch_send (self->router_raw, NULL, 0, &self->to_router);
     zsock_destroy (&self->router);
     zsock_destroy (&self->auth);
+    zsock_destroy (&self->store);
+    for (int i = 0; i < MAX_STATS_WAIT; i++)
+        qms_buf_free (&self->stats [i].body);
+    qms_buf_free (&self->to_store);
     http_site_destroy (&self->site);
     http_site_destroy (&self->site_redirect);
     qms_buf_free (&self->to_router);

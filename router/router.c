@@ -28,6 +28,7 @@
 #include "qms_actor.h"
 #include "qms_config.h"
 #include "qms_log.h"
+#include "qms_metrics.h"
 #include "qms_msg.h"
 #include "qms_proto.h"
 #include "qms_util.h"
@@ -259,6 +260,9 @@ typedef struct {
     size_t live_receipt_count;
     uint64_t id_state;          /* for message ids (splitmix64) */
     uint64_t nonce;             /* this instance, told to gateways */
+    struct {                    /* figures for /metrics */
+        uint64_t delivered, held, store_requests, stored, rejected, received, kicks, expired;
+    } m;
     size_t online_count, session_count, pending_count;
     gateway_t *gateways [MAX_GATEWAYS];
     uint32_t gateway_count;     /* slots in use, live or dead */
@@ -600,6 +604,7 @@ session_expire (router_t *self, session_t *s)
     store_del (self, s->id, s->hash);
     pending_mark_deleted (self, s->hash);
     qms_info (LOG, "event=session_expired user=%.*s", (int) s->id.len, s->id.ptr);
+    self->m.expired++;
     session_destroy (self, s);
 }
 
@@ -622,6 +627,7 @@ session_replace (router_t *self, session_t *s, uint64_t key)
     if (s->bound && s->conn_key != key)
         send_kick (self, s, "Logged in elsewhere");
     pending_mark_deleted (self, s->hash);
+    self->m.kicks++;
     qms_info (LOG, "event=session_replaced user=%.*s", (int) s->id.len, s->id.ptr);
     session_destroy (self, s);
 }
@@ -937,6 +943,7 @@ message_from (router_t *self, session_t *s, uint32_t gw, uint64_t conn,
         rec.s [1] = message;
         rec.s [2] = qms_strn (msg_id, MSG_ID_CHARS);
         gw_emit (self, t->gw, &rec);
+        self->m.delivered++;
         if (client_id.len) {
             send_ack (self, gw, conn, QMS_ACK_DELIVERED, client_id, qms_strn (msg_id, MSG_ID_CHARS), now, NULL);
             recent_remember (s, client_id, msg_id, QMS_ACK_DELIVERED, now);
@@ -945,8 +952,10 @@ message_from (router_t *self, session_t *s, uint32_t gw, uint64_t conn,
         }
         return;
     }
-    if (t && t->draining && t->held_count < MAX_HELD && held_add (t, s, gw, conn, message, client_id, msg_id, now))
+    if (t && t->draining && t->held_count < MAX_HELD && held_add (t, s, gw, conn, message, client_id, msg_id, now)) {
+        self->m.held++;
         return;
+    }
     if (t && t->draining)
         t->stored_gen++;        /* the drain fetches once more before it ends */
     store_message (self, s, gw, conn, target, message, client_id, msg_id, now);
@@ -966,6 +975,7 @@ on_stored (router_t *self, msgreq_t *m, const qms_rec_t *rec)
     switch (rec->num) {
         case QMS_ST_OK:
         case QMS_ST_EXISTS: {
+            self->m.stored += rec->num == QMS_ST_OK;
             const char *id = rec->num == QMS_ST_EXISTS && rec->s [0].len ? NULL : m->msg_id;
             char existing [MSG_ID_CHARS + 1];
             if (!id) {
@@ -979,10 +989,12 @@ on_stored (router_t *self, msgreq_t *m, const qms_rec_t *rec)
             break;
         }
         case QMS_ST_QUOTA:
+            self->m.rejected++;
             if (answer)
                 send_rejected (self, m->gw, m->conn, client_id, k_quota_full);
             break;
         case QMS_ST_NO_USER:
+            self->m.rejected++;
             if (answer)
                 send_rejected (self, m->gw, m->conn, client_id, k_unknown_recipient);
             break;
@@ -1092,6 +1104,7 @@ on_synced (router_t *self, uint32_t gw, const qms_rec_t *rec)
 static void
 ack_received (router_t *self, qms_str_t sender_id, qms_str_t client_id, qms_str_t msg_id)
 {
+    self->m.received++;
     session_t *sender = find_by_id (self, sender_id);
     if (sender && sender->bound && client_id.len)
         send_ack (self, sender->gw, sender->conn, QMS_ACK_RECEIVED, client_id, msg_id, qms_now_ms (), NULL);
@@ -1522,6 +1535,42 @@ gateway_lookup (router_t *self, const uint8_t *identity, size_t len)
 /* ------------------------------------------------------------------------
     Incoming batches */
 
+/*  QMS_STATS: our figures for a gateway's /metrics. */
+static void
+on_stats (router_t *self, uint32_t gw, const qms_rec_t *rec)
+{
+    qms_buf_t text;
+    qms_buf_init (&text);
+    qms_metrics_head (&text, "qms_sessions", "gauge", "Sessions in the router's memory, and how many are online.");
+    qms_metrics_value (&text, "qms_sessions", "actor=\"router\",state=\"all\"", (double) self->session_count);
+    qms_metrics_value (&text, "qms_sessions", "actor=\"router\",state=\"online\"", (double) self->online_count);
+    qms_metrics_head (&text, "qms_messages_total", "counter", "Chat messages, by what became of them.");
+    qms_metrics_value (&text, "qms_messages_total", "actor=\"router\",result=\"delivered\"", (double) self->m.delivered);
+    qms_metrics_value (&text, "qms_messages_total", "actor=\"router\",result=\"held_during_drain\"", (double) self->m.held);
+    qms_metrics_value (&text, "qms_messages_total", "actor=\"router\",result=\"stored\"", (double) self->m.stored);
+    qms_metrics_value (&text, "qms_messages_total", "actor=\"router\",result=\"rejected\"", (double) self->m.rejected);
+    qms_metrics_value (&text, "qms_messages_total", "actor=\"router\",result=\"received\"", (double) self->m.received);
+    qms_metrics_head (&text, "qms_session_ends_total", "counter", "Sessions ended by the router.");
+    qms_metrics_value (&text, "qms_session_ends_total", "actor=\"router\",why=\"replaced\"", (double) self->m.kicks);
+    qms_metrics_value (&text, "qms_session_ends_total", "actor=\"router\",why=\"expired\"", (double) self->m.expired);
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < self->gateway_count; i++)
+        live += gateway_live (self, i) != NULL;
+    qms_metrics_head (&text, "qms_gateways", "gauge", "Gateways the router hears from.");
+    qms_metrics_value (&text, "qms_gateways", "actor=\"router\"", live);
+    qms_metrics_head (&text, "qms_router_pending", "gauge", "Work waiting in the router.");
+    qms_metrics_value (&text, "qms_router_pending", "actor=\"router\",of=\"store_lookups\"", (double) self->pending_count);
+    size_t msgreqs = 0;
+    for (link_t *l = self->msgreqs.next; l != &self->msgreqs; l = l->next)
+        msgreqs++;
+    qms_metrics_value (&text, "qms_router_pending", "actor=\"router\",of=\"store_message_requests\"", (double) msgreqs);
+    qms_metrics_value (&text, "qms_router_pending", "actor=\"router\",of=\"receipts_awaited\"", (double) self->live_receipt_count);
+    qms_rec_t answer = { .type = QMS_STATS, .req = rec->req };
+    answer.s [0] = qms_strn ((const char *) text.data, text.len);
+    gw_emit (self, gw, &answer);
+    qms_buf_free (&text);
+}
+
 static bool
 batch_valid (const uint8_t *data, size_t size)
 {
@@ -1572,6 +1621,7 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
             case QMS_RT_RECEIPT:   on_receipt (self, (uint32_t) gw, &rec); break;
             case QMS_RT_SYNCED:    on_synced (self, (uint32_t) gw, &rec); break;
             case QMS_RT_LOOKUP:    on_lookup (self, (uint32_t) gw, &rec); break;
+            case QMS_STATS_GET:    on_stats (self, (uint32_t) gw, &rec); break;
             case QMS_NONE:         break;      /* a newer type: skipped */
             default:
                 qms_warn (LOG, "event=unexpected type=%s from=gateway", qms_type_name (rec.type));

@@ -17,6 +17,7 @@
 #include "qms_actor.h"
 #include "qms_config.h"
 #include "qms_log.h"
+#include "qms_metrics.h"
 #include "qms_msg.h"
 #include "qms_util.h"
 
@@ -158,6 +159,7 @@ typedef struct {
     int64_t message_quota;      /* stored messages per recipient */
     uint64_t message_max_age_ms;
     uint64_t next_expire;       /* monotonic ms */
+    qms_hist_t op_ms [QMS_TYPE_COUNT];  /* how long each kind of request took */
     bool in_batch;              /* records run inside one BEGIN..COMMIT */
     char path [1100];
 } store_t;
@@ -632,11 +634,59 @@ is_request (int type)
         || type == QMS_ST_SESSION_GET || type == QMS_ST_SESSION_DEL
         || type == QMS_ST_SESSION_TOUCH || type == QMS_ST_MSG_STORE
         || type == QMS_ST_MSG_FETCH || type == QMS_ST_MSG_DEL
-        || type == QMS_ST_MSG_DEL_UPTO || type == QMS_ST_USER_FIND;
+        || type == QMS_ST_MSG_DEL_UPTO || type == QMS_ST_USER_FIND
+        || type == QMS_STATS_GET;
 }
+
+/*  QMS_STATS_GET: req 0 is a gateway's liveness check and wants only
+    whether the database takes writes; others get every figure. */
+static void
+stats (store_t *self, const qms_rec_t *rec)
+{
+    qms_buf_t text;
+    qms_buf_init (&text);
+    bool writable = sqlite3_exec (self->db, "SAVEPOINT probe; RELEASE probe", NULL, NULL, NULL) == SQLITE_OK
+                 && !sqlite3_db_readonly (self->db, "main");
+    qms_metrics_head (&text, "qms_store_writable", "gauge", "Whether the database takes writes.");
+    qms_metrics_value (&text, "qms_store_writable", "", writable ? 1 : 0);
+    if (rec->req) {
+        qms_metrics_head (&text, "qms_store_rows", "gauge", "Rows in the database.");
+        qms_metrics_value (&text, "qms_store_rows", "actor=\"store\",table=\"users\"", (double) query_int (self, S_COUNT_USERS));
+        qms_metrics_value (&text, "qms_store_rows", "actor=\"store\",table=\"sessions\"", (double) query_int (self, S_COUNT_SESSIONS));
+        qms_metrics_value (&text, "qms_store_rows", "actor=\"store\",table=\"messages\"", (double) query_int (self, S_COUNT_MESSAGES));
+        qms_metrics_head (&text, "qms_store_op_duration_seconds", "histogram", "SQLite work per request, by request.");
+        for (int type = 0; type < QMS_TYPE_COUNT; type++)
+            if (self->op_ms [type].count) {
+                char labels [96];
+                snprintf (labels, sizeof labels, "actor=\"store\",op=\"%s\"", qms_type_name (type));
+                qms_metrics_hist (&text, "qms_store_op_duration_seconds", labels, &self->op_ms [type]);
+            }
+    }
+    qms_rec_t answer = { .type = QMS_STATS, .req = rec->req };
+    answer.s [0] = qms_strn ((const char *) text.data, text.len);
+    reply (self, &answer);
+    qms_buf_free (&text);
+}
+
+static void run_record_timed (store_t *self, const qms_rec_t *rec);
 
 static void
 run_record (store_t *self, const qms_rec_t *rec)
+{
+    if (rec->type == QMS_STATS_GET) {
+        stats (self, rec);
+        return;
+    }
+    struct timespec t0, t1;
+    clock_gettime (CLOCK_MONOTONIC, &t0);
+    run_record_timed (self, rec);
+    clock_gettime (CLOCK_MONOTONIC, &t1);
+    qms_hist_observe (&self->op_ms [rec->type],
+                      (double) (t1.tv_sec - t0.tv_sec) * 1e3 + (double) (t1.tv_nsec - t0.tv_nsec) / 1e6);
+}
+
+static void
+run_record_timed (store_t *self, const qms_rec_t *rec)
 {
     outcome_t outcome;
     switch (rec->type) {

@@ -7,6 +7,7 @@
 #include "qms_util.h"
 #include "qms_log.h"
 #include "qms_config.h"
+#include "qms_metrics.h"
 #include "store.h"
 #include "auth.h"
 #include "router.h"
@@ -29,6 +30,7 @@ static const selftest_t s_tests [] = {
     { "qms_util", qms_util_test },
     { "qms_log", qms_log_test },
     { "qms_config", qms_config_test },
+    { "qms_metrics", qms_metrics_test },
     { "store", store_test },
     { "auth", auth_test },
     { "router", router_test },
