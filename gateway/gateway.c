@@ -1835,6 +1835,63 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
     return 0;
 }
 
+static char *
+read_whole (const char *path, size_t *len)
+{
+    FILE *file = fopen (path, "rb");
+    if (!file)
+        return NULL;
+    char *data = NULL;
+    if (fseek (file, 0, SEEK_END) == 0) {
+        long size = ftell (file);
+        if (size > 0 && size < 1024 * 1024 && fseek (file, 0, SEEK_SET) == 0
+        &&  (data = malloc ((size_t) size + 1))) {
+            if (fread (data, 1, (size_t) size, file) == (size_t) size) {
+                data [size] = 0;
+                *len = (size_t) size;
+            }
+            else {
+                free (data);
+                data = NULL;
+            }
+        }
+    }
+    fclose (file);
+    return data;
+}
+
+/*  SIGHUP: the certificate and key files were replaced (a renewal): check
+    the new pair, then give it to every TLS vhost.  Connections keep going;
+    new handshakes use the new certificate.  A bad pair is refused, the old
+    one stays. */
+static void
+reload_tls (gateway_t *self)
+{
+    const qms_config_t *cfg = self->cfg;
+    if (!qms_config_https (cfg) && !qms_config_wss (cfg)) {
+        qms_info (ACTOR, "event=reload what=tls result=skipped reason=\"no certificate configured\"");
+        return;
+    }
+    char err [512];
+    if (gateway_check_tls (cfg, err, sizeof err)) {
+        qms_error (ACTOR, "event=reload what=tls result=refused reason=\"%s\"", err);
+        return;
+    }
+    size_t cert_len = 0, key_len = 0;
+    char *cert = read_whole (cfg->ssl_cert, &cert_len);
+    char *key = read_whole (cfg->ssl_key, &key_len);
+    int rc = cert && key ? lws_tls_cert_updated (self->ctx, cfg->ssl_cert, cfg->ssl_key,
+                                                 cert, cert_len, key, key_len) : -1;
+    if (key)
+        OPENSSL_cleanse (key, key_len);
+    free (cert);
+    free (key);
+    if (rc)
+        qms_error (ACTOR, "event=reload what=tls result=failed cert=\"%s\"", cfg->ssl_cert);
+    else
+        qms_info (ACTOR, "event=reload what=tls result=ok cert=\"%s\"", cfg->ssl_cert);
+}
+
 static int
 callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
@@ -1858,8 +1915,12 @@ callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
         }
     if (wsi == self->signal_wsi) {
         struct signalfd_siginfo info;
-        if (read (self->signal_fd, &info, sizeof info) == (ssize_t) sizeof info)
-            begin_stop (self, (int) info.ssi_signo);
+        while (read (self->signal_fd, &info, sizeof info) == (ssize_t) sizeof info) {
+            if (info.ssi_signo == SIGHUP)
+                reload_tls (self);
+            else
+                begin_stop (self, (int) info.ssi_signo);
+        }
         return 0;
     }
     drain_zmq (self);
@@ -2145,6 +2206,7 @@ gateway_new (const qms_config_t *cfg, const int *stop_signals)
         sigemptyset (&set);
         for (const int *s = stop_signals; *s; s++)
             sigaddset (&set, *s);
+        sigaddset (&set, SIGHUP);       /* reload (blocked by main, read here) */
         self->signal_fd = signalfd (-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
         if (self->signal_fd < 0 || !(self->signal_wsi = adopt_fd (self, self->signal_fd))) {
             qms_error (ACTOR, "event=start_failed reason=\"cannot watch signals\"");

@@ -578,6 +578,12 @@ main (int argc, char **argv)
     for (const int *s = stop_signals; *s; s++)
         sigaddset (&set, *s);
     pthread_sigmask (SIG_BLOCK, &set, NULL);
+    /*  SIGHUP asks a gateway to reload its TLS certificate (it reads it from
+        its signalfd); other roles ignore it. */
+    sigset_t hup;
+    sigemptyset (&hup);
+    sigaddset (&hup, SIGHUP);
+    pthread_sigmask (SIG_BLOCK, &hup, NULL);
     signal (SIGPIPE, SIG_IGN);
 
     role_t role, probe;

@@ -5,9 +5,11 @@ match its certificate (exit 2).  Skipped when no openssl binary exists."""
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -82,6 +84,47 @@ class Tls(QmsTestCase):
         with self.assertRaises(Exception):
             ws = connect(srv.chat_port, timeout=2)
             ws.abort()
+
+    def test_sighup_reloads_the_certificate(self):
+        # a renewal: the files are replaced and the server told with SIGHUP;
+        # new handshakes get the new certificate, a connection keeps going
+        folder = tempfile.mkdtemp(dir=self.tmp)
+        cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+        shutil.copy(self.cert, cert)
+        shutil.copy(self.key, key)
+        srv = self.start_server(["-sslcert", cert, "-sslprvkey", key], html_dir=self.html)
+
+        def served_cert(port):
+            import ssl
+            return ssl.get_server_certificate((HOST, port))
+
+        def pem_of(path):
+            import ssl
+            with open(path) as f:
+                return ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert(f.read()))
+
+        self.assertEqual(served_cert(srv.https_port), pem_of(self.cert))
+        a = connect(srv.chat_port, tls=True)
+        self.addCleanup(a.abort)
+        ra = register(a, uniq("renew"))
+        self.assertEqual(ra.get("valid"), True, ra)
+        # a bad pair is refused and the old certificate stays
+        shutil.copy(self.cert2, cert)
+        srv.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertEqual(served_cert(srv.https_port), pem_of(self.cert))
+        self.assertIn("result=refused", srv.log_text())
+        # the whole new pair is taken
+        shutil.copy(self.key2, key)
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while served_cert(srv.https_port) != pem_of(self.cert2):
+            self.assertLess(time.monotonic(), deadline, "the new certificate was not served")
+            time.sleep(0.1)
+        self.assertEqual(served_cert(srv.chat_port), pem_of(self.cert2))
+        # the wss connection made before the reload still works
+        a.send_json({"action": 4, "token": ra["token"]})
+        self.assertEqual(a.wait_event(0).get("valid"), True)
 
     def test_disable_wss(self):
         srv = self.tls_server("--disableWss", cert_flags=("--sslCertificate", "--sslPrivateKey"),
