@@ -244,7 +244,8 @@ class TwoGateways(ClusterCase):
         owners = set()
         for cl in clients:
             local = cl.ws.sock.getsockname()[1]
-            out = subprocess.run(["ss", "-Htnp", "state", "established", "( dport = :%d )" % local],
+            out = subprocess.run(["ss", "-Htnp", "state", "established",
+                                  "( sport = :%d and dport = :%d )" % (port, local)],
                                  capture_output=True, text=True, timeout=10).stdout
             for pid in re.findall(r"pid=(\d+)", out):
                 owners.add(int(pid))
