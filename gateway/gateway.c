@@ -1132,6 +1132,12 @@ handle_auth_record (gateway_t *self, const qms_rec_t *rec)
         conn_queue_scratch (self, conn);
     }
     else
+    if (rec->type == QMS_AUTH_OK && conn->waiting != WAIT_LOGIN) {
+        /*  Too late: the client was told "Service temporarily unavailable."
+            (auth was gone) and may have tried again; do not bind. */
+        qms_warn (ACTOR, "event=late_login handle=%llu", (unsigned long long) conn->handle);
+    }
+    else
     if (rec->type == QMS_AUTH_OK && rec->s [2].len == QMS_TOKEN_CHARS) {
         /*  Keep the token until the router has bound the session. */
         memcpy (conn->pending, rec->s [2].ptr, QMS_TOKEN_CHARS);
