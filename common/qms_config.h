@@ -1,11 +1,20 @@
-/*  qms_config.h - the server's settings and the command line that sets them.
+/*  qms_config.h - the server's settings: command line, environment and
+    configuration file.
 
     The original server's options keep their names and aliases (Qt style,
     one dash; two dashes are accepted too).  Our own options use two dashes
-    and also accept one.  Parsing only checks what it can see (numbers,
-    ranges, that files exist and can be read); what needs a library (that a
-    key matches its certificate) is checked by the caller before anything
-    listens.
+    and also accept one.  One table drives all three sources (see
+    docs/CONFIG.md): every option can also be set by the environment
+    variable QMS_<NAME> (the long name in upper case, words split at '-'
+    and at camelCase humps, "ServerPort" shortened to "Port":
+    QMS_CHAT_PORT, QMS_DATA_DIR) and by a `key = value` line in the file
+    named by --config (or QMS_CONFIG); keys are the option names without
+    dashes.  Flags win over the environment, which wins over the file,
+    which wins over the defaults.  Parsing only checks what it can see
+    (numbers, ranges, that files exist and can be read), and every error
+    says where the value came from (the flag, the variable, FILE:LINE);
+    what needs a library (that a key matches its certificate) is checked
+    by the caller before anything listens.
 */
 #ifndef QMS_CONFIG_H_INCLUDED
 #define QMS_CONFIG_H_INCLUDED
@@ -20,6 +29,15 @@ extern "C" {
 #endif
 
 #define QMS_MAX_ORIGINS 16
+#define QMS_CONFIG_MAX_OPTIONS 64   /* entries in the option table, at most */
+
+/*  Where a setting came from, lowest precedence first. */
+typedef enum {
+    QMS_SOURCE_DEFAULT = 0,
+    QMS_SOURCE_FILE,
+    QMS_SOURCE_ENV,
+    QMS_SOURCE_FLAG
+} qms_config_source_t;
 
 typedef struct {
     /* the original's options */
@@ -40,6 +58,7 @@ typedef struct {
     char html_dir [1024];       /* --html-dir ./html */
     int session_timeout;        /* --session-timeout 600 (seconds) */
     int log_level;              /* --log-level info */
+    int log_format;             /* --log-format text (qms_log_format_t) */
 
     /* password hashing (Argon2id) */
     uint32_t argon2_memory_kib; /* --argon2-memory 19456 */
@@ -71,16 +90,40 @@ typedef struct {
     /* the monitor role */
     char filter_actor [64];     /* --filter-actor: "" = every actor */
     int filter_level;           /* --filter-level debug: show this level and more severe */
+
+    /*  Where the settings came from. */
+    char config_file [1024];    /* --config FILE (or QMS_CONFIG): "" = none */
+    bool print_config;          /* --print-config: print them all and exit */
+    unsigned char source [QMS_CONFIG_MAX_OPTIONS];  /* per option: qms_config_source_t */
+    int source_line [QMS_CONFIG_MAX_OPTIONS];       /* per option: its line in config_file */
 } qms_config_t;
 
 /*  Defaults, as documented in README.md. */
 void qms_config_defaults (qms_config_t *cfg);
 
-/*  Defaults from the environment, to be applied between
-    qms_config_defaults and qms_config_parse (so flags win):
-    QMS_STORE_ENDPOINT, QMS_AUTH_ENDPOINT, QMS_ROUTER_ENDPOINT,
-    QMS_LOG_ENDPOINT.  Returns 0, or -1 with a reason (a value too long). */
+/*  Everything at once, in order of precedence: defaults already in cfg,
+    then the file (--config or QMS_CONFIG), the environment, the flags,
+    and the checks of settings that go together.  Returns 0 to run; 1
+    when -help or --print-config was asked for (written to out: the
+    caller exits 0); -1 with a one-line reason in err that names where
+    the bad value came from (exit 2).  Unknown QMS_* variables are
+    warned about on stderr, not errors. */
+int qms_config_load (qms_config_t *cfg, int argc, char **argv,
+                     char *err, size_t err_size, FILE *out);
+
+/*  The parts of qms_config_load, each on top of what cfg holds.
+    qms_config_file reads `key = value` lines from path (keys are option
+    names without dashes, '#' starts a comment, booleans are true or
+    false); an unknown key is an error.  qms_config_env reads every
+    QMS_<NAME> (an empty variable counts as unset).  Both return 0, or -1
+    with a reason. */
+int qms_config_file (qms_config_t *cfg, const char *path, char *err, size_t err_size);
 int qms_config_env (qms_config_t *cfg, char *err, size_t err_size);
+
+/*  Every option with its effective value and where it came from, as a
+    valid configuration file (the source in a comment).  Options marked
+    secret in the table print as "****". */
+void qms_config_print (const qms_config_t *cfg, FILE *out);
 
 /*  Check an actor endpoint given as option: tcp://HOST:PORT, ipc://PATH,
     or inproc://NAME when inproc_ok (only threads of one process can use
@@ -100,9 +143,11 @@ int qms_endpoint_check (const char *option, const char *endpoint, bool inproc_ok
 int qms_endpoint_bind_address (const char *endpoint, char *out, size_t out_size,
                                char *err, size_t err_size);
 
-/*  Parse argv into cfg (which holds defaults).  Returns 0 to run, 1 when
-    -help was asked for (usage written to out), or -1 with a one-line
-    reason in err. */
+/*  Parse argv into cfg (on top of what it holds), then check the
+    settings that go together.  Returns 0 to run, 1 when -help was asked
+    for (usage written to out), or -1 with a one-line reason in err.
+    --config and --print-config are only recorded: qms_config_load acts
+    on them. */
 int qms_config_parse (qms_config_t *cfg, int argc, char **argv,
                       char *err, size_t err_size, FILE *out);
 

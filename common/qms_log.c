@@ -2,6 +2,7 @@
 #include "qms_log.h"
 
 #include <assert.h>
+#include <cJSON.h>
 #include <czmq.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -10,11 +11,13 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 static atomic_int s_level = QMS_LOG_INFO;
 static qms_log_sink_fn *_Atomic s_sink;
 static void *_Atomic s_sink_arg;
 static atomic_bool s_stderr = true;
+static atomic_int s_format = QMS_LOG_FORMAT_TEXT;
 
 /*  The log publisher: one XPUB socket per process, used from whichever
     thread logs, so only ever under s_pub_lock (a ZeroMQ socket is not
@@ -55,6 +58,26 @@ qms_log_set_sink (qms_log_sink_fn *sink, void *arg)
 {
     atomic_store (&s_sink_arg, arg);
     atomic_store (&s_sink, sink);
+}
+
+static const char *s_formats [] = { "text", "json" };
+
+void qms_log_set_format (int format) { atomic_store (&s_format, format); }
+int  qms_log_get_format (void) { return atomic_load (&s_format); }
+
+int
+qms_log_format_parse (const char *name)
+{
+    for (int i = 0; i < 2; i++)
+        if (strcmp (name, s_formats [i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *
+qms_log_format_name (int format)
+{
+    return format >= 0 && format < 2 ? s_formats [format] : "?";
 }
 
 void
@@ -123,25 +146,37 @@ publish (int level, const char *actor, const char *line, size_t len)
     pthread_mutex_unlock (&s_pub_lock);
 }
 
-static size_t
-format_va (char *buf, size_t size, int level, const char *actor, const char *fmt, va_list args)
+/*  The pieces every form of a line is built from: its time, and the
+    caller's text as written (escaping is each form's own business). */
+typedef struct {
+    char ts [96];           /* 24 used; room for what the compiler fears */
+    char body [4096];
+} pieces_t;
+
+static void
+pieces_make (pieces_t *pieces, const char *fmt, va_list args)
 {
     struct timeval tv;
     gettimeofday (&tv, NULL);
     struct tm tm;
     gmtime_r (&tv.tv_sec, &tm);
-    char body [4096];
-    vsnprintf (body, sizeof body, fmt, args);
+    snprintf (pieces->ts, sizeof pieces->ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+              tm.tm_min, tm.tm_sec, (int) (tv.tv_usec / 1000));
+    vsnprintf (pieces->body, sizeof pieces->body, fmt, args);
+}
 
-    int n = snprintf (buf, size, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s actor=%s ",
-                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                      tm.tm_min, tm.tm_sec, (int) (tv.tv_usec / 1000),
+/*  The logfmt line. */
+static size_t
+text_line (char *buf, size_t size, int level, const char *actor, const pieces_t *pieces)
+{
+    int n = snprintf (buf, size, "ts=%s level=%s actor=%s ", pieces->ts,
                       qms_log_level_name (level), actor);
     size_t o = n < 0 ? 0 : (size_t) n;
     if (o >= size)
         o = size - 1;
     /*  Escape control characters so that one event is always one line. */
-    for (const unsigned char *p = (const unsigned char *) body; *p && o + 5 < size; p++) {
+    for (const unsigned char *p = (const unsigned char *) pieces->body; *p && o + 5 < size; p++) {
         if (*p == '\n')      { buf [o++] = '\\'; buf [o++] = 'n'; }
         else if (*p == '\r') { buf [o++] = '\\'; buf [o++] = 'r'; }
         else if (*p < 0x20 || *p == 0x7f) o += (size_t) snprintf (buf + o, size - o, "\\x%02x", *p);
@@ -151,14 +186,293 @@ format_va (char *buf, size_t size, int level, const char *actor, const char *fmt
     return o;
 }
 
+/* ------------------------------------------------------------------------ */
+/*  The JSON line.                                                           */
+
+/*  Room kept at the end of the buffer for the closing quote of a value
+    cut short, ,"truncated":true, the closing brace and the NUL: so a
+    line cut for length is still one valid object. */
+#define JSON_RESERVE 24
+#define JSON_MIN_SIZE 64
+#define JSON_MAX_FIELDS 64
+#define JSON_MAX_KEY 48
+
+typedef struct {
+    char *buf;
+    size_t limit;           /* what the fields may fill: size - JSON_RESERVE */
+    size_t o;
+    bool cut;               /* something did not fit */
+    int fields;
+} json_writer_t;
+
+/*  Length of the valid UTF-8 sequence at p (len bytes left), its code
+    point in *cp; 0 when the bytes are not valid UTF-8 (overlong forms
+    and surrogates included). */
+static size_t
+utf8_sequence (const unsigned char *p, size_t len, uint32_t *cp)
+{
+    size_t need;
+    if (p [0] < 0x80)       { *cp = p [0]; return 1; }
+    else if (p [0] >= 0xc2 && p [0] <= 0xdf) { need = 2; *cp = p [0] & 0x1f; }
+    else if (p [0] >= 0xe0 && p [0] <= 0xef) { need = 3; *cp = p [0] & 0x0f; }
+    else if (p [0] >= 0xf0 && p [0] <= 0xf4) { need = 4; *cp = p [0] & 0x07; }
+    else return 0;
+    if (len < need)
+        return 0;
+    for (size_t i = 1; i < need; i++) {
+        if ((p [i] & 0xc0) != 0x80)
+            return 0;
+        *cp = (*cp << 6) | (p [i] & 0x3f);
+    }
+    if ((need == 3 && (*cp < 0x800 || (*cp >= 0xd800 && *cp <= 0xdfff)))
+    ||  (need == 4 && (*cp < 0x10000 || *cp > 0x10ffff)))
+        return 0;
+    return need;
+}
+
+/*  The escaped form of the character at p into esc; returns how many
+    bytes of p it stands for. */
+static size_t
+json_escape_one (const unsigned char *p, size_t len, char *esc, size_t *esc_len)
+{
+    uint32_t cp = 0;
+    size_t used = utf8_sequence (p, len, &cp);
+    if (used == 0) {
+        /*  Not UTF-8: the replacement character keeps the line valid. */
+        memcpy (esc, "\\ufffd", 6);
+        *esc_len = 6;
+        return 1;
+    }
+    if (cp == '"' || cp == '\\') {
+        esc [0] = '\\';
+        esc [1] = (char) cp;
+        *esc_len = 2;
+    }
+    else if (cp == '\n') { memcpy (esc, "\\n", 2); *esc_len = 2; }
+    else if (cp == '\r') { memcpy (esc, "\\r", 2); *esc_len = 2; }
+    else if (cp == '\t') { memcpy (esc, "\\t", 2); *esc_len = 2; }
+    else if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f)) {
+        /*  C0, DEL and C1 controls: nothing that could drive a terminal. */
+        snprintf (esc, 8, "\\u%04x", (unsigned) cp);
+        *esc_len = 6;
+    }
+    else {
+        memcpy (esc, p, used);
+        *esc_len = used;
+    }
+    return used;
+}
+
+/*  One field, ,"key":"value".  Keys are plain ([A-Za-z0-9_.-]), values
+    are escaped; what does not fit is cut at a character boundary, and the
+    closing quote always fits (it is part of the reserve). */
+static void
+json_field (json_writer_t *w, const char *key, const char *value, size_t value_len, bool whole)
+{
+    size_t key_len = strlen (key);
+    /*  The fixed fields are short and plain: whole or not at all. */
+    if (w->cut || w->o + key_len + 6 + (whole ? value_len : 0) > w->limit) {
+        w->cut = true;
+        return;
+    }
+    w->o += (size_t) sprintf (w->buf + w->o, "%s\"%s\":\"", w->fields++ ? "," : "", key);
+    const unsigned char *p = (const unsigned char *) value;
+    size_t i = 0;
+    while (i < value_len) {
+        char esc [8];
+        size_t esc_len;
+        size_t used = json_escape_one (p + i, value_len - i, esc, &esc_len);
+        if (w->o + esc_len > w->limit) {
+            w->cut = true;
+            break;
+        }
+        memcpy (w->buf + w->o, esc, esc_len);
+        w->o += esc_len;
+        i += used;
+    }
+    w->buf [w->o++] = '"';
+}
+
+typedef struct {
+    char key [JSON_MAX_KEY + 16];   /* with a suffix _N */
+    const char *value;
+    size_t value_len;
+} json_pair_t;
+
+static bool
+key_char (char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+        || c == '_' || c == '.' || c == '-';
+}
+
+/*  A quoted value at p (just after the opening quote), unescaped in
+    place (\" and \\); it ends at a quote followed by a space or the end.
+    Returns where parsing goes on. */
+static char *
+quoted_value (char *p, json_pair_t *pair)
+{
+    char *d = p;
+    pair->value = p;
+    while (*p) {
+        if (*p == '\\' && (p [1] == '"' || p [1] == '\\')) {
+            *d++ = p [1];
+            p += 2;
+        }
+        else
+        if (*p == '"' && (p [1] == ' ' || p [1] == 0)) {
+            p++;
+            break;
+        }
+        else
+            *d++ = *p++;
+    }
+    pair->value_len = (size_t) (d - pair->value);
+    return p;
+}
+
+/*  Split the caller's text (modified in place) into key=value pairs;
+    words that are not pairs are joined into msg.  Returns the number of
+    pairs; *dropped when there were more than max. */
+static int
+split_pairs (char *body, json_pair_t *pairs, int max, char *msg, size_t msg_size, bool *dropped)
+{
+    int count = 0;
+    size_t msg_len = 0;
+    msg [0] = 0;
+    char *p = body;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            break;
+        char *key = p;
+        while (key_char (*p))
+            p++;
+        size_t key_len = (size_t) (p - key);
+        if (*p == '=' && key_len > 0 && key_len <= JSON_MAX_KEY && count < max) {
+            json_pair_t *pair = &pairs [count++];
+            memcpy (pair->key, key, key_len);
+            pair->key [key_len] = 0;
+            p++;
+            if (*p == '"')
+                p = quoted_value (p + 1, pair);
+            else {
+                pair->value = p;
+                while (*p && *p != ' ')
+                    p++;
+                pair->value_len = (size_t) (p - pair->value);
+            }
+            continue;
+        }
+        /*  A word that is not a pair (or a pair past the last field). */
+        while (*p && *p != ' ')
+            p++;
+        size_t len = (size_t) (p - key);
+        if (msg_len + len + 2 < msg_size) {
+            if (msg_len)
+                msg [msg_len++] = ' ';
+            memcpy (msg + msg_len, key, len);
+            msg_len += len;
+            msg [msg_len] = 0;
+        }
+        else
+            *dropped = true;
+    }
+    return count;
+}
+
+/*  Give pairs [index] a key that neither the fixed fields nor an earlier
+    pair has: key, key_2, key_3, ... */
+static void
+unique_key (json_pair_t *pairs, int index)
+{
+    static const char *fixed [] = { "ts", "level", "actor", "truncated" };
+    char base [sizeof pairs [index].key];
+    memcpy (base, pairs [index].key, sizeof base);
+    for (int suffix = 1; ; suffix++) {
+        if (suffix > 1)
+            snprintf (pairs [index].key, sizeof pairs [index].key, "%.*s_%d", JSON_MAX_KEY, base, suffix);
+        bool taken = false;
+        for (size_t f = 0; f < sizeof fixed / sizeof fixed [0] && !taken; f++)
+            taken = strcmp (pairs [index].key, fixed [f]) == 0;
+        for (int i = 0; i < index && !taken; i++)
+            taken = strcmp (pairs [index].key, pairs [i].key) == 0;
+        if (!taken)
+            return;
+    }
+}
+
+static size_t
+json_line (char *buf, size_t size, int level, const char *actor, pieces_t *pieces)
+{
+    if (size < JSON_MIN_SIZE) {
+        /*  No room for any field: still an object. */
+        if (size >= 3)
+            memcpy (buf, "{}", 3);
+        else
+        if (size > 0)
+            buf [0] = 0;
+        return size >= 3 ? 2 : 0;
+    }
+    json_writer_t w = { buf, size - JSON_RESERVE, 1, false, 0 };
+    buf [0] = '{';
+    json_field (&w, "ts", pieces->ts, strlen (pieces->ts), true);
+    json_field (&w, "level", qms_log_level_name (level), strlen (qms_log_level_name (level)), true);
+    json_field (&w, "actor", actor, strlen (actor), true);
+
+    json_pair_t pairs [JSON_MAX_FIELDS + 1];
+    static_assert (sizeof pieces->body <= 4096, "msg below is as large as the body");
+    char msg [4096];
+    bool dropped = false;
+    int count = split_pairs (pieces->body, pairs, JSON_MAX_FIELDS, msg, sizeof msg, &dropped);
+    if (msg [0]) {
+        snprintf (pairs [count].key, sizeof pairs [count].key, "msg");
+        pairs [count].value = msg;
+        pairs [count].value_len = strlen (msg);
+        count++;
+    }
+    for (int i = 0; i < count; i++) {
+        unique_key (pairs, i);
+        json_field (&w, pairs [i].key, pairs [i].value, pairs [i].value_len, false);
+    }
+    if (w.cut || dropped)
+        w.o += (size_t) sprintf (buf + w.o, ",\"truncated\":true");
+    buf [w.o++] = '}';
+    buf [w.o] = 0;
+    return w.o;
+}
+
+/* ------------------------------------------------------------------------ */
+
 size_t
 qms_log_format (char *buf, size_t size, int level, const char *actor, const char *fmt, ...)
 {
+    pieces_t pieces;
     va_list args;
     va_start (args, fmt);
-    size_t n = format_va (buf, size, level, actor, fmt, args);
+    pieces_make (&pieces, fmt, args);
     va_end (args);
-    return n;
+    return text_line (buf, size, level, actor, &pieces);
+}
+
+size_t
+qms_log_format_json (char *buf, size_t size, int level, const char *actor, const char *fmt, ...)
+{
+    pieces_t pieces;
+    va_list args;
+    va_start (args, fmt);
+    pieces_make (&pieces, fmt, args);
+    va_end (args);
+    return json_line (buf, size, level, actor, &pieces);
+}
+
+/*  One fwrite per line: stdio's lock keeps lines whole across threads. */
+static void
+write_stderr (char *line, size_t len)
+{
+    line [len++] = '\n';
+    fwrite (line, 1, len, stderr);
 }
 
 void
@@ -166,11 +480,13 @@ qms_log (int level, const char *actor, const char *fmt, ...)
 {
     if (level > atomic_load (&s_level))
         return;
-    char line [4608];
+    pieces_t pieces;
     va_list args;
     va_start (args, fmt);
-    size_t n = format_va (line, sizeof line - 1, level, actor, fmt, args);
+    pieces_make (&pieces, fmt, args);
     va_end (args);
+    char line [4608];
+    size_t n = text_line (line, sizeof line - 1, level, actor, &pieces);
     qms_log_sink_fn *sink = atomic_load (&s_sink);
     if (sink)
         sink (level, actor, line, atomic_load (&s_sink_arg));
@@ -178,9 +494,13 @@ qms_log (int level, const char *actor, const char *fmt, ...)
         publish (level, actor, line, n);
     if (!atomic_load (&s_stderr))
         return;
-    line [n++] = '\n';
-    /*  One fwrite per line: stdio's lock keeps lines whole across threads. */
-    fwrite (line, 1, n, stderr);
+    if (atomic_load (&s_format) == QMS_LOG_FORMAT_JSON) {
+        /*  Escaping can make a byte six: room for the whole body, usually. */
+        char json [8192];
+        write_stderr (json, json_line (json, sizeof json - 1, level, actor, &pieces));
+    }
+    else
+        write_stderr (line, n);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -234,6 +554,9 @@ test_publish (void)
     qms_log_set_stderr (false);
     int saved = qms_log_get_level ();
     qms_log_set_level (QMS_LOG_INFO);
+    /*  The monitor parses logfmt: published lines stay logfmt whatever
+        stderr gets. */
+    qms_log_set_format (QMS_LOG_FORMAT_JSON);
     assert (qms_log_publish_start ("nonsense://x", "t") == -1);
     assert (qms_log_publish_start (endpoint, "tester@here/1") == 0);
 
@@ -246,6 +569,8 @@ test_publish (void)
         got = t_recv_line (sub, 10, topic, line, source, sizeof line);
     }
     assert (got);
+    assert (strncmp (line, "ts=", 3) == 0);
+    qms_log_set_format (QMS_LOG_FORMAT_TEXT);
     assert (streq (topic, "logtest.warn"));
     assert (strstr (line, " level=warn actor=logtest event=probe n=") && strstr (line, "note=a\\nb"));
     assert (streq (source, "tester@here/1"));
@@ -305,6 +630,172 @@ test_publish (void)
     zsock_destroy (&sub);
 }
 
+/*  The line parses as one JSON object with unique keys, is valid UTF-8
+    and holds no raw control character; returns it (to be deleted). */
+static cJSON *
+t_json_parse (const char *line)
+{
+    size_t len = strlen (line);
+    for (size_t i = 0; i < len; ) {
+        uint32_t cp;
+        size_t used = utf8_sequence ((const unsigned char *) line + i, len - i, &cp);
+        assert (used > 0);
+        assert (cp >= 0x20 && (cp < 0x7f || cp > 0x9f));
+        i += used;
+    }
+    const char *end = NULL;
+    cJSON *json = cJSON_ParseWithOpts (line, &end, 1);
+    assert (json && cJSON_IsObject (json));
+    for (cJSON *a = json->child; a; a = a->next)
+        for (cJSON *b = a->next; b; b = b->next)
+            assert (strcmp (a->string, b->string) != 0);
+    return json;
+}
+
+static const char *
+t_field (cJSON *json, const char *key)
+{
+    cJSON *item = cJSON_GetObjectItemCaseSensitive (json, key);
+    return cJSON_IsString (item) ? item->valuestring : NULL;
+}
+
+static void
+test_json (void)
+{
+    assert (qms_log_format_parse ("json") == QMS_LOG_FORMAT_JSON);
+    assert (qms_log_format_parse ("text") == QMS_LOG_FORMAT_TEXT);
+    assert (qms_log_format_parse ("JSON") == -1 && qms_log_format_parse ("") == -1);
+    assert (streq (qms_log_format_name (QMS_LOG_FORMAT_JSON), "json"));
+
+    /*  Fields from the pairs, strings all; a quoted value loses its quotes. */
+    char line [1024];
+    qms_log_format_json (line, sizeof line, QMS_LOG_WARN, "store",
+                         "event=open path=%s n=%d reason=\"%s\" empty= tail=\"x\\\"y\\\\z\"",
+                         "users.db", 3, "disk is full");
+    cJSON *json = t_json_parse (line);
+    const char *ts = t_field (json, "ts");
+    assert (ts && strlen (ts) == 24 && ts [10] == 'T' && ts [23] == 'Z');
+    assert (streq (t_field (json, "level"), "warn"));
+    assert (streq (t_field (json, "actor"), "store"));
+    assert (streq (t_field (json, "event"), "open"));
+    assert (streq (t_field (json, "path"), "users.db"));
+    assert (streq (t_field (json, "n"), "3"));
+    assert (streq (t_field (json, "reason"), "disk is full"));
+    assert (streq (t_field (json, "empty"), ""));
+    assert (streq (t_field (json, "tail"), "x\"y\\z"));
+    assert (!t_field (json, "msg") && !cJSON_GetObjectItem (json, "truncated"));
+    assert (strncmp (line, "{\"ts\":", 6) == 0);        /* ts, level, actor first */
+    cJSON_Delete (json);
+
+    /*  Control characters, C1 controls and bytes that are not UTF-8 are
+        escaped; the value decodes back to what was logged (but for the
+        replacement character). */
+    qms_log_format_json (line, sizeof line, QMS_LOG_INFO, "gw", "name=%s bad=%s ok=%s",
+                         "a\nb\r\t\x01\x7f" "c", "\xc2\x85\xff", "\xc3\xa9\xe2\x82\xac");
+    assert (!strchr (line, '\n') && strstr (line, "\\u0001") && strstr (line, "\\u007f"));
+    assert (strstr (line, "\\u0085") && strstr (line, "\\ufffd"));
+    json = t_json_parse (line);
+    assert (streq (t_field (json, "name"), "a\nb\r\t\x01\x7f" "c"));
+    assert (streq (t_field (json, "bad"), "\xc2\x85\xef\xbf\xbd"));
+    assert (streq (t_field (json, "ok"), "\xc3\xa9\xe2\x82\xac"));
+    cJSON_Delete (json);
+
+    /*  Words that are not pairs go to msg; the fixed keys and repeated keys
+        cannot be overwritten. */
+    qms_log_format_json (line, sizeof line, QMS_LOG_INFO, "router",
+                         "hello event=x world level=error actor=evil ts=0 a=1 a=2 msg=m truncated=no");
+    json = t_json_parse (line);
+    assert (streq (t_field (json, "level"), "info") && streq (t_field (json, "level_2"), "error"));
+    assert (streq (t_field (json, "actor"), "router") && streq (t_field (json, "actor_2"), "evil"));
+    assert (streq (t_field (json, "ts_2"), "0"));
+    assert (streq (t_field (json, "a"), "1") && streq (t_field (json, "a_2"), "2"));
+    assert (streq (t_field (json, "msg"), "m") && streq (t_field (json, "msg_2"), "hello world"));
+    assert (streq (t_field (json, "truncated_2"), "no"));
+    assert (!cJSON_GetObjectItem (json, "truncated"));
+    cJSON_Delete (json);
+
+    /*  Cut anywhere, still one object that says so; never past the buffer. */
+    char long_value [3000];
+    for (size_t i = 0; i < sizeof long_value - 1; i++)
+        long_value [i] = "ab\n\"\x01\xc3\xa9"[i % 7];
+    long_value [sizeof long_value - 1] = 0;
+    char *cut = malloc (2048);
+    assert (cut);
+    for (size_t size = 0; size < 2048; size += size < 200 ? 1 : 37) {
+        memset (cut, 'X', 2048);
+        size_t n = qms_log_format_json (cut, size, QMS_LOG_ERROR, "gw", "event=long v=%s", long_value);
+        if (size == 0) {
+            assert (n == 0 && cut [0] == 'X');
+            continue;
+        }
+        assert (n < size && cut [n] == 0 && strlen (cut) == n && cut [size] == 'X');
+        if (size < 3) {
+            assert (n == 0);        /* no room for even {} */
+            continue;
+        }
+        json = t_json_parse (cut);
+        if (size >= JSON_MIN_SIZE)
+            assert (cJSON_IsTrue (cJSON_GetObjectItem (json, "truncated")));
+        cJSON_Delete (json);
+    }
+    free (cut);
+
+    /*  More pairs than fields: the rest go to msg, nothing is lost. */
+    char many [2048] = "";
+    for (int i = 0; i < JSON_MAX_FIELDS + 5; i++)
+        snprintf (many + strlen (many), sizeof many - strlen (many), "k%d=%d ", i, i);
+    char big [8192];
+    qms_log_format_json (big, sizeof big, QMS_LOG_INFO, "gw", "%s", many);
+    json = t_json_parse (big);
+    assert (streq (t_field (json, "k0"), "0"));
+    assert (t_field (json, "msg") && strstr (t_field (json, "msg"), "k68=68"));
+    cJSON_Delete (json);
+}
+
+/*  What qms_log writes to stderr in each format, from the same pieces;
+    the sink gets logfmt either way. */
+static char t_sink_line [4608];
+
+static void
+t_sink (int level, const char *actor, const char *line, void *arg)
+{
+    (void) level, (void) actor, (void) arg;
+    snprintf (t_sink_line, sizeof t_sink_line, "%s", line);
+}
+
+static void
+test_stderr_formats (void)
+{
+    FILE *capture = tmpfile ();
+    assert (capture);
+    fflush (stderr);
+    int saved_fd = dup (STDERR_FILENO);
+    assert (saved_fd >= 0 && dup2 (fileno (capture), STDERR_FILENO) >= 0);
+    qms_log_set_sink (t_sink, NULL);
+    qms_log_set_format (QMS_LOG_FORMAT_JSON);
+    assert (qms_log_get_format () == QMS_LOG_FORMAT_JSON);
+    qms_warn ("fmt", "event=first name=\"%s\"", "two\nlines");
+    assert (strncmp (t_sink_line, "ts=", 3) == 0 && strstr (t_sink_line, "event=first"));
+    qms_log_set_format (QMS_LOG_FORMAT_TEXT);
+    qms_warn ("fmt", "event=second");
+    qms_log_set_sink (NULL, NULL);
+    fflush (stderr);
+    assert (dup2 (saved_fd, STDERR_FILENO) >= 0);
+    close (saved_fd);
+
+    rewind (capture);
+    char first [8192], second [8192];
+    assert (fgets (first, sizeof first, capture) && fgets (second, sizeof second, capture));
+    assert (!fgets (second + 4000, 100, capture));          /* one line per event */
+    first [strcspn (first, "\n")] = 0;
+    cJSON *json = t_json_parse (first);
+    assert (streq (t_field (json, "event"), "first") && streq (t_field (json, "name"), "two\nlines"));
+    assert (streq (t_field (json, "actor"), "fmt") && streq (t_field (json, "level"), "warn"));
+    cJSON_Delete (json);
+    assert (strncmp (second, "ts=", 3) == 0 && strstr (second, " level=warn actor=fmt event=second\n"));
+    fclose (capture);
+}
+
 void
 qms_log_test (bool verbose)
 {
@@ -331,6 +822,8 @@ qms_log_test (bool verbose)
     assert (qms_log_get_level () == QMS_LOG_ERROR);
     qms_log_set_level (saved);
 
+    test_json ();
+    test_stderr_formats ();
     test_publish ();
     if (verbose)
         printf ("OK\n");

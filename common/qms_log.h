@@ -9,6 +9,21 @@
     newline in it cannot forge a log line.  Lines go to stderr; a sink can
     be added with qms_log_set_sink, and qms_log_publish_start also sends
     every line to a monitor over ZeroMQ (see docs/CLUSTER.md).
+
+    With qms_log_set_format (QMS_LOG_FORMAT_JSON) (--log-format json) the
+    lines on stderr are JSON instead, one object per line, built from the
+    same pieces:
+
+        {"ts":"2026-11-26T14:20:00.123Z","level":"info","actor":"store","event":"open","path":"users.db"}
+
+    Every key=value pair of the caller's text becomes a string field (a
+    quoted value loses its quotes); words that are not key=value are
+    joined into "msg"; a key met twice, or one of ts, level, actor, gets
+    a suffix (_2, _3, ...) so it can never hide the real one; a line cut
+    for length ends with "truncated":true.  Control characters, C1
+    controls and invalid UTF-8 are escaped (\uXXXX, U+FFFD), so every line
+    parses as JSON.  The sink and the monitor always get the logfmt line:
+    the monitor parses it.
 */
 #ifndef QMS_LOG_H_INCLUDED
 #define QMS_LOG_H_INCLUDED
@@ -55,6 +70,18 @@ int  qms_log_publish_start (const char *endpoint, const char *source);
 /*  Close the socket (lines still queued get a moment to leave). */
 void qms_log_publish_stop (void);
 
+/*  What stderr gets: logfmt text (the default) or one JSON object per
+    line.  Thread-safe. */
+typedef enum {
+    QMS_LOG_FORMAT_TEXT = 0,
+    QMS_LOG_FORMAT_JSON
+} qms_log_format_t;
+void qms_log_set_format (int format);
+int  qms_log_get_format (void);
+/*  "text", "json" to a format; -1 if unknown. */
+int qms_log_format_parse (const char *name);
+const char *qms_log_format_name (int format);
+
 /*  Whether lines are also written to stderr (default true; tests turn it
     off to keep their output readable). */
 void qms_log_set_stderr (bool on);
@@ -72,6 +99,10 @@ void qms_log (int level, const char *actor, const char *fmt, ...)
     length. */
 size_t qms_log_format (char *buf, size_t size, int level, const char *actor,
                        const char *fmt, ...) __attribute__ ((format (printf, 5, 6)));
+/*  The same as one JSON object (without the newline); always valid JSON
+    when size is at least 64. */
+size_t qms_log_format_json (char *buf, size_t size, int level, const char *actor,
+                            const char *fmt, ...) __attribute__ ((format (printf, 5, 6)));
 
 void qms_log_test (bool verbose);
 

@@ -2,6 +2,7 @@
 
         qmessageserver [all|gateway|auth|router|store|monitor] [options]
         qmessageserver --health [ROLE] [options]
+        qmessageserver users|db COMMAND [ARG] [options]   (admin/admin.h)
 
     The embedded default (all) runs every actor in this one process: store,
     auth and router as threads on inproc:// endpoints, the gateway's
@@ -11,6 +12,7 @@
     monitor role tails every process's log lines, and --health asks one
     role whether it answers (for container health checks).
 */
+#include "admin.h"
 #include "auth.h"
 #include "gateway.h"
 #include "monitor.h"
@@ -572,6 +574,10 @@ main (int argc, char **argv)
         Block them before any thread starts, so every thread inherits the
         mask. */
     zsys_handler_set (NULL);
+    /*  The administration commands are clients of a store, not a role:
+        they keep the default signal handling (docs/ADMIN.md). */
+    if (argc > 1 && admin_is_command (argv [1]))
+        return admin_main (argc, argv);
     static const int stop_signals [] = { SIGINT, SIGTERM, 0 };
     sigset_t set;
     sigemptyset (&set);
@@ -591,9 +597,9 @@ main (int argc, char **argv)
     qms_config_t cfg;
     qms_config_defaults (&cfg);
     char err [1024];
-    int rc = qms_config_env (&cfg, err, sizeof err);
-    if (rc == 0)
-        rc = qms_config_parse (&cfg, argc, argv, err, sizeof err, stdout);
+    /*  The file (--config, QMS_CONFIG), the environment (QMS_*), then the
+        flags; -help and --print-config answer 1 (docs/CONFIG.md). */
+    int rc = qms_config_load (&cfg, argc, argv, err, sizeof err, stdout);
     if (rc == 0 && check_endpoints (role, probe, &cfg, err, sizeof err))
         rc = -1;
     if (rc == 1) {
@@ -605,6 +611,7 @@ main (int argc, char **argv)
         qms_config_free (&cfg);
         return EXIT_BAD_USAGE;
     }
+    qms_log_set_format (cfg.log_format);
     rc = role == ROLE_HEALTH ? run_health (probe, &cfg) : run_role (role, &cfg, stop_signals, &set);
     qms_config_free (&cfg);
     return rc;
