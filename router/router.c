@@ -21,8 +21,13 @@
     instance after a restart; such requests wait in a pending table keyed by
     request id and are answered "Service temporarily unavailable." if the
     store has not replied within a few seconds.
+
+    An administration command (admin/admin.h) ends a user's session with
+    QMS_RT_KICK_USER, on the same socket or on the admin socket in the
+    data directory; it is answered at once and never counted as a gateway.
 */
 #include "router.h"
+#include "admin.h"
 #include "qms_map.h"
 
 #include "qms_actor.h"
@@ -40,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define LOG                 "router"
@@ -55,6 +61,9 @@
 /*  A gateway sends RT_HELLO every second; after this long without a word
     from it, its users go offline (it died, or the network between us did). */
 static uint64_t s_gateway_timeout_ms = 6000;
+/*  After telling a gateway we hold none of its connections, this long for
+    its announcements to arrive before an unknown connection is invalid. */
+static uint64_t s_fresh_grace_ms = 5000;
 
 static const char *k_unavailable = "Service temporarily unavailable.";
 static const char *k_unknown_recipient = "Unknown recipient.";
@@ -245,6 +254,8 @@ typedef struct {
     bool hello;                 /* name and nonce are known */
     uint64_t last_seen;         /* monotonic ms of its last batch */
     bool welcomed;              /* told it is new to us before its hello */
+    uint64_t fresh_until;       /* monotonic ms: it may still be announcing its
+                                   connections (we told it we hold none) */
     uint64_t nonce;
     char name [MAX_GATEWAY_NAME + 1];
     qms_buf_t out;              /* this pass's records for the gateway */
@@ -270,6 +281,7 @@ typedef struct {
     qms_buf_t backend_out, users;
     uint64_t next_req;
     uint64_t next_tick, next_touch;     /* monotonic ms */
+    char admin_path [128];      /* the admin socket's file, when bound */
 } router_t;
 
 /* ------------------------------------------------------------------------
@@ -1363,7 +1375,14 @@ on_message (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
             bound to this connection. */
         s = find_by_conn (self, conn_key (gw, rec->conn));
         if (!s) {
-            send_invalid (self, gw, rec->conn, 1);
+            /*  A gateway still announcing its connections to us (we
+                restarted) may have sent this before announcing this one:
+                not a bad session, just not known yet. */
+            gateway_t *g = self->gateways [gw];
+            if (g->fresh_until > qms_mono_ms ())
+                send_error (self, gw, rec->conn, QMS_EV_MESSAGE, k_unavailable);
+            else
+                send_invalid (self, gw, rec->conn, 1);
             return;
         }
     }
@@ -1484,8 +1503,10 @@ on_hello (router_t *self, uint32_t gw, const qms_rec_t *rec)
     bool fresh = g->hello ? g->nonce != rec->num : !g->welcomed;
     qms_rec_t welcome = { .type = QMS_GW_WELCOME, .num = self->nonce, .req = fresh ? 1 : 0 };
     gw_emit (self, gw, &welcome);
-    if (fresh)
+    if (fresh) {
         send_snapshot (self, g);
+        g->fresh_until = qms_mono_ms () + s_fresh_grace_ms;
+    }
     g->hello = true;
     g->nonce = rec->num;
     memcpy (g->name, name, len + 1);
@@ -1582,6 +1603,68 @@ batch_valid (const uint8_t *data, size_t size)
     return rc == 0;
 }
 
+/*  An administrator deleted the user, reset its password or logged it
+    out (the store has already forgotten the session): end the session as a
+    logout does, and close its connection as a replaced session's. */
+static void
+on_kick_user (router_t *self, const qms_rec_t *rec, qms_rec_t *done)
+{
+    qms_str_t id = rec->s [0];
+    if (id.len == 0 || id.len > MAX_ID_BYTES) {
+        done->num = QMS_ST_ERROR;
+        done->s [0] = qms_str ("no user id");
+        return;
+    }
+    session_t *s = find_by_id (self, id);
+    if (!s) {
+        done->num = QMS_ST_NO_USER;
+        done->s [0] = qms_str ("no session in memory");
+        return;
+    }
+    bool online = s->bound;
+    if (online) {
+        char reason [64] = "Removed by an administrator";
+        if (rec->s [1].len && !qms_str_copy (rec->s [1], reason, sizeof reason))
+            snprintf (reason, sizeof reason, "Removed by an administrator");
+        send_kick (self, s, reason);
+    }
+    store_del (self, s->id, s->hash);
+    pending_mark_deleted (self, s->hash);
+    qms_info (LOG, "event=session_removed user=%.*s by=admin online=%s", (int) s->id.len, s->id.ptr,
+              online ? "yes" : "no");
+    session_destroy (self, s);
+    done->num = QMS_ST_OK;
+    done->s [0] = qms_str (online ? "session ended, connection closed" : "session ended");
+}
+
+/*  A batch from an administration command: answered to its sender, who is
+    not a gateway (no hello, no user lists, no slot in the table). */
+static void
+admin_batch (router_t *self, const uint8_t *identity, size_t identity_len,
+             const uint8_t *data, size_t size)
+{
+    qms_buf_t answers;
+    qms_buf_init (&answers);
+    size_t offset = 0;
+    qms_rec_t rec;
+    while (qms_rec_next (data, size, &offset, &rec) == 1) {
+        if (rec.type != QMS_RT_KICK_USER) {
+            qms_warn (LOG, "event=unexpected type=%s from=admin", qms_type_name (rec.type));
+            continue;
+        }
+        qms_rec_t done = { .type = QMS_ADMIN_DONE, .req = rec.req };
+        on_kick_user (self, &rec, &done);
+        if (qms_rec_encode (&answers, &done))
+            qms_warn (LOG, "event=encode_failed type=ADMIN_DONE");
+    }
+    /*  The kick leaves before the answer: "done" means the connection is
+        being closed. */
+    flush_output (self);
+    if (answers.len && qms_batch_send (self->frontend_raw, identity, identity_len, &answers))
+        qms_warn (LOG, "event=send_failed to=admin bytes=%zu", answers.len);
+    qms_buf_free (&answers);
+}
+
 static void
 gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
                const uint8_t *data, size_t size)
@@ -1589,6 +1672,10 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
     /*  Checked whole first, so a malformed batch has no effect at all. */
     if (!batch_valid (data, size)) {
         qms_warn (LOG, "event=malformed_batch from=gateway bytes=%zu", size);
+        return;
+    }
+    if (size > 0 && data [0] == QMS_RT_KICK_USER) {
+        admin_batch (self, identity, identity_len, data, size);
         return;
     }
     int gw = gateway_lookup (self, identity, identity_len);
@@ -1606,6 +1693,7 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
         gw_emit (self, (uint32_t) gw, &welcome);
         send_snapshot (self, g);
         g->welcomed = true;
+        g->fresh_until = qms_mono_ms () + s_fresh_grace_ms;
     }
     uint64_t now = qms_now_ms ();
     size_t offset = 0;
@@ -1873,6 +1961,7 @@ router_destroy (router_t **self_p)
     qms_buf_free (&self->users);
     zsock_destroy (&self->frontend);
     zsock_destroy (&self->backend);
+    admin_unbind (self->admin_path);
     free (self);
     *self_p = NULL;
 }
@@ -1934,6 +2023,15 @@ router_new (zsock_t *pipe, const qms_config_t *cfg, const char **error)
         router_destroy (&self);
         return NULL;
     }
+    /*  Beside the database the admin commands are pointed at: in the all
+        role the store has made it by now; a router role whose data
+        directory holds none (the default, its working directory) binds
+        nothing there.  Not fatal: only the admin commands lose the router. */
+    char db [sizeof cfg->data_dir + 16];
+    snprintf (db, sizeof db, "%s/users.db", cfg->data_dir);
+    if (cfg->data_dir [0] && access (db, F_OK) == 0)
+        admin_bind (self->frontend, cfg->data_dir, ADMIN_ROUTER_SOCKET, LOG,
+                    self->admin_path, sizeof self->admin_path);
     if (zsock_connect (self->backend, "%s", cfg->store_endpoint) == -1) {
         *error = "cannot connect to the store endpoint";
         router_destroy (&self);
@@ -2344,7 +2442,14 @@ static void
 t_sync (zsock_t *gw)
 {
     t_send1 (gw, t_rec (QMS_RT_MESSAGE, 0xFFFF, "nobody", "sync", "", NULL));
-    t_get_one (gw, QMS_GW_INVALID, 0xFFFF, 1, NULL, NULL);
+    /*  An unknown connection: invalid, or "unavailable" from a gateway that
+        may still be announcing its connections (new to the router). */
+    t_batch_t b;
+    t_get (gw, false, &b);
+    assert (b.count == 1 && b.rec [0].conn == 0xFFFF);
+    assert ((b.rec [0].type == QMS_GW_INVALID && b.rec [0].num == 1)
+         || (b.rec [0].type == QMS_GW_ERROR && qms_str_eq (b.rec [0].s [0], k_unavailable)));
+    t_done (&b);
 }
 
 static void
@@ -2419,6 +2524,7 @@ t_start (t_env_t *env, int session_timeout, const char *tag)
     memset (env, 0, sizeof *env);
     qms_config_defaults (&env->cfg);
     env->cfg.session_timeout = session_timeout;
+    env->cfg.data_dir [0] = 0;          /* no admin socket in the working directory */
     snprintf (env->cfg.store_endpoint, sizeof env->cfg.store_endpoint,
               "inproc://router-test-%s-store", tag);
     snprintf (env->cfg.router_endpoint, sizeof env->cfg.router_endpoint,
@@ -2782,6 +2888,7 @@ t_gateway_loss (void)
 {
     router_set_timing (2000, 3600 * 1000, 50);
     s_gateway_timeout_ms = 300;
+    s_fresh_grace_ms = 5000;
     t_env_t env;
     t_start (&env, 600, "loss");
     char ha [65], hb [65];
@@ -2818,6 +2925,10 @@ t_gateway_loss (void)
     t_send1 (env.gw_a, hello);
     t_get_lists (env.gw_a, T_IDS ("id-bob"));      /* the whole list, once */
     assert (s_t_fresh_welcomes == fresh + 1);
+    /*  While it may still be announcing its connections, a message from one
+        we do not know yet is "unavailable", not an invalid session. */
+    t_send1 (env.gw_a, t_rec (QMS_RT_MESSAGE, 1, "id-bob", "early", "", NULL));
+    t_get_one (env.gw_a, QMS_GW_ERROR, 1, QMS_EV_MESSAGE, k_unavailable, NULL);
     s_gateway_timeout_ms = 4000;
     t_stop (&env);
 }
@@ -2825,6 +2936,7 @@ t_gateway_loss (void)
 static void
 t_main (void)
 {
+    s_fresh_grace_ms = 0;       /* these tests check what a known gateway gets */
     router_set_timing (2000, 3600 * 1000, 1000);
     t_env_t env;
     t_start (&env, 600, "main");
@@ -2980,6 +3092,90 @@ t_expiry_on_request (void)
     t_stop (&env);
 }
 
+/*  An administration command ends a user's session: the connection is
+    closed, everyone hears the user left, the store forgets the session,
+    the command is answered; and it never becomes a gateway. */
+static void
+t_admin_kick (void)
+{
+    router_set_timing (2000, 3600 * 1000, 1000);
+    t_env_t env;
+    t_start (&env, 600, "kick");
+    char ha [65], hb [65], hc [65];
+    t_hash ("token-a", ha);
+    t_hash ("token-b", hb);
+    t_hash ("token-c", hc);
+    t_hello (env.gw_a, "edge-a", 1);
+    t_hello (env.gw_b, "edge-b", 1);
+    t_batch_t b;
+    t_send1 (env.gw_a, t_rec (QMS_RT_ONLINE, 1, "id-alice", "alice", "pk", ha));
+    t_get (env.gw_a, false, &b);
+    t_done (&b);
+    t_get_users (env.gw_b, T_IDS ("id-alice"));
+    t_send1 (env.gw_b, t_rec (QMS_RT_ONLINE, 2, "id-bob", "bob", "pk", hb));
+    t_get (env.gw_b, false, &b);
+    t_done (&b);
+    t_get_users (env.gw_a, T_IDS ("id-alice", "id-bob"));
+    /*  bob goes offline; his session stays in memory. */
+    t_send1 (env.gw_b, t_rec (QMS_RT_CLOSED, 2, NULL, NULL, NULL, NULL));
+    t_get_users (env.gw_a, T_IDS ("id-alice"));
+    t_get_users (env.gw_b, T_IDS ("id-alice"));
+
+    zsock_t *admin = zsock_new (ZMQ_DEALER);
+    assert (admin);
+    qms_socket_tune (admin);
+    assert (zsock_connect (admin, "%s", env.cfg.router_endpoint) == 0);
+    qms_rec_t kick = t_rec (QMS_RT_KICK_USER, 0, "id-alice", "Removed by an administrator", NULL, NULL);
+    kick.req = 41;
+    t_send1 (admin, kick);
+    t_get (env.gw_a, false, &b);
+    t_is (&b.rec [0], QMS_GW_KICK, 1, 4001, "Removed by an administrator", NULL);
+    assert (t_users (&b, 1, T_NO_IDS) == b.count);
+    t_done (&b);
+    t_get_users (env.gw_b, T_NO_IDS);
+    t_store_del (&env, "id-alice", ha);
+    t_get (admin, false, &b);
+    assert (b.count == 1 && b.rec [0].req == 41);
+    t_is (&b.rec [0], QMS_ADMIN_DONE, 0, QMS_ST_OK, "session ended, connection closed", NULL);
+    t_done (&b);
+    /*  The token is dead: not in memory, so the store is asked (and has
+        deleted it). */
+    t_send1 (env.gw_a, t_rec (QMS_RT_AUTHORIZE, 3, ha, NULL, NULL, NULL));
+    t_store_answer (&env, t_store_get (&env, ha), false, 0, NULL, NULL);
+    t_get_one (env.gw_a, QMS_GW_INVALID, 3, 0, NULL, NULL);
+
+    /*  An offline session ends without a kick; an unknown user, an empty
+        id: one answer each, in order. */
+    qms_rec_t many [3] = {
+        t_rec (QMS_RT_KICK_USER, 0, "id-bob", NULL, NULL, NULL),
+        t_rec (QMS_RT_KICK_USER, 0, "id-nobody", NULL, NULL, NULL),
+        t_rec (QMS_RT_KICK_USER, 0, "", NULL, NULL, NULL),
+    };
+    for (int i = 0; i < 3; i++)
+        many [i].req = 42 + (uint64_t) i;
+    t_send (admin, NULL, 0, many, 3);
+    t_get (admin, false, &b);
+    assert (b.count == 3);
+    t_is (&b.rec [0], QMS_ADMIN_DONE, 0, QMS_ST_OK, "session ended", NULL);
+    t_is (&b.rec [1], QMS_ADMIN_DONE, 0, QMS_ST_NO_USER, NULL, NULL);
+    t_is (&b.rec [2], QMS_ADMIN_DONE, 0, QMS_ST_ERROR, NULL, NULL);
+    assert (b.rec [0].req == 42 && b.rec [1].req == 43 && b.rec [2].req == 44);
+    t_done (&b);
+    t_store_del (&env, "id-bob", hb);
+    t_quiet (env.gw_a, false);
+    t_quiet (env.gw_b, false);
+
+    /*  Not a gateway: a login elsewhere sends it nothing. */
+    t_send1 (env.gw_b, t_rec (QMS_RT_ONLINE, 4, "id-carol", "carol", "pk", hc));
+    t_get (env.gw_b, false, &b);
+    t_done (&b);
+    t_get_users (env.gw_a, T_IDS ("id-carol"));
+    t_quiet (admin, false);
+    t_mirror_forget (admin);
+    zsock_destroy (&admin);
+    t_stop (&env);
+}
+
 void
 router_test (bool verbose)
 {
@@ -2990,6 +3186,7 @@ router_test (bool verbose)
     t_timers ();
     t_expiry_on_request ();
     t_gateway_loss ();
+    t_admin_kick ();
     router_set_timing (5000, 5000, 1000);
     if (verbose)
         printf ("OK\n");

@@ -12,8 +12,16 @@
 
     All SQL is fixed text prepared once at start; request strings are only
     ever bound as parameters.
+
+    Administration (admin/admin.h): QMS_ST_ADMIN batches come from the
+    qmessageserver users / db commands, on the same socket and also on the
+    admin socket in the data directory.  They run outside the batch
+    transaction, each write in its own.  While it runs, the store holds an
+    exclusive lock on the data directory, so that a command never starts
+    a second store on a database a server is using.
 */
 #include "store.h"
+#include "admin.h"
 #include "qms_actor.h"
 #include "qms_config.h"
 #include "qms_log.h"
@@ -30,12 +38,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #define ACTOR                   "store"
 #define STORE_DB_NAME           "users.db"
+/*  Held (flock) while a store has the database open. */
+#define STORE_LOCK_NAME         ".qms-store.lock"
+/*  Rows of an admin answer per ZeroMQ message: a long user list streams. */
+#define STORE_ADMIN_ROWS        500
+#define MAX_ADMIN_ID            256
 /*  How long a statement waits for a lock another process holds (an admin's
     sqlite3 shell, a backup) before it fails: bounded, never forever. */
 #define STORE_BUSY_TIMEOUT_MS   5000
@@ -88,8 +102,17 @@ typedef enum {
     S_SESSION_TOUCH, S_COUNT_USERS, S_COUNT_SESSIONS,
     S_USER_EXISTS, S_MSG_BY_CLIENT, S_MSG_COUNT, S_MSG_INSERT, S_MSG_FETCH,
     S_MSG_GET, S_MSG_DEL, S_MSG_DEL_UPTO, S_MSG_EXPIRE, S_COUNT_MESSAGES,
+    S_ADMIN_USERS, S_ADMIN_USER, S_ADMIN_SESSIONS, S_ADMIN_USER_DEL,
+    S_ADMIN_INTEGRITY, S_ADMIN_FOREIGN_KEYS,
     S_COUNT
 } stmt_id_t;
+
+/*  An admin user row (admin/admin.h): created, messages waiting, id, name,
+    pubkey, the session's last activity (NULL: no session). */
+#define ADMIN_USER_SQL "SELECT u.created,"                                          \
+    " (SELECT count(*) FROM messages m WHERE m.recipient_id = u.id),"             \
+    " u.id, u.name, u.pubkey, s.last_active"                                      \
+    " FROM users u LEFT JOIN sessions s ON s.user_id = u.id"
 
 static const char *const s_sql [S_COUNT] = {
     /*  IMMEDIATE takes the write lock at once, so a batch never fails half
@@ -142,6 +165,16 @@ static const char *const s_sql [S_COUNT] = {
     [S_MSG_DEL_UPTO]   = "DELETE FROM messages WHERE recipient_id = ?1 AND seq <= ?2",
     [S_MSG_EXPIRE]     = "DELETE FROM messages WHERE created < ?1",
     [S_COUNT_MESSAGES] = "SELECT count(*) FROM messages",
+    [S_ADMIN_USERS]    = ADMIN_USER_SQL " ORDER BY u.name_key",
+    [S_ADMIN_USER]     = ADMIN_USER_SQL " WHERE u.name_key = ?1",
+    [S_ADMIN_SESSIONS] = "SELECT s.created, s.last_active, s.user_id, s.token_hash"
+                         " FROM sessions s JOIN users u ON u.id = s.user_id"
+                         " WHERE u.name_key = ?1",
+    /*  The session and the messages waiting for the user go with it
+        (ON DELETE CASCADE). */
+    [S_ADMIN_USER_DEL] = "DELETE FROM users WHERE id = ?1",
+    [S_ADMIN_INTEGRITY]    = "PRAGMA integrity_check",
+    [S_ADMIN_FOREIGN_KEYS] = "PRAGMA foreign_key_check",
 };
 
 /*  Stored messages are fetched in pages of at most this many. */
@@ -162,6 +195,11 @@ typedef struct {
     qms_hist_t op_ms [QMS_TYPE_COUNT];  /* how long each kind of request took */
     bool in_batch;              /* records run inside one BEGIN..COMMIT */
     char path [1100];
+    bool local;                 /* an admin command's own store (store_local_actor) */
+    int lock_fd;                /* STORE_LOCK_NAME, locked; -1 before */
+    char admin_path [128];      /* the admin socket's file, when bound */
+    const uint8_t *peer;        /* the admin batch's sender, while it runs */
+    size_t peer_len;
 } store_t;
 
 /*  What a write request came to: a QMS_ST_* status and a detail for logs. */
@@ -719,6 +757,308 @@ run_record_timed (store_t *self, const qms_rec_t *rec)
 }
 
 /* ------------------------------------------------------------------------ */
+/*  Administration (admin/admin.h).  Replies go to self->peer; a long
+    answer leaves in several messages. */
+
+static void
+admin_flush (store_t *self)
+{
+    if (self->out.len
+    &&  qms_batch_send (self->router_raw, self->peer, self->peer_len, &self->out))
+        qms_warn (ACTOR, "event=reply_dropped to=admin bytes=%zu reason=\"%s\"",
+                  self->out.len, zmq_strerror (errno));
+    qms_buf_reset (&self->out);
+}
+
+static void
+admin_done (store_t *self, uint64_t req, uint64_t status, const char *detail)
+{
+    qms_rec_t done = { .type = QMS_ADMIN_DONE, .req = req, .num = status, .s = { qms_str (detail) } };
+    reply (self, &done);
+}
+
+/*  The current row of S_ADMIN_USER(S) as an admin user row. */
+static void
+admin_user_row (store_t *self, uint64_t req, sqlite3_stmt *stmt)
+{
+    qms_rec_t row = { .type = QMS_ST_ADMIN_ROW, .req = req };
+    sqlite3_int64 created = sqlite3_column_int64 (stmt, 0), waiting = sqlite3_column_int64 (stmt, 1);
+    row.time = created > 0 ? (uint64_t) created : 0;
+    row.num = waiting > 0 ? (uint64_t) waiting : 0;
+    for (int i = 0; i < 4; i++)
+        row.s [i] = col_str (stmt, i + 2);
+    reply (self, &row);
+}
+
+static void
+admin_list (store_t *self, const qms_rec_t *rec)
+{
+    sqlite3_stmt *stmt = self->stmt [S_ADMIN_USERS];
+    uint64_t count = 0;
+    int rc;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        admin_user_row (self, rec->req, stmt);
+        if (++count % STORE_ADMIN_ROWS == 0)
+            admin_flush (self);
+    }
+    char detail [64];
+    snprintf (detail, sizeof detail, "%llu users", (unsigned long long) count);
+    if (rc != SQLITE_DONE)
+        snprintf (detail, sizeof detail, "%s", sqlite3_errmsg (self->db));
+    stmt_done (stmt);
+    admin_done (self, rec->req, rc == SQLITE_DONE ? QMS_ST_OK : QMS_ST_ERROR, detail);
+}
+
+/*  The user whose name key is s0: its row replied, its id copied.
+    SQLITE_ROW when found, SQLITE_DONE when not, else an error. */
+static int
+admin_find (store_t *self, const qms_rec_t *rec, char *id, size_t id_size, bool *session)
+{
+    sqlite3_stmt *stmt = self->stmt [S_ADMIN_USER];
+    int rc = bind_str (stmt, 1, rec->s [0]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        admin_user_row (self, rec->req, stmt);
+        if (!qms_str_copy (col_str (stmt, 2), id, id_size))
+            rc = SQLITE_TOOBIG;
+        *session = sqlite3_column_type (stmt, 5) != SQLITE_NULL;
+    }
+    stmt_done (stmt);
+    return rc;
+}
+
+static void
+admin_not_found (store_t *self, const qms_rec_t *rec, int rc)
+{
+    if (rc == SQLITE_DONE)
+        admin_done (self, rec->req, QMS_ST_NO_USER, "no such user");
+    else
+        admin_done (self, rec->req, QMS_ST_ERROR, sqlite3_errstr (rc));
+}
+
+static void
+admin_show (store_t *self, const qms_rec_t *rec)
+{
+    char id [MAX_ADMIN_ID];
+    bool session;
+    int rc = admin_find (self, rec, id, sizeof id, &session);
+    if (rc != SQLITE_ROW) {
+        admin_not_found (self, rec, rc);
+        return;
+    }
+    if (rec->num == QMS_ADMIN_USER_SESSIONS) {
+        sqlite3_stmt *stmt = self->stmt [S_ADMIN_SESSIONS];
+        rc = bind_str (stmt, 1, rec->s [0]);
+        while (rc == SQLITE_OK && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+            qms_rec_t row = { .type = QMS_ST_ADMIN_ROW, .req = rec->req };
+            row.time = (uint64_t) sqlite3_column_int64 (stmt, 0);
+            row.num = (uint64_t) sqlite3_column_int64 (stmt, 1);
+            row.s [0] = col_str (stmt, 2);
+            row.s [2] = col_str (stmt, 3);
+            reply (self, &row);
+            rc = SQLITE_OK;
+        }
+        stmt_done (stmt);
+        if (rc != SQLITE_DONE && rc != SQLITE_OK) {
+            admin_done (self, rec->req, QMS_ST_ERROR, sqlite3_errstr (rc));
+            return;
+        }
+    }
+    admin_done (self, rec->req, QMS_ST_OK, "");
+}
+
+/*  delete, logout, password: the user's row as it was, then the change in
+    one transaction. */
+static void
+admin_user_write (store_t *self, const qms_rec_t *rec)
+{
+    if (rec->num == QMS_ADMIN_USER_PASSWORD && rec->s [1].len == 0) {
+        admin_done (self, rec->req, QMS_ST_ERROR, "no password hash");
+        return;
+    }
+    size_t mark = self->out.len;
+    if (!exec_stmt (self, S_BEGIN)) {
+        admin_done (self, rec->req, QMS_ST_ERROR, sqlite3_errmsg (self->db));
+        return;
+    }
+    char id [MAX_ADMIN_ID];
+    bool session = false;
+    int changes = 0, rc = admin_find (self, rec, id, sizeof id, &session);
+    const char *what = rec->num == QMS_ADMIN_USER_DELETE ? "user_deleted"
+                     : rec->num == QMS_ADMIN_USER_LOGOUT ? "session_deleted" : "password_reset";
+    if (rc == SQLITE_ROW && rec->num == QMS_ADMIN_USER_DELETE)
+        rc = write_rows (self, S_ADMIN_USER_DEL, qms_str (id), NULL, NULL, &changes);
+    else
+    if (rc == SQLITE_ROW) {
+        rc = SQLITE_DONE;
+        if (rec->num == QMS_ADMIN_USER_PASSWORD)
+            rc = write_rows (self, S_USER_REHASH, qms_str (id), &rec->s [1], NULL, &changes);
+        if (rc == SQLITE_DONE)
+            rc = write_rows (self, S_SESSION_DEL_USER, qms_str (id), NULL, NULL, &changes);
+    }
+    else {
+        exec_stmt (self, S_ROLLBACK);
+        self->out.len = mark;
+        admin_not_found (self, rec, rc);
+        return;
+    }
+    if (rc == SQLITE_DONE && exec_stmt (self, S_COMMIT)) {
+        qms_info (ACTOR, "event=admin_%s user=%s", what, id);
+        admin_done (self, rec->req, QMS_ST_OK, session ? "session deleted" : "no session");
+        return;
+    }
+    const char *why = sqlite3_errmsg (self->db);
+    qms_warn (ACTOR, "event=admin_failed op=%s user=%s reason=\"%s\"", what, id, why);
+    if (!sqlite3_get_autocommit (self->db))
+        exec_stmt (self, S_ROLLBACK);
+    self->out.len = mark;
+    admin_done (self, rec->req, QMS_ST_ERROR, "the change could not be written");
+}
+
+/*  SQLite's online backup into a new file.  The store's thread copies the
+    whole database in one step: consistent, and nothing else runs meanwhile. */
+static void
+admin_backup (store_t *self, const qms_rec_t *rec)
+{
+    char path [1100], detail [1400];
+    qms_str_t file = rec->s [0];
+    if (file.len == 0 || file.ptr [0] != '/' || memchr (file.ptr, 0, file.len)
+    ||  !qms_str_copy (file, path, sizeof path)) {
+        admin_done (self, rec->req, QMS_ST_ERROR, "give the backup file as an absolute path");
+        return;
+    }
+    int fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf (detail, sizeof detail, "%s: %s", path, errno == EEXIST ? "the file exists" : strerror (errno));
+        admin_done (self, rec->req, errno == EEXIST ? QMS_ST_EXISTS : QMS_ST_ERROR, detail);
+        return;
+    }
+    close (fd);
+    sqlite3 *copy = NULL;
+    int rc = sqlite3_open_v2 (path, &copy, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    sqlite3_backup *backup = rc == SQLITE_OK ? sqlite3_backup_init (copy, "main", self->db, "main") : NULL;
+    int pages = 0;
+    if (backup) {
+        rc = sqlite3_backup_step (backup, -1);
+        pages = sqlite3_backup_pagecount (backup);
+        int finish = sqlite3_backup_finish (backup);
+        rc = rc == SQLITE_DONE ? finish : rc;
+    }
+    else
+    if (rc == SQLITE_OK)
+        rc = sqlite3_errcode (copy);
+    snprintf (detail, sizeof detail, "%s", copy ? sqlite3_errmsg (copy) : sqlite3_errstr (rc));
+    if (copy && sqlite3_close (copy) != SQLITE_OK && rc == SQLITE_OK)
+        rc = SQLITE_ERROR;
+    struct stat info;
+    if (rc != SQLITE_OK || stat (path, &info)) {
+        unlink (path);
+        qms_warn (ACTOR, "event=admin_backup_failed path=\"%s\" reason=\"%s\"", path, detail);
+        admin_done (self, rec->req, QMS_ST_ERROR, detail);
+        return;
+    }
+    qms_info (ACTOR, "event=admin_backup path=\"%s\" pages=%d bytes=%lld", path, pages,
+              (long long) info.st_size);
+    snprintf (detail, sizeof detail, "%d pages, %lld bytes", pages, (long long) info.st_size);
+    admin_done (self, rec->req, QMS_ST_OK, detail);
+}
+
+static void
+admin_problem (store_t *self, uint64_t req, const char *text, int *problems)
+{
+    qms_rec_t row = { .type = QMS_ST_ADMIN_ROW, .req = req, .s = { qms_str (text) } };
+    reply (self, &row);
+    if (++*problems % STORE_ADMIN_ROWS == 0)
+        admin_flush (self);
+}
+
+/*  integrity_check and foreign_key_check: every problem is a row. */
+static void
+admin_check (store_t *self, const qms_rec_t *rec)
+{
+    int problems = 0, rc;
+    char text [512];
+    sqlite3_stmt *stmt = self->stmt [S_ADMIN_INTEGRITY];
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        qms_str_t line = col_str (stmt, 0);
+        if (!qms_str_eq (line, "ok")) {
+            snprintf (text, sizeof text, "integrity: %.*s", (int) line.len, line.ptr);
+            admin_problem (self, rec->req, text, &problems);
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        snprintf (text, sizeof text, "integrity_check stopped: %s", sqlite3_errmsg (self->db));
+        admin_problem (self, rec->req, text, &problems);
+    }
+    stmt_done (stmt);
+    stmt = self->stmt [S_ADMIN_FOREIGN_KEYS];
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        qms_str_t table = col_str (stmt, 0), parent = col_str (stmt, 2);
+        snprintf (text, sizeof text, "foreign key: %.*s row %lld refers to a missing row of %.*s",
+                  (int) table.len, table.ptr, (long long) sqlite3_column_int64 (stmt, 1),
+                  (int) parent.len, parent.ptr);
+        admin_problem (self, rec->req, text, &problems);
+    }
+    if (rc != SQLITE_DONE) {
+        snprintf (text, sizeof text, "foreign_key_check stopped: %s", sqlite3_errmsg (self->db));
+        admin_problem (self, rec->req, text, &problems);
+    }
+    stmt_done (stmt);
+    snprintf (text, sizeof text, "%d problem%s", problems, problems == 1 ? "" : "s");
+    qms_info (ACTOR, "event=admin_check problems=%d", problems);
+    admin_done (self, rec->req, problems ? QMS_ST_ERROR : QMS_ST_OK, problems ? text : "ok");
+}
+
+static void
+admin_run (store_t *self, const qms_rec_t *rec)
+{
+    switch (rec->num) {
+        case QMS_ADMIN_PING:            admin_done (self, rec->req, QMS_ST_OK, self->path); break;
+        case QMS_ADMIN_USER_LIST:       admin_list (self, rec); break;
+        case QMS_ADMIN_USER_SHOW:
+        case QMS_ADMIN_USER_SESSIONS:   admin_show (self, rec); break;
+        case QMS_ADMIN_USER_DELETE:
+        case QMS_ADMIN_USER_LOGOUT:
+        case QMS_ADMIN_USER_PASSWORD:   admin_user_write (self, rec); break;
+        case QMS_ADMIN_DB_BACKUP:       admin_backup (self, rec); break;
+        case QMS_ADMIN_DB_CHECK:        admin_check (self, rec); break;
+        default:
+            qms_warn (ACTOR, "event=admin_unknown op=%llu", (unsigned long long) rec->num);
+            admin_done (self, rec->req, QMS_ST_ERROR, "unknown operation");
+    }
+}
+
+/*  A batch of QMS_ST_ADMIN records (the command sends one at a time). */
+static void
+admin_batch (store_t *self, const uint8_t *identity, size_t identity_len,
+             const uint8_t *data, size_t size)
+{
+    size_t offset = 0;
+    qms_rec_t rec;
+    int rc;
+    while ((rc = qms_rec_next (data, size, &offset, &rec)) == 1)
+        ;
+    if (rc < 0) {
+        qms_warn (ACTOR, "event=bad_batch from=admin bytes=%zu action=dropped", size);
+        return;
+    }
+    self->peer = identity;
+    self->peer_len = identity_len;
+    qms_buf_reset (&self->out);
+    offset = 0;
+    while (qms_rec_next (data, size, &offset, &rec) == 1) {
+        if (rec.type == QMS_ST_ADMIN)
+            admin_run (self, &rec);
+        else
+            qms_warn (ACTOR, "event=unexpected_records from=admin type=%s action=ignored",
+                      qms_type_name (rec.type));
+    }
+    admin_flush (self);
+    self->peer = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
 /*  Batches */
 
 /*  Parse the whole batch before running any of it, so a malformed batch is
@@ -768,6 +1108,10 @@ static void
 handle_batch (store_t *self, const uint8_t *identity, size_t identity_len,
               const uint8_t *data, size_t size)
 {
+    if (size && data [0] == QMS_ST_ADMIN) {
+        admin_batch (self, identity, identity_len, data, size);
+        return;
+    }
     if (!batch_check (data, size))
         return;
     qms_buf_reset (&self->out);
@@ -972,6 +1316,45 @@ store_prepare (store_t *self, char *why, size_t why_size)
     return true;
 }
 
+/*  One store per database: an exclusive lock on a file beside it, held
+    until the store closes (the kernel drops it if the process dies).  The
+    file names the holder's process for the message of the one refused. */
+static bool
+store_lock (store_t *self, const char *data_dir, char *why, size_t why_size)
+{
+    char path [1100];
+    int written = snprintf (path, sizeof path, "%s/%s", data_dir, STORE_LOCK_NAME);
+    if (written < 0 || (size_t) written >= sizeof path) {
+        snprintf (why, why_size, "path too long");
+        return false;
+    }
+    int fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        snprintf (why, why_size, "%s: %s", STORE_LOCK_NAME, strerror (errno));
+        return false;
+    }
+    if (flock (fd, LOCK_EX | LOCK_NB)) {
+        int err = errno;
+        char holder [32] = "";
+        ssize_t n = err == EWOULDBLOCK ? pread (fd, holder, sizeof holder - 1, 0) : -1;
+        holder [n > 0 ? n : 0] = 0;
+        holder [strcspn (holder, "\n")] = 0;
+        if (err == EWOULDBLOCK)
+            snprintf (why, why_size, STORE_BUSY_TEXT " (process %s): "
+                      "a server runs on this data directory", holder [0] ? holder : "?");
+        else
+            snprintf (why, why_size, "%s: %s", STORE_LOCK_NAME, strerror (err));
+        close (fd);
+        return false;
+    }
+    char pid [32];
+    int len = snprintf (pid, sizeof pid, "%d\n", (int) getpid ());
+    if (ftruncate (fd, 0) || pwrite (fd, pid, (size_t) len, 0) != len)
+        qms_warn (ACTOR, "event=lock_note_failed path=\"%s\"", path);
+    self->lock_fd = fd;
+    return true;
+}
+
 static bool
 store_open (store_t *self, const char *data_dir, char *reason, size_t reason_size)
 {
@@ -980,6 +1363,7 @@ store_open (store_t *self, const char *data_dir, char *reason, size_t reason_siz
     bool ok = written > 0 && (size_t) written < sizeof self->path;
     if (!ok)
         snprintf (why, sizeof why, "path too long");
+    ok = ok && store_lock (self, data_dir, why, sizeof why);
     ok = ok && store_create_file (self->path, why, sizeof why);
     if (ok && sqlite3_open_v2 (self->path, &self->db,
                                SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
@@ -1042,6 +1426,11 @@ store_close (store_t *self)
         qms_error (ACTOR, "event=close_failed reason=\"%s\"", sqlite3_errmsg (self->db));
     self->db = NULL;
     qms_buf_free (&self->out);
+    //  Last: no other store may open the database before it is closed.
+    admin_unbind (self->admin_path);
+    if (self->lock_fd >= 0)
+        close (self->lock_fd);
+    self->lock_fd = -1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1072,7 +1461,7 @@ store_loop (store_t *self, zsock_t *pipe)
     };
     for (;;) {
         uint64_t mono = qms_mono_ms ();
-        if (mono >= self->next_expire) {
+        if (!self->local && mono >= self->next_expire) {
             msg_expire (self);
             self->next_expire = mono + STORE_EXPIRE_PERIOD_MS;
         }
@@ -1092,18 +1481,22 @@ store_loop (store_t *self, zsock_t *pipe)
     store_drain (self, STORE_TERM_DRAIN_MAX);
 }
 
-void
-store_actor (zsock_t *pipe, void *args)
+static void
+store_run (zsock_t *pipe, const qms_config_t *cfg, bool local, char *reason, size_t reason_size)
 {
-    const qms_config_t *cfg = (const qms_config_t *) args;
     store_t self;
     memset (&self, 0, sizeof self);
+    self.lock_fd = -1;
+    self.local = local;
     qms_buf_init (&self.out);
     self.message_quota = cfg->message_quota;
     self.message_max_age_ms = (uint64_t) cfg->message_max_age * 86400000u;
-    char reason [1600] = "";
-    bool ok = store_open (&self, cfg->data_dir, reason, sizeof reason)
-           && store_bind (&self, cfg->store_endpoint, reason, sizeof reason);
+    bool ok = store_open (&self, cfg->data_dir, reason, reason_size)
+           && store_bind (&self, cfg->store_endpoint, reason, reason_size);
+    //  Without its admin socket the server still serves: a warning only.
+    if (ok && !local)
+        admin_bind (self.router, cfg->data_dir, ADMIN_STORE_SOCKET, ACTOR,
+                    self.admin_path, sizeof self.admin_path);
     zsock_signal (pipe, 0);
     if (!ok) {
         store_close (&self);
@@ -1113,6 +1506,20 @@ store_actor (zsock_t *pipe, void *args)
     qms_actor_ready (pipe, NULL);
     store_loop (&self, pipe);
     store_close (&self);
+}
+
+void
+store_actor (zsock_t *pipe, void *args)
+{
+    char reason [1600] = "";
+    store_run (pipe, (const qms_config_t *) args, false, reason, sizeof reason);
+}
+
+void
+store_local_actor (zsock_t *pipe, void *args)
+{
+    store_local_t *local = (store_local_t *) args;
+    store_run (pipe, local->cfg, true, local->reason, sizeof local->reason);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1544,6 +1951,177 @@ t_refusals (qms_config_t *cfg, const char *root)
         t_refused (cfg, dir);
 }
 
+/*  The answer to one QMS_ST_ADMIN: its rows (the first 8 kept, all
+    counted) and its DONE. */
+typedef struct {
+    int rows;
+    char s [8][4][128];
+    uint64_t num [8], time [8];
+    uint64_t status;
+    char detail [256];
+} t_admin_t;
+
+static void
+t_admin (t_client_t *c, uint64_t req, uint64_t op, const char *s0, const char *s1, t_admin_t *a)
+{
+    memset (a, 0, sizeof *a);
+    t_add (c, (qms_rec_t) { .type = QMS_ST_ADMIN, .req = req, .num = op, .s = { qms_str (s0), qms_str (s1) } });
+    t_send (c);
+    void *raw = zsock_resolve (c->dealer);
+    bool done = false;
+    while (!done) {
+        zmq_pollitem_t item = { raw, 0, ZMQ_POLLIN, 0 };
+        assert (zmq_poll (&item, 1, 5000) == 1);
+        zmq_msg_t msg;
+        zmq_msg_init (&msg);
+        assert (qms_batch_recv (raw, NULL, NULL, &msg) == 1);
+        size_t offset = 0;
+        qms_rec_t rec;
+        while (qms_rec_next (zmq_msg_data (&msg), zmq_msg_size (&msg), &offset, &rec) == 1) {
+            assert (rec.req == req && !done);
+            if (rec.type == QMS_ST_ADMIN_ROW) {
+                if (a->rows < 8) {
+                    for (int i = 0; i < 4; i++)
+                        assert (qms_str_copy (rec.s [i], a->s [a->rows][i], sizeof a->s [0][0]));
+                    a->num [a->rows] = rec.num;
+                    a->time [a->rows] = rec.time;
+                }
+                a->rows++;
+                continue;
+            }
+            assert (rec.type == QMS_ADMIN_DONE);
+            done = true;
+            a->status = rec.num;
+            assert (qms_str_copy (rec.s [0], a->detail, sizeof a->detail));
+        }
+        zmq_msg_close (&msg);
+    }
+}
+
+/*  Administration through the admin socket; one store per database. */
+static void
+t_admin_ops (qms_config_t *cfg, const char *root)
+{
+    char dir [256], sock [128], copy [300], db [300];
+    snprintf (dir, sizeof dir, "%s/admin", root);
+    snprintf (copy, sizeof copy, "%s/admin-copy.db", root);
+    snprintf (db, sizeof db, "%s/users.db", dir);
+    assert (mkdir (dir, 0700) == 0);
+    snprintf (cfg->data_dir, sizeof cfg->data_dir, "%s", dir);
+    t_endpoint (cfg);
+    zactor_t *store = qms_actor_start (store_actor, cfg, "store");
+    assert (store);
+    //  The admin socket: private and live.
+    assert (admin_socket_path (dir, ADMIN_STORE_SOCKET, sock, sizeof sock) == 0);
+    struct stat info;
+    assert (stat (sock, &info) == 0 && S_ISSOCK (info.st_mode) && (info.st_mode & 0777) == 0600);
+    assert (admin_socket_live (sock));
+    //  A second store on the database is refused, an admin command's too,
+    //  and neither takes the socket over.
+    qms_config_t second = *cfg;         /* no origins: nothing shared to free */
+    t_endpoint (&second);
+    assert (qms_actor_start (store_actor, &second, "store") == NULL);
+    store_local_t local = { .cfg = &second };
+    assert (qms_actor_start (store_local_actor, &local, "store") == NULL);
+    assert (strstr (local.reason, "in use by another store"));
+    assert (admin_socket_live (sock));
+
+    char endpoint [140];
+    snprintf (endpoint, sizeof endpoint, "ipc://%s", sock);
+    t_client_t c;
+    t_connect (&c, endpoint);
+    t_admin_t a;
+    t_admin (&c, 1, QMS_ADMIN_PING, NULL, NULL, &a);
+    assert (a.status == QMS_ST_OK && a.rows == 0 && streq (a.detail, db));
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 2, 0, "id-carol", "Carol", "carol", "phc-c")) == QMS_ST_OK);
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 3, 0, "id-dave", "Dave", "dave", "phc-d")) == QMS_ST_OK);
+    assert (t_result (&c, t_req (QMS_ST_SESSION_START, 4, 5000, "id-carol", "hc", "pk-c", 0)) == QMS_ST_OK);
+    assert (t_result (&c, t_msg (5, "m-d", "id-dave", "c-d", 5000)) == QMS_ST_OK);
+    //  Enough users that the list streams in several messages.
+    for (int i = 0; i < 1200; i++) {
+        char id [32], name [32];
+        snprintf (id, sizeof id, "id-u%04d", i);
+        snprintf (name, sizeof name, "u%04d", i);
+        t_add (&c, t_req (QMS_ST_USER_CREATE, 0, 0, id, name, name, "phc"));
+    }
+    t_send (&c);
+
+    t_admin (&c, 6, QMS_ADMIN_USER_LIST, NULL, NULL, &a);
+    assert (a.status == QMS_ST_OK && a.rows == 1202 && streq (a.detail, "1202 users"));
+    assert (streq (a.s [0][0], "id-carol") && streq (a.s [0][1], "Carol") && streq (a.s [0][2], "pk-c"));
+    assert (streq (a.s [0][3], "5000") && a.num [0] == 0 && a.time [0] > 0);
+    assert (streq (a.s [1][1], "Dave") && a.s [1][3][0] == 0 && a.num [1] == 1);
+    assert (streq (a.s [2][1], "u0000"));
+    t_admin (&c, 7, QMS_ADMIN_USER_SHOW, "dave", NULL, &a);
+    assert (a.status == QMS_ST_OK && a.rows == 1 && streq (a.s [0][0], "id-dave") && a.num [0] == 1);
+    t_admin (&c, 8, QMS_ADMIN_USER_SHOW, "nobody", NULL, &a);
+    assert (a.status == QMS_ST_NO_USER && a.rows == 0);
+    t_admin (&c, 9, QMS_ADMIN_USER_SESSIONS, "carol", NULL, &a);
+    assert (a.status == QMS_ST_OK && a.rows == 2 && streq (a.s [1][0], "id-carol"));
+    assert (a.time [1] == 5000 && a.num [1] == 5000 && streq (a.s [1][2], "hc"));
+    t_admin (&c, 10, QMS_ADMIN_USER_SESSIONS, "dave", NULL, &a);
+    assert (a.status == QMS_ST_OK && a.rows == 1);
+
+    //  A new password ends the session, in one go.
+    t_admin (&c, 11, QMS_ADMIN_USER_PASSWORD, "carol", "", &a);
+    assert (a.status == QMS_ST_ERROR && a.rows == 0);
+    t_admin (&c, 12, QMS_ADMIN_USER_PASSWORD, "carol", "phc-new", &a);
+    assert (a.status == QMS_ST_OK && a.rows == 1 && streq (a.detail, "session deleted"));
+    assert (qms_str_eq (t_call (&c, t_req (QMS_ST_USER_GET, 13, 0, "carol", 0, 0, 0), QMS_ST_USER).s [2], "phc-new"));
+    t_session_is (&c, "hc", 0, NULL, NULL);
+    t_admin (&c, 14, QMS_ADMIN_USER_LOGOUT, "carol", NULL, &a);
+    assert (a.status == QMS_ST_OK && a.rows == 1 && streq (a.detail, "no session"));
+    assert (t_result (&c, t_req (QMS_ST_SESSION_START, 15, 6000, "id-carol", "hc2", "pk-c", 0)) == QMS_ST_OK);
+    t_admin (&c, 16, QMS_ADMIN_USER_LOGOUT, "carol", NULL, &a);
+    assert (a.status == QMS_ST_OK && streq (a.detail, "session deleted"));
+    t_session_is (&c, "hc2", 0, NULL, NULL);
+
+    //  Delete takes the messages waiting for the user along.
+    t_admin (&c, 17, QMS_ADMIN_USER_DELETE, "dave", NULL, &a);
+    assert (a.status == QMS_ST_OK && a.rows == 1 && a.num [0] == 1);
+    assert (t_call (&c, t_req (QMS_ST_USER_GET, 18, 0, "dave", 0, 0, 0), QMS_ST_USER).num == 0);
+    t_add (&c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 19, .num = 10, .s = { qms_str ("id-dave") } });
+    t_send (&c);
+    assert (t_recv (&c, 5000) == 1 && c.rec [0].type == QMS_ST_MSG_END && c.rec [0].num == 0);
+    t_admin (&c, 20, QMS_ADMIN_USER_DELETE, "dave", NULL, &a);
+    assert (a.status == QMS_ST_NO_USER);
+    t_admin (&c, 21, 99, NULL, NULL, &a);
+    assert (a.status == QMS_ST_ERROR);
+
+    //  Backup: a new file only, a consistent copy.
+    t_admin (&c, 22, QMS_ADMIN_DB_BACKUP, "relative.db", NULL, &a);
+    assert (a.status == QMS_ST_ERROR);
+    t_admin (&c, 23, QMS_ADMIN_DB_BACKUP, copy, NULL, &a);
+    assert (a.status == QMS_ST_OK && strstr (a.detail, "pages"));
+    assert (stat (copy, &info) == 0 && (info.st_mode & 0777) == 0600);
+    t_admin (&c, 24, QMS_ADMIN_DB_BACKUP, copy, NULL, &a);
+    assert (a.status == QMS_ST_EXISTS);
+    assert (t_db (copy, "SELECT count(*) FROM users") == 1201);
+    assert (t_db (copy, "SELECT count(*) FROM sessions") == 0);
+
+    //  Check: clean, then a session of a user that does not exist (written
+    //  beside the store, without foreign keys) is found.
+    t_admin (&c, 25, QMS_ADMIN_DB_CHECK, NULL, NULL, &a);
+    assert (a.status == QMS_ST_OK && a.rows == 0 && streq (a.detail, "ok"));
+    assert (t_db (db, "INSERT INTO sessions VALUES ('id-ghost', 'hg', 1, 1)") == -1);
+    t_admin (&c, 26, QMS_ADMIN_DB_CHECK, NULL, NULL, &a);
+    assert (a.status == QMS_ST_ERROR && a.rows == 1 && strstr (a.s [0][0], "foreign key: sessions"));
+    t_close (&c);
+    zactor_destroy (&store);
+
+    //  Closed: the socket file is gone and the lock free; an admin
+    //  command's store opens and binds no socket.
+    assert (stat (sock, &info) == -1);
+    t_endpoint (cfg);
+    store_local_t own = { .cfg = cfg };
+    store = qms_actor_start (store_local_actor, &own, "store");
+    assert (store);
+    assert (stat (sock, &info) == -1);
+    zactor_destroy (&store);
+    unlink (copy);
+    t_rmdir (dir);
+}
+
 void
 store_test (bool verbose)
 {
@@ -1607,6 +2185,7 @@ store_test (bool verbose)
     zactor_destroy (&store);
 
     t_refusals (&cfg, root);
+    t_admin_ops (&cfg, root);
 
     t_rmdir (dir);
     snprintf (dir, sizeof dir, "%s/garbage", root);

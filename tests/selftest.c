@@ -15,6 +15,7 @@
 #include "gateway.h"
 #include "tls.h"
 #include "monitor.h"
+#include "admin.h"
 
 #include <czmq.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ static const selftest_t s_tests [] = {
     { "gateway", gateway_test },
     { "tls", tls_test },
     { "monitor", monitor_test },
+    { "admin", admin_test },
 };
 
 int
