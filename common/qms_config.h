@@ -76,6 +76,7 @@ typedef struct {
     int message_max_age;        /* --message-max-age 30 days a stored message is kept */
     int presence_interval_ms;   /* --presence-interval 250: user-list pushes are coalesced */
     int ping_interval;          /* --ping-interval 30 s of silence before a WebSocket ping */
+    int metrics_port;           /* --metrics-port: /metrics there only (0 = on the HTTP port) */
     int max_per_address;        /* --max-connections-per-address 1000 */
     char *origins [QMS_MAX_ORIGINS]; /* --allow-origin, repeatable */
     int origin_count;

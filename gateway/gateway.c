@@ -106,8 +106,8 @@ typedef struct {
     uint64_t deadline;          /* monotonic ms */
 } waiting_t;
 
-typedef enum { VH_CHAT, VH_HTTP, VH_HTTPS } vhost_kind_t;
-static const vhost_kind_t s_kinds [3] = { VH_CHAT, VH_HTTP, VH_HTTPS };
+typedef enum { VH_CHAT, VH_HTTP, VH_HTTPS, VH_METRICS } vhost_kind_t;
+static const vhost_kind_t s_kinds [4] = { VH_CHAT, VH_HTTP, VH_HTTPS, VH_METRICS };
 
 /*  Per-connection state, sized once by lws (protocol per_session_data). */
 typedef struct {
@@ -151,7 +151,7 @@ typedef struct {
 struct _gateway_t {
     const qms_config_t *cfg;
     struct lws_context *ctx;
-    struct lws_vhost *vh_chat, *vh_http, *vh_https;
+    struct lws_vhost *vh_chat, *vh_http, *vh_https, *vh_metrics;
     http_site_t *site;              /* the UI */
     http_site_t *site_redirect;     /* plain HTTP when HTTPS is on */
 
@@ -178,7 +178,7 @@ struct _gateway_t {
         int fd;
         struct lws_vhost *vh;
         vhost_kind_t kind;
-    } listeners [3];
+    } listeners [4];
     int listener_count;
     lws_retry_bo_t idle_policy;     /* pings for silent connections */
     /* the store, asked only for its figures and as a liveness check */
@@ -1160,6 +1160,7 @@ typedef enum { PEER_ROUTER, PEER_AUTH, PEER_STORE } peer_kind_t;
 static const char *s_peer_names [] = { "router", "auth", "store" };
 
 static void stats_answer (gateway_t *self, peer_kind_t from, const qms_rec_t *rec);
+static vhost_kind_t vhost_kind (gateway_t *self, struct lws *wsi);
 static void stats_expire (gateway_t *self);
 
 static void
@@ -1447,6 +1448,8 @@ serve_ops (gateway_t *self, conn_t *conn, const char *path, const char *method)
         return true;
     }
     if (strcmp (path, "/metrics") == 0) {
+        if (self->cfg->metrics_port && vhost_kind (self, conn->wsi) != VH_METRICS)
+            return false;       /* only on the metrics port, which need not be public */
         if (!stats_start (self, conn)) {
             json_response (conn->resp, 503, "{\"error\":\"too many /metrics requests at once\"}");
             return true;
@@ -1473,7 +1476,8 @@ vhost_kind (gateway_t *self, struct lws *wsi)
             return *kind;
     }
     struct lws_vhost *vh = lws_get_vhost (wsi);
-    return vh == self->vh_chat ? VH_CHAT : vh == self->vh_https ? VH_HTTPS : VH_HTTP;
+    return vh == self->vh_chat ? VH_CHAT : vh == self->vh_https ? VH_HTTPS
+         : vh && vh == self->vh_metrics ? VH_METRICS : VH_HTTP;
 }
 
 static char *
@@ -1625,6 +1629,13 @@ handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
         if (conn->resp_deferred)
             return 0;           /* answered once the actors have */
     }
+    else
+    if (kind == VH_METRICS) {
+        conn->resp->status = 404;
+        strcpy (conn->resp->content_type, "text/plain; charset=utf-8");
+        conn->resp->body = strdup ("404 Not Found: this port serves /metrics, /healthz and /readyz\n");
+        conn->resp->body_len = conn->resp->body ? strlen (conn->resp->body) : 0;
+    }
     else {
         /*  A NUL lws decoded is passed on encoded, for the http module to refuse. */
         char *uri = path_has_nul (wsi, path) ? strdup ("/%00") : rebuild_uri (wsi, path ? path : "/");
@@ -1753,6 +1764,8 @@ filter_handshake (gateway_t *self, struct lws *wsi)
 {
     if (self->stopping)
         return 1;
+    if (vhost_kind (self, wsi) == VH_METRICS)
+        return 1;               /* no chat on the metrics port */
     if (vhost_kind (self, wsi) != VH_CHAT) {
         char path [16] = "";
         if (lws_hdr_copy (wsi, path, sizeof path, WSI_TOKEN_GET_URI) < 0 || strcmp (path, "/ws") != 0)
@@ -2007,7 +2020,7 @@ listen_shared (gateway_t *self, struct lws_vhost *vh, int port, vhost_kind_t kin
         }
         rc = bind (fd, (struct sockaddr *) &sa, sizeof sa);
     }
-    if (rc || listen (fd, 4096) || self->listener_count >= 3) {
+    if (rc || listen (fd, 4096) || self->listener_count >= 4) {
         close (fd);
         return -1;
     }
@@ -2164,6 +2177,11 @@ gateway_new (const qms_config_t *cfg, const int *stop_signals)
     if (qms_config_https (cfg)) {
         self->vh_https = create_vhost (self, "https", cfg->https_port, true, VH_HTTPS);
         if (!self->vh_https)
+            goto fail;
+    }
+    if (cfg->metrics_port) {
+        self->vh_metrics = create_vhost (self, "metrics", cfg->metrics_port, false, VH_METRICS);
+        if (!self->vh_metrics)
             goto fail;
     }
 

@@ -102,6 +102,22 @@ class Metrics(QmsTestCase):
             time.sleep(0.1)
 
 
+class MetricsPort(QmsTestCase):
+
+    def test_metrics_only_on_the_metrics_port(self):
+        from qmslib import free_port
+        port = free_port()
+        srv = self.start_server(["--metrics-port", str(port)])
+        status, _, body = http_get(port, "/metrics")[:3]
+        self.assertEqual(status, 200)
+        self.assertIn("qms_connections_open", body.decode())
+        self.assertEqual(http_get(port, "/readyz")[0], 200)
+        self.assertEqual(http_get(port, "/")[0], 404, "the UI is not on the metrics port")
+        # not on the public HTTP port any more (the UI's 404 for a missing file)
+        self.assertEqual(http_get(srv.http_port, "/metrics")[0], 404)
+        self.assertEqual(http_get(srv.http_port, "/healthz")[0], 200)
+
+
 class ReadyInACluster(ClusterCase):
 
     def test_readyz_fails_while_the_store_is_away(self):
