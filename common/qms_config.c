@@ -1015,6 +1015,8 @@ int
 qms_config_load (qms_config_t *cfg, int argc, char **argv,
                  char *err, size_t err_size, FILE *out)
 {
+    cfg->argc = argc;
+    cfg->argv = argv;
     /*  The command line first, on a scratch copy: its mistakes and -help
         come before anything else, and it may name the file. */
     qms_config_t *scratch = (qms_config_t *) malloc (sizeof *scratch);

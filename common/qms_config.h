@@ -95,6 +95,8 @@ typedef struct {
     /*  Where the settings came from. */
     char config_file [1024];    /* --config FILE (or QMS_CONFIG): "" = none */
     bool print_config;          /* --print-config: print them all and exit */
+    int argc;                   /* the command line it was loaded from, for a */
+    char **argv;                /* reload on SIGHUP (qms_config_load sets them) */
     unsigned char source [QMS_CONFIG_MAX_OPTIONS];  /* per option: qms_config_source_t */
     int source_line [QMS_CONFIG_MAX_OPTIONS];       /* per option: its line in config_file */
 } qms_config_t;

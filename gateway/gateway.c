@@ -1879,6 +1879,34 @@ read_whole (const char *path, size_t *len)
     return data;
 }
 
+/*  SIGHUP, first: settings that can change without a restart are read
+    again from the same file, environment and command line (today the log
+    level; docs/OPERATIONS.md). */
+static void
+reload_settings (gateway_t *self)
+{
+    if (!self->cfg->argv)
+        return;
+    qms_config_t *fresh = malloc (sizeof *fresh);
+    if (!fresh)
+        return;
+    qms_config_defaults (fresh);
+    char err [512];
+    FILE *quiet = fopen ("/dev/null", "w");
+    int rc = quiet ? qms_config_load (fresh, self->cfg->argc, self->cfg->argv, err, sizeof err, quiet) : -1;
+    if (quiet)
+        fclose (quiet);
+    if (rc == 0) {
+        if (fresh->log_level != qms_log_get_level ())
+            qms_info (ACTOR, "event=reload what=log_level level=%s", qms_log_level_name (fresh->log_level));
+        qms_log_set_level (fresh->log_level);
+    }
+    else
+        qms_error (ACTOR, "event=reload what=settings result=refused reason=\"%s\"", rc < 0 ? err : "help");
+    qms_config_free (fresh);
+    free (fresh);
+}
+
 /*  SIGHUP: the certificate and key files were replaced (a renewal): check
     the new pair, then give it to every TLS vhost.  Connections keep going;
     new handshakes use the new certificate.  A bad pair is refused, the old
@@ -1935,8 +1963,10 @@ callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
     if (wsi == self->signal_wsi) {
         struct signalfd_siginfo info;
         while (read (self->signal_fd, &info, sizeof info) == (ssize_t) sizeof info) {
-            if (info.ssi_signo == SIGHUP)
+            if (info.ssi_signo == SIGHUP) {
+                reload_settings (self);
                 reload_tls (self);
+            }
             else
                 begin_stop (self, (int) info.ssi_signo);
         }

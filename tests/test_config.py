@@ -323,6 +323,33 @@ class RealServer(ConfigCase):
         for wanted in [("gateway", "listening"), ("main", "ready"), ("main", "exit")]:
             self.assertIn(wanted, events)
 
+    def test_sighup_reads_the_log_level_again(self):
+        chat, http = free_port(), free_port()
+        path = self.write("live.conf", "log-level = info\nbind = %s\n" % HOST)
+        proc = self.start(["--config", path, "-cp", str(chat), "-hp", str(http),
+                           "--data-dir", self.data, "--html-dir", HTML_DIR] + FAST_ARGON2, {})
+        deadline = time.monotonic() + START_TIMEOUT
+        while not port_open(http):
+            self.assertIsNone(proc.poll(), "the server exited:\n" + self.stderr_text())
+            self.assertLess(time.monotonic(), deadline, "not listening:\n" + self.stderr_text())
+            time.sleep(0.05)
+        http_get(http, "/")
+        self.assertNotIn("level=debug", self.stderr_text())
+        with open(path, "w") as f:
+            f.write("log-level = debug\nbind = %s\n" % HOST)
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while "event=reload what=log_level level=debug" not in self.stderr_text():
+            self.assertLess(time.monotonic(), deadline, "no reload:\n" + self.stderr_text())
+            time.sleep(0.05)
+        http_get(http, "/")
+        deadline = time.monotonic() + 5
+        while "level=debug actor=gateway event=http" not in self.stderr_text():
+            self.assertLess(time.monotonic(), deadline, "still not at debug:\n" + self.stderr_text())
+            time.sleep(0.05)
+        self.assertIsNone(proc.poll(), "SIGHUP must not stop the server")
+        self.stop(proc)
+
     def test_the_monitor_still_shows_lines_of_a_json_logger(self):
         log_endpoint = "tcp://%s:%d" % (HOST, free_port())
         out_path = os.path.join(self.tmp, "monitor.out")
