@@ -175,7 +175,7 @@ parse_receipt (cJSON *doc, proto_request_t *req)
     cJSON_ArrayForEach (item, ids)
         if (!cJSON_IsString (item) || !item->valuestring || !*item->valuestring
         ||  strlen (item->valuestring) > PROTO_MAX_CLIENT_ID) {
-            set_error (req, -1, "Field 'ids' must hold message ids (strings).");
+            set_error (req, -1, "Field 'ids' must be an array of 1 to 256 message ids.");
             return;
         }
     req->ids = ids;
@@ -196,7 +196,7 @@ parse_lookup (cJSON *doc, proto_request_t *req)
     cJSON_ArrayForEach (item, names)
         if (!cJSON_IsString (item) || !item->valuestring || !*item->valuestring
         ||  strlen (item->valuestring) > 256) {
-            set_error (req, QMS_EV_USER_LOOKUP, "Field 'names' must hold names (strings).");
+            set_error (req, QMS_EV_USER_LOOKUP, "Field 'names' must be an array of 1 to 64 names.");
             return;
         }
     req->ids = names;
