@@ -1,0 +1,4082 @@
+/*  =========================================================================
+    qmsbench - load generator for the QMessageServer chat protocol
+
+    Speaks only the public client protocol (docs: PROTOCOL.md), so it can be
+    pointed at any compatible server. A minimal RFC 6455 client runs over
+    non-blocking sockets, one epoll loop per thread, each thread owning every
+    T-th client. Clients register (or log in when the name exists), learn ids
+    from the user lists, then client i sends to client (i+1) % N with at most
+    W messages in flight; the receiving client (same process) measures
+    one-way latency, counts deliveries per sender, and detects loss and
+    duplicates. One report at the end: a table and one "RESULT {json}" line.
+
+    Layout of this file: options; clock/histogram/tables; JSON scanning;
+    the transport (TCP + WebSocket framing); the chat protocol layer
+    (qms_*: open, login, build message, parse event; a NATS layer would
+    replace exactly these); senders and receivers; the worker loop; the
+    main thread (phases, progress) and the report.
+
+    The hot path allocates nothing: frames are built in a per-thread scratch
+    buffer and only a partial write or a partial frame is kept in the
+    connection's own buffer, which is sized once and grown rarely.
+    ========================================================================= */
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#   define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+#define QB_VERSION      "0.1.0"
+#define QB_SCRATCH      (256u * 1024)       //  per-thread read and write scratch
+#define QB_MAX_FRAME    (64u * 1024 * 1024) //  larger server frames are an error
+#define QB_HTTP_MAX     8192                //  upgrade response limit
+#define QB_IDMAX        128                 //  raw JSON bytes of a user id
+#define QB_TOKMAX       512                 //  raw JSON bytes of a token
+#define QB_MAX_EVENTS   512
+#define QB_ERRTAB       48
+#define QB_CLOSETAB     16
+#define QB_MAX_PIDS     32
+#define QB_MAX_SRC      256
+#define QB_MAX_THREADS  64
+#define QB_MAX_PORTS    64
+#define QB_LOOKUP_BATCH 64                  //  names per UserLookupRequest (the server's maximum)
+#define QB_LOOKUP_DEPTH 4                   //  lookup requests in flight per thread
+#define QB_MAX_SIZE     (16u * 1024 * 1024)
+#define QB_MAGIC        "qmsb:"
+#define WS_GUID         "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+#define MS      1000000ull
+#define SEC     1000000000ull
+
+//  --------------------------------------------------------------------------
+//  Options
+
+typedef struct {
+    char host [64];                 //  as given, for the Host header
+    struct sockaddr_storage dst;
+    socklen_t dst_len;
+    int family;
+    int port;
+    char path [512];
+    uint32_t clients;
+    uint64_t messages;              //  per client; 0 = by duration
+    double duration;                //  seconds; run length or idle hold
+    uint32_t window;
+    double rate;                    //  total msg/s; 0 = window-limited
+    uint32_t size;
+    char prefix [48];
+    struct sockaddr_storage src [QB_MAX_SRC];
+    int nsrc;
+    bool idle;
+    int pids [QB_MAX_PIDS];
+    int npids;
+    double connect_rate;            //  new connections/s; 0 = unlimited
+    uint32_t max_pending;           //  handshakes + logins in flight
+    uint32_t max_auth;              //  register/login requests in flight
+    bool json_only;
+    bool quiet;
+    uint32_t threads;
+    double timeout;                 //  global wall-clock bound
+    double ready_timeout;           //  give up waiting after this long without progress
+    double drain;                   //  wait for stragglers after sending stops
+    double stall;                   //  a full window without progress: presume lost
+    double handshake_timeout;       //  connect + upgrade + login per client
+    double backoff;                 //  pause of a sender after an error reply
+    int debug;                      //  error frames to print verbatim
+    const char *proto;
+    int presence;                   //  PRES_FULL, PRES_DELTA, PRES_NONE
+    int ports [QB_MAX_PORTS];       //  client i connects to ports [i % nports]
+    int nports;
+    bool ids;                       //  MessageRequests carry an id; acks counted
+    char to_prefix [48];            //  send to TO_PREFIX<i> (not ours): credit from acks
+    uint64_t expect;                //  receive only: each client waits for this many messages
+    bool resume;                    //  after the logins: reconnect everyone with Authorize
+} opts_t;
+
+enum { PRES_FULL, PRES_DELTA, PRES_NONE };
+static const char *s_presence_name [] = { "full", "delta", "none" };
+
+static opts_t O;
+
+//  --------------------------------------------------------------------------
+//  Small helpers: clock, PRNG, tables
+
+static uint64_t
+now_ns (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * SEC + (uint64_t) ts.tv_nsec;
+}
+
+static uint64_t
+xorshift (uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+//  Writes v in decimal; returns the length.
+static int
+u64_dec (char *dst, uint64_t v)
+{
+    char tmp [24];
+    int n = 0;
+    do { tmp [n++] = (char) ('0' + v % 10); v /= 10; } while (v);
+    for (int i = 0; i < n; i++)
+        dst [i] = tmp [n - 1 - i];
+    return n;
+}
+
+//  Log-linear latency histogram: 64 sub-buckets per power of two (about 1.6%
+//  resolution), exact below 64 ns, fixed size so recording never allocates.
+#define H_SUB       64
+#define H_BUCKETS   ((64 - 6 + 1) * H_SUB)
+
+typedef struct {
+    uint64_t b [H_BUCKETS];
+    uint64_t count, sum, max;
+} hist_t;
+
+static unsigned
+hist_index (uint64_t v)
+{
+    if (v < H_SUB)
+        return (unsigned) v;
+    unsigned e = 63u - (unsigned) __builtin_clzll (v);       //  >= 6
+    return (e - 5) * H_SUB + (unsigned) ((v >> (e - 6)) & (H_SUB - 1));
+}
+
+static double
+hist_bucket_mid (unsigned i)
+{
+    if (i < H_SUB)
+        return (double) i;
+    unsigned e = i / H_SUB + 5, sub = i % H_SUB;
+    double low = (double) ((uint64_t) (H_SUB + sub) << (e - 6));
+    return low + (double) (1ull << (e - 6)) / 2.0;
+}
+
+static inline void
+hist_add (hist_t *h, uint64_t v)
+{
+    h->b [hist_index (v)]++;
+    h->count++;
+    h->sum += v;
+    if (v > h->max)
+        h->max = v;
+}
+
+static void
+hist_merge (hist_t *dst, const hist_t *src)
+{
+    for (unsigned i = 0; i < H_BUCKETS; i++)
+        dst->b [i] += src->b [i];
+    dst->count += src->count;
+    dst->sum += src->sum;
+    if (src->max > dst->max)
+        dst->max = src->max;
+}
+
+//  Value (ns) at quantile q; the exact max for q >= 1.
+static double
+hist_quantile (const hist_t *h, double q)
+{
+    if (!h->count)
+        return 0;
+    if (q >= 1.0)
+        return (double) h->max;
+    uint64_t rank = (uint64_t) ceil (q * (double) h->count);
+    if (rank < 1)
+        rank = 1;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < H_BUCKETS; i++) {
+        seen += h->b [i];
+        if (seen >= rank) {
+            double v = hist_bucket_mid (i);
+            return v > (double) h->max? (double) h->max: v;
+        }
+    }
+    return (double) h->max;
+}
+
+//  Counts by text (server errors, connection failures), fixed size.
+typedef struct {
+    char text [120];
+    uint64_t count;
+} errent_t;
+
+typedef struct {
+    errent_t e [QB_ERRTAB];
+    uint64_t other;
+} errtab_t;
+
+static void
+errtab_add (errtab_t *t, const char *s, size_t n, uint64_t k)
+{
+    if (n > sizeof t->e [0].text - 1)
+        n = sizeof t->e [0].text - 1;
+    for (int i = 0; i < QB_ERRTAB; i++) {
+        errent_t *e = &t->e [i];
+        if (!e->count) {
+            memcpy (e->text, s, n);
+            e->text [n] = 0;
+            e->count = k;
+            return;
+        }
+        if (strlen (e->text) == n && memcmp (e->text, s, n) == 0) {
+            e->count += k;
+            return;
+        }
+    }
+    t->other += k;
+}
+
+static void
+errtab_merge (errtab_t *dst, const errtab_t *src)
+{
+    for (int i = 0; i < QB_ERRTAB && src->e [i].count; i++)
+        errtab_add (dst, src->e [i].text, strlen (src->e [i].text), src->e [i].count);
+    dst->other += src->other;
+}
+
+static int
+errent_cmp (const void *a, const void *b)
+{
+    const errent_t *x = a, *y = b;
+    return x->count < y->count? 1: x->count > y->count? -1: 0;
+}
+
+static void
+errtab_sort (errtab_t *t)
+{
+    int n = 0;
+    while (n < QB_ERRTAB && t->e [n].count)
+        n++;
+    qsort (t->e, (size_t) n, sizeof t->e [0], errent_cmp);
+}
+
+static uint64_t
+errtab_total (const errtab_t *t)
+{
+    uint64_t s = t->other;
+    for (int i = 0; i < QB_ERRTAB && t->e [i].count; i++)
+        s += t->e [i].count;
+    return s;
+}
+
+//  Close codes sent by the server (RFC 6455 7.4); 0 stands for a connection
+//  that ended without a close frame (EOF), -1 for a reset or socket error.
+typedef struct {
+    int code [QB_CLOSETAB];
+    uint64_t count [QB_CLOSETAB];
+    uint64_t other;
+} closetab_t;
+
+static void
+closetab_add (closetab_t *t, int code, uint64_t k)
+{
+    for (int i = 0; i < QB_CLOSETAB; i++) {
+        if (t->count [i] && t->code [i] == code) {
+            t->count [i] += k;
+            return;
+        }
+        if (!t->count [i]) {
+            t->code [i] = code;
+            t->count [i] = k;
+            return;
+        }
+    }
+    t->other += k;
+}
+
+//  --------------------------------------------------------------------------
+//  Clients and workers
+
+//  PH_RESUME (with --resume) comes between the logins and the run: every
+//  client reconnects and resumes its session with an AuthorizeRequest.
+enum { PH_CONNECT, PH_RESUME, PH_RUN, PH_DRAIN, PH_STOP };
+enum { CS_NEW, CS_CONNECTING, CS_UPGRADING, CS_LOGIN, CS_ONLINE, CS_DEAD };
+static const char *s_state_name [] = { "not-started", "connecting", "upgrading", "login", "online", "closed" };
+
+typedef struct {
+    //  Owned by the client's thread
+    int fd;
+    uint32_t idx, tgt, src;         //  self, the one we send to, the one we receive from
+    uint16_t thread;
+    uint8_t state;
+    uint8_t frag_op;                //  opcode of a fragmented message in progress
+    uint8_t sender;                 //  0 not started, 1 active, 2 done
+    bool in_ready;                  //  in the thread's ready ring
+    bool tried_login;               //  register said "exists": we logged in
+    bool upgraded;
+    bool got_ids;                   //  no need to scan user lists any more
+    bool stop_sending;              //  the server said our session is invalid
+    bool in_defer;                  //  in the thread's deferred list (backing off)
+    uint8_t login_tries;            //  answers "busy" so far
+    bool auth_slot;                 //  holds one of the thread's auth slots
+    bool auth_waiting;              //  queued for an auth slot
+    bool resuming;                  //  reconnected for --resume: Authorize, not login
+    uint32_t epev;                  //  current epoll interest
+    uint64_t t_start, t_online;
+    uint8_t *in;                    //  partial frames only
+    uint32_t in_len, in_cap, need;
+    uint8_t *out;                   //  unsent bytes only
+    uint32_t out_len, out_off, out_cap;
+    uint8_t *frag;
+    uint32_t frag_len, frag_cap;
+    char *tmpl;                     //  a MessageRequest up to the message string
+    uint32_t tmpl_len;
+    char wskey [32];
+    uint64_t sent, reclaim_mark, reclaimed, rejected, ack_snap, ack_time, resume_at;
+    uint64_t rx_base, rx_unique, rx_dup, rx_late, rx_ooo, rx_next;
+    uint64_t *rx_bits;
+    uint64_t *sent_ts;              //  --ids: send time by sequence (ring), for ack latency
+    uint64_t acks;                  //  --ids: acks stored/delivered so far (in order)
+    uint16_t self_len, tgt_len, src_len, token_len;
+    char self_id [QB_IDMAX], tgt_id [QB_IDMAX], src_id [QB_IDMAX];
+    char token [QB_TOKMAX];
+    //  Shared: written by other threads or read by the main thread (atomics).
+    //  Our receiver publishes two acknowledgements: acked, cumulative (the
+    //  highest sequence number it got, plus one), and delivered, a count.
+    //  The window uses the tighter of the two bounds on what is in flight:
+    //  the cumulative one is exact across silent gaps, the count (plus the
+    //  server's error replies to our sends) is exact across rejections at
+    //  the tail. A tail lost silently holds credit until --stall.
+    uint64_t acked __attribute__ ((aligned (64)));
+    uint64_t delivered;
+    int blocked;
+    int dead, online, has_tgt, has_src;
+} client_t;
+
+typedef struct {
+    uint64_t conn_ok, conn_fail, login_ok, login_fail, registered, existing;
+    uint64_t sent, delivered, dup, late, ooo, misrouted, foreign, sender_mismatch;
+    uint64_t stalls, reclaimed, rejected, login_retries, userlists_skipped;
+    uint64_t bytes_in, bytes_out, pings, srv_errors, invalid_user;
+    uint64_t first_start, last_online, last_delivery, last_send;
+    uint64_t ack_stored, ack_delivered, ack_received, ack_rejected, ack_unknown;
+    uint64_t lookups, lookup_names, lookup_retries, stored_rx;
+    uint64_t resume_ok, resume_fail, first_resume, last_resume, first_rx;
+    hist_t lat, login, resume, drain;
+    errtab_t srv_err, conn_err;
+    closetab_t closes;
+} stats_t;
+
+typedef struct {
+    int id;
+    pthread_t th;
+    int ep, efd;
+    uint32_t nmine, next_start;     //  local client j is global j * T + id
+    uint64_t *marks;                //  senders credited by other threads
+    uint32_t nmarkw;
+    int mark_pending, sleeping;
+    uint32_t *ring;                 //  senders with credit, FIFO of global indexes
+    uint32_t rcap, rhead, rtail;
+    uint32_t *defer;                //  senders backing off until their resume_at
+    uint32_t ndefer;
+    uint64_t defer_next;            //  earliest resume_at in defer
+    double tokens, trate;           //  message rate bucket (this thread's share)
+    uint64_t tlast;
+    double ctokens, crate;          //  connection rate bucket
+    uint64_t clast;
+    uint32_t pending, max_pending;
+    uint32_t auth, max_auth;        //  auth requests in flight and the cap
+    uint32_t *authq;                //  upgraded clients waiting for an auth slot
+    uint32_t aq_head, aq_tail, aq_cap;
+    uint8_t *iscr, *oscr;
+    void *oown;                     //  client whose frames are in oscr
+    uint32_t olen;
+    uint64_t rng;
+    int seen_phase;
+    //  UserLookupRequests (--presence none, --to-prefix): names wanted by
+    //  this thread's clients, asked in batches by one online client of the
+    //  thread (the agent); the answers come one per name, in order.
+    uint8_t *lk_state;              //  per name index: 1 queued or in flight
+    uint32_t *lkq;                  //  queued names (ring of clients + 1)
+    uint32_t lkq_head, lkq_tail, lkq_cap;
+    uint32_t *lk_fly;               //  names in flight, in request order
+    uint32_t lk_fly_head, lk_fly_n;
+    uint32_t *lk_retry;             //  "No such user." yet: asked again later
+    uint32_t lk_nretry;
+    uint64_t lk_retry_at;
+    int64_t lk_agent;               //  global index of the agent, -1 none
+    uint64_t senders_active;        //  read by main
+    int run_ack;                    //  read by main
+    stats_t st;
+} worker_t;
+
+static client_t *G_cl;
+static worker_t *G_w;
+static uint64_t G_rxbits;           //  dedup window in sequence numbers (power of two)
+static uint64_t G_tsring;           //  --ids: send times kept per sender (power of two)
+static int g_phase = PH_CONNECT;
+static volatile sig_atomic_t g_signal;
+
+#define LD(x)       __atomic_load_n (&(x), __ATOMIC_RELAXED)
+#define ST(x, v)    __atomic_store_n (&(x), (v), __ATOMIC_RELAXED)
+//  Owner-only counters that the main thread reads for progress: plain
+//  increments published with a relaxed store (no lock prefix).
+#define INC(x, n)   ST (x, (x) + (n))
+
+static inline int phase (void) { return __atomic_load_n (&g_phase, __ATOMIC_ACQUIRE); }
+//  The main thread reads states for its readiness report.
+#define SET_STATE(c, s)  __atomic_store_n (&(c)->state, (uint8_t) (s), __ATOMIC_RELAXED)
+
+static void client_die (worker_t *w, client_t *c, const char *why, int close_code);
+static void client_flush (worker_t *w, client_t *c);
+static void qms_on_text (worker_t *w, client_t *c, const char *s, size_t n, uint64_t now);
+static void qms_on_open (worker_t *w, client_t *c);
+static void nats_on_bytes (worker_t *w, client_t *c, const uint8_t *d, size_t n, uint64_t now);
+static bool g_nats;                 //  --proto nats
+
+//  The protocol layer: everything that knows the wire format goes through
+//  this table, so another protocol (--proto nats, reserved) is one more
+//  table. The core (connections, windows, accounting, report) calls only
+//  these; a protocol calls back into the core with on_chat_message() for a
+//  delivered message, and sets state/online/has_tgt/has_src as it learns.
+typedef struct {
+    const char *name;
+    //  TCP is connected: queue the first bytes (HTTP upgrade, CONNECT...).
+    void (*start) (worker_t *w, client_t *c);
+    //  The WebSocket is open: log in (or CONNECT and SUB).
+    void (*on_open) (worker_t *w, client_t *c);
+    //  Bytes from the socket: consume whole units, return bytes used or -1
+    //  when the client died.
+    long (*consume) (worker_t *w, client_t *c, uint8_t *buf, size_t len, uint64_t now);
+    //  Once per sender, when it knows its target: precompute what it can.
+    int (*prepare_sender) (client_t *c);
+    //  Upper bound of one message on the wire, and writing one at dst.
+    size_t (*message_max) (const client_t *c);
+    size_t (*put_message) (worker_t *w, client_t *c, uint8_t *dst, uint64_t seq, uint64_t ts);
+    //  Polite goodbye before the socket closes at the end.
+    void (*goodbye) (worker_t *w, client_t *c);
+} proto_t;
+
+static const proto_t *P;
+
+//  --------------------------------------------------------------------------
+//  JSON scanning without allocation. Spans point into the frame and keep
+//  the raw JSON string bytes (escapes included): ids and tokens are pasted
+//  back verbatim into our requests, which keeps them valid JSON.
+
+typedef struct { const char *p; size_t n; } span_t;
+
+static const char *
+j_ws (const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+//  p at an opening quote; returns the byte after the closing quote.
+static const char *
+j_str (const char *p, const char *e)
+{
+    const char *start = ++p;
+    while (p < e) {
+        const char *q = memchr (p, '"', (size_t) (e - p));
+        if (!q)
+            return NULL;
+        const char *b = q;
+        while (b > start && b [-1] == '\\')
+            b--;
+        if (((q - b) & 1) == 0)
+            return q + 1;
+        p = q + 1;
+    }
+    return NULL;
+}
+
+static const char *
+j_skip (const char *p, const char *e)
+{
+    if (p >= e)
+        return NULL;
+    if (*p == '"')
+        return j_str (p, e);
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        while (p < e) {
+            char ch = *p;
+            if (ch == '"') {
+                p = j_str (p, e);
+                if (!p)
+                    return NULL;
+                continue;
+            }
+            if (ch == '{' || ch == '[')
+                depth++;
+            else
+            if ((ch == '}' || ch == ']') && --depth == 0)
+                return p + 1;
+            p++;
+        }
+        return NULL;
+    }
+    const char *s = p;
+    while (p < e && *p != ',' && *p != '}' && *p != ']'
+           && *p != ' ' && *p != '\n' && *p != '\r' && *p != '\t')
+        p++;
+    return p > s? p: NULL;
+}
+
+//  Next member of an object whose '{' was consumed: 1 and the spans, 0 at
+//  the closing brace, -1 on malformed input.
+static int
+j_member (const char **pp, const char *e, span_t *key, const char **vs, const char **ve)
+{
+    const char *p = j_ws (*pp, e);
+    if (p < e && *p == ',')
+        p = j_ws (p + 1, e);
+    if (p >= e)
+        return -1;
+    if (*p == '}') {
+        *pp = p + 1;
+        return 0;
+    }
+    if (*p != '"')
+        return -1;
+    const char *k = p;
+    p = j_str (p, e);
+    if (!p)
+        return -1;
+    key->p = k + 1;
+    key->n = (size_t) (p - k - 2);
+    p = j_ws (p, e);
+    if (p >= e || *p != ':')
+        return -1;
+    p = j_ws (p + 1, e);
+    *vs = p;
+    p = j_skip (p, e);
+    if (!p)
+        return -1;
+    *ve = p;
+    *pp = p;
+    return 1;
+}
+
+//  Next element of an array whose '[' was consumed, as for j_member.
+static int
+j_element (const char **pp, const char *e, const char **vs, const char **ve)
+{
+    const char *p = j_ws (*pp, e);
+    if (p < e && *p == ',')
+        p = j_ws (p + 1, e);
+    if (p >= e)
+        return -1;
+    if (*p == ']') {
+        *pp = p + 1;
+        return 0;
+    }
+    *vs = p;
+    p = j_skip (p, e);
+    if (!p)
+        return -1;
+    *ve = p;
+    *pp = p;
+    return 1;
+}
+
+static bool
+span_is (span_t s, const char *lit)
+{
+    size_t n = strlen (lit);
+    return s.n == n && memcmp (s.p, lit, n) == 0;
+}
+
+static bool
+span_has (span_t s, const char *lit)
+{
+    size_t n = strlen (lit);
+    for (size_t i = 0; i + n <= s.n; i++)
+        if (memcmp (s.p + i, lit, n) == 0)
+            return true;
+    return false;
+}
+
+//  Inner bytes of a JSON string value, or an empty span for other values.
+static span_t
+j_strval (const char *vs, const char *ve)
+{
+    span_t s = { NULL, 0 };
+    if (ve - vs >= 2 && *vs == '"') {
+        s.p = vs + 1;
+        s.n = (size_t) (ve - vs - 2);
+    }
+    return s;
+}
+
+typedef struct {
+    int valid;                      //  -1 absent, 0, 1
+    long event;                     //  -1 absent
+    bool stored;                    //  "stored":true (a message that waited)
+    span_t error, sender, message, token, name, id, status;
+    const char *users, *users_end;  //  users (event 1, 4) or changes (event 6)
+    const char *user, *user_end;    //  the user object of a lookup answer
+} jtop_t;
+
+static int
+j_top (const char *s, size_t n, jtop_t *t)
+{
+    memset (t, 0, sizeof *t);
+    t->valid = -1;
+    t->event = -1;
+    const char *e = s + n, *p = j_ws (s, e);
+    if (p >= e || *p != '{')
+        return -1;
+    p++;
+    span_t k;
+    const char *vs, *ve;
+    int rc;
+    while ((rc = j_member (&p, e, &k, &vs, &ve)) == 1) {
+        if (span_is (k, "event")) {
+            long v = 0;
+            const char *q = vs;
+            while (q < ve && *q >= '0' && *q <= '9')
+                v = v * 10 + (*q++ - '0');
+            t->event = q > vs? v: -1;
+        }
+        else
+        if (span_is (k, "valid"))
+            t->valid = *vs == 't';
+        else
+        if (span_is (k, "sender"))
+            t->sender = j_strval (vs, ve);
+        else
+        if (span_is (k, "message"))
+            t->message = j_strval (vs, ve);
+        else
+        if (span_is (k, "error"))
+            t->error = j_strval (vs, ve);
+        else
+        if (span_is (k, "token"))
+            t->token = j_strval (vs, ve);
+        else
+        if ((span_is (k, "users") || span_is (k, "changes")) && *vs == '[') {
+            t->users = vs;
+            t->users_end = ve;
+        }
+        else
+        if (span_is (k, "name"))
+            t->name = j_strval (vs, ve);
+        else
+        if (span_is (k, "id"))
+            t->id = j_strval (vs, ve);
+        else
+        if (span_is (k, "status"))
+            t->status = j_strval (vs, ve);
+        else
+        if (span_is (k, "stored"))
+            t->stored = *vs == 't';
+        else
+        if (span_is (k, "user") && *vs == '{') {
+            t->user = vs;
+            t->user_end = ve;
+        }
+    }
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Output: frames go to the thread's scratch while the client has nothing
+//  queued; client_flush sends them, keeping only the unsent tail in c->out.
+
+static int
+buf_reserve (uint8_t **buf, uint32_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t ncap = *cap? *cap: 1024;
+    while (ncap < need)
+        ncap *= 2;
+    if (ncap > UINT32_MAX)
+        return -1;
+    uint8_t *nb = realloc (*buf, ncap);
+    if (!nb)
+        return -1;
+    *buf = nb;
+    *cap = (uint32_t) ncap;
+    return 0;
+}
+
+static uint8_t *
+out_reserve (worker_t *w, client_t *c, size_t need)
+{
+    if (c->out_len == 0) {
+        if (w->oown != c) {
+            if (w->oown)
+                client_flush (w, (client_t *) w->oown);
+            w->oown = c;
+            w->olen = 0;
+        }
+        if (w->olen + need <= QB_SCRATCH)
+            return w->oscr + w->olen;
+        client_flush (w, c);
+        if (c->state == CS_DEAD)
+            return NULL;
+        if (c->out_len == 0 && need <= QB_SCRATCH) {
+            w->oown = c;
+            w->olen = 0;
+            return w->oscr;
+        }
+    }
+    if (buf_reserve (&c->out, &c->out_cap, (size_t) c->out_len + need))
+        return NULL;
+    return c->out + c->out_len;
+}
+
+static void
+out_commit (worker_t *w, client_t *c, size_t n)
+{
+    if (w->oown == c && c->out_len == 0)
+        w->olen += (uint32_t) n;
+    else
+        c->out_len += (uint32_t) n;
+}
+
+static void
+client_want (worker_t *w, client_t *c, uint32_t ev)
+{
+    if (c->epev == ev || c->fd < 0)
+        return;
+    struct epoll_event e = { .events = ev, .data.u64 = c->idx };
+    if (epoll_ctl (w->ep, EPOLL_CTL_MOD, c->fd, &e) == 0)
+        c->epev = ev;
+}
+
+//  Sends what is in the scratch (if it is ours), then the queue. A short
+//  write queues the rest and asks for EPOLLOUT.
+static void
+client_flush (worker_t *w, client_t *c)
+{
+    if (w->oown == c) {
+        uint32_t n = w->olen;
+        w->oown = NULL;
+        w->olen = 0;
+        if (n) {
+            ssize_t k = 0;
+            if (c->out_len == 0 && c->state != CS_CONNECTING) {
+                k = send (c->fd, w->oscr, n, MSG_NOSIGNAL);
+                if (k < 0) {
+                    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                        client_die (w, c, NULL, -1);
+                        return;
+                    }
+                    k = 0;
+                }
+                INC (w->st.bytes_out, (uint64_t) k);
+            }
+            if ((uint32_t) k < n) {
+                if (buf_reserve (&c->out, &c->out_cap, (size_t) c->out_len + (n - (uint32_t) k))) {
+                    client_die (w, c, "out of memory", -2);
+                    return;
+                }
+                memcpy (c->out + c->out_len, w->oscr + k, n - (uint32_t) k);
+                c->out_len += n - (uint32_t) k;
+            }
+        }
+    }
+    if (c->state == CS_CONNECTING)
+        return;             //  the connect completion (EPOLLOUT) flushes
+    while (c->out_len > c->out_off) {
+        ssize_t k = send (c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                client_die (w, c, NULL, -1);
+                return;
+            }
+            break;
+        }
+        INC (w->st.bytes_out, (uint64_t) k);
+        c->out_off += (uint32_t) k;
+    }
+    if (c->out_off == c->out_len) {
+        c->out_off = c->out_len = 0;
+        //  Buffers that a one-off burst made big are given back.
+        if (c->out_cap > 4u * 1024 * 1024) {
+            free (c->out);
+            c->out = NULL;
+            c->out_cap = 0;
+        }
+    }
+    client_want (w, c, EPOLLIN | (c->out_len? EPOLLOUT: 0));
+}
+
+//  --------------------------------------------------------------------------
+//  WebSocket framing (client side: every frame is masked)
+
+static void
+ws_mask (uint8_t *d, size_t n, const uint8_t key [4])
+{
+    uint32_t k4;
+    memcpy (&k4, key, 4);
+    uint64_t k8 = (uint64_t) k4 | ((uint64_t) k4 << 32);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy (&v, d + i, 8);
+        v ^= k8;
+        memcpy (d + i, &v, 8);
+    }
+    for (; i < n; i++)
+        d [i] ^= key [i & 3];
+}
+
+//  Writes a masked frame header for a payload of len bytes; returns the
+//  header length (2..14). The mask key is at dst + header - 4.
+static size_t
+ws_header (worker_t *w, uint8_t *dst, int opcode, size_t len)
+{
+    size_t h;
+    dst [0] = (uint8_t) (0x80 | opcode);
+    if (len < 126) {
+        dst [1] = (uint8_t) (0x80 | len);
+        h = 2;
+    }
+    else
+    if (len < 65536) {
+        dst [1] = 0x80 | 126;
+        dst [2] = (uint8_t) (len >> 8);
+        dst [3] = (uint8_t) len;
+        h = 4;
+    }
+    else {
+        dst [1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++)
+            dst [2 + i] = (uint8_t) ((uint64_t) len >> (56 - 8 * i));
+        h = 10;
+    }
+    uint32_t key = (uint32_t) xorshift (&w->rng);
+    memcpy (dst + h, &key, 4);
+    return h + 4;
+}
+
+static void
+ws_send (worker_t *w, client_t *c, int opcode, const void *data, size_t len)
+{
+    uint8_t *p = out_reserve (w, c, len + 14);
+    if (!p) {
+        if (c->state != CS_DEAD)
+            client_die (w, c, "out of memory", -2);
+        return;
+    }
+    size_t h = ws_header (w, p, opcode, len);
+    memcpy (p + h, data, len);
+    ws_mask (p + h, len, p + h - 4);
+    out_commit (w, c, h + len);
+}
+
+static void
+ws_key_and_accept (const char *key, char accept [32])
+{
+    char buf [64];
+    unsigned char md [EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    int n = snprintf (buf, sizeof buf, "%s%s", key, WS_GUID);
+    EVP_Digest (buf, (size_t) n, md, &mdlen, EVP_sha1 (), NULL);
+    EVP_EncodeBlock ((unsigned char *) accept, md, (int) mdlen);
+}
+
+static int client_port (const client_t *c) { return O.ports [c->idx % (uint32_t) O.nports]; }
+
+static void
+ws_send_upgrade (worker_t *w, client_t *c)
+{
+    unsigned char raw [16];
+    if (RAND_bytes (raw, sizeof raw) != 1)
+        for (int i = 0; i < 16; i++)
+            raw [i] = (unsigned char) xorshift (&w->rng);
+    EVP_EncodeBlock ((unsigned char *) c->wskey, raw, 16);
+    char req [1024];
+    char hostport [96];
+    if (O.family == AF_INET6)
+        snprintf (hostport, sizeof hostport, "[%s]:%d", O.host, client_port (c));
+    else
+        snprintf (hostport, sizeof hostport, "%s:%d", O.host, client_port (c));
+    int n = snprintf (req, sizeof req,
+        "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: qmsbench/" QB_VERSION "\r\n\r\n",
+        O.path, hostport, c->wskey);
+    uint8_t *p = out_reserve (w, c, (size_t) n);
+    if (!p)
+        return;
+    memcpy (p, req, (size_t) n);
+    out_commit (w, c, (size_t) n);
+}
+
+//  Finds a header value (case-insensitive name) in an HTTP response head.
+static bool
+http_header (const char *head, size_t n, const char *name, span_t *val)
+{
+    size_t nl = strlen (name);
+    const char *p = head, *e = head + n;
+    while (p < e) {
+        const char *eol = memchr (p, '\n', (size_t) (e - p));
+        if (!eol)
+            eol = e;
+        if ((size_t) (eol - p) > nl && strncasecmp (p, name, nl) == 0 && p [nl] == ':') {
+            const char *v = p + nl + 1, *ve = eol;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve [-1] == '\r' || ve [-1] == ' ' || ve [-1] == '\t'))
+                ve--;
+            val->p = v;
+            val->n = (size_t) (ve - v);
+            return true;
+        }
+        p = eol + 1;
+    }
+    return false;
+}
+
+//  Consumes the 101 response: >0 bytes of head consumed, 0 need more, -1 dead.
+static long
+ws_upgrade_response (worker_t *w, client_t *c, const uint8_t *buf, size_t len, uint64_t now)
+{
+    const char *s = (const char *) buf;
+    const char *end = NULL;
+    for (size_t i = 3; i < len; i++)
+        if (s [i] == '\n' && s [i - 1] == '\r' && s [i - 2] == '\n' && s [i - 3] == '\r') {
+            end = s + i + 1;
+            break;
+        }
+    if (!end) {
+        if (len > QB_HTTP_MAX) {
+            client_die (w, c, "upgrade: response head too large", -2);
+            return -1;
+        }
+        return 0;
+    }
+    size_t hn = (size_t) (end - s);
+    char why [96];
+    if (hn < 12 || memcmp (s, "HTTP/1.1 101", 12) != 0) {
+        snprintf (why, sizeof why, "upgrade: status %.3s", hn >= 12? s + 9: "???");
+        client_die (w, c, why, -2);
+        return -1;
+    }
+    char accept [32] = "";
+    ws_key_and_accept (c->wskey, accept);
+    span_t v;
+    if (!http_header (s, hn, "sec-websocket-accept", &v)
+        || v.n != strlen (accept) || memcmp (v.p, accept, v.n) != 0) {
+        client_die (w, c, "upgrade: bad Sec-WebSocket-Accept", -2);
+        return -1;
+    }
+    c->upgraded = true;
+    SET_STATE (c, CS_LOGIN);
+    INC (w->st.conn_ok, 1);
+    (void) now;
+    P->on_open (w, c);
+    return (long) hn;
+}
+
+static void
+frag_append (worker_t *w, client_t *c, const uint8_t *d, size_t n)
+{
+    if ((size_t) c->frag_len + n > QB_MAX_FRAME
+        || buf_reserve (&c->frag, &c->frag_cap, (size_t) c->frag_len + n)) {
+        client_die (w, c, "fragmented message too large", -2);
+        return;
+    }
+    memcpy (c->frag + c->frag_len, d, n);
+    c->frag_len += (uint32_t) n;
+}
+
+//  One complete frame from the server.
+static void
+ws_on_frame (worker_t *w, client_t *c, int fin, int op, uint8_t *d, size_t n, uint64_t now)
+{
+    if (g_nats && op <= 0x2) {
+        //  NATS is a byte stream: frame boundaries mean nothing to it.
+        nats_on_bytes (w, c, d, n, now);
+        return;
+    }
+    switch (op) {
+        case 0x1:
+        case 0x2:
+            if (c->frag_op) {
+                client_die (w, c, "protocol: new message inside a fragmented one", 1002);
+                return;
+            }
+            if (fin) {
+                if (op == 0x1)
+                    qms_on_text (w, c, (const char *) d, n, now);
+                else
+                    errtab_add (&w->st.srv_err, "binary frame", 12, 1);
+                return;
+            }
+            c->frag_op = (uint8_t) op;
+            c->frag_len = 0;
+            frag_append (w, c, d, n);
+            return;
+        case 0x0:
+            if (!c->frag_op) {
+                client_die (w, c, "protocol: stray continuation frame", 1002);
+                return;
+            }
+            frag_append (w, c, d, n);
+            if (fin && c->state != CS_DEAD) {
+                int fop = c->frag_op;
+                c->frag_op = 0;
+                if (fop == 0x1)
+                    qms_on_text (w, c, (const char *) c->frag, c->frag_len, now);
+                else
+                    errtab_add (&w->st.srv_err, "binary frame", 12, 1);
+                c->frag_len = 0;
+            }
+            return;
+        case 0x8: {
+            int code = n >= 2? (d [0] << 8 | d [1]): 1005;
+            uint8_t reply [2] = { (uint8_t) (code >> 8), (uint8_t) code };
+            if (code != 1005)
+                ws_send (w, c, 0x8, reply, 2);
+            client_flush (w, c);
+            if (c->state != CS_DEAD)
+                client_die (w, c, NULL, code);
+            return;
+        }
+        case 0x9:
+            INC (w->st.pings, 1);
+            ws_send (w, c, 0xA, d, n);
+            client_flush (w, c);
+            return;
+        case 0xA:
+            return;
+        default:
+            client_die (w, c, "protocol: unknown opcode", 1002);
+    }
+}
+
+//  Consumes whole frames (or the upgrade response) from buf; returns the
+//  bytes consumed, or -1 when the client died. c->need is set to the size
+//  of an incomplete frame so the reader can size the buffer once.
+static long
+ws_consume (worker_t *w, client_t *c, uint8_t *buf, size_t len, uint64_t now)
+{
+    size_t off = 0;
+    if (c->state == CS_UPGRADING) {
+        long r = ws_upgrade_response (w, c, buf, len, now);
+        if (r <= 0)
+            return r;
+        off = (size_t) r;
+    }
+    c->need = 0;
+    while (off < len) {
+        uint8_t *f = buf + off;
+        size_t avail = len - off, h = 2;
+        if (avail < 2)
+            break;
+        int fin = f [0] & 0x80, op = f [0] & 0x0f;
+        uint64_t pl = f [1] & 0x7f;
+        if (pl == 126) {
+            if (avail < 4)
+                break;
+            pl = (uint64_t) f [2] << 8 | f [3];
+            h = 4;
+        }
+        else
+        if (pl == 127) {
+            if (avail < 10)
+                break;
+            pl = 0;
+            for (int i = 0; i < 8; i++)
+                pl = pl << 8 | f [2 + i];
+            h = 10;
+        }
+        const uint8_t *key = NULL;
+        if (f [1] & 0x80) {
+            if (avail < h + 4)
+                break;
+            key = f + h;
+            h += 4;
+        }
+        if (pl > QB_MAX_FRAME) {
+            client_die (w, c, "protocol: frame too large", 1009);
+            return -1;
+        }
+        if (avail < h + pl) {
+            c->need = (uint32_t) (h + pl);
+            break;
+        }
+        uint8_t *d = f + h;
+        if (key) {
+            uint8_t k [4];
+            memcpy (k, key, 4);
+            ws_mask (d, (size_t) pl, k);
+        }
+        ws_on_frame (w, c, fin, op, d, (size_t) pl, now);
+        if (c->state == CS_DEAD)
+            return -1;
+        off += h + (size_t) pl;
+    }
+    return (long) off;
+}
+
+//  --------------------------------------------------------------------------
+//  Senders and receivers
+
+//  The message text, the same for every protocol: "qmsb:<sender>:<seq>:<ns>:"
+//  padded with 'x' to --size bytes (longer when the header needs it). The
+//  receiver is this same process, so CLOCK_MONOTONIC ns are comparable.
+static size_t
+bench_payload_max (void)
+{
+    size_t hdr = sizeof QB_MAGIC - 1 + 3 * 21;
+    return O.size > hdr? O.size: hdr;
+}
+
+static size_t
+bench_payload (uint8_t *dst, uint32_t sender, uint64_t seq, uint64_t ts)
+{
+    uint8_t *p = dst;
+    memcpy (p, QB_MAGIC, sizeof QB_MAGIC - 1);
+    p += sizeof QB_MAGIC - 1;
+    p += u64_dec ((char *) p, sender);
+    *p++ = ':';
+    p += u64_dec ((char *) p, seq);
+    *p++ = ':';
+    p += u64_dec ((char *) p, ts);
+    *p++ = ':';
+    size_t used = (size_t) (p - dst);
+    if (used < O.size) {
+        memset (p, 'x', O.size - used);
+        used = O.size;
+    }
+    return used;
+}
+
+static uint32_t client_local (const client_t *c) { return c->idx / O.threads; }
+
+static void
+ready_push (worker_t *w, client_t *c)
+{
+    if (c->in_ready)
+        return;
+    c->in_ready = true;
+    w->ring [w->rtail] = c->idx;
+    w->rtail = (w->rtail + 1) & (w->rcap - 1);
+}
+
+static client_t *
+ready_pop (worker_t *w)
+{
+    if (w->rhead == w->rtail)
+        return NULL;
+    client_t *c = &G_cl [w->ring [w->rhead]];
+    w->rhead = (w->rhead + 1) & (w->rcap - 1);
+    c->in_ready = false;
+    return c;
+}
+
+//  Credit returned to a blocked sender: only the one that clears the
+//  blocked flag wakes it, directly on our thread or through the owner's
+//  mark bits (and its eventfd if it is asleep).
+static void
+sender_wake (worker_t *me, client_t *s)
+{
+    if (!__atomic_exchange_n (&s->blocked, 0, __ATOMIC_SEQ_CST))
+        return;
+    worker_t *o = &G_w [s->thread];
+    if (o == me) {
+        ready_push (me, s);
+        return;
+    }
+    uint32_t l = client_local (s);
+    __atomic_fetch_or (&o->marks [l / 64], 1ull << (l % 64), __ATOMIC_RELEASE);
+    __atomic_store_n (&o->mark_pending, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n (&o->sleeping, __ATOMIC_SEQ_CST)) {
+        uint64_t one = 1;
+        if (write (o->efd, &one, sizeof one) < 0) {
+            //  The counter cannot overflow in practice; the loop wakes
+            //  within 100 ms anyway.
+        }
+    }
+}
+
+static void qms_retry_login (worker_t *w, client_t *c);
+
+static void
+defer_push (worker_t *w, client_t *c)
+{
+    if (c->in_defer)
+        return;
+    c->in_defer = true;
+    w->defer [w->ndefer++] = c->idx;
+    if (!w->defer_next || c->resume_at < w->defer_next)
+        w->defer_next = c->resume_at;
+}
+
+//  Senders whose back-off is over go back to the ready ring.
+static void
+defer_take (worker_t *w, uint64_t now)
+{
+    if (!w->ndefer || now < w->defer_next)
+        return;
+    uint32_t keep = 0;
+    uint64_t next = 0;
+    for (uint32_t i = 0; i < w->ndefer; i++) {
+        client_t *c = &G_cl [w->defer [i]];
+        if (c->resume_at <= now) {
+            c->in_defer = false;
+            if (c->state == CS_LOGIN)
+                qms_retry_login (w, c);
+            else
+                ready_push (w, c);
+        }
+        else {
+            w->defer [keep++] = c->idx;
+            if (!next || c->resume_at < next)
+                next = c->resume_at;
+        }
+    }
+    w->ndefer = keep;
+    w->defer_next = next;
+}
+
+static void
+marks_take (worker_t *w)
+{
+    if (!__atomic_exchange_n (&w->mark_pending, 0, __ATOMIC_SEQ_CST))
+        return;
+    for (uint32_t i = 0; i < w->nmarkw; i++) {
+        uint64_t bits = __atomic_exchange_n (&w->marks [i], 0, __ATOMIC_ACQUIRE);
+        while (bits) {
+            unsigned b = (unsigned) __builtin_ctzll (bits);
+            bits &= bits - 1;
+            uint64_t l = (uint64_t) i * 64 + b;
+            ready_push (w, &G_cl [l * O.threads + (uint64_t) w->id]);
+        }
+    }
+}
+
+static void
+sender_done (worker_t *w, client_t *c)
+{
+    if (c->sender == 1) {
+        c->sender = 2;
+        ST (w->senders_active, w->senders_active - 1);
+    }
+}
+
+static bool
+sender_eligible (const client_t *c)
+{
+    return !O.idle && c->sender == 0 && c->state == CS_ONLINE && c->has_tgt && !c->stop_sending
+        && !__atomic_load_n (&G_cl [c->tgt].dead, __ATOMIC_ACQUIRE);
+}
+
+static void
+sender_activate (worker_t *w, client_t *c, uint64_t now)
+{
+    if (P->prepare_sender (c)) {
+        client_die (w, c, "out of memory", -2);
+        return;
+    }
+    c->sender = 1;
+    c->ack_snap = __atomic_load_n (&c->acked, __ATOMIC_SEQ_CST);
+    c->ack_time = now;
+    ST (w->senders_active, w->senders_active + 1);
+    ready_push (w, c);
+}
+
+static uint64_t
+sender_inflight (const client_t *c, uint64_t acked)
+{
+    uint64_t base = acked > c->reclaim_mark? acked: c->reclaim_mark;
+    uint64_t by_seq = c->sent > base? c->sent - base: 0;
+    uint64_t done = __atomic_load_n (&c->delivered, __ATOMIC_SEQ_CST) + c->rejected + c->reclaimed;
+    uint64_t by_count = c->sent > done? c->sent - done: 0;
+    return by_seq < by_count? by_seq: by_count;
+}
+
+
+//  Sends what the window, the rate and --messages allow, in one write.
+//  Returns 0 when blocked on the window, 1 when the rate budget ran out,
+//  2 when this sender is done, 3 when credit came back meanwhile, 4 when
+//  it backs off after an error reply.
+static int
+sender_pump (worker_t *w, client_t *c, uint64_t now, double *tokens)
+{
+    if (c->state != CS_ONLINE || c->stop_sending
+        || __atomic_load_n (&G_cl [c->tgt].dead, __ATOMIC_ACQUIRE)
+        || (O.messages && c->sent >= O.messages)) {
+        sender_done (w, c);
+        return 2;
+    }
+    if (c->resume_at > now) {
+        defer_push (w, c);
+        return 4;
+    }
+    uint64_t acked = __atomic_load_n (&c->acked, __ATOMIC_SEQ_CST);
+    if (acked != c->ack_snap) {
+        c->ack_snap = acked;
+        c->ack_time = now;
+    }
+    uint64_t infl = sender_inflight (c, acked);
+    uint64_t credit = O.window > infl? O.window - infl: 0;
+    if (O.messages && credit > O.messages - c->sent)
+        credit = O.messages - c->sent;
+    bool rate_limited = false;
+    if (tokens && (double) credit > *tokens) {
+        credit = (uint64_t) *tokens;
+        rate_limited = true;
+    }
+    size_t fmax = P->message_max (c);
+    for (uint64_t i = 0; i < credit; i++) {
+        uint8_t *p = out_reserve (w, c, fmax);
+        if (!p) {
+            if (c->state != CS_DEAD)
+                client_die (w, c, "out of memory", -2);
+            return 2;
+        }
+        out_commit (w, c, P->put_message (w, c, p, c->sent, now));
+        c->sent++;
+    }
+    if (credit) {
+        INC (w->st.sent, credit);
+        w->st.last_send = now;
+        if (tokens)
+            *tokens -= (double) credit;
+        client_flush (w, c);
+        if (c->state == CS_DEAD)
+            return 2;
+    }
+    if (O.messages && c->sent >= O.messages) {
+        sender_done (w, c);
+        return 2;
+    }
+    if (rate_limited)
+        return 1;
+    __atomic_store_n (&c->blocked, 1, __ATOMIC_SEQ_CST);
+    acked = __atomic_load_n (&c->acked, __ATOMIC_SEQ_CST);
+    if (sender_inflight (c, acked) < O.window
+        && __atomic_exchange_n (&c->blocked, 0, __ATOMIC_SEQ_CST))
+        return 3;
+    return 0;
+}
+
+static void
+tokens_refill (double *tokens, double rate, uint64_t *last, uint64_t now)
+{
+    //  50 ms worth: enough to make up for a thread that the scheduler let
+    //  sleep long on a busy machine, small enough not to be a flood.
+    double burst = rate / 20.0 < 1.0? 1.0: rate / 20.0;
+    *tokens += rate * (double) (now - *last) / 1e9;
+    if (*tokens > burst)
+        *tokens = burst;
+    *last = now;
+}
+
+//  Runs the ready ring; returns ms until the rate allows more, or -1.
+static int
+pump_all (worker_t *w, uint64_t now)
+{
+    if (phase () != PH_RUN) {
+        while (ready_pop (w))
+            ;
+        return -1;
+    }
+    double *tokens = NULL;
+    if (w->trate > 0) {
+        tokens_refill (&w->tokens, w->trate, &w->tlast, now);
+        tokens = &w->tokens;
+    }
+    client_t *c;
+    while (w->rhead != w->rtail) {
+        if (tokens && *tokens < 1.0)
+            return (int) ceil ((1.0 - *tokens) / w->trate * 1000.0);
+        c = ready_pop (w);
+        int r = sender_pump (w, c, now, tokens);
+        if (r == 1 || r == 3)
+            ready_push (w, c);
+        if (r == 1)
+            return (int) ceil ((1.0 - *tokens) / w->trate * 1000.0);
+    }
+    return -1;
+}
+
+//  Receiver-side dedup over a sliding bitmap of sequence numbers:
+//  0 new, 1 duplicate, 2 older than the window (late; counted, not deduped).
+static int
+rx_mark (client_t *r, uint64_t seq)
+{
+    uint64_t B = G_rxbits;
+    if (seq < r->rx_base)
+        return 2;
+    if (seq >= r->rx_base + B) {
+        uint64_t nb = seq - B + 1;
+        if (nb - r->rx_base >= B)
+            memset (r->rx_bits, 0, B / 8);
+        else
+            for (uint64_t s = r->rx_base; s < nb; s++)
+                r->rx_bits [(s & (B - 1)) / 64] &= ~(1ull << (s & 63));
+        r->rx_base = nb;
+    }
+    uint64_t i = seq & (B - 1);
+    uint64_t bit = 1ull << (i & 63);
+    if (r->rx_bits [i / 64] & bit)
+        return 1;
+    r->rx_bits [i / 64] |= bit;
+    return 0;
+}
+
+//  A MessageEvent for receiver r: check, count, credit the sender.
+static void
+on_chat_message (worker_t *w, client_t *r, span_t sender, span_t msg, uint64_t now)
+{
+    const char *p = msg.p, *e = msg.p + msg.n;
+    size_t ml = sizeof QB_MAGIC - 1;
+    uint64_t v [3] = { 0, 0, 0 };
+    if (msg.n < ml || memcmp (p, QB_MAGIC, ml) != 0) {
+        INC (w->st.foreign, 1);
+        return;
+    }
+    p += ml;
+    for (int k = 0; k < 3; k++) {
+        const char *s = p;
+        while (p < e && *p >= '0' && *p <= '9')
+            v [k] = v [k] * 10 + (uint64_t) (*p++ - '0');
+        if (p == s || p >= e || *p != ':') {
+            INC (w->st.foreign, 1);
+            return;
+        }
+        p++;
+    }
+    uint64_t sidx = v [0], seq = v [1], ts = v [2];
+    if (sidx != r->src || !r->rx_bits) {
+        INC (w->st.misrouted, 1);
+        return;
+    }
+    client_t *s = &G_cl [sidx];
+    if (r->has_src && (sender.n != r->src_len || memcmp (sender.p, r->src_id, sender.n) != 0))
+        INC (w->st.sender_mismatch, 1);
+    int k = rx_mark (r, seq);
+    if (k == 1) {
+        INC (w->st.dup, 1);
+        r->rx_dup++;
+        return;
+    }
+    if (k == 2) {
+        INC (w->st.late, 1);
+        r->rx_late++;
+    }
+    else
+        r->rx_unique++;
+    hist_add (&w->st.lat, now > ts? now - ts: 0);
+    INC (w->st.delivered, 1);
+    w->st.last_delivery = now;
+    __atomic_fetch_add (&s->delivered, 1, __ATOMIC_SEQ_CST);
+    if (seq < r->rx_next) {
+        if (__atomic_load_n (&s->blocked, __ATOMIC_SEQ_CST))
+            sender_wake (w, s);
+        if (k == 0) {
+            r->rx_ooo++;
+            INC (w->st.ooo, 1);
+        }
+        return;
+    }
+    r->rx_next = seq + 1;
+    //  seq_cst store then load, against the sender's store of blocked then
+    //  load of acked: one of the two sides always sees the other.
+    __atomic_store_n (&s->acked, r->rx_next, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n (&s->blocked, __ATOMIC_SEQ_CST))
+        sender_wake (w, s);
+}
+
+//  --------------------------------------------------------------------------
+//  Protocol layer "qms": QMessageServer JSON over WebSocket (RFC 6455 above,
+//  ws_*). qms_on_open runs after the upgrade, qms_on_text parses one event;
+//  the table at the end of this section is what the core sees.
+
+static const char *
+prefix_name (uint32_t idx, char *buf, size_t cap)
+{
+    snprintf (buf, cap, "%s%u", O.prefix, idx);
+    return buf;
+}
+
+//  Password: SHA-256 hex of "bench-" + name, like the web client hashes.
+static void
+bench_password (const char *name, char hex [65])
+{
+    char in [128];
+    unsigned char md [EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    int l = snprintf (in, sizeof in, "bench-%s", name);
+    EVP_Digest (in, (size_t) l, md, &n, EVP_sha256 (), NULL);
+    for (unsigned i = 0; i < n && i < 32; i++)
+        snprintf (hex + 2 * i, 3, "%02x", md [i]);
+    hex [64] = 0;
+}
+
+//  ,"presence":"..." for the modes that are not the default (and none at
+//  all for "full", so that the original server gets the original request).
+static const char *
+qms_presence_field (void)
+{
+    return O.presence == PRES_NONE? ",\"presence\":\"none\"":
+           O.presence == PRES_DELTA? ",\"presence\":\"delta\"": "";
+}
+
+static void
+qms_send_auth (worker_t *w, client_t *c, int action)
+{
+    char name [96], pw [65], req [512];
+    prefix_name (c->idx, name, sizeof name);
+    bench_password (name, pw);
+    int n = snprintf (req, sizeof req,
+        "{\"action\":%d,\"name\":\"%s\",\"password\":\"%s\",\"pubKey\":\"\"%s}",
+        action, name, pw, qms_presence_field ());
+    ws_send (w, c, 0x1, req, (size_t) n);
+    client_flush (w, c);
+}
+
+//  --resume: the session of the login before, on a new connection.
+static void
+qms_send_authorize (worker_t *w, client_t *c)
+{
+    char req [QB_TOKMAX + 96];
+    int n = snprintf (req, sizeof req, "{\"action\":4,\"token\":\"%.*s\"%s}",
+                      (int) c->token_len, c->token, qms_presence_field ());
+    ws_send (w, c, 0x1, req, (size_t) n);
+    client_flush (w, c);
+}
+
+static void
+qms_retry_login (worker_t *w, client_t *c)
+{
+    qms_send_auth (w, c, c->tried_login? 0: 1);
+}
+
+//  Register/login requests in flight are capped (--max-auth): the server
+//  hashes passwords on a small pool and throttles concurrent logins per
+//  address, and a benchmark should measure logins, not its own retries.
+static void
+qms_on_open (worker_t *w, client_t *c)
+{
+    if (c->resuming) {
+        qms_send_authorize (w, c);      //  no password hashing: not capped
+        return;
+    }
+    if (w->auth >= w->max_auth) {
+        c->auth_waiting = true;
+        w->authq [w->aq_tail] = c->idx;
+        w->aq_tail = (w->aq_tail + 1) % w->aq_cap;
+        return;
+    }
+    w->auth++;
+    c->auth_slot = true;
+    qms_send_auth (w, c, 1);            //  RegisterRequest; LoginRequest if it exists
+}
+
+static void
+qms_auth_release (worker_t *w, client_t *c)
+{
+    if (!c->auth_slot)
+        return;
+    c->auth_slot = false;
+    w->auth--;
+    while (w->aq_head != w->aq_tail && w->auth < w->max_auth) {
+        client_t *n = &G_cl [w->authq [w->aq_head]];
+        w->aq_head = (w->aq_head + 1) % w->aq_cap;
+        n->auth_waiting = false;
+        if (n->state == CS_LOGIN)
+            qms_on_open (w, n);
+    }
+}
+
+//  The longest MessageRequest: template, payload, closing quote and brace,
+//  and the widest frame header (14 bytes).
+static size_t
+qms_message_max (const client_t *c)
+{
+    return 14 + c->tmpl_len + (O.ids? 40: 0) + bench_payload_max () + 2;
+}
+
+//  One masked text frame holding a MessageRequest. The payload length is
+//  known only once it is written, so it is built at the widest header
+//  offset and moved down when the header is shorter.
+static size_t
+qms_put_message (worker_t *w, client_t *c, uint8_t *dst, uint64_t seq, uint64_t ts)
+{
+    uint8_t *body = dst + 14, *p = body;
+    memcpy (p, c->tmpl, c->tmpl_len);
+    p += c->tmpl_len;
+    if (O.ids) {
+        //  ,"id":"<seq>","message":" -- the ack names the sequence number
+        memcpy (p, "\"id\":\"", 6);
+        p += 6;
+        p += u64_dec ((char *) p, seq);
+        memcpy (p, "\",", 2);
+        p += 2;
+        if (c->sent_ts)
+            c->sent_ts [seq & (G_tsring - 1)] = ts;
+    }
+    memcpy (p, "\"message\":\"", 11);
+    p += 11;
+    p += bench_payload (p, c->idx, seq, ts);
+    *p++ = '"';
+    *p++ = '}';
+    size_t len = (size_t) (p - body);
+    size_t h = ws_header (w, dst, 0x1, len);
+    if (h != 14)
+        memmove (dst + h, body, len);
+    ws_mask (dst + h, len, dst + h - 4);
+    return h + len;
+}
+
+static void
+qms_goodbye (worker_t *w, client_t *c)
+{
+    static const uint8_t bye [2] = { 0x03, 0xE8 };      //  1000, normal closure
+    if (c->upgraded && c->out_len == 0) {
+        ws_send (w, c, 0x8, bye, 2);
+        client_flush (w, c);
+    }
+}
+
+//  The MessageRequest up to the message string, once per sender.
+static int
+qms_make_template (client_t *c)
+{
+    if (c->tmpl)
+        return 0;
+    size_t cap = 64 + c->token_len + c->tgt_len;
+    c->tmpl = malloc (cap);
+    if (!c->tmpl)
+        return -1;
+    int n = snprintf (c->tmpl, cap, "{\"action\":3,\"token\":\"%.*s\",\"target\":\"%.*s\",",
+                      (int) c->token_len, c->token, (int) c->tgt_len, c->tgt_id);
+    c->tmpl_len = (uint32_t) n;
+    if (O.ids && !c->sent_ts) {
+        c->sent_ts = calloc (G_tsring, sizeof (uint64_t));
+        if (!c->sent_ts)
+            return -1;
+    }
+    return 0;
+}
+
+//  Index of a PREFIX<k> name, or -1.
+static long
+prefix_index (const char *prefix, span_t name)
+{
+    size_t pl = strlen (prefix);
+    if (name.n <= pl || name.n > pl + 10 || memcmp (name.p, prefix, pl) != 0)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = pl; i < name.n; i++) {
+        if (name.p [i] < '0' || name.p [i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t) (name.p [i] - '0');
+    }
+    if (name.p [pl] == '0' && name.n > pl + 1)
+        return -1;
+    return v < O.clients? (long) v: -1;
+}
+
+static long bench_index (span_t name) { return prefix_index (O.prefix, name); }
+
+static void
+set_id (char *dst, uint16_t *len, span_t id, int *flag)
+{
+    if (id.n == 0 || id.n >= QB_IDMAX)
+        return;
+    memcpy (dst, id.p, id.n);
+    *len = (uint16_t) id.n;
+    if (flag)
+        __atomic_store_n (flag, 1, __ATOMIC_RELEASE);
+}
+
+//  Learns our own, our target's and our source's ids from a user list.
+static void
+qms_scan_users (client_t *c, const char *p, const char *e)
+{
+    if (c->got_ids || !p)
+        return;
+    p++;                                //  past '['
+    const char *vs, *ve;
+    while (j_element (&p, e, &vs, &ve) == 1) {
+        if (*vs != '{')
+            continue;
+        const char *q = vs + 1;
+        span_t k, id = { NULL, 0 }, name = { NULL, 0 };
+        const char *mvs, *mve;
+        while (j_member (&q, ve, &k, &mvs, &mve) == 1) {
+            if (span_is (k, "id"))
+                id = j_strval (mvs, mve);
+            else
+            if (span_is (k, "name"))
+                name = j_strval (mvs, mve);
+        }
+        long i = bench_index (name);
+        if (i < 0)
+            continue;
+        if ((uint32_t) i == c->idx && !c->self_len)
+            set_id (c->self_id, &c->self_len, id, NULL);
+        if (O.to_prefix [0])
+            continue;                   //  our target is not one of us
+        if ((uint32_t) i == c->tgt && !c->has_tgt)
+            set_id (c->tgt_id, &c->tgt_len, id, &c->has_tgt);
+        if ((uint32_t) i == c->src && !c->has_src)
+            set_id (c->src_id, &c->src_len, id, &c->has_src);
+    }
+    c->got_ids = c->self_len && c->has_tgt && c->has_src;
+}
+
+//  --------------------------------------------------------------------------
+//  User lookups (--presence none, --to-prefix): ids by name, in batches.
+//  The names are PREFIX<k> (our ring: client k-1 sends to k, k+1 receives
+//  from k) or TO_PREFIX<k> (client k sends there).
+
+static bool owned (const worker_t *w, uint32_t idx) { return idx % O.threads == (uint32_t) w->id; }
+static bool sender_eligible (const client_t *c);
+static void sender_activate (worker_t *w, client_t *c, uint64_t now);
+
+static void
+lookup_push (worker_t *w, uint32_t k)
+{
+    if (w->lk_state [k])
+        return;
+    w->lk_state [k] = 1;
+    w->lkq [w->lkq_tail] = k;
+    w->lkq_tail = (w->lkq_tail + 1) % w->lkq_cap;
+}
+
+//  A client that is online asks for the ids it lacks; the first one
+//  online on the thread becomes the agent that sends the requests.
+static void
+lookup_want (worker_t *w, client_t *c)
+{
+    if (O.to_prefix [0]) {
+        if (!c->has_tgt)
+            lookup_push (w, c->idx);
+    }
+    else {
+        if (!c->has_tgt)
+            lookup_push (w, c->tgt);
+        if (!c->has_src)
+            lookup_push (w, c->src);
+    }
+    if (w->lk_agent < 0)
+        w->lk_agent = c->idx;
+}
+
+//  The agent died: its questions go back to the queue, another online
+//  client of the thread takes over.
+static void
+lookup_agent_lost (worker_t *w, client_t *c)
+{
+    if (!w->lk_state || w->lk_agent != (int64_t) c->idx)
+        return;
+    w->lk_agent = -1;
+    for (uint32_t i = 0; i < w->lk_fly_n; i++) {
+        uint32_t k = w->lk_fly [(w->lk_fly_head + i) % (QB_LOOKUP_BATCH * QB_LOOKUP_DEPTH)];
+        w->lkq [w->lkq_tail] = k;
+        w->lkq_tail = (w->lkq_tail + 1) % w->lkq_cap;
+    }
+    w->lk_fly_n = 0;
+    w->lk_fly_head = 0;
+    for (uint32_t j = 0; j < w->nmine; j++) {
+        client_t *o = &G_cl [(uint64_t) j * O.threads + (uint64_t) w->id];
+        if (o != c && o->state == CS_ONLINE) {
+            w->lk_agent = o->idx;
+            break;
+        }
+    }
+}
+
+static void
+lookup_pump (worker_t *w, uint64_t now)
+{
+    if (!w->lk_state)
+        return;
+    if (w->lk_nretry && now >= w->lk_retry_at) {
+        for (uint32_t i = 0; i < w->lk_nretry; i++) {
+            w->lkq [w->lkq_tail] = w->lk_retry [i];
+            w->lkq_tail = (w->lkq_tail + 1) % w->lkq_cap;
+        }
+        w->lk_nretry = 0;
+    }
+    if (w->lk_agent < 0 || w->lkq_head == w->lkq_tail)
+        return;
+    client_t *a = &G_cl [w->lk_agent];
+    if (a->state != CS_ONLINE)
+        return;
+    const char *pfx = O.to_prefix [0]? O.to_prefix: O.prefix;
+    const uint32_t fcap = QB_LOOKUP_BATCH * QB_LOOKUP_DEPTH;
+    char req [QB_TOKMAX + QB_LOOKUP_BATCH * 64 + 64];
+    bool sent = false;
+    while (w->lkq_head != w->lkq_tail && w->lk_fly_n + QB_LOOKUP_BATCH <= fcap) {
+        int n = snprintf (req, sizeof req, "{\"action\":6,\"token\":\"%.*s\",\"names\":[",
+                          (int) a->token_len, a->token);
+        uint32_t k = 0;
+        while (k < QB_LOOKUP_BATCH && w->lkq_head != w->lkq_tail) {
+            uint32_t name = w->lkq [w->lkq_head];
+            w->lkq_head = (w->lkq_head + 1) % w->lkq_cap;
+            n += snprintf (req + n, sizeof req - (size_t) n, "%s\"%s%u\"", k? ",": "", pfx, name);
+            w->lk_fly [(w->lk_fly_head + w->lk_fly_n) % fcap] = name;
+            w->lk_fly_n++;
+            k++;
+        }
+        n += snprintf (req + n, sizeof req - (size_t) n, "]}");
+        ws_send (w, a, 0x1, req, (size_t) n);
+        INC (w->st.lookups, 1);
+        INC (w->st.lookup_names, k);
+        sent = true;
+        if (a->state == CS_DEAD)
+            return;
+    }
+    if (sent)
+        client_flush (w, a);
+}
+
+static void
+lookup_resolved (worker_t *w, uint32_t k, span_t id, uint64_t now)
+{
+    client_t *need [2] = { NULL, NULL };
+    if (O.to_prefix [0]) {
+        if (owned (w, k) && !G_cl [k].has_tgt)
+            set_id (G_cl [k].tgt_id, &G_cl [k].tgt_len, id, &G_cl [k].has_tgt);
+        need [0] = &G_cl [k];
+    }
+    else {
+        uint32_t before = (k + O.clients - 1) % O.clients, after = (k + 1) % O.clients;
+        client_t *b = &G_cl [before], *a = &G_cl [after];
+        if (owned (w, before) && !b->has_tgt)
+            set_id (b->tgt_id, &b->tgt_len, id, &b->has_tgt);
+        if (owned (w, after) && !a->has_src)
+            set_id (a->src_id, &a->src_len, id, &a->has_src);
+        need [0] = b;
+        need [1] = a;
+    }
+    for (int i = 0; i < 2; i++) {
+        client_t *c = need [i];
+        if (!c || !owned (w, c->idx))
+            continue;
+        c->got_ids = c->self_len && c->has_tgt && c->has_src;
+        if (phase () == PH_RUN && sender_eligible (c))
+            sender_activate (w, c, now);
+    }
+}
+
+//  One UserLookupEvent on the agent's connection: the answer to the oldest
+//  name in flight.
+static void
+lookup_on_event (worker_t *w, const jtop_t *t, uint64_t now)
+{
+    if (!w->lk_state || !w->lk_fly_n) {
+        errtab_add (&w->st.srv_err, "unexpected UserLookupEvent", 26, 1);
+        return;
+    }
+    const uint32_t fcap = QB_LOOKUP_BATCH * QB_LOOKUP_DEPTH;
+    uint32_t k = w->lk_fly [w->lk_fly_head];
+    w->lk_fly_head = (w->lk_fly_head + 1) % fcap;
+    w->lk_fly_n--;
+    long named = prefix_index (O.to_prefix [0]? O.to_prefix: O.prefix, t->name);
+    span_t id = { NULL, 0 };
+    if (t->valid == 1 && t->user) {
+        const char *q = t->user + 1, *mvs, *mve;
+        span_t key;
+        while (j_member (&q, t->user_end, &key, &mvs, &mve) == 1)
+            if (span_is (key, "id"))
+                id = j_strval (mvs, mve);
+    }
+    if (named == (long) k && id.n) {
+        w->lk_state [k] = 0;
+        lookup_resolved (w, k, id, now);
+        return;
+    }
+    //  Not registered yet (a fresh database: it registers in a moment), or
+    //  an answer we cannot use: ask again in 200 ms.
+    if (t->error.n && !span_has (t->error, "No such user"))
+        errtab_add (&w->st.srv_err, t->error.p, t->error.n, 1);
+    INC (w->st.lookup_retries, 1);
+    if (!w->lk_nretry)
+        w->lk_retry_at = now + 200 * MS;
+    w->lk_retry [w->lk_nretry++] = k;
+}
+
+//  --------------------------------------------------------------------------
+//  Acknowledgements (--ids) and receive-only clients (--expect-stored)
+
+static void
+qms_on_ack (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
+{
+    uint64_t seq = 0;
+    bool has_seq = t->id.n > 0 && t->id.n <= 20;
+    for (size_t i = 0; has_seq && i < t->id.n; i++) {
+        if (t->id.p [i] < '0' || t->id.p [i] > '9')
+            has_seq = false;
+        else
+            seq = seq * 10 + (uint64_t) (t->id.p [i] - '0');
+    }
+    if (t->valid != 1) {
+        INC (w->st.ack_rejected, 1);
+        INC (w->st.srv_errors, 1);
+        errtab_add (&w->st.srv_err, t->error.n? t->error.p: "rejected ack", t->error.n? t->error.n: 12, 1);
+        if (c->sender != 0 && c->rejected < c->sent) {
+            c->rejected++;
+            INC (w->st.rejected, 1);
+            c->resume_at = now + (uint64_t) (O.backoff * 1e9);
+            if (__atomic_exchange_n (&c->blocked, 0, __ATOMIC_SEQ_CST))
+                defer_push (w, c);
+        }
+        return;
+    }
+    if (span_is (t->status, "stored"))
+        INC (w->st.ack_stored, 1);
+    else
+    if (span_is (t->status, "delivered"))
+        INC (w->st.ack_delivered, 1);
+    else {
+        INC (*(span_is (t->status, "received")? &w->st.ack_received: &w->st.ack_unknown), 1);
+        return;
+    }
+    if (!O.to_prefix [0])
+        return;                         //  the receiver (ours) credits the window
+    //  The recipients are not ours: the ack is the delivery, and the
+    //  latency histogram holds send -> ack (a "stored" ack follows the fsync).
+    if (has_seq && seq < c->sent && c->sent_ts)
+        hist_add (&w->st.lat, now - c->sent_ts [seq & (G_tsring - 1)]);
+    INC (w->st.delivered, 1);
+    w->st.last_delivery = now;
+    c->acks++;
+    __atomic_fetch_add (&c->delivered, 1, __ATOMIC_SEQ_CST);
+    if (has_seq && seq + 1 > __atomic_load_n (&c->acked, __ATOMIC_SEQ_CST))
+        __atomic_store_n (&c->acked, seq + 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n (&c->blocked, __ATOMIC_SEQ_CST))
+        sender_wake (w, c);
+}
+
+//  --expect-stored: count what arrives; the drain time of a client runs
+//  from its login answer to its M-th message.
+static void
+qms_on_expected (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
+{
+    c->rx_unique++;
+    INC (w->st.delivered, 1);
+    if (t->stored)
+        INC (w->st.stored_rx, 1);
+    if (!w->st.first_rx)
+        w->st.first_rx = now;
+    w->st.last_delivery = now;
+    if (c->rx_unique == O.expect)
+        hist_add (&w->st.drain, now - c->t_online);
+}
+
+static void
+qms_on_authorized (worker_t *w, client_t *c, uint64_t now)
+{
+    SET_STATE (c, CS_ONLINE);
+    c->t_online = now;
+    w->pending--;
+    INC (w->st.resume_ok, 1);
+    hist_add (&w->st.resume, now - c->t_start);
+    if (now > w->st.last_resume)
+        w->st.last_resume = now;
+    __atomic_store_n (&c->online, 1, __ATOMIC_RELEASE);
+}
+
+static void
+qms_on_login_ok (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
+{
+    if (t->token.n == 0 || t->token.n >= QB_TOKMAX) {
+        client_die (w, c, "login: no usable token in LoginEvent", -2);
+        return;
+    }
+    memcpy (c->token, t->token.p, t->token.n);
+    c->token_len = (uint16_t) t->token.n;
+    SET_STATE (c, CS_ONLINE);
+    c->t_online = now;
+    w->pending--;
+    qms_auth_release (w, c);
+    INC (w->st.login_ok, 1);
+    INC (*(c->tried_login? &w->st.existing: &w->st.registered), 1);
+    hist_add (&w->st.login, now - c->t_start);
+    if (now > w->st.last_online)
+        w->st.last_online = now;
+    if (!O.idle && !c->rx_bits) {
+        c->rx_bits = calloc (G_rxbits / 64, sizeof (uint64_t));
+        if (!c->rx_bits) {
+            client_die (w, c, "out of memory", -2);
+            return;
+        }
+    }
+    __atomic_store_n (&c->online, 1, __ATOMIC_RELEASE);
+}
+
+//  Answers that say "try again" are retried: a full hashing queue or a
+//  slow actor after a jittered, growing pause; the failed-login throttle
+//  (which also counts logins in flight per address) after the seconds it
+//  names. The handshake time-out still bounds every client.
+static bool
+qms_login_retry (worker_t *w, client_t *c, span_t error, uint64_t now)
+{
+    uint64_t pause;
+    if (span_has (error, "busy") || span_has (error, "temporarily unavailable")) {
+        unsigned shift = c->login_tries < 5? c->login_tries: 5;
+        pause = (50 * MS << shift) + xorshift (&w->rng) % (100 * MS);
+    }
+    else
+    if (span_has (error, "Try again in ")) {
+        const char *p = error.p, *e = error.p + error.n;
+        while (p < e && (*p < '0' || *p > '9'))
+            p++;
+        uint64_t secs = 0;
+        while (p < e && *p >= '0' && *p <= '9')
+            secs = secs * 10 + (uint64_t) (*p++ - '0');
+        if (secs < 1)
+            secs = 1;
+        pause = secs * SEC + xorshift (&w->rng) % (500 * MS);
+    }
+    else
+        return false;
+    if (now + pause - c->t_start > (uint64_t) (O.handshake_timeout * 1e9))
+        return false;           //  would time out anyway: fail with the server's text
+    c->login_tries++;
+    INC (w->st.login_retries, 1);
+    c->resume_at = now + pause;
+    defer_push (w, c);
+    return true;
+}
+
+static void
+qms_on_error (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
+{
+    //  "Username already exists." to our first register is the expected
+    //  way to learn that we must log in: counted as "existing", not an error.
+    if (t->event == 1 && c->state == CS_LOGIN && !c->tried_login
+        && t->error.n && span_has (t->error, "already exists")) {
+        c->tried_login = true;
+        qms_send_auth (w, c, 0);
+        return;
+    }
+    INC (w->st.srv_errors, 1);
+    if (t->error.n)
+        errtab_add (&w->st.srv_err, t->error.p, t->error.n, 1);
+    else {
+        char buf [48];
+        int n = snprintf (buf, sizeof buf, "(no error text) event %ld", t->event);
+        errtab_add (&w->st.srv_err, buf, (size_t) n, 1);
+    }
+    if (t->event == 1 && c->state == CS_LOGIN && qms_login_retry (w, c, t->error, now))
+        return;
+    if (t->event == 1 && c->state == CS_LOGIN) {
+        char why [160];
+        snprintf (why, sizeof why, "login: %.*s", (int) (t->error.n > 120? 120: t->error.n), t->error.p);
+        client_die (w, c, why, -2);
+        return;
+    }
+    if (t->event == 3 && c->state == CS_LOGIN && c->resuming) {
+        INC (w->st.resume_fail, 1);
+        client_die (w, c, "authorize: session not valid", -2);
+        return;
+    }
+    if (t->event == 0 && c->state == CS_LOGIN && c->resuming) {
+        char why [160];
+        INC (w->st.resume_fail, 1);
+        snprintf (why, sizeof why, "authorize: %.*s", (int) (t->error.n > 120? 120: t->error.n), t->error.p);
+        client_die (w, c, why, -2);
+        return;
+    }
+    if (t->event == 3) {
+        //  Our session is not valid (any more): the original client logs out.
+        INC (w->st.invalid_user, 1);
+        c->stop_sending = true;
+    }
+    //  While we send, any other error answers one of our MessageRequests
+    //  (the server handles a connection's requests in order): that message
+    //  will not be delivered, so its window credit comes back, after a
+    //  pause (a rate limit says: slow down; flooding it measures nothing).
+    if (c->sender != 0 && t->event != 0 && t->event != 1 && c->rejected < c->sent) {
+        c->rejected++;
+        INC (w->st.rejected, 1);
+        c->resume_at = now + (uint64_t) (O.backoff * 1e9);
+        if (__atomic_exchange_n (&c->blocked, 0, __ATOMIC_SEQ_CST))
+            defer_push (w, c);
+    }
+}
+
+//  --debug: the first few error frames, verbatim, for diagnosis.
+static void
+debug_frame (const client_t *c, const char *s, size_t n)
+{
+    static int printed;
+    if (__atomic_fetch_add (&printed, 1, __ATOMIC_RELAXED) >= O.debug)
+        return;
+    char name [96];
+    fprintf (stderr, "qmsbench: debug: %s (%s) got: %.*s\n", prefix_name (c->idx, name, sizeof name),
+             s_state_name [c->state], (int) (n > 300? 300: n), s);
+}
+
+//  A user-list event that a client which knows its ids can drop unread:
+//  with n logins they add up to O(n^3) bytes, so not scanning them keeps the
+//  bench cheap. Both key orders seen in practice (ours; Qt's sorted keys).
+static bool
+qms_userlist_skippable (const client_t *c, const char *s, size_t n)
+{
+    static const char a [] = "{\"valid\":true,\"event\":4,";
+    static const char b [] = "{\"event\":4,";
+    static const char d [] = "{\"valid\":true,\"event\":6,";
+    if (!c->got_ids || c->state != CS_ONLINE || n < 4096)
+        return false;
+    return memcmp (s, a, sizeof a - 1) == 0 || memcmp (s, b, sizeof b - 1) == 0
+        || memcmp (s, d, sizeof d - 1) == 0;
+}
+
+static void
+qms_on_text (worker_t *w, client_t *c, const char *s, size_t n, uint64_t now)
+{
+    jtop_t t;
+    if (qms_userlist_skippable (c, s, n)) {
+        INC (w->st.userlists_skipped, 1);
+        return;
+    }
+    if (O.debug && (j_top (s, n, &t) < 0 || (t.valid != 1 && !span_has (t.error, "already exists"))))
+        debug_frame (c, s, n);
+    if (j_top (s, n, &t) < 0) {
+        errtab_add (&w->st.srv_err, "(frame is not a JSON object)", 28, 1);
+        INC (w->st.srv_errors, 1);
+        return;
+    }
+    if (t.valid == 1 && t.event == 2) {
+        if (O.expect)
+            qms_on_expected (w, c, &t, now);
+        else
+            on_chat_message (w, c, t.sender, t.message, now);
+        return;
+    }
+    if (t.event == 7) {
+        lookup_on_event (w, &t, now);
+        return;
+    }
+    if (t.event == 5) {
+        qms_on_ack (w, c, &t, now);
+        return;
+    }
+    if (t.valid != 1) {
+        qms_on_error (w, c, &t, now);
+        return;
+    }
+    bool came_online = false;
+    if (t.event == 1 && c->state == CS_LOGIN) {
+        qms_on_login_ok (w, c, &t, now);
+        if (c->state == CS_DEAD)
+            return;
+        came_online = true;
+    }
+    if (t.event == 0 && c->state == CS_LOGIN && c->resuming) {
+        qms_on_authorized (w, c, now);
+        return;
+    }
+    if (t.users && (t.event == 1 || t.event == 4 || t.event == 6) && c->state == CS_ONLINE)
+        qms_scan_users (c, t.users, t.users_end);
+    if (came_online && O.to_prefix [0])
+        __atomic_store_n (&c->has_src, 1, __ATOMIC_RELEASE);   //  nobody sends to us
+    if (came_online && w->lk_state && !c->got_ids && !O.idle)
+        lookup_want (w, c);
+    //  A client that becomes able to send after the run started joins it.
+    if (phase () == PH_RUN && sender_eligible (c))
+        sender_activate (w, c, now);
+}
+
+static const proto_t s_proto_qms = {
+    .name = "qms",
+    .start = ws_send_upgrade,
+    .on_open = qms_on_open,
+    .consume = ws_consume,
+    .prepare_sender = qms_make_template,
+    .message_max = qms_message_max,
+    .put_message = qms_put_message,
+    .goodbye = qms_goodbye,
+};
+
+//  --------------------------------------------------------------------------
+//  Protocol layer "nats": the NATS client protocol (text lines) in masked
+//  binary WebSocket frames, against nats-server's websocket listener. Client
+//  i subscribes to PREFIX.<i> and publishes to PREFIX.<i+1>; it is ready
+//  when the PONG to its first PING says that CONNECT and SUB were done.
+//  The payload and all the accounting are the same as for "qms".
+
+static void
+nats_send (worker_t *w, client_t *c, const char *s, size_t n)
+{
+    ws_send (w, c, 0x2, s, n);
+}
+
+static void
+nats_on_open (worker_t *w, client_t *c)
+{
+    char buf [256];
+    int n = snprintf (buf, sizeof buf,
+        "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB %s.%u 1\r\nPING\r\n", O.prefix, c->idx);
+    nats_send (w, c, buf, (size_t) n);
+    client_flush (w, c);
+}
+
+static void
+nats_on_ready (worker_t *w, client_t *c, uint64_t now)
+{
+    SET_STATE (c, CS_ONLINE);
+    c->t_online = now;
+    w->pending--;
+    INC (w->st.login_ok, 1);
+    hist_add (&w->st.login, now - c->t_start);
+    if (now > w->st.last_online)
+        w->st.last_online = now;
+    if (!O.idle && !c->rx_bits) {
+        c->rx_bits = calloc (G_rxbits / 64, sizeof (uint64_t));
+        if (!c->rx_bits) {
+            client_die (w, c, "out of memory", -2);
+            return;
+        }
+    }
+    //  Subjects are names: nothing to learn, and no sender id to check.
+    c->self_len = c->tgt_len = c->src_len = 0;
+    c->got_ids = true;
+    __atomic_store_n (&c->has_tgt, 1, __ATOMIC_RELEASE);
+    __atomic_store_n (&c->has_src, 1, __ATOMIC_RELEASE);
+    __atomic_store_n (&c->online, 1, __ATOMIC_RELEASE);
+    if (phase () == PH_RUN && sender_eligible (c))
+        sender_activate (w, c, now);
+}
+
+static bool
+line_is (const uint8_t *p, size_t n, const char *lit)
+{
+    size_t l = strlen (lit);
+    return n >= l && memcmp (p, lit, l) == 0;
+}
+
+//  Whole protocol units of buf: returns the bytes used, or -1 when the
+//  client died.
+static long
+nats_parse (worker_t *w, client_t *c, const uint8_t *buf, size_t len, uint64_t now)
+{
+    static const span_t nobody = { "", 0 };
+    size_t off = 0;
+    bool reply = false;
+    while (off < len) {
+        const uint8_t *p = buf + off;
+        const uint8_t *nl = memchr (p, '\n', len - off);
+        if (!nl) {
+            if (len - off > 65536) {
+                client_die (w, c, "nats: protocol line too long", -2);
+                return -1;
+            }
+            break;
+        }
+        size_t ll = (size_t) (nl - p), le = ll && p [ll - 1] == '\r'? ll - 1: ll;
+        if (line_is (p, le, "MSG ")) {
+            //  MSG <subject> <sid> [reply-to] <#bytes>
+            const uint8_t *e = p + le, *q = e;
+            while (q > p && q [-1] != ' ')
+                q--;
+            uint64_t size = 0;
+            if (q == e) {
+                client_die (w, c, "nats: bad MSG line", -2);
+                return -1;
+            }
+            for (const uint8_t *d = q; d < e; d++) {
+                if (*d < '0' || *d > '9') {
+                    client_die (w, c, "nats: bad MSG size", -2);
+                    return -1;
+                }
+                size = size * 10 + (uint64_t) (*d - '0');
+            }
+            if (size > QB_MAX_FRAME) {
+                client_die (w, c, "nats: message too large", -2);
+                return -1;
+            }
+            size_t whole = ll + 1 + (size_t) size + 2;
+            if (len - off < whole)
+                break;
+            span_t msg = { (const char *) nl + 1, (size_t) size };
+            on_chat_message (w, c, nobody, msg, now);
+            if (c->state == CS_DEAD)
+                return -1;
+            off += whole;
+            continue;
+        }
+        if (line_is (p, le, "PING"))
+            reply = true;
+        else
+        if (line_is (p, le, "PONG")) {
+            if (c->state == CS_LOGIN) {
+                nats_on_ready (w, c, now);
+                if (c->state == CS_DEAD)
+                    return -1;
+            }
+        }
+        else
+        if (line_is (p, le, "-ERR")) {
+            INC (w->st.srv_errors, 1);
+            errtab_add (&w->st.srv_err, (const char *) p, le, 1);
+            if (c->state == CS_LOGIN) {
+                char why [160];
+                snprintf (why, sizeof why, "nats: %.*s", (int) (le > 120? 120: le), (const char *) p);
+                client_die (w, c, why, -2);
+                return -1;
+            }
+        }
+        else
+        if (!line_is (p, le, "+OK") && !line_is (p, le, "INFO ") && le > 0) {
+            INC (w->st.srv_errors, 1);
+            errtab_add (&w->st.srv_err, "nats: unknown protocol line", 27, 1);
+        }
+        off += ll + 1;
+    }
+    if (reply) {
+        INC (w->st.pings, 1);
+        nats_send (w, c, "PONG\r\n", 6);
+        client_flush (w, c);
+        if (c->state == CS_DEAD)
+            return -1;
+    }
+    return (long) off;
+}
+
+//  WebSocket payload bytes: parsed in place; only a partial unit at the end
+//  is kept (in c->frag) for the next frame.
+static void
+nats_on_bytes (worker_t *w, client_t *c, const uint8_t *d, size_t n, uint64_t now)
+{
+    if (c->frag_len) {
+        frag_append (w, c, d, n);
+        if (c->state == CS_DEAD)
+            return;
+        long used = nats_parse (w, c, c->frag, c->frag_len, now);
+        if (used < 0)
+            return;
+        memmove (c->frag, c->frag + used, c->frag_len - (size_t) used);
+        c->frag_len -= (uint32_t) used;
+        return;
+    }
+    long used = nats_parse (w, c, d, n, now);
+    if (used >= 0 && (size_t) used < n)
+        frag_append (w, c, d + used, n - (size_t) used);
+}
+
+static int
+nats_make_template (client_t *c)
+{
+    if (c->tmpl)
+        return 0;
+    c->tmpl = malloc (64);
+    if (!c->tmpl)
+        return -1;
+    c->tmpl_len = (uint32_t) snprintf (c->tmpl, 64, "PUB %s.%u ", O.prefix, c->tgt);
+    return 0;
+}
+
+static size_t
+nats_message_max (const client_t *c)
+{
+    return 14 + c->tmpl_len + 24 + bench_payload_max () + 2;
+}
+
+//  PUB <subject> <#bytes>\r\n<payload>\r\n in one masked binary frame: the
+//  payload is written first (its length depends on the digits), then the
+//  line before it, then everything moves down behind the frame header.
+static size_t
+nats_put_message (worker_t *w, client_t *c, uint8_t *dst, uint64_t seq, uint64_t ts)
+{
+    uint8_t *pay = dst + 14 + c->tmpl_len + 24;
+    size_t pl = bench_payload (pay, c->idx, seq, ts);
+    pay [pl] = '\r';
+    pay [pl + 1] = '\n';
+    char line [96];
+    memcpy (line, c->tmpl, c->tmpl_len);
+    size_t n = c->tmpl_len;
+    n += (size_t) u64_dec (line + n, pl);
+    line [n++] = '\r';
+    line [n++] = '\n';
+    uint8_t *body = pay - n;
+    memcpy (body, line, n);
+    size_t len = n + pl + 2;
+    size_t h = ws_header (w, dst, 0x2, len);
+    memmove (dst + h, body, len);
+    ws_mask (dst + h, len, dst + h - 4);
+    return h + len;
+}
+
+static const proto_t s_proto_nats = {
+    .name = "nats",
+    .start = ws_send_upgrade,
+    .on_open = nats_on_open,
+    .consume = ws_consume,
+    .prepare_sender = nats_make_template,
+    .message_max = nats_message_max,
+    .put_message = nats_put_message,
+    .goodbye = qms_goodbye,
+};
+
+//  --------------------------------------------------------------------------
+//  Connections
+
+static void
+conn_fail_reason (worker_t *w, const char *what, int err)
+{
+    char buf [120];
+    int n = snprintf (buf, sizeof buf, "%s: %s", what, strerror (err));
+    errtab_add (&w->st.conn_err, buf, (size_t) n, 1);
+}
+
+//  Ends a client. why (a failure text) goes to the connection-failure table
+//  before login, close_code: >0 a server close frame, 0 EOF, -1 socket
+//  error (errno), -2 a local decision described by why.
+static void qms_auth_release (worker_t *w, client_t *c);
+
+static void
+client_die (worker_t *w, client_t *c, const char *why, int close_code)
+{
+    if (c->state == CS_DEAD)
+        return;
+    int err = errno;
+    bool stopping = phase () == PH_STOP;
+    if (!stopping) {
+        if (close_code >= 0 || close_code == -1)
+            closetab_add (&w->st.closes, close_code, 1);
+        char buf [120];
+        if (!why) {
+            if (close_code > 0)
+                snprintf (buf, sizeof buf, "closed by server (code %d)", close_code);
+            else
+            if (close_code == 0)
+                snprintf (buf, sizeof buf, "connection closed (EOF)");
+            else
+                snprintf (buf, sizeof buf, "socket: %s", strerror (err));
+            why = buf;
+        }
+        if (!c->upgraded) {
+            INC (w->st.conn_fail, 1);
+            errtab_add (&w->st.conn_err, why, strlen (why), 1);
+        }
+        else
+        if (c->state == CS_LOGIN) {
+            INC (w->st.login_fail, 1);
+            errtab_add (&w->st.conn_err, why, strlen (why), 1);
+        }
+    }
+    if (c->state >= CS_CONNECTING && c->state <= CS_LOGIN)
+        w->pending--;
+    if (w->oown == c) {
+        w->oown = NULL;
+        w->olen = 0;
+    }
+    if (c->fd >= 0)
+        close (c->fd);
+    c->fd = -1;
+    SET_STATE (c, CS_DEAD);
+    c->out_len = c->out_off = 0;
+    c->in_len = 0;
+    sender_done (w, c);
+    __atomic_store_n (&c->dead, 1, __ATOMIC_RELEASE);
+    lookup_agent_lost (w, c);
+    qms_auth_release (w, c);            //  may start the next waiting login
+}
+
+static void
+client_start (worker_t *w, client_t *c, uint64_t now)
+{
+    c->t_start = now;
+    if (!w->st.first_start)
+        w->st.first_start = now;
+    int fd = socket (O.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        INC (w->st.conn_fail, 1);
+        conn_fail_reason (w, "socket", errno);
+        SET_STATE (c, CS_DEAD);
+        __atomic_store_n (&c->dead, 1, __ATOMIC_RELEASE);
+        return;
+    }
+    int one = 1;
+    setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (O.nsrc) {
+        const struct sockaddr_storage *sa = &O.src [c->idx % (uint32_t) O.nsrc];
+        socklen_t sl = sa->ss_family == AF_INET6? sizeof (struct sockaddr_in6): sizeof (struct sockaddr_in);
+        if (sa->ss_family == AF_INET)
+            setsockopt (fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind (fd, (const struct sockaddr *) sa, sl) < 0) {
+            INC (w->st.conn_fail, 1);
+            conn_fail_reason (w, "bind", errno);
+            close (fd);
+            SET_STATE (c, CS_DEAD);
+            __atomic_store_n (&c->dead, 1, __ATOMIC_RELEASE);
+            return;
+        }
+    }
+    c->fd = fd;
+    SET_STATE (c, CS_CONNECTING);
+    w->pending++;
+    struct sockaddr_storage dst = O.dst;
+    if (O.family == AF_INET6)
+        ((struct sockaddr_in6 *) &dst)->sin6_port = htons ((uint16_t) client_port (c));
+    else
+        ((struct sockaddr_in *) &dst)->sin_port = htons ((uint16_t) client_port (c));
+    if (connect (fd, (const struct sockaddr *) &dst, O.dst_len) < 0 && errno != EINPROGRESS) {
+        char why [120];
+        snprintf (why, sizeof why, "connect: %s", strerror (errno));
+        client_die (w, c, why, -2);
+        return;
+    }
+    struct epoll_event e = { .events = EPOLLOUT | EPOLLIN, .data.u64 = c->idx };
+    c->epev = e.events;
+    if (epoll_ctl (w->ep, EPOLL_CTL_ADD, fd, &e) < 0) {
+        char why [120];
+        snprintf (why, sizeof why, "epoll_ctl: %s", strerror (errno));
+        client_die (w, c, why, -2);
+        return;
+    }
+    P->start (w, c);                    //  queued until the connect completes
+}
+
+static void
+client_connected (worker_t *w, client_t *c)
+{
+    int err = 0;
+    socklen_t l = sizeof err;
+    if (getsockopt (c->fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+        err = errno;
+    if (err) {
+        char buf [120];
+        snprintf (buf, sizeof buf, "connect: %s", strerror (err));
+        client_die (w, c, buf, -2);
+        return;
+    }
+    SET_STATE (c, CS_UPGRADING);
+    client_flush (w, c);
+}
+
+//  Reads what the socket has: into the thread scratch (so idle connections
+//  hold no buffer), or straight into the client's buffer for a big frame.
+static void
+client_read (worker_t *w, client_t *c)
+{
+    for (int round = 0; round < 4 && c->state != CS_DEAD; round++) {
+        bool direct = c->in_len > 0 && (c->need > QB_SCRATCH / 2 || c->in_len > QB_SCRATCH / 2);
+        uint8_t *buf;
+        size_t len = c->in_len, cap;
+        if (direct) {
+            size_t want = (size_t) c->in_len + 65536;
+            if (c->need > want)
+                want = c->need;
+            if (buf_reserve (&c->in, &c->in_cap, want)) {
+                client_die (w, c, "out of memory", -2);
+                return;
+            }
+            buf = c->in;
+            cap = c->in_cap;
+        }
+        else {
+            if (len)
+                memcpy (w->iscr, c->in, len);
+            buf = w->iscr;
+            cap = QB_SCRATCH;
+        }
+        ssize_t n = recv (c->fd, buf + len, cap - len, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            client_die (w, c, NULL, -1);
+            return;
+        }
+        if (n == 0) {
+            client_die (w, c, NULL, 0);
+            return;
+        }
+        INC (w->st.bytes_in, (uint64_t) n);
+        size_t room = cap - len;
+        len += (size_t) n;
+        long used = P->consume (w, c, buf, len, now_ns ());
+        if (used < 0)
+            return;
+        size_t rest = len - (size_t) used;
+        if (direct) {
+            memmove (c->in, c->in + used, rest);
+            c->in_len = (uint32_t) rest;
+            if (rest == 0 && c->in_cap > 1024 * 1024) {
+                free (c->in);
+                c->in = NULL;
+                c->in_cap = 0;
+            }
+        }
+        else {
+            if (rest && buf_reserve (&c->in, &c->in_cap, rest < 4096? 4096: rest)) {
+                client_die (w, c, "out of memory", -2);
+                return;
+            }
+            if (rest)
+                memcpy (c->in, buf + used, rest);
+            c->in_len = (uint32_t) rest;
+        }
+        if ((size_t) n < room)
+            return;                     //  drained the socket
+    }
+}
+
+static void
+client_event (worker_t *w, client_t *c, uint32_t ev)
+{
+    if (c->state == CS_DEAD)
+        return;
+    if (c->state == CS_CONNECTING) {
+        if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+            client_connected (w, c);
+        return;
+    }
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        client_read (w, c);
+    if (c->state != CS_DEAD && (ev & EPOLLOUT))
+        client_flush (w, c);
+}
+
+//  --------------------------------------------------------------------------
+//  Worker loop
+
+static void
+start_connections (worker_t *w, uint64_t now)
+{
+    while (w->next_start < w->nmine && w->pending < w->max_pending) {
+        if (w->crate > 0) {
+            tokens_refill (&w->ctokens, w->crate, &w->clast, now);
+            if (w->ctokens < 1.0)
+                return;
+            w->ctokens -= 1.0;
+        }
+        client_t *c = &G_cl [(uint64_t) w->next_start * O.threads + (uint64_t) w->id];
+        w->next_start++;
+        if (c->state != CS_NEW)
+            continue;                   //  --resume: one that did not log in
+        client_start (w, c, now);
+    }
+}
+
+//  Time-outs of handshakes and, while running, windows that stalled on a
+//  lost message: after --stall seconds without progress the outstanding
+//  messages are presumed lost and the window reopens (counted as a stall).
+static void
+periodic_scan (worker_t *w, uint64_t now, int ph)
+{
+    uint64_t hto = (uint64_t) (O.handshake_timeout * 1e9), sto = (uint64_t) (O.stall * 1e9);
+    for (uint32_t j = 0; j < w->next_start; j++) {
+        client_t *c = &G_cl [(uint64_t) j * O.threads + (uint64_t) w->id];
+        if (c->state >= CS_CONNECTING && c->state <= CS_LOGIN && now - c->t_start > hto) {
+            char why [64];
+            snprintf (why, sizeof why, "timeout in state %s", s_state_name [c->state]);
+            client_die (w, c, why, -2);
+            continue;
+        }
+        if (ph != PH_RUN || c->sender != 1 || !__atomic_load_n (&c->blocked, __ATOMIC_SEQ_CST))
+            continue;
+        uint64_t acked = __atomic_load_n (&c->acked, __ATOMIC_SEQ_CST);
+        if (acked != c->ack_snap) {
+            c->ack_snap = acked;
+            c->ack_time = now;
+        }
+        else
+        if (now - c->ack_time > sto) {
+            uint64_t infl = sender_inflight (c, acked);
+            c->reclaim_mark = c->sent;
+            c->reclaimed += infl;
+            INC (w->st.stalls, 1);
+            INC (w->st.reclaimed, infl);
+            c->ack_time = now;
+            if (__atomic_exchange_n (&c->blocked, 0, __ATOMIC_SEQ_CST))
+                ready_push (w, c);
+        }
+    }
+}
+
+//  --resume: the connection ends (close 1000), the session stays; the
+//  client starts again from a new TCP connection and sends Authorize.
+static void
+client_reset_for_resume (worker_t *w, client_t *c)
+{
+    P->goodbye (w, c);
+    if (c->state == CS_DEAD)
+        return;
+    if (w->oown == c) {
+        w->oown = NULL;
+        w->olen = 0;
+    }
+    if (c->fd >= 0)
+        close (c->fd);
+    c->fd = -1;
+    c->in_len = c->out_len = c->out_off = c->need = 0;
+    c->frag_len = 0;
+    c->frag_op = 0;
+    c->upgraded = false;
+    c->resuming = true;
+    __atomic_store_n (&c->online, 0, __ATOMIC_RELEASE);
+    SET_STATE (c, CS_NEW);
+}
+
+static void
+on_phase (worker_t *w, int ph, uint64_t now)
+{
+    if (ph == PH_RESUME) {
+        for (uint32_t j = 0; j < w->nmine; j++) {
+            client_t *c = &G_cl [(uint64_t) j * O.threads + (uint64_t) w->id];
+            if (c->state == CS_ONLINE)
+                client_reset_for_resume (w, c);
+        }
+        w->next_start = 0;
+        w->st.first_resume = now;
+    }
+    if (ph == PH_RUN) {
+        w->tlast = now;
+        w->tokens = 0;
+        for (uint32_t j = 0; j < w->nmine; j++) {
+            client_t *c = &G_cl [(uint64_t) j * O.threads + (uint64_t) w->id];
+            if (sender_eligible (c))
+                sender_activate (w, c, now);
+        }
+        __atomic_store_n (&w->run_ack, 1, __ATOMIC_RELEASE);
+    }
+}
+
+static void
+close_all (worker_t *w)
+{
+    for (uint32_t j = 0; j < w->nmine; j++) {
+        client_t *c = &G_cl [(uint64_t) j * O.threads + (uint64_t) w->id];
+        if (c->state == CS_DEAD || c->fd < 0)
+            continue;
+        P->goodbye (w, c);
+        if (c->state != CS_DEAD)
+            client_die (w, c, NULL, -2);
+    }
+}
+
+static void *
+worker_main (void *arg)
+{
+    worker_t *w = arg;
+    struct epoll_event evs [QB_MAX_EVENTS];
+    uint64_t next_scan = 0;
+    for (;;) {
+        int ph = phase ();
+        uint64_t now = now_ns ();
+        if (ph == PH_STOP)
+            break;
+        if (ph != w->seen_phase) {
+            on_phase (w, ph, now);
+            w->seen_phase = ph;
+        }
+        if (ph == PH_CONNECT || ph == PH_RESUME)
+            start_connections (w, now);
+        //  Handshake time-outs and window stalls; an idle hold needs neither.
+        if (now >= next_scan && !(O.idle && ph != PH_CONNECT && ph != PH_RESUME)) {
+            periodic_scan (w, now, ph);
+            next_scan = now + 250 * MS;
+        }
+        marks_take (w);
+        defer_take (w, now);
+        lookup_pump (w, now);
+        int timeout = pump_all (w, now);
+        if (timeout < 0 || timeout > 100)
+            timeout = 100;
+        if (w->lk_nretry) {
+            int dt = w->lk_retry_at > now? (int) ((w->lk_retry_at - now + MS - 1) / MS): 0;
+            if (dt < timeout)
+                timeout = dt;
+        }
+        if (w->ndefer) {
+            int dt = w->defer_next > now? (int) ((w->defer_next - now + MS - 1) / MS): 0;
+            if (dt < timeout)
+                timeout = dt;
+        }
+        if ((ph == PH_CONNECT || ph == PH_RESUME) && w->next_start < w->nmine
+            && w->pending < w->max_pending && w->crate > 0) {
+            int ct = (int) ceil ((1.0 - w->ctokens) / w->crate * 1000.0);
+            if (ct < timeout)
+                timeout = ct < 1? 1: ct;
+        }
+        __atomic_store_n (&w->sleeping, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n (&w->mark_pending, __ATOMIC_SEQ_CST))
+            timeout = 0;
+        int n = epoll_wait (w->ep, evs, QB_MAX_EVENTS, timeout);
+        __atomic_store_n (&w->sleeping, 0, __ATOMIC_SEQ_CST);
+        for (int i = 0; i < n; i++) {
+            if (evs [i].data.u64 == UINT64_MAX) {
+                uint64_t v;
+                if (read (w->efd, &v, sizeof v) < 0) {
+                    //  Spurious wake: nothing to drain.
+                }
+                continue;
+            }
+            client_event (w, &G_cl [evs [i].data.u64], evs [i].events);
+        }
+        if (w->oown)
+            client_flush (w, (client_t *) w->oown);
+    }
+    close_all (w);
+    return NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Server process sampling (--pid)
+
+static long
+proc_rss_kib (int pid)
+{
+    char path [64], line [256];
+    snprintf (path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen (path, "r");
+    if (!f)
+        return -1;
+    long kib = -1;
+    while (fgets (line, sizeof line, f))
+        if (strncmp (line, "VmRSS:", 6) == 0) {
+            kib = strtol (line + 6, NULL, 10);
+            break;
+        }
+    fclose (f);
+    return kib;
+}
+
+//  utime + stime in seconds, or -1.
+static double
+proc_cpu_s (int pid)
+{
+    char path [64], buf [1024];
+    snprintf (path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen (path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread (buf, 1, sizeof buf - 1, f);
+    fclose (f);
+    buf [n] = 0;
+    char *p = strrchr (buf, ')');
+    if (!p)
+        return -1;
+    unsigned long ut = 0, st = 0;
+    //  Fields after the command: state(3) ... utime(14) stime(15).
+    if (sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double) (ut + st) / (double) sysconf (_SC_CLK_TCK);
+}
+
+typedef struct { long rss; double cpu; bool ok; } procs_t;
+
+static procs_t
+procs_sample (void)
+{
+    procs_t s = { 0, 0, O.npids > 0 };
+    for (int i = 0; i < O.npids; i++) {
+        long r = proc_rss_kib (O.pids [i]);
+        double c = proc_cpu_s (O.pids [i]);
+        if (r < 0 || c < 0)
+            s.ok = false;
+        else {
+            s.rss += r;
+            s.cpu += c;
+        }
+    }
+    return s;
+}
+
+static double
+self_cpu_s (void)
+{
+    struct rusage ru;
+    getrusage (RUSAGE_SELF, &ru);
+    return (double) ru.ru_utime.tv_sec + (double) ru.ru_utime.tv_usec / 1e6
+         + (double) ru.ru_stime.tv_sec + (double) ru.ru_stime.tv_usec / 1e6;
+}
+
+//  --------------------------------------------------------------------------
+//  Option parsing
+
+static void
+usage (FILE *f)
+{
+    fprintf (f,
+"usage: qmsbench [options]\n"
+"Load generator for the QMessageServer chat protocol (loopback targets only).\n"
+"  --host H            server address: 127.x.x.x, localhost or ::1 (default 127.0.0.1)\n"
+"  --port P[,P..]      chat WebSocket port(s); client i uses the (i %% n)-th (default 12345)\n"
+"  --path P            WebSocket path (default /)\n"
+"  --clients N         connections/users (default 10)\n"
+"  --messages M        messages per client (default: run for --duration)\n"
+"  --duration S        seconds of sending, or of holding with --idle (default 10)\n"
+"  --window W          messages in flight per client (default 16)\n"
+"  --ping-pong         one message in flight per client (--window 1)\n"
+"  --rate R            total messages/s over all clients, 0 = as fast as the window allows\n"
+"  --size B            message payload bytes (default 64)\n"
+"  --prefix NAME       user names are NAME0..NAME<N-1> (default bench)\n"
+"  --source-addrs LIST bind outgoing sockets to these local addresses, round robin\n"
+"  --idle              connect, log in, then hold the connections for --duration\n"
+"  --pid PID[,PID]     server process(es) to sample (RSS, CPU); repeatable\n"
+"  --connect-rate C    new connections per second, 0 = unlimited (default 0)\n"
+"  --max-pending K     handshakes + logins in flight at most (default 500)\n"
+"  --max-auth A        register/login requests in flight at most (default 40 per source address)\n"
+"  --threads T         event-loop threads (default 1)\n"
+"  --timeout S         hard bound on the whole run (default 120)\n"
+"  --ready-timeout S   stop waiting for logins after S seconds without progress (default 30)\n"
+"  --handshake-timeout S  per-client connect+upgrade+login bound (default 60)\n"
+"  --drain S           wait for stragglers after sending stops (default 2)\n"
+"  --stall S           a window without progress for S seconds: presume lost (default 2)\n"
+"  --backoff MS        a sender pauses this long after an error reply, e.g. a rate limit (default 100)\n"
+"  --proto P           qms (default: the chat protocol) or nats (NATS over its WebSocket listener)\n"
+"  --presence P        none (default: ids by UserLookupRequest), delta or full (the original lists)\n"
+"  --ids               MessageRequests carry an id; acks are counted\n"
+"  --to-prefix NAME    client i sends to NAME<i> (offline or elsewhere): --ids, window credit from acks\n"
+"  --expect-stored M   receive only: log in, wait until each client got M messages, report the drain\n"
+"  --resume            after the logins, reconnect everyone with AuthorizeRequest (session resume)\n"
+"  --json-only         print only the RESULT line\n"
+"  --debug             print the first 20 error frames verbatim on stderr\n"
+"  --quiet             no progress lines on stderr\n"
+"  --help              this text\n"
+"Exit: 0 ran (see the report for losses), 1 could not connect at all, 2 bad options.\n");
+}
+
+static int
+parse_num (const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod (s, &end);
+    if (errno || end == s || *end || !isfinite (v) || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static bool
+addr_is_loopback (const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *) ss;
+        return (ntohl (a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *) ss;
+        return IN6_IS_ADDR_LOOPBACK (&a->sin6_addr);
+    }
+    return false;
+}
+
+//  A literal loopback address (or "localhost") into ss, port 0.
+static int
+parse_loopback (const char *s, struct sockaddr_storage *ss)
+{
+    memset (ss, 0, sizeof *ss);
+    char buf [64];
+    size_t n = strlen (s);
+    if (n >= sizeof buf)
+        return -1;
+    if (strcasecmp (s, "localhost") == 0)
+        s = "127.0.0.1";
+    else
+    if (s [0] == '[' && n > 2 && s [n - 1] == ']') {
+        memcpy (buf, s + 1, n - 2);
+        buf [n - 2] = 0;
+        s = buf;
+    }
+    struct sockaddr_in *a4 = (struct sockaddr_in *) ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *) ss;
+    if (inet_pton (AF_INET, s, &a4->sin_addr) == 1)
+        a4->sin_family = AF_INET;
+    else
+    if (inet_pton (AF_INET6, s, &a6->sin6_addr) == 1)
+        a6->sin6_family = AF_INET6;
+    else
+        return -1;
+    return addr_is_loopback (ss)? 0: -1;
+}
+
+#define BAD(...) do { fprintf (stderr, "qmsbench: " __VA_ARGS__); fputc ('\n', stderr); return -1; } while (0)
+
+static int
+parse_opts (int argc, char **argv)
+{
+    enum { O_HOST = 256, O_PORT, O_PATH, O_CLIENTS, O_MESSAGES, O_DURATION, O_WINDOW, O_RATE,
+           O_SIZE, O_PREFIX, O_SRC, O_IDLE, O_PID, O_CRATE, O_PENDING, O_JSON, O_PINGPONG,
+           O_THREADS, O_TIMEOUT, O_READY, O_DRAIN, O_STALL, O_HTO, O_PROTO, O_QUIET, O_HELP,
+           O_BACKOFF, O_DEBUG, O_MAXAUTH, O_PRESENCE, O_IDS, O_TOPREFIX, O_EXPECT, O_RESUME };
+    static const struct option longopts [] = {
+        { "host", 1, 0, O_HOST }, { "port", 1, 0, O_PORT }, { "path", 1, 0, O_PATH },
+        { "clients", 1, 0, O_CLIENTS }, { "messages", 1, 0, O_MESSAGES },
+        { "duration", 1, 0, O_DURATION }, { "window", 1, 0, O_WINDOW }, { "rate", 1, 0, O_RATE },
+        { "size", 1, 0, O_SIZE }, { "prefix", 1, 0, O_PREFIX }, { "source-addrs", 1, 0, O_SRC },
+        { "idle", 0, 0, O_IDLE }, { "pid", 1, 0, O_PID }, { "connect-rate", 1, 0, O_CRATE },
+        { "max-pending", 1, 0, O_PENDING }, { "json-only", 0, 0, O_JSON },
+        { "ping-pong", 0, 0, O_PINGPONG }, { "threads", 1, 0, O_THREADS },
+        { "timeout", 1, 0, O_TIMEOUT }, { "ready-timeout", 1, 0, O_READY },
+        { "drain", 1, 0, O_DRAIN }, { "stall", 1, 0, O_STALL },
+        { "handshake-timeout", 1, 0, O_HTO }, { "proto", 1, 0, O_PROTO },
+        { "quiet", 0, 0, O_QUIET }, { "backoff", 1, 0, O_BACKOFF },
+        { "debug", 0, 0, O_DEBUG }, { "max-auth", 1, 0, O_MAXAUTH }, { "help", 0, 0, O_HELP },
+        { "presence", 1, 0, O_PRESENCE }, { "ids", 0, 0, O_IDS }, { "to-prefix", 1, 0, O_TOPREFIX },
+        { "expect-stored", 1, 0, O_EXPECT }, { "resume", 0, 0, O_RESUME }, { 0, 0, 0, 0 }
+    };
+    const char *host = "127.0.0.1";
+    bool duration_set = false, pingpong = false, window_set = false;
+    double v;
+    O.port = 12345;
+    O.ports [0] = 12345;
+    O.nports = 1;
+    O.presence = PRES_NONE;
+    strcpy (O.path, "/");
+    O.clients = 10;
+    O.duration = 10;
+    O.window = 16;
+    O.size = 64;
+    strcpy (O.prefix, "bench");
+    O.max_pending = 500;
+    O.threads = 1;
+    O.timeout = 120;
+    O.ready_timeout = 30;
+    O.handshake_timeout = 60;
+    O.drain = 2;
+    O.stall = 2;
+    O.backoff = 0.1;
+    O.proto = "qms";
+    int ch;
+    opterr = 0;
+    while ((ch = getopt_long (argc, argv, "h", longopts, NULL)) != -1) {
+        switch (ch) {
+            case O_HOST: host = optarg; break;
+            case O_PORT: {
+                //  One port, or several: client i uses the (i % n)-th.
+                char *copy = strdup (optarg), *save = NULL;
+                O.nports = 0;
+                for (char *t = strtok_r (copy, ",", &save); t; t = strtok_r (NULL, ",", &save)) {
+                    if (O.nports >= QB_MAX_PORTS || parse_num (t, 1, 65535, &v) || v != floor (v)) {
+                        fprintf (stderr, "qmsbench: bad --port '%s'\n", t);
+                        free (copy);
+                        return -1;
+                    }
+                    O.ports [O.nports++] = (int) v;
+                }
+                free (copy);
+                if (!O.nports) BAD ("bad --port '%s'", optarg);
+                O.port = O.ports [0];
+                break;
+            }
+            case O_PATH:
+                if (optarg [0] != '/' || strlen (optarg) >= sizeof O.path || strpbrk (optarg, " \r\n\t"))
+                    BAD ("bad --path '%s' (must start with /, no spaces)", optarg);
+                strcpy (O.path, optarg); break;
+            case O_CLIENTS:
+                if (parse_num (optarg, 1, 1000000, &v) || v != floor (v)) BAD ("bad --clients '%s' (1..1000000)", optarg);
+                O.clients = (uint32_t) v; break;
+            case O_MESSAGES:
+                if (parse_num (optarg, 1, 1e12, &v) || v != floor (v)) BAD ("bad --messages '%s'", optarg);
+                O.messages = (uint64_t) v; break;
+            case O_DURATION:
+                if (parse_num (optarg, 0.001, 86400, &v)) BAD ("bad --duration '%s'", optarg);
+                O.duration = v; duration_set = true; break;
+            case O_WINDOW:
+                if (parse_num (optarg, 1, 1000000, &v) || v != floor (v)) BAD ("bad --window '%s' (1..1000000)", optarg);
+                O.window = (uint32_t) v; window_set = true; break;
+            case O_RATE:
+                if (parse_num (optarg, 0, 1e9, &v)) BAD ("bad --rate '%s'", optarg);
+                O.rate = v; break;
+            case O_SIZE:
+                if (parse_num (optarg, 0, QB_MAX_SIZE, &v) || v != floor (v)) BAD ("bad --size '%s' (0..%u)", optarg, QB_MAX_SIZE);
+                O.size = (uint32_t) v; break;
+            case O_PREFIX:
+            case O_TOPREFIX: {
+                size_t n = strlen (optarg);
+                if (n == 0 || n > 32) BAD ("bad --%s '%s' (1..32 characters)", ch == O_PREFIX? "prefix": "to-prefix", optarg);
+                for (size_t i = 0; i < n; i++)
+                    if (!isalnum ((unsigned char) optarg [i]) && optarg [i] != '_' && optarg [i] != '-' && optarg [i] != '.')
+                        BAD ("bad --%s '%s' (letters, digits, _ - . only)", ch == O_PREFIX? "prefix": "to-prefix", optarg);
+                strcpy (ch == O_PREFIX? O.prefix: O.to_prefix, optarg); break;
+            }
+            case O_PRESENCE:
+                if (strcmp (optarg, "full") == 0) O.presence = PRES_FULL;
+                else if (strcmp (optarg, "delta") == 0) O.presence = PRES_DELTA;
+                else if (strcmp (optarg, "none") == 0) O.presence = PRES_NONE;
+                else BAD ("bad --presence '%s' (full, delta or none)", optarg);
+                break;
+            case O_IDS: O.ids = true; break;
+            case O_RESUME: O.resume = true; break;
+            case O_EXPECT:
+                if (parse_num (optarg, 1, 1e9, &v) || v != floor (v)) BAD ("bad --expect-stored '%s'", optarg);
+                O.expect = (uint64_t) v; break;
+            case O_SRC: {
+                char *copy = strdup (optarg), *save = NULL;
+                for (char *t = strtok_r (copy, ",", &save); t; t = strtok_r (NULL, ",", &save)) {
+                    if (O.nsrc >= QB_MAX_SRC || parse_loopback (t, &O.src [O.nsrc])) {
+                        fprintf (stderr, "qmsbench: bad --source-addrs entry '%s' (loopback literals, at most %d)\n", t, QB_MAX_SRC);
+                        free (copy);
+                        return -1;
+                    }
+                    O.nsrc++;
+                }
+                free (copy);
+                break;
+            }
+            case O_IDLE: O.idle = true; break;
+            case O_PID: {
+                char *copy = strdup (optarg), *save = NULL;
+                for (char *t = strtok_r (copy, ",", &save); t; t = strtok_r (NULL, ",", &save)) {
+                    if (O.npids >= QB_MAX_PIDS || parse_num (t, 1, 4194304, &v) || v != floor (v)) {
+                        fprintf (stderr, "qmsbench: bad --pid '%s'\n", t);
+                        free (copy);
+                        return -1;
+                    }
+                    O.pids [O.npids++] = (int) v;
+                }
+                free (copy);
+                break;
+            }
+            case O_CRATE:
+                if (parse_num (optarg, 0, 1e7, &v)) BAD ("bad --connect-rate '%s'", optarg);
+                O.connect_rate = v; break;
+            case O_PENDING:
+                if (parse_num (optarg, 1, 1000000, &v) || v != floor (v)) BAD ("bad --max-pending '%s'", optarg);
+                O.max_pending = (uint32_t) v; break;
+            case O_JSON: O.json_only = true; O.quiet = true; break;
+            case O_QUIET: O.quiet = true; break;
+            case O_PINGPONG: pingpong = true; break;
+            case O_THREADS:
+                if (parse_num (optarg, 1, QB_MAX_THREADS, &v) || v != floor (v)) BAD ("bad --threads '%s' (1..%d)", optarg, QB_MAX_THREADS);
+                O.threads = (uint32_t) v; break;
+            case O_TIMEOUT:
+                if (parse_num (optarg, 0.1, 86400 * 7, &v)) BAD ("bad --timeout '%s'", optarg);
+                O.timeout = v; break;
+            case O_READY:
+                if (parse_num (optarg, 0.1, 86400, &v)) BAD ("bad --ready-timeout '%s'", optarg);
+                O.ready_timeout = v; break;
+            case O_HTO:
+                if (parse_num (optarg, 0.1, 86400, &v)) BAD ("bad --handshake-timeout '%s'", optarg);
+                O.handshake_timeout = v; break;
+            case O_DRAIN:
+                if (parse_num (optarg, 0, 3600, &v)) BAD ("bad --drain '%s'", optarg);
+                O.drain = v; break;
+            case O_MAXAUTH:
+                if (parse_num (optarg, 1, 1000000, &v) || v != floor (v)) BAD ("bad --max-auth '%s'", optarg);
+                O.max_auth = (uint32_t) v; break;
+            case O_DEBUG: O.debug = 20; break;
+            case O_BACKOFF:
+                if (parse_num (optarg, 0, 60000, &v)) BAD ("bad --backoff '%s' (milliseconds)", optarg);
+                O.backoff = v / 1000.0; break;
+            case O_STALL:
+                if (parse_num (optarg, 0.01, 3600, &v)) BAD ("bad --stall '%s'", optarg);
+                O.stall = v; break;
+            case O_PROTO:
+                if (strcmp (optarg, "qms") == 0 || strcmp (optarg, "ws") == 0)
+                    O.proto = "qms";
+                else
+                if (strcmp (optarg, "nats") == 0)
+                    O.proto = "nats";
+                else
+                    BAD ("bad --proto '%s' (qms or nats)", optarg);
+                break;
+            case O_HELP: case 'h':
+                usage (stdout);
+                exit (0);
+            default:
+                fprintf (stderr, "qmsbench: unknown or incomplete option '%s'\n", argv [optind - 1]);
+                usage (stderr);
+                return -1;
+        }
+    }
+    if (optind < argc)
+        BAD ("unexpected argument '%s'", argv [optind]);
+    if (parse_loopback (host, &O.dst))
+        BAD ("--host '%s' refused: only loopback targets (127.x.x.x, localhost, ::1)", host);
+    if (strlen (host) >= sizeof O.host)
+        BAD ("--host too long");
+    O.family = O.dst.ss_family;
+    if (O.family == AF_INET) {
+        ((struct sockaddr_in *) &O.dst)->sin_port = htons ((uint16_t) O.port);
+        O.dst_len = sizeof (struct sockaddr_in);
+        inet_ntop (AF_INET, &((struct sockaddr_in *) &O.dst)->sin_addr, O.host, sizeof O.host);
+    }
+    else {
+        ((struct sockaddr_in6 *) &O.dst)->sin6_port = htons ((uint16_t) O.port);
+        O.dst_len = sizeof (struct sockaddr_in6);
+        inet_ntop (AF_INET6, &((struct sockaddr_in6 *) &O.dst)->sin6_addr, O.host, sizeof O.host);
+    }
+    for (int i = 0; i < O.nsrc; i++)
+        if (O.src [i].ss_family != O.family)
+            BAD ("--source-addrs must have the same address family as --host");
+    if (pingpong) {
+        if (window_set && O.window != 1)
+            BAD ("--ping-pong means --window 1");
+        O.window = 1;
+    }
+    if (O.messages && !duration_set)
+        O.duration = 0;                 //  run until the messages are sent
+    if (O.idle && O.messages)
+        BAD ("--idle does not send messages: use --duration");
+    if (O.threads > O.clients)
+        O.threads = O.clients;
+    if (!O.max_auth)
+        O.max_auth = 40 * (uint32_t) (O.nsrc? O.nsrc: 1);
+    g_nats = strcmp (O.proto, "nats") == 0;
+    P = g_nats? &s_proto_nats: &s_proto_qms;
+    if (g_nats && (O.ids || O.to_prefix [0] || O.expect || O.resume))
+        BAD ("--ids, --to-prefix, --expect-stored and --resume are chat-protocol features (not with --proto nats)");
+    if (O.to_prefix [0]) {
+        if (O.idle)
+            BAD ("--to-prefix sends messages: not with --idle");
+        if (strcmp (O.to_prefix, O.prefix) == 0)
+            BAD ("--to-prefix must differ from --prefix");
+        O.ids = true;                   //  the acks are what we count
+    }
+    if (O.expect) {
+        if (O.messages || O.to_prefix [0])
+            BAD ("--expect-stored only receives: not with --messages or --to-prefix");
+        O.idle = true;                  //  nobody sends
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Main thread: set-up, phases, progress, report
+
+static void
+on_signal (int sig)
+{
+    (void) sig;
+    g_signal = 1;
+}
+
+static void
+set_phase (int ph)
+{
+    __atomic_store_n (&g_phase, ph, __ATOMIC_RELEASE);
+    for (uint32_t t = 0; t < O.threads; t++) {
+        uint64_t one = 1;
+        if (write (G_w [t].efd, &one, sizeof one) < 0) {
+            //  The worker notices within its 100 ms poll anyway.
+        }
+    }
+}
+
+typedef struct {
+    uint64_t conn_ok, conn_fail, login_ok, login_fail, sent, delivered, active;
+    bool all_ack;
+} live_t;
+
+static live_t
+live_totals (void)
+{
+    live_t l;
+    memset (&l, 0, sizeof l);
+    l.all_ack = true;
+    for (uint32_t t = 0; t < O.threads; t++) {
+        worker_t *w = &G_w [t];
+        l.conn_ok += LD (w->st.conn_ok);
+        l.conn_fail += LD (w->st.conn_fail);
+        l.login_ok += LD (w->st.login_ok);
+        l.login_fail += LD (w->st.login_fail);
+        l.sent += LD (w->st.sent);
+        l.delivered += LD (w->st.delivered) ;
+        l.active += LD (w->senders_active);
+        if (!__atomic_load_n (&w->run_ack, __ATOMIC_ACQUIRE))
+            l.all_ack = false;
+    }
+    return l;
+}
+
+//  Readiness from the flags every client publishes: a client is settled
+//  when it is dead, or online with whatever its pair needs.
+typedef struct {
+    uint32_t settled, ready, online, dead, no_target, no_source, not_started, in_login;
+    uint32_t senders;               //  online, knows its target, target alive
+} readiness_t;
+
+static readiness_t
+readiness_scan (void)
+{
+    readiness_t r;
+    memset (&r, 0, sizeof r);
+    for (uint32_t i = 0; i < O.clients; i++) {
+        client_t *c = &G_cl [i];
+        int dead = __atomic_load_n (&c->dead, __ATOMIC_ACQUIRE);
+        int online = __atomic_load_n (&c->online, __ATOMIC_ACQUIRE);
+        if (dead) {
+            r.dead++;
+            r.settled++;
+            continue;
+        }
+        if (!online) {
+            if (__atomic_load_n (&c->state, __ATOMIC_RELAXED) == CS_NEW)
+                r.not_started++;
+            else
+                r.in_login++;
+            continue;
+        }
+        r.online++;
+        if (O.idle) {
+            r.settled++;
+            r.ready++;
+            continue;
+        }
+        int ht = __atomic_load_n (&c->has_tgt, __ATOMIC_ACQUIRE);
+        int hs = __atomic_load_n (&c->has_src, __ATOMIC_ACQUIRE);
+        bool tdead = __atomic_load_n (&G_cl [c->tgt].dead, __ATOMIC_ACQUIRE);
+        bool sdead = __atomic_load_n (&G_cl [c->src].dead, __ATOMIC_ACQUIRE);
+        if (!ht)
+            r.no_target++;
+        if (!hs)
+            r.no_source++;
+        if (ht && !tdead)
+            r.senders++;
+        if (ht && hs)
+            r.ready++;
+        if ((ht || tdead) && (hs || sdead))
+            r.settled++;
+    }
+    return r;
+}
+
+static void
+report_missing (const readiness_t *r)
+{
+    fprintf (stderr, "qmsbench: not everyone is ready: %u ready of %u; not started %u, "
+             "in handshake/login %u, closed %u, online without target id %u, without source id %u\n",
+             r->ready, O.clients, r->not_started, r->in_login, r->dead, r->no_target, r->no_source);
+    int shown = 0;
+    for (uint32_t i = 0; i < O.clients && shown < 10; i++) {
+        client_t *c = &G_cl [i];
+        int online = __atomic_load_n (&c->online, __ATOMIC_ACQUIRE), dead = __atomic_load_n (&c->dead, __ATOMIC_ACQUIRE);
+        int ht = __atomic_load_n (&c->has_tgt, __ATOMIC_ACQUIRE), hs = __atomic_load_n (&c->has_src, __ATOMIC_ACQUIRE);
+        if (online && !dead && (O.idle || (ht && hs)))
+            continue;
+        char name [96];
+        fprintf (stderr, "qmsbench:   %s: %s%s%s\n", prefix_name (i, name, sizeof name),
+                 dead? "closed": s_state_name [__atomic_load_n (&c->state, __ATOMIC_RELAXED)],
+                 !dead && online && !ht? ", target id unknown": "",
+                 !dead && online && !hs? ", source id unknown": "");
+        shown++;
+    }
+}
+
+static const char *
+phase_name (int ph)
+{
+    return ph == PH_CONNECT? "connect": ph == PH_RESUME? "resume": ph == PH_RUN? (O.idle? "hold": "run"): ph == PH_DRAIN? "drain": "stop";
+}
+
+typedef struct {
+    uint64_t t0, t_run, t_send_end, t_end, t_resume;
+    uint32_t resume_from;
+    procs_t p_start, p_run, p_end;
+    double cpu_start, cpu_run, cpu_end;
+    uint32_t held;
+    readiness_t ready_at_run;
+    bool timed_out, interrupted, ran;
+} timeline_t;
+
+static int
+run_main_loop (timeline_t *tl)
+{
+    uint64_t last_change = now_ns (), last_progress = 0, last_scan = 0, drain_start = 0;
+    readiness_t prev;
+    memset (&prev, 0, sizeof prev);
+    uint64_t prev_deliv = 0, prev_t = now_ns ();
+    for (;;) {
+        struct timespec ts = { 0, 20 * 1000 * 1000 };
+        nanosleep (&ts, NULL);
+        uint64_t now = now_ns ();
+        int ph = phase ();
+        if (g_signal) {
+            tl->interrupted = true;
+            break;
+        }
+        if (now - tl->t0 > (uint64_t) (O.timeout * 1e9)) {
+            tl->timed_out = true;
+            break;
+        }
+        live_t l = live_totals ();
+        if ((ph == PH_CONNECT || ph == PH_RESUME) && now - last_scan >= 100 * MS) {
+            last_scan = now;
+            readiness_t r = readiness_scan ();
+            if (memcmp (&r, &prev, sizeof r) != 0) {
+                prev = r;
+                last_change = now;
+            }
+            bool all = r.settled == O.clients;
+            bool stuck = now - last_change > (uint64_t) (O.ready_timeout * 1e9);
+            if (all || stuck) {
+                tl->ready_at_run = r;
+                if (!all || r.ready < O.clients)
+                    report_missing (&r);
+                if (r.online == 0 || (!O.idle && r.senders == 0))
+                    break;
+                if (O.resume && ph == PH_CONNECT) {
+                    //  Everyone who logged in reconnects with its token.
+                    tl->t_resume = now_ns ();
+                    tl->resume_from = r.online;
+                    memset (&prev, 0, sizeof prev);
+                    last_change = now;
+                    set_phase (PH_RESUME);
+                    continue;
+                }
+                tl->p_run = procs_sample ();
+                tl->cpu_run = self_cpu_s ();
+                tl->t_run = now_ns ();
+                tl->ran = true;
+                set_phase (PH_RUN);
+                ph = PH_RUN;
+            }
+        }
+        else
+        if (ph == PH_RUN) {
+            bool time_up = O.duration > 0 && now - tl->t_run >= (uint64_t) (O.duration * 1e9);
+            if (O.idle) {
+                if (time_up || (O.expect && l.delivered >= O.expect * O.clients))
+                    break;
+            }
+            else
+            if (time_up || (O.messages && l.all_ack && l.active == 0)) {
+                tl->t_send_end = now;
+                drain_start = now;
+                set_phase (PH_DRAIN);
+                ph = PH_DRAIN;
+            }
+        }
+        else
+        if (ph == PH_DRAIN) {
+            if (l.delivered >= l.sent || now - drain_start >= (uint64_t) (O.drain * 1e9))
+                break;
+        }
+        if (!O.quiet && now - last_progress >= SEC) {
+            double dt = (double) (now - prev_t) / 1e9;
+            fprintf (stderr, "qmsbench: %6.1fs %-7s conn %" PRIu64 "/%u fail %" PRIu64 " online %" PRIu64
+                     " loginfail %" PRIu64 " sent %" PRIu64 " delivered %" PRIu64 " (%.0f/s)\n",
+                     (double) (now - tl->t0) / 1e9, phase_name (ph), l.conn_ok, O.clients, l.conn_fail,
+                     l.login_ok, l.login_fail, l.sent, l.delivered,
+                     dt > 0? (double) (l.delivered - prev_deliv) / dt: 0.0);
+            last_progress = now;
+            prev_deliv = l.delivered;
+            prev_t = now;
+        }
+    }
+    if (!tl->ran)
+        tl->ready_at_run = readiness_scan ();
+    if (!tl->t_send_end)
+        tl->t_send_end = now_ns ();
+    //  Measure the server with every connection still open.
+    tl->p_end = procs_sample ();
+    tl->cpu_end = self_cpu_s ();
+    tl->t_end = now_ns ();
+    for (uint32_t i = 0; i < O.clients; i++)
+        if (__atomic_load_n (&G_cl [i].online, __ATOMIC_ACQUIRE) && !__atomic_load_n (&G_cl [i].dead, __ATOMIC_ACQUIRE))
+            tl->held++;
+    set_phase (PH_STOP);
+    return 0;
+}
+
+static int
+setup (void)
+{
+    struct rlimit rl;
+    if (getrlimit (RLIMIT_NOFILE, &rl) == 0) {
+        rlim_t need = (rlim_t) O.clients + 64 + 2 * O.threads;
+        if (rl.rlim_cur < need) {
+            rl.rlim_cur = need < rl.rlim_max? need: rl.rlim_max;
+            setrlimit (RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur < need)
+            fprintf (stderr, "qmsbench: warning: open-file limit %lu is below the %lu needed\n",
+                     (unsigned long) rl.rlim_cur, (unsigned long) need);
+    }
+    G_rxbits = 4096;
+    while (G_rxbits < 4ull * O.window)
+        G_rxbits *= 2;
+    G_tsring = 64;
+    while (G_tsring < 2ull * O.window)
+        G_tsring *= 2;
+    void *mem = NULL;
+    if (posix_memalign (&mem, 64, sizeof (client_t) * O.clients))
+        return -1;
+    G_cl = mem;
+    memset (G_cl, 0, sizeof (client_t) * O.clients);
+    for (uint32_t i = 0; i < O.clients; i++) {
+        client_t *c = &G_cl [i];
+        c->fd = -1;
+        c->idx = i;
+        c->thread = (uint16_t) (i % O.threads);
+        c->tgt = O.to_prefix [0]? i: (i + 1) % O.clients;
+        c->src = O.to_prefix [0]? i: (i + O.clients - 1) % O.clients;
+    }
+    G_w = calloc (O.threads, sizeof (worker_t));
+    if (!G_w)
+        return -1;
+    for (uint32_t t = 0; t < O.threads; t++) {
+        worker_t *w = &G_w [t];
+        w->id = (int) t;
+        w->nmine = O.clients / O.threads + (t < O.clients % O.threads? 1: 0);
+        w->nmarkw = (w->nmine + 63) / 64;
+        w->marks = calloc (w->nmarkw, sizeof (uint64_t));
+        w->rcap = 2;
+        while (w->rcap < w->nmine + 1)
+            w->rcap *= 2;
+        w->ring = calloc (w->rcap, sizeof (uint32_t));
+        w->defer = calloc (w->nmine + 1, sizeof (uint32_t));
+        w->iscr = malloc (QB_SCRATCH);
+        w->oscr = malloc (QB_SCRATCH);
+        w->max_pending = (O.max_pending + O.threads - 1) / O.threads;
+        w->max_auth = (O.max_auth + O.threads - 1) / O.threads;
+        w->aq_cap = w->nmine + 1;
+        w->authq = calloc (w->aq_cap, sizeof (uint32_t));
+        w->trate = O.rate / O.threads;
+        w->crate = O.connect_rate / O.threads;
+        w->ctokens = 1.0;
+        w->clast = now_ns ();
+        if (RAND_bytes ((unsigned char *) &w->rng, sizeof w->rng) != 1 || !w->rng)
+            w->rng = 0x9E3779B97F4A7C15ull ^ (uint64_t) t;
+        w->lk_agent = -1;
+        if (!O.idle && (O.presence == PRES_NONE || O.to_prefix [0])) {
+            w->lk_state = calloc (O.clients, 1);
+            w->lkq_cap = O.clients + 1;
+            w->lkq = calloc (w->lkq_cap, sizeof (uint32_t));
+            w->lk_fly = calloc (QB_LOOKUP_BATCH * QB_LOOKUP_DEPTH, sizeof (uint32_t));
+            w->lk_retry = calloc (O.clients, sizeof (uint32_t));
+            if (!w->lk_state || !w->lkq || !w->lk_fly || !w->lk_retry)
+                return -1;
+        }
+        w->ep = epoll_create1 (EPOLL_CLOEXEC);
+        w->efd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (!w->marks || !w->ring || !w->defer || !w->authq || !w->iscr || !w->oscr || w->ep < 0 || w->efd < 0)
+            return -1;
+        struct epoll_event e = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
+        if (epoll_ctl (w->ep, EPOLL_CTL_ADD, w->efd, &e) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    stats_t s;
+    uint64_t lost, per_sender_min, per_sender_max, senders;
+} totals_t;
+
+static void
+merge_totals (totals_t *T)
+{
+    memset (T, 0, sizeof *T);
+    stats_t *s = &T->s;
+    for (uint32_t t = 0; t < O.threads; t++) {
+        stats_t *x = &G_w [t].st;
+        s->conn_ok += x->conn_ok; s->conn_fail += x->conn_fail;
+        s->login_ok += x->login_ok; s->login_fail += x->login_fail;
+        s->registered += x->registered; s->existing += x->existing;
+        s->sent += x->sent; s->delivered += x->delivered; s->dup += x->dup; s->late += x->late;
+        s->ooo += x->ooo; s->misrouted += x->misrouted; s->foreign += x->foreign;
+        s->sender_mismatch += x->sender_mismatch; s->stalls += x->stalls; s->reclaimed += x->reclaimed;
+        s->rejected += x->rejected; s->login_retries += x->login_retries;
+        s->userlists_skipped += x->userlists_skipped;
+        s->bytes_in += x->bytes_in; s->bytes_out += x->bytes_out; s->pings += x->pings;
+        s->srv_errors += x->srv_errors; s->invalid_user += x->invalid_user;
+        s->ack_stored += x->ack_stored; s->ack_delivered += x->ack_delivered;
+        s->ack_received += x->ack_received; s->ack_rejected += x->ack_rejected;
+        s->ack_unknown += x->ack_unknown; s->lookups += x->lookups;
+        s->lookup_names += x->lookup_names; s->lookup_retries += x->lookup_retries;
+        s->stored_rx += x->stored_rx; s->resume_ok += x->resume_ok; s->resume_fail += x->resume_fail;
+        if (x->first_resume && (!s->first_resume || x->first_resume < s->first_resume))
+            s->first_resume = x->first_resume;
+        if (x->last_resume > s->last_resume)
+            s->last_resume = x->last_resume;
+        if (x->first_rx && (!s->first_rx || x->first_rx < s->first_rx))
+            s->first_rx = x->first_rx;
+        hist_merge (&s->resume, &x->resume);
+        hist_merge (&s->drain, &x->drain);
+        if (x->first_start && (!s->first_start || x->first_start < s->first_start))
+            s->first_start = x->first_start;
+        if (x->last_online > s->last_online)
+            s->last_online = x->last_online;
+        if (x->last_delivery > s->last_delivery)
+            s->last_delivery = x->last_delivery;
+        if (x->last_send > s->last_send)
+            s->last_send = x->last_send;
+        hist_merge (&s->lat, &x->lat);
+        hist_merge (&s->login, &x->login);
+        errtab_merge (&s->srv_err, &x->srv_err);
+        errtab_merge (&s->conn_err, &x->conn_err);
+        for (int i = 0; i < QB_CLOSETAB && x->closes.count [i]; i++)
+            closetab_add (&s->closes, x->closes.code [i], x->closes.count [i]);
+        s->closes.other += x->closes.other;
+    }
+    errtab_sort (&s->srv_err);
+    errtab_sort (&s->conn_err);
+    //  Loss per sender: what it sent minus what its receiver got (new or late).
+    T->per_sender_min = UINT64_MAX;
+    for (uint32_t i = 0; i < O.clients; i++) {
+        client_t *c = &G_cl [i];
+        if (!c->sent)
+            continue;
+        client_t *r = &G_cl [c->tgt];
+        //  --to-prefix: the receivers are elsewhere; the acks tell.
+        uint64_t got = O.to_prefix [0]? c->acks: r->rx_unique + r->rx_late;
+        T->lost += c->sent > got? c->sent - got: 0;
+        T->senders++;
+        if (got < T->per_sender_min) T->per_sender_min = got;
+        if (got > T->per_sender_max) T->per_sender_max = got;
+    }
+    if (!T->senders)
+        T->per_sender_min = 0;
+}
+
+static double ms (double ns) { return ns / 1e6; }
+
+static cJSON *
+errtab_json (const errtab_t *t, int top)
+{
+    cJSON *a = cJSON_CreateArray ();
+    for (int i = 0; i < top && i < QB_ERRTAB && t->e [i].count; i++) {
+        cJSON *o = cJSON_CreateObject ();
+        cJSON_AddStringToObject (o, "text", t->e [i].text);
+        cJSON_AddNumberToObject (o, "count", (double) t->e [i].count);
+        cJSON_AddItemToArray (a, o);
+    }
+    uint64_t rest = errtab_total (t);
+    for (int i = 0; i < top && i < QB_ERRTAB && t->e [i].count; i++)
+        rest -= t->e [i].count;
+    if (rest) {
+        cJSON *o = cJSON_CreateObject ();
+        cJSON_AddStringToObject (o, "text", "(others)");
+        cJSON_AddNumberToObject (o, "count", (double) rest);
+        cJSON_AddItemToArray (a, o);
+    }
+    return a;
+}
+
+static void
+print_errtab (const char *label, const errtab_t *t)
+{
+    if (!errtab_total (t)) {
+        printf ("%-14s none\n", label);
+        return;
+    }
+    bool first = true;
+    for (int i = 0; i < 5 && i < QB_ERRTAB && t->e [i].count; i++) {
+        printf ("%-14s %10" PRIu64 "  %s\n", first? label: "", t->e [i].count, t->e [i].text);
+        first = false;
+    }
+    uint64_t rest = errtab_total (t);
+    for (int i = 0; i < 5 && i < QB_ERRTAB && t->e [i].count; i++)
+        rest -= t->e [i].count;
+    if (rest)
+        printf ("%-14s %10" PRIu64 "  (others)\n", "", rest);
+}
+
+static void
+report (const timeline_t *tl, const totals_t *T)
+{
+    const stats_t *s = &T->s;
+    const char *mode = O.expect? "expect-stored": O.resume? "resume": O.idle? "idle": O.messages? "messages": "duration";
+    //  --resume: reconnect + Authorize, from the first reconnect to the last answer.
+    double resume_s = s->last_resume > s->first_resume && s->first_resume? (double) (s->last_resume - s->first_resume) / 1e9: 0;
+    double r50 = ms (hist_quantile (&s->resume, 0.5)), r99 = ms (hist_quantile (&s->resume, 0.99)),
+           rmax = ms ((double) s->resume.max);
+    //  --expect-stored: from the first login attempt to the last message.
+    double drain_s = s->last_delivery > s->first_start && O.expect? (double) (s->last_delivery - s->first_start) / 1e9: 0;
+    double rx_s = s->last_delivery > s->first_rx && s->first_rx? (double) (s->last_delivery - s->first_rx) / 1e9: 0;
+    double d50 = ms (hist_quantile (&s->drain, 0.5)), d99 = ms (hist_quantile (&s->drain, 0.99)),
+           dmax = ms ((double) s->drain.max);
+    double total_s = (double) (tl->t_end - tl->t0) / 1e9;
+    double login_s = s->last_online > s->first_start? (double) (s->last_online - s->first_start) / 1e9: 0;
+    uint64_t t_last = s->last_delivery > tl->t_run? s->last_delivery: tl->t_send_end;
+    double interval = tl->ran && !O.idle && t_last > tl->t_run? (double) (t_last - tl->t_run) / 1e9: 0;
+    uint64_t t_send = s->last_send > tl->t_run? s->last_send: tl->t_send_end;
+    double send_s = tl->ran && t_send > tl->t_run? (double) (t_send - tl->t_run) / 1e9: 0;
+    //  Rates over less than a millisecond mean nothing (e.g. one burst).
+    double rate = interval >= 1e-3? (double) s->delivered / interval: 0;
+    double srate = send_s >= 1e-3? (double) s->sent / send_s: 0;
+    const hist_t *h = &s->lat;
+    double p50 = ms (hist_quantile (h, 0.50)), p90 = ms (hist_quantile (h, 0.90)),
+           p99 = ms (hist_quantile (h, 0.99)), p999 = ms (hist_quantile (h, 0.999)),
+           pmax = ms ((double) h->max), mean = h->count? ms ((double) h->sum / (double) h->count): 0;
+    const hist_t *lh = &s->login;
+    double l50 = ms (hist_quantile (lh, 0.5)), l99 = ms (hist_quantile (lh, 0.99)), lmax = ms ((double) lh->max);
+    double run_s = tl->ran? (double) (tl->t_end - tl->t_run) / 1e9: 0;
+    bool rss_ok = tl->p_end.ok;
+    uint64_t conns = tl->held;
+    double per_conn = rss_ok && conns? (double) tl->p_end.rss / (double) conns: 0;
+    double delta_conn = rss_ok && tl->p_start.ok && conns? ((double) tl->p_end.rss - (double) tl->p_start.rss) / (double) conns: 0;
+    double srv_cpu = rss_ok && tl->p_run.ok && tl->ran? tl->p_end.cpu - tl->p_run.cpu: 0;
+    double my_cpu = tl->ran? tl->cpu_end - tl->cpu_run: 0;
+    //  The connect/login phase, up to the start of the run (or the end).
+    double conn_s = (double) ((tl->ran? tl->t_run: tl->t_end) - tl->t0) / 1e9;
+    double my_conn_cpu = (tl->ran? tl->cpu_run: tl->cpu_end) - tl->cpu_start;
+    const procs_t *pe = tl->ran? &tl->p_run: &tl->p_end;
+    double srv_conn_cpu = pe->ok && tl->p_start.ok? pe->cpu - tl->p_start.cpu: 0;
+
+    if (!O.json_only) {
+        char rate_s [32];
+        if (O.rate > 0)
+            snprintf (rate_s, sizeof rate_s, "%.0f msg/s", O.rate);
+        else
+            snprintf (rate_s, sizeof rate_s, "unlimited");
+        printf ("\nqmsbench %s  ws://%s%s%s:%d%s  %u clients, %u thread%s, mode %s",
+                QB_VERSION, O.family == AF_INET6? "[": "", O.host, O.family == AF_INET6? "]": "",
+                O.port, O.path, O.clients, O.threads, O.threads > 1? "s": "", mode);
+        if (O.messages)
+            printf (" (%" PRIu64 " per client)", O.messages);
+        else
+            printf (" (%.1f s)", O.duration);
+        if (!O.idle)
+            printf (", window %u, rate %s, size %u B", O.window, rate_s, O.size);
+        printf ("\n");
+        printf ("%-14s ok %" PRIu64 "  failed %" PRIu64 "  not started %u  held at end %u\n", "connections",
+                s->conn_ok, s->conn_fail, tl->ready_at_run.not_started, tl->held);
+        printf ("%-14s ok %" PRIu64 " (registered %" PRIu64 ", existing %" PRIu64 ")  failed %" PRIu64
+                "  in %.3f s = %.1f logins/s  latency p50 %.1f p99 %.1f max %.1f ms\n", "logins",
+                s->login_ok, s->registered, s->existing, s->login_fail, login_s,
+                login_s > 0? (double) s->login_ok / login_s: 0, l50, l99, lmax);
+        if (s->login_retries)
+            printf ("%-14s %" PRIu64 " login retries after \"try again\" answers (see server errors)\n", "", s->login_retries);
+        printf ("%-14s %u of %u%s\n", "ready", tl->ready_at_run.ready, O.clients,
+                tl->ran? "": "  (did not start)");
+        if (!O.idle) {
+            printf ("%-14s sent %" PRIu64 "  delivered %" PRIu64 "  lost %" PRIu64 "  duplicated %" PRIu64
+                    "  late %" PRIu64 "  out-of-order %" PRIu64 "\n", "messages",
+                    s->sent, s->delivered, T->lost, s->dup, s->late, s->ooo);
+            printf ("%-14s of the lost: rejected by the server (error reply) %" PRIu64 ", silently dropped %" PRIu64 "%s\n", "",
+                    s->rejected, T->lost > s->rejected? T->lost - s->rejected: 0,
+                    tl->timed_out || tl->interrupted? " (no drain: includes messages still in flight)": "");
+            printf ("%-14s misrouted %" PRIu64 "  foreign %" PRIu64 "  sender-id mismatch %" PRIu64
+                    "  window stalls %" PRIu64 " (%" PRIu64 " presumed lost)\n", "",
+                    s->misrouted, s->foreign, s->sender_mismatch, s->stalls, s->reclaimed);
+            printf ("%-14s per sender delivered min %" PRIu64 " max %" PRIu64 " over %" PRIu64 " senders\n", "",
+                    T->per_sender_min, T->per_sender_max, T->senders);
+            printf ("%-14s %.0f msg/s delivered over %.3f s  (sent %.0f msg/s over %.3f s)\n", "throughput",
+                    rate, interval, srate, send_s);
+            printf ("%-14s p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  mean %.3f\n", "latency ms",
+                    p50, p90, p99, p999, pmax, mean);
+        }
+        if (s->lookups)
+            printf ("%-14s %" PRIu64 " UserLookupRequests for %" PRIu64 " names (%" PRIu64 " asked again: not registered yet)\n",
+                    "lookups", s->lookups, s->lookup_names, s->lookup_retries);
+        if (O.ids)
+            printf ("%-14s stored %" PRIu64 "  delivered %" PRIu64 "  received %" PRIu64 "  rejected %" PRIu64 "%s\n",
+                    "acks", s->ack_stored, s->ack_delivered, s->ack_received, s->ack_rejected,
+                    O.to_prefix [0]? "  (latency above: send -> ack)": "");
+        if (O.resume)
+            printf ("%-14s %" PRIu64 " of %u sessions resumed, %" PRIu64 " failed, in %.3f s = %.1f authorizations/s"
+                    "  latency p50 %.1f p99 %.1f max %.1f ms (reconnect + Authorize)\n", "resume",
+                    s->resume_ok, tl->resume_from, s->resume_fail, resume_s,
+                    resume_s > 0? (double) s->resume_ok / resume_s: 0, r50, r99, rmax);
+        if (O.expect)
+            printf ("%-14s %" PRIu64 " of %" PRIu64 " expected messages (%" PRIu64 " marked stored) in %.3f s from the"
+                    " first connect, %.0f msg/s while arriving;\n%-14s per client after its login answer: p50 %.1f p99 %.1f"
+                    " max %.1f ms (%" PRIu64 " clients complete)\n", "stored drain",
+                    s->delivered, O.expect * O.clients, s->stored_rx, drain_s,
+                    rx_s > 0? (double) s->delivered / rx_s: 0, "", d50, d99, dmax, s->drain.count);
+        if (O.npids) {
+            if (rss_ok)
+                printf ("%-14s %ld KiB total at end (%ld at start), %.1f KiB per connection (%.1f KiB growth per connection)\n",
+                        "server RSS", tl->p_end.rss, tl->p_start.rss, per_conn, delta_conn);
+            else
+                printf ("%-14s could not read /proc for every --pid (server gone?)\n", "server RSS");
+            if (rss_ok && run_s > 0)
+                printf ("%-14s %.2f s over %.2f s (%.0f%% of one core)\n", "server CPU", srv_cpu, run_s, 100.0 * srv_cpu / run_s);
+        }
+        if (run_s > 0)
+            printf ("%-14s %.2f s over %.2f s (%.0f%% of one core)\n", "bench CPU", my_cpu, run_s, 100.0 * my_cpu / run_s);
+        if (conn_s > 0) {
+            printf ("%-14s %.2f s: bench CPU %.2f s (%.0f%%)", "connect phase", conn_s, my_conn_cpu, 100.0 * my_conn_cpu / conn_s);
+            if (O.npids && rss_ok)
+                printf (", server CPU %.2f s (%.0f%%)", srv_conn_cpu, 100.0 * srv_conn_cpu / conn_s);
+            printf ("\n");
+        }
+        print_errtab ("server errors", &s->srv_err);
+        if (s->invalid_user)
+            printf ("%-14s the server said %" PRIu64 " times that a sender's session is not valid (event 3):\n"
+                    "%-14s those senders stopped, as the original client logs out\n", "hint", s->invalid_user, "");
+        if (s->rejected > s->invalid_user)
+            printf ("%-14s the server rejected %" PRIu64 " messages (see server errors); if it is a rate limit,\n"
+                    "%-14s these figures measure it: raise it on the server, or send at most that with --rate\n",
+                    "hint", s->rejected - s->invalid_user, "");
+        print_errtab ("conn failures", &s->conn_err);
+        if (s->closes.count [0]) {
+            printf ("%-14s", "closes");
+            for (int i = 0; i < QB_CLOSETAB && s->closes.count [i]; i++) {
+                int c = s->closes.code [i];
+                if (c > 0) printf (" code %d x%" PRIu64, c, s->closes.count [i]);
+                else printf (" %s x%" PRIu64, c == 0? "eof": "reset/error", s->closes.count [i]);
+            }
+            printf ("\n");
+        }
+        else
+            printf ("%-14s none\n", "closes");
+        printf ("%-14s %.3f s%s%s  (bytes in %" PRIu64 ", out %" PRIu64 ")\n", "duration", total_s,
+                tl->timed_out? "  TIMED OUT (--timeout)": "", tl->interrupted? "  INTERRUPTED": "",
+                s->bytes_in, s->bytes_out);
+    }
+
+    cJSON *j = cJSON_CreateObject ();
+    cJSON_AddStringToObject (j, "tool", "qmsbench");
+    cJSON_AddStringToObject (j, "version", QB_VERSION);
+    cJSON_AddStringToObject (j, "proto", O.proto);
+    cJSON_AddStringToObject (j, "mode", mode);
+    cJSON *cfg = cJSON_AddObjectToObject (j, "config");
+    cJSON_AddStringToObject (cfg, "host", O.host);
+    cJSON_AddNumberToObject (cfg, "port", O.port);
+    cJSON_AddStringToObject (cfg, "path", O.path);
+    cJSON_AddNumberToObject (cfg, "clients", O.clients);
+    cJSON_AddNumberToObject (cfg, "threads", O.threads);
+    cJSON_AddNumberToObject (cfg, "messages_per_client", (double) O.messages);
+    cJSON_AddNumberToObject (cfg, "duration_s", O.duration);
+    cJSON_AddNumberToObject (cfg, "window", O.window);
+    cJSON_AddNumberToObject (cfg, "rate", O.rate);
+    cJSON_AddNumberToObject (cfg, "size", O.size);
+    cJSON_AddNumberToObject (cfg, "source_addrs", O.nsrc);
+    cJSON *cn = cJSON_AddObjectToObject (j, "connections");
+    cJSON_AddNumberToObject (cn, "ok", (double) s->conn_ok);
+    cJSON_AddNumberToObject (cn, "failed", (double) s->conn_fail);
+    cJSON_AddNumberToObject (cn, "not_started", tl->ready_at_run.not_started);
+    cJSON_AddNumberToObject (cn, "held_at_end", tl->held);
+    cJSON *lg = cJSON_AddObjectToObject (j, "login");
+    cJSON_AddNumberToObject (lg, "ok", (double) s->login_ok);
+    cJSON_AddNumberToObject (lg, "failed", (double) s->login_fail);
+    cJSON_AddNumberToObject (lg, "registered", (double) s->registered);
+    cJSON_AddNumberToObject (lg, "existing", (double) s->existing);
+    cJSON_AddNumberToObject (lg, "retries", (double) s->login_retries);
+    cJSON_AddNumberToObject (lg, "seconds", login_s);
+    cJSON_AddNumberToObject (lg, "per_s", login_s > 0? (double) s->login_ok / login_s: 0);
+    cJSON_AddNumberToObject (lg, "latency_p50_ms", l50);
+    cJSON_AddNumberToObject (lg, "latency_p99_ms", l99);
+    cJSON_AddNumberToObject (lg, "latency_max_ms", lmax);
+    cJSON *rd = cJSON_AddObjectToObject (j, "ready");
+    cJSON_AddNumberToObject (rd, "ready", tl->ready_at_run.ready);
+    cJSON_AddNumberToObject (rd, "missing", O.clients - tl->ready_at_run.ready);
+    cJSON_AddBoolToObject (rd, "started", tl->ran);
+    if (!O.idle) {
+        cJSON *m = cJSON_AddObjectToObject (j, "messages");
+        cJSON_AddNumberToObject (m, "sent", (double) s->sent);
+        cJSON_AddNumberToObject (m, "delivered", (double) s->delivered);
+        cJSON_AddNumberToObject (m, "lost", (double) T->lost);
+        cJSON_AddNumberToObject (m, "rejected", (double) s->rejected);
+        cJSON_AddNumberToObject (m, "silently_lost", (double) (T->lost > s->rejected? T->lost - s->rejected: 0));
+        cJSON_AddBoolToObject (m, "drained", !(tl->timed_out || tl->interrupted));
+        cJSON_AddNumberToObject (m, "duplicated", (double) s->dup);
+        cJSON_AddNumberToObject (m, "late", (double) s->late);
+        cJSON_AddNumberToObject (m, "out_of_order", (double) s->ooo);
+        cJSON_AddNumberToObject (m, "misrouted", (double) s->misrouted);
+        cJSON_AddNumberToObject (m, "foreign", (double) s->foreign);
+        cJSON_AddNumberToObject (m, "sender_mismatch", (double) s->sender_mismatch);
+        cJSON_AddNumberToObject (m, "window_stalls", (double) s->stalls);
+        cJSON_AddNumberToObject (m, "presumed_lost_on_stall", (double) s->reclaimed);
+        cJSON_AddNumberToObject (m, "senders", (double) T->senders);
+        cJSON_AddNumberToObject (m, "per_sender_delivered_min", (double) T->per_sender_min);
+        cJSON_AddNumberToObject (m, "per_sender_delivered_max", (double) T->per_sender_max);
+        cJSON *tp = cJSON_AddObjectToObject (j, "throughput");
+        cJSON_AddNumberToObject (tp, "interval_s", interval);
+        cJSON_AddNumberToObject (tp, "delivered_per_s", rate);
+        cJSON_AddNumberToObject (tp, "send_interval_s", send_s);
+        cJSON_AddNumberToObject (tp, "sent_per_s", srate);
+        cJSON *lt = cJSON_AddObjectToObject (j, "latency_ms");
+        cJSON_AddNumberToObject (lt, "p50", p50);
+        cJSON_AddNumberToObject (lt, "p90", p90);
+        cJSON_AddNumberToObject (lt, "p99", p99);
+        cJSON_AddNumberToObject (lt, "p999", p999);
+        cJSON_AddNumberToObject (lt, "max", pmax);
+        cJSON_AddNumberToObject (lt, "mean", mean);
+        cJSON_AddNumberToObject (lt, "count", (double) h->count);
+    }
+    cJSON_AddStringToObject (cfg, "presence", g_nats? "n/a": s_presence_name [O.presence]);
+    if (O.nports > 1) {
+        cJSON *pa = cJSON_AddArrayToObject (cfg, "ports");
+        for (int i = 0; i < O.nports; i++)
+            cJSON_AddItemToArray (pa, cJSON_CreateNumber (O.ports [i]));
+    }
+    if (O.to_prefix [0])
+        cJSON_AddStringToObject (cfg, "to_prefix", O.to_prefix);
+    cJSON_AddBoolToObject (cfg, "ids", O.ids);
+    if (s->lookups) {
+        cJSON *lk = cJSON_AddObjectToObject (j, "lookups");
+        cJSON_AddNumberToObject (lk, "requests", (double) s->lookups);
+        cJSON_AddNumberToObject (lk, "names", (double) s->lookup_names);
+        cJSON_AddNumberToObject (lk, "retries", (double) s->lookup_retries);
+    }
+    if (O.ids) {
+        cJSON *ak = cJSON_AddObjectToObject (j, "acks");
+        cJSON_AddNumberToObject (ak, "stored", (double) s->ack_stored);
+        cJSON_AddNumberToObject (ak, "delivered", (double) s->ack_delivered);
+        cJSON_AddNumberToObject (ak, "received", (double) s->ack_received);
+        cJSON_AddNumberToObject (ak, "rejected", (double) s->ack_rejected);
+        cJSON_AddBoolToObject (ak, "latency_is_send_to_ack", O.to_prefix [0] != 0);
+    }
+    if (O.resume) {
+        cJSON *rs = cJSON_AddObjectToObject (j, "resume");
+        cJSON_AddNumberToObject (rs, "sessions", tl->resume_from);
+        cJSON_AddNumberToObject (rs, "ok", (double) s->resume_ok);
+        cJSON_AddNumberToObject (rs, "failed", (double) s->resume_fail);
+        cJSON_AddNumberToObject (rs, "seconds", resume_s);
+        cJSON_AddNumberToObject (rs, "per_s", resume_s > 0? (double) s->resume_ok / resume_s: 0);
+        cJSON_AddNumberToObject (rs, "latency_p50_ms", r50);
+        cJSON_AddNumberToObject (rs, "latency_p99_ms", r99);
+        cJSON_AddNumberToObject (rs, "latency_max_ms", rmax);
+    }
+    if (O.expect) {
+        cJSON *ex = cJSON_AddObjectToObject (j, "stored_drain");
+        cJSON_AddNumberToObject (ex, "expected", (double) (O.expect * O.clients));
+        cJSON_AddNumberToObject (ex, "received", (double) s->delivered);
+        cJSON_AddNumberToObject (ex, "marked_stored", (double) s->stored_rx);
+        cJSON_AddNumberToObject (ex, "seconds_from_first_connect", drain_s);
+        cJSON_AddNumberToObject (ex, "per_s_while_arriving", rx_s > 0? (double) s->delivered / rx_s: 0);
+        cJSON_AddNumberToObject (ex, "clients_complete", (double) s->drain.count);
+        cJSON_AddNumberToObject (ex, "per_client_p50_ms", d50);
+        cJSON_AddNumberToObject (ex, "per_client_p99_ms", d99);
+        cJSON_AddNumberToObject (ex, "per_client_max_ms", dmax);
+    }
+    if (O.npids) {
+        cJSON *sv = cJSON_AddObjectToObject (j, "server");
+        cJSON *pa = cJSON_AddArrayToObject (sv, "pids");
+        for (int i = 0; i < O.npids; i++)
+            cJSON_AddItemToArray (pa, cJSON_CreateNumber (O.pids [i]));
+        cJSON_AddBoolToObject (sv, "sampled", rss_ok);
+        cJSON_AddNumberToObject (sv, "rss_kib", rss_ok? (double) tl->p_end.rss: 0);
+        cJSON_AddNumberToObject (sv, "rss_start_kib", tl->p_start.ok? (double) tl->p_start.rss: 0);
+        cJSON_AddNumberToObject (sv, "rss_per_connection_kib", per_conn);
+        cJSON_AddNumberToObject (sv, "rss_growth_per_connection_kib", delta_conn);
+        cJSON_AddNumberToObject (sv, "cpu_s", srv_cpu);
+        cJSON_AddNumberToObject (sv, "connect_phase_cpu_s", srv_conn_cpu);
+    }
+    cJSON *bc = cJSON_AddObjectToObject (j, "bench");
+    cJSON_AddNumberToObject (bc, "cpu_s", my_cpu);
+    cJSON_AddNumberToObject (bc, "run_s", run_s);
+    cJSON_AddNumberToObject (bc, "connect_phase_s", conn_s);
+    cJSON_AddNumberToObject (bc, "connect_phase_cpu_s", my_conn_cpu);
+    cJSON_AddNumberToObject (bc, "bytes_in", (double) s->bytes_in);
+    cJSON_AddNumberToObject (bc, "bytes_out", (double) s->bytes_out);
+    cJSON_AddNumberToObject (bc, "userlists_skipped", (double) s->userlists_skipped);
+    cJSON_AddNumberToObject (j, "server_errors_total", (double) errtab_total (&s->srv_err));
+    cJSON_AddNumberToObject (j, "invalid_session_events", (double) s->invalid_user);
+    cJSON_AddItemToObject (j, "errors", errtab_json (&s->srv_err, 5));
+    cJSON_AddItemToObject (j, "connection_failures", errtab_json (&s->conn_err, 5));
+    cJSON *cl = cJSON_AddObjectToObject (j, "closes");
+    for (int i = 0; i < QB_CLOSETAB && s->closes.count [i]; i++) {
+        char k [16];
+        int c = s->closes.code [i];
+        if (c > 0) snprintf (k, sizeof k, "%d", c);
+        else snprintf (k, sizeof k, "%s", c == 0? "eof": "error");
+        cJSON_AddNumberToObject (cl, k, (double) s->closes.count [i]);
+    }
+    cJSON_AddNumberToObject (j, "duration_s", total_s);
+    cJSON_AddBoolToObject (j, "timed_out", tl->timed_out);
+    cJSON_AddBoolToObject (j, "interrupted", tl->interrupted);
+    char *out = cJSON_PrintUnformatted (j);
+    if (out)
+        printf ("RESULT %s\n", out);
+    fflush (stdout);
+    free (out);
+    cJSON_Delete (j);
+}
+
+static void
+cleanup (void)
+{
+    for (uint32_t i = 0; G_cl && i < O.clients; i++) {
+        client_t *c = &G_cl [i];
+        free (c->in);
+        free (c->out);
+        free (c->frag);
+        free (c->tmpl);
+        free (c->rx_bits);
+        free (c->sent_ts);
+    }
+    free (G_cl);
+    for (uint32_t t = 0; G_w && t < O.threads; t++) {
+        worker_t *w = &G_w [t];
+        free (w->marks);
+        free (w->ring);
+        free (w->defer);
+        free (w->authq);
+        free (w->iscr);
+        free (w->oscr);
+        free (w->lk_state);
+        free (w->lkq);
+        free (w->lk_fly);
+        free (w->lk_retry);
+        if (w->ep >= 0) close (w->ep);
+        if (w->efd >= 0) close (w->efd);
+    }
+    free (G_w);
+}
+
+int
+main (int argc, char **argv)
+{
+    if (parse_opts (argc, argv))
+        return 2;
+    for (int i = 0; i < O.npids; i++)
+        if (proc_rss_kib (O.pids [i]) < 0) {
+            fprintf (stderr, "qmsbench: --pid %d: cannot read /proc/%d/status\n", O.pids [i], O.pids [i]);
+            return 2;
+        }
+    struct sigaction sa;
+    memset (&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction (SIGINT, &sa, NULL);
+    sigaction (SIGTERM, &sa, NULL);
+    signal (SIGPIPE, SIG_IGN);
+    if (setup ()) {
+        fprintf (stderr, "qmsbench: set-up failed (out of memory or descriptors)\n");
+        cleanup ();
+        return 1;
+    }
+    timeline_t tl;
+    memset (&tl, 0, sizeof tl);
+    tl.p_start = procs_sample ();
+    tl.cpu_start = self_cpu_s ();
+    tl.t0 = now_ns ();
+    uint32_t started = 0;
+    for (uint32_t t = 0; t < O.threads; t++) {
+        if (pthread_create (&G_w [t].th, NULL, worker_main, &G_w [t]) != 0)
+            break;
+        started++;
+    }
+    if (started < O.threads) {
+        fprintf (stderr, "qmsbench: could not start threads\n");
+        set_phase (PH_STOP);
+        for (uint32_t t = 0; t < started; t++)
+            pthread_join (G_w [t].th, NULL);
+        cleanup ();
+        return 1;
+    }
+    run_main_loop (&tl);
+    for (uint32_t t = 0; t < O.threads; t++)
+        pthread_join (G_w [t].th, NULL);
+    totals_t T;
+    merge_totals (&T);
+    report (&tl, &T);
+    int rc = T.s.conn_ok == 0? 1: 0;
+    cleanup ();
+    return rc;
+}

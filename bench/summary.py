@@ -1,0 +1,559 @@
+#!/usr/bin/env python3
+"""Helpers of scripts/bench for qmsbench RESULT lines (JSON).
+
+  summary.py append RESULTS.jsonl SCENARIO SYSTEM LABEL LOADAVG COMMAND JSON
+  summary.py line JSON                 one-line digest on stdout
+  summary.py check RESULTS.jsonl       --quick: exit 1 if anything failed or was lost
+  summary.py drop RESULTS.jsonl a,b    remove the records of these scenarios
+  summary.py report RESULTS.jsonl OUT.md DOCDIR
+      writes the generated part of OUT.md (between the markers below; the
+      rest of the file is kept) and DOCDIR/latency.png (gnuplot)
+"""
+import json
+import os
+import subprocess
+import sys
+
+BEGIN = "<!-- bench:generated:begin (scripts/bench rewrites this part) -->"
+END = "<!-- bench:generated:end -->"
+
+
+def g(r, path, default=0):
+    """r["a"]["b"] for path "a.b", or default."""
+    for k in path.split("."):
+        if not isinstance(r, dict) or k not in r:
+            return default
+        r = r[k]
+    return r
+
+
+def append(path, scen, system, label, load, cmd, text):
+    try:
+        r = json.loads(text) if text.strip() else {}
+    except ValueError:
+        r = {"unparsed": text[:200]}
+    rec = {"scenario": scen, "system": system, "label": label, "loadavg": load}
+    if cmd:
+        rec["command"] = cmd
+    rec.update(r)
+    with open(path, "a") as f:
+        f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+
+def digest(r):
+    if not r:
+        return "no result"
+    parts = ["%s %s" % (r.get("proto", "?"), r.get("mode", "?")),
+             "conn %d/%d" % (g(r, "connections.ok"), g(r, "config.clients")),
+             "login %d" % g(r, "login.ok")]
+    if "messages" in r:
+        parts.append("delivered %d lost %d" % (g(r, "messages.delivered"), g(r, "messages.lost")))
+        parts.append("%.0f msg/s" % g(r, "throughput.delivered_per_s"))
+        parts.append("p99 %.3f ms" % g(r, "latency_ms.p99"))
+    if "resume" in r:
+        parts.append("resumed %d (%.0f/s)" % (g(r, "resume.ok"), g(r, "resume.per_s")))
+    if "stored_drain" in r:
+        parts.append("drained %d/%d in %.2f s" % (g(r, "stored_drain.received"), g(r, "stored_drain.expected"),
+                                                  g(r, "stored_drain.seconds_from_first_connect")))
+    if "server" in r:
+        parts.append("server RSS %.1f KiB/conn" % g(r, "server.rss_per_connection_kib"))
+    parts.append("bench CPU %.0f%%" % (100 * g(r, "bench.cpu_s") / g(r, "bench.run_s", 1) if g(r, "bench.run_s") else 0))
+    return ", ".join(parts)
+
+
+def load(path):
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                out.append(json.loads(line))
+    return out
+
+
+def problems(r):
+    """What went wrong in one run (empty: nothing)."""
+    p = []
+    if "tool" not in r:
+        return ["no RESULT"]
+    n = g(r, "config.clients")
+    if g(r, "connections.failed"):
+        p.append("%d connections failed" % g(r, "connections.failed"))
+    if g(r, "login.failed"):
+        p.append("%d logins failed" % g(r, "login.failed"))
+    if g(r, "ready.missing"):
+        p.append("%d clients not ready" % g(r, "ready.missing"))
+    if g(r, "connections.held_at_end") < n and r.get("mode") != "expect-stored":
+        p.append("%d of %d connections held at the end" % (g(r, "connections.held_at_end"), n))
+    if "messages" in r:
+        m = r["messages"]
+        if not m.get("sent"):
+            p.append("nothing sent")
+        for k in ("lost", "duplicated", "misrouted", "foreign", "sender_mismatch"):
+            if m.get(k):
+                p.append("%s %d" % (k, m[k]))
+    if g(r, "acks.rejected"):
+        p.append("%d acks rejected" % g(r, "acks.rejected"))
+    if "resume" in r and (g(r, "resume.failed") or g(r, "resume.ok") < g(r, "resume.sessions")):
+        p.append("resumed %d of %d" % (g(r, "resume.ok"), g(r, "resume.sessions")))
+    if "stored_drain" in r and g(r, "stored_drain.received") < g(r, "stored_drain.expected"):
+        p.append("drained %d of %d" % (g(r, "stored_drain.received"), g(r, "stored_drain.expected")))
+    if r.get("timed_out"):
+        p.append("timed out")
+    if r.get("server_errors_total"):
+        p.append("%d server errors: %s" % (r["server_errors_total"], r.get("errors")))
+    return p
+
+
+def check(path):
+    recs = [r for r in load(path) if r.get("scenario") == "quick"]
+    passed = failed = 0
+    for r in recs:
+        p = problems(r)
+        print("%-10s %s %s" % (r["label"], "FAIL" if p else "ok  ", "; ".join(p) if p else digest(r)))
+        if p:
+            failed += 1
+        else:
+            passed += 1
+    if not recs:
+        failed = 1
+    print("bench quick: %d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+# --- the report --------------------------------------------------------------
+
+def f0(x):
+    return "{:,.0f}".format(x)
+
+
+def f1(x):
+    return "{:,.1f}".format(x)
+
+
+def f2(x):
+    return "{:,.2f}".format(x)
+
+
+def f3(x):
+    return "{:,.3f}".format(x)
+
+
+def load1(r):
+    la = r.get("loadavg", "")
+    if isinstance(la, list):
+        la = " ".join(la)
+    return la.split(" ")[0] if la else "?"
+
+
+def cpu_pct(r, who):
+    run = g(r, "bench.run_s")
+    return 100.0 * g(r, who + ".cpu_s") / run if run else 0.0
+
+
+def ratio(a, b):
+    return "%.2f" % (a / b) if b else "-"
+
+
+class Report:
+    def __init__(self, recs):
+        self.recs = recs
+        self.lines = []
+
+    def w(self, s=""):
+        self.lines.append(s)
+
+    def runs(self, scen, system, label):
+        return [r for r in self.recs if r.get("scenario") == scen and r.get("system") == system
+                and r.get("label") == label and "tool" in r]
+
+    def best(self, scen, system, label, key, low=False):
+        rs = self.runs(scen, system, label)
+        if not rs:
+            return None
+        return sorted(rs, key=lambda r: g(r, key), reverse=not low)[0]
+
+    def notes(self, scen, label):
+        return [r for r in self.recs if r.get("scenario") == scen and r.get("label") == label and "tool" not in r]
+
+
+def render(recs, docdir, results_name):
+    R = Report(recs)
+    w = R.w
+    meta = next((r for r in recs if r.get("scenario") == "meta"), {})
+    targets = []   # (target, figure, met, note)
+
+    w(BEGIN)
+    w()
+    w("## Machine and versions")
+    w()
+    w("| | |")
+    w("|---|---|")
+    w("| date | %s |" % meta.get("date", "?"))
+    w("| CPU | %s × `nproc` = %s |" % (meta.get("cpu", "?"), meta.get("nproc", "?")))
+    w("| kernel | %s |" % meta.get("kernel", "?"))
+    w("| load at start | `%s` |" % meta.get("uptime", "?"))
+    w("| our server | commit %s (%s files changed in the work tree), Release (-O2), %s, libwebsockets %s, CZMQ %s, libzmq %s |"
+      % (meta.get("commit", "?"), meta.get("dirty", "?"), meta.get("gcc", "?"), meta.get("lws", "?"),
+         meta.get("czmq", "?"), meta.get("zmq", "?")))
+    w("| NATS | %s (Debian package), WebSocket listener, no TLS |" % meta.get("nats", "?"))
+    w("| descriptors per process | %s |" % meta.get("fdmax", "?"))
+    w()
+    w("`free -h`:")
+    w()
+    w("```")
+    w(meta.get("free", "?"))
+    w("```")
+    w()
+    w("Raw RESULT lines of this run: [`bench/%s`](bench/%s) (one JSON object per run, with the "
+      "scenario, the exact command and the load average when it started)." % (results_name, results_name))
+    w()
+
+    # (a) throughput
+    if R.runs("a", "ours", "1000 clients") or R.runs("a", "ours", "100 clients"):
+        w("## (a) Throughput: as fast as the windows allow (window 16, 64-byte messages, 10 s)")
+        w()
+        w("Best of two runs each, alternating ours/NATS. *Delivered* counts each message once, at the receiver.")
+        w()
+        w("| clients | ours msg/s | NATS msg/s | ours/NATS | lost (ours/NATS) | p99 ms (ours/NATS) | server CPU % (ours/NATS) | bench CPU % | load1 |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for n in (1000, 100):
+            o = R.best("a", "ours", "%d clients" % n, "throughput.delivered_per_s")
+            t = R.best("a", "nats", "%d clients" % n, "throughput.delivered_per_s")
+            if not o:
+                continue
+            od, td = g(o, "throughput.delivered_per_s"), g(t, "throughput.delivered_per_s") if t else 0
+            w("| %d | %s | %s | %s | %d / %s | %s / %s | %.0f / %s | %.0f / %s | %s / %s |" % (
+                n, f0(od), f0(td) if t else "-", ratio(od, td), g(o, "messages.lost"),
+                g(t, "messages.lost") if t else "-", f2(g(o, "latency_ms.p99")), f2(g(t, "latency_ms.p99")) if t else "-",
+                cpu_pct(o, "server"), "%.0f" % cpu_pct(t, "server") if t else "-",
+                cpu_pct(o, "bench"), "%.0f" % cpu_pct(t, "bench") if t else "-", load1(o), load1(t) if t else "-"))
+            lost_any = sum(g(r, "messages.lost") for r in R.runs("a", "ours", "%d clients" % n))
+            if n == 1000:
+                targets.append(("(a) ≥ 100,000 delivered msg/s with no loss (1,000 clients)", f0(od) + " msg/s, lost %d" % lost_any,
+                                od >= 100000 and lost_any == 0, "%+.0f%%" % (100 * (od / 100000 - 1))))
+            if t:
+                targets.append(("(a) ours ≥ NATS at %d clients" % n, "%s vs %s msg/s" % (f0(od), f0(td)),
+                                od >= td, "ours/NATS = %s" % ratio(od, td)))
+        w()
+        w("All runs:")
+        w()
+        w("| clients | system | delivered msg/s | lost | p50 / p99 ms | server CPU % | bench CPU % | load1 |")
+        w("|---|---|---|---|---|---|---|---|")
+        for n in (1000, 100):
+            for s in ("ours", "nats"):
+                for r in R.runs("a", s, "%d clients" % n):
+                    w("| %d | %s | %s | %d | %s / %s | %.0f | %.0f | %s |" % (
+                        n, s, f0(g(r, "throughput.delivered_per_s")), g(r, "messages.lost"),
+                        f2(g(r, "latency_ms.p50")), f2(g(r, "latency_ms.p99")), cpu_pct(r, "server"),
+                        cpu_pct(r, "bench"), load1(r)))
+        w()
+
+    # (b) latency
+    rates = (10000, 20000, 50000)
+    if any(R.runs("b", "ours", "%d msg/s" % x) for x in rates):
+        w("## (b) Latency at fixed offered load (1,000 clients)")
+        w()
+        w("One-way latency (sender's clock to receiver's, same process, CLOCK_MONOTONIC). "
+          "Best of two = the run with the lower p99. Chart: [`bench/latency.png`](bench/latency.png).")
+        w()
+        w("| offered msg/s | system | achieved msg/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | lost | server CPU % | load1 |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        dat = []
+        for x in rates:
+            row = [x / 1000.0]
+            for s in ("ours", "nats"):
+                r = R.best("b", s, "%d msg/s" % x, "latency_ms.p99", low=True)
+                if not r:
+                    row += [float("nan")] * 4
+                    continue
+                w("| %s | %s | %s | %s | %s | %s | %s | %s | %d | %.0f | %s |" % (
+                    f0(x), s, f0(g(r, "throughput.delivered_per_s")), f3(g(r, "latency_ms.p50")),
+                    f3(g(r, "latency_ms.p90")), f3(g(r, "latency_ms.p99")), f3(g(r, "latency_ms.p999")),
+                    f2(g(r, "latency_ms.max")), g(r, "messages.lost"), cpu_pct(r, "server"), load1(r)))
+                row += [g(r, "latency_ms.p50"), g(r, "latency_ms.p90"), g(r, "latency_ms.p99"), g(r, "latency_ms.p999")]
+            dat.append(row)
+        o = R.best("b", "ours", "20000 msg/s", "latency_ms.p99", low=True)
+        t = R.best("b", "nats", "20000 msg/s", "latency_ms.p99", low=True)
+        if o:
+            p99 = g(o, "latency_ms.p99")
+            targets.append(("(b) p99 ≤ 5 ms at 20k msg/s", "%s ms (NATS %s ms)" % (f3(p99), f3(g(t, "latency_ms.p99")) if t else "-"),
+                            p99 <= 5.0, "%.1fx the bound" % (p99 / 5.0)))
+        w()
+        chart(dat, docdir)
+
+    # (c) capacity
+    cap = [r for r in recs if r.get("scenario") == "c" and "tool" not in r and "rss_kib" in r]
+    if cap:
+        w("## (c) Capacity: idle logged-in connections")
+        w()
+        w("Connections counted with `ss` (established, server side) while every bench process held its share; "
+          "RSS summed over the server processes named. The capacity runs use `--argon2-memory 256 "
+          "--argon2-iterations 1` (benchmark-only) so that 100,000 registrations take minutes, not hours.")
+        w()
+        w("| system | connections | server RSS | KiB per connection | all server processes, KiB per connection | load1 | waited s |")
+        w("|---|---|---|---|---|---|---|")
+        best = {}
+        for r in cap:
+            n = r.get("connections_established", 0)
+            per = r["rss_kib"] / n if n else 0
+            per_all = r.get("rss_all_server_kib", 0) / n if n else 0
+            best[r["label"]] = (n, per, per_all)
+            w("| %s %s | %s | %s MiB | %s | %s | %s | %s |" % (
+                r["system"], r["label"], f0(n), f1(r["rss_kib"] / 1024.0), f2(per), f2(per_all), load1(r),
+                r.get("load_wait_s", "?")))
+        w()
+        w("Per bench process (its own view; RSS of the process it was given):")
+        w()
+        w("| system | run | held | logins/s | login p99 ms | failed | server RSS KiB/conn | growth KiB/conn |")
+        w("|---|---|---|---|---|---|---|---|")
+        for r in [r for r in recs if r.get("scenario") == "c" and "tool" in r]:
+            w("| %s | %s | %s | %s | %s | %d | %s | %s |" % (
+                r["system"], r["label"], f0(g(r, "connections.held_at_end")), f0(g(r, "login.per_s")),
+                f0(g(r, "login.latency_p99_ms")), g(r, "connections.failed") + g(r, "login.failed"),
+                f2(g(r, "server.rss_per_connection_kib")), f2(g(r, "server.rss_growth_per_connection_kib"))))
+        w()
+        cl = [v for k, v in best.items() if k.startswith("cluster")]
+        one = [v for k, v in best.items() if k.startswith("all-in-one")]
+        nat = [v for k, v in best.items() if k.startswith("one process")]
+        if cl:
+            n, per, per_all = cl[0]
+            targets.append(("(c) 100,000 connections at ≤ 8 KiB server RSS each", "%s connections, %s KiB each (gateways; %s with router/store/auth)"
+                            % (f0(n), f2(per), f2(per_all)), n >= 100000 and per_all <= 8.0,
+                            "%.0f%% of the connections, %.1fx the memory bound" % (100.0 * n / 100000, per_all / 8.0)))
+        if one and nat:
+            targets.append(("(c) ≤ 0.5× NATS's RSS per connection (one process each, same count)",
+                            "%s vs %s KiB" % (f2(one[0][1]), f2(nat[0][1])), one[0][1] <= 0.5 * nat[0][1],
+                            "ours/NATS = %s" % ratio(one[0][1], nat[0][1])))
+
+    # (d) logins and resume
+    if R.runs("d", "ours", "login 1000 (Argon2id defaults)") or R.runs("d", "ours", "resume 10000"):
+        w("## (d) Logins (Argon2id defaults) and session resume")
+        w()
+        w("Register and login hash the password with Argon2id (19 MiB, 2 passes: about 18 ms per hash per core), "
+          "on the auth actor's 2 worker threads, so on 2 cores logins are KDF-bound near 100/s: "
+          "that is the design, not a fault. A resume (`AuthorizeRequest` with the session token, on a new "
+          "connection: TCP, WebSocket upgrade, Authorize) hashes nothing.")
+        w()
+        w("| what | ok | failed | seconds | per s | latency p50 / p99 ms | retries | load1 |")
+        w("|---|---|---|---|---|---|---|---|")
+        for lab in ("register 1000 (Argon2id defaults)", "login 1000 (Argon2id defaults)",
+                    "register 10000 (Argon2id defaults)", "login 10000 (Argon2id defaults)"):
+            for r in R.runs("d", "ours", lab):
+                w("| ours: %s | %s | %d | %s | %s | %s / %s | %d | %s |" % (
+                    lab, f0(g(r, "login.ok")), g(r, "login.failed") + g(r, "connections.failed"), f2(g(r, "login.seconds")),
+                    f1(g(r, "login.per_s")), f0(g(r, "login.latency_p50_ms")), f0(g(r, "login.latency_p99_ms")),
+                    g(r, "login.retries"), load1(r)))
+        for r in R.runs("d", "ours", "resume 10000"):
+            w("| ours: resume 10000 (reconnect + Authorize) | %s | %d | %s | %s | %s / %s | - | %s |" % (
+                f0(g(r, "resume.ok")), g(r, "resume.failed"), f3(g(r, "resume.seconds")), f0(g(r, "resume.per_s")),
+                f1(g(r, "resume.latency_p50_ms")), f1(g(r, "resume.latency_p99_ms")), load1(r)))
+        for r in R.runs("d", "nats", "connect 10000"):
+            w("| NATS: connect 10000 (CONNECT, SUB, PING/PONG) | %s | %d | %s | %s | %s / %s | - | %s |" % (
+                f0(g(r, "login.ok")), g(r, "login.failed") + g(r, "connections.failed"), f3(g(r, "login.seconds")),
+                f0(g(r, "login.per_s")), f1(g(r, "login.latency_p50_ms")), f1(g(r, "login.latency_p99_ms")), load1(r)))
+        w()
+        rb = R.best("d", "ours", "resume 10000", "resume.per_s")
+        if rb:
+            x = g(rb, "resume.per_s")
+            targets.append(("(d) ≥ 10,000 authorizations/s", f0(x) + "/s (10,000 sessions)", x >= 10000,
+                            "%.0f%% of the target" % (100 * x / 10000)))
+        lb = R.best("d", "ours", "login 1000 (Argon2id defaults)", "login.per_s")
+        rg = R.best("d", "ours", "register 1000 (Argon2id defaults)", "login.per_s")
+        if lb:
+            worst = max(g(lb, "login.seconds"), g(rg, "login.seconds") if rg else 0)
+            targets.append(("(d) 1,000 clients logged in within 30 s, Argon2id defaults",
+                            "login %s s, register %s s" % (f1(g(lb, "login.seconds")), f1(g(rg, "login.seconds")) if rg else "-"),
+                            worst <= 30 and not g(lb, "login.failed"), "%.0f%% of the budget" % (100 * worst / 30)))
+
+    # (e) cluster
+    if R.runs("e", "ours", "1 gateway"):
+        w("## (e) Cluster: throughput vs gateways (1,000 clients, window 16)")
+        w()
+        w("`scripts/local-cluster`: store, auth, router and N gateway processes on loopback. With 2 gateways "
+          "client *i* connects to gateway *i % 2*, so every message crosses from one gateway to the other "
+          "through the router. Server CPU is summed over the gateways, router, store and auth.")
+        w()
+        w("| gateways | delivered msg/s | lost | p50 / p99 ms | server CPU % | bench CPU % | load1 |")
+        w("|---|---|---|---|---|---|---|")
+        for lab in ("1 gateway", "2 gateways"):
+            r = R.best("e", "ours", lab, "throughput.delivered_per_s")
+            if r:
+                w("| %s | %s | %d | %s / %s | %.0f | %.0f | %s |" % (
+                    lab, f0(g(r, "throughput.delivered_per_s")), g(r, "messages.lost"), f2(g(r, "latency_ms.p50")),
+                    f2(g(r, "latency_ms.p99")), cpu_pct(r, "server"), cpu_pct(r, "bench"), load1(r)))
+        a = R.best("a", "ours", "1000 clients", "throughput.delivered_per_s")
+        if a:
+            w("| all-in-one (a) | %s | %d | %s / %s | %.0f | %.0f | %s |" % (
+                f0(g(a, "throughput.delivered_per_s")), g(a, "messages.lost"), f2(g(a, "latency_ms.p50")),
+                f2(g(a, "latency_ms.p99")), cpu_pct(a, "server"), cpu_pct(a, "bench"), load1(a)))
+        w()
+
+    # (f) ping-pong
+    if R.runs("f", "ours", "ping-pong"):
+        w("## (f) Ping-pong: 100 clients, one message in flight each")
+        w()
+        w("| system | delivered msg/s | one-way p50 ms | p90 | p99 | p99.9 | max | server CPU % | load1 |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        o = R.best("f", "ours", "ping-pong", "latency_ms.p99", low=True)
+        t = R.best("f", "nats", "ping-pong", "latency_ms.p99", low=True)
+        for s, r in (("ours", o), ("nats", t)):
+            if r:
+                w("| %s | %s | %s | %s | %s | %s | %s | %.0f | %s |" % (
+                    s, f0(g(r, "throughput.delivered_per_s")), f3(g(r, "latency_ms.p50")), f3(g(r, "latency_ms.p90")),
+                    f3(g(r, "latency_ms.p99")), f3(g(r, "latency_ms.p999")), f2(g(r, "latency_ms.max")),
+                    cpu_pct(r, "server"), load1(r)))
+        w()
+        if o:
+            p99 = g(o, "latency_ms.p99")
+            targets.append(("(f) ping-pong one-way p99 ≤ 2 ms", "%s ms (NATS %s ms)" % (f3(p99), f3(g(t, "latency_ms.p99")) if t else "-"),
+                            p99 <= 2.0, "%.1fx the bound" % (p99 / 2.0)))
+            if t:
+                od = max(g(r, "throughput.delivered_per_s") for r in R.runs("f", "ours", "ping-pong"))
+                td = max(g(r, "throughput.delivered_per_s") for r in R.runs("f", "nats", "ping-pong"))
+                targets.append(("(f) ping-pong rate: ours ≥ NATS", "%s vs %s msg/s" % (f0(od), f0(td)), od >= td,
+                                "ours/NATS = %s" % ratio(od, td)))
+
+    # (g) store-and-forward
+    if R.runs("g", "ours", "store 100x1000"):
+        w("## (g) Store-and-forward (ours only: NATS core has no store)")
+        w()
+        w("Messages with ids to registered users who are offline: each is committed to SQLite (fsynced) before "
+          "its `stored` ack; the sender's window (16) is credited by the acks, latency = send → ack. Then the "
+          "recipients log in and the stored messages follow the login answer.")
+        w()
+        w("| step | messages | seconds | msg/s | latency p50 / p99 ms | problems | load1 |")
+        w("|---|---|---|---|---|---|---|")
+        for run in ("1", "2"):
+            for lab in ("store 100x1000", "drain 100x1000", "store 1x10000", "drain 1x10000"):
+                rs = [r for r in R.recs if r.get("scenario") == "g" and r.get("label") == lab and "tool" in r
+                      and (r.get("config", {}).get("to_prefix", "") .startswith("g" + run)
+                           or str(r.get("command", "")).find("--prefix g%s" % run) >= 0)]
+                for r in rs:
+                    p = "; ".join(problems(r)) or "none"
+                    if lab.startswith("store"):
+                        w("| run %s: %s (acks: %d stored) | %s | %s | %s | %s / %s | %s | %s |" % (
+                            run, lab, g(r, "acks.stored"), f0(g(r, "messages.sent")),
+                            f2(g(r, "throughput.interval_s")), f0(g(r, "throughput.delivered_per_s")),
+                            f1(g(r, "latency_ms.p50")), f1(g(r, "latency_ms.p99")), p, load1(r)))
+                    else:
+                        w("| run %s: %s (login to last message; per client p50/p99) | %s | %s | %s | %s / %s | %s | %s |" % (
+                            run, lab, f0(g(r, "stored_drain.received")),
+                            f2(g(r, "stored_drain.seconds_from_first_connect")),
+                            f0(g(r, "stored_drain.per_s_while_arriving")), f0(g(r, "stored_drain.per_client_p50_ms")),
+                            f0(g(r, "stored_drain.per_client_p99_ms")), p, load1(r)))
+        w()
+
+    # targets
+    if targets:
+        w("## Targets")
+        w()
+        w("| target | measured | met? | by how much |")
+        w("|---|---|---|---|")
+        for name, fig, met, how in targets:
+            w("| %s | %s | %s | %s |" % (name, fig, "**met**" if met else "**missed**", how))
+        w()
+
+    # commands
+    w("## Commands, exactly as run")
+    w()
+    w("Servers (fresh data folder in a temporary directory for each):")
+    w()
+    w("```")
+    seen = set()
+    for r in recs:
+        if "tool" not in r and r.get("command") and r["command"] not in seen and r.get("label", "").startswith(("server", "cluster")):
+            seen.add(r["command"])
+            w(r["command"])
+    w("```")
+    w()
+    w("Load (one line per run, in order):")
+    w()
+    w("```")
+    for r in recs:
+        if r.get("command") and r["command"].startswith("qmsbench"):
+            w("(%s) %s" % (r.get("scenario"), r["command"]))
+    w("```")
+    w()
+    w(END)
+    return "\n".join(R.lines) + "\n"
+
+
+def chart(dat, docdir):
+    if not dat:
+        return
+    path = os.path.join(docdir, "latency.dat")
+    with open(path, "w") as f:
+        f.write("# offered_kmsg_s ours_p50 ours_p90 ours_p99 ours_p999 nats_p50 nats_p90 nats_p99 nats_p999\n")
+        for row in dat:
+            f.write(" ".join("%g" % v for v in row) + "\n")
+    png = os.path.join(docdir, "latency.png")
+    script = """
+set terminal pngcairo size 900,560 font "sans,10"
+set output '%s'
+set title "One-way latency vs offered load, 1,000 clients (ours: solid, NATS: dashed)"
+set xlabel "offered load (thousand msg/s)"
+set ylabel "latency (ms, log scale)"
+set logscale y
+set grid
+set key outside right
+set xtics (10, 20, 50)
+plot '%s' u 1:2 w lp lw 2 lc 1 pt 7 t 'ours p50', \\
+     '' u 1:3 w lp lw 2 lc 2 pt 7 t 'ours p90', \\
+     '' u 1:4 w lp lw 2 lc 3 pt 7 t 'ours p99', \\
+     '' u 1:5 w lp lw 2 lc 4 pt 7 t 'ours p99.9', \\
+     '' u 1:6 w lp lw 2 dt 2 lc 1 pt 6 t 'NATS p50', \\
+     '' u 1:7 w lp lw 2 dt 2 lc 2 pt 6 t 'NATS p90', \\
+     '' u 1:8 w lp lw 2 dt 2 lc 3 pt 6 t 'NATS p99', \\
+     '' u 1:9 w lp lw 2 dt 2 lc 4 pt 6 t 'NATS p99.9'
+""" % (png, path)
+    try:
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print("summary: gnuplot failed: %s" % e, file=sys.stderr)
+    finally:
+        os.unlink(path)
+
+
+def report(path, out, docdir):
+    recs = load(path)
+    gen = render(recs, docdir, os.path.basename(path))
+    head, tail = "# Benchmarks\n\nWritten by `scripts/bench`; the analysis outside the generated part is by hand.\n\n", ""
+    if os.path.exists(out):
+        text = open(out).read()
+        if BEGIN in text and END in text:
+            head = text[:text.index(BEGIN)]
+            tail = text[text.index(END) + len(END) + 1:]
+        else:
+            head = text.rstrip("\n") + "\n\n"
+    with open(out, "w") as f:
+        f.write(head + gen + tail)
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[1] == "append" and len(argv) == 9:
+        append(*argv[2:9])
+        return 0
+    if len(argv) == 4 and argv[1] == "drop":
+        keep = [r for r in load(argv[2]) if r.get("scenario") not in argv[3].split(",")]
+        with open(argv[2], "w") as f:
+            for r in keep:
+                f.write(json.dumps(r, separators=(",", ":")) + "\n")
+        return 0
+    if len(argv) == 3 and argv[1] == "line":
+        try:
+            print(digest(json.loads(argv[2])))
+        except ValueError:
+            print("unparsable RESULT")
+        return 0
+    if len(argv) == 3 and argv[1] == "check":
+        return check(argv[2])
+    if len(argv) == 5 and argv[1] == "report":
+        report(argv[2], argv[3], argv[4])
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
