@@ -180,7 +180,8 @@ class Report:
 def render(recs, docdir, results_name):
     R = Report(recs)
     w = R.w
-    meta = next((r for r in recs if r.get("scenario") == "meta"), {})
+    metas = [r for r in recs if r.get("scenario") == "meta"]
+    meta = metas[-1] if metas else {}
     targets = []   # (target, figure, met, note)
 
     w(BEGIN)
@@ -199,6 +200,14 @@ def render(recs, docdir, results_name):
     w("| NATS | %s (Debian package), WebSocket listener, no TLS |" % meta.get("nats", "?"))
     w("| descriptors per process | %s |" % meta.get("fdmax", "?"))
     w()
+    if len(metas) > 1 or (meta and meta.get("scenarios")):
+        w("Runs of `scripts/bench` whose figures are below (a later `--only` run replaces its scenarios):")
+        w()
+        for m in metas:
+            w("- %s: scenarios %s, commit %s (%s files changed), load at start `%s`" % (
+                m.get("date", "?"), m.get("scenarios", "all"), m.get("commit", "?"), m.get("dirty", "?"),
+                m.get("uptime", "?").split("load average: ")[-1]))
+        w()
     w("`free -h`:")
     w()
     w("```")
@@ -238,15 +247,20 @@ def render(recs, docdir, results_name):
         w()
         w("All runs:")
         w()
-        w("| clients | system | delivered msg/s | lost | p50 / p99 ms | server CPU % | bench CPU % | load1 |")
-        w("|---|---|---|---|---|---|---|---|")
-        for n in (1000, 100):
+        w("| clients | system | delivered msg/s | lost | p50 / p99 ms | server CPU % | bench CPU % | load1 | connect phase s | MB to the bench |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        for lab in ("1000 clients", "100 clients", "1000 clients, presence full"):
             for s in ("ours", "nats"):
-                for r in R.runs("a", s, "%d clients" % n):
-                    w("| %d | %s | %s | %d | %s / %s | %.0f | %.0f | %s |" % (
-                        n, s, f0(g(r, "throughput.delivered_per_s")), g(r, "messages.lost"),
+                for r in R.runs("a", s, lab):
+                    w("| %s | %s | %s | %d | %s / %s | %.0f | %.0f | %s | %s | %s |" % (
+                        lab.replace(" clients", ""), s, f0(g(r, "throughput.delivered_per_s")), g(r, "messages.lost"),
                         f2(g(r, "latency_ms.p50")), f2(g(r, "latency_ms.p99")), cpu_pct(r, "server"),
-                        cpu_pct(r, "bench"), load1(r)))
+                        cpu_pct(r, "bench"), load1(r), f1(g(r, "bench.connect_phase_s")),
+                        f0(g(r, "bench.bytes_in") / 1e6)))
+        w()
+        w("The connect phase of ours includes registering or logging in with Argon2id (defaults); NATS has no "
+          "login. *MB to the bench*: bytes the server sent over the whole run (a MessageEvent carries the "
+          "sender's id, a message id and a timestamp: about 200 bytes for a 64-byte message; NATS's MSG about 90).")
         w()
 
     # (b) latency
@@ -462,7 +476,8 @@ def render(recs, docdir, results_name):
     w("```")
     seen = set()
     for r in recs:
-        if "tool" not in r and r.get("command") and r["command"] not in seen and r.get("label", "").startswith(("server", "cluster")):
+        if ("tool" not in r and r.get("command") and r["command"] not in seen
+                and not r["command"].startswith("qmsbench")):
             seen.add(r["command"])
             w(r["command"])
     w("```")

@@ -984,7 +984,8 @@ handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
     conn->bound = true;
     bool login = rec->num == QMS_BOUND_LOGIN;
     if (login) {
-        const qms_buf_t *list = users_json (self);
+        /*  The whole list is encoded only for clients that get it. */
+        const qms_buf_t *list = conn->presence == PROTO_PRESENCE_NONE ? NULL : users_json (self);
         qms_buf_t mine;
         qms_buf_init (&mine);
         if (conn->presence == PROTO_PRESENCE_NONE) {
