@@ -890,6 +890,7 @@ held_release (router_t *self, session_t *t)
             rec.s [1] = h->message;
             rec.s [2] = msg_id;
             gw_emit (self, t->gw, &rec);
+            self->m.delivered++;
             session_t *sender = find_by_id (self, h->sender);
             if (h->client_id.len) {
                 send_ack (self, h->sender_gw, h->sender_conn, QMS_ACK_DELIVERED, h->client_id, msg_id, h->time, NULL);
