@@ -602,6 +602,18 @@ handle_login (gateway_t *self, conn_t *conn, const proto_request_t *req)
     to_auth (self, &rec);
 }
 
+/*  A request's token as the router takes it.  The fast path: the token this
+    connection is bound to needs no hashing and no lookup by token in the
+    router, so it goes as an empty string; any other goes as its SHA-256. */
+static qms_str_t
+token_ref (conn_t *conn, qms_str_t token, char *hash)
+{
+    if (conn->bound && qms_ct_equal (token.ptr, token.len, conn->token, conn->token_len))
+        return qms_str ("");
+    qms_sha256_hex (token.ptr, token.len, hash);
+    return qms_str (hash);
+}
+
 /*  Tokens we issue are always QMS_TOKEN_CHARS long; anything else can be
     answered at once without asking anyone. */
 static bool
@@ -674,44 +686,22 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
             rec.s [0] = qms_str (hash);
             to_router (self, &rec);
             break;
-        case QMS_REQ_RECEIPT: {
-            /*  One record per id; the fast path as for messages. */
-            bool fast = conn->bound && qms_ct_equal (req.token.ptr, req.token.len, conn->token, conn->token_len);
-            if (!fast)
-                qms_sha256_hex (req.token.ptr, req.token.len, hash);
-            rec.type = QMS_RT_RECEIPT;
-            rec.s [0] = qms_str (fast ? "" : hash);
+        case QMS_REQ_RECEIPT:
+        case QMS_REQ_USER_LOOKUP:
+            /*  One record per message id or name. */
+            rec.type = req.action == QMS_REQ_RECEIPT ? QMS_RT_RECEIPT : QMS_RT_LOOKUP;
+            rec.s [0] = token_ref (conn, req.token, hash);
             for (size_t i = 0; i < proto_receipt_count (&req); i++) {
                 rec.s [1] = proto_receipt_id (&req, i);
                 to_router (self, &rec);
             }
             break;
-        }
-        case QMS_REQ_USER_LOOKUP: {
-            bool fast = conn->bound && qms_ct_equal (req.token.ptr, req.token.len, conn->token, conn->token_len);
-            if (!fast)
-                qms_sha256_hex (req.token.ptr, req.token.len, hash);
-            rec.type = QMS_RT_LOOKUP;
-            rec.s [0] = qms_str (fast ? "" : hash);
-            for (size_t i = 0; i < proto_receipt_count (&req); i++) {
-                rec.s [1] = proto_receipt_id (&req, i);
-                to_router (self, &rec);
-            }
-            break;
-        }
         case QMS_REQ_MESSAGE:
             rec.type = QMS_RT_MESSAGE;
             rec.s [0] = req.target;
             rec.s [1] = req.message;
             rec.s [3] = req.client_id;
-            /*  The fast path: the token this connection is bound to needs
-                no hashing and no lookup by token in the router. */
-            if (conn->bound && qms_ct_equal (req.token.ptr, req.token.len, conn->token, conn->token_len))
-                rec.s [2] = qms_str ("");
-            else {
-                qms_sha256_hex (req.token.ptr, req.token.len, hash);
-                rec.s [2] = qms_str (hash);
-            }
+            rec.s [2] = token_ref (conn, req.token, hash);
             to_router (self, &rec);
             break;
     }
