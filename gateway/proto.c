@@ -476,12 +476,12 @@ proto_users_begin (qms_buf_t *out)
     return APPEND_LIT (out, "[");
 }
 
-int
-proto_users_add (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey)
+/*  "id":…,"name":…,"publicKey":…} : the fields of a user, for lists and
+    for join changes alike. */
+static int
+append_user (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey)
 {
-    bool first = out->len > 0 && out->data [out->len - 1] == '[';
-    if ((!first && APPEND_LIT (out, ","))
-    ||  APPEND_LIT (out, "{\"id\":")
+    if (APPEND_LIT (out, "\"id\":")
     ||  proto_escape (out, id.ptr, id.len)
     ||  APPEND_LIT (out, ",\"name\":")
     ||  proto_escape (out, name.ptr, name.len)
@@ -493,16 +493,22 @@ proto_users_add (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey)
 }
 
 int
+proto_users_add (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey)
+{
+    bool first = out->len > 0 && out->data [out->len - 1] == '[';
+    if ((!first && APPEND_LIT (out, ","))
+    ||  APPEND_LIT (out, "{")
+    ||  append_user (out, id, name, pubkey))
+        return -1;
+    return 0;
+}
+
+int
 proto_change_join (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey)
 {
     if ((out->len && APPEND_LIT (out, ","))
-    ||  APPEND_LIT (out, "{\"op\":\"join\",\"id\":")
-    ||  proto_escape (out, id.ptr, id.len)
-    ||  APPEND_LIT (out, ",\"name\":")
-    ||  proto_escape (out, name.ptr, name.len)
-    ||  APPEND_LIT (out, ",\"publicKey\":")
-    ||  proto_escape (out, pubkey.ptr, pubkey.len)
-    ||  APPEND_LIT (out, "}"))
+    ||  APPEND_LIT (out, "{\"op\":\"join\",")
+    ||  append_user (out, id, name, pubkey))
         return -1;
     return 0;
 }

@@ -180,8 +180,10 @@ class Cluster:
 class ClusterCase(QmsTestCase):
     """Starts a cluster for the test; dumps its logs if the test failed."""
 
-    def cluster(self, gateways=2, shared_port=False):
-        c = Cluster(gateways, shared_port)
+    def cluster(self, gateways=2, shared_port=False, make=None):
+        """make: a function returning an unstarted Cluster (default: a
+        Cluster of `gateways` gateways)."""
+        c = make() if make else Cluster(gateways, shared_port)
         failed_before = self._failures()
 
         def finish():

@@ -406,26 +406,7 @@ class ClusterFaultCase(ClusterCase):
             self.problems.append(text)
 
     def fault_cluster(self):
-        c = FaultCluster()
-        failed_before = self._failures()
-
-        def finish():
-            try:
-                for name in reversed(list(c.procs)):
-                    if c.procs[name].poll() is None:
-                        c.stop(name)
-                c.check_logs()
-            finally:
-                if self._failures() > failed_before:
-                    c.dump()
-                c.cleanup()
-        self.addCleanup(finish)
-        try:
-            c.start_all()
-        except BaseException:
-            c.dump()
-            raise
-        return c
+        return self.cluster(make=FaultCluster)
 
     def user(self, c, gateway, prefix="user"):
         client = Client(c.chat_port(gateway), uniq(prefix), password=PASSWORD)
