@@ -6,6 +6,7 @@
 #include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void
@@ -80,23 +81,32 @@ parse_login (cJSON *doc, proto_request_t *req)
         set_error (req, QMS_EV_LOGIN, "Field 'pubKey' is too long (at most 16384 bytes).");
 }
 
+/*  rc is what get_string said of "token". */
 static bool
-parse_token (cJSON *doc, proto_request_t *req)
+check_token (proto_request_t *req, int rc)
 {
-    if (get_string (doc, "token", &req->token) != 1 || req->token.len == 0
-    ||  req->token.len > PROTO_MAX_TOKEN) {
+    if (rc != 1 || req->token.len == 0 || req->token.len > PROTO_MAX_TOKEN) {
         req->status = PROTO_INVALID_USER;
         return false;
     }
     return true;
 }
 
-static void
-parse_message (cJSON *doc, proto_request_t *req)
+static bool
+parse_token (cJSON *doc, proto_request_t *req)
 {
-    if (!parse_token (doc, req))
+    return check_token (req, get_string (doc, "token", &req->token));
+}
+
+/*  The rules of a MessageRequest, once its fields are read; each rc is what
+    get_string says of that field (1 a string, 0 absent, -1 another type).
+    Both readers (cJSON's DOM and the one-pass scanner) end here. */
+static void
+check_message (proto_request_t *req, int token_rc, int target_rc, int message_rc, int id_rc)
+{
+    if (!check_token (req, token_rc))
         return;
-    int rc = get_string (doc, "target", &req->target);
+    int rc = target_rc;
     if (rc != 1 || req->target.len == 0) {
         set_error (req, QMS_EV_MESSAGE, rc < 0 ? "Field 'target' must be a string."
                                                : "Field 'target' is missing.");
@@ -106,19 +116,136 @@ parse_message (cJSON *doc, proto_request_t *req)
         set_error (req, QMS_EV_MESSAGE, "Field 'target' is too long (a user id).");
         return;
     }
-    rc = get_string (doc, "message", &req->message);
+    rc = message_rc;
     if (rc != 1) {
         set_error (req, QMS_EV_MESSAGE, rc < 0 ? "Field 'message' must be a string."
                                                : "Field 'message' is missing.");
         return;
     }
-    rc = get_string (doc, "id", &req->client_id);
+    rc = id_rc;
     if (rc < 0 || (rc == 1 && (req->client_id.len == 0 || req->client_id.len > PROTO_MAX_CLIENT_ID))) {
         set_error (req, QMS_EV_MESSAGE, "Field 'id' must be a string of 1 to 64 characters.");
         return;
     }
     if (req->message.len > PROTO_MAX_MESSAGE)
         set_error (req, QMS_EV_MESSAGE, "Field 'message' is too long (at most 65536 bytes).");
+}
+
+static void
+parse_message (cJSON *doc, proto_request_t *req)
+{
+    int token_rc = get_string (doc, "token", &req->token);
+    int target_rc = get_string (doc, "target", &req->target);
+    int message_rc = get_string (doc, "message", &req->message);
+    int id_rc = get_string (doc, "id", &req->client_id);
+    check_message (req, token_rc, target_rc, message_rc, id_rc);
+}
+
+/*  The hot path.  A MessageRequest as clients send it (one flat object
+    whose values are strings without escapes, or integers) is read here in
+    one pass, with no DOM and no allocation: its strings point into the
+    frame.  Anything else (escapes, control bytes, nesting, other kinds of
+    value, a known key twice, other actions) returns false and is read by
+    cJSON instead, so that both readers give the same answer to every input
+    (proto_test and fuzz_proto compare them). */
+#define SKIP_WS(p, end) while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++
+
+/*  A string without escapes or control bytes at *pp (on its opening quote);
+    false for anything else. */
+static bool
+scan_plain_string (const char **pp, const char *end, qms_str_t *out)
+{
+    const char *p = *pp + 1, *start = p;
+    while (p < end && *p != '"') {
+        if (*p == '\\' || (unsigned char) *p < 0x20)
+            return false;
+        p++;
+    }
+    if (p == end || p - start > UINT32_MAX)
+        return false;
+    out->ptr = start;
+    out->len = (uint32_t) (p - start);
+    *pp = p + 1;
+    return true;
+}
+
+static bool
+parse_fast (const char *data, size_t len, proto_request_t *req)
+{
+    enum { F_TOKEN, F_TARGET, F_MESSAGE, F_ID, F_COUNT };
+    static const struct { const char *name; size_t len; } keys [F_COUNT] = {
+        { "token", 5 }, { "target", 6 }, { "message", 7 }, { "id", 2 }
+    };
+    qms_str_t field [F_COUNT] = { { 0 } };
+    bool seen [F_COUNT] = { false };
+    long action = -1;
+    const char *p = data, *end = data + len;
+    SKIP_WS (p, end);
+    if (p == end || *p++ != '{')
+        return false;
+    for (;;) {
+        qms_str_t key, text = { 0 };
+        long number = -1;
+        SKIP_WS (p, end);
+        if (p == end || *p != '"' || !scan_plain_string (&p, end, &key))
+            return false;
+        SKIP_WS (p, end);
+        if (p == end || *p++ != ':')
+            return false;
+        SKIP_WS (p, end);
+        if (p < end && *p == '"') {
+            if (!scan_plain_string (&p, end, &text))
+                return false;
+        }
+        else
+        if (p < end && *p >= '0' && *p <= '9') {
+            /*  A small integer in JSON's spelling: no leading zero, no
+                fraction, no exponent (those go the long way). */
+            const char *digits = p;
+            number = 0;
+            while (p < end && *p >= '0' && *p <= '9' && p - digits < 9)
+                number = number * 10 + (*p++ - '0');
+            if ((*digits == '0' && p - digits > 1)
+            ||  (p < end && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E')))
+                return false;
+        }
+        else
+            return false;
+        if (key.len == 6 && memcmp (key.ptr, "action", 6) == 0) {
+            if (action >= 0 || number < 0)
+                return false;
+            action = number;
+        }
+        else
+            for (int i = 0; i < F_COUNT; i++)
+                if (key.len == keys [i].len && memcmp (key.ptr, keys [i].name, key.len) == 0) {
+                    if (seen [i] || number >= 0)
+                        return false;
+                    seen [i] = true;
+                    field [i] = text;
+                    break;
+                }
+        SKIP_WS (p, end);
+        if (p < end && *p == ',') {
+            p++;
+            continue;
+        }
+        if (p < end && *p == '}') {
+            p++;
+            break;
+        }
+        return false;
+    }
+    SKIP_WS (p, end);
+    if (p != end || action != QMS_REQ_MESSAGE)
+        return false;
+    req->action = QMS_REQ_MESSAGE;
+    req->token = field [F_TOKEN];
+    req->target = field [F_TARGET];
+    req->message = field [F_MESSAGE];
+    req->client_id = field [F_ID];
+    check_message (req, seen [F_TOKEN], seen [F_TARGET], seen [F_MESSAGE], seen [F_ID]);
+    return true;
 }
 
 /*  True if a JSON string in data contains the escape \u0000.  cJSON keeps
@@ -232,6 +359,16 @@ proto_parse (const char *data, size_t len, proto_request_t *req)
     memset (req, 0, sizeof *req);
     req->action = -1;
     req->error_event = -1;
+    if (!parse_fast (data, len, req))
+        proto_parse_dom (data, len, req);
+}
+
+void
+proto_parse_dom (const char *data, size_t len, proto_request_t *req)
+{
+    memset (req, 0, sizeof *req);
+    req->action = -1;
+    req->error_event = -1;
     /*  A NUL byte is never valid JSON text, and cJSON would stop at it. */
     if (memchr (data, 0, len)) {
         set_error (req, -1, "Not valid JSON.");
@@ -297,6 +434,30 @@ proto_parse (const char *data, size_t len, proto_request_t *req)
             parse_lookup (doc, req);
             break;
     }
+}
+
+static bool
+str_same (qms_str_t a, qms_str_t b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp (a.ptr, b.ptr, a.len) == 0);
+}
+
+bool
+proto_request_same (const proto_request_t *a, const proto_request_t *b)
+{
+    if (a->status != b->status || a->action != b->action || a->error_event != b->error_event
+    ||  (!a->error != !b->error) || (a->error && strcmp (a->error, b->error) != 0)
+    ||  a->receipts != b->receipts || a->presence != b->presence
+    ||  proto_receipt_count (a) != proto_receipt_count (b))
+        return false;
+    const qms_str_t *sa [] = { &a->name, &a->password, &a->pubkey, &a->token, &a->target,
+                               &a->message, &a->client_id };
+    const qms_str_t *sb [] = { &b->name, &b->password, &b->pubkey, &b->token, &b->target,
+                               &b->message, &b->client_id };
+    for (size_t i = 0; i < sizeof sa / sizeof sa [0]; i++)
+        if (!str_same (*sa [i], *sb [i]))
+            return false;
+    return true;
 }
 
 void
@@ -629,6 +790,67 @@ proto_test (bool verbose)
     if (verbose)
         printf (" * proto: ");
     proto_request_t req = { 0 };
+
+    /*  The one-pass reader of MessageRequests and cJSON's DOM agree,
+        whichever of them takes the input. */
+    const char *both [] = {
+        "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"hi\"}",
+        " {\"message\" : \"hi\" ,\"target\":\"u\",\n\"action\":3,\"token\":\"t\",\"id\":\"c\"} \r\n",
+        "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"\",\"extra\":12,\"x\":\"y\"}",
+        "{\"action\":3,\"token\":\"\",\"target\":\"u\",\"message\":\"m\"}",
+        "{\"action\":3,\"token\":\"t\",\"target\":\"\",\"message\":\"m\"}",
+        "{\"action\":3,\"token\":\"t\",\"message\":\"m\"}",
+        "{\"action\":3,\"token\":\"t\",\"target\":\"u\"}",
+        "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\",\"id\":\"\"}",
+        "{\"action\":3,\"target\":\"u\",\"message\":\"m\"}",
+        "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\",\"target\":\"v\"}",
+        "{\"action\":3,\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\"}",
+        "{\"action\":03,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\"}",
+        "{\"action\":3.0,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\"}",
+        "{\"action\":3e0,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\"}",
+        "{\"action\":30000000000,\"token\":\"t\"}",
+        "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\"} x",
+        "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\",}",
+        "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"m\"",
+        "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"a\\\"b\"}",
+        "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"a\tb\"}",
+        "{\"action\":3,\"token\":7,\"target\":\"u\",\"message\":\"m\"}",
+        "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":[\"m\"]}",
+        "{\"action\":2,\"token\":\"t\"}", "{\"action\":3}", "{}", "{\"action\":3,}", "",
+        NULL
+    };
+    for (int i = 0; both [i]; i++) {
+        proto_request_t fast, dom;
+        proto_parse (both [i], strlen (both [i]), &fast);
+        proto_parse_dom (both [i], strlen (both [i]), &dom);
+        if (!proto_request_same (&fast, &dom)) {
+            fprintf (stderr, "\nthe two readers differ on: %s\n", both [i]);
+            assert (false);
+        }
+        proto_request_free (&fast);
+        proto_request_free (&dom);
+    }
+    /*  And the one-pass reader really takes the plain ones (no DOM). */
+    proto_parse (both [1], strlen (both [1]), &req);
+    assert (req.doc == NULL && req.status == PROTO_OK && qms_str_eq (req.client_id, "c"));
+    assert (req.message.len == 2 && memcmp (req.message.ptr, "hi", 2) == 0);
+    proto_parse (both [18], strlen (both [18]), &req);
+    assert (req.doc != NULL && req.status == PROTO_OK);
+    proto_request_free (&req);
+    const char long_message [] = "{\"action\":3,\"token\":\"t\",\"target\":\"u\",\"message\":\"";
+    size_t long_len = sizeof long_message - 1 + PROTO_MAX_MESSAGE + 1 + 2;
+    char *too_long = malloc (long_len);
+    assert (too_long);
+    memcpy (too_long, long_message, sizeof long_message - 1);
+    memset (too_long + sizeof long_message - 1, 'x', PROTO_MAX_MESSAGE + 1);
+    memcpy (too_long + long_len - 2, "\"}", 2);
+    proto_parse (too_long, long_len, &req);
+    assert (req.doc == NULL && req.status == PROTO_ERROR && strstr (req.error, "too long"));
+    proto_request_t dom;
+    proto_parse_dom (too_long, long_len, &dom);
+    assert (proto_request_same (&req, &dom));
+    proto_request_free (&dom);
+    free (too_long);
 
     parse_str ("{\"action\":1,\"name\":\"alice\",\"password\":\"pw\",\"pubKey\":\"K\"}", &req);
     assert (req.status == PROTO_OK && req.action == QMS_REQ_REGISTER);

@@ -1,9 +1,11 @@
 /*  proto.h - client JSON in, client JSON out.
 
     Each client frame is parsed once, here, into a proto_request_t whose
-    strings point into the parsed document.  Outgoing events are written
-    straight into a buffer from templates (no JSON DOM): their shapes are
-    fixed, only the strings vary, and those are escaped by proto_escape.
+    strings point into the parsed document, or for a plain MessageRequest
+    into the frame itself (not NUL-terminated: use the lengths).  Outgoing
+    events are written straight into a buffer from templates (no JSON DOM):
+    their shapes are fixed, only the strings vary, and those are escaped by
+    proto_escape.
 */
 #ifndef PROTO_H_INCLUDED
 #define PROTO_H_INCLUDED
@@ -54,6 +56,12 @@ typedef struct {
 
 /*  Parse one text frame.  Always fills req; free with proto_request_free. */
 void proto_parse (const char *data, size_t len, proto_request_t *req);
+/*  Whether two parses say the same: status, action, error and every field
+    (by content). */
+bool proto_request_same (const proto_request_t *a, const proto_request_t *b);
+/*  The same with cJSON only, never the one-pass reader that proto_parse
+    tries first for MessageRequests: for tests that compare the two. */
+void proto_parse_dom (const char *data, size_t len, proto_request_t *req);
 void proto_request_free (proto_request_t *req);
 
 /*  Append a JSON string literal (with quotes) for s to out. */
