@@ -569,9 +569,8 @@ heartbeat (gateway_t *self)
 /*  Client requests. */
 
 static bool
-rate_allowed (gateway_t *self, conn_t *conn)
+rate_allowed (gateway_t *self, conn_t *conn, uint64_t now)
 {
-    uint64_t now = qms_mono_ms ();
     double rate = self->cfg->rate_messages, burst = self->cfg->rate_burst;
     if (conn->bucket_ms == 0)
         conn->bucket = burst;
@@ -626,7 +625,8 @@ static void
 handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
 {
     self->m.bytes_in += len;
-    if (!rate_allowed (self, conn)) {
+    uint64_t now = qms_mono_ms ();     /* one clock read per request */
+    if (!rate_allowed (self, conn, now)) {
         self->m.rate_limited++;
         char text [96];
         snprintf (text, sizeof text, "Rate limit exceeded: at most %d requests per second.",
@@ -644,7 +644,8 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
         self->m.requests [req.action]++;
     if (req.status == PROTO_ERROR && req.error_event < 0)
         self->m.malformed++;
-    if (req.status == PROTO_OK && (!router_alive (self) || (login && !auth_alive (self)))) {
+    if (req.status == PROTO_OK
+    &&  (now - self->router_seen >= PEER_TIMEOUT_MS || (login && !auth_alive (self)))) {
         /*  An actor it needs is gone: say so now rather than let it wait. */
         int event = login ? QMS_EV_LOGIN : req.action == QMS_REQ_AUTHORIZE ? QMS_EV_AUTHORIZATION
                   : req.action == QMS_REQ_MESSAGE ? QMS_EV_MESSAGE : -1;
@@ -2361,12 +2362,15 @@ gateway_test (bool verbose)
     conn_t r = { 0 };
     int allowed = 0;
     for (int i = 0; i < 20; i++)
-        allowed += rate_allowed (&self, &r);
-    assert (allowed >= 5 && allowed <= 6);
-    r.bucket_ms -= 10;                              /* 10 ms later: 10 more, capped at 5 */
-    allowed = 0;
+        allowed += rate_allowed (&self, &r, 1000);
+    assert (allowed == 5);
+    allowed = 0;                                    /* 2 ms later: 2 more */
     for (int i = 0; i < 20; i++)
-        allowed += rate_allowed (&self, &r);
+        allowed += rate_allowed (&self, &r, 1002);
+    assert (allowed == 2);
+    allowed = 0;                                    /* 10 ms later: 10 more, capped at 5 */
+    for (int i = 0; i < 20; i++)
+        allowed += rate_allowed (&self, &r, 1012);
     assert (allowed == 5);
     if (verbose)
         printf ("OK\n");
