@@ -572,16 +572,29 @@ proto_login_ok (qms_buf_t *out, qms_str_t token, qms_str_t username,
     return 0;
 }
 
+/*  ,"timestamp":N (written by hand: snprintf was a tenth of an event). */
+static int
+append_timestamp (qms_buf_t *out, uint64_t time)
+{
+    char stamp [13 + 20];
+    memcpy (stamp, ",\"timestamp\":", 13);
+    char digits [20];
+    size_t n = 0;
+    do {
+        digits [n++] = (char) ('0' + time % 10);
+        time /= 10;
+    } while (time);
+    for (size_t i = 0; i < n; i++)
+        stamp [13 + i] = digits [n - 1 - i];
+    return qms_buf_append (out, stamp, 13 + n);
+}
+
 static int
 append_id_time (qms_buf_t *out, qms_str_t id, uint64_t time)
 {
-    char stamp [48];        /* 13 + 20 digits at most */
-    int n = snprintf (stamp, sizeof stamp, ",\"timestamp\":%llu", (unsigned long long) time);
-    if (n < 0 || (size_t) n >= sizeof stamp)
-        return -1;
     if (APPEND_LIT (out, ",\"id\":")
     ||  proto_escape (out, id.ptr, id.len)
-    ||  qms_buf_append (out, stamp, (size_t) n))
+    ||  append_timestamp (out, time))
         return -1;
     return 0;
 }
@@ -638,13 +651,9 @@ proto_ack (qms_buf_t *out, uint64_t status, qms_str_t client_id, qms_str_t id,
             return -1;
     }
     else {
-        char stamp [48];
-        int n = snprintf (stamp, sizeof stamp, ",\"timestamp\":%llu", (unsigned long long) time);
-        if (n < 0 || (size_t) n >= sizeof stamp)
-            return -1;
         if (APPEND_LIT (out, ",\"messageId\":")
         ||  proto_escape (out, id.ptr, id.len)
-        ||  qms_buf_append (out, stamp, (size_t) n))
+        ||  append_timestamp (out, time))
             return -1;
     }
     return APPEND_LIT (out, "}");
@@ -1033,6 +1042,9 @@ proto_test (bool verbose)
     proto_message_event (&out, qms_str ("s"), qms_str ("m"), qms_str ("M"), UINT64_MAX);
     expect_json (&out, "{\"valid\":true,\"event\":2,\"sender\":\"s\",\"message\":\"m\",\"id\":\"M\","
                        "\"timestamp\":18446744073709551615}");
+    proto_ack (&out, QMS_ACK_DELIVERED, qms_str ("c0"), qms_str ("M0"), 0, qms_str (NULL));
+    expect_json (&out, "{\"valid\":true,\"event\":5,\"id\":\"c0\",\"status\":\"delivered\",\"messageId\":\"M0\","
+                       "\"timestamp\":0}");
     proto_ack (&out, QMS_ACK_REJECTED, qms_str ("c2"), qms_str (NULL), 7, qms_str ("Unknown recipient."));
     expect_json (&out, "{\"valid\":false,\"event\":5,\"id\":\"c2\",\"status\":\"rejected\","
                        "\"error\":\"Unknown recipient.\"}");
