@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 static void
 set_error (proto_request_t *req, int event, const char *text)
 {
@@ -151,12 +155,28 @@ parse_message (cJSON *doc, proto_request_t *req)
 #define SKIP_WS(p, end) while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++
 
 /*  The end of a run of bytes that a JSON string holds as they are: the
-    first '"', '\\' or control byte at or after p, or end.  Eight bytes at a
-    time (the byte tricks of "Bit Twiddling Hacks": a word has a byte below
-    n, or equal to c, exactly when these masks are not zero). */
+    first '"', '\\' or control byte at or after p, or end.  Sixteen bytes at
+    a time with SSE2, then eight (the byte tricks of "Bit Twiddling Hacks":
+    a word has a byte below n, or equal to c, exactly when these masks are
+    not zero), then one. */
 static inline const uint8_t *
 plain_run_end (const uint8_t *p, const uint8_t *end)
 {
+#ifdef __SSE2__
+    /*  Sixteen at a time where the CPU has SSE2 (every x86-64). */
+    const __m128i quote16 = _mm_set1_epi8 ('"'), backslash16 = _mm_set1_epi8 ('\\');
+    const __m128i control_bits = _mm_set1_epi8 ((char) 0xe0), zero = _mm_setzero_si128 ();
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128 ((const __m128i *) p);
+        __m128i special = _mm_or_si128 (_mm_or_si128 (_mm_cmpeq_epi8 (x, quote16),
+                                                      _mm_cmpeq_epi8 (x, backslash16)),
+                                        _mm_cmpeq_epi8 (_mm_and_si128 (x, control_bits), zero));
+        int mask = _mm_movemask_epi8 (special);
+        if (mask)
+            return p + __builtin_ctz ((unsigned) mask);
+        p += 16;
+    }
+#endif
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
     while (end - p >= 8) {
         uint64_t x;
@@ -821,14 +841,15 @@ proto_test (bool verbose)
 
     /*  The run scanner stops at exactly the bytes a JSON string must
         escape, wherever they stand in a word; every other byte passes. */
-    uint8_t run [21];
-    for (int b = 0; b < 256; b++)
-        for (size_t at = 0; at < sizeof run; at++) {
-            memset (run, 'a', sizeof run);
-            run [at] = (uint8_t) b;
-            bool special = b < 0x20 || b == '"' || b == '\\';
-            assert (plain_run_end (run, run + sizeof run) == (special ? run + at : run + sizeof run));
-        }
+    uint8_t run [27];           /* 27 = 16 (SSE2) + 8 (a word) + 3 (bytes); 11 = 8 + 3 */
+    for (size_t size = 27; size > 0; size = size == 27 ? 11 : 0)
+        for (int b = 0; b < 256; b++)
+            for (size_t at = 0; at < size; at++) {
+                memset (run, 'a', size);
+                run [at] = (uint8_t) b;
+                bool special = b < 0x20 || b == '"' || b == '\\';
+                assert (plain_run_end (run, run + size) == (special ? run + at : run + size));
+            }
 
     /*  The one-pass reader of MessageRequests and cJSON's DOM agree,
         whichever of them takes the input. */
