@@ -104,7 +104,7 @@ static const opt_t s_options [] = {
     { { "metrics-port" }, OPT_INT, OFF (metrics_port), 0, 0, 65535, "PORT",
       "serve /metrics, /healthz and /readyz on this port, and /metrics only here (default 0: on the HTTP port)", 0 },
     { { "ping-interval" }, OPT_INT, OFF (ping_interval), 0, 0, 3600, "SECONDS",
-      "ping a silent WebSocket after this long, close it if still silent as long again (default 30, 0 = never)", 0 },
+      "ping a silent WebSocket after this long; close it after twice this + 10 s without a frame (default 30, 0 = never)", 0 },
     { { "max-connections-per-address" }, OPT_INT, OFF (max_per_address), 0, 1, 1000000, "N",
       "WebSocket connections from one IP address (default 1000)", 0 },
     { { "allow-origin" }, OPT_ORIGIN, 0, 0, 0, 0, "ORIGIN",

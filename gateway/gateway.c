@@ -137,6 +137,9 @@ typedef struct {
     uint8_t waiting;
     uint32_t wait_seq;
     uint64_t wait_started;      /* monotonic ms, for the latency figures */
+    /* idle pings (--ping-interval): monotonic ms, to the gateway tick */
+    uint64_t heard_ms;          /* the last frame of any kind from the peer */
+    uint64_t pinged_ms;         /* our last ping to it */
     /* a close we asked for */
     uint16_t close_code;
     char close_reason [64];
@@ -180,7 +183,8 @@ struct _gateway_t {
         vhost_kind_t kind;
     } listeners [4];
     int listener_count;
-    lws_retry_bo_t idle_policy;     /* pings for silent connections */
+    uint64_t tick_ms;               /* monotonic ms of the last tick (100 ms) */
+    uint64_t next_ping_scan;
     /* the store, asked only for its figures and as a liveness check */
     zsock_t *store;
     void *store_raw;
@@ -193,7 +197,7 @@ struct _gateway_t {
     struct {
         uint64_t opened, requests [QMS_REQ_COUNT], malformed, invalid_user, rate_limited;
         uint64_t bytes_in, bytes_out, closes [6], logins_ok, logins_failed;
-        uint64_t events_message, events_stored, acks, http [6];
+        uint64_t events_message, events_stored, acks, http [6], pings, idle_closed;
         qms_hist_t login_ms, authorize_ms;
     } m;
     qms_map_t users_by_id;
@@ -1203,6 +1207,48 @@ drain_zmq (gateway_t *self)
         drain_socket (self, self->store_raw, PEER_STORE);
 }
 
+/*  Idle pings, once a second over every WebSocket: one that has sent
+    nothing for --ping-interval seconds gets a ping (framed by us, like
+    everything we write), and one that stays silent for twice that plus 10
+    seconds is dropped, so that dead peers do not hold memory forever.
+    O(connections) once a second, and nothing per frame but a store of the
+    tick's time. */
+static void
+ping_scan (gateway_t *self, uint64_t now)
+{
+    /*  FIN + ping, 3 bytes of payload: lws 4.1 passes a pong up to us only
+        when it carries a payload, and a pong echoes the ping's. */
+    static const uint8_t ping_frame [5] = { 0x89, 0x03, 'q', 'm', 's' };
+    uint64_t interval = (uint64_t) self->cfg->ping_interval * 1000;
+    uint64_t hangup = 2 * interval + 10000;
+    for (size_t slot = 0; slot < self->max_slots; slot++) {
+        conn_t *conn = self->slots [slot];
+        if (!conn || conn->close_code)
+            continue;
+        if (conn->heard_ms == 0)
+            conn->heard_ms = now;       /* opened since the last tick */
+        uint64_t silent = now - conn->heard_ms;
+        if (silent >= hangup) {
+            qms_info (ACTOR, "event=idle_close handle=%llu silent_ms=%llu",
+                      (unsigned long long) conn->handle, (unsigned long long) silent);
+            self->m.idle_closed++;
+            lws_set_timeout (conn->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            continue;
+        }
+        if (silent >= interval && now - conn->pinged_ms >= interval) {
+            if (conn->tx.len == 0 && qms_buf_reserve (&conn->tx, LWS_PRE + 64) == 0) {
+                memset (conn->tx.data, 0, LWS_PRE);
+                conn->tx.len = LWS_PRE;
+            }
+            if (conn->tx.len && qms_buf_append (&conn->tx, ping_frame, sizeof ping_frame) == 0) {
+                conn->pinged_ms = now;
+                self->m.pings++;
+                lws_callback_on_writable (conn->wsi);
+            }
+        }
+    }
+}
+
 static void
 sul_tick_cb (lws_sorted_usec_list_t *sul)
 {
@@ -1210,6 +1256,11 @@ sul_tick_cb (lws_sorted_usec_list_t *sul)
     /*  A safety net under the ZMQ_FD edge signalling: cheap when idle. */
     drain_zmq (self);
     uint64_t mono = qms_mono_ms ();
+    self->tick_ms = mono;
+    if (mono >= self->next_ping_scan && self->cfg->ping_interval > 0) {
+        ping_scan (self, mono);
+        self->next_ping_scan = mono + 1000;
+    }
     if (mono >= self->next_heartbeat && !self->stopping) {
         heartbeat (self);
         self->next_heartbeat = mono + HEARTBEAT_MS;
@@ -1282,6 +1333,10 @@ gateway_metrics (gateway_t *self, qms_buf_t *out)
     qms_metrics_value (out, "qms_request_errors_total", "actor=\"gateway\",kind=\"invalid_user\"", (double) self->m.invalid_user);
     qms_metrics_head (out, "qms_rate_limited_total", "counter", "Requests refused by the per-connection rate limit.");
     qms_metrics_value (out, "qms_rate_limited_total", "actor=\"gateway\"", (double) self->m.rate_limited);
+    qms_metrics_head (out, "qms_pings_sent_total", "counter", "Pings sent to silent WebSocket connections (--ping-interval).");
+    qms_metrics_value (out, "qms_pings_sent_total", "actor=\"gateway\"", (double) self->m.pings);
+    qms_metrics_head (out, "qms_idle_closed_total", "counter", "WebSocket connections dropped for answering no ping.");
+    qms_metrics_value (out, "qms_idle_closed_total", "actor=\"gateway\"", (double) self->m.idle_closed);
     qms_metrics_head (out, "qms_logins_total", "counter", "Logins and registrations, by result.");
     qms_metrics_value (out, "qms_logins_total", "actor=\"gateway\",result=\"ok\"", (double) self->m.logins_ok);
     qms_metrics_value (out, "qms_logins_total", "actor=\"gateway\",result=\"failed\"", (double) self->m.logins_failed);
@@ -1823,7 +1878,11 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
         case LWS_CALLBACK_RECEIVE:
             if (!conn->handle)
                 return -1;
+            conn->heard_ms = self->tick_ms;
             return handle_receive (self, conn, (const uint8_t *) in, len);
+        case LWS_CALLBACK_RECEIVE_PONG:
+            conn->heard_ms = self->tick_ms;
+            break;
         case LWS_CALLBACK_SERVER_WRITEABLE:
             if (!conn->handle)
                 return 0;
@@ -2077,13 +2136,9 @@ create_vhost (gateway_t *self, const char *name, int port, bool tls, vhost_kind_
         if (!strchr (cfg->bind_address, ':'))
             info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     }
-    if (cfg->ping_interval > 0) {
-        /*  A silent WebSocket is pinged, and closed when it stays silent as
-            long again: dead peers do not hold memory forever. */
-        self->idle_policy.secs_since_valid_ping = (uint16_t) cfg->ping_interval;
-        self->idle_policy.secs_since_valid_hangup = (uint16_t) (cfg->ping_interval * 2 + 10);
-        info.retry_and_idle_policy = &self->idle_policy;
-    }
+    /*  No lws retry_and_idle_policy: idle pings are ours (ping_scan), since
+        lws keeps one timer per connection in one sorted list and walks it
+        on every reschedule (docs/BENCHMARKS.md, "Where the time goes"). */
     if (tls) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = cfg->ssl_cert;

@@ -12,7 +12,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qmslib import (Client, EV_MESSAGE, EV_USERLIST, HandshakeError, MESSAGE, OP_CONT, OP_PING,
                     OP_PONG, OP_TEXT, QmsTestCase, REGISTER, SharedServerTestCase, connect, http_get,
-                    register, uniq)
+                    register, uniq, WebSocketClosed)
 
 MIB = 1 << 20
 
@@ -221,6 +221,48 @@ class ConfiguredLimits(QmsTestCase):
         time.sleep(1.2)   # the bucket refills
         a.send(b, "later")
         b.expect_message(a, "later")
+
+    def test_idle_pings_keep_live_peers_and_drop_dead_ones(self):
+        """--ping-interval 1: a silent WebSocket gets a ping after about a
+        second; one that answers pongs stays open however long it sends
+        nothing else; one that answers nothing is dropped after 2 x 1 + 10
+        seconds.  Both counted in /metrics."""
+        from test_operations import parse_metrics, value
+        srv = self.start_server(["--ping-interval", "1"])
+        live = connect(srv.chat_port)
+        dead = connect(srv.chat_port)
+        self.addCleanup(live.abort)
+        self.addCleanup(dead.abort)
+        self.assertEqual(register(live, uniq("live")).get("valid"), True)
+        start = time.monotonic()
+        pings = 0
+        first_ping = None
+        while time.monotonic() - start < 15:
+            try:
+                opcode, payload = live.recv(timeout=0.5)
+            except TimeoutError:
+                continue
+            if opcode == OP_TEXT:
+                continue    # user lists: it is our side that stays silent
+            self.assertEqual(opcode, OP_PING, "nothing but pings and events while silent")
+            pings += 1
+            if first_ping is None:
+                first_ping = time.monotonic() - start
+            live.send_frame(OP_PONG, payload)
+        self.assertIsNotNone(first_ping, "a silent connection is pinged")
+        self.assertLess(first_ping, 3.0, "pinged within about one interval")
+        self.assertGreaterEqual(pings, 5, "pinged again while it stays silent")
+        self.assertEqual(register(live, uniq("alive")).get("valid"), True,
+                         "a peer that answers pings stays open")
+        # The one that never answered was dropped after 12 s of silence:
+        # what it did not read is pings, then the end of the connection.
+        with self.assertRaises(WebSocketClosed):
+            for _ in range(64):
+                opcode, _payload = dead.recv(timeout=1.0)
+                self.assertEqual(opcode, OP_PING)
+        samples = parse_metrics(http_get(srv.http_port, "/metrics")[2].decode())
+        self.assertGreaterEqual(value(samples, "qms_pings_sent_total"), pings + 1)
+        self.assertEqual(value(samples, "qms_idle_closed_total"), 1)
 
     def test_max_connections(self):
         srv = self.start_server(["--max-connections", "3"])
