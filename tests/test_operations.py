@@ -3,20 +3,25 @@
 The figures must move as traffic flows: the test parses the Prometheus text
 exposition and checks the counters after an exchange whose size it knows.
 /readyz must fail while the store is away (a cluster with the store as its
-own process) and recover when it is back.
+own process) and recover when it is back.  A database that may not be
+written (users.db mode 0444, the server run as an unprivileged user, since
+root writes anyway) is served read-only with /readyz 503.
 """
 
 import json
 import os
 import re
+import stat
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qmslib import Client, QmsTestCase, http_get, uniq  # noqa: E402
+from qmslib import Client, QmsTestCase, Server, connect, http_get, login, register, uniq  # noqa: E402
 from test_cluster import ClusterCase  # noqa: E402
 
+# the unprivileged user the read-only tests run the server as, when root
+SETPRIV = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$')
 
 
@@ -142,6 +147,62 @@ class ReadyInACluster(ClusterCase):
         while ready()[0] != 200:
             self.assertLess(time.monotonic(), deadline, "/readyz did not recover with the store")
             time.sleep(0.2)
+
+
+class ReadOnlyDatabase(QmsTestCase):
+    """users.db that may not be written.  Root writes any file whatever its
+    mode, so as root the server runs as nobody (setpriv), in a data
+    directory that user owns."""
+
+    def unprivileged(self, srv):
+        if os.geteuid() == 0:
+            os.chmod(srv.tmp, 0o755)
+            os.chown(srv.data_dir, 65534, 65534)
+            args = srv.args
+            srv.args = lambda: SETPRIV + args()
+
+    def make_read_only(self, srv):
+        """Start once to create the database and a user, stop, chmod 0444."""
+        srv.start()
+        name = uniq("ro")
+        Client(srv.chat_port, name, test=self)
+        srv.stop()
+        path = os.path.join(srv.data_dir, "users.db")
+        os.chmod(path, 0o444)
+        return name, path
+
+    def test_all_in_one_serves_a_read_only_database(self):
+        srv = Server()
+        self.addCleanup(srv.cleanup)
+        self.unprivileged(srv)
+        name, path = self.make_read_only(srv)
+        srv.start()
+
+        def ready():
+            status, _, body = http_get(srv.http_port, "/readyz")[:3]
+            return status, json.loads(body)
+
+        deadline = time.monotonic() + 5
+        while not ready()[1]["store"]:
+            self.assertLess(time.monotonic(), deadline, "the store never answered")
+            time.sleep(0.1)
+        status, body = ready()
+        self.assertEqual((status, body["ready"], body["database_writable"]), (503, False, False), body)
+        self.assertEqual(http_get(srv.http_port, "/healthz")[0], 200)
+        # a registration is refused with an answer, and the server goes on
+        ws = connect(srv.chat_port)
+        self.addCleanup(ws.abort)
+        reply = register(ws, uniq("new"))
+        self.assertEqual(reply.get("valid"), False, reply)
+        self.assertEqual(reply.get("error"), "Service temporarily unavailable.", reply)
+        # so is a login (it starts a session), though the user is found
+        self.assertEqual(login(ws, name), {"valid": False, "event": 1,
+                                           "error": "Service temporarily unavailable."})
+        srv.check()
+        self.assertIn("event=database_read_only", srv.log_text())
+        self.assertIn("database is read-only", srv.log_text(), "the store says why the write failed")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o444)
+        srv.stop()
 
 
 if __name__ == "__main__":
