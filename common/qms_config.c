@@ -102,7 +102,8 @@ static const opt_t s_options [] = {
     { { "presence-interval" }, OPT_INT, OFF (presence_interval_ms), 0, 0, 60000, "MS",
       "at most one user-list push per connection per this many ms (default 250)", 0 },
     { { "metrics-port" }, OPT_INT, OFF (metrics_port), 0, 0, 65535, "PORT",
-      "serve /metrics, /healthz and /readyz on this port, and /metrics only here (default 0: on the HTTP port)", 0 },
+      "serve /metrics, /healthz and /readyz on this port, and /metrics only here (default 0: on the HTTP port); "
+      "a store, auth or router process serves its own only here (default 0: none)", 0 },
     { { "ping-interval" }, OPT_INT, OFF (ping_interval), 0, 0, 3600, "SECONDS",
       "ping a silent WebSocket after this long; close it after twice this + 10 s without a frame (default 30, 0 = never)", 0 },
     { { "max-connections-per-address" }, OPT_INT, OFF (max_per_address), 0, 1, 1000000, "N",

@@ -163,7 +163,9 @@ typedef enum {
     QMS_RT_KICK_USER,       /* admin -> router: req, s0=user id, s1=reason:
                                end the user's session in memory and close its
                                connection; answered with QMS_ADMIN_DONE */
-    QMS_STATS_GET,          /* -> any actor: req */
+    QMS_STATS_GET,          /* -> any actor: req; a req with QMS_STATS_BRIEF
+                               set asks only what readiness needs (the
+                               store: whether the database takes writes) */
     QMS_STATS,              /* actor ->: req, s0=its metrics, Prometheus
                                text exposition lines */
 
@@ -177,6 +179,9 @@ typedef enum {
 #define QMS_SESSION_RECEIPTS 1u     /* the client confirms what it receives */
 #define QMS_SESSION_SILENT   2u     /* re-announced after a router restart:
                                        bind without answering the client */
+
+/* QMS_STATS_GET: a flag in req (the answer carries the same req) */
+#define QMS_STATS_BRIEF      (1ull << 63)   /* a readiness probe: the store skips its row counts */
 
 /* QMS_GW_ACK status */
 #define QMS_ACK_DELIVERED    0u

@@ -1557,40 +1557,98 @@ gateway_lookup (router_t *self, const uint8_t *identity, size_t len)
 /* ------------------------------------------------------------------------
     Incoming batches */
 
+/*  Our figures, as Prometheus text. */
+static void
+stats_text (router_t *self, qms_buf_t *out)
+{
+    qms_metrics_head (out, "qms_sessions", "gauge", "Sessions in the router's memory, and how many are online.");
+    qms_metrics_value (out, "qms_sessions", "actor=\"router\",state=\"all\"", (double) self->session_count);
+    qms_metrics_value (out, "qms_sessions", "actor=\"router\",state=\"online\"", (double) self->online_count);
+    qms_metrics_head (out, "qms_messages_total", "counter", "Chat messages, by what became of them.");
+    qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"delivered\"", (double) self->m.delivered);
+    qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"held_during_drain\"", (double) self->m.held);
+    qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"stored\"", (double) self->m.stored);
+    qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"rejected\"", (double) self->m.rejected);
+    qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"received\"", (double) self->m.received);
+    qms_metrics_head (out, "qms_session_ends_total", "counter", "Sessions ended by the router.");
+    qms_metrics_value (out, "qms_session_ends_total", "actor=\"router\",why=\"replaced\"", (double) self->m.kicks);
+    qms_metrics_value (out, "qms_session_ends_total", "actor=\"router\",why=\"expired\"", (double) self->m.expired);
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < self->gateway_count; i++)
+        live += gateway_live (self, i) != NULL;
+    qms_metrics_head (out, "qms_gateways", "gauge", "Gateways the router hears from.");
+    qms_metrics_value (out, "qms_gateways", "actor=\"router\"", live);
+    qms_metrics_head (out, "qms_router_pending", "gauge", "Work waiting in the router.");
+    qms_metrics_value (out, "qms_router_pending", "actor=\"router\",of=\"store_lookups\"", (double) self->pending_count);
+    size_t msgreqs = 0;
+    for (link_t *l = self->msgreqs.next; l != &self->msgreqs; l = l->next)
+        msgreqs++;
+    qms_metrics_value (out, "qms_router_pending", "actor=\"router\",of=\"store_message_requests\"", (double) msgreqs);
+    qms_metrics_value (out, "qms_router_pending", "actor=\"router\",of=\"receipts_awaited\"", (double) self->live_receipt_count);
+}
+
 /*  QMS_STATS: our figures for a gateway's /metrics. */
 static void
 on_stats (router_t *self, uint32_t gw, const qms_rec_t *rec)
 {
     qms_buf_t text;
     qms_buf_init (&text);
-    qms_metrics_head (&text, "qms_sessions", "gauge", "Sessions in the router's memory, and how many are online.");
-    qms_metrics_value (&text, "qms_sessions", "actor=\"router\",state=\"all\"", (double) self->session_count);
-    qms_metrics_value (&text, "qms_sessions", "actor=\"router\",state=\"online\"", (double) self->online_count);
-    qms_metrics_head (&text, "qms_messages_total", "counter", "Chat messages, by what became of them.");
-    qms_metrics_value (&text, "qms_messages_total", "actor=\"router\",result=\"delivered\"", (double) self->m.delivered);
-    qms_metrics_value (&text, "qms_messages_total", "actor=\"router\",result=\"held_during_drain\"", (double) self->m.held);
-    qms_metrics_value (&text, "qms_messages_total", "actor=\"router\",result=\"stored\"", (double) self->m.stored);
-    qms_metrics_value (&text, "qms_messages_total", "actor=\"router\",result=\"rejected\"", (double) self->m.rejected);
-    qms_metrics_value (&text, "qms_messages_total", "actor=\"router\",result=\"received\"", (double) self->m.received);
-    qms_metrics_head (&text, "qms_session_ends_total", "counter", "Sessions ended by the router.");
-    qms_metrics_value (&text, "qms_session_ends_total", "actor=\"router\",why=\"replaced\"", (double) self->m.kicks);
-    qms_metrics_value (&text, "qms_session_ends_total", "actor=\"router\",why=\"expired\"", (double) self->m.expired);
-    uint32_t live = 0;
-    for (uint32_t i = 0; i < self->gateway_count; i++)
-        live += gateway_live (self, i) != NULL;
-    qms_metrics_head (&text, "qms_gateways", "gauge", "Gateways the router hears from.");
-    qms_metrics_value (&text, "qms_gateways", "actor=\"router\"", live);
-    qms_metrics_head (&text, "qms_router_pending", "gauge", "Work waiting in the router.");
-    qms_metrics_value (&text, "qms_router_pending", "actor=\"router\",of=\"store_lookups\"", (double) self->pending_count);
-    size_t msgreqs = 0;
-    for (link_t *l = self->msgreqs.next; l != &self->msgreqs; l = l->next)
-        msgreqs++;
-    qms_metrics_value (&text, "qms_router_pending", "actor=\"router\",of=\"store_message_requests\"", (double) msgreqs);
-    qms_metrics_value (&text, "qms_router_pending", "actor=\"router\",of=\"receipts_awaited\"", (double) self->live_receipt_count);
+    stats_text (self, &text);
     qms_rec_t answer = { .type = QMS_STATS, .req = rec->req };
     answer.s [0] = qms_strn ((const char *) text.data, text.len);
     gw_emit (self, gw, &answer);
     qms_buf_free (&text);
+}
+
+/*  A batch of nothing but QMS_STATS_GET from a peer that is not a gateway
+    we know (the role's own /metrics and /readyz, qms_ops.h): answered to
+    its sender without giving it a gateway slot, so it is not counted in
+    qms_gateways and gets no user lists. */
+static bool
+stats_only (const uint8_t *data, size_t size)
+{
+    size_t offset = 0;
+    qms_rec_t rec;
+    int count = 0;
+    while (qms_rec_next (data, size, &offset, &rec) == 1) {
+        if (rec.type != QMS_STATS_GET)
+            return false;
+        count++;
+    }
+    return count > 0;
+}
+
+static bool
+gateway_known (router_t *self, const uint8_t *identity, size_t len)
+{
+    for (uint32_t i = 0; i < self->gateway_count; i++) {
+        gateway_t *g = self->gateways [i];
+        if (g->live && g->identity_len == len && memcmp (g->identity, identity, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void
+stats_batch (router_t *self, const uint8_t *identity, size_t identity_len,
+             const uint8_t *data, size_t size)
+{
+    qms_buf_t text, answers;
+    qms_buf_init (&text);
+    qms_buf_init (&answers);
+    stats_text (self, &text);
+    size_t offset = 0;
+    qms_rec_t rec;
+    while (qms_rec_next (data, size, &offset, &rec) == 1) {
+        qms_rec_t answer = { .type = QMS_STATS, .req = rec.req };
+        answer.s [0] = qms_strn ((const char *) text.data, text.len);
+        if (qms_rec_encode (&answers, &answer))
+            qms_warn (LOG, "event=encode_failed type=STATS");
+    }
+    if (answers.len && qms_batch_send (self->frontend_raw, identity, identity_len, &answers))
+        qms_warn (LOG, "event=send_failed to=stats bytes=%zu", answers.len);
+    qms_buf_free (&text);
+    qms_buf_free (&answers);
 }
 
 static bool
@@ -1677,6 +1735,10 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
     }
     if (size > 0 && data [0] == QMS_RT_KICK_USER) {
         admin_batch (self, identity, identity_len, data, size);
+        return;
+    }
+    if (stats_only (data, size) && !gateway_known (self, identity, identity_len)) {
+        stats_batch (self, identity, identity_len, data, size);
         return;
     }
     int gw = gateway_lookup (self, identity, identity_len);

@@ -20,6 +20,7 @@
 #include "qms_config.h"
 #include "qms_log.h"
 #include "qms_msg.h"
+#include "qms_ops.h"
 #include "qms_util.h"
 #include "router.h"
 #include "store.h"
@@ -388,6 +389,28 @@ run_health (role_t probe, const qms_config_t *cfg)
 /* ------------------------------------------------------------------------ */
 /*  Running a role.                                                           */
 
+/*  With --metrics-port, the role's own /metrics, /healthz and /readyz
+    (qms_ops.h), asking its actor at the endpoint it bound. */
+static qms_ops_t *
+start_ops (const qms_config_t *cfg, const char *name, const char *endpoint, bool store)
+{
+    char local [300], database [1100], err [512];
+    if (qms_ops_local_endpoint (endpoint, local, sizeof local)) {
+        qms_error ("main", "event=start_failed reason=\"--metrics-port: cannot reach %s from this "
+                   "process (give a fixed port, and an interface with an IPv4 address)\"", endpoint);
+        return NULL;
+    }
+    snprintf (database, sizeof database, "%s/users.db", cfg->data_dir [0] ? cfg->data_dir : ".");
+    qms_ops_options_t options = {
+        .role = name, .endpoint = local, .bind_address = cfg->bind_address,
+        .port = cfg->metrics_port, .database = store ? database : NULL, .version = VERSION
+    };
+    qms_ops_t *ops = qms_ops_new (&options, err, sizeof err);
+    if (!ops)
+        qms_error ("main", "event=start_failed reason=\"--metrics-port %d: %s\"", cfg->metrics_port, err);
+    return ops;
+}
+
 /*  One actor as the whole process: the main thread waits for a stop
     signal (blocked in every thread, so sigwait receives it). */
 static int
@@ -397,11 +420,24 @@ run_actor (zactor_fn *fn, qms_config_t *actor_cfg, const char *name, const char 
     zactor_t *actor = qms_actor_start (fn, actor_cfg, name);
     if (!actor)
         return EXIT_CANNOT_START;
-    qms_info ("main", "event=ready role=%s endpoint=%s", name, endpoint);
+    qms_ops_t *ops = NULL;
+    if (actor_cfg->metrics_port) {
+        ops = start_ops (actor_cfg, name, endpoint, fn == store_actor);
+        if (!ops) {
+            zactor_destroy (&actor);
+            return EXIT_CANNOT_START;
+        }
+    }
+    if (ops)
+        qms_info ("main", "event=ready role=%s endpoint=%s metrics_port=%d", name, endpoint,
+                  qms_ops_port (ops));
+    else
+        qms_info ("main", "event=ready role=%s endpoint=%s", name, endpoint);
     int signo = 0;
     while (sigwait (stop, &signo))
         ;
     qms_info ("main", "event=stopping signal=%d", signo);
+    qms_ops_destroy (&ops);
     zactor_destroy (&actor);
     return 0;
 }

@@ -194,6 +194,7 @@ typedef struct {
     uint64_t next_expire;       /* monotonic ms */
     qms_hist_t op_ms [QMS_TYPE_COUNT];  /* how long each kind of request took */
     bool in_batch;              /* records run inside one BEGIN..COMMIT */
+    bool writable;              /* as the last stats probe found it */
     char path [1100];
     bool local;                 /* an admin command's own store (store_local_actor) */
     int lock_fd;                /* STORE_LOCK_NAME, locked; -1 before */
@@ -378,7 +379,7 @@ user_create (store_t *self, const qms_rec_t *rec)
     //  The unique name key (or the primary key) settles register races.
     if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
         return (outcome_t) { QMS_ST_EXISTS, "name or id taken" };
-    return (outcome_t) { QMS_ST_ERROR, "insert failed" };
+    return (outcome_t) { QMS_ST_ERROR, (rc & 0xff) == SQLITE_READONLY ? "database is read-only" : "insert failed" };
 }
 
 /*  Run an UPDATE/DELETE bound with s0 and (if given) s1 or a time; returns
@@ -437,8 +438,8 @@ session_put (store_t *self, const qms_rec_t *rec)
     rc = step_once (self, S_SESSION_PUT);
     if (rc == SQLITE_DONE)
         return s_ok;
-    return (outcome_t) { QMS_ST_ERROR, (rc & 0xff) == SQLITE_CONSTRAINT
-                                       ? "token hash in use" : "insert failed" };
+    return (outcome_t) { QMS_ST_ERROR, (rc & 0xff) == SQLITE_CONSTRAINT ? "token hash in use"
+                                     : (rc & 0xff) == SQLITE_READONLY ? "database is read-only" : "insert failed" };
 }
 
 /*  Undo the current record's savepoint.  Outside a batch the savepoint was
@@ -676,18 +677,60 @@ is_request (int type)
         || type == QMS_STATS_GET;
 }
 
-/*  QMS_STATS_GET: req 0 is a gateway's liveness check and wants only
-    whether the database takes writes; others get every figure. */
+/*  Whether the database takes writes.  SQLite opens a file it may not
+    write (mode 0444, a read-only mount) read-only, and says so; and a write
+    transaction must be able to start: BEGIN IMMEDIATE takes the write lock
+    and fails with SQLITE_READONLY on such a database (or when the lock
+    cannot be had within the busy timeout).  Inside a batch the batch's own
+    BEGIN IMMEDIATE has succeeded already; outside one (the batch's could
+    not start) the probe does not wait for the lock again.  Nothing is
+    written, so this costs no fsync; a disk that fills up or a file system
+    that fails under a write shows only when a real write fails
+    (docs/OPERATIONS.md). */
+static bool
+db_writable (store_t *self)
+{
+    if (sqlite3_db_readonly (self->db, "main") != 0)
+        return false;
+    if (!sqlite3_get_autocommit (self->db))
+        return true;
+    sqlite3_busy_timeout (self->db, 0);
+    bool began = sqlite3_exec (self->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    sqlite3_busy_timeout (self->db, STORE_BUSY_TIMEOUT_MS);
+    if (!sqlite3_get_autocommit (self->db))
+        sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
+    return began;
+}
+
+/*  The probe, with a log line when its answer changes. */
+static bool
+writable_check (store_t *self)
+{
+    bool writable = db_writable (self);
+    if (writable != self->writable) {
+        if (writable)
+            qms_info (ACTOR, "event=database_writable path=\"%s\"", self->path);
+        else
+            qms_warn (ACTOR, "event=database_read_only path=\"%s\" reason=\"%s\"", self->path,
+                      sqlite3_db_readonly (self->db, "main") ? "opened read-only: the file or its file system is not writable"
+                                                              : sqlite3_errmsg (self->db));
+        self->writable = writable;
+    }
+    return writable;
+}
+
+/*  QMS_STATS_GET: req 0 (a gateway's heartbeat) or with QMS_STATS_BRIEF (a
+    readiness probe) wants only whether the database takes writes; others
+    get every figure. */
 static void
 stats (store_t *self, const qms_rec_t *rec)
 {
     qms_buf_t text;
     qms_buf_init (&text);
-    bool writable = sqlite3_exec (self->db, "SAVEPOINT probe; RELEASE probe", NULL, NULL, NULL) == SQLITE_OK
-                 && !sqlite3_db_readonly (self->db, "main");
+    bool writable = writable_check (self);
     qms_metrics_head (&text, "qms_store_writable", "gauge", "Whether the database takes writes.");
     qms_metrics_value (&text, "qms_store_writable", "", writable ? 1 : 0);
-    if (rec->req) {
+    if (rec->req && !(rec->req & QMS_STATS_BRIEF)) {
         qms_metrics_head (&text, "qms_store_rows", "gauge", "Rows in the database.");
         qms_metrics_value (&text, "qms_store_rows", "actor=\"store\",table=\"users\"", (double) query_int (self, S_COUNT_USERS));
         qms_metrics_value (&text, "qms_store_rows", "actor=\"store\",table=\"sessions\"", (double) query_int (self, S_COUNT_SESSIONS));
@@ -1250,11 +1293,25 @@ store_migrate (sqlite3 *db, char *why, size_t why_size)
 
 /*  Create the file ourselves (SQLite would create it 0644): password hashes
     and session hashes are nobody else's business.  SQLite gives the -wal
-    and -shm files the database file's mode. */
+    and -shm files the database file's mode.  A file that exists but may
+    not be written (mode 0444, a read-only mount) is opened read-only: what
+    needs no write goes on working (look-ups, sessions the router holds,
+    live messages), every write is refused ("database is read-only"), and
+    /readyz answers 503. */
 static bool
 store_create_file (const char *path, char *why, size_t why_size)
 {
     int fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM)) {
+        int err = errno;
+        fd = open (path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0)
+            qms_warn (ACTOR, "event=database_read_only path=\"%s\" reason=\"%s\" "
+                      "action=\"serving read-only: every write fails, /readyz answers 503\"",
+                      path, strerror (err));
+        else
+            errno = err;
+    }
     if (fd < 0) {
         snprintf (why, why_size, "%s", strerror (errno));
         return false;
@@ -1503,6 +1560,8 @@ store_run (zsock_t *pipe, const qms_config_t *cfg, bool local, char *reason, siz
         qms_actor_ready (pipe, reason);
         return;
     }
+    self.writable = true;       /* logged below only when it is not */
+    writable_check (&self);
     qms_actor_ready (pipe, NULL);
     store_loop (&self, pipe);
     store_close (&self);
@@ -1614,6 +1673,44 @@ t_call (t_client_t *c, qms_rec_t rec, int reply_type)
     assert (c->rec [0].type == reply_type);
     assert (c->rec [0].req == rec.req);
     return c->rec [0];
+}
+
+/*  QMS_STATS_GET: whether it says the database takes writes; *rows
+    whether it counted the rows. */
+static int
+t_stats_writable (t_client_t *c, uint64_t req, bool *rows)
+{
+    t_add (c, (qms_rec_t) { .type = QMS_STATS_GET, .req = req });
+    t_send (c);
+    /*  A batch waits up to the busy timeout for the write lock. */
+    assert (t_recv (c, STORE_BUSY_TIMEOUT_MS + 5000) == 1);
+    assert (c->rec [0].type == QMS_STATS && c->rec [0].req == req);
+    char *text = strndup (c->rec [0].s [0].ptr, c->rec [0].s [0].len);
+    assert (text);
+    *rows = strstr (text, "qms_store_rows{") != NULL;
+    bool one = strstr (text, "\nqms_store_writable 1\n") != NULL;
+    bool zero = strstr (text, "\nqms_store_writable 0\n") != NULL;
+    free (text);
+    assert (one != zero);
+    return one;
+}
+
+/*  The probe finds a database on which no write can start (the write lock
+    held by another connection; SAVEPOINT/RELEASE alone would not), and a
+    readiness probe gets no row counts. */
+static void
+t_writable_probe (t_client_t *c, const char *path)
+{
+    bool rows = false;
+    assert (t_stats_writable (c, 7, &rows) == 1 && rows);
+    assert (t_stats_writable (c, 8 | QMS_STATS_BRIEF, &rows) == 1 && !rows);
+    sqlite3 *other = NULL;
+    assert (sqlite3_open_v2 (path, &other, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK);
+    assert (sqlite3_exec (other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+    assert (t_stats_writable (c, 9 | QMS_STATS_BRIEF, &rows) == 0);
+    assert (sqlite3_exec (other, "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close (other);
+    assert (t_stats_writable (c, 10, &rows) == 1 && rows);
 }
 
 static uint64_t
@@ -2181,6 +2278,7 @@ store_test (bool verbose)
     assert (client.rec [2].type == QMS_ST_MSG_END && client.rec [2].num == 2);
     r = t_call (&client, t_req (QMS_ST_SESSION_GET, 2, 0, "h6", 0, 0, 0), QMS_ST_SESSION);
     assert (r.num == 1 && r.time == 9000 && qms_str_eq (r.s [1], "Carol"));
+    t_writable_probe (&client, path);
     t_close (&client);
     zactor_destroy (&store);
 

@@ -8,6 +8,7 @@
 #include "qms_log.h"
 #include "qms_config.h"
 #include "qms_metrics.h"
+#include "qms_ops.h"
 #include "store.h"
 #include "auth.h"
 #include "router.h"
@@ -32,6 +33,7 @@ static const selftest_t s_tests [] = {
     { "qms_log", qms_log_test },
     { "qms_config", qms_config_test },
     { "qms_metrics", qms_metrics_test },
+    { "qms_ops", qms_ops_test },
     { "store", store_test },
     { "auth", auth_test },
     { "router", router_test },

@@ -561,6 +561,11 @@ class LocalClusterScript(QmsTestCase):
         b = Client(base + 12, uniq("bob"), test=self)
         a.send(b, "through the local cluster")
         b.expect_message(a, "through the local cluster")
+        # the store's, auth's and router's own ports
+        for offset in (4, 5, 6):
+            self.assertIn("http://127.0.0.1:%d/metrics" % (base + offset), table)
+            self.assertEqual(http_get(base + offset, "/readyz")[0], 200)
+        self.assertIn(b"qms_store_rows", http_get(base + 4, "/metrics")[2])
         os.killpg(proc.pid, signal.SIGINT)     # what Ctrl-C does
         self.assertEqual(proc.wait(15), 0)
         for name, pid in pids.items():
