@@ -19,23 +19,24 @@
 
 #define MAX_RECORDS 4096
 
-/*  Records compare field by field through their bytes, so an integer field
-    added to qms_rec_t later is compared too: the string pointers (which
-    differ by design) are checked by content and then blanked. */
+/*  Records compare field by field: the integers by value, the strings by
+    content (their pointers differ by design).  qms_rec_next fills the
+    fields one by one and leaves the padding alone, so the bytes of the
+    whole struct are not compared; the size check below fails when a field
+    is added to qms_rec_t, so that it is added here too. */
+_Static_assert (sizeof (qms_rec_t) == 8 + 5 * 8 + QMS_MSG_MAX_STRINGS * sizeof (qms_str_t),
+                "qms_rec_t changed: compare its new fields in check_same");
+
 static void
-check_same (const qms_rec_t *a, const qms_rec_t *b)
+check_same (const qms_rec_t *x, const qms_rec_t *y)
 {
-    qms_rec_t x, y;
-    memcpy (&x, a, sizeof x);
-    memcpy (&y, b, sizeof y);
-    FUZZ_CHECK (x.type == y.type);
+    FUZZ_CHECK (x->type == y->type);
+    FUZZ_CHECK (x->conn == y->conn && x->req == y->req && x->num == y->num);
+    FUZZ_CHECK (x->time == y->time && x->seq == y->seq);
     for (int i = 0; i < QMS_MSG_MAX_STRINGS; i++) {
-        FUZZ_CHECK (x.s [i].len == y.s [i].len);
-        FUZZ_CHECK (x.s [i].len == 0 || memcmp (x.s [i].ptr, y.s [i].ptr, x.s [i].len) == 0);
-        x.s [i].ptr = NULL;
-        y.s [i].ptr = NULL;
+        FUZZ_CHECK (x->s [i].len == y->s [i].len);
+        FUZZ_CHECK (x->s [i].len == 0 || memcmp (x->s [i].ptr, y->s [i].ptr, x->s [i].len) == 0);
     }
-    FUZZ_CHECK (memcmp (&x, &y, sizeof x) == 0);
 }
 
 static void
