@@ -620,22 +620,11 @@ on_login (auth_t *self, const uint8_t *gw, size_t gw_len, const qms_rec_t *rec)
     request_user (self, login);
 }
 
-/*  A batch is checked whole before any of it is acted on. */
-static bool
-batch_valid (const uint8_t *data, size_t size)
-{
-    size_t offset = 0;
-    qms_rec_t rec;
-    int rc;
-    while ((rc = qms_rec_next (data, size, &offset, &rec)) == 1)
-        ;
-    return rc == 0;
-}
-
 static void
 on_gateway_batch (auth_t *self, const uint8_t *gw, size_t gw_len, const uint8_t *data, size_t size)
 {
-    if (!batch_valid (data, size)) {
+    /*  A batch is checked whole before any of it is acted on. */
+    if (!qms_batch_valid (data, size)) {
         qms_warn (AUTH_ACTOR, "event=malformed_batch from=gateway size=%zu", size);
         return;
     }
@@ -762,7 +751,7 @@ drain_store (auth_t *self)
         int rc = qms_batch_recv (sock, NULL, NULL, &body);
         const uint8_t *data = (const uint8_t *) zmq_msg_data (&body);
         size_t size = zmq_msg_size (&body);
-        if (rc == 1 && batch_valid (data, size)) {
+        if (rc == 1 && qms_batch_valid (data, size)) {
             size_t offset = 0;
             qms_rec_t rec;
             while (qms_rec_next (data, size, &offset, &rec) == 1)

@@ -310,6 +310,45 @@ qms_rec_next (const uint8_t *data, size_t size, size_t *offset, qms_rec_t *rec)
     return 1;
 }
 
+bool
+qms_batch_valid (const uint8_t *data, size_t size)
+{
+    /*  The checks of qms_rec_next, without filling a record: the actors
+        check each batch whole before acting on any of it, and then read it
+        with qms_rec_next. */
+    size_t at = 0;
+    while (at < size) {
+        if (size - at < 5)
+            return false;
+        uint8_t type = data [at];
+        uint32_t body = get_u32 (data + at + 1);
+        at += 5;
+        if (body > size - at)
+            return false;
+        const uint8_t *p = data + at, *end = p + body;
+        at += body;
+        if (type <= QMS_NONE || type >= QMS_TYPE_COUNT)
+            continue;
+        const schema_t *schema = &qms_schema [type];
+        size_t ints = 0;
+        for (int bit = 0; bit < INT_FIELDS; bit++)
+            ints += (schema->fields & (1 << bit)) ? 8 : 0;
+        if ((size_t) (end - p) < ints)
+            return false;
+        p += ints;
+        for (int i = 0; i < schema->strings; i++) {
+            if (end - p < 4)
+                return false;
+            uint32_t len = get_u32 (p);
+            p += 4;
+            if (len > QMS_MSG_MAX_STRING || (size_t) (end - p) < len)
+                return false;
+            p += len;
+        }
+    }
+    return true;
+}
+
 /* ------------------------------------------------------------------------ */
 
 int
@@ -439,6 +478,29 @@ qms_msg_test (bool verbose)
             size_t at = 0;
             qms_rec_t out;
             assert (qms_rec_next (buf.data, cut, &at, &out) == -1);
+        }
+        /*  qms_batch_valid says what reading the whole batch says, for
+            every prefix of the two-record batch and for every byte of it
+            set to 0xff. */
+        for (size_t cut = 0; cut <= buf.len; cut++) {
+            size_t at = 0;
+            qms_rec_t out;
+            int rc;
+            while ((rc = qms_rec_next (buf.data, cut, &at, &out)) == 1)
+                ;
+            assert (qms_batch_valid (buf.data, cut) == (rc == 0));
+            assert (cut == 0 || cut == one || cut == buf.len || rc == -1);
+        }
+        for (size_t i = 0; i < buf.len; i++) {
+            uint8_t saved = buf.data [i];
+            buf.data [i] = 0xff;
+            size_t at = 0;
+            qms_rec_t out;
+            int rc;
+            while ((rc = qms_rec_next (buf.data, buf.len, &at, &out)) == 1)
+                ;
+            assert (qms_batch_valid (buf.data, buf.len) == (rc == 0));
+            buf.data [i] = saved;
         }
         qms_buf_free (&buf);
     }

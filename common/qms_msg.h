@@ -254,6 +254,9 @@ int qms_rec_encode (qms_buf_t *buf, const qms_rec_t *rec);
     (truncated, lengths that disagree).  A record of a type this build does
     not know is skipped (rec->type is then QMS_NONE and 1 is returned). */
 int qms_rec_next (const uint8_t *data, size_t size, size_t *offset, qms_rec_t *rec);
+/*  Whether every record of a batch is well formed (what reading it all with
+    qms_rec_next would end in 0, not -1), without filling records. */
+bool qms_batch_valid (const uint8_t *data, size_t size);
 
 /*  Send a batch as one ZeroMQ message on a raw libzmq socket handle (use
     zsock_resolve() for a zsock_t).  With identity (ROUTER sockets) the

@@ -323,15 +323,23 @@ conn_close (conn_t *conn, uint16_t code, const char *reason)
     lws_callback_on_writable (conn->wsi);
 }
 
+/*  An empty output buffer gets its LWS_PRE bytes of headroom first (and
+    room for about len more); on failure it stays empty. */
+static void
+conn_tx_begin (conn_t *conn, size_t len)
+{
+    if (conn->tx.len == 0 && qms_buf_reserve (&conn->tx, LWS_PRE + 64 + len) == 0) {
+        memset (conn->tx.data, 0, LWS_PRE);
+        conn->tx.len = LWS_PRE;
+    }
+}
+
 static void
 conn_queue (gateway_t *self, conn_t *conn, const void *json, size_t len)
 {
     if (conn->close_code)
         return;                         /* closing: nothing more goes out */
-    if (conn->tx.len == 0 && qms_buf_reserve (&conn->tx, LWS_PRE + 64 + len) == 0) {
-        memset (conn->tx.data, 0, LWS_PRE);
-        conn->tx.len = LWS_PRE;
-    }
+    conn_tx_begin (conn, len);
     if (conn->tx.len - LWS_PRE + len > self->cfg->max_queue_bytes
     ||  proto_ws_frame (&conn->tx, json, len)) {
         qms_warn (ACTOR, "event=slow_reader handle=%llu queued=%zu",
@@ -1236,10 +1244,7 @@ ping_scan (gateway_t *self, uint64_t now)
             continue;
         }
         if (silent >= interval && now - conn->pinged_ms >= interval) {
-            if (conn->tx.len == 0 && qms_buf_reserve (&conn->tx, LWS_PRE + 64) == 0) {
-                memset (conn->tx.data, 0, LWS_PRE);
-                conn->tx.len = LWS_PRE;
-            }
+            conn_tx_begin (conn, sizeof ping_frame);
             if (conn->tx.len && qms_buf_append (&conn->tx, ping_frame, sizeof ping_frame) == 0) {
                 conn->pinged_ms = now;
                 self->m.pings++;

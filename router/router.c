@@ -1651,17 +1651,6 @@ stats_batch (router_t *self, const uint8_t *identity, size_t identity_len,
     qms_buf_free (&answers);
 }
 
-static bool
-batch_valid (const uint8_t *data, size_t size)
-{
-    size_t offset = 0;
-    qms_rec_t rec;
-    int rc;
-    while ((rc = qms_rec_next (data, size, &offset, &rec)) == 1)
-        ;
-    return rc == 0;
-}
-
 /*  An administrator deleted the user, reset its password or logged it
     out (the store has already forgotten the session): end the session as a
     logout does, and close its connection as a replaced session's. */
@@ -1729,7 +1718,7 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
                const uint8_t *data, size_t size)
 {
     /*  Checked whole first, so a malformed batch has no effect at all. */
-    if (!batch_valid (data, size)) {
+    if (!qms_batch_valid (data, size)) {
         qms_warn (LOG, "event=malformed_batch from=gateway bytes=%zu", size);
         return;
     }
@@ -1840,7 +1829,7 @@ on_session_reply (router_t *self, const qms_rec_t *rec)
 static void
 store_batch (router_t *self, const uint8_t *data, size_t size)
 {
-    if (!batch_valid (data, size)) {
+    if (!qms_batch_valid (data, size)) {
         qms_warn (LOG, "event=malformed_batch from=store bytes=%zu", size);
         return;
     }
