@@ -12,6 +12,7 @@ user, since root writes anyway) is served read-only with /readyz 503.
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -249,11 +250,19 @@ class ReadOnlyDatabase(QmsTestCase):
     directory that user owns."""
 
     def unprivileged(self, srv):
-        if os.geteuid() == 0:
-            os.chmod(srv.tmp, 0o755)
-            os.chown(srv.data_dir, 65534, 65534)
-            args = srv.args
-            srv.args = lambda: SETPRIV + args()
+        """The binary to run.  As root: a copy of the binary and the web UI
+        inside the server's own folder (the checkout may lie in a folder
+        that nobody may enter, like a CI's mkdtemp), run as nobody."""
+        if os.geteuid() != 0:
+            return BINARY
+        os.chmod(srv.tmp, 0o755)
+        os.chown(srv.data_dir, 65534, 65534)
+        binary = os.path.join(srv.tmp, "qmessageserver")
+        shutil.copy2(BINARY, binary)
+        srv.html_dir = shutil.copytree(srv.html_dir, os.path.join(srv.tmp, "html"))
+        args = srv.args
+        srv.args = lambda: SETPRIV + [binary] + args()[1:]
+        return binary
 
     def make_read_only(self, srv):
         """Start once to create the database and a user, stop, chmod 0444."""
@@ -301,10 +310,10 @@ class ReadOnlyDatabase(QmsTestCase):
     def test_store_role_names_the_read_only_database(self):
         srv = Server()
         self.addCleanup(srv.cleanup)
-        self.unprivileged(srv)
+        binary = self.unprivileged(srv)
         _, path = self.make_read_only(srv)
         port, endpoint = free_port(), "tcp://%s:%d" % (HOST, free_port())
-        cmd = [BINARY, "store", "--store-endpoint", endpoint, "--data-dir", srv.data_dir,
+        cmd = [binary, "store", "--store-endpoint", endpoint, "--data-dir", srv.data_dir,
                "--bind", HOST, "--metrics-port", str(port)]
         if os.geteuid() == 0:
             cmd = SETPRIV + cmd
