@@ -90,7 +90,15 @@ static const opt_t s_options [] = {
     { { "rate-burst" }, OPT_INT, OFF (rate_burst), 0, 1, 10000000, "N",
       "requests a connection may send at once above the rate (default 4000)", 0 },
     { { "max-queue" }, OPT_SIZE, OFF (max_queue_bytes), 0, 65536, 1073741824, "BYTES",
-      "bytes queued to one slow reader before it is closed (default 8388608)", 0 },
+      "bytes queued to one slow reader before it is closed 1008 (default 1048576)", 0 },
+    { { "write-timeout" }, OPT_INT, OFF (write_timeout), 0, 0, 3600, "SECONDS",
+      "close a connection whose queued output has not drained for this long (default 30, 0 = never)", 0 },
+    { { "output-budget" }, OPT_SIZE, OFF (output_budget_bytes), 0, 1048576, (long) 1 << 40, "BYTES",
+      "output queued for all connections of a gateway; past it the largest queues are closed 1008 "
+      "(default 268435456)", 0 },
+    { { "drain-timeout" }, OPT_INT, OFF (drain_timeout), 0, 1, 3600, "SECONDS",
+      "on SIGTERM, the time connections get to drain; the process ends by then even if a thread is "
+      "stuck (default 10)", 0 },
     { { "login-fail-limit" }, OPT_INT, OFF (login_fail_limit), 0, 1, 1000000, "N",
       "failed logins per name or address before a pause (default 5)", 0 },
     { { "login-fail-window" }, OPT_INT, OFF (login_fail_window), 0, 1, 86400, "SECONDS",
@@ -146,7 +154,10 @@ qms_config_defaults (qms_config_t *cfg)
     cfg->max_connections = 10000;
     cfg->rate_messages = 2000;
     cfg->rate_burst = 4000;
-    cfg->max_queue_bytes = 8u * 1024 * 1024;
+    cfg->max_queue_bytes = 1024u * 1024;
+    cfg->write_timeout = 30;
+    cfg->output_budget_bytes = 256u * 1024 * 1024;
+    cfg->drain_timeout = 10;
     cfg->login_fail_limit = 5;
     cfg->login_fail_window = 300;
     cfg->message_quota = 10000;

@@ -69,7 +69,10 @@ typedef struct {
     int max_connections;        /* --max-connections 10000 per gateway */
     int rate_messages;          /* --rate-limit 2000 requests/s per connection */
     int rate_burst;             /* --rate-burst 4000 */
-    size_t max_queue_bytes;     /* --max-queue 8 MiB queued to one slow reader */
+    size_t max_queue_bytes;     /* --max-queue 1 MiB queued to one slow reader */
+    int write_timeout;          /* --write-timeout 30 s with output that does not drain */
+    size_t output_budget_bytes; /* --output-budget 256 MiB queued for all connections */
+    int drain_timeout;          /* --drain-timeout 10 s from SIGTERM to exit, at most */
     int login_fail_limit;       /* --login-fail-limit 5 per name or address */
     int login_fail_window;      /* --login-fail-window 300 seconds */
     int message_quota;          /* --message-quota 10000 stored messages per recipient */

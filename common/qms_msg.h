@@ -42,6 +42,11 @@ extern "C" {
 #define QMS_MSG_MAX_BATCH    (64u * 1024u * 1024u)
 #define QMS_MSG_MAX_STRINGS  8
 
+/*  A page of stored messages holds at most this much message text (plus the
+    message that crossed it): what a drain puts in a connection's queue at
+    once stays far below the gateway's --max-queue. */
+#define QMS_FETCH_PAGE_BYTES (256u * 1024)
+
 typedef enum {
     QMS_NONE = 0,
 
@@ -122,7 +127,9 @@ typedef enum {
                                ST_RESULT: OK, EXISTS (s0=the stored id of
                                the same sender and client id), QUOTA,
                                NO_USER */
-    QMS_ST_MSG_FETCH,       /* req, num=limit, seq=after this, s0=recipient */
+    QMS_ST_MSG_FETCH,       /* req, num=limit, seq=after this, s0=recipient (a page also
+                               ends after the message that brings its text to
+                               QMS_FETCH_PAGE_BYTES) */
     QMS_ST_MSG,             /* req, seq, time=sent, s0=message id s1=sender
                                id s2=sender name s3=sender key s4=message
                                s5=client's id */

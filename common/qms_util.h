@@ -30,6 +30,7 @@ extern "C" {
 /*  Milliseconds since the Unix epoch, and a monotonic clock in ms. */
 uint64_t qms_now_ms (void);
 uint64_t qms_mono_ms (void);
+uint64_t qms_mono_us (void);
 
 /*  Fill buf with n bytes from the CSPRNG; returns 0, or -1 on failure. */
 int qms_random (void *buf, size_t n);

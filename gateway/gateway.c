@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include "gateway.h"
 #include "http.h"
+#include "outq.h"
 #include "proto.h"
 #include "qms_actor.h"
 #include "qms_log.h"
@@ -23,6 +24,7 @@
 #include "qms_msg.h"
 #include "qms_proto.h"
 #include "qms_util.h"
+#include "qms_watchdog.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -32,11 +34,14 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -51,11 +56,18 @@
 /*  Handle layout: slot in the low 24 bits, generation in the next 24. */
 #define SLOT_BITS           24
 #define SLOT_MASK           ((1u << SLOT_BITS) - 1)
-/*  An output buffer that grew past this is given back once it drains. */
-#define TX_KEEP_BYTES       16384
-/*  HTTP bodies leave in chunks of this size: no more than lws's own
-    buffer, or an HTTP/2 stream takes part of a write and loses the rest. */
-#define HTTP_CHUNK          4096
+/*  At most this much leaves for one connection per writeable callback, so
+    that one busy reader cannot hold up everyone else's writes. */
+#define WRITE_MAX           (512u * 1024)
+/*  A buffer for a message in pieces that grew past this is given back once
+    the message is whole. */
+#define RX_KEEP_BYTES       16384
+/*  On SIGTERM, connections get this long (at most) to take what is queued
+    for them and their close frame (1001). */
+#define STOP_GRACE_MS       2000
+/*  A slow consumer closed with 1008 gets this long to take its close frame
+    before the connection is dropped. */
+#define SLOW_CLOSE_GRACE_S  5
 /*  Liveness: we say hello to the router and ping auth this often, and take
     an actor for gone when it has not answered for PEER_TIMEOUT_MS; requests
     that need it are then answered at once instead of waiting. */
@@ -64,9 +76,6 @@
 /*  A login or authorize that got no answer within this is answered
     "Service temporarily unavailable." (its actor died with it in hand). */
 #define REQUEST_TIMEOUT_MS  10000
-/*  On SIGTERM, connections get this long to take what is queued for them
-    and their close frame (1001) before the gateway stops anyway. */
-#define STOP_GRACE_MS       2000
 
 static const char *k_unavailable = "Service temporarily unavailable.";
 
@@ -117,6 +126,8 @@ typedef struct {
     bool receipts;              /* ext: it asked for the receipt protocol */
     uint8_t presence;           /* ext: PROTO_PRESENCE_*, from its login/authorize */
     uint64_t list_gen;          /* the user list generation it last got whole */
+    bool list_stale;            /* a newer list waits for the one on its way */
+    bool rx_held;               /* we stopped reading it while its output waits */
     uint8_t token_len;
     uint8_t pending_len;
     char token [QMS_TOKEN_CHARS + 1];       /* the bound session's token */
@@ -125,8 +136,9 @@ typedef struct {
     uint8_t *rx;
     size_t rx_len;
     size_t rx_cap;
-    /* tx: WebSocket frames we framed, after LWS_PRE bytes of headroom */
-    qms_buf_t tx;
+    /* output: frames we framed and shared lists, written by us (outq.h) */
+    outq_t out;
+    uint64_t out_since;         /* tick ms its output stopped being empty, 0 = empty */
     /* rate limit: token bucket */
     double bucket;
     uint64_t bucket_ms;
@@ -147,7 +159,6 @@ typedef struct {
     int stats_slot;             /* 1 + index of a /metrics request waiting, or 0 */
     bool resp_deferred;         /* the response's headers are still to be sent */
     http_response_t *resp;
-    size_t resp_sent;
     bool resp_close;
 } conn_t;
 
@@ -198,15 +209,22 @@ struct _gateway_t {
         uint64_t opened, requests [QMS_REQ_COUNT], malformed, invalid_user, rate_limited;
         uint64_t bytes_in, bytes_out, closes [6], logins_ok, logins_failed;
         uint64_t events_message, events_stored, acks, http [6], pings, idle_closed;
+        uint64_t slow_closed [3];       /* by slow_reason_t */
+        size_t out_peak;                /* the most one connection had queued */
+        uint64_t lists_replaced;        /* user lists replaced before they left */
         qms_hist_t login_ms, authorize_ms;
     } m;
+    outq_acct_t out_acct;           /* every connection's queued output */
     qms_map_t users_by_id;
     user_t *users_head, *users_tail;
     size_t user_count;
     uint64_t users_seed;
     uint64_t users_gen;             /* bumped on every change */
-    uint64_t users_json_gen;        /* the generation users_json holds */
-    qms_buf_t users_json;           /* the list as a JSON array, built when asked */
+    /*  The user list event, framed once per change and shared by every
+        connection that gets it (and its array by every login answer). */
+    outq_shared_t *list_frame;
+    uint64_t list_frame_gen;
+    size_t list_array_off, list_array_len;
     qms_buf_t changes;              /* JSON objects of the changes not yet pushed */
     bool presence_scheduled;
     uint64_t presence_last;         /* monotonic ms of the last push */
@@ -224,7 +242,17 @@ struct _gateway_t {
     bool flush_scheduled;
     bool stopping;
     bool interrupted;
+    _Atomic int stop_signal;        /* gateway_stop: set from another thread */
+    /*  The loop's passes (the watchdog reads loop; the rest is ours). */
+    qms_loop_t loop;
+    uint64_t pass_began_us;         /* the first callback of this pass, 0 = none yet */
+    uint64_t pass_last_us;
+    qms_hist_t pass_ms;
 };
+
+/*  The first callback of a loop pass starts its clock (gateway_run ends it). */
+#define PASS_BEGIN(self) \
+    do { if (!(self)->pass_began_us) (self)->pass_began_us = qms_mono_us (); } while (0)
 
 /* ------------------------------------------------------------------------ */
 /*  Logging from lws: errors are worth a line; the rest only when debugging. */
@@ -287,7 +315,7 @@ conn_release (conn_t *conn)
     free (conn->rx);
     conn->rx = NULL;
     conn->rx_len = conn->rx_cap = 0;
-    qms_buf_free (&conn->tx);
+    outq_clear (&conn->out);
     if (conn->resp) {
         http_response_free (conn->resp);
         free (conn->resp);
@@ -298,7 +326,18 @@ conn_release (conn_t *conn)
 }
 
 /* ------------------------------------------------------------------------ */
-/*  Output: frames into the connection's buffer, written when writeable. */
+/*  Output.  Each connection's output is an outq (outq.h): our frames and
+    shared user lists, written by us when lws says the socket is writeable.
+    Three limits keep a reader that does not read from costing the others:
+    --max-queue per connection, --write-timeout for output that never
+    drains, and --output-budget over every connection, past which the
+    largest queues go first.  A connection whose output waits is not read
+    either (lws_rx_flow_control): a peer that sends without reading is
+    slowed by TCP, and lws never reads a peer's end of stream while only our
+    queue could still deliver what is owed to it (docs/ROBUSTNESS.md). */
+
+typedef enum { SLOW_QUEUE = 0, SLOW_STALLED, SLOW_BUDGET } slow_reason_t;
+static const char *s_slow_names [] = { "queue_full", "write_timeout", "output_budget" };
 
 static int
 close_index (uint16_t code)
@@ -323,15 +362,83 @@ conn_close (conn_t *conn, uint16_t code, const char *reason)
     lws_callback_on_writable (conn->wsi);
 }
 
-/*  An empty output buffer gets its LWS_PRE bytes of headroom first (and
-    room for about len more); on failure it stays empty. */
+/*  A reader that cannot keep up: what waits for it is given back at once
+    (all but a frame already under way), it gets 1008 "Slow consumer", and
+    if it does not take even that within SLOW_CLOSE_GRACE_S it is dropped. */
 static void
-conn_tx_begin (conn_t *conn, size_t len)
+slow_consumer (gateway_t *self, conn_t *conn, slow_reason_t reason)
 {
-    if (conn->tx.len == 0 && qms_buf_reserve (&conn->tx, LWS_PRE + 64 + len) == 0) {
-        memset (conn->tx.data, 0, LWS_PRE);
-        conn->tx.len = LWS_PRE;
+    if (conn->close_code)
+        return;
+    qms_warn (ACTOR, "event=slow_consumer handle=%llu reason=%s queued=%zu list=%zu",
+              (unsigned long long) conn->handle, s_slow_names [reason], conn->out.queued,
+              conn->out.list_bytes);
+    self->m.slow_closed [reason]++;
+    outq_drop_unstarted (&conn->out);
+    conn_close (conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "Slow consumer");
+    lws_set_timeout (conn->wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
+}
+
+static size_t
+output_total (const gateway_t *self)
+{
+    return self->out_acct.owned + self->out_acct.shared;
+}
+
+/*  Whether a's queue goes before b's when the budget is short: the larger
+    first, and among equals the one waiting longest. */
+static bool
+victim_before (const conn_t *a, const conn_t *b)
+{
+    size_t sa = outq_pending (&a->out), sb = outq_pending (&b->out);
+    return sa > sb || (sa == sb && a->out_since < b->out_since);
+}
+
+#define BUDGET_VICTIMS 64
+
+/*  Over --output-budget: close the largest queues (the oldest first among
+    equals) until the total is back under nine tenths of it.  One pass over
+    the connections picks up to BUDGET_VICTIMS candidates, kept in order. */
+static void
+enforce_budget (gateway_t *self)
+{
+    size_t target = self->cfg->output_budget_bytes / 10 * 9;
+    conn_t *victims [BUDGET_VICTIMS];
+    size_t count = 0;
+    for (size_t slot = 0; slot < self->max_slots; slot++) {
+        conn_t *conn = self->slots [slot];
+        if (!conn || conn->close_code || outq_empty (&conn->out))
+            continue;
+        if (count == BUDGET_VICTIMS && !victim_before (conn, victims [count - 1]))
+            continue;
+        size_t at = count < BUDGET_VICTIMS ? count++ : count - 1;
+        while (at > 0 && victim_before (conn, victims [at - 1])) {
+            victims [at] = victims [at - 1];
+            at--;
+        }
+        victims [at] = conn;
     }
+    for (size_t i = 0; i < count && output_total (self) > target; i++)
+        slow_consumer (self, victims [i], SLOW_BUDGET);
+}
+
+/*  Something was queued for conn: check its limits, and ask to write. */
+static void
+conn_queued (gateway_t *self, conn_t *conn, bool was_empty)
+{
+    if (was_empty)
+        conn->out_since = self->tick_ms;
+    size_t queued = conn->out.queued;
+    if (queued > self->m.out_peak)
+        self->m.out_peak = queued;
+    if (queued > self->cfg->max_queue_bytes) {
+        slow_consumer (self, conn, SLOW_QUEUE);
+        return;
+    }
+    if (output_total (self) > self->cfg->output_budget_bytes)
+        enforce_budget (self);
+    if (!conn->close_code)
+        lws_callback_on_writable (conn->wsi);
 }
 
 static void
@@ -339,15 +446,12 @@ conn_queue (gateway_t *self, conn_t *conn, const void *json, size_t len)
 {
     if (conn->close_code)
         return;                         /* closing: nothing more goes out */
-    conn_tx_begin (conn, len);
-    if (conn->tx.len - LWS_PRE + len > self->cfg->max_queue_bytes
-    ||  proto_ws_frame (&conn->tx, json, len)) {
-        qms_warn (ACTOR, "event=slow_reader handle=%llu queued=%zu",
-                  (unsigned long long) conn->handle, conn->tx.len - LWS_PRE);
-        conn_close (conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "Send queue full (slow reader)");
+    bool was_empty = outq_empty (&conn->out);
+    if (outq_frame (&conn->out, json, len)) {
+        slow_consumer (self, conn, SLOW_QUEUE);     /* out of memory for it */
         return;
     }
-    lws_callback_on_writable (conn->wsi);
+    conn_queued (self, conn, was_empty);
 }
 
 /*  Queue the JSON currently in self->scratch, then clear it. */
@@ -366,6 +470,7 @@ conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text)
 }
 
 static void to_router (gateway_t *self, const qms_rec_t *rec);
+static void conn_push_list (gateway_t *self, conn_t *conn);
 
 /*  Everything queued before the router's GW_SYNC has left our buffer. */
 static void
@@ -376,27 +481,58 @@ answer_sync (gateway_t *self, conn_t *conn)
     to_router (self, &rec);
 }
 
+/*  TLS: our writes may leave in parts (see outq_write). */
+static void *
+conn_tls (struct lws *wsi)
+{
+    SSL *ssl = lws_get_ssl (wsi);
+    if (ssl)
+        SSL_set_mode (ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    return ssl;
+}
+
+/*  Write what the socket takes.  -1: the connection is broken. */
+static int
+conn_flush (gateway_t *self, conn_t *conn, int *flags)
+{
+    *flags = 0;
+    if (outq_empty (&conn->out))
+        return 0;
+    ssize_t n = outq_write (&conn->out, lws_get_socket_fd (conn->wsi), conn_tls (conn->wsi),
+                            WRITE_MAX, flags);
+    if (n < 0)
+        return -1;
+    self->m.bytes_out += (uint64_t) n;
+    return 0;
+}
+
 static int
 conn_writeable (gateway_t *self, conn_t *conn)
 {
-    if (conn->tx.len > LWS_PRE) {
-        size_t len = conn->tx.len - LWS_PRE;
-        int n = lws_write (conn->wsi, conn->tx.data + LWS_PRE, len, LWS_WRITE_RAW);
-        if (n < 0)
-            return -1;
-        self->m.bytes_out += len;
-        conn->tx.len = 0;
-        if (conn->tx.cap > TX_KEEP_BYTES)
-            qms_buf_free (&conn->tx);
+    if (conn->rx_held) {
+        /*  lws calls us only once it holds nothing of its own. */
+        conn->rx_held = false;
+        lws_rx_flow_control (conn->wsi, 1);
     }
-    if (conn->sync_req)
-        answer_sync (self, conn);
-    if (conn->close_code && lws_partial_buffered (conn->wsi)) {
-        /*  Part of what we queued is still in lws's buffer: let it leave
-            before the close frame, or the client loses it. */
+    int flags;
+    if (conn_flush (self, conn, &flags))
+        return -1;
+    if ((flags & OUTQ_LIST_DONE) && conn->list_stale)
+        conn_push_list (self, conn);
+    if (!outq_empty (&conn->out)) {
+        /*  The rest waits for the next writeable callback.  Until then
+            nothing is read from this peer: lws writes only whole control
+            frames of its own (a pong, a close), and must not put one in
+            the middle of ours; and a peer that does not read gets no more
+            of our attention than its reading earns. */
+        conn->rx_held = true;
+        lws_rx_flow_control (conn->wsi, 0);
         lws_callback_on_writable (conn->wsi);
         return 0;
     }
+    conn->out_since = 0;
+    if (conn->sync_req)
+        answer_sync (self, conn);
     if (conn->close_code) {
         lws_close_reason (conn->wsi, (enum lws_close_status) conn->close_code,
                           (unsigned char *) conn->close_reason, strlen (conn->close_reason));
@@ -437,6 +573,7 @@ static void
 sul_flush_cb (lws_sorted_usec_list_t *sul)
 {
     gateway_t *self = lws_container_of (sul, gateway_t, sul_flush);
+    PASS_BEGIN (self);
     self->flush_scheduled = false;
     flush_batches (self);
 }
@@ -778,7 +915,7 @@ handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
         else
             handle_request (self, conn, (const char *) conn->rx, conn->rx_len);
         conn->rx_len = 0;
-        if (conn->rx_cap > TX_KEEP_BYTES) {
+        if (conn->rx_cap > RX_KEEP_BYTES) {
             free (conn->rx);
             conn->rx = NULL;
             conn->rx_cap = 0;
@@ -903,19 +1040,115 @@ users_clear (gateway_t *self)
         user_remove (self, self->users_head);
 }
 
-/*  The list as a JSON array, encoded once per change. */
-static const qms_buf_t *
-users_json (gateway_t *self)
+/*  The user list event, framed, encoded once per change into a buffer that
+    every connection getting it shares; login answers share the users array
+    inside it.  NULL when out of memory. */
+static outq_shared_t *
+list_frame (gateway_t *self)
 {
-    if (self->users_json_gen != self->users_gen || self->users_json.len == 0) {
-        qms_buf_reset (&self->users_json);
-        proto_users_begin (&self->users_json);
-        for (user_t *u = self->users_head; u; u = u->next)
-            proto_users_add (&self->users_json, u->id, u->name, u->pubkey);
-        proto_users_end (&self->users_json);
-        self->users_json_gen = self->users_gen;
+    if (self->list_frame && self->list_frame_gen == self->users_gen)
+        return self->list_frame;
+    qms_buf_t event;
+    qms_buf_init (&event);
+    proto_userlist_head (&event);
+    size_t array_off = event.len;
+    proto_users_begin (&event);
+    for (user_t *u = self->users_head; u; u = u->next)
+        proto_users_add (&event, u->id, u->name, u->pubkey);
+    proto_users_end (&event);
+    size_t array_len = event.len - array_off;
+    int rc = proto_event_tail (&event);
+    uint8_t head [10];
+    size_t head_len = outq_ws_header (head, event.len);
+    outq_shared_t *frame = rc ? NULL : outq_shared_new (head_len + event.len, &self->out_acct);
+    if (frame) {
+        memcpy (outq_shared_data (frame), head, head_len);
+        memcpy (outq_shared_data (frame) + head_len, event.data, event.len);
+        outq_shared_unref (&self->list_frame);     /* readers keep their own references */
+        self->list_frame = frame;
+        self->list_frame_gen = self->users_gen;
+        self->list_array_off = head_len + array_off;
+        self->list_array_len = array_len;
     }
-    return &self->users_json;
+    qms_buf_free (&event);
+    return frame;
+}
+
+/*  A "full" connection's list, by reference.  At most one list waits per
+    connection: a newer one replaces it while none of it has left, and once
+    one is on its way the next waits for it (conn_writeable), so the pushes
+    go at the pace the client reads, and memory stays one list per change
+    however many connections there are. */
+static void
+conn_push_list (gateway_t *self, conn_t *conn)
+{
+    conn->list_stale = false;
+    if (conn->close_code)
+        return;
+    outq_shared_t *frame = list_frame (self);
+    if (!frame)
+        return;
+    size_t len = outq_shared_len (frame);
+    if (outq_has_list (&conn->out)) {
+        if (outq_list_replace (&conn->out, frame, 0, len)) {
+            conn->list_gen = self->users_gen;
+            self->m.lists_replaced++;
+        }
+        else
+            conn->list_stale = true;    /* one is on its way: the newest follows it */
+        return;
+    }
+    bool was_empty = outq_empty (&conn->out);
+    if (outq_share (&conn->out, frame, 0, len, OUTQ_LIST)) {
+        slow_consumer (self, conn, SLOW_QUEUE);
+        return;
+    }
+    conn->list_gen = self->users_gen;
+    conn_queued (self, conn, was_empty);
+}
+
+/*  A shared frame, as is (a delta client's snapshot or changes). */
+static void
+conn_share (gateway_t *self, conn_t *conn, outq_shared_t *frame)
+{
+    if (conn->close_code || !frame)
+        return;
+    bool was_empty = outq_empty (&conn->out);
+    if (outq_share (&conn->out, frame, 0, outq_shared_len (frame), OUTQ_PLAIN)) {
+        slow_consumer (self, conn, SLOW_QUEUE);
+        return;
+    }
+    conn_queued (self, conn, was_empty);
+}
+
+/*  A LoginEvent whose users array is the shared list's: our head, the
+    array by reference, our tail, in one frame. */
+static void
+conn_queue_login (gateway_t *self, conn_t *conn, qms_str_t username)
+{
+    qms_buf_t *text = &self->scratch;
+    outq_shared_t *frame = list_frame (self);
+    qms_buf_reset (text);
+    size_t head = 0;
+    int rc = !frame || proto_login_ok_head (text, qms_strn (conn->token, conn->token_len), username);
+    if (!rc) {
+        head = text->len;
+        rc = proto_event_tail (text);
+    }
+    bool was_empty = outq_empty (&conn->out);
+    if (!rc && !conn->close_code
+    &&  (outq_frame_header (&conn->out, text->len + self->list_array_len)
+    ||   outq_append (&conn->out, text->data, head)
+    ||   outq_share (&conn->out, frame, self->list_array_off, self->list_array_len, OUTQ_PLAIN)
+    ||   outq_append (&conn->out, text->data + head, text->len - head))) {
+        /*  Out of memory part way through a frame: the stream is broken. */
+        qms_error (ACTOR, "event=out_of_memory handle=%llu what=login_answer", (unsigned long long) conn->handle);
+        lws_set_timeout (conn->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        rc = -1;
+    }
+    qms_buf_reset (text);
+    if (!rc)
+        conn_queued (self, conn, was_empty);
 }
 
 static void
@@ -923,37 +1156,40 @@ presence_push (gateway_t *self)
 {
     self->presence_scheduled = false;
     self->presence_last = qms_mono_ms ();
-    qms_buf_t full, delta;
-    qms_buf_init (&full);
-    qms_buf_init (&delta);
+    outq_shared_t *changes = NULL;      /* the changes event, framed once */
     for (size_t slot = 0; slot < self->max_slots; slot++) {
         conn_t *conn = self->slots [slot];
         if (!conn || !conn->bound)
             continue;
-        if (conn->presence == PROTO_PRESENCE_FULL && conn->list_gen != self->users_gen) {
-            if (full.len == 0) {
-                const qms_buf_t *list = users_json (self);
-                proto_userlist_event (&full, (const char *) list->data, list->len);
-            }
-            conn_queue (self, conn, full.data, full.len);
-            conn->list_gen = self->users_gen;
-        }
+        if (conn->presence == PROTO_PRESENCE_FULL && conn->list_gen != self->users_gen)
+            conn_push_list (self, conn);
         else
         if (conn->presence == PROTO_PRESENCE_DELTA && self->changes.len) {
-            if (delta.len == 0)
-                proto_changes_event (&delta, (const char *) self->changes.data, self->changes.len);
-            conn_queue (self, conn, delta.data, delta.len);
+            if (!changes) {
+                qms_buf_reset (&self->scratch);
+                proto_changes_event (&self->scratch, (const char *) self->changes.data, self->changes.len);
+                uint8_t head [10];
+                size_t head_len = outq_ws_header (head, self->scratch.len);
+                changes = outq_shared_new (head_len + self->scratch.len, &self->out_acct);
+                if (changes) {
+                    memcpy (outq_shared_data (changes), head, head_len);
+                    memcpy (outq_shared_data (changes) + head_len, self->scratch.data, self->scratch.len);
+                }
+                qms_buf_reset (&self->scratch);
+            }
+            conn_share (self, conn, changes);
         }
     }
-    qms_buf_free (&full);
-    qms_buf_free (&delta);
+    outq_shared_unref (&changes);
     qms_buf_reset (&self->changes);
 }
 
 static void
 sul_presence_cb (lws_sorted_usec_list_t *sul)
 {
-    presence_push (lws_container_of (sul, gateway_t, sul_presence));
+    gateway_t *self = lws_container_of (sul, gateway_t, sul_presence);
+    PASS_BEGIN (self);
+    presence_push (self);
 }
 
 static void
@@ -986,35 +1222,34 @@ handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
     conn->token [conn->token_len] = 0;
     conn->bound = true;
     bool login = rec->num == QMS_BOUND_LOGIN;
-    if (login) {
-        /*  The whole list is encoded only for clients that get it. */
-        const qms_buf_t *list = conn->presence == PROTO_PRESENCE_NONE ? NULL : users_json (self);
-        qms_buf_t mine;
-        qms_buf_init (&mine);
-        if (conn->presence == PROTO_PRESENCE_NONE) {
+    if (login && conn->presence != PROTO_PRESENCE_NONE)
+        conn_queue_login (self, conn, rec->s [1]);
+    else {
+        if (login) {
             /*  No presence: the answer names only the caller. */
+            qms_buf_t mine;
+            qms_buf_init (&mine);
             user_t *me = user_find (self, rec->s [0]);
             proto_users_begin (&mine);
             if (me)
                 proto_users_add (&mine, me->id, me->name, me->pubkey);
             proto_users_end (&mine);
-            list = &mine;
+            proto_login_ok (&self->scratch, qms_strn (conn->token, conn->token_len), rec->s [1],
+                            (const char *) mine.data, mine.len);
+            qms_buf_free (&mine);
         }
-        proto_login_ok (&self->scratch, qms_strn (conn->token, conn->token_len), rec->s [1],
-                        (const char *) list->data, list->len);
-        qms_buf_free (&mine);
+        else
+            proto_authorized (&self->scratch);
+        conn_queue_scratch (self, conn);
     }
-    else
-        proto_authorized (&self->scratch);
-    conn_queue_scratch (self, conn);
     /*  Everyone online gets the list when it changes, this one included
         (at once: it has just come online); a delta client needs it whole
         once, unless its login answer carried it. */
-    if (conn->presence == PROTO_PRESENCE_FULL || (conn->presence == PROTO_PRESENCE_DELTA && !login)) {
-        const qms_buf_t *list = users_json (self);
-        proto_userlist_event (&self->scratch, (const char *) list->data, list->len);
-        conn_queue_scratch (self, conn);
-    }
+    if (conn->presence == PROTO_PRESENCE_FULL)
+        conn_push_list (self, conn);
+    else
+    if (conn->presence == PROTO_PRESENCE_DELTA && !login)
+        conn_share (self, conn, list_frame (self));
     conn->list_gen = self->users_gen;
 }
 
@@ -1103,7 +1338,7 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             break;
         case QMS_GW_SYNC:
             conn->sync_req = rec->req;
-            if (conn->tx.len <= LWS_PRE)
+            if (outq_empty (&conn->out))
                 answer_sync (self, conn);   /* nothing waits to be written */
             break;
         case QMS_GW_ERROR:
@@ -1215,23 +1450,32 @@ drain_zmq (gateway_t *self)
         drain_socket (self, self->store_raw, PEER_STORE);
 }
 
-/*  Idle pings, once a second over every WebSocket: one that has sent
-    nothing for --ping-interval seconds gets a ping (framed by us, like
-    everything we write), and one that stays silent for twice that plus 10
-    seconds is dropped, so that dead peers do not hold memory forever.
-    O(connections) once a second, and nothing per frame but a store of the
-    tick's time. */
+/*  Once a second over every WebSocket, O(connections) and nothing per
+    frame but a store of the tick's time:
+    - --write-timeout: output that has not drained for that long belongs to
+      a reader that is gone or stalled (closed 1008, slow consumer);
+    - idle pings: one that has sent nothing for --ping-interval seconds gets
+      a ping (framed by us, like everything we write), and one that stays
+      silent for twice that plus 10 seconds is dropped, so that dead peers
+      do not hold memory forever. */
 static void
-ping_scan (gateway_t *self, uint64_t now)
+conn_scan (gateway_t *self, uint64_t now)
 {
     /*  FIN + ping, 3 bytes of payload: lws 4.1 passes a pong up to us only
         when it carries a payload, and a pong echoes the ping's. */
     static const uint8_t ping_frame [5] = { 0x89, 0x03, 'q', 'm', 's' };
     uint64_t interval = (uint64_t) self->cfg->ping_interval * 1000;
     uint64_t hangup = 2 * interval + 10000;
+    uint64_t stall = (uint64_t) self->cfg->write_timeout * 1000;
     for (size_t slot = 0; slot < self->max_slots; slot++) {
         conn_t *conn = self->slots [slot];
         if (!conn || conn->close_code)
+            continue;
+        if (stall && conn->out_since && now - conn->out_since >= stall) {
+            slow_consumer (self, conn, SLOW_STALLED);
+            continue;
+        }
+        if (!interval)
             continue;
         if (conn->heard_ms == 0)
             conn->heard_ms = now;       /* opened since the last tick */
@@ -1244,11 +1488,11 @@ ping_scan (gateway_t *self, uint64_t now)
             continue;
         }
         if (silent >= interval && now - conn->pinged_ms >= interval) {
-            conn_tx_begin (conn, sizeof ping_frame);
-            if (conn->tx.len && qms_buf_append (&conn->tx, ping_frame, sizeof ping_frame) == 0) {
+            bool was_empty = outq_empty (&conn->out);
+            if (outq_append (&conn->out, ping_frame, sizeof ping_frame) == 0) {
                 conn->pinged_ms = now;
                 self->m.pings++;
-                lws_callback_on_writable (conn->wsi);
+                conn_queued (self, conn, was_empty);
             }
         }
     }
@@ -1258,12 +1502,13 @@ static void
 sul_tick_cb (lws_sorted_usec_list_t *sul)
 {
     gateway_t *self = lws_container_of (sul, gateway_t, sul_tick);
+    PASS_BEGIN (self);
     /*  A safety net under the ZMQ_FD edge signalling: cheap when idle. */
     drain_zmq (self);
     uint64_t mono = qms_mono_ms ();
     self->tick_ms = mono;
-    if (mono >= self->next_ping_scan && self->cfg->ping_interval > 0) {
-        ping_scan (self, mono);
+    if (mono >= self->next_ping_scan && (self->cfg->ping_interval > 0 || self->cfg->write_timeout > 0)) {
+        conn_scan (self, mono);
         self->next_ping_scan = mono + 1000;
     }
     if (mono >= self->next_heartbeat && !self->stopping) {
@@ -1304,8 +1549,13 @@ begin_stop (gateway_t *self, int signo)
         if (self->slots [slot])
             conn_close (self->slots [slot], CLOSE_GOING_AWAY, "Server shutting down");
     /*  Queues flush and close frames leave; the loop ends when every
-        connection has closed, or after STOP_GRACE_MS at the latest. */
-    lws_sul_schedule (self->ctx, 0, &self->sul_stop, sul_stop_cb, STOP_GRACE_MS * LWS_US_PER_MS);
+        connection has closed, or after STOP_GRACE_MS (at most half the
+        drain timeout: the rest is the actors' to stop in, and the watchdog
+        ends the process at the drain timeout whatever happens). */
+    lws_usec_t grace = (lws_usec_t) self->cfg->drain_timeout * LWS_US_PER_SEC / 2;
+    if (grace > STOP_GRACE_MS * LWS_US_PER_MS)
+        grace = STOP_GRACE_MS * LWS_US_PER_MS;
+    lws_sul_schedule (self->ctx, 0, &self->sul_stop, sul_stop_cb, grace);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1359,18 +1609,47 @@ gateway_metrics (gateway_t *self, qms_buf_t *out)
         snprintf (labels, sizeof labels, "actor=\"gateway\",code=\"%s\"", codes [i]);
         qms_metrics_value (out, "qms_closes_total", labels, (double) self->m.closes [i]);
     }
-    /*  Queues: walked at scrape time only. */
-    size_t queued = 0, queued_max = 0;
+    /*  Queues: the largest walked at scrape time only. */
+    size_t queued_max = 0;
     for (size_t slot = 0; slot < self->max_slots; slot++) {
         conn_t *conn = self->slots [slot];
-        size_t q = conn && conn->tx.len > LWS_PRE ? conn->tx.len - LWS_PRE : 0;
-        queued += q;
+        size_t q = conn ? outq_pending (&conn->out) : 0;
         if (q > queued_max)
             queued_max = q;
     }
-    qms_metrics_head (out, "qms_queue_bytes", "gauge", "Bytes queued to clients, in all and the most for one connection.");
-    qms_metrics_value (out, "qms_queue_bytes", "actor=\"gateway\",of=\"all\"", (double) queued);
+    qms_metrics_head (out, "qms_queue_bytes", "gauge",
+                      "Output waiting for clients: our own bytes in all, shared user lists (counted once), "
+                      "the most one connection waits for, the most one connection ever had queued "
+                      "(shared lists aside), and the --output-budget.");
+    qms_metrics_value (out, "qms_queue_bytes", "actor=\"gateway\",of=\"all\"", (double) self->out_acct.owned);
+    qms_metrics_value (out, "qms_queue_bytes", "actor=\"gateway\",of=\"shared\"", (double) self->out_acct.shared);
     qms_metrics_value (out, "qms_queue_bytes", "actor=\"gateway\",of=\"max\"", (double) queued_max);
+    qms_metrics_value (out, "qms_queue_bytes", "actor=\"gateway\",of=\"peak\"", (double) self->m.out_peak);
+    qms_metrics_value (out, "qms_queue_bytes", "actor=\"gateway\",of=\"budget\"",
+                       (double) self->cfg->output_budget_bytes);
+    qms_metrics_head (out, "qms_shared_buffers", "gauge", "Encoded user lists and changes still referenced by a queue.");
+    qms_metrics_value (out, "qms_shared_buffers", "actor=\"gateway\"", (double) self->out_acct.shared_count);
+    qms_metrics_head (out, "qms_slow_consumers_closed_total", "counter",
+                      "Connections closed 1008 \"Slow consumer\", by the limit they hit.");
+    for (int i = 0; i < 3; i++) {
+        snprintf (labels, sizeof labels, "actor=\"gateway\",reason=\"%s\"", s_slow_names [i]);
+        qms_metrics_value (out, "qms_slow_consumers_closed_total", labels, (double) self->m.slow_closed [i]);
+    }
+    qms_metrics_head (out, "qms_user_lists_replaced_total", "counter",
+                      "User lists replaced by a newer one before any of them was written.");
+    qms_metrics_value (out, "qms_user_lists_replaced_total", "actor=\"gateway\"", (double) self->m.lists_replaced);
+    qms_metrics_head (out, "qms_loop_pass_seconds", "histogram",
+                      "How long each pass of the gateway's event loop worked (from its first callback).");
+    qms_metrics_hist (out, "qms_loop_pass_seconds", "actor=\"gateway\"", &self->pass_ms);
+    qms_metrics_head (out, "qms_loop_pass_last_seconds", "gauge", "The last pass of the gateway's event loop.");
+    qms_metrics_value (out, "qms_loop_pass_last_seconds", "actor=\"gateway\"", (double) self->pass_last_us / 1e6);
+    qms_metrics_head (out, "qms_loop_pass_longest_seconds", "gauge",
+                      "The longest pass of the gateway's event loop since it started (waiting included).");
+    qms_metrics_value (out, "qms_loop_pass_longest_seconds", "actor=\"gateway\"",
+                       (double) atomic_load (&self->loop.longest_ms) / 1e3);
+    qms_metrics_head (out, "qms_loop_stalls_total", "counter",
+                      "Passes of the gateway's event loop that ran over 2 s (the watchdog logs each while it lasts).");
+    qms_metrics_value (out, "qms_loop_stalls_total", "actor=\"gateway\"", (double) atomic_load (&self->loop.stalls));
     qms_metrics_head (out, "qms_request_duration_seconds", "histogram", "Login and authorize, from the gateway through the actors and back.");
     qms_metrics_hist (out, "qms_request_duration_seconds", "actor=\"gateway\",op=\"login\"", &self->m.login_ms);
     qms_metrics_hist (out, "qms_request_duration_seconds", "actor=\"gateway\",op=\"authorize\"", &self->m.authorize_ms);
@@ -1589,11 +1868,15 @@ rebuild_uri (struct lws *wsi, const char *path)
     return uri;
 }
 
+/*  The response's head, formatted by lws's helpers but written by us with
+    the body: lws writes nothing of ours, so it never holds a response it
+    alone could flush (see the Output section). */
 static int
-http_send_headers (struct lws *wsi, http_response_t *resp)
+http_queue_head (struct lws *wsi, conn_t *conn)
 {
-    uint8_t buffer [LWS_PRE + 4096];
-    uint8_t *start = buffer + LWS_PRE, *p = start, *end = buffer + sizeof buffer - 1;
+    http_response_t *resp = conn->resp;
+    uint8_t buffer [4096];
+    uint8_t *start = buffer, *p = start, *end = buffer + sizeof buffer - 1;
     if (lws_add_http_common_headers (wsi, (unsigned int) resp->status, resp->content_type,
                                      resp->body_len, &p, end))
         return -1;
@@ -1618,9 +1901,24 @@ http_send_headers (struct lws *wsi, http_response_t *resp)
         line = eol + 2;
     }
     if (lws_add_http_header_by_name (wsi, (const unsigned char *) "referrer-policy:",
-                                     (const unsigned char *) "no-referrer", 11, &p, end))
+                                     (const unsigned char *) "no-referrer", 11, &p, end)
+    ||  lws_finalize_http_header (wsi, &p, end))
         return -1;
-    return lws_finalize_write_http_header (wsi, start, &p, end) ? -1 : 0;
+    return outq_append (&conn->out, start, (size_t) (p - start));
+}
+
+/*  Whether the socket keeps room for what lws itself may write on this
+    connection (an error answer to a bad next request, a 101): a keep-alive
+    connection whose reader has fallen behind is closed after its response
+    instead (its data still leaves). */
+static bool
+http_room_left (struct lws *wsi)
+{
+    int fd = lws_get_socket_fd (wsi), queued = 0, sndbuf = 0;
+    socklen_t size = sizeof sndbuf;
+    if (fd < 0 || ioctl (fd, SIOCOUTQ, &queued) || getsockopt (fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &size))
+        return false;
+    return queued <= sndbuf / 4;
 }
 
 static int
@@ -1630,9 +1928,40 @@ http_finish (struct lws *wsi, conn_t *conn)
     http_response_free (conn->resp);
     free (conn->resp);
     conn->resp = NULL;
-    if (close_after)
+    if (close_after || !http_room_left (wsi))
         return -1;
     return lws_http_transaction_completed (wsi) ? -1 : 0;
+}
+
+/*  Write what the socket takes of the response; finish once it has all. */
+static int
+http_flush (gateway_t *self, struct lws *wsi, conn_t *conn)
+{
+    int flags;
+    if (conn_flush (self, conn, &flags))
+        return -1;
+    if (!outq_empty (&conn->out)) {
+        lws_callback_on_writable (wsi);
+        return 0;
+    }
+    return http_finish (wsi, conn);
+}
+
+/*  The response in conn->resp: head and body queued, then written. */
+static int
+http_respond (gateway_t *self, struct lws *wsi, conn_t *conn)
+{
+    http_response_t *resp = conn->resp;
+    self->m.http [resp->status / 100 % 6]++;
+    if (http_queue_head (wsi, conn))
+        return -1;
+    if (!resp->head_only && resp->body_len) {
+        int rc = outq_adopt (&conn->out, resp->body, resp->body_len);
+        resp->body = NULL;          /* the queue frees it */
+        if (rc)
+            return -1;
+    }
+    return http_flush (self, wsi, conn);
 }
 
 /*  lws decodes %00 into the path it hands us, which would end the C
@@ -1659,10 +1988,10 @@ static int
 handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
 {
     vhost_kind_t kind = vhost_kind (self, wsi);
+    outq_init (&conn->out, &self->out_acct);    /* lws gives each transaction fresh, zeroed memory */
     conn->resp = calloc (1, sizeof *conn->resp);
     if (!conn->resp)
         return -1;
-    conn->resp_sent = 0;
     const char *method = http_method (wsi);
     conn->resp_close = strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0;
 
@@ -1704,13 +2033,7 @@ handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
         free (accept);
         free (host);
     }
-    self->m.http [conn->resp->status / 100 % 6]++;
-    if (http_send_headers (wsi, conn->resp))
-        return -1;
-    if (conn->resp->head_only || conn->resp->body_len == 0)
-        return http_finish (wsi, conn);
-    lws_callback_on_writable (wsi);
-    return 0;
+    return http_respond (self, wsi, conn);
 }
 
 static int
@@ -1719,36 +2042,11 @@ http_writeable (gateway_t *self, struct lws *wsi, conn_t *conn)
     if (!conn->resp || conn->stats_slot)
         return 0;
     if (conn->resp_deferred) {
-        /*  A response that waited for the actors: its headers now. */
+        /*  A response that waited for the actors. */
         conn->resp_deferred = false;
-        self->m.http [conn->resp->status / 100 % 6]++;
-        if (http_send_headers (wsi, conn->resp))
-            return -1;
-        if (conn->resp->head_only || conn->resp->body_len == 0)
-            return http_finish (wsi, conn);
-        lws_callback_on_writable (wsi);
-        return 0;
+        return http_respond (self, wsi, conn);
     }
-    uint8_t buffer [LWS_PRE + HTTP_CHUNK];
-    size_t left = conn->resp->body_len - conn->resp_sent;
-    size_t n = left < HTTP_CHUNK ? left : HTTP_CHUNK;
-    /*  HTTP/2 flow control: never more than the peer allows now. */
-    lws_fileofs_t allowed = lws_get_peer_write_allowance (wsi);
-    if (allowed == 0) {
-        lws_callback_on_writable (wsi);
-        return 0;
-    }
-    if (allowed > 0 && (size_t) allowed < n)
-        n = (size_t) allowed;
-    memcpy (buffer + LWS_PRE, conn->resp->body + conn->resp_sent, n);
-    bool last = n == left;
-    if (lws_write (wsi, buffer + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int) n)
-        return -1;
-    conn->resp_sent += n;
-    if (last)
-        return http_finish (wsi, conn);
-    lws_callback_on_writable (wsi);
-    return 0;
+    return http_flush (self, wsi, conn);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1843,8 +2141,17 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
 {
     gateway_t *self = (gateway_t *) lws_context_user (lws_get_context (wsi));
     conn_t *conn = (conn_t *) user;
+    PASS_BEGIN (self);
 
     switch (reason) {
+        case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
+            /*  gateway_stop, from another thread (sent to every vhost's
+                protocols: begin_stop runs once). */
+            int signo = atomic_load (&self->stop_signal);
+            if (signo)
+                begin_stop (self, signo > 0 ? signo : 0);
+            break;
+        }
         case LWS_CALLBACK_HTTP:
             conn->wsi = wsi;
             return handle_http (self, wsi, conn, (const char *) in);
@@ -1861,6 +2168,8 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
                 free (conn->resp);
                 conn->resp = NULL;
             }
+            if (conn)
+                outq_clear (&conn->out);
             break;
 
         case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
@@ -1868,6 +2177,7 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
         case LWS_CALLBACK_ESTABLISHED:
             memset (conn, 0, sizeof *conn);
             conn->wsi = wsi;
+            outq_init (&conn->out, &self->out_acct);
             if (!peer_enter (self, conn)) {
                 const char *why = "Too many connections from your address";
                 lws_close_reason (wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *) why, strlen (why));
@@ -2001,6 +2311,7 @@ callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
     gateway_t *self = (gateway_t *) lws_context_user (lws_get_context (wsi));
     if (reason != LWS_CALLBACK_RAW_RX_FILE)
         return 0;
+    PASS_BEGIN (self);
     for (int i = 0; i < self->listener_count; i++)
         if (wsi == self->listeners [i].wsi) {
             /*  Our own listening socket: hand every new connection to lws
@@ -2023,8 +2334,6 @@ callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
                 reload_settings (self);
                 reload_tls (self);
             }
-            else
-                begin_stop (self, (int) info.ssi_signo);
         }
         return 0;
     }
@@ -2151,6 +2460,10 @@ create_vhost (gateway_t *self, const char *name, int port, bool tls, vhost_kind_
         info.ssl_cipher_list = TLS12_CIPHERS;
         info.ssl_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1
                              | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION;
+        /*  HTTP/1.1 only: we write every byte of our responses and frames
+            ourselves, which HTTP/2's framing would not allow, and a web UI
+            of a few files loses nothing by it. */
+        info.alpn = "http/1.1";
     }
     struct lws_vhost *vh = lws_create_vhost (self->ctx, &info);
     if (vh && cfg->reuse_port && listen_shared (self, vh, port, kind))
@@ -2192,7 +2505,7 @@ adopt_zmq (gateway_t *self, void *raw)
 }
 
 gateway_t *
-gateway_new (const qms_config_t *cfg, const int *stop_signals)
+gateway_new (const qms_config_t *cfg, bool watch_hup)
 {
     gateway_t *self = calloc (1, sizeof *self);
     if (!self)
@@ -2307,11 +2620,9 @@ gateway_new (const qms_config_t *cfg, const int *stop_signals)
     heartbeat (self);
     self->next_heartbeat = qms_mono_ms () + HEARTBEAT_MS;
 
-    if (stop_signals && stop_signals [0]) {
+    if (watch_hup) {
         sigset_t set;
         sigemptyset (&set);
-        for (const int *s = stop_signals; *s; s++)
-            sigaddset (&set, *s);
         sigaddset (&set, SIGHUP);       /* reload (blocked by main, read here) */
         self->signal_fd = signalfd (-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
         if (self->signal_fd < 0 || !(self->signal_wsi = adopt_fd (self, self->signal_fd))) {
@@ -2319,6 +2630,8 @@ gateway_new (const qms_config_t *cfg, const int *stop_signals)
             goto fail;
         }
     }
+    self->loop.name = "gateway";
+    self->tick_ms = qms_mono_ms ();    /* the clock of out_since and heard_ms, until the first tick */
     lws_sul_schedule (self->ctx, 0, &self->sul_tick, sul_tick_cb, 100 * LWS_US_PER_MS);
     return self;
 
@@ -2327,12 +2640,30 @@ fail:
     return NULL;
 }
 
+void
+gateway_stop (gateway_t *self, int signo)
+{
+    atomic_store (&self->stop_signal, signo ? signo : -1);
+    lws_cancel_service (self->ctx);
+}
+
 int
 gateway_run (gateway_t *self)
 {
-    while (!self->interrupted)
-        if (lws_service (self->ctx, 0) < 0)
+    qms_watchdog_watch (&self->loop);
+    while (!self->interrupted) {
+        self->pass_began_us = 0;
+        qms_loop_enter (&self->loop);
+        int rc = lws_service (self->ctx, 0);
+        qms_loop_leave (&self->loop);
+        if (self->pass_began_us) {
+            self->pass_last_us = qms_mono_us () - self->pass_began_us;
+            qms_hist_observe (&self->pass_ms, (double) self->pass_last_us / 1000.0);
+        }
+        if (rc < 0)
             break;
+    }
+    qms_watchdog_unwatch (&self->loop);
     qms_info (ACTOR, "event=stopped");
     return 0;
 }
@@ -2368,9 +2699,9 @@ gateway_destroy (gateway_t **self_p)
     qms_buf_free (&self->to_auth);
     qms_buf_free (&self->scratch);
     users_clear (self);
+    outq_shared_unref (&self->list_frame);
     qms_map_free (&self->users_by_id);
     qms_map_free (&self->peers);       /* every connection has left it by now */
-    qms_buf_free (&self->users_json);
     qms_buf_free (&self->changes);
     free (self->slots);
     free (self->gens);

@@ -23,15 +23,19 @@ typedef struct _gateway_t gateway_t;
     TLS 1.2+ can be set up with them.  Returns 0, or -1 with a reason. */
 int gateway_check_tls (const qms_config_t *cfg, char *err, size_t err_size);
 
-/*  Create the listeners and connect to auth and router.  The signals in
-    stop_signals (e.g. SIGINT, SIGTERM; 0-terminated, may be NULL) must
-    already be blocked in every thread: the gateway reads them from a
-    signalfd and shuts down gracefully.  NULL (after logging why) if a port
-    cannot be bound. */
-gateway_t *gateway_new (const qms_config_t *cfg, const int *stop_signals);
+/*  Create the listeners and connect to auth and router.  With watch_hup,
+    SIGHUP (a reload) must already be blocked in every thread: the gateway
+    reads it from a signalfd.  NULL (after logging why) if a port cannot be
+    bound. */
+gateway_t *gateway_new (const qms_config_t *cfg, bool watch_hup);
 
-/*  Serve until a stop signal arrives; returns 0 after a clean stop. */
+/*  Serve until gateway_stop; returns 0 after a clean stop. */
 int gateway_run (gateway_t *self);
+
+/*  Stop gracefully: connections get 1001 and up to half the drain timeout
+    to take what is queued for them.  Safe from any thread (the watchdog's
+    stop function calls it). */
+void gateway_stop (gateway_t *self, int signo);
 
 void gateway_destroy (gateway_t **self_p);
 

@@ -578,16 +578,30 @@ proto_authorized (qms_buf_t *out)
 }
 
 int
-proto_login_ok (qms_buf_t *out, qms_str_t token, qms_str_t username,
-                const char *users_json, size_t users_len)
+proto_login_ok_head (qms_buf_t *out, qms_str_t token, qms_str_t username)
 {
     if (APPEND_LIT (out, "{\"valid\":true,\"event\":1,\"token\":")
     ||  proto_escape (out, token.ptr, token.len)
     ||  APPEND_LIT (out, ",\"username\":")
     ||  proto_escape (out, username.ptr, username.len)
-    ||  APPEND_LIT (out, ",\"users\":")
+    ||  APPEND_LIT (out, ",\"users\":"))
+        return -1;
+    return 0;
+}
+
+int
+proto_event_tail (qms_buf_t *out)
+{
+    return APPEND_LIT (out, "}");
+}
+
+int
+proto_login_ok (qms_buf_t *out, qms_str_t token, qms_str_t username,
+                const char *users_json, size_t users_len)
+{
+    if (proto_login_ok_head (out, token, username)
     ||  (users_len ? qms_buf_append (out, users_json, users_len) : APPEND_LIT (out, "[]"))
-    ||  APPEND_LIT (out, "}"))
+    ||  proto_event_tail (out))
         return -1;
     return 0;
 }
@@ -774,11 +788,17 @@ proto_users_end (qms_buf_t *out)
 }
 
 int
+proto_userlist_head (qms_buf_t *out)
+{
+    return APPEND_LIT (out, "{\"valid\":true,\"event\":4,\"users\":");
+}
+
+int
 proto_userlist_event (qms_buf_t *out, const char *users_json, size_t users_len)
 {
-    if (APPEND_LIT (out, "{\"valid\":true,\"event\":4,\"users\":")
+    if (proto_userlist_head (out)
     ||  (users_len ? qms_buf_append (out, users_json, users_len) : APPEND_LIT (out, "[]"))
-    ||  APPEND_LIT (out, "}"))
+    ||  proto_event_tail (out))
         return -1;
     return 0;
 }

@@ -96,6 +96,12 @@ int proto_users_begin (qms_buf_t *out);
 int proto_users_add (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t pubkey);
 int proto_users_end (qms_buf_t *out);
 int proto_userlist_event (qms_buf_t *out, const char *users_json, size_t users_len);
+/*  The same two events in three parts, for a users array sent by reference
+    (gateway: one encoding shared by every connection): the text before the
+    array, then proto_event_tail after it. */
+int proto_login_ok_head (qms_buf_t *out, qms_str_t token, qms_str_t username);
+int proto_userlist_head (qms_buf_t *out);
+int proto_event_tail (qms_buf_t *out);
 /*  ext: changes for "delta" clients.  proto_change_* append one JSON object
     (comma-separated) to a list; proto_changes_event wraps the list as
     {"valid":true,"event":6,"changes":[...]}. */

@@ -55,6 +55,11 @@
 #define MAX_ID_BYTES        255         /* user ids are 36-char UUIDs */
 #define MAX_GATEWAY_NAME    127
 #define MAX_PENDING         65536       /* store requests in flight */
+/*  Bytes of messages on their way to the store at once, at most: past it a
+    message for an offline recipient is refused ("Service temporarily
+    unavailable.") rather than queued, so a flood towards offline users
+    cannot fill memory while SQLite writes (docs/ROBUSTNESS.md). */
+#define STORE_INFLIGHT_MAX  (32u * 1024 * 1024)
 #define DRAIN_MAX           64          /* ZeroMQ messages per socket per pass */
 #define CLOSE_REPLACED      4001        /* WebSocket close code for a kick */
 #define FINAL_LINGER_MS     500
@@ -157,6 +162,7 @@ typedef struct {
     bool receipts;              /* the client confirms what it receives */
     bool draining;              /* stored messages are on their way to it */
     bool page_full;             /* the last page of the drain was full */
+    size_t page_text;           /* message bytes of the page coming in */
     uint64_t fetch_req;         /* the drain's store request in flight, or 0 */
     uint64_t sync_req;          /* the drain's GW_SYNC in flight, or 0 */
     uint64_t drain_seq;         /* the last stored message sent */
@@ -232,6 +238,7 @@ typedef struct {
                                        LOOKUP: the name asked for */
     char client_id [MAX_CLIENT_ID + 1];
     char msg_id [MSG_ID_CHARS + 1];
+    size_t bytes;               /* STORE: counted in store_inflight */
 } msgreq_t;
 
 /*  A message delivered live to a client that sends receipts: who to tell
@@ -273,8 +280,10 @@ typedef struct {
     uint64_t nonce;             /* this instance, told to gateways */
     struct {                    /* figures for /metrics */
         uint64_t delivered, held, store_requests, stored, rejected, received, kicks, expired;
+        uint64_t store_busy;
     } m;
     size_t online_count, session_count, pending_count;
+    size_t store_inflight;      /* bytes of MSGREQ_STORE not answered yet */
     gateway_t *gateways [MAX_GATEWAYS];
     uint32_t gateway_count;     /* slots in use, live or dead */
     uint32_t last_gw;           /* most batches come from the same gateway */
@@ -811,6 +820,7 @@ msgreq_new (router_t *self, msgreq_kind_t kind, qms_str_t user)
 static void
 msgreq_destroy (router_t *self, msgreq_t *m)
 {
+    self->store_inflight -= m->bytes;
     qms_map_remove (&self->msgreq_by_req, m->req_h, m);
     list_remove (&m->link);
     free (m);
@@ -819,11 +829,28 @@ msgreq_destroy (router_t *self, msgreq_t *m)
 /*  The recipient is offline (or still receiving what was stored for it):
     the store keeps the message, ciphertext and all, with the sender's name
     and key as they are now; the sender hears "stored" once it is on disk. */
+/*  A store request for a message of this many bytes, if the store's
+    backlog has room for it. */
+static msgreq_t *
+msgreq_store (router_t *self, qms_str_t sender, size_t bytes)
+{
+    if (self->store_inflight + bytes > STORE_INFLIGHT_MAX) {
+        self->m.store_busy++;
+        return NULL;
+    }
+    msgreq_t *m = msgreq_new (self, MSGREQ_STORE, sender);
+    if (m) {
+        m->bytes = bytes;
+        self->store_inflight += bytes;
+    }
+    return m;
+}
+
 static void
 store_message (router_t *self, session_t *s, uint32_t gw, uint64_t conn, qms_str_t target,
                qms_str_t message, qms_str_t client_id, const char *msg_id, uint64_t now)
 {
-    msgreq_t *m = msgreq_new (self, MSGREQ_STORE, s->id);
+    msgreq_t *m = msgreq_store (self, s->id, message.len + target.len + client_id.len);
     if (!m) {
         send_rejected (self, gw, conn, client_id, k_unavailable);
         return;
@@ -901,7 +928,7 @@ held_release (router_t *self, session_t *t)
             }
         }
         else {
-            msgreq_t *m = msgreq_new (self, MSGREQ_STORE, h->sender);
+            msgreq_t *m = msgreq_store (self, h->sender, h->message.len + t->id.len + h->client_id.len);
             if (m) {
                 m->gw = h->sender_gw;
                 m->conn = h->sender_conn;
@@ -1031,6 +1058,7 @@ drain_fetch (router_t *self, session_t *s)
     }
     s->fetch_req = m->req;
     s->fetch_gen = s->stored_gen;
+    s->page_text = 0;
     qms_rec_t rec = { .type = QMS_ST_MSG_FETCH, .req = m->req, .num = FETCH_PAGE, .seq = s->drain_seq };
     rec.s [0] = s->id;
     store_emit (self, &rec);
@@ -1077,6 +1105,7 @@ on_stored_message (router_t *self, msgreq_t *m, const qms_rec_t *rec)
     out.s [4] = rec->s [3];
     gw_emit (self, s->gw, &out);
     s->drain_seq = rec->seq;
+    s->page_text += rec->s [4].len;
 }
 
 static void
@@ -1086,7 +1115,8 @@ on_fetch_end (router_t *self, msgreq_t *m, const qms_rec_t *rec)
     if (!s)
         return;
     s->fetch_req = 0;
-    s->page_full = rec->num >= FETCH_PAGE;
+    s->page_full = rec->num >= FETCH_PAGE || s->page_text >= QMS_FETCH_PAGE_BYTES;
+    s->page_text = 0;
     if (rec->num == 0) {
         drain_next (self, s);
         return;
@@ -1570,6 +1600,10 @@ stats_text (router_t *self, qms_buf_t *out)
     qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"stored\"", (double) self->m.stored);
     qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"rejected\"", (double) self->m.rejected);
     qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"received\"", (double) self->m.received);
+    qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"refused_store_busy\"",
+                       (double) self->m.store_busy);
+    qms_metrics_head (out, "qms_store_inflight_bytes", "gauge", "Message bytes on their way to the store.");
+    qms_metrics_value (out, "qms_store_inflight_bytes", "actor=\"router\"", (double) self->store_inflight);
     qms_metrics_head (out, "qms_session_ends_total", "counter", "Sessions ended by the router.");
     qms_metrics_value (out, "qms_session_ends_total", "actor=\"router\",why=\"replaced\"", (double) self->m.kicks);
     qms_metrics_value (out, "qms_session_ends_total", "actor=\"router\",why=\"expired\"", (double) self->m.expired);

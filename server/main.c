@@ -22,6 +22,7 @@
 #include "qms_msg.h"
 #include "qms_ops.h"
 #include "qms_util.h"
+#include "qms_watchdog.h"
 #include "router.h"
 #include "store.h"
 #include "tls.h"
@@ -411,11 +412,34 @@ start_ops (const qms_config_t *cfg, const char *name, const char *endpoint, bool
     return ops;
 }
 
-/*  One actor as the whole process: the main thread waits for a stop
-    signal (blocked in every thread, so sigwait receives it). */
+/*  The watchdog thread takes the stop signals (qms_watchdog.h); a role
+    that waits in the main thread hears of them through this pipe. */
+static int s_stop_pipe [2] = { -1, -1 };
+
+static void
+stop_by_pipe (int signo, void *arg)
+{
+    (void) arg;
+    ssize_t rc = write (s_stop_pipe [1], &signo, sizeof signo);
+    (void) rc;
+}
+
 static int
-run_actor (zactor_fn *fn, qms_config_t *actor_cfg, const char *name, const char *endpoint,
-           const sigset_t *stop)
+wait_for_stop (void)
+{
+    int signo = 0;
+    if (pipe (s_stop_pipe))
+        return 0;
+    qms_watchdog_on_stop (stop_by_pipe, NULL);
+    while (read (s_stop_pipe [0], &signo, sizeof signo) < 0 && errno == EINTR)
+        ;
+    return signo;
+}
+
+/*  One actor as the whole process: the main thread waits for a stop
+    signal. */
+static int
+run_actor (zactor_fn *fn, qms_config_t *actor_cfg, const char *name, const char *endpoint)
 {
     zactor_t *actor = qms_actor_start (fn, actor_cfg, name);
     if (!actor)
@@ -433,25 +457,31 @@ run_actor (zactor_fn *fn, qms_config_t *actor_cfg, const char *name, const char 
                   qms_ops_port (ops));
     else
         qms_info ("main", "event=ready role=%s endpoint=%s", name, endpoint);
-    int signo = 0;
-    while (sigwait (stop, &signo))
-        ;
+    int signo = wait_for_stop ();
     qms_info ("main", "event=stopping signal=%d", signo);
     qms_ops_destroy (&ops);
     zactor_destroy (&actor);
     return 0;
 }
 
-static int
-run_gateway (qms_config_t *cfg, const int *stop_signals)
+static void
+stop_gateway (int signo, void *gateway)
 {
-    gateway_t *gateway = gateway_new (cfg, stop_signals);
+    gateway_stop ((gateway_t *) gateway, signo);
+}
+
+static int
+run_gateway (qms_config_t *cfg)
+{
+    gateway_t *gateway = gateway_new (cfg, true);
     if (!gateway)
         return EXIT_CANNOT_START;
+    qms_watchdog_on_stop (stop_gateway, gateway);
     qms_info ("main", "event=ready chat=%s://%s:%d/ web=http://%s:%d/",
               qms_config_wss (cfg) ? "wss" : "ws", cfg->server_ip, cfg->chat_port,
               cfg->server_ip, cfg->http_port);
     int rc = gateway_run (gateway);
+    qms_watchdog_on_stop (NULL, NULL);
     gateway_destroy (&gateway);
     return rc;
 }
@@ -459,7 +489,7 @@ run_gateway (qms_config_t *cfg, const int *stop_signals)
 /*  Every actor in this process: each binding actor gets a copy of the
     settings with its own endpoint in bind form. */
 static int
-run_all (qms_config_t *cfg, const int *stop_signals)
+run_all (qms_config_t *cfg)
 {
     static qms_config_t store_cfg, auth_cfg, router_cfg;
     char err [512];
@@ -478,7 +508,7 @@ run_all (qms_config_t *cfg, const int *stop_signals)
     if (auth)
         router = qms_actor_start (router_actor, &router_cfg, "router");
     if (router)
-        rc = run_gateway (cfg, stop_signals);
+        rc = run_gateway (cfg);
     /*  Stop in the reverse order of the data flow: the store goes last, so
         that what the router and auth still send reaches the database. */
     zactor_destroy (&router);
@@ -489,7 +519,7 @@ run_all (qms_config_t *cfg, const int *stop_signals)
 
 /*  The actor of a single-actor role, with its endpoint in bind form. */
 static int
-run_one (role_t role, qms_config_t *cfg, const sigset_t *stop)
+run_one (role_t role, qms_config_t *cfg)
 {
     static qms_config_t copy;
     char err [512];
@@ -500,7 +530,7 @@ run_one (role_t role, qms_config_t *cfg, const sigset_t *stop)
         return EXIT_CANNOT_START;
     }
     zactor_fn *fn = role == ROLE_STORE ? store_actor : role == ROLE_AUTH ? auth_actor : router_actor;
-    return run_actor (fn, &copy, s_roles [role], field, stop);
+    return run_actor (fn, &copy, s_roles [role], field);
 }
 
 static int
@@ -567,7 +597,7 @@ prepare_tls (qms_config_t *cfg)
 }
 
 static int
-run_role (role_t role, qms_config_t *cfg, const int *stop_signals, const sigset_t *stop)
+run_role (role_t role, qms_config_t *cfg, const sigset_t *stop)
 {
     if (role == ROLE_ALL || role == ROLE_GATEWAY) {
         int rc = prepare_tls (cfg);
@@ -593,9 +623,16 @@ run_role (role_t role, qms_config_t *cfg, const int *stop_signals, const sigset_
     else
         qms_info ("main", "event=starting version=%s role=%s", VERSION, s_roles [role]);
 
-    int rc = role == ROLE_ALL ? run_all (cfg, stop_signals)
-           : role == ROLE_GATEWAY ? run_gateway (cfg, stop_signals)
-           : run_one (role, cfg, stop);
+    /*  From here a stop signal always ends the process within
+        --drain-timeout, even if a thread is stuck. */
+    if (qms_watchdog_start (stop, cfg->drain_timeout)) {
+        qms_error ("main", "event=start_failed reason=\"cannot start the watchdog thread\"");
+        qms_log_publish_stop ();
+        return EXIT_CANNOT_START;
+    }
+    int rc = role == ROLE_ALL ? run_all (cfg)
+           : role == ROLE_GATEWAY ? run_gateway (cfg)
+           : run_one (role, cfg);
     if (rc == 0)
         qms_info ("main", "event=exit status=0");
     qms_log_publish_stop ();
@@ -605,8 +642,8 @@ run_role (role_t role, qms_config_t *cfg, const int *stop_signals, const sigset_
 int
 main (int argc, char **argv)
 {
-    /*  CZMQ must not install its own signal handlers: the gateway reads
-        SIGINT and SIGTERM from a signalfd, the other roles with sigwait.
+    /*  CZMQ must not install its own signal handlers: the watchdog thread
+        takes SIGINT and SIGTERM (the monitor reads them from a signalfd).
         Block them before any thread starts, so every thread inherits the
         mask. */
     zsys_handler_set (NULL);
@@ -648,7 +685,7 @@ main (int argc, char **argv)
         return EXIT_BAD_USAGE;
     }
     qms_log_set_format (cfg.log_format);
-    rc = role == ROLE_HEALTH ? run_health (probe, &cfg) : run_role (role, &cfg, stop_signals, &set);
+    rc = role == ROLE_HEALTH ? run_health (probe, &cfg) : run_role (role, &cfg, &set);
     qms_config_free (&cfg);
     return rc;
 }

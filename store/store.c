@@ -585,13 +585,15 @@ msg_fetch (store_t *self, const qms_rec_t *rec)
         rc = sqlite3_bind_int64 (stmt, 2, (sqlite3_int64) (rec->seq > INT64_MAX ? INT64_MAX : rec->seq));
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64 (stmt, 3, (sqlite3_int64) limit);
-    while (rc == SQLITE_OK && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+    size_t text = 0;
+    while (rc == SQLITE_OK && text < QMS_FETCH_PAGE_BYTES && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
         qms_rec_t msg = { .type = QMS_ST_MSG, .req = rec->req };
         msg.seq = (uint64_t) sqlite3_column_int64 (stmt, 0);
         msg.time = (uint64_t) sqlite3_column_int64 (stmt, 1);
         for (int i = 0; i < 6; i++)
             msg.s [i] = col_str (stmt, i + 2);
         reply (self, &msg);
+        text += msg.s [4].len;
         end.num++;
         end.seq = msg.seq;
         rc = SQLITE_OK;

@@ -876,12 +876,12 @@ class Client:
     """A logged-in user: connection, token, id, name."""
 
     def __init__(self, port, name=None, password="secret-pw", pubKey="pk", do_register=True,
-                 path="/", test=None):
+                 path="/", test=None, tls=False):
         self.port = port
         self.name = name or uniq()
         self.password = password
         self.pubKey = pubKey
-        self.ws = connect(port, path=path)
+        self.ws = connect(port, path=path, tls=tls)
         reply = (register if do_register else login)(self.ws, self.name, password, pubKey)
         if reply.get("valid") is not True:
             self.ws.abort()

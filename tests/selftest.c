@@ -9,11 +9,13 @@
 #include "qms_config.h"
 #include "qms_metrics.h"
 #include "qms_ops.h"
+#include "qms_watchdog.h"
 #include "store.h"
 #include "auth.h"
 #include "router.h"
 #include "http.h"
 #include "gateway.h"
+#include "outq.h"
 #include "tls.h"
 #include "monitor.h"
 #include "admin.h"
@@ -34,10 +36,12 @@ static const selftest_t s_tests [] = {
     { "qms_config", qms_config_test },
     { "qms_metrics", qms_metrics_test },
     { "qms_ops", qms_ops_test },
+    { "qms_watchdog", qms_watchdog_test },
     { "store", store_test },
     { "auth", auth_test },
     { "router", router_test },
     { "http", http_test },
+    { "outq", outq_test },
     { "gateway", gateway_test },
     { "tls", tls_test },
     { "monitor", monitor_test },

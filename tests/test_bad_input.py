@@ -1050,7 +1050,7 @@ def build_cases():
 
     # -- limits (own servers) ---------------------------------------------------------------------------------
     add("a reader that never reads (--max-queue 65536)", ("script", slow_reader),
-        [Is("sender served"), Is("sleeper closed 1008 ('Send queue full (slow reader)')")], env="slow",
+        [Is("sender served"), Is("sleeper closed 1008 ('Slow consumer')")], env="slow",
         note="reason text not in PROTOCOL.md")
     add("150 messages at once (--rate-limit 50 --rate-burst 50)", ("script", lambda env: rate_limit(env, 50)),
         [Is("each delivered in order or refused with the text"), Is("recovered after 1 s")], env="rate")

@@ -31,6 +31,7 @@ ALL_KEYS = [
     "sslPrivateKey", "disableHttps", "disableWss", "self-signed", "reuse-port", "config", "bind",
     "data-dir", "html-dir", "session-timeout", "log-level", "log-format", "argon2-memory",
     "argon2-iterations", "auth-workers", "max-connections", "rate-limit", "rate-burst", "max-queue",
+    "write-timeout", "output-budget", "drain-timeout",
     "login-fail-limit", "login-fail-window", "message-quota", "message-max-age",
     "presence-interval", "ping-interval", "max-connections-per-address", "allow-origin",
     "store-endpoint", "auth-endpoint", "router-endpoint", "log-endpoint", "filter-actor",

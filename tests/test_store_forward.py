@@ -335,6 +335,23 @@ class Shared(StoreForwardCase, SharedServerTestCase):
         bob.login()
         self.assert_nothing_stored(bob, alice)
 
+    def test_big_stored_messages_drain_in_pages_a_queue_can_hold(self):
+        """150 stored messages of 60 KB (9 MB) to a reader that reads: pages
+        end at 256 KiB of text, so the drain never fills the connection's
+        queue (--max-queue, 1 MiB by default) and nothing is lost."""
+        n = 150
+        alice = self.peer()
+        bob = self.offline_user()
+        cids = ["big-%d" % i for i in range(n)]
+        for i, cid in enumerate(cids):
+            alice.send(bob, "%04d" % i + "b" * 60000, cid)
+        for ack in alice.acks(cids):
+            self.assertEqual(ack.get("status"), "stored", ack)
+        bob.login()
+        msgs = bob.messages(n)
+        self.assertEqual([m["message"][:4] for m in msgs], ["%04d" % i for i in range(n)])
+        self.assertTrue(all(len(m["message"]) == 60004 for m in msgs))
+
     def test_stored_messages_come_before_a_live_message_sent_at_login(self):
         n = 300
         alice = self.peer()
