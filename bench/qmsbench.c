@@ -21,6 +21,7 @@
     connection's own buffer, which is sized once and grown rarely.
     ========================================================================= */
 
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -363,6 +364,7 @@ typedef struct {
     uint64_t *sent_ts;              //  --ids: send time by sequence (ring), for ack latency
     uint64_t acks;                  //  --ids: acks stored/delivered so far (in order)
     uint16_t self_len, tgt_len, src_len, token_len;
+    uint32_t last_list;             //  --presence full: users in the last whole list we got
     char self_id [QB_IDMAX], tgt_id [QB_IDMAX], src_id [QB_IDMAX];
     char token [QB_TOKMAX];
     //  Shared: written by other threads or read by the main thread (atomics).
@@ -2157,10 +2159,32 @@ qms_userlist_skippable (const client_t *c, const char *s, size_t n)
         || memcmp (s, d, sizeof d - 1) == 0;
 }
 
+//  --presence full: how many users a whole list (event 4, or the login
+//  answer) holds; the report says how many clients' last list was complete.
+//  Every user object has one "id" member, and nothing else in them does.
+static void
+qms_count_list (client_t *c, const char *s, size_t n)
+{
+    static const char a [] = "{\"valid\":true,\"event\":4,";
+    static const char b [] = "{\"event\":4,";
+    static const char l [] = "{\"valid\":true,\"event\":1,";
+    if (n < sizeof l || (memcmp (s, a, sizeof a - 1) && memcmp (s, b, sizeof b - 1) && memcmp (s, l, sizeof l - 1)))
+        return;
+    uint32_t count = 0;
+    const char *p = s, *e = s + n;
+    while ((p = memmem (p, (size_t) (e - p), "\"id\":", 5)) != NULL) {
+        count++;
+        p += 5;
+    }
+    c->last_list = count;
+}
+
 static void
 qms_on_text (worker_t *w, client_t *c, const char *s, size_t n, uint64_t now)
 {
     jtop_t t;
+    if (O.presence == PRES_FULL)
+        qms_count_list (c, s, n);
     if (qms_userlist_skippable (c, s, n)) {
         INC (w->st.userlists_skipped, 1);
         return;
@@ -3976,6 +4000,20 @@ report (const timeline_t *tl, const totals_t *T)
     cJSON_AddNumberToObject (bc, "bytes_in", (double) s->bytes_in);
     cJSON_AddNumberToObject (bc, "bytes_out", (double) s->bytes_out);
     cJSON_AddNumberToObject (bc, "userlists_skipped", (double) s->userlists_skipped);
+    if (O.presence == PRES_FULL && !g_nats) {
+        //  Whether every client's last list names everyone (all threads are done).
+        uint32_t complete = 0, least = UINT32_MAX;
+        for (uint32_t i = 0; i < O.clients; i++) {
+            uint32_t got = G_cl [i].last_list;
+            complete += got == O.clients;
+            if (got < least)
+                least = got;
+        }
+        cJSON *ls = cJSON_AddObjectToObject (j, "user_lists");
+        cJSON_AddNumberToObject (ls, "clients_with_complete_last_list", complete);
+        cJSON_AddNumberToObject (ls, "fewest_users_in_a_last_list", O.clients ? least : 0);
+        cJSON_AddNumberToObject (ls, "users_expected", O.clients);
+    }
     cJSON_AddNumberToObject (j, "server_errors_total", (double) errtab_total (&s->srv_err));
     cJSON_AddNumberToObject (j, "invalid_session_events", (double) s->invalid_user);
     cJSON_AddItemToObject (j, "errors", errtab_json (&s->srv_err, 5));

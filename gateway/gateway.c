@@ -58,13 +58,24 @@
 #define SLOT_MASK           ((1u << SLOT_BITS) - 1)
 /*  At most this much leaves for one connection per writeable callback, so
     that one busy reader cannot hold up everyone else's writes. */
-#define WRITE_MAX           (512u * 1024)
+#define WRITE_MAX           (64u * 1024)
 /*  A buffer for a message in pieces that grew past this is given back once
     the message is whole. */
 #define RX_KEEP_BYTES       16384
 /*  On SIGTERM, connections get this long (at most) to take what is queued
     for them and their close frame (1001). */
 #define STOP_GRACE_MS       2000
+/*  A list sent "now" (a login answer, a newcomer's first list) is the last
+    encoded one patched with the newcomers since (at most this many bytes of
+    them) and without the users gone since (at most this many), else it is
+    encoded again. */
+#define LIST_PATCH_MAX      8192
+#define LIST_GONE_MAX       64
+/*  Whole user lists (the original protocol's) cost O(users^2) bytes a round:
+    pushes are spaced so that they queue at most this many bytes a second
+    (and at least --presence-interval apart; at most PRESENCE_GAP_MAX_MS). */
+#define PRESENCE_BYTES_PER_S (256ull * 1024 * 1024)
+#define PRESENCE_GAP_MAX_MS  30000
 /*  A slow consumer closed with 1008 gets this long to take its close frame
     before the connection is dropped. */
 #define SLOW_CLOSE_GRACE_S  5
@@ -104,6 +115,9 @@ typedef struct {
 typedef struct user_s {
     struct user_s *prev, *next;     /* in the order they came online */
     uint64_t h;
+    uint64_t epoch;                 /* gateway_t.user_epoch when added */
+    uint64_t frame_id;              /* the list_frame it is in (0: none) */
+    uint32_t frame_off, frame_len;  /* where its "{...}" is in that frame */
     qms_str_t id, name, pubkey;     /* views into data [] */
     char data [];
 } user_t;
@@ -126,7 +140,7 @@ typedef struct {
     bool receipts;              /* ext: it asked for the receipt protocol */
     uint8_t presence;           /* ext: PROTO_PRESENCE_*, from its login/authorize */
     uint64_t list_gen;          /* the user list generation it last got whole */
-    bool list_stale;            /* a newer list waits for the one on its way */
+    bool list_stale;            /* a newer list waited for the one on its way */
     bool rx_held;               /* we stopped reading it while its output waits */
     uint8_t token_len;
     uint8_t pending_len;
@@ -211,7 +225,7 @@ struct _gateway_t {
         uint64_t events_message, events_stored, acks, http [6], pings, idle_closed;
         uint64_t slow_closed [3];       /* by slow_reason_t */
         size_t out_peak;                /* the most one connection had queued */
-        uint64_t lists_replaced;        /* user lists replaced before they left */
+        uint64_t lists [3];             /* full-list pushes: queued, replaced, deferred */
         qms_hist_t login_ms, authorize_ms;
     } m;
     outq_acct_t out_acct;           /* every connection's queued output */
@@ -224,10 +238,15 @@ struct _gateway_t {
         connection that gets it (and its array by every login answer). */
     outq_shared_t *list_frame;
     uint64_t list_frame_gen;
+    uint64_t list_frame_epoch;      /* the users added before it was built are in it */
+    uint64_t list_frame_id;         /* counts list frames built */
+    uint64_t user_epoch;            /* counts user_add */
+    qms_buf_t list_gone;            /* (off, len) pairs of users of list_frame gone since */
     size_t list_array_off, list_array_len;
     qms_buf_t changes;              /* JSON objects of the changes not yet pushed */
     bool presence_scheduled;
     uint64_t presence_last;         /* monotonic ms of the last push */
+    uint64_t presence_round;        /* bytes of whole lists the last push queued */
     lws_sorted_usec_list_t sul_presence;
 
     lws_sorted_usec_list_t sul_flush, sul_tick, sul_stop;
@@ -370,9 +389,9 @@ slow_consumer (gateway_t *self, conn_t *conn, slow_reason_t reason)
 {
     if (conn->close_code)
         return;
-    qms_warn (ACTOR, "event=slow_consumer handle=%llu reason=%s queued=%zu list=%zu",
-              (unsigned long long) conn->handle, s_slow_names [reason], conn->out.queued,
-              conn->out.list_bytes);
+    qms_warn (ACTOR, "event=slow_consumer handle=%llu reason=%s owned=%zu shared=%zu",
+              (unsigned long long) conn->handle, s_slow_names [reason], conn->out.owned,
+              outq_pending (&conn->out) - conn->out.owned);
     self->m.slow_closed [reason]++;
     outq_drop_unstarted (&conn->out);
     conn_close (conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "Slow consumer");
@@ -428,7 +447,9 @@ conn_queued (gateway_t *self, conn_t *conn, bool was_empty)
 {
     if (was_empty)
         conn->out_since = self->tick_ms;
-    size_t queued = conn->out.queued;
+    /*  Shared lists are not this connection's memory: they count once, in
+        the budget (and a list that never drains, in --write-timeout). */
+    size_t queued = conn->out.owned;
     if (queued > self->m.out_peak)
         self->m.out_peak = queued;
     if (queued > self->cfg->max_queue_bytes) {
@@ -470,7 +491,8 @@ conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text)
 }
 
 static void to_router (gateway_t *self, const qms_rec_t *rec);
-static void conn_push_list (gateway_t *self, conn_t *conn);
+static void conn_push_list (gateway_t *self, conn_t *conn, bool build);
+static void presence_schedule (gateway_t *self);
 
 /*  Everything queued before the router's GW_SYNC has left our buffer. */
 static void
@@ -517,8 +539,10 @@ conn_writeable (gateway_t *self, conn_t *conn)
     int flags;
     if (conn_flush (self, conn, &flags))
         return -1;
-    if ((flags & OUTQ_LIST_DONE) && conn->list_stale)
-        conn_push_list (self, conn);
+    if ((flags & OUTQ_LIST_DONE) && conn->list_stale) {
+        conn->list_stale = false;
+        presence_schedule (self);       /* the newest list, with the next push */
+    }
     if (!outq_empty (&conn->out)) {
         /*  The rest waits for the next writeable callback.  Until then
             nothing is read from this peer: lws writes only whole control
@@ -999,6 +1023,10 @@ user_find (gateway_t *self, qms_str_t id)
 static void
 user_remove (gateway_t *self, user_t *u)
 {
+    if (u->frame_id && u->frame_id == self->list_frame_id) {
+        uint32_t gone [2] = { u->frame_off, u->frame_len };
+        qms_buf_append (&self->list_gone, gone, sizeof gone);
+    }
     qms_map_remove (&self->users_by_id, u->h, u);
     if (u->prev) u->prev->next = u->next; else self->users_head = u->next;
     if (u->next) u->next->prev = u->prev; else self->users_tail = u->prev;
@@ -1023,6 +1051,7 @@ user_add (gateway_t *self, qms_str_t id, qms_str_t name, qms_str_t pubkey)
         p += parts [i].len + 1;
     }
     u->h = qms_map_hash_bytes (self->users_seed, id.ptr, id.len);
+    u->epoch = ++self->user_epoch;
     if (qms_map_insert (&self->users_by_id, u->h, u)) {
         free (u);
         return;
@@ -1053,20 +1082,34 @@ list_frame (gateway_t *self)
     proto_userlist_head (&event);
     size_t array_off = event.len;
     proto_users_begin (&event);
-    for (user_t *u = self->users_head; u; u = u->next)
+    uint64_t id = self->list_frame_id + 1;
+    for (user_t *u = self->users_head; u; u = u->next) {
+        size_t at = event.len + (u == self->users_head ? 0 : 1);     /* past the comma */
         proto_users_add (&event, u->id, u->name, u->pubkey);
+        u->frame_id = id;
+        u->frame_off = (uint32_t) at;       /* made absolute below */
+        u->frame_len = (uint32_t) (event.len - at);
+    }
     proto_users_end (&event);
     size_t array_len = event.len - array_off;
     int rc = proto_event_tail (&event);
     uint8_t head [10];
     size_t head_len = outq_ws_header (head, event.len);
     outq_shared_t *frame = rc ? NULL : outq_shared_new (head_len + event.len, &self->out_acct);
+    if (!frame)
+        for (user_t *u = self->users_head; u; u = u->next)
+            u->frame_id = 0;
     if (frame) {
+        for (user_t *u = self->users_head; u; u = u->next)
+            u->frame_off += (uint32_t) head_len;
+        self->list_frame_id = id;
+        qms_buf_reset (&self->list_gone);
         memcpy (outq_shared_data (frame), head, head_len);
         memcpy (outq_shared_data (frame) + head_len, event.data, event.len);
         outq_shared_unref (&self->list_frame);     /* readers keep their own references */
         self->list_frame = frame;
         self->list_frame_gen = self->users_gen;
+        self->list_frame_epoch = self->user_epoch;
         self->list_array_off = head_len + array_off;
         self->list_array_len = array_len;
     }
@@ -1077,25 +1120,29 @@ list_frame (gateway_t *self)
 /*  A "full" connection's list, by reference.  At most one list waits per
     connection: a newer one replaces it while none of it has left, and once
     one is on its way the next waits for it (conn_writeable), so the pushes
-    go at the pace the client reads, and memory stays one list per change
-    however many connections there are. */
+    go at the pace the client reads.  New lists are encoded only by the
+    coalesced push (build): memory is one list per push still referenced by
+    some connection, however many connections there are and however fast
+    they come online. */
 static void
-conn_push_list (gateway_t *self, conn_t *conn)
+conn_push_list (gateway_t *self, conn_t *conn, bool build)
 {
     conn->list_stale = false;
     if (conn->close_code)
         return;
-    outq_shared_t *frame = list_frame (self);
-    if (!frame)
-        return;
+    outq_shared_t *frame = build ? list_frame (self) : self->list_frame;
+    if (!frame || (!build && self->list_frame_gen == conn->list_gen))
+        return;                         /* nothing newer yet: the next push brings it */
     size_t len = outq_shared_len (frame);
     if (outq_has_list (&conn->out)) {
         if (outq_list_replace (&conn->out, frame, 0, len)) {
-            conn->list_gen = self->users_gen;
-            self->m.lists_replaced++;
+            conn->list_gen = self->list_frame_gen;
+            self->m.lists [1]++;
         }
-        else
+        else {
             conn->list_stale = true;    /* one is on its way: the newest follows it */
+            self->m.lists [2]++;
+        }
         return;
     }
     bool was_empty = outq_empty (&conn->out);
@@ -1103,7 +1150,8 @@ conn_push_list (gateway_t *self, conn_t *conn)
         slow_consumer (self, conn, SLOW_QUEUE);
         return;
     }
-    conn->list_gen = self->users_gen;
+    conn->list_gen = self->list_frame_gen;
+    self->m.lists [0]++;
     conn_queued (self, conn, was_empty);
 }
 
@@ -1121,33 +1169,107 @@ conn_share (gateway_t *self, conn_t *conn, outq_shared_t *frame)
     conn_queued (self, conn, was_empty);
 }
 
-/*  A LoginEvent whose users array is the shared list's: our head, the
-    array by reference, our tail, in one frame. */
-static void
-conn_queue_login (gateway_t *self, conn_t *conn, qms_str_t username)
+static int
+cmp_gone (const void *a, const void *b)
 {
-    qms_buf_t *text = &self->scratch;
-    outq_shared_t *frame = list_frame (self);
-    qms_buf_reset (text);
-    size_t head = 0;
-    int rc = !frame || proto_login_ok_head (text, qms_strn (conn->token, conn->token_len), username);
-    if (!rc) {
-        head = text->len;
-        rc = proto_event_tail (text);
+    uint32_t x = ((const uint32_t *) a) [0], y = ((const uint32_t *) b) [0];
+    return x < y ? -1 : x > y;
+}
+
+/*  An event that lists everyone online now (a LoginEvent when username
+    is given, else a UserlistChangeEvent), mostly by reference to the last
+    encoded list: our head and "[", the stretches of that list's users who
+    are still online (commas between them ours), the users who came online
+    since, appended, then "]" and our tail.  A login storm thus encodes no
+    whole list per login. */
+static void
+conn_queue_list_now (gateway_t *self, conn_t *conn, const qms_str_t *username)
+{
+    /*  Too much has changed since the last list (more than LIST_PATCH_MAX
+        bytes of newcomers, or many gone): encode the list now instead. */
+    size_t newer_bytes = 0;
+    for (user_t *u = self->users_tail; u && u->epoch > self->list_frame_epoch; u = u->prev)
+        newer_bytes += u->id.len + u->name.len + u->pubkey.len + 40;
+    if (!self->list_frame || newer_bytes > LIST_PATCH_MAX
+    ||  self->list_gone.len > LIST_GONE_MAX * 2 * sizeof (uint32_t))
+        list_frame (self);
+    outq_shared_t *frame = self->list_frame;
+    qms_buf_t head, newer, tail;
+    qms_buf_init (&head);
+    qms_buf_init (&newer);
+    qms_buf_init (&tail);
+    int rc = !frame
+          || (username ? proto_login_ok_head (&head, qms_strn (conn->token, conn->token_len), *username)
+                       : proto_userlist_head (&head))
+          || proto_users_begin (&head) || proto_users_end (&tail) || proto_event_tail (&tail);
+    /*  Who came online since the list was encoded: the tail of the users
+        list (it is in the order they came). */
+    user_t *first_new = self->users_tail;
+    while (first_new && first_new->prev && first_new->prev->epoch > self->list_frame_epoch)
+        first_new = first_new->prev;
+    if (first_new && first_new->epoch <= self->list_frame_epoch)
+        first_new = NULL;
+    if (!rc && first_new) {
+        rc = proto_users_begin (&newer);
+        for (user_t *u = first_new; u && !rc; u = u->next)
+            rc = proto_users_add (&newer, u->id, u->name, u->pubkey);
     }
+    /*  The still-online stretches of the list: between the users gone. */
+    size_t gone_count = self->list_gone.len / (2 * sizeof (uint32_t));
+    uint32_t *gone = (uint32_t *) self->list_gone.data;
+    if (gone_count > 1)
+        qsort (gone, gone_count, 2 * sizeof (uint32_t), cmp_gone);
+    size_t items_start = self->list_array_off + 1;
+    size_t items_end = self->list_array_off + self->list_array_len - 1;
+    size_t payload = head.len + (newer.len ? newer.len - 1 : 0) + tail.len;
+    size_t stretches = 0, from = items_start;
+    for (size_t i = 0; i <= gone_count; i++) {
+        size_t to = i < gone_count ? gone [2 * i] : items_end;
+        if (to > from && i < gone_count)
+            to--;                                       /* the comma before a gone user */
+        if (to > from) {
+            payload += (stretches ? 1 : 0) + (to - from);
+            stretches++;
+        }
+        if (i < gone_count)
+            from = gone [2 * i] + gone [2 * i + 1] + 1; /* past it and its comma */
+        if (from > items_end)
+            from = items_end;
+    }
+    if (newer.len > 1 && stretches)
+        payload++;                                      /* the comma before the newcomers */
     bool was_empty = outq_empty (&conn->out);
-    if (!rc && !conn->close_code
-    &&  (outq_frame_header (&conn->out, text->len + self->list_array_len)
-    ||   outq_append (&conn->out, text->data, head)
-    ||   outq_share (&conn->out, frame, self->list_array_off, self->list_array_len, OUTQ_PLAIN)
-    ||   outq_append (&conn->out, text->data + head, text->len - head))) {
-        /*  Out of memory part way through a frame: the stream is broken. */
+    if (!rc && !conn->close_code)
+        rc = outq_frame_header (&conn->out, payload) || outq_append (&conn->out, head.data, head.len);
+    stretches = 0, from = items_start;
+    for (size_t i = 0; i <= gone_count && !rc && !conn->close_code; i++) {
+        size_t to = i < gone_count ? gone [2 * i] : items_end;
+        if (to > from && i < gone_count)
+            to--;
+        if (to > from) {
+            rc = (stretches && outq_append (&conn->out, ",", 1))
+              || outq_share (&conn->out, frame, from, to - from, OUTQ_PLAIN);
+            stretches++;
+        }
+        if (i < gone_count)
+            from = gone [2 * i] + gone [2 * i + 1] + 1;
+        if (from > items_end)
+            from = items_end;
+    }
+    if (!rc && !conn->close_code && newer.len > 1)
+        rc = (stretches && outq_append (&conn->out, ",", 1))
+          || outq_append (&conn->out, newer.data + 1, newer.len - 1);
+    if (!rc && !conn->close_code)
+        rc = outq_append (&conn->out, tail.data, tail.len);
+    if (rc) {
+        /*  Out of memory (part way through a frame: the stream is broken). */
         qms_error (ACTOR, "event=out_of_memory handle=%llu what=login_answer", (unsigned long long) conn->handle);
         lws_set_timeout (conn->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-        rc = -1;
     }
-    qms_buf_reset (text);
-    if (!rc)
+    qms_buf_free (&head);
+    qms_buf_free (&newer);
+    qms_buf_free (&tail);
+    if (!rc && !conn->close_code)
         conn_queued (self, conn, was_empty);
 }
 
@@ -1156,13 +1278,14 @@ presence_push (gateway_t *self)
 {
     self->presence_scheduled = false;
     self->presence_last = qms_mono_ms ();
+    uint64_t lists_before = self->m.lists [0] + self->m.lists [1];
     outq_shared_t *changes = NULL;      /* the changes event, framed once */
     for (size_t slot = 0; slot < self->max_slots; slot++) {
         conn_t *conn = self->slots [slot];
         if (!conn || !conn->bound)
             continue;
         if (conn->presence == PROTO_PRESENCE_FULL && conn->list_gen != self->users_gen)
-            conn_push_list (self, conn);
+            conn_push_list (self, conn, true);
         else
         if (conn->presence == PROTO_PRESENCE_DELTA && self->changes.len) {
             if (!changes) {
@@ -1182,6 +1305,8 @@ presence_push (gateway_t *self)
     }
     outq_shared_unref (&changes);
     qms_buf_reset (&self->changes);
+    uint64_t lists = self->m.lists [0] + self->m.lists [1] - lists_before;
+    self->presence_round = self->list_frame ? lists * outq_shared_len (self->list_frame) : 0;
 }
 
 static void
@@ -1192,16 +1317,27 @@ sul_presence_cb (lws_sorted_usec_list_t *sul)
     presence_push (self);
 }
 
+/*  A push at the next allowed time (at most one scheduled). */
+static void
+presence_schedule (gateway_t *self)
+{
+    if (self->presence_scheduled)
+        return;
+    self->presence_scheduled = true;
+    uint64_t gap = (uint64_t) self->cfg->presence_interval_ms;
+    uint64_t paced = self->presence_round * 1000 / PRESENCE_BYTES_PER_S;
+    if (paced > gap)
+        gap = paced < PRESENCE_GAP_MAX_MS ? paced : PRESENCE_GAP_MAX_MS;
+    uint64_t now = qms_mono_ms (), due = self->presence_last + gap;
+    lws_usec_t delay = due > now ? (lws_usec_t) (due - now) * LWS_US_PER_MS : 1;
+    lws_sul_schedule (self->ctx, 0, &self->sul_presence, sul_presence_cb, delay);
+}
+
 static void
 users_changed (gateway_t *self)
 {
     self->users_gen++;
-    if (self->presence_scheduled)
-        return;
-    self->presence_scheduled = true;
-    uint64_t now = qms_mono_ms (), due = self->presence_last + (uint64_t) self->cfg->presence_interval_ms;
-    lws_usec_t delay = due > now ? (lws_usec_t) (due - now) * LWS_US_PER_MS : 1;
-    lws_sul_schedule (self->ctx, 0, &self->sul_presence, sul_presence_cb, delay);
+    presence_schedule (self);
 }
 
 static void
@@ -1223,7 +1359,7 @@ handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
     conn->bound = true;
     bool login = rec->num == QMS_BOUND_LOGIN;
     if (login && conn->presence != PROTO_PRESENCE_NONE)
-        conn_queue_login (self, conn, rec->s [1]);
+        conn_queue_list_now (self, conn, &rec->s [1]);
     else {
         if (login) {
             /*  No presence: the answer names only the caller. */
@@ -1245,11 +1381,8 @@ handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
     /*  Everyone online gets the list when it changes, this one included
         (at once: it has just come online); a delta client needs it whole
         once, unless its login answer carried it. */
-    if (conn->presence == PROTO_PRESENCE_FULL)
-        conn_push_list (self, conn);
-    else
-    if (conn->presence == PROTO_PRESENCE_DELTA && !login)
-        conn_share (self, conn, list_frame (self));
+    if (conn->presence == PROTO_PRESENCE_FULL || (conn->presence == PROTO_PRESENCE_DELTA && !login))
+        conn_queue_list_now (self, conn, NULL);
     conn->list_gen = self->users_gen;
 }
 
@@ -1635,9 +1768,14 @@ gateway_metrics (gateway_t *self, qms_buf_t *out)
         snprintf (labels, sizeof labels, "actor=\"gateway\",reason=\"%s\"", s_slow_names [i]);
         qms_metrics_value (out, "qms_slow_consumers_closed_total", labels, (double) self->m.slow_closed [i]);
     }
-    qms_metrics_head (out, "qms_user_lists_replaced_total", "counter",
-                      "User lists replaced by a newer one before any of them was written.");
-    qms_metrics_value (out, "qms_user_lists_replaced_total", "actor=\"gateway\"", (double) self->m.lists_replaced);
+    qms_metrics_head (out, "qms_user_list_pushes_total", "counter",
+                      "Whole user lists pushed on a change: queued, replacing a newer one's unsent predecessor, "
+                      "or deferred until the one on its way has been written.");
+    static const char *how [3] = { "queued", "replaced", "deferred" };
+    for (int i = 0; i < 3; i++) {
+        snprintf (labels, sizeof labels, "actor=\"gateway\",how=\"%s\"", how [i]);
+        qms_metrics_value (out, "qms_user_list_pushes_total", labels, (double) self->m.lists [i]);
+    }
     qms_metrics_head (out, "qms_loop_pass_seconds", "histogram",
                       "How long each pass of the gateway's event loop worked (from its first callback).");
     qms_metrics_hist (out, "qms_loop_pass_seconds", "actor=\"gateway\"", &self->pass_ms);
@@ -2700,6 +2838,7 @@ gateway_destroy (gateway_t **self_p)
     qms_buf_free (&self->scratch);
     users_clear (self);
     outq_shared_unref (&self->list_frame);
+    qms_buf_free (&self->list_gone);
     qms_map_free (&self->users_by_id);
     qms_map_free (&self->peers);       /* every connection has left it by now */
     qms_buf_free (&self->changes);

@@ -122,8 +122,11 @@ seg_uncount (outq_t *q, const outq_seg_t *seg, size_t n)
         q->list_bytes -= n;
     else
         q->queued -= n;
-    if (seg_owned (seg) && q->acct)
-        q->acct->owned -= n;
+    if (seg_owned (seg)) {
+        q->owned -= n;
+        if (q->acct)
+            q->acct->owned -= n;
+    }
 }
 
 static void
@@ -133,8 +136,11 @@ seg_count (outq_t *q, const outq_seg_t *seg, size_t n)
         q->list_bytes += n;
     else
         q->queued += n;
-    if (seg_owned (seg) && q->acct)
-        q->acct->owned += n;
+    if (seg_owned (seg)) {
+        q->owned += n;
+        if (q->acct)
+            q->acct->owned += n;
+    }
 }
 
 static void
@@ -600,14 +606,14 @@ test_plain (void)
     }
     assert (outq_pending (&q) == expect_len);
     assert (q.list_bytes == 20000 && q.queued == expect_len - 20000);
-    assert (acct.owned == expect_len - 60000 - 20000);
+    assert (acct.owned == expect_len - 60000 - 20000 && q.owned == acct.owned);
 
     int flags;
     size_t got_len = pump_plain (&q, pair [0], pair [1], got, sizeof got, &flags);
     assert (flags & OUTQ_BLOCKED);            /* the small buffers made it wait */
     assert (flags & OUTQ_LIST_DONE);
     assert (got_len == expect_len && memcmp (got, expect, expect_len) == 0);
-    assert (acct.owned == 0 && q.queued == 0 && q.list_bytes == 0);
+    assert (acct.owned == 0 && q.owned == 0 && q.queued == 0 && q.list_bytes == 0);
     assert (acct.shared_count == 1);          /* the newer list went with its segment */
     outq_shared_unref (&shared);
     assert (acct.shared == 0 && acct.shared_count == 0);

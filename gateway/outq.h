@@ -54,6 +54,7 @@ typedef struct {
     outq_acct_t *acct;
     size_t queued;          /* unsent bytes, but for a list segment's */
     size_t list_bytes;      /* unsent bytes of the list segment, if any */
+    size_t owned;           /* unsent bytes of our own segments (not shared) */
     size_t tls_retry;       /* an SSL_write to repeat with at least this many bytes */
 } outq_t;
 

@@ -247,6 +247,8 @@ class Hostile(QmsTestCase):
                 s.sendall(request)
         except socket.timeout:
             pass                        # the server stopped reading us: fine
+        except ConnectionResetError:
+            pass                        # or closed us, this far behind: fine too
         time.sleep(1.0)
         try:
             s.shutdown(socket.SHUT_WR)
@@ -353,6 +355,44 @@ class Hostile(QmsTestCase):
                 if msg.get("event") == 2:
                     self.assertEqual(msg.get("message"), "z" * 60000)
                     got += 1
+
+    # -- everyone sees everyone ----------------------------------------------
+
+    def test_full_user_lists_are_shared_and_paced(self):
+        """Original-protocol clients (whole lists) that do not read while
+        everyone logs in: what waits for them is one shared list each, a
+        newer one replacing an unsent older one, not a copy per change; once
+        they read, every client's last list names everyone."""
+        srv = self.start_server()
+        n = 100
+        clients = []
+        for _ in range(n):
+            with _Connect(rcvbuf=4096):
+                # big keys: lists of up to 1.6 MB outgrow what the kernel buffers
+                clients.append(Client(srv.chat_port, pubKey="k" * 16000, test=self))
+        time.sleep(1.0)                 # a few coalesced pushes
+        self.assertGreater(metric(srv, "qms_user_list_pushes_total", how="replaced")
+                           + metric(srv, "qms_user_list_pushes_total", how="deferred"), 0)
+        # one copy of a 1.6 MB list per connection would be 160 MB: the
+        # lists waiting are shared (a few generations of them), and what each
+        # connection holds of its own is a few frames, not lists
+        self.assertLess(metric(srv, "qms_queue_bytes", of="shared"), 40 * MIB)
+        self.assertLess(metric(srv, "qms_queue_bytes", of="all"), n * 4096)
+        last = {}                       # every client reads now: the newest list reaches each
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len([c for c in clients if last.get(c.name) == n]) < n:
+            for c in clients:
+                if last.get(c.name) == n:
+                    continue
+                try:
+                    m = c.ws.recv_json(timeout=0.02)
+                except TimeoutError:
+                    continue
+                if m.get("event") == EV_USERLIST:
+                    last[c.name] = len(m["users"])
+        short = {name: got for name, got in last.items() if got != n}
+        self.assertEqual(len(last), n, "some clients got no list")
+        self.assertFalse(short, "last lists not complete: %r" % short)
 
     # -- the guards ---------------------------------------------------------
 
