@@ -105,8 +105,15 @@ export async function startServer({ tls = false, serverIp = "127.0.0.1", extra =
       await launch();
       return how;
     },
-    /** Stops the server and removes its files; returns how it exited. */
+    /** Stops the server and removes its files; returns how it exited.  Prints
+     * the most output one connection had queued (docs/ROBUSTNESS.md: what a
+     * real client needs of --max-queue). */
     async stop() {
+      try {
+        const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+        const peak = /qms_queue_bytes\{actor="gateway",of="peak"\} (\d+)/.exec(text);
+        if (peak) console.log(`queue peak of one connection: ${peak[1]} bytes`);
+      } catch { /* the figure is informative only */ }
       const how = await terminate();
       rmSync(dir, { recursive: true, force: true });
       return how;
