@@ -458,6 +458,35 @@ def render(recs, docdir, results_name):
                             f0(g(r, "stored_drain.per_client_p99_ms")), p, load1(r)))
         w()
 
+    # (h) everyone sees everyone
+    hruns = [r for r in R.recs if r.get("scenario") == "h" and "tool" in r]
+    if hruns:
+        w("## (h) Everyone sees everyone: the original protocol's whole user lists (ours only)")
+        w()
+        w("Clients of the original protocol (no `presence` field) log in and hold for 60 s; the server sends "
+          "each the whole user list on every change, encoded once per push and shared by every connection, "
+          "at most one list in flight per connection (docs/ROBUSTNESS.md). Peak RSS is the server's VmHWM "
+          "over the run; the target is 64 MiB + 16 KiB per client.")
+        w()
+        w("| clients | logged in and held | last list names everyone | peak RSS | target | met? | list bytes read by the clients | connect phase s | load1 |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for r in hruns:
+            n = g(r, "config.clients")
+            peak = [x for x in R.recs if x.get("scenario") == "h" and x.get("clients") == n and "rss_peak_kib" in x]
+            peak_kib = peak[-1]["rss_peak_kib"] if peak else 0
+            target_kib = 64 * 1024 + 16 * n
+            complete = g(r, "user_lists.clients_with_complete_last_list")
+            met = peak_kib and peak_kib <= target_kib and complete == n and g(r, "connections.held_at_end") == n
+            w("| %s | %s | %s | %s MiB | %s MiB | %s | %s GB | %s | %s |" % (
+                f0(n), f0(g(r, "connections.held_at_end")), f0(complete), f1(peak_kib / 1024.0),
+                f1(target_kib / 1024.0), "**met**" if met else "**missed**",
+                f1(g(r, "bench.bytes_in") / 1e9), f1(g(r, "bench.connect_phase_s")), load1(r)))
+            if n == 5000:
+                targets.append(("(h) 5,000 original-protocol clients: peak RSS ≤ 64 MiB + 16 KiB each, every last list complete",
+                                "%s MiB, %d of %d complete" % (f1(peak_kib / 1024.0), complete, n), bool(met),
+                                "%.2fx the bound" % (peak_kib / target_kib if target_kib else 0)))
+        w()
+
     # targets
     if targets:
         w("## Targets")
