@@ -89,6 +89,9 @@ static const opt_t s_options [] = {
       "requests per second per connection (default 2000)", 0 },
     { { "rate-burst" }, OPT_INT, OFF (rate_burst), 0, 1, 10000000, "N",
       "requests a connection may send at once above the rate (default 4000)", 0 },
+    { { "rate-limit-bytes" }, OPT_SIZE, OFF (rate_bytes), 0, 1024, (long) 1 << 40, "BYTES",
+      "bytes per second read from one connection (four seconds' worth at once); a peer past it is "
+      "read again as its budget refills (default 1048576)", 0 },
     { { "max-queue" }, OPT_SIZE, OFF (max_queue_bytes), 0, 65536, 1073741824, "BYTES",
       "bytes queued to one slow reader before it is closed 1008 (default 1048576)", 0 },
     { { "write-timeout" }, OPT_INT, OFF (write_timeout), 0, 0, 3600, "SECONDS",
@@ -154,6 +157,7 @@ qms_config_defaults (qms_config_t *cfg)
     cfg->max_connections = 10000;
     cfg->rate_messages = 2000;
     cfg->rate_burst = 4000;
+    cfg->rate_bytes = 1024u * 1024;
     cfg->max_queue_bytes = 1024u * 1024;
     cfg->write_timeout = 30;
     cfg->output_budget_bytes = 256u * 1024 * 1024;

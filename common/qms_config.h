@@ -69,6 +69,7 @@ typedef struct {
     int max_connections;        /* --max-connections 10000 per gateway */
     int rate_messages;          /* --rate-limit 2000 requests/s per connection */
     int rate_burst;             /* --rate-burst 4000 */
+    size_t rate_bytes;          /* --rate-limit-bytes 1 MiB/s read from one connection */
     size_t max_queue_bytes;     /* --max-queue 1 MiB queued to one slow reader */
     int write_timeout;          /* --write-timeout 30 s with output that does not drain */
     size_t output_budget_bytes; /* --output-budget 256 MiB queued for all connections */

@@ -76,6 +76,15 @@
     (and at least --presence-interval apart; at most PRESENCE_GAP_MAX_MS). */
 #define PRESENCE_BYTES_PER_S (256ull * 1024 * 1024)
 #define PRESENCE_GAP_MAX_MS  30000
+/*  Input shaping: each piece of input lws hands us (a WebSocket frame, or
+    up to 4 KiB of one, or a pong) costs one of IN_READS_PER_S tokens a
+    second (IN_READS_BURST at once), whatever it holds, and each byte one of
+    --rate-limit-bytes (four seconds' worth at once); a peer that has spent
+    its budget is not read until it refills (TCP holds the rest).  A peer
+    that sends one-byte fragments thus costs at most so many callbacks, and
+    a flooder at most so many bytes, of the loop's time. */
+#define IN_READS_PER_S      4000
+#define IN_READS_BURST      8000
 /*  A slow consumer closed with 1008 gets this long to take its close frame
     before the connection is dropped. */
 #define SLOW_CLOSE_GRACE_S  5
@@ -142,6 +151,12 @@ typedef struct {
     uint64_t list_gen;          /* the user list generation it last got whole */
     bool list_stale;            /* a newer list waited for the one on its way */
     bool rx_held;               /* we stopped reading it while its output waits */
+    bool rx_shaped;             /* ... or while its input budget refills */
+    bool rx_off;                /* what lws was told last (rx flow control) */
+    /* input shaping: read tokens and bytes it may still spend (see input_spend) */
+    int32_t in_reads;
+    int64_t in_bytes;
+    uint64_t in_ms;             /* tick ms of the last refill, 0 = never */
     uint8_t token_len;
     uint8_t pending_len;
     char token [QMS_TOKEN_CHARS + 1];       /* the bound session's token */
@@ -224,11 +239,13 @@ struct _gateway_t {
         uint64_t bytes_in, bytes_out, closes [6], logins_ok, logins_failed;
         uint64_t events_message, events_stored, acks, http [6], pings, idle_closed;
         uint64_t slow_closed [3];       /* by slow_reason_t */
+        uint64_t shaped;                /* times a peer's input was paused */
         size_t out_peak;                /* the most one connection had queued */
         uint64_t lists [3];             /* full-list pushes: queued, replaced, deferred */
         qms_hist_t login_ms, authorize_ms;
     } m;
     outq_acct_t out_acct;           /* every connection's queued output */
+    qms_buf_t shaped;               /* handles (uint64_t) of connections whose input is paused */
     qms_map_t users_by_id;
     user_t *users_head, *users_tail;
     size_t user_count;
@@ -528,13 +545,84 @@ conn_flush (gateway_t *self, conn_t *conn, int *flags)
     return 0;
 }
 
+/*  Read this peer or not: not while its output waits, nor while its input
+    budget refills. */
+static void
+conn_rx_update (conn_t *conn)
+{
+    bool off = conn->rx_held || conn->rx_shaped;
+    if (off != conn->rx_off) {
+        conn->rx_off = off;
+        lws_rx_flow_control (conn->wsi, off ? 0 : 1);
+    }
+}
+
+static void
+input_refill (gateway_t *self, conn_t *conn)
+{
+    int64_t bytes_burst = (int64_t) self->cfg->rate_bytes * 4;
+    uint64_t now = self->tick_ms;
+    if (conn->in_ms == 0) {
+        conn->in_reads = IN_READS_BURST;
+        conn->in_bytes = bytes_burst;
+        conn->in_ms = now;
+        return;
+    }
+    uint64_t elapsed = now - conn->in_ms;
+    if (elapsed == 0)
+        return;
+    conn->in_ms = now;
+    int64_t reads = conn->in_reads + (int64_t) (elapsed * IN_READS_PER_S / 1000);
+    conn->in_reads = (int32_t) (reads > IN_READS_BURST ? IN_READS_BURST : reads);
+    conn->in_bytes += (int64_t) (elapsed * (uint64_t) self->cfg->rate_bytes / 1000);
+    if (conn->in_bytes > bytes_burst)
+        conn->in_bytes = bytes_burst;
+}
+
+/*  A read of len bytes from conn has been taken: spend its budget, and
+    stop reading it if that is gone (the tick resumes it, input_resume). */
+static void
+input_spend (gateway_t *self, conn_t *conn, size_t len)
+{
+    input_refill (self, conn);
+    conn->in_reads--;
+    conn->in_bytes -= (int64_t) len;
+    if ((conn->in_reads < 0 || conn->in_bytes < 0) && !conn->rx_shaped) {
+        conn->rx_shaped = true;
+        self->m.shaped++;
+        qms_buf_append (&self->shaped, &conn->handle, sizeof conn->handle);
+        conn_rx_update (conn);
+    }
+}
+
+/*  Every tick: read again the peers whose budget has refilled. */
+static void
+input_resume (gateway_t *self)
+{
+    size_t count = self->shaped.len / sizeof (uint64_t), kept = 0;
+    uint64_t *handles = (uint64_t *) self->shaped.data;
+    for (size_t i = 0; i < count; i++) {
+        conn_t *conn = conn_lookup (self, handles [i]);
+        if (!conn || !conn->rx_shaped)
+            continue;                   /* closed meanwhile */
+        input_refill (self, conn);
+        if (conn->in_reads >= 0 && conn->in_bytes >= 0) {
+            conn->rx_shaped = false;
+            conn_rx_update (conn);
+        }
+        else
+            handles [kept++] = handles [i];
+    }
+    self->shaped.len = kept * sizeof (uint64_t);
+}
+
 static int
 conn_writeable (gateway_t *self, conn_t *conn)
 {
     if (conn->rx_held) {
         /*  lws calls us only once it holds nothing of its own. */
         conn->rx_held = false;
-        lws_rx_flow_control (conn->wsi, 1);
+        conn_rx_update (conn);
     }
     int flags;
     if (conn_flush (self, conn, &flags))
@@ -550,7 +638,7 @@ conn_writeable (gateway_t *self, conn_t *conn)
             the middle of ours; and a peer that does not read gets no more
             of our attention than its reading earns. */
         conn->rx_held = true;
-        lws_rx_flow_control (conn->wsi, 0);
+        conn_rx_update (conn);
         lws_callback_on_writable (conn->wsi);
         return 0;
     }
@@ -1650,6 +1738,8 @@ sul_tick_cb (lws_sorted_usec_list_t *sul)
     }
     wait_expire (self);
     stats_expire (self);
+    if (self->shaped.len)
+        input_resume (self);
     if (self->stopping && self->open_count == 0)
         self->interrupted = true;       /* everyone has gone: no need to wait */
     if (mono >= self->next_trim) {
@@ -1768,6 +1858,9 @@ gateway_metrics (gateway_t *self, qms_buf_t *out)
         snprintf (labels, sizeof labels, "actor=\"gateway\",reason=\"%s\"", s_slow_names [i]);
         qms_metrics_value (out, "qms_slow_consumers_closed_total", labels, (double) self->m.slow_closed [i]);
     }
+    qms_metrics_head (out, "qms_input_paused_total", "counter",
+                      "Times a peer was not read until its input budget refilled (reads a second, --rate-limit-bytes).");
+    qms_metrics_value (out, "qms_input_paused_total", "actor=\"gateway\"", (double) self->m.shaped);
     qms_metrics_head (out, "qms_user_list_pushes_total", "counter",
                       "Whole user lists pushed on a change: queued, replacing a newer one's unsent predecessor, "
                       "or deferred until the one on its way has been written.");
@@ -2332,9 +2425,11 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
             if (!conn->handle)
                 return -1;
             conn->heard_ms = self->tick_ms;
+            input_spend (self, conn, len);
             return handle_receive (self, conn, (const uint8_t *) in, len);
         case LWS_CALLBACK_RECEIVE_PONG:
             conn->heard_ms = self->tick_ms;
+            input_spend (self, conn, len);
             break;
         case LWS_CALLBACK_SERVER_WRITEABLE:
             if (!conn->handle)
@@ -2839,6 +2934,7 @@ gateway_destroy (gateway_t **self_p)
     users_clear (self);
     outq_shared_unref (&self->list_frame);
     qms_buf_free (&self->list_gone);
+    qms_buf_free (&self->shaped);
     qms_map_free (&self->users_by_id);
     qms_map_free (&self->peers);       /* every connection has left it by now */
     qms_buf_free (&self->changes);

@@ -356,6 +356,47 @@ class Hostile(QmsTestCase):
                     self.assertEqual(msg.get("message"), "z" * 60000)
                     got += 1
 
+    # -- input shaping ------------------------------------------------------
+
+    def test_a_flooder_is_read_at_the_byte_rate_and_loses_nothing(self):
+        srv = self.start_server(["--rate-limit-bytes", str(1 * MIB)])
+        a = Client(srv.chat_port, test=self)
+        b = Client(srv.chat_port, test=self)
+        count = 140                     # 8.4 MB: the 4 MiB burst, then 1 MiB/s
+        began = time.monotonic()
+
+        def flood():
+            for i in range(count):
+                a.send(b, "%04d" % i + "f" * 60000)
+        sender = threading.Thread(target=flood)
+        sender.start()
+        for i in range(count):
+            b.expect_message(a, "%04d" % i + "f" * 60000, timeout=15)
+        sender.join()
+        took = time.monotonic() - began
+        self.assertGreater(took, 3.0, "8.4 MB were read faster than the byte budget allows")
+        self.assertGreaterEqual(metric(srv, "qms_input_paused_total"), 1)
+        self.assert_serves(srv, "a flood at the byte rate")
+
+    def test_one_byte_fragments_are_read_at_the_frame_rate(self):
+        """A message in fragments of one byte each: every frame costs a read
+        token, so past the budget the peer waits, and its message still
+        arrives whole."""
+        srv = self.start_server()
+        a = Client(srv.chat_port, test=self)
+        b = Client(srv.chat_port, test=self)
+        text = json.dumps({"action": 3, "token": a.token, "target": b.id, "message": "d" * 12000}).encode()
+        frames = []
+        for i, byte in enumerate(text):
+            opcode = 0x1 if i == 0 else 0x0
+            fin = 0x80 if i == len(text) - 1 else 0
+            key = os.urandom(4)
+            frames.append(bytes([fin | opcode, 0x81]) + key + _mask(bytes([byte]), key))
+        a.ws.sock.sendall(b"".join(frames))
+        b.expect_message(a, "d" * 12000, timeout=15)
+        self.assertGreaterEqual(metric(srv, "qms_input_paused_total"), 1)
+        self.assert_serves(srv, "one-byte fragments")
+
     # -- everyone sees everyone ----------------------------------------------
 
     def test_full_user_lists_are_shared_and_paced(self):
