@@ -164,10 +164,10 @@ export async function interceptSockets(page, { fromPage = (t) => t, fromServer =
     for (const m of result === null ? [] : Array.isArray(result) ? result : [result]) out.send(m);
   };
   await page.routeWebSocket(() => true, (ws) => {
-    const socket = page.sockets.push(ws) - 1;
     const server = ws.connectToServer();
     ws.onMessage((m) => {
-      page.sentFrames.push({ url: ws.url(), payload: String(m), socket });
+      // what the page itself sent (recordFrames sees what goes on to the server)
+      page.sentFrames.push({ url: ws.url(), payload: String(m) });
       forward(server, fromPage(String(m)));
     });
     server.onMessage((m) => forward(ws, fromServer(String(m))));
