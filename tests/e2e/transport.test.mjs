@@ -8,6 +8,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http2 from "node:http2";
 import https from "node:https";
+import http from "node:http";
 import { startServer, launchBrowser, openPage, allSentFrames } from "./lib/harness.mjs";
 import { register, contact, openConversation, send, waitIncoming, sentRequests } from "./lib/ui.mjs";
 
@@ -60,6 +61,28 @@ async function probeHttp2(port, path) {
   });
   return { ok: got === want, got, want };
 }
+
+function headersOf(mod, port, path) {
+  return new Promise((resolve, reject) => {
+    mod.get({ host: "127.0.0.1", port, path, rejectUnauthorized: false, timeout: 5000 }, (res) => {
+      res.resume();
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers }));
+    }).on("error", reject);
+  });
+}
+
+test("over TLS every answer carries Strict-Transport-Security and the page's policy", async () => {
+  for (const path of ["/", "/app.mjs", "/enums.js", "/missing"]) {
+    const { status, headers } = await headersOf(https, tls.httpsPort, path);
+    assert.equal(headers["strict-transport-security"], "max-age=31536000", `${path} (${status})`);
+    assert.match(headers["content-security-policy"], new RegExp(`connect-src 'self' wss://127\\.0\\.0\\.1:${tls.chatPort};`));
+    assert.equal(headers["x-frame-options"], "DENY");
+  }
+  // the plain HTTP port only redirects; HSTS there would mean nothing to a browser
+  const { status, headers } = await headersOf(http, tls.httpPort, "/");
+  assert.equal(status, 301);
+  assert.equal(headers["strict-transport-security"], undefined);
+});
 
 test("HTTPS over HTTP/2 serves whole files", () => {
   assert.ok(h2.ok, `HTTP/2 body of / stalled after ${h2.got} of ${h2.want} bytes (HTTP/1.1 is complete)`);

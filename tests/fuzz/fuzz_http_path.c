@@ -14,8 +14,9 @@
        to secrets that must never be served: a file outside the folder
        (reached by symlinks out, "..", a sibling folder whose name starts
        with the site's) and hidden files inside it.  Every answer is
-       complete, its header lines cannot be split, a 200 body is one of the
-       few bodies the site really has, and no body ever holds a secret.
+       complete with the security headers, its header lines cannot be
+       split, a 200 body is one of the few bodies the site really has, and
+       no body ever holds a secret.
 */
 #include "fuzz_common.h"
 #include "http.h"
@@ -368,6 +369,12 @@ check_headers (const http_response_t *resp)
 {
     FUZZ_CHECK (memchr (resp->headers, 0, sizeof resp->headers));
     FUZZ_CHECK (strstr (resp->headers, "X-Content-Type-Options: nosniff\r\n"));
+    //  The page's security headers are on every answer, the redirect too.
+    FUZZ_CHECK (strstr (resp->headers, "Content-Security-Policy: default-src 'none';"));
+    FUZZ_CHECK (strstr (resp->headers, "frame-ancestors 'none'"));
+    FUZZ_CHECK (strstr (resp->headers, "X-Frame-Options: DENY\r\n"));
+    FUZZ_CHECK (strstr (resp->headers, "Cross-Origin-Opener-Policy: same-origin\r\n"));
+    FUZZ_CHECK (!strstr (resp->headers, "unsafe-"));
     //  Every line is "Name: value\r\n" with nothing that could split it.
     const char *line = resp->headers;
     while (*line) {
