@@ -11,7 +11,7 @@ import {
 } from "./lib/harness.mjs";
 import {
   PASSWORD, register, login, formErrorOf, contact, openConversation, send, waitIncoming, unreadOf,
-  safetyNumberWith, sentRequests, waitConnected,
+  safetyNumbersWith, markVerified, trustOf, sentRequests, waitConnected,
 } from "./lib/ui.mjs";
 
 let server, browser;
@@ -113,12 +113,21 @@ test("three people register, see each other and chat both ways with unread count
   // the conversations are separate
   assert.equal(await alice.locator("#messages li.msg", { hasText: "pull request" }).count(), 0);
 
-  // both ends show the same safety number
-  const fromAlice = await safetyNumberWith(alice, "bob");
-  const fromBob = await safetyNumberWith(bob, "alice");
-  assert.match(fromAlice, /^(\d{5} ){7}\d{5}$/);
-  assert.equal(fromAlice, fromBob);
-  assert.notEqual(fromAlice, await safetyNumberWith(carol, "alice"));
+  // each side shows both fingerprints: what alice shows as bob's number is what bob shows as his own
+  const fromAlice = await safetyNumbersWith(alice, "bob");
+  const fromBob = await safetyNumbersWith(bob, "alice");
+  assert.match(fromAlice.peer, /^(\d{5} ){5}\d{5}$/);
+  assert.match(fromAlice.mine, /^(\d{5} ){5}\d{5}$/);
+  assert.equal(fromAlice.peer, fromBob.mine);
+  assert.equal(fromAlice.mine, fromBob.peer);
+  assert.notEqual(fromAlice.peer, fromAlice.mine);
+  // a fingerprint belongs to one identity: carol sees the same number for alice as bob does
+  assert.equal((await safetyNumbersWith(carol, "alice")).peer, fromBob.peer);
+  // verifying shows next to the name, in the list and the conversation
+  assert.equal(await trustOf(alice, "bob"), "unverified");
+  await markVerified(alice, "bob");
+  assert.equal(await trustOf(alice, "bob"), "verified");
+  assert.equal(await trustOf(alice, "carol"), "unverified");
 
   await openConversation(alice, "bob");
   if (process.env.QMS_SCREENSHOT) {
@@ -179,7 +188,7 @@ test("after a server restart both pages reconnect and resume their sessions", as
 });
 
 test("signing in from a new device changes the key: the other side is warned", async () => {
-  const oldNumber = await safetyNumberWith(alice, "bob");
+  const oldNumber = (await safetyNumbersWith(alice, "bob")).peer;
   const bob2 = await newDevice();
   await login(bob2, "bob");
   // the old device is told it was signed in elsewhere and stops
@@ -192,13 +201,15 @@ test("signing in from a new device changes the key: the other side is warned", a
   assert.match(await contact(alice, "bob").locator(".preview").textContent(), /key changed/);
   assert.equal(await alice.locator("#message").isDisabled(), true, "no sending until the change is seen");
   assert.match(await alice.locator("#messages li.system").last().textContent(), /security key changed/);
-  const newNumber = await safetyNumberWith(alice, "bob");
+  assert.equal(await trustOf(alice, "bob"), "changed", "no longer verified: the mark was for the old key");
+  const newNumber = (await safetyNumbersWith(alice, "bob")).peer;
   assert.notEqual(newNumber, oldNumber);
-  assert.equal(newNumber, await safetyNumberWith(bob2, "alice"));
+  assert.equal(newNumber, (await safetyNumbersWith(bob2, "alice")).mine);
 
   await alice.locator("#key-warning").waitFor();
   await alice.click("#key-accept");
   await alice.locator("#key-warning").waitFor({ state: "hidden" });
+  assert.equal(await trustOf(alice, "bob"), "unverified", "accepted, not verified: nobody compared the new numbers");
   await send(alice, say("Is this really you on the new laptop?"));
   await waitIncoming(bob2, "new laptop");
   await send(bob2, say("Yes, it is me, new laptop."));
