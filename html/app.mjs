@@ -642,12 +642,16 @@ function markVerifyStale() {
   for (const id of ["fp-peer", "fp-mine"]) $(id).classList.add("stale");
 }
 
+// What the dialog decides is read when it closes: a box that was disabled
+// (numbers not shown yet, or gone stale) decides nothing, not even "not
+// verified"; the rest runs in the event queue, after what came before.
 function closeVerify() {
   const v = state.verifying;
   state.verifying = null;
   for (const id of ["fp-peer", "fp-mine"]) $(id).classList.remove("stale");
-  const checked = $("verified").checked && !$("verified").disabled;
-  if (!v || !state.known) return;
+  const box = $("verified");
+  if (!v || !state.known || box.disabled || v.stale) return;
+  const checked = box.checked;
   serial(async () => {
     const c = state.contacts.get(v.id);
     if (!c) return;
