@@ -188,7 +188,7 @@ qms_names_test (bool verbose)
             fprintf (stderr, "qms_names: refused '%s'\n", ok [i]);
         assert (qms_name_spoof_check (ok [i], strlen (ok [i])) == NULL);
     }
-    const char *mixed [] = { "b\xd0\xbe" "b",                    //  Latin b, Cyrillic о
+    const char *mixed [] = { "b\xd0\xbe\x62",                     //  Latin b, Cyrillic о
         "p\xce\xb1ypal",                                         //  Greek α inside Latin
         "\xd0\x98\xd0\xb2\xd0\xb0n",                             //  Cyrillic then Latin n
         "a1\xd9\xa3" };                                          //  ASCII and Arabic-Indic digits
