@@ -949,10 +949,11 @@ s_req (http_site_t *site, const char *method, const char *uri,
     assert (resp->status >= 200 && resp->status < 600);
     assert (resp->content_type [0]);
     assert (strstr (resp->headers, "X-Content-Type-Options: nosniff\r\n"));
-    assert (strstr (resp->headers, "Content-Security-Policy: default-src 'none'; "));
+    const char *csp = strstr (resp->headers, "Content-Security-Policy: default-src 'none'; ");
+    assert (csp && strncmp (csp + 25, http_site_csp (site), strlen (http_site_csp (site))) == 0);
+    assert (!strstr (http_site_csp (site), "unsafe-"));
     assert (strstr (resp->headers, "X-Frame-Options: DENY\r\n"));
     assert (strstr (resp->headers, "Cross-Origin-Opener-Policy: same-origin\r\n"));
-    assert (!strstr (resp->headers, "unsafe-"));
     assert (resp->body_len == 0 || resp->body);
     return resp->status;
 }
