@@ -15,7 +15,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       gcc libc6-dev make cmake ninja-build pkg-config python3 \
-      libwebsockets-dev libczmq-dev libzmq3-dev libcjson-dev libsqlite3-dev libssl-dev libargon2-dev \
+      libwebsockets-dev libczmq-dev libzmq3-dev libcjson-dev libsqlite3-dev libssl-dev libargon2-dev libicu-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -26,7 +26,7 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQMS_WERROR=ON \
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libwebsockets17 libczmq4 libzmq5 libcjson1 libsqlite3-0 libssl3 libargon2-1 \
+      libwebsockets17 libczmq4 libzmq5 libcjson1 libsqlite3-0 libssl3 libargon2-1 libicu72 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 qms \
  && useradd --system --uid 10001 --gid qms --home-dir /data --shell /usr/sbin/nologin qms \

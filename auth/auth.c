@@ -17,6 +17,7 @@
 #include "qms_log.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
+#include "qms_names.h"
 #include "qms_util.h"
 
 #include <argon2.h>
@@ -41,6 +42,7 @@
 #define TEXT_LONG_PASSWORD  "Password is too long (at most 1024 bytes)."
 #define TEXT_INVALID        "User or password is invalid."
 #define TEXT_EXISTS         "Username already exists."
+#define TEXT_SIMILAR        "Username is too similar to an existing one."
 #define TEXT_BUSY           "Server is busy. Try again in a moment."
 #define TEXT_UNAVAILABLE    "Service temporarily unavailable."
 #define TEXT_THROTTLED      "Too many failed login attempts. Try again in %d seconds."
@@ -65,8 +67,11 @@ typedef struct {
     uint64_t conn;
     uint8_t gw [255];       /* the gateway's routing identity */
     size_t gw_len;
-    char name [QMS_NAME_MAX_BYTES + 1];     /* as typed, then as registered */
+    char name [QMS_NAME_MAX_BYTES + 1];     /* as typed (register: NFKC), then as registered */
     char key [QMS_NAME_MAX_BYTES + 1];
+    char nfkc_key [QMS_NAME_MAX_BYTES + 1]; /* login: the key of the NFKC form when it differs,
+                                               looked up if the name as typed is unknown */
+    char throttle_key [QMS_NAME_MAX_BYTES + 1];  /* the name as counted in the throttle */
     char address [ADDRESS_MAX + 1];
     char user_id [QMS_UUID_CHARS + 1];
     char *pubkey;
@@ -340,7 +345,7 @@ login_finish (auth_t *self, login_t *login, const char *reason, const char *text
     if (login->counted) {
         uint64_t now = qms_mono_ms ();
         bool failed = reason && streq (reason, "invalid");
-        auth_throttle_end (self->names, login->key, failed, now);
+        auth_throttle_end (self->names, login->throttle_key, failed, now);
         if (failed)
             auth_throttle_fail (self->addresses, login->address, now);
         if (!reason)
@@ -573,10 +578,32 @@ on_login (auth_t *self, const uint8_t *gw, size_t gw_len, const qms_rec_t *rec)
         reject (self, gw, gw_len, rec, reg, "long_password", TEXT_LONG_PASSWORD);
         return;
     }
-    char key [QMS_NAME_MAX_BYTES + 1] = "";
+    /*  Names are registered in Unicode compatibility form (NFKC), after the
+        spoof checks of common/qms_names.h; ASCII names are their own NFKC
+        form and pass those checks, so for them nothing changes.  A login
+        looks the name up as typed (names registered before this rule may
+        not be in NFKC), then in NFKC. */
+    char key [QMS_NAME_MAX_BYTES + 1] = "", nfkc_key [QMS_NAME_MAX_BYTES + 1] = "";
+    char nfkc [QMS_NAME_NORM_MAX] = "";
     const char *bad = qms_name_check (name.ptr, name.len);
-    if (!bad && qms_name_key (name.ptr, name.len, key))
-        bad = "Name is not valid.";
+    if (!bad && qms_name_nfkc (name.ptr, name.len, nfkc, sizeof nfkc))
+        bad = "Name is too long (at most 64 characters).";
+    const char *bad_nfkc = bad ? bad : qms_name_check (nfkc, strlen (nfkc));
+    if (reg) {
+        bad = bad_nfkc;
+        if (!bad)
+            bad = qms_name_spoof_check (nfkc, strlen (nfkc));
+        if (!bad && qms_name_key (nfkc, strlen (nfkc), key))
+            bad = "Name is not valid.";
+    }
+    else {
+        if (!bad && qms_name_key (name.ptr, name.len, key))
+            bad = "Name is not valid.";
+        if (!bad && !bad_nfkc && qms_name_key (nfkc, strlen (nfkc), nfkc_key) == 0 && streq (nfkc_key, key))
+            nfkc_key [0] = 0;
+        if (bad_nfkc)
+            nfkc_key [0] = 0;
+    }
     char address [ADDRESS_MAX + 1];
     qms_str_copy (qms_strn (rec->s [3].ptr, rec->s [3].len > ADDRESS_MAX ? ADDRESS_MAX : rec->s [3].len),
                   address, sizeof address);
@@ -609,12 +636,19 @@ on_login (auth_t *self, const uint8_t *gw, size_t gw_len, const qms_rec_t *rec)
         reject (self, gw, gw_len, rec, reg, "no_memory", TEXT_UNAVAILABLE);
         return;
     }
+    size_t nfkc_len = strlen (nfkc);
+    if (reg && nfkc_len < sizeof login->name)  //  (it does: qms_name_check passed)
+        memcpy (login->name, nfkc, nfkc_len + 1);
+    else
+    if (!reg)
+        snprintf (login->nfkc_key, sizeof login->nfkc_key, "%s", nfkc_key);
     if (!reg) {
         uint64_t now = qms_mono_ms ();
         /*  Attempts in flight count per name (so guesses sent all at once
             are held back), but per address only failures count: many
             people behind one NAT or proxy log in at the same time. */
         auth_throttle_begin (self->names, key, now);
+        snprintf (login->throttle_key, sizeof login->throttle_key, "%s", key);
         login->counted = true;
     }
     request_user (self, login);
@@ -690,6 +724,13 @@ on_user (auth_t *self, login_t *login, const qms_rec_t *rec)
             dispatch (self, login, AUTH_JOB_HASH, "", false);
         return;
     }
+    if (!rec->num && login->nfkc_key [0]) {
+        /*  Not known as typed: the same name in NFKC, as registered now. */
+        snprintf (login->key, sizeof login->key, "%s", login->nfkc_key);
+        login->nfkc_key [0] = 0;
+        request_user (self, login);
+        return;
+    }
     if (!rec->num) {
         /*  Verify against the dummy anyway: the answer takes as long as
             for a name that exists. */
@@ -729,6 +770,9 @@ on_store_record (auth_t *self, const qms_rec_t *rec)
     else
     if (login->stage == STAGE_CREATE && result && rec->num == QMS_ST_EXISTS)
         login_finish (self, login, "exists", TEXT_EXISTS);
+    else
+    if (login->stage == STAGE_CREATE && result && rec->num == QMS_ST_SIMILAR)
+        login_finish (self, login, "similar", TEXT_SIMILAR);
     else
     if (login->stage == STAGE_SESSION && result && rec->num == QMS_ST_OK)
         login_finish (self, login, NULL, NULL);
@@ -971,7 +1015,8 @@ typedef enum {
     FAKE_ANSWER,            /* answer from the table */
     FAKE_SILENT,            /* hold requests, answer nothing */
     FAKE_ERROR,             /* ST_RESULT error to every request */
-    FAKE_HIDE               /* ST_USER_GET finds nobody (a register race) */
+    FAKE_HIDE,              /* ST_USER_GET finds nobody (a register race) */
+    FAKE_SIMILAR            /* ST_USER_CREATE: the name looks like a taken one */
 } fake_mode_t;
 
 typedef struct {
@@ -1077,6 +1122,9 @@ fake_answer (fake_store_t *fake, zmsg_t *msg)
         records++;
         if (fake->mode == FAKE_ERROR)
             fake_result (&out, rec.req, QMS_ST_ERROR);
+        else
+        if (fake->mode == FAKE_SIMILAR && rec.type == QMS_ST_USER_CREATE)
+            fake_result (&out, rec.req, QMS_ST_SIMILAR);
         else
         if (rec.type == QMS_ST_USER_GET)
             fake_user_get (fake, &rec, &out);
@@ -1259,6 +1307,37 @@ capture_log (int level, const char *actor, const char *line, void *arg)
         s_log_size += n + 1;
     }
     pthread_mutex_unlock (&s_log_lock);
+}
+
+/*  Names in Unicode (common/qms_names.h): registered in NFKC, found at
+    login in either form, refused when they mix scripts or look like a
+    taken name (the store decides that). */
+static void
+test_unicode_names (harness_t *h)
+{
+    fake_store_t *fake = &h->fake;
+    int users = fake->user_count;
+    //  Fullwidth "Ｋｉｍ" is registered as "Kim"
+    expect_ok (ask (h, true, "\xef\xbc\xab\xef\xbd\x89\xef\xbd\x8d", "pw-kim-1", "", "10.0.0.9"), "Kim");
+    assert (fake->user_count == users + 1 && streq (fake->users [users].name, "Kim"));
+    //  and found at login typed either way
+    expect_ok (ask (h, false, "kim", "pw-kim-1", "", "10.0.0.9"), "Kim");
+    expect_ok (ask (h, false, "\xef\xbd\x8b\xef\xbd\x89\xef\xbd\x8d", "pw-kim-1", "", "10.0.0.9"), "Kim");
+    expect_fail (ask (h, false, "\xef\xbd\x8b\xef\xbd\x89\xef\xbd\x8d", "wrong-guess", "", "10.0.0.9"), TEXT_INVALID);
+    //  Latin with a Cyrillic letter: refused before anything is hashed
+    const char *mixed = "K\xd1\x96m";                      //  Cyrillic і
+    expect_fail (ask (h, true, mixed, "pw-kim-2", "", "10.0.0.9"), qms_name_spoof_check (mixed, strlen (mixed)));
+    assert (qms_name_spoof_check (mixed, strlen (mixed)) != NULL);
+    //  The store finds the name too similar to a taken one
+    fake->mode = FAKE_SIMILAR;
+    expect_fail (ask (h, true, "\xce\x9a\xce\xb9\xce\xbc", "pw-kim-3", "", "10.0.0.9"), TEXT_SIMILAR);   //  Κιμ
+    fake->mode = FAKE_ANSWER;
+    assert (fake->user_count == users + 1);
+    //  A name whose NFKC form breaks the rules (too long) is refused at register
+    char ligatures [64 * 3 + 1] = "";
+    for (int i = 0; i < 40; i++)
+        strcat (ligatures, "\xef\xac\x81");            //  ﬁ: 40 characters, 80 after NFKC
+    expect_fail (ask (h, true, ligatures, "pw-lig-1", "", "10.0.0.9"), "Name is too long (at most 64 characters).");
 }
 
 static void
@@ -1513,6 +1592,7 @@ auth_test (bool verbose)
     test_rehash (h);
     test_busy (h);
     test_store_trouble (h);
+    test_unicode_names (h);
     harness_stop (h);
 
     /*  The log tells the story, but no password and no token. */

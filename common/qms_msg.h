@@ -77,7 +77,8 @@ typedef enum {
     QMS_ST_SESSION_DEL,     /* req, s0=user id, s1=token hash (delete only
                                if it still matches; empty = any) */
     QMS_ST_SESSION_TOUCH,   /* req, time=last activity, s0=user id */
-    QMS_ST_RESULT,          /* req, num=QMS_ST_OK/QMS_ST_EXISTS/QMS_ST_ERROR,
+    QMS_ST_RESULT,          /* req, num=QMS_ST_OK/QMS_ST_EXISTS/QMS_ST_ERROR
+                               (or QMS_ST_SIMILAR for a user create),
                                s0=detail for the log */
 
     /* gateway -> router */
@@ -207,6 +208,7 @@ typedef enum {
 #define QMS_ST_ERROR         2u
 #define QMS_ST_QUOTA         3u
 #define QMS_ST_NO_USER       4u
+#define QMS_ST_SIMILAR       5u     /* user create: the name looks like a taken one */
 
 /* QMS_GW_ERROR with no event field */
 #define QMS_NO_EVENT         UINT64_MAX

@@ -20,6 +20,10 @@
       /proc/self/fd, so a symlink swapped in between cannot lead out.
     - Files over HTTP_MAX_FILE (32 MiB) are refused with 500: this serves a
       small UI from memory and does not stream.
+    - Every answer carries the page's security headers (http.h): a strict
+      Content-Security-Policy without 'unsafe-inline', X-Frame-Options
+      DENY, Cross-Origin-Opener-Policy same-origin, nosniff, and over TLS
+      Strict-Transport-Security.
 */
 #include "http.h"
 #include "qms_proto.h"
@@ -42,6 +46,8 @@
 #include <unistd.h>
 
 #define HTTP_MAX_FILE   (32u * 1024 * 1024)
+#define HTTP_CSP_MAX    768
+#define HTTP_HSTS       "max-age=31536000"
 #define HTTP_MAX_URI    8192
 #define HTTP_ACTOR      "gateway"
 /*  Internal result of opening: the path names a directory. */
@@ -51,8 +57,54 @@ struct _http_site_t {
     char *root;                 /* realpath of html_dir */
     size_t root_len;
     char *server_address;       /* our copy */
+    char csp [HTTP_CSP_MAX];    /* Content-Security-Policy */
     http_options_t options;     /* the caller's, with pointers to our copies */
 };
+
+//  The chat address as a CSP source ("ws://host:port"), or "" when the
+//  address holds anything but a host name or an IP address (it is written
+//  into a header).
+static void
+s_chat_source (const http_options_t *options, const char *address, char *out, size_t size)
+{
+    out [0] = 0;
+    size_t len = strlen (address);
+    if (len == 0 || len > 253)
+        return;
+    bool ipv6 = strchr (address, ':') != NULL;
+    for (const char *p = address; *p; p++) {
+        char c = *p;
+        bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+               || (ipv6 ? c == ':' || c == '.' : (c >= 'g' && c <= 'z') || (c >= 'G' && c <= 'Z')
+                                                 || c == '.' || c == '-');
+        if (!ok)
+            return;
+    }
+    if (options->chat_port <= 0 || options->chat_port > 65535)
+        return;
+    snprintf (out, size, "%s://%s%s%s:%d", options->chat_secure ? "wss" : "ws",
+              ipv6 ? "[" : "", address, ipv6 ? "]" : "", options->chat_port);
+}
+
+static void
+s_build_csp (http_site_t *self)
+{
+    char chat [300];
+    s_chat_source (&self->options, self->server_address, chat, sizeof chat);
+    //  'self' covers ws:/wss: to the page's own host and port (the /ws
+    //  path the UI falls back to); the chat port is another origin.
+    snprintf (self->csp, sizeof self->csp,
+              "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+              "connect-src 'self'%s%s; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+              "require-trusted-types-for 'script'; trusted-types 'none'",
+              chat [0] ? " " : "", chat);
+}
+
+const char *
+http_site_csp (const http_site_t *self)
+{
+    return self->csp;
+}
 
 //  --------------------------------------------------------------------------
 //  Site
@@ -82,6 +134,7 @@ http_site_new (const http_options_t *options)
     self->options = *options;
     self->options.html_dir = self->root;
     self->options.server_address = self->server_address;
+    s_build_csp (self);
     return self;
 }
 
@@ -183,8 +236,9 @@ s_header (http_response_t *resp, const char *name, const char *value)
 {
     size_t used = strlen (resp->headers);
     size_t need = strlen (name) + 2 + strlen (value) + 2;
-    //  Every caller adds short, fixed headers; the one long header
-    //  (Location) is checked before it gets here.
+    //  Every caller adds short, fixed headers or the CSP (under
+    //  HTTP_CSP_MAX); the one long header (Location) is checked before it
+    //  gets here.
     assert (used + need < sizeof resp->headers);
     snprintf (resp->headers + used, sizeof resp->headers - used, "%s: %s\r\n", name, value);
 }
@@ -790,7 +844,7 @@ s_redirect (http_site_t *self, const char *uri, http_response_t *resp)
         return;
     }
     //  headers[] is fixed; a target too long for it gets 414.
-    if (b.len + sizeof "Location: \r\n" + 64 > sizeof resp->headers) {
+    if (strlen (resp->headers) + b.len + sizeof "Location: \r\n" + 64 > sizeof resp->headers) {
         free (b.data);
         s_status_page (resp, 414);
         return;
@@ -811,6 +865,12 @@ http_handle (http_site_t *self, const http_request_t *req, http_response_t *resp
     bool is_head = req->method && strcmp (req->method, "HEAD") == 0;
     resp->head_only = is_head;
     s_header (resp, "X-Content-Type-Options", "nosniff");
+    //  The page's defences, on every answer (error pages are documents too).
+    s_header (resp, "Content-Security-Policy", self->csp);
+    s_header (resp, "X-Frame-Options", "DENY");
+    s_header (resp, "Cross-Origin-Opener-Policy", "same-origin");
+    if (self->options.hsts && !self->options.redirect_to_https)
+        s_header (resp, "Strict-Transport-Security", HTTP_HSTS);
 
     size_t uri_len = req->uri ? strlen (req->uri) : 0;
     if (uri_len > HTTP_MAX_URI) {
@@ -885,10 +945,15 @@ s_req (http_site_t *site, const char *method, const char *uri,
 {
     http_request_t req = { method, uri, accept, dest, "localhost" };
     http_handle (site, &req, resp);
-    //  Every response is complete: a status, a type, nosniff.
+    //  Every response is complete: a status, a type, the security headers.
     assert (resp->status >= 200 && resp->status < 600);
     assert (resp->content_type [0]);
     assert (strstr (resp->headers, "X-Content-Type-Options: nosniff\r\n"));
+    const char *csp = strstr (resp->headers, "Content-Security-Policy: default-src 'none'; ");
+    assert (csp && strncmp (csp + 25, http_site_csp (site), strlen (http_site_csp (site))) == 0);
+    assert (!strstr (http_site_csp (site), "unsafe-"));
+    assert (strstr (resp->headers, "X-Frame-Options: DENY\r\n"));
+    assert (strstr (resp->headers, "Cross-Origin-Opener-Policy: same-origin\r\n"));
     assert (resp->body_len == 0 || resp->body);
     return resp->status;
 }
@@ -1036,7 +1101,7 @@ s_test_building_blocks (void)
     assert (streq (http_content_type ("x."), "application/octet-stream"));
 
     //  http_substitute: one pass, output never rescanned
-    http_options_t opts = { NULL, "%SERVER_PORT%", 12345, true, false, 0 };
+    http_options_t opts = { NULL, "%SERVER_PORT%", 12345, true, false, 0, false };
     const char *in = "%SERVER_PROTOCOL%://%SERVER_ADDRESS%:%SERVER_PORT%/%%SERVER_PORT%%"
                      " %SERVER_ %SERVER_PORT";
     size_t len = 0;
@@ -1316,7 +1381,7 @@ s_test_files (http_site_t *site)
 static void
 s_test_redirect (const char *root)
 {
-    http_options_t opts = { root, "chat.example", 12345, true, true, 8443 };
+    http_options_t opts = { root, "chat.example", 12345, true, true, 8443, false };
     http_site_t *site = http_site_new (&opts);
     assert (site);
     const struct { const char *method, *uri, *location; } cases [] = {
@@ -1359,6 +1424,61 @@ s_test_redirect (const char *root)
     assert (strstr (resp.headers, "Location: https://[::1]:8443/x\r\n"));
     http_response_free (&resp);
     http_site_destroy (&site);
+}
+
+static void
+s_test_policy (const char *root)
+{
+    http_options_t opts = { root, "chat.example", 12345, false, false, 8443, false };
+    http_site_t *site = http_site_new (&opts);
+    assert (site);
+    const char *csp = http_site_csp (site);
+    assert (streq (csp, "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                        "connect-src 'self' ws://chat.example:12345; form-action 'self'; "
+                        "frame-ancestors 'none'; base-uri 'none'; require-trusted-types-for 'script'; "
+                        "trusted-types 'none'"));
+    http_response_t resp;
+    assert (s_req (site, "GET", "/", NULL, NULL, &resp) == 200);
+    assert (!strstr (resp.headers, "Strict-Transport-Security"));   //  plain HTTP
+    http_response_free (&resp);
+    http_site_destroy (&site);
+
+    //  Over TLS: HSTS on every answer, wss in the policy; never on the redirecting site
+    opts.hsts = true;
+    opts.chat_secure = true;
+    site = http_site_new (&opts);
+    assert (strstr (http_site_csp (site), "connect-src 'self' wss://chat.example:12345;"));
+    for (int i = 0; i < 3; i++) {
+        const char *uri = i == 0 ? "/" : i == 1 ? "/missing" : "/enums.js";
+        s_req (site, "GET", uri, NULL, NULL, &resp);
+        assert (strstr (resp.headers, "Strict-Transport-Security: max-age=31536000\r\n"));
+        http_response_free (&resp);
+    }
+    http_site_destroy (&site);
+    opts.redirect_to_https = true;
+    site = http_site_new (&opts);
+    assert (s_req (site, "GET", "/", NULL, NULL, &resp) == 301);
+    assert (!strstr (resp.headers, "Strict-Transport-Security"));
+    http_response_free (&resp);
+    http_site_destroy (&site);
+    opts.redirect_to_https = false;
+
+    //  An IPv6 address in brackets; anything that is not a host or an
+    //  address stays out of the header (only 'self')
+    opts.server_address = "::1";
+    site = http_site_new (&opts);
+    assert (strstr (http_site_csp (site), "connect-src 'self' wss://[::1]:12345;"));
+    http_site_destroy (&site);
+    const char *bad [] = { "a b", "x;script-src *", "evil\r\nX: y", "h\xc3\xa9", "*", "" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        opts.server_address = bad [i];
+        site = http_site_new (&opts);
+        assert (strstr (http_site_csp (site), "connect-src 'self'; form-action"));
+        assert (s_req (site, "GET", "/", NULL, NULL, &resp) == 200);
+        assert (!strstr (resp.headers, "X: y") && !strstr (resp.headers, "script-src *"));
+        http_response_free (&resp);
+        http_site_destroy (&site);
+    }
 }
 
 void
@@ -1418,7 +1538,7 @@ http_test (bool verbose)
     close (fd);
 
     //  Sites that cannot be
-    http_options_t opts = { outside, "chat.example", 12345, false, false, 0 };
+    http_options_t opts = { outside, "chat.example", 12345, false, false, 0, false };
     assert (http_site_new (&opts) == NULL);             //  a file
     opts.html_dir = "/nonexistent/qms-html";
     assert (http_site_new (&opts) == NULL);
@@ -1447,6 +1567,7 @@ http_test (bool verbose)
     http_site_destroy (&site);
 
     s_test_redirect (root);
+    s_test_policy (root);
 
     //  The /proc/self/fd check that catches a symlink swapped in after
     //  realpath(): the same path passes, any other fails.

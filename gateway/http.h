@@ -26,6 +26,9 @@ typedef struct {
         https://<server_address>:<https_port><same path and query>. */
     bool redirect_to_https;
     int https_port;
+    /*  The site is served over TLS: answers carry Strict-Transport-Security
+        (never the redirecting site's, which is plain HTTP). */
+    bool hsts;
 } http_options_t;
 
 typedef struct _http_site_t http_site_t;
@@ -39,9 +42,9 @@ typedef struct {
     char content_type [64];
     char *body;                 /* malloc'd (NULL for none); freed by http_response_free */
     size_t body_len;
-    /*  Extra header lines, each "Name: value\r\n" (Location, Allow, Vary,
-        Cache-Control, ...), NUL-terminated. */
-    char headers [1024];
+    /*  Extra header lines, each "Name: value\r\n" (the security headers
+        below, Location, Allow, Vary, Cache-Control, ...), NUL-terminated. */
+    char headers [2048];
     bool head_only;             /* HEAD: send the headers (with the GET length) and no body;
                                    body and body_len are still filled in */
 } http_response_t;
@@ -55,7 +58,11 @@ typedef struct {
 } http_request_t;
 
 /*  Fill resp for req.  Always returns a complete response (errors are
-    responses too, with a short text/plain body). */
+    responses too, with a short text/plain body).  Every response carries
+    the page's security headers: X-Content-Type-Options, a strict
+    Content-Security-Policy (http_site_csp), X-Frame-Options,
+    Cross-Origin-Opener-Policy, and with options.hsts
+    Strict-Transport-Security. */
 void http_handle (http_site_t *self, const http_request_t *req, http_response_t *resp);
 void http_response_free (http_response_t *resp);
 
@@ -70,6 +77,11 @@ const char *http_content_type (const char *path);
     memory). */
 char *http_substitute (const http_options_t *options, const char *data, size_t len,
                        size_t *out_len);
+/*  The Content-Security-Policy this site sends: nothing but the site's own
+    scripts, styles and images (and data: images), connections only to
+    itself and to the chat address written into the UI, no framing, no
+    <base>, no inline script or style, Trusted Types for every DOM sink. */
+const char *http_site_csp (const http_site_t *self);
 
 void http_test (bool verbose);
 

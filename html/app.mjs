@@ -4,15 +4,21 @@
 // Protocol: shared PROTOCOL.md; numbers come from the server's /enums.mjs.
 // Encryption: crypto.mjs (formats in docs/E2E.md); keys: keystore.mjs.
 // Every string from the server or from a person is put on the page with
-// textContent, never as HTML.
+// textContent, never as HTML. Every value from the server is checked
+// (validate.mjs) before it is used: the server is the party end-to-end
+// encryption guards against, and a bad value gets a visible outcome, never a
+// crash and never plaintext under a key the person did not accept.
 
 import { Requests, Responses } from "./enums.mjs";
 import * as e2e from "./crypto.mjs";
-import { deviceKeyFor, loadDeviceKey, KnownKeys } from "./keystore.mjs";
+import { deviceKeyFor, loadDeviceKey, KnownKeys, ReplayGuard } from "./keystore.mjs";
 import { Connection } from "./connection.mjs";
 import {
   nameError, passwordError, passwordDigest, chatUrl, shortTime, clockTime, dayLabel, hueOf, initials,
 } from "./util.mjs";
+import {
+  isUserId, isMessageId, isToken, validName, validTime, errorText, userEntry, lookalikeKey, MESSAGE_MAX, USERS_MAX,
+} from "./validate.mjs";
 
 // The server writes its chat address here when it sends this file.
 const CONFIGURED_URL = "%SERVER_PROTOCOL%://%SERVER_ADDRESS%:%SERVER_PORT%";
@@ -21,6 +27,9 @@ const SESSION = "qms1.session";          // sessionStorage: {token, name, id}
 const HISTORY = "qms1.history.";         // sessionStorage + user id: the conversations
 const THEME = "qms1.theme";              // localStorage: "light" | "dark"
 const FAIL_WINDOW_MS = 5000;             // a send error refers to a message this recent
+// A sender's clock and the server's may differ a little; beyond this the
+// message is flagged (a delay or a replay by the server, or a wrong clock).
+const SKEW_MS = 5 * 60 * 1000;
 // Server extensions (docs/PROTOCOL.md): acknowledgements of our messages by
 // id, and receipts for what we got. Used only when the server publishes them.
 const ACKS = Responses.MessageAckEvent !== undefined;
@@ -29,7 +38,8 @@ const RECEIPTS = Requests.ReceiptRequest !== undefined;
 // instead of the whole list on every change. Used when the server has it.
 const DELTA = Responses.UserlistDeltaEvent !== undefined;
 const PRESENCE = DELTA ? { presence: "delta" } : {};
-const ACK_TEXT = { delivered: "Delivered", stored: "Waiting on the server until they are online", received: "Received" };
+const ACK_TEXT = new Map([["delivered", "Delivered"], ["stored", "Waiting on the server until they are online"],
+  ["received", "Received"]]);
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => {
@@ -48,18 +58,53 @@ const state = {
   me: null,                 // {id, name, token}
   device: null,             // {privateKey, published} of this browser for `me`
   known: null,              // KnownKeys of `me`
+  guard: null,              // ReplayGuard of `me`
   contacts: new Map(),      // id -> contact (see contactFor)
   order: [],                // contact ids in the order the server listed them
   selected: null,           // id of the open conversation
   channels: new Map(),      // id|key -> Promise<channel>
-  seen: new Set(),          // message ids already shown (replay protection)
+  seen: new Set(),          // message ids shown in this tab
   lastSend: null,           // {peerId, msgId, at} for mapping a send error
-  lastUsers: null,          // the latest user list, applied once a session starts
-  inbox: Promise.resolve(), // server events are handled one after the other
+  lastUsers: null,          // the latest user list (checked entries), applied once a session starts
+  verifying: null,          // {id, key, stale} while the safety-number dialog is open
+  inbox: Promise.resolve(), // server events (and what they start) are handled one after the other
 };
 
+// Key checks and key ids cost WebCrypto calls: remembered per key text.
+const keyStatusCache = new Map();
+const kidCache = new Map();
+
+async function statusOf(key) {
+  if (typeof key !== "string") return e2e.keyStatus(key);
+  if (!keyStatusCache.has(key)) {
+    if (keyStatusCache.size > 2000) keyStatusCache.clear();
+    keyStatusCache.set(key, await e2e.keyStatus(key));
+  }
+  return keyStatusCache.get(key);
+}
+
+async function kidOf(key) {
+  if (!kidCache.has(key)) {
+    if (kidCache.size > 2000) kidCache.clear();
+    kidCache.set(key, await e2e.keyId(key));
+  }
+  return kidCache.get(key);
+}
+
+/** Runs fn after everything queued before it (server events, releases). */
+function serial(fn) {
+  state.inbox = state.inbox.then(fn).catch((err) => {
+    console.error(err);
+    toast(`Unexpected error: ${err.message || err}`);
+  });
+  return state.inbox;
+}
+
 function loadSession() {
-  try { return JSON.parse(sessionStorage.getItem(SESSION)); } catch { return null; }
+  let s;
+  try { s = JSON.parse(sessionStorage.getItem(SESSION)); } catch { s = null; }
+  if (!s || !isToken(s.token) || !isUserId(s.id) || validName(s.name) === null) return null;
+  return s;
 }
 
 function saveSession() {
@@ -77,25 +122,88 @@ function saveHistory() {
 
 function loadHistory() {
   let list;
-  try { list = JSON.parse(sessionStorage.getItem(HISTORY + state.me.id)) || []; } catch { list = []; }
+  try { list = JSON.parse(sessionStorage.getItem(HISTORY + state.me.id)); } catch { list = null; }
+  if (!Array.isArray(list)) return;
   for (const h of list) {
-    const c = contactFor(h.id, h.name);
-    c.unread = h.unread || 0;
-    c.messages = h.messages || [];
-    for (const m of c.messages) if (m.id) state.seen.add(m.id);
+    if (!h || !isUserId(h.id) || !Array.isArray(h.messages)) continue;
+    const c = contactFor(h.id, validName(h.name) || undefined);
+    c.unread = Number.isSafeInteger(h.unread) && h.unread > 0 ? h.unread : 0;
+    c.messages = h.messages.filter((m) => m && typeof m === "object" && validTime(m.ts) !== null);
+    for (const m of c.messages) if (typeof m.id === "string") state.seen.add(m.id);
     const rec = state.known.get(h.id);
-    if (rec && rec.key && !c.publicKey) applyKey(c, rec.key); // so an offline contact can still be written to
+    if (rec && !c.publicKey) { // so an offline contact can still be written to
+      c.publicKey = rec.pending || rec.key;
+      c.listedKey = c.publicKey;
+      c.keyState = rec.pending ? "changed" : "ok";
+    }
   }
 }
 
 function contactFor(id, name) {
   let c = state.contacts.get(id);
   if (!c) {
-    c = { id, name: name || "Unknown user", publicKey: "", online: false, keyState: "none",
-          messages: [], unread: 0, safety: "" };
+    c = { id, name: name || "Unknown user", named: !!name, publicKey: "", listedKey: undefined, online: false,
+          keyState: "none", messages: [], unread: 0 };
     state.contacts.set(id, c);
   }
   return c;
+}
+
+// ---- trust: what the person is told about a contact's key -------------------
+
+/** [state, label]: shown next to the contact's name everywhere. */
+function trustOf(c) {
+  switch (c.keyState) {
+    case "none": return ["none", "No key"];
+    case "unsupported": return ["unsupported", "No encryption"];
+    case "invalid": return ["invalid", "Invalid key"];
+    case "changed": return ["changed", "⚠ Key changed"];
+    default:
+      return state.known && state.known.isVerified(c.id, c.publicKey) ? ["verified", "✓ Verified"]
+        : ["unverified", "Not verified"];
+  }
+}
+
+function trustBadge(c) {
+  const [kind, label] = trustOf(c);
+  const b = el("span", `trust trust-${kind}`, label);
+  b.dataset.trust = kind;
+  b.title = {
+    verified: "You compared safety numbers with this person for this key.",
+    unverified: "Not verified: compare safety numbers to be sure who this is.",
+    changed: "This contact's key changed. Their new messages are held until you accept the key or compare numbers.",
+    invalid: "The server sent a key that is not valid.",
+    unsupported: "This contact's app has no compatible end-to-end encryption.",
+    none: "No encryption key is known for this contact.",
+  }[kind];
+  return b;
+}
+
+/** The look-alike comparison form of a contact's name, kept until the name changes. */
+function alikeKeyOf(c) {
+  if (c.alikeName !== c.name) { c.alikeName = c.name; c.alikeKey = lookalikeKey(c.name); }
+  return c.alikeKey;
+}
+
+/** Contacts by the comparison form of their names (one pass per render, not one per pair). */
+function alikeGroups() {
+  const groups = new Map();
+  for (const o of state.contacts.values()) {
+    const k = alikeKeyOf(o);
+    if (!groups.has(k)) groups.set(k, []);
+    groups.get(k).push(o);
+  }
+  return groups;
+}
+
+function lookalikeText(c, groups = alikeGroups()) {
+  const k = alikeKeyOf(c);
+  if (state.me && lookalikeKey(state.me.name) === k) return "⚠ Looks like your own name";
+  const others = (groups.get(k) || []).filter((o) => o.id !== c.id);
+  if (!others.length) return "";
+  const verified = others.find((o) => trustOf(o)[0] === "verified");
+  return verified ? `⚠ Looks like ${verified.name} (verified), but is another account`
+    : "⚠ Looks like another contact's name";
 }
 
 // ---- feedback --------------------------------------------------------------
@@ -105,6 +213,11 @@ function toast(text, kind = "error") {
   t.setAttribute("role", kind === "error" ? "alert" : "status");
   $("toasts").append(t);
   setTimeout(() => { t.classList.add("leaving"); setTimeout(() => t.remove(), 300); }, kind === "error" ? 7000 : 4000);
+}
+
+/** Says that the server sent something malformed, and what became of it. */
+function badInput(what) {
+  toast(`The server sent ${what}. It was ignored.`);
 }
 
 function formError(text) {
@@ -191,6 +304,7 @@ function renderContacts() {
   for (const c of state.contacts.values())
     if (!ids.includes(c.id) && c.messages.length) ids.push(c.id); // offline, with history
   let online = 0;
+  const groups = alikeGroups();
   for (const id of ids) {
     const c = state.contacts.get(id);
     if (!c) continue;
@@ -198,6 +312,7 @@ function renderContacts() {
     const li = el("li", "contact");
     li.dataset.id = c.id;
     li.dataset.name = c.name;
+    li.dataset.trust = trustOf(c)[0];
     li.classList.toggle("selected", c.id === state.selected);
     li.classList.toggle("offline", !c.online);
     const btn = el("button");
@@ -208,18 +323,26 @@ function renderContacts() {
     if (c.online) av.append(el("span", "presence"));
     const body = el("span", "contact-body");
     const top = el("span", "contact-top");
-    top.append(el("span", "contact-name ellipsis", c.name));
+    top.append(el("span", "contact-name ellipsis", c.name), trustBadge(c));
     const last = c.messages[c.messages.length - 1];
     if (last) top.append(el("time", "contact-time", shortTime(last.ts)));
     const bottom = el("span", "contact-bottom");
     const preview = el("span", "preview ellipsis");
-    if (c.keyState === "changed") {
+    const alike = lookalikeText(c, groups);
+    if (alike) {
+      li.classList.add("lookalike");
+      preview.textContent = alike;
+      preview.classList.add("warn-text");
+    } else if (c.keyState === "changed") {
       preview.textContent = "⚠ Security key changed";
+      preview.classList.add("warn-text");
+    } else if (c.keyState === "invalid") {
+      preview.textContent = "⚠ The server sent an invalid key";
       preview.classList.add("warn-text");
     } else if (c.keyState === "unsupported") {
       preview.textContent = "No end-to-end encryption";
     } else if (last) {
-      preview.textContent = (last.dir === "out" ? "You: " : "") + (last.error ? last.error : last.text);
+      preview.textContent = (last.dir === "out" ? "You: " : "") + previewOf(last);
     } else {
       preview.textContent = c.online ? "Online" : "Offline";
     }
@@ -238,6 +361,12 @@ function renderContacts() {
   $("no-contacts").hidden = ids.length > 0;
   const unread = [...state.contacts.values()].reduce((n, c) => n + c.unread, 0);
   document.title = unread ? `(${unread}) QMessage` : "QMessage";
+}
+
+function previewOf(m) {
+  if (m.held) return "Held message";
+  if (m.error) return m.error;
+  return m.text || "";
 }
 
 function select(id) {
@@ -265,19 +394,27 @@ function renderConversation() {
 
   $("peer-name").textContent = c.name;
   paintAvatar($("peer-avatar"), c.name);
-  const rec = state.known && state.known.get(c.id);
+  const trust = $("peer-trust");
+  trust.replaceChildren(trustBadge(c));
+  const alike = lookalikeText(c);
+  $("peer-lookalike").textContent = alike;
+  $("peer-lookalike").hidden = !alike;
   const parts = [c.online ? "Online" : "Offline"];
-  if (c.keyState === "ok" || c.keyState === "changed")
-    parts.push(rec && rec.verified && c.keyState === "ok" ? "verified ✓" : "end-to-end encrypted");
+  if (c.keyState === "ok" || c.keyState === "changed") parts.push("end-to-end encrypted");
   $("peer-state").textContent = parts.join(" · ");
   $("peer-state").classList.toggle("secure", c.keyState === "ok");
   $("verify").hidden = !(c.keyState === "ok" || c.keyState === "changed");
 
   if (c.keyState === "changed") {
+    const held = c.messages.filter((m) => m.held).length;
     $("key-warning").hidden = false;
     $("key-warning-text").textContent =
       ` ${c.name} now uses a different key: they signed in on another device, or someone is trying to ` +
-      "intercept your messages. Compare the safety number with them before you continue.";
+      "intercept your messages. Compare the safety numbers with them before you continue." +
+      (held ? ` ${held === 1 ? "One message is" : `${held} messages are`} held until then.` : "");
+  } else if (c.keyState === "invalid") {
+    showNotice(`The server sent a security key for ${c.name} that is not valid. Nothing can be sent to them ` +
+      "or read from them until it sends a valid one.");
   } else if (c.keyState === "unsupported") {
     showNotice(`${c.name} uses an app without compatible end-to-end encryption. ` +
       "Their messages cannot be decrypted here, and nothing is sent to them unencrypted.");
@@ -296,13 +433,20 @@ function showNotice(text) {
   $("conv-notice").textContent = text;
 }
 
+function ago(ms) {
+  const m = Math.round(Math.abs(ms) / 60000);
+  if (m < 120) return `${m} min`;
+  const h = Math.round(m / 60);
+  return h < 48 ? `${h} h` : `${Math.round(h / 24)} days`;
+}
+
 function renderMessages(c) {
   const list = $("messages");
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
   list.textContent = "";
   if (c.keyState === "ok" || c.keyState === "changed")
     list.append(el("li", "e2e-note", "Messages here are end-to-end encrypted: only you and " + c.name +
-      " can read them. Compare the safety number to be sure."));
+      " can read them. Compare the safety numbers to be sure."));
   let day = "";
   let prev = null;
   for (const m of c.messages) {
@@ -313,7 +457,9 @@ function renderMessages(c) {
       prev = null;
     }
     if (m.dir === "sys") {
-      list.append(el("li", "system", m.text));
+      const li = el("li", `system${m.kind ? " " + m.kind : ""}`, m.text);
+      if (m.kind) li.dataset.kind = m.kind;
+      list.append(li);
       prev = null;
       continue;
     }
@@ -321,7 +467,11 @@ function renderMessages(c) {
     if (m.id) li.dataset.msgId = m.id;
     if (prev && prev.dir === m.dir && m.ts - prev.ts < 120000) li.classList.add("cont");
     const bubble = el("div", "bubble");
-    if (m.error) {
+    if (m.held) {
+      li.classList.add("held");
+      bubble.classList.add("held");
+      bubble.textContent = m.reason;
+    } else if (m.error) {
       bubble.classList.add("error");
       bubble.textContent = m.error;
     } else {
@@ -330,16 +480,29 @@ function renderMessages(c) {
     const meta = el("div", "meta");
     const time = el("time", "", clockTime(m.ts));
     time.dateTime = new Date(m.ts).toISOString();
-    time.title = new Date(m.ts).toLocaleString();
+    time.title = (m.dir === "in" && !m.held && !m.error ? "Sent (their clock): " : "") + new Date(m.ts).toLocaleString();
     meta.append(time);
+    if (m.skew !== undefined) {
+      li.dataset.skew = String(m.ts - m.skew);
+      meta.append(el("span", "flag skew", ` · ⚠ the server dated it ${clockTime(m.skew)}, ` +
+        `${ago(m.ts - m.skew)} ${m.skew > m.ts ? "later" : "earlier"} than their clock`));
+    }
+    if (m.late) {
+      li.dataset.late = "1";
+      meta.append(el("span", "flag late", " · ⚠ sent before the message above: delayed or reordered"));
+    }
+    if (m.old) {
+      li.dataset.old = "1";
+      meta.append(el("span", "flag old", " · ⚠ older than what this browser remembers: could be a replay"));
+    }
     if (m.failed) {
       li.classList.add("failed");
       meta.append(el("span", "failed-text", ` · Not delivered: ${m.failed}`));
-    } else if (m.dir === "out" && m.ack) {
+    } else if (m.dir === "out" && m.ack && ACK_TEXT.has(m.ack)) {
       li.dataset.ack = m.ack;
       meta.append(el("span", "ack", m.ack === "received" ? " · ✓✓" : m.ack === "delivered" ? " · ✓" : " · ◷"));
-      meta.title = ACK_TEXT[m.ack];
-      meta.lastChild.setAttribute("aria-label", ACK_TEXT[m.ack]);
+      meta.title = ACK_TEXT.get(m.ack);
+      meta.lastChild.setAttribute("aria-label", ACK_TEXT.get(m.ack));
     }
     li.append(bubble, meta);
     list.append(li);
@@ -356,6 +519,7 @@ function renderComposer() {
   if (!state.conn || !state.conn.isOpen) reason = "Waiting for the connection…";
   else if (!c.online && !ACKS) reason = `${c.name} is offline`;
   else if (c.keyState === "unsupported") reason = "Cannot encrypt for this contact";
+  else if (c.keyState === "invalid") reason = "This contact's key is not valid";
   else if (c.keyState === "changed") reason = "Accept or verify the new key first";
   else if (c.keyState !== "ok") reason = "This contact has no encryption key";
   input.disabled = !!reason;
@@ -363,26 +527,39 @@ function renderComposer() {
   input.placeholder = reason || (c.online ? `Message ${c.name}` : `Message ${c.name} (delivered when they are back)`);
 }
 
+function isVisible(c) {
+  return state.selected === c.id && document.visibilityState === "visible" &&
+    (window.innerWidth > 760 || $("chat").dataset.pane === "conversation");
+}
+
+function refresh(c) {
+  renderContacts();
+  if (state.selected === c.id) renderConversation();
+  saveHistory();
+}
+
 function addMessage(c, m) {
   c.messages.push(m);
   if (m.id) state.seen.add(m.id);
-  const visible = state.selected === c.id && document.visibilityState === "visible" &&
-                  (window.innerWidth > 760 || $("chat").dataset.pane === "conversation");
-  if (m.dir === "in" && !visible) c.unread++;
+  if (m.dir === "in" && !isVisible(c)) c.unread++;
   renderContacts();
   if (state.selected === c.id) renderMessages(c);
   saveHistory();
 }
 
+function addSystem(c, text, kind) {
+  c.messages.push({ dir: "sys", ts: Date.now(), text, ...(kind ? { kind } : {}) });
+}
+
 // ---- keys ------------------------------------------------------------------
 
-function channelFor(c) {
-  const k = c.id + "|" + c.publicKey;
+function channelFor(id, publicKey) {
+  const k = id + "|" + publicKey;
   let p = state.channels.get(k);
   if (!p) {
     p = e2e.openChannel({
       myId: state.me.id, myPrivateKey: state.device.privateKey, myPublic: state.device.published,
-      peerId: c.id, peerPublic: c.publicKey,
+      peerId: id, peerPublic: publicKey,
     });
     p.catch(() => state.channels.delete(k));
     state.channels.set(k, p);
@@ -390,58 +567,281 @@ function channelFor(c) {
   return p;
 }
 
-function applyKey(c, publicKey) {
-  c.publicKey = typeof publicKey === "string" ? publicKey : "";
-  if (!c.publicKey) { c.keyState = "none"; return; }
-  if (!e2e.isOurKeyFormat(c.publicKey)) { c.keyState = "unsupported"; return; }
+/**
+ * The key the server lists for a contact now. Only a key that crypto
+ * accepts reaches the known keys; anything else makes the contact
+ * "invalid", "unsupported" or keyless, with a visible reason.
+ */
+async function applyKey(c, publicKey) {
+  c.listedKey = publicKey;
+  const status = await statusOf(publicKey);
+  if (status !== "ok") {
+    const was = c.keyState;
+    c.publicKey = "";
+    c.keyState = status === "malformed" ? "invalid" : status;
+    if (status === "malformed" && was !== "invalid")
+      addSystem(c, `The server sent an invalid security key for ${c.name}. It was not used or stored.`, "warn");
+    return;
+  }
   const before = c.keyState;
-  const seen = state.known.observe(c.id, c.name, c.publicKey);
+  const beforeKey = c.publicKey;
+  c.publicKey = publicKey;
+  const seen = state.known.observe(c.id, c.name, publicKey);
   c.keyState = seen === "changed" ? "changed" : "ok";
-  if (seen === "changed" && before !== "changed")
-    c.messages.push({ dir: "sys", ts: Date.now(), text: `${c.name}'s security key changed.` });
-  c.safety = "";
-  e2e.safetyNumber(state.device.published, c.publicKey).then((s) => { c.safety = s; }, () => {
-    c.keyState = "unsupported"; // a "qms1:" key that does not import
-    renderContacts();
-    if (state.selected === c.id) renderConversation();
-  });
+  if (seen === "changed" && (before !== "changed" || beforeKey !== publicKey))
+    addSystem(c, `${c.name}'s security key changed.`, "warn");
+  else if (seen === "same" && before === "changed")
+    addSystem(c, `${c.name} is listed with the key you accepted again.`);
+  const v = state.verifying;
+  if (v && v.id === c.id && v.key !== publicKey) markVerifyStale();
+  await releaseHeld(c); // reads what the accepted key now opens; updates why the others wait
 }
 
 function openVerify() {
   const c = state.contacts.get(state.selected);
-  if (!c) return;
-  $("verify-title").textContent = `Safety number with ${c.name}`;
-  $("verify-text").textContent = `Compare these digits with what ${c.name} sees on their screen, ` +
-    "in person or over a call you trust.";
-  const box = $("safety");
-  box.textContent = "";
-  const render = (s) => { box.textContent = ""; for (const g of s.split(" ")) box.append(el("span", "", g)); };
-  if (c.safety) render(c.safety);
-  else e2e.safetyNumber(state.device.published, c.publicKey).then((s) => { c.safety = s; render(s); });
-  const rec = state.known.get(c.id);
-  $("verified").checked = !!(rec && rec.verified && c.keyState === "ok");
+  if (!c || !c.publicKey) return;
+  const v = { id: c.id, key: c.publicKey, stale: false };
+  state.verifying = v;
+  $("verify-title").textContent = `Safety numbers with ${c.name}`;
+  $("verify-trust").replaceChildren(trustBadge(c));
+  $("verify-text").textContent = `Compare both numbers with what ${c.name} sees, in person or over a call you ` +
+    `trust: ${c.name}'s number here must be the one their screen calls theirs, and yours the one it shows for you.`;
+  $("fp-peer-label").textContent = `${c.name}'s number`;
+  $("verify-stale").hidden = true;
+  for (const id of ["fp-peer", "fp-mine"]) $(id).textContent = "…";
+  const box = $("verified");
+  box.checked = state.known.isVerified(c.id, v.key);
+  box.disabled = true;
+  const render = (node, digits) => {
+    node.textContent = "";
+    for (const g of digits.split(" ")) node.append(el("span", "", g));
+  };
+  Promise.all([e2e.fingerprint(c.id, v.key), e2e.fingerprint(state.me.id, state.device.published)]).then(([peer, mine]) => {
+    if (state.verifying !== v || v.stale) return;
+    render($("fp-peer"), peer);
+    render($("fp-mine"), mine);
+    $("verify-dialog").dataset.ready = "1";
+    box.disabled = false;
+  }, (err) => { $("fp-peer").textContent = `cannot compute: ${err.message || err}`; });
+  delete $("verify-dialog").dataset.ready;
   $("verify-dialog").showModal();
 }
 
+// The key changed while the numbers were on screen: they are not the
+// contact's any more, so the dialog must not mark anything as verified.
+function markVerifyStale() {
+  const v = state.verifying;
+  if (!v) return;
+  v.stale = true;
+  const c = state.contacts.get(v.id);
+  $("verify-stale").hidden = false;
+  $("verify-stale").textContent = `${c ? c.name : "This contact"}'s key changed while these numbers were shown. ` +
+    "They are not the numbers of the key the server lists now: close this and compare again.";
+  $("verified").checked = false;
+  $("verified").disabled = true;
+  for (const id of ["fp-peer", "fp-mine"]) $(id).classList.add("stale");
+}
+
+// What the dialog decides is read when it closes: a box that was disabled
+// (numbers not shown yet, or gone stale) decides nothing, not even "not
+// verified"; the rest runs in the event queue, after what came before.
 function closeVerify() {
-  const c = state.contacts.get(state.selected);
-  if (!c || !state.known) return;
-  if ($("verified").checked) {
-    if (c.keyState === "changed") acceptKey(c);
-    state.known.setVerified(c.id, true);
-  } else {
-    state.known.setVerified(c.id, false);
-  }
-  renderConversation();
+  const v = state.verifying;
+  state.verifying = null;
+  for (const id of ["fp-peer", "fp-mine"]) $(id).classList.remove("stale");
+  const box = $("verified");
+  if (!v || !state.known || box.disabled || v.stale) return;
+  const checked = box.checked;
+  serial(async () => {
+    const c = state.contacts.get(v.id);
+    if (!c) return;
+    if (checked && !v.stale && c.publicKey === v.key) {
+      if (!state.known.isVerified(c.id, v.key)) {
+        const wasChanged = c.keyState === "changed";
+        if (state.known.setVerified(c.id, v.key, true)) {
+          c.keyState = "ok";
+          addSystem(c, wasChanged ? `You compared the numbers and accepted ${c.name}'s new key.`
+            : `You marked ${c.name} as verified.`);
+          await releaseHeld(c);
+        }
+      }
+    } else if (checked) {
+      toast(`Not marked as verified: ${c.name}'s key changed while the numbers were shown. Compare again.`);
+    } else if (state.known.isVerified(c.id, v.key)) {
+      state.known.setVerified(c.id, v.key, false);
+      addSystem(c, `You removed the verified mark of ${c.name}.`);
+    }
+    refresh(c);
+  });
 }
 
 function acceptKey(c) {
-  state.known.acknowledge(c.id);
-  c.keyState = "ok";
-  c.messages.push({ dir: "sys", ts: Date.now(), text: `You accepted ${c.name}'s new key.` });
-  saveHistory();
-  renderContacts();
-  renderConversation();
+  const key = c.publicKey;
+  serial(async () => {
+    if (c.keyState !== "changed" || !state.known.accept(c.id, key)) return;
+    c.keyState = "ok";
+    addSystem(c, `You accepted ${c.name}'s new key.`);
+    await releaseHeld(c);
+    refresh(c);
+  });
+}
+
+// ---- incoming messages -----------------------------------------------------
+
+const HOLD_TEXT = {
+  changed: () => "Held: the sender's key changed. Accept the new key or compare the safety numbers to read it.",
+  nokey: () => "Held: no key is known for this sender yet.",
+  unknown: (c) => `Held: written with a key the server has not shown you for ${c.name} (their key may have ` +
+    "changed). It is read once that key is shown and accepted.",
+  unaccepted: (c) => `Held: sent with a key of ${c.name}'s that you have not accepted.`,
+};
+
+/**
+ * Which key reads an envelope from contact c: {key}, {hold: reason} or
+ * {error: text}. Only keys the person accepted (now or before) read a
+ * message; a message under any other key is held, or refused when it is
+ * under a key of someone else (the server changed its sender).
+ */
+async function keyForEnvelope(c, e, senderKey) {
+  if (c.keyState === "unsupported") return { error: "cannot decrypt (unsupported key)" };
+  const rec = state.known.get(c.id);
+  if (rec) {
+    if ((await kidOf(rec.key)) === e.sk) return { key: rec.key };
+    for (const k of rec.previous) if ((await kidOf(k)) === e.sk) return { key: k };
+    if (rec.pending && (await kidOf(rec.pending)) === e.sk) return { hold: "changed" };
+  }
+  if (e.sk === (await kidOf(state.device.published)))
+    return { error: "refused: this message was encrypted with your own key, not " + c.name + "'s. " +
+      "The server sent one of your messages back as theirs." };
+  for (const [id, r] of state.known.entries()) {
+    if (id === c.id) continue;
+    for (const k of [r.key, r.pending, ...r.previous])
+      if (k && (await kidOf(k)) === e.sk) {
+        const other = state.contacts.get(id);
+        return { error: `refused: this message names ${c.name} as its sender but was encrypted with the key of ` +
+          `${other ? other.name : r.name || "another contact"}. The server changed its sender.` };
+      }
+  }
+  if (senderKey && (await statusOf(senderKey)) === "ok" && (await kidOf(senderKey)) === e.sk) {
+    // A stored message names the key its sender had then: the first key of
+    // a contact we had none for, or a key change we learn from it.
+    if (!rec || !c.online) {
+      await applyKey(c, senderKey);
+      return rec ? { hold: "changed" } : { key: senderKey };
+    }
+    return { hold: "unaccepted" };
+  }
+  return { hold: rec ? "unknown" : "nokey" };
+}
+
+/** A decrypted message, after the replay checks; `at` replaces a held one. */
+function deliver(c, m, meta, at = -1) {
+  const replaceWith = (rec) => {
+    if (at >= 0) {
+      c.messages[at] = rec;
+      if (rec.id) state.seen.add(rec.id);
+    } else {
+      addMessage(c, rec);
+    }
+  };
+  const drop = () => { if (at >= 0) c.messages.splice(at, 1); };
+  if (state.seen.has(m.id) && c.messages.some((x, i) => i !== at && x.id === m.id && !x.held)) {
+    drop(); // shown in this tab already: a second delivery or a replay, silently
+    return;
+  }
+  const verdict = state.guard.check(c.id, m.id, m.ts);
+  if (verdict === "replay") {
+    drop();
+    addSystem(c, `A message from ${c.name} that was shown before (in this browser, ${dayLabel(m.ts)} ` +
+      `${clockTime(m.ts)}) arrived again. It is not shown again: a replay, or a second delivery.`, "replay");
+    if (!isVisible(c)) c.unread++;
+    if (at < 0) refresh(c);
+    return;
+  }
+  state.guard.add(c.id, m.id, m.ts);
+  const rec = { id: m.id, dir: "in", ts: m.ts, text: m.text };
+  if (meta.serverTs !== null && Math.abs(m.ts - meta.serverTs) > SKEW_MS) rec.skew = meta.serverTs;
+  const lastIn = c.messages.reduce((t, x, i) => (i !== at && x.dir === "in" && x.text !== undefined && !x.held
+    ? Math.max(t, x.ts) : t), -1);
+  if (m.ts < lastIn) rec.late = true;
+  if (verdict === "too-old") rec.old = true;
+  replaceWith(rec);
+}
+
+/** Reads the held messages of c whose key is now accepted. */
+async function releaseHeld(c) {
+  const held = c.messages.filter((m) => m.held);
+  if (!held.length) return;
+  for (const h of held) {
+    let e;
+    try { e = e2e.parseEnvelope(h.envelope); } catch { continue; }
+    const how = await keyForEnvelope(c, e, h.senderKey);
+    if (how.hold) {
+      h.reason = HOLD_TEXT[how.hold](c);
+      continue;
+    }
+    let m = null;
+    let error = how.error;
+    if (!error) {
+      try {
+        m = await (await channelFor(c.id, how.key)).decrypt(h.envelope);
+      } catch (err) {
+        error = `cannot decrypt (${err instanceof e2e.DecryptError ? err.message : "unsupported key"})`;
+      }
+    }
+    const i = c.messages.indexOf(h);
+    if (i < 0) continue;
+    if (error) c.messages[i] = { dir: "in", ts: h.ts, error };
+    else deliver(c, m, { serverTs: h.serverTs }, i);
+  }
+  refresh(c);
+}
+
+async function onChatMessage(data) {
+  if (!state.me) return;
+  const serverId = isMessageId(data.id) ? data.id : null;
+  if (!isUserId(data.sender) || typeof data.message !== "string" || data.message.length > MESSAGE_MAX) {
+    badInput("a message with an invalid sender or content");
+    return queueReceipt(serverId);
+  }
+  if (data.sender === state.me.id) {
+    badInput("a message that claims to come from you");
+    return queueReceipt(serverId);
+  }
+  const serverTs = validTime(data.timestamp);
+  const senderName = validName(data.senderName);
+  const senderKey = typeof data.senderKey === "string" && data.senderKey.length <= 16384 ? data.senderKey : "";
+  const c = contactFor(data.sender, senderName || undefined);
+  const at = serverTs !== null ? serverTs : Date.now();
+  if (c.keyState === "unsupported") {
+    addMessage(c, { dir: "in", ts: at, error: "cannot decrypt (unsupported key)" });
+    return queueReceipt(serverId);
+  }
+  let e;
+  try {
+    e = e2e.parseEnvelope(data.message);
+  } catch (err) {
+    addMessage(c, { dir: "in", ts: at, error: `cannot decrypt (${err.message})` });
+    return queueReceipt(serverId);
+  }
+  const how = await keyForEnvelope(c, e, senderKey);
+  if (how.error) {
+    addMessage(c, { dir: "in", ts: at, error: how.error });
+  } else if (how.hold) {
+    if (!c.messages.some((x) => x.held && x.hid === e.id))
+      addMessage(c, { dir: "in", held: true, hid: e.id, reason: HOLD_TEXT[how.hold](c), envelope: data.message,
+                      senderKey, ts: at, serverTs });
+    refresh(c);
+  } else {
+    try {
+      const m = await (await channelFor(c.id, how.key)).decrypt(data.message);
+      deliver(c, m, { serverTs });
+    } catch (err) {
+      const why = err instanceof e2e.DecryptError ? err.message : "unsupported key";
+      addMessage(c, { dir: "in", ts: at, error: `cannot decrypt (${why})` });
+    }
+  }
+  queueReceipt(serverId);
 }
 
 // ---- protocol: answers -----------------------------------------------------
@@ -457,24 +857,22 @@ function onOpen() {
 
 // Handlers may wait for crypto or IndexedDB; a queue keeps the events in order.
 function onMessage(data) {
-  state.inbox = state.inbox.then(() => handleEvent(data)).catch((err) => {
-    console.error(err);
-    toast(`Unexpected error: ${err.message || err}`);
-  });
+  serial(() => handleEvent(data));
 }
 
 function handleEvent(data) {
+  if (Array.isArray(data)) return badInput("an answer that is not an object");
   switch (data.event) {
     case Responses.LoginEvent: return onLogin(data);
     case Responses.AuthorizationEvent: return onAuthorized(data);
     case Responses.InvalidUserEvent: return onInvalidUser();
     case Responses.UserlistChangeEvent: return onUserList(data);
     case Responses.UserlistDeltaEvent: if (DELTA) return onUserDelta(data); break;
-    case Responses.MessageEvent: return data.valid ? onChatMessage(data) : onSendError(data);
+    case Responses.MessageEvent: return data.valid === true ? onChatMessage(data) : onSendError(data);
     case Responses.MessageAckEvent: if (ACKS) return onAck(data); break;
     default:
       if (data.valid === false) {
-        const text = typeof data.error === "string" ? data.error : "The server refused the request.";
+        const text = errorText(data.error, "The server refused the request.");
         if (document.body.dataset.view === "auth" && state.pending) {
           state.pending = null;
           setBusy(false);
@@ -486,26 +884,26 @@ function handleEvent(data) {
   }
 }
 
-function onLogin(data) {
+async function onLogin(data) {
   if (!state.pending || state.pending.kind !== "login") return;
   const name = state.pending.name;
   const device = state.pending.device;
   state.pending = null;
   setBusy(false);
-  if (!data.valid) {
-    formError(typeof data.error === "string" ? data.error : "Sign-in failed.");
+  if (data.valid !== true) {
+    formError(errorText(data.error, "Sign-in failed."));
     return;
   }
-  const users = Array.isArray(data.users) ? data.users : [];
-  const username = typeof data.username === "string" ? data.username : name;
-  const mine = users.find((u) => u && u.publicKey === device.published && u.name === username) ||
-               users.find((u) => u && typeof u.name === "string" && u.name.toLowerCase() === username.toLowerCase());
-  if (!mine || typeof data.token !== "string") {
+  const users = Array.isArray(data.users) ? data.users.map(userEntry).filter(Boolean) : [];
+  const username = validName(data.username) || name;
+  const mine = users.find((u) => u.publicKey === device.published && u.name === username) ||
+               users.find((u) => u.name.toLowerCase() === username.toLowerCase());
+  if (!mine || !isToken(data.token)) {
     formError("The server's answer was incomplete. Please try again.");
     return;
   }
   startSession({ id: mine.id, name: username, token: data.token }, device);
-  onUserList(data);
+  await onUserList(data);
 }
 
 function startSession(me, device) {
@@ -513,6 +911,7 @@ function startSession(me, device) {
   state.me = me;
   state.device = device;
   state.known = new KnownKeys(me.id);
+  state.guard = new ReplayGuard(me.id);
   saveSession();
   if (state.contacts.size === 0) loadHistory();
   showChat();
@@ -521,7 +920,7 @@ function startSession(me, device) {
 async function onAuthorized(data) {
   if (!state.pending || state.pending.kind !== "authorize") return;
   state.pending = null;
-  if (!data.valid) return onInvalidUser();
+  if (data.valid !== true) return onInvalidUser();
   const saved = loadSession();
   if (!saved) return;
   if (state.me && state.device && state.me.id === saved.id) { // a reconnect: already set up
@@ -536,7 +935,7 @@ async function onAuthorized(data) {
   }
   const users = state.lastUsers;
   startSession(saved, device);
-  if (users) onUserList(users);
+  if (users) await onUserList(users);
 }
 
 function onInvalidUser() {
@@ -552,6 +951,7 @@ function endSession(message) {
   state.me = null;
   state.device = null;
   state.known = null;
+  state.guard = null;
   resetConversations();
   showAuth(message);
 }
@@ -567,23 +967,47 @@ function resetConversations() {
   $("chat").dataset.pane = "list";
 }
 
-function onUserList(data) {
-  if (!Array.isArray(data.users)) return;
-  state.lastUsers = data;
+/** The valid entries of a user list; says how many were not. */
+function checkedUsers(users) {
+  if (!Array.isArray(users) || users.length > USERS_MAX) {
+    badInput("a user list that is not a list");
+    return null;
+  }
+  const out = [];
+  const ids = new Set();
+  let bad = 0;
+  for (const raw of users) {
+    const u = userEntry(raw);
+    if (!u || ids.has(u.id)) { bad++; continue; }
+    ids.add(u.id);
+    out.push(u);
+  }
+  if (bad) badInput(`${bad} invalid user ${bad === 1 ? "entry" : "entries"} (a malformed or repeated id, name or key)`);
+  return out;
+}
+
+async function onUserList(data) {
+  const users = data.checked ? data.users : checkedUsers(data.users);
+  if (!users) return;
+  state.lastUsers = { users, checked: true };
   if (!state.me) return;
   const order = [];
   for (const c of state.contacts.values()) c.online = false;
-  for (const u of data.users) {
-    if (!u || typeof u.id !== "string" || typeof u.name !== "string") continue;
+  for (const u of users) {
     if (u.id === state.me.id) {
       if (u.publicKey !== state.device.published)
         toast("The server lists a different key for your own account. Sign in again on this device to use it here.");
       continue;
     }
     const c = contactFor(u.id, u.name);
+    if (c.named && c.name !== u.name) {
+      addSystem(c, `The server now lists ${c.name} as ${u.name}.`, "rename");
+      state.known.rename(c.id, u.name);
+    }
     c.name = u.name;
+    c.named = true;
     c.online = true;
-    if (c.publicKey !== u.publicKey || c.keyState === "none") applyKey(c, u.publicKey);
+    if (c.listedKey !== u.publicKey) await applyKey(c, u.publicKey);
     order.push(u.id);
   }
   state.order = order;
@@ -594,59 +1018,24 @@ function onUserList(data) {
 
 // Changes apply in order to the last whole list: a join replaces or adds,
 // a leave removes (docs/PROTOCOL.md, "Presence modes").
-function onUserDelta(data) {
-  if (!Array.isArray(data.changes) || !state.lastUsers || !Array.isArray(state.lastUsers.users)) return;
+async function onUserDelta(data) {
+  if (!Array.isArray(data.changes) || !state.lastUsers) {
+    if (!Array.isArray(data.changes)) badInput("a presence change that is not a list");
+    return;
+  }
   const list = state.lastUsers.users.slice();
+  let bad = 0;
   for (const ch of data.changes) {
-    if (!ch || typeof ch.id !== "string") continue;
-    const at = list.findIndex((u) => u && u.id === ch.id);
-    if (ch.op === "leave") {
+    const leave = ch && ch.op === "leave" && isUserId(ch.id);
+    const join = ch && ch.op === "join" ? userEntry(ch) : null;
+    if (!leave && !join) { bad++; continue; }
+    const at = list.findIndex((u) => u.id === ch.id);
+    if (leave) {
       if (at >= 0) list.splice(at, 1);
-    } else if (ch.op === "join") {
-      const u = { id: ch.id, name: ch.name, publicKey: ch.publicKey };
-      if (at >= 0) list[at] = u; else list.push(u);
-    }
+    } else if (at >= 0) list[at] = join; else list.push(join);
   }
-  onUserList({ users: list });
-}
-
-async function onChatMessage(data) {
-  if (!state.me || typeof data.sender !== "string" || typeof data.message !== "string") return;
-  const c = contactFor(data.sender, typeof data.senderName === "string" ? data.senderName : undefined);
-  const ts = typeof data.timestamp === "number" ? data.timestamp : Date.now();
-  // A stored message names the key it was sent with. Adopt it for a contact
-  // we have no key for (through the known-keys check); otherwise use it only
-  // if it is a key we already knew for this contact.
-  let key = c.publicKey;
-  const senderKey = typeof data.senderKey === "string" ? data.senderKey : "";
-  if (senderKey && senderKey !== key) {
-    if (!key) {
-      applyKey(c, senderKey);
-      key = c.publicKey;
-      renderContacts();
-    } else {
-      const rec = state.known.get(c.id);
-      key = rec && (rec.key === senderKey || rec.previous === senderKey) ? senderKey : "";
-      if (!key) {
-        addMessage(c, { dir: "in", ts, error: "cannot decrypt (sent with a key this contact does not use now)" });
-        return queueReceipt(data.id);
-      }
-    }
-  }
-  if (!key || !e2e.isOurKeyFormat(key) || c.keyState === "unsupported") {
-    addMessage(c, { dir: "in", ts, error: "cannot decrypt (unsupported key)" });
-    return queueReceipt(data.id);
-  }
-  try {
-    const ch = await channelFor({ id: c.id, publicKey: key });
-    const m = await ch.decrypt(data.message);
-    if (!state.seen.has(m.id)) addMessage(c, { id: m.id, dir: "in", ts, sentTs: m.ts, text: m.text });
-    // else: a replay or a stored copy shown already
-  } catch (err) {
-    const why = err instanceof e2e.DecryptError ? err.message : "unsupported key";
-    addMessage(c, { dir: "in", ts, error: `cannot decrypt (${why})` });
-  }
-  queueReceipt(data.id);
+  if (bad) badInput(`${bad} invalid presence ${bad === 1 ? "change" : "changes"}`);
+  await onUserList({ users: list, checked: true });
 }
 
 function findOwn(id) {
@@ -658,12 +1047,12 @@ function findOwn(id) {
 }
 
 function onAck(data) {
-  const found = typeof data.id === "string" ? findOwn(data.id) : null;
+  const found = isMessageId(data.id) ? findOwn(data.id) : null;
   if (data.valid === false || data.status === "rejected") {
-    const text = typeof data.error === "string" ? data.error : "The server refused the message.";
+    const text = errorText(data.error, "The server refused the message.");
     if (found) found.m.failed = text;
     toast(`Not delivered: ${text}`);
-  } else if (found && ACK_TEXT[data.status]) {
+  } else if (found && typeof data.status === "string" && ACK_TEXT.has(data.status)) {
     // "received" is final; a late "delivered" or "stored" must not undo it
     if (found.m.ack !== "received") found.m.ack = data.status;
     delete found.m.failed;
@@ -677,7 +1066,7 @@ function onAck(data) {
 // Receipts go out in small batches once the messages are handled (and saved).
 let receiptIds = [];
 function queueReceipt(id) {
-  if (!RECEIPTS || typeof id !== "string") return;
+  if (!RECEIPTS || !isMessageId(id)) return;
   receiptIds.push(id);
   if (receiptIds.length === 1) setTimeout(() => {
     const ids = receiptIds;
@@ -687,7 +1076,7 @@ function queueReceipt(id) {
 }
 
 function onSendError(data) {
-  const text = typeof data.error === "string" ? data.error : "The message was not delivered.";
+  const text = errorText(data.error, "The message was not delivered.");
   const last = state.lastSend;
   if (last && Date.now() - last.at < FAIL_WINDOW_MS) {
     const c = state.contacts.get(last.peerId);
@@ -706,7 +1095,8 @@ function onSendError(data) {
 async function submitAuth(ev) {
   ev.preventDefault();
   formError("");
-  const name = $("name").value.trim();
+  // The server stores names in Unicode compatibility form (NFKC); so does the key slot here.
+  const name = $("name").value.trim().normalize("NFKC");
   $("name").value = name;
   const password = $("password").value;
   const problem = nameError(name) || passwordError(password, $("confirm").value, state.registering);
@@ -741,9 +1131,9 @@ async function sendMessage(ev) {
   const input = $("message");
   const text = input.value.replace(/\s+$/, "");
   if (!c || !text.trim() || input.disabled) return;
-  if (c.keyState !== "ok") return; // never plaintext, never to an unverified key change
+  if (c.keyState !== "ok") return; // never plaintext, never to a key the person did not accept
   try {
-    const ch = await channelFor(c);
+    const ch = await channelFor(c.id, c.publicKey);
     const { id, envelope } = await ch.encrypt(text);
     const request = { action: Requests.MessageRequest, token: state.me.token, target: c.id, message: envelope };
     if (ACKS) request.id = id;
@@ -775,7 +1165,7 @@ function autosize() {
 }
 
 function applyTheme(theme) {
-  if (theme) document.documentElement.dataset.theme = theme;
+  if (theme === "light" || theme === "dark") document.documentElement.dataset.theme = theme;
   else delete document.documentElement.dataset.theme;
 }
 

@@ -13,13 +13,23 @@
 //   envelope     JSON {"v":"qms1","alg":"p256-aes256gcm","id","sk","rk","iv","ct"}
 //   AAD          UTF-8 JSON ["qms1", senderId, recipientId, id, sk, rk]
 //   plaintext    UTF-8 JSON {"text","ts"} padded with spaces to a multiple of 64 bytes
+//   fingerprint  per identity: SHA-512 over FP_LABEL 0x00 | len|userId | len|spki, then
+//                FP_ITERATIONS - 1 times SHA-512(previous | spki); 30 digits from 30 bytes
 
 export const KEY_PREFIX = "qms1:p256:";
 export const ENVELOPE_VERSION = "qms1";
 export const ENVELOPE_ALG = "p256-aes256gcm";
 export const SALT_LABEL = "qms1 pair salt";
 export const INFO_LABEL = "qms1 p256 hkdf-sha256 aes-256-gcm message key";
-export const SAFETY_LABEL = "qms1 safety number";
+export const FP_LABEL = "qms1 fingerprint";
+// Iterations of SHA-512 per fingerprint: each guess of an attacker who looks
+// for a key with a given fingerprint costs this many hashes (docs/E2E.md).
+export const FP_ITERATIONS = 5200;
+export const FP_GROUPS = 6;           // of 5 digits: 30 digits per identity
+// DER of an SPKI for a P-256 public key, up to the uncompressed point (0x04 x y).
+const P256_SPKI_HEAD = [0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+  0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04];
+export const SPKI_BYTES = 91;
 export const PAD_BLOCK = 64;
 // The server allows 65536 bytes per message; base64 and JSON cost about 4/3.
 export const MAX_TEXT_BYTES = 32768;
@@ -104,16 +114,21 @@ function compareBytes(a, b) {
   return a.length - b.length;
 }
 
+const len16 = (x) => new Uint8Array([x.length >> 8, x.length & 0xff]);
+
 // Two length-prefixed byte strings in a canonical (sorted) order, so that both
 // ends of a conversation compute the same bytes.
 function canonicalPair(label, a, b) {
   const [lo, hi] = compareBytes(a, b) <= 0 ? [a, b] : [b, a];
-  const len = (x) => new Uint8Array([x.length >> 8, x.length & 0xff]);
-  return concat(enc.encode(label), new Uint8Array([0]), len(lo), lo, len(hi), hi);
+  return concat(enc.encode(label), new Uint8Array([0]), len16(lo), lo, len16(hi), hi);
 }
 
 async function sha256(bytes) {
   return new Uint8Array(await subtle().digest("SHA-256", bytes));
+}
+
+async function sha512(bytes) {
+  return new Uint8Array(await subtle().digest("SHA-512", bytes));
 }
 
 // ---- keys ------------------------------------------------------------------
@@ -129,17 +144,49 @@ export async function exportPublicKey(publicKey) {
   return KEY_PREFIX + bytesToB64(spki);
 }
 
-/** True when `text` looks like one of our public keys (cheap, no import). */
+/**
+ * True when `text` claims to be one of our public keys (our prefix). Whether
+ * it really is one is keyStatus()'s question.
+ */
 export function isOurKeyFormat(text) {
-  return typeof text === "string" && text.startsWith(KEY_PREFIX) && text.length < 400;
+  return typeof text === "string" && text.startsWith(KEY_PREFIX);
 }
 
+/**
+ * The SPKI bytes of a published key, checked strictly: our prefix, canonical
+ * base64 of exactly 91 bytes, the DER of a P-256 key with an uncompressed
+ * point. Throws UnsupportedKeyError ("malformed key" for a key with our
+ * prefix that is not well formed).
+ */
 function spkiOf(text) {
   if (!isOurKeyFormat(text)) throw new UnsupportedKeyError();
+  const b64 = text.slice(KEY_PREFIX.length);
+  let spki;
   try {
-    return b64ToBytes(text.slice(KEY_PREFIX.length));
+    spki = b64ToBytes(b64);
   } catch {
     throw new UnsupportedKeyError("malformed key");
+  }
+  if (spki.length !== SPKI_BYTES || bytesToB64(spki) !== b64 || P256_SPKI_HEAD.some((b, i) => spki[i] !== b))
+    throw new UnsupportedKeyError("malformed key");
+  return spki;
+}
+
+/**
+ * What a `pubKey` from the server is: "ok" (one of ours, and a point on the
+ * curve), "unsupported" (another client's kind of key, e.g. PEM RSA), "none"
+ * (absent or empty) or "malformed" (our prefix but not a valid key, or not a
+ * string at all). Nothing else may be stored or used as a key.
+ */
+export async function keyStatus(text) {
+  if (text === undefined || text === null || text === "") return "none";
+  if (typeof text !== "string") return "malformed";
+  if (!isOurKeyFormat(text)) return "unsupported";
+  try {
+    await importPublicKey(text);
+    return "ok";
+  } catch {
+    return "malformed";
   }
 }
 
@@ -159,14 +206,25 @@ export async function keyId(text) {
 }
 
 /**
- * The safety number of a pair of keys: the same on both sides, 40 digits in
- * 8 groups of 5. It changes when either key changes.
+ * The fingerprint of one identity: a user id with the key it publishes, 30
+ * digits in 6 groups of 5. Each person compares two of them with the other
+ * (their own and the other's), as in Signal's safety numbers: a server in the
+ * middle must then find a key whose fingerprint for the victim's id matches a
+ * fixed target (a second preimage of about 2^100 guesses, each
+ * FP_ITERATIONS hashes), not merely any collision between two numbers it
+ * controls both sides of. The id is bound in, so a key cannot be moved to
+ * another account either.
  */
-export async function safetyNumber(pubA, pubB) {
-  const h = await sha256(canonicalPair(SAFETY_LABEL, spkiOf(pubA), spkiOf(pubB)));
+export async function fingerprint(userId, publicText) {
+  if (typeof userId !== "string" || userId === "") throw new TypeError("fingerprint needs a user id");
+  const spki = spkiOf(publicText);
+  const id = enc.encode(userId);
+  let h = await sha512(concat(enc.encode(FP_LABEL), new Uint8Array([0]), len16(id), id, len16(spki), spki));
+  for (let i = 1; i < FP_ITERATIONS; i++) h = await sha512(concat(h, spki));
   const groups = [];
-  for (let i = 0; i < 32; i += 4) {
-    const v = ((h[i] << 24) >>> 0) + (h[i + 1] << 16) + (h[i + 2] << 8) + h[i + 3];
+  for (let g = 0; g < FP_GROUPS; g++) {
+    let v = 0;
+    for (let j = 0; j < 5; j++) v = v * 256 + h[g * 5 + j]; // 40 bits: exact in a double
     groups.push(String(v % 100000).padStart(5, "0"));
   }
   return groups.join(" ");
@@ -252,7 +310,7 @@ export async function openChannel({ myId, myPrivateKey, myPublic, peerId, peerPu
     }
     let body;
     try { body = JSON.parse(dec.decode(plain)); } catch { body = null; }
-    if (!body || typeof body.text !== "string" || typeof body.ts !== "number")
+    if (!body || typeof body.text !== "string" || !Number.isSafeInteger(body.ts) || body.ts < 0)
       throw new DecryptError("format", "malformed message content");
     return { id: e.id, text: body.text, ts: body.ts };
   }

@@ -5,11 +5,14 @@
 // so the private key stays non-extractable: page script can use it but never
 // read its bytes.
 //
-// Known keys: the public key last seen for each contact, per logged-in user,
-// in localStorage (public keys are not secret). They make key changes
-// visible (trust on first use, then warn).
+// Known keys: the public keys accepted and seen for each contact, per
+// signed-in user, in localStorage (public keys are not secret). They make key
+// changes visible (trust on first use, then warn and hold) and bind
+// "verified" to one exact key. Seen messages: the ids of messages already
+// shown, per contact, so that a replay is caught in a fresh tab too.
 
 import { generateDeviceKeyPair, exportPublicKey } from "./crypto.mjs";
+import { isUserId } from "./validate.mjs";
 
 const DB_NAME = "qms-e2e";
 const DB_VERSION = 1;
@@ -63,60 +66,226 @@ export function forgetDeviceKey(name) {
   return run("readwrite", (s) => s.delete(slot(name)));
 }
 
+// Everything below keeps records per contact id, and contact ids come from
+// the server: they live in Maps (never in plain objects, where an id such as
+// "__proto__" or "constructor" would reach Object.prototype), only valid ids
+// get in (validate.isUserId), and what is read back from storage is checked
+// again as if it came from the server.
+
+function readJson(storage, slot) {
+  try { return JSON.parse(storage.getItem(slot)); } catch { return null; }
+}
+
+function writeJson(storage, slot, value) {
+  try { storage.setItem(slot, JSON.stringify(value)); } catch { /* full or disabled: keep in memory */ }
+}
+
+const isKeyText = (k) => typeof k === "string" && k.startsWith("qms1:p256:") && k.length <= 200;
+const PREVIOUS_MAX = 4;   // keys accepted before, kept to read messages that were under way
+
 /**
- * Public keys seen per contact id for one logged-in user:
- * {peerId: {key, name, firstSeen, verified, previous?, changedAt?}}.
+ * Public keys per contact for one signed-in user (localStorage, public keys
+ * are not secret). For each contact:
+ *   key          the key the person accepted (first seen: trust on first use)
+ *   pending      a different key the server lists now, not accepted yet
+ *   verifiedKey  the exact key whose fingerprint the person compared and
+ *                marked as verified (a contact is verified only while this
+ *                is its accepted key and nothing is pending)
+ *   previous     keys accepted before `key`, newest first (at most 4)
+ *   name, firstSeen, changedAt
+ * Keys reach observe() only after crypto.keyStatus() said "ok".
  */
 export class KnownKeys {
   constructor(myUserId, storage = globalThis.localStorage) {
     this.storage = storage;
     this.slot = "qms1.known." + myUserId;
-    try { this.map = JSON.parse(storage.getItem(this.slot)) || {}; } catch { this.map = {}; }
+    this.map = new Map();
+    this.load();
+  }
+
+  load() {
+    const data = readJson(this.storage, this.slot);
+    let entries = [];
+    if (data && data.v === 2 && Array.isArray(data.peers)) {
+      entries = data.peers.filter((e) => Array.isArray(e) && e.length === 2);
+    } else if (data && typeof data === "object" && !Array.isArray(data)) {
+      // Version 1: {peerId: {key, name, firstSeen, verified, previous?}} where
+      // `key` was the newest key and `previous` the accepted one before an
+      // unacknowledged change.
+      entries = Object.keys(data).map((id) => {
+        const r = data[id];
+        if (!r || typeof r !== "object") return [id, null];
+        const accepted = isKeyText(r.previous) ? r.previous : r.key;
+        return [id, { key: accepted, pending: isKeyText(r.previous) ? r.key : null,
+                      verifiedKey: r.verified === true && !r.previous ? r.key : null,
+                      name: r.name, firstSeen: r.firstSeen, changedAt: r.changedAt }];
+      });
+    }
+    for (const [id, r] of entries) {
+      if (!isUserId(id) || !r || typeof r !== "object" || !isKeyText(r.key)) continue;
+      this.map.set(id, {
+        key: r.key,
+        pending: isKeyText(r.pending) && r.pending !== r.key ? r.pending : null,
+        verifiedKey: isKeyText(r.verifiedKey) ? r.verifiedKey : null,
+        previous: Array.isArray(r.previous) ? r.previous.filter(isKeyText).slice(0, PREVIOUS_MAX) : [],
+        name: typeof r.name === "string" ? r.name : "",
+        firstSeen: Number.isSafeInteger(r.firstSeen) ? r.firstSeen : 0,
+        changedAt: Number.isSafeInteger(r.changedAt) ? r.changedAt : 0,
+      });
+    }
   }
 
   save() {
-    try { this.storage.setItem(this.slot, JSON.stringify(this.map)); } catch { /* full or disabled: keep in memory */ }
+    writeJson(this.storage, this.slot, { v: 2, peers: [...this.map.entries()] });
   }
 
-  get(peerId) { return this.map[peerId] || null; }
+  /** [id, record copy] of every contact. */
+  *entries() {
+    for (const id of this.map.keys()) yield [id, this.get(id)];
+  }
+
+  /** A copy of the record of `peerId`, or null. */
+  get(peerId) {
+    const r = this.map.get(peerId);
+    return r ? { ...r, previous: [...r.previous] } : null;
+  }
 
   /**
-   * Records the key a contact publishes now. Returns "new" (first time),
-   * "same" or "changed" (then the previous key is kept until acknowledged).
+   * Records the key a contact publishes now. Returns "new" (first time: the
+   * key is accepted), "same" (the accepted key; a pending change the server
+   * takes back is dropped) or "changed" (a key not accepted: it is pending
+   * until the person accepts it or verifies it).
    */
   observe(peerId, name, key) {
-    const rec = this.map[peerId];
+    if (!isUserId(peerId) || !isKeyText(key)) throw new TypeError("observe: not a user id and key");
+    const rec = this.map.get(peerId);
     if (!rec) {
-      this.map[peerId] = { key, name, firstSeen: Date.now(), verified: false };
+      this.map.set(peerId, { key, pending: null, verifiedKey: null, previous: [], name, firstSeen: Date.now(),
+                             changedAt: 0 });
       this.save();
       return "new";
     }
-    if (rec.key === key) return rec.previous ? "changed" : "same";
-    if (rec.previous === key) {
-      // Back to the key we trusted before the unacknowledged change.
-      rec.key = key;
-      delete rec.previous;
-      delete rec.changedAt;
-      this.save();
+    if (rec.key === key) {
+      if (rec.pending) { rec.pending = null; this.save(); }
       return "same";
     }
-    rec.previous = rec.previous || rec.key;
-    rec.key = key;
-    rec.name = name;
-    rec.verified = false;
-    rec.changedAt = Date.now();
-    this.save();
+    if (rec.pending !== key) {
+      rec.pending = key;
+      rec.changedAt = Date.now();
+      this.save();
+    }
     return "changed";
   }
 
-  /** The person has seen the warning: the new key becomes the known one. */
-  acknowledge(peerId) {
-    const rec = this.map[peerId];
-    if (rec) { delete rec.previous; delete rec.changedAt; this.save(); }
+  /** The contact's name as last recorded, and records a new one. Returns the old name. */
+  rename(peerId, name) {
+    const rec = this.map.get(peerId);
+    if (!rec || rec.name === name) return rec ? rec.name : null;
+    const old = rec.name;
+    rec.name = name;
+    this.save();
+    return old;
   }
 
-  setVerified(peerId, verified) {
-    const rec = this.map[peerId];
-    if (rec) { rec.verified = !!verified; this.save(); }
+  /** The person accepts `key`, which must be the pending one. */
+  accept(peerId, key) {
+    const rec = this.map.get(peerId);
+    if (!rec || !rec.pending || rec.pending !== key) return false;
+    rec.previous = [rec.key, ...rec.previous.filter((k) => k !== rec.key && k !== key)].slice(0, PREVIOUS_MAX);
+    rec.key = key;
+    rec.pending = null;
+    this.save();
+    return true;
+  }
+
+  /**
+   * Marks exactly `key` as verified (the person compared its fingerprint), or
+   * clears the mark. Verifying the pending key accepts it. False when `key`
+   * is neither the accepted nor the pending key any more.
+   */
+  setVerified(peerId, key, verified) {
+    const rec = this.map.get(peerId);
+    if (!rec) return false;
+    if (!verified) {
+      if (rec.verifiedKey) { rec.verifiedKey = null; this.save(); }
+      return true;
+    }
+    if (key === rec.pending) this.accept(peerId, key);
+    if (key !== rec.key) return false;
+    rec.verifiedKey = key;
+    this.save();
+    return true;
+  }
+
+  /** Verified: the person compared this very key, it is accepted and nothing is pending. */
+  isVerified(peerId, key) {
+    const rec = this.map.get(peerId);
+    return !!rec && !rec.pending && rec.key === key && rec.verifiedKey === key;
+  }
+}
+
+/**
+ * Which incoming messages this user has already seen, per contact, across
+ * reloads and tabs (localStorage), so that a server cannot show an old
+ * ciphertext again as new in a fresh tab. Bounded: for each contact the ids
+ * of the last PER_PEER messages, and `floor`, the newest sender time among
+ * ids forgotten; a message the sender dated at or before `floor` is too old
+ * to tell apart from a replay and is refused. Ids of the least recently
+ * active contacts beyond MAX_PEERS are forgotten too (their floor stays).
+ */
+export class ReplayGuard {
+  static PER_PEER = 256;
+  static MAX_PEERS = 100;
+
+  constructor(myUserId, storage = globalThis.localStorage) {
+    this.storage = storage;
+    this.slot = "qms1.seen." + myUserId;
+    this.map = new Map();   // peer id -> {seen: [[id, ts]...] oldest first, floor, last}
+    const data = readJson(storage, this.slot);
+    if (data && data.v === 1 && Array.isArray(data.peers))
+      for (const e of data.peers) {
+        if (!Array.isArray(e) || e.length !== 2 || !isUserId(e[0]) || !e[1] || typeof e[1] !== "object") continue;
+        const r = e[1];
+        const seen = Array.isArray(r.seen) ? r.seen.filter((x) => Array.isArray(x) && typeof x[0] === "string" &&
+          x[0].length <= 64 && Number.isSafeInteger(x[1])) : [];
+        this.map.set(e[0], {
+          seen: seen.slice(-ReplayGuard.PER_PEER),
+          floor: Number.isSafeInteger(r.floor) ? r.floor : -1,
+          last: Number.isSafeInteger(r.last) ? r.last : 0,
+        });
+      }
+  }
+
+  /** "new", "replay" (this id was seen) or "too-old" (dated at or before what was forgotten). */
+  check(peerId, id, ts) {
+    const r = this.map.get(peerId);
+    if (!r) return "new";
+    if (r.seen.some((x) => x[0] === id)) return "replay";
+    if (ts <= r.floor) return "too-old";
+    return "new";
+  }
+
+  /** Remembers message `id` of `peerId`, dated `ts` by its sender. */
+  add(peerId, id, ts) {
+    if (!isUserId(peerId) || typeof id !== "string" || !Number.isSafeInteger(ts)) return;
+    let r = this.map.get(peerId);
+    if (!r) { r = { seen: [], floor: -1, last: 0 }; this.map.set(peerId, r); }
+    if (r.seen.some((x) => x[0] === id)) return;
+    r.seen.push([id, ts]);
+    r.last = Date.now();
+    while (r.seen.length > ReplayGuard.PER_PEER) r.floor = Math.max(r.floor, r.seen.shift()[1]);
+    const active = [...this.map.values()].filter((v) => v.seen.length);
+    if (active.length > ReplayGuard.MAX_PEERS) {
+      active.sort((a, b) => a.last - b.last);
+      for (const v of active.slice(0, active.length - ReplayGuard.MAX_PEERS)) {
+        for (const x of v.seen) v.floor = Math.max(v.floor, x[1]);
+        v.seen = [];
+      }
+    }
+    this.save();
+  }
+
+  save() {
+    writeJson(this.storage, this.slot, { v: 1, peers: [...this.map.entries()] });
   }
 }

@@ -6,7 +6,7 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 BUILD_PACKAGES="gcc make cmake ninja-build pkg-config libwebsockets-dev libczmq-dev libzmq3-dev
-  libcjson-dev libsqlite3-dev libssl-dev libargon2-dev"
+  libcjson-dev libsqlite3-dev libssl-dev libargon2-dev libicu-dev"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -27,6 +27,7 @@
 #include "qms_log.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
+#include "qms_names.h"
 #include "qms_util.h"
 
 #include <assert.h>
@@ -90,13 +91,22 @@ static const char *const s_migrations [] = {
     "CREATE UNIQUE INDEX messages_by_client_id ON messages (sender_id, client_id)"
     "  WHERE client_id IS NOT NULL;"
     "CREATE INDEX messages_by_age ON messages (created);",
+    /* 2 -> 3: the TR39 skeletons of each name in lower and upper case
+       (common/qms_names.h), so that a new name that looks like a taken one
+       is refused.  Rows of older versions get theirs when the store opens
+       (store_fill_skeletons). */
+    "ALTER TABLE users ADD COLUMN skeleton TEXT;"
+    "ALTER TABLE users ADD COLUMN skeleton_upper TEXT;"
+    "CREATE INDEX users_by_skeleton ON users (skeleton);"
+    "CREATE INDEX users_by_skeleton_upper ON users (skeleton_upper);",
 };
 #define STORE_SCHEMA_VERSION ((int) (sizeof s_migrations / sizeof s_migrations [0]))
 
 /*  The statements requests use, prepared once. */
 typedef enum {
     S_BEGIN, S_COMMIT, S_ROLLBACK, S_SAVEPOINT, S_RELEASE, S_ROLLBACK_TO,
-    S_USER_GET, S_USER_CREATE, S_USER_REHASH, S_USER_PUBKEY,
+    S_USER_GET, S_USER_CREATE, S_USER_REHASH, S_USER_PUBKEY, S_USER_SIMILAR,
+    S_USER_NO_SKELETON, S_USER_SET_SKELETON,
     S_SESSION_PUT, S_SESSION_GET,
     S_SESSION_DEL_BOTH, S_SESSION_DEL_USER, S_SESSION_DEL_HASH,
     S_SESSION_TOUCH, S_COUNT_USERS, S_COUNT_SESSIONS,
@@ -126,8 +136,17 @@ static const char *const s_sql [S_COUNT] = {
     [S_RELEASE]     = "RELEASE rec",
     [S_ROLLBACK_TO] = "ROLLBACK TO rec",
     [S_USER_GET]    = "SELECT id, name, password, pubkey FROM users WHERE name_key = ?1",
-    [S_USER_CREATE] = "INSERT INTO users (id, name, name_key, password, created)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_USER_CREATE] = "INSERT INTO users (id, name, name_key, password, created, skeleton,"
+                      " skeleton_upper) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    /*  Another user whose name looks like the new one (a skeleton ?1 or ?4
+        in common): any, when the new name (?2 = 1) or the other one is not
+        ASCII (GLOB: a character outside ' '..'~'); two ASCII names differ
+        by more than letter case already, as ever.  The same name key is
+        left to the UNIQUE index (EXISTS, not SIMILAR). */
+    [S_USER_SIMILAR] = "SELECT 1 FROM users WHERE (skeleton IN (?1, ?4) OR skeleton_upper IN (?1, ?4))"
+                       " AND name_key <> ?3 AND (?2 OR name GLOB '*[^ -~]*') LIMIT 1",
+    [S_USER_NO_SKELETON]  = "SELECT id, name FROM users WHERE skeleton IS NULL OR skeleton_upper IS NULL",
+    [S_USER_SET_SKELETON] = "UPDATE users SET skeleton = ?2, skeleton_upper = ?3 WHERE id = ?1",
     [S_USER_REHASH] = "UPDATE users SET password = ?2 WHERE id = ?1",
     [S_USER_PUBKEY] = "UPDATE users SET pubkey = ?2 WHERE id = ?1",
     /*  One session per user: a new login replaces the row in place.  A
@@ -363,12 +382,36 @@ user_create (store_t *self, const qms_rec_t *rec)
     for (int i = 0; i < 4; i++)
         if (rec->s [i].len == 0)
             return (outcome_t) { QMS_ST_ERROR, "missing field" };
+    char skeleton [QMS_NAME_NORM_MAX], upper [QMS_NAME_NORM_MAX];
+    if (qms_name_skeletons (rec->s [1].ptr, rec->s [1].len, skeleton, upper, sizeof skeleton))
+        return (outcome_t) { QMS_ST_ERROR, "name without a skeleton" };
+    //  A name that looks like a taken one (common/qms_names.h).
+    sqlite3_stmt *similar = self->stmt [S_USER_SIMILAR];
+    int rc = sqlite3_bind_text (similar, 1, skeleton, -1, SQLITE_TRANSIENT);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int (similar, 2, !qms_name_is_ascii (rec->s [1].ptr, rec->s [1].len));
+    if (rc == SQLITE_OK)
+        rc = bind_str (similar, 3, rec->s [2]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text (similar, 4, upper, -1, SQLITE_TRANSIENT);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (similar);
+    stmt_done (similar);
+    if (rc == SQLITE_ROW)
+        return (outcome_t) { QMS_ST_SIMILAR, "name looks like a taken one" };
+    if (rc != SQLITE_DONE)
+        return (outcome_t) { QMS_ST_ERROR, "lookup failed" };
+
     sqlite3_stmt *stmt = self->stmt [S_USER_CREATE];
-    int rc = SQLITE_OK;
+    rc = SQLITE_OK;
     for (int i = 0; i < 4 && rc == SQLITE_OK; i++)
         rc = bind_str (stmt, i + 1, rec->s [i]);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64 (stmt, 5, db_time (qms_now_ms ()));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text (stmt, 6, skeleton, -1, SQLITE_TRANSIENT);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text (stmt, 7, upper, -1, SQLITE_TRANSIENT);
     if (rc != SQLITE_OK) {
         stmt_done (stmt);
         return (outcome_t) { QMS_ST_ERROR, "bind failed" };
@@ -1362,6 +1405,50 @@ store_pragmas (sqlite3 *db, char *why, size_t why_size)
     return true;
 }
 
+/*  Users of a database from before schema version 3 have no skeleton yet:
+    compute them once, in one transaction.  Until that succeeds (a
+    read-only database) those names are not matched against new ones. */
+static void
+store_fill_skeletons (store_t *self)
+{
+    sqlite3_stmt *get = self->stmt [S_USER_NO_SKELETON];
+    sqlite3_stmt *set = self->stmt [S_USER_SET_SKELETON];
+    int filled = 0, failed = 0;
+    bool began = false;
+    int rc;
+    while ((rc = sqlite3_step (get)) == SQLITE_ROW) {
+        if (!began) {
+            if (sqlite3_exec (self->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+                break;
+            began = true;
+        }
+        const char *name = (const char *) sqlite3_column_text (get, 1);
+        char skeleton [QMS_NAME_NORM_MAX], upper [QMS_NAME_NORM_MAX];
+        if (!name || qms_name_skeletons (name, strlen (name), skeleton, upper, sizeof skeleton)) {
+            failed++;
+            continue;
+        }
+        if (sqlite3_bind_value (set, 1, sqlite3_column_value (get, 0)) == SQLITE_OK
+        &&  sqlite3_bind_text (set, 2, skeleton, -1, SQLITE_TRANSIENT) == SQLITE_OK
+        &&  sqlite3_bind_text (set, 3, upper, -1, SQLITE_TRANSIENT) == SQLITE_OK
+        &&  sqlite3_step (set) == SQLITE_DONE)
+            filled++;
+        else
+            failed++;
+        stmt_done (set);
+    }
+    stmt_done (get);
+    if (began && (failed || sqlite3_exec (self->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)) {
+        sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
+        qms_warn (ACTOR, "event=skeletons_not_filled users=%d reason=\"%s\"", filled + failed,
+                  sqlite3_db_readonly (self->db, "main") ? "database is read-only"
+                  : failed ? "a name has no skeleton" : sqlite3_errmsg (self->db));
+        return;
+    }
+    if (filled)
+        qms_info (ACTOR, "event=skeletons_filled users=%d", filled);
+}
+
 static bool
 store_prepare (store_t *self, char *why, size_t why_size)
 {
@@ -1438,6 +1525,7 @@ store_open (store_t *self, const char *data_dir, char *reason, size_t reason_siz
         snprintf (reason, reason_size, "cannot open %s: %s", self->path, why);
         return false;
     }
+    store_fill_skeletons (self);
     qms_info (ACTOR, "event=open path=\"%s\" version=%d users=%lld sessions=%lld messages=%lld",
               self->path, STORE_SCHEMA_VERSION,
               (long long) query_int (self, S_COUNT_USERS),
@@ -1662,7 +1750,7 @@ t_recv (t_client_t *c, int timeout_ms)
 
 #define QMS_STRINGIFY2(x) #x
 #define QMS_STRINGIFY(x) QMS_STRINGIFY2 (x)
-#define STORE_TEST_VERSION 2
+#define STORE_TEST_VERSION 3
 static_assert (STORE_TEST_VERSION == STORE_SCHEMA_VERSION, "update STORE_TEST_VERSION");
 
 /*  One request, one reply of the given type and the same req. */
@@ -1997,6 +2085,72 @@ t_messages (t_client_t *c)
     assert (t_result (c, t_msg (15, "m3", "id-alice", "c3b", 8500)) == QMS_ST_OK);
 }
 
+/*  Names that look alike (common/qms_names.h): refused when either is not
+    ASCII; an older database gets its skeletons when the store opens. */
+static void
+t_skeletons (qms_config_t *cfg, const char *root)
+{
+    char dir [256], path [300], key [QMS_NAME_MAX_BYTES + 1];
+    snprintf (dir, sizeof dir, "%s/names", root);
+    assert (mkdir (dir, 0700) == 0);
+    snprintf (path, sizeof path, "%s/users.db", dir);
+    snprintf (cfg->data_dir, sizeof cfg->data_dir, "%s", dir);
+    t_endpoint (cfg);
+    zactor_t *store = qms_actor_start (store_actor, cfg, "store");
+    assert (store);
+    t_client_t c;
+    t_connect (&c, cfg->store_endpoint);
+    //  Two ASCII names stay apart by more than letter case, as before ("rn" and "m").
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 1, 0, "id-m1", "modern", "modern", "phc")) == QMS_ST_OK);
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 2, 0, "id-m2", "rnodern", "rnodern", "phc")) == QMS_ST_OK);
+    //  A name that is not ASCII and looks like a taken one: SIMILAR, nothing written.
+    const char *full = "\xef\xbc\xadodern";                                 //  fullwidth M
+    assert (qms_name_key (full, strlen (full), key) == 0);
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 3, 0, "id-m3", full, key, "phc")) == QMS_ST_SIMILAR);
+    assert (t_db (path, "SELECT count(*) FROM users") == 2);
+    //  Cyrillic "paypal" first; then the ASCII one looks like it.
+    const char *cyr = "\xd1\x80\xd0\xb0\xd1\x83\xd1\x80\xd0\xb0l";     //  раураl
+    assert (qms_name_key (cyr, strlen (cyr), key) == 0);
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 4, 0, "id-p1", cyr, key, "phc")) == QMS_ST_OK);
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 5, 0, "id-p2", "PayPal", "paypal", "phc")) == QMS_ST_SIMILAR);
+    //  The same name key stays EXISTS.
+    const char *upper = "\xd0\xa0\xd0\x90\xd0\xa3\xd0\xa0\xd0\x90l";  //  РАУРАl
+    assert (qms_name_key (upper, strlen (upper), key) == 0);
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 6, 0, "id-p3", upper, key, "phc")) == QMS_ST_EXISTS);
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 7, 0, "id-b1", "bob", "bob", "phc")) == QMS_ST_OK);
+    //  Greek capitals that look like a taken ASCII name in upper case
+    const char *greek = "\xce\x9c\xce\x9f\xce\x94\xce\x95\xce\xa1\xce\x9d";   //  ΜΟΔΕΡΝ: no Δ look-alike
+    assert (qms_name_key (greek, strlen (greek), key) == 0);
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 10, 0, "id-g1", greek, key, "phc")) == QMS_ST_OK);
+    const char *abe = "\xce\x91\xce\x92\xce\x95";                                  //  ΑΒΕ
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 11, 0, "id-a1", "abe", "abe", "phc")) == QMS_ST_OK);
+    assert (qms_name_key (abe, strlen (abe), key) == 0);
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 12, 0, "id-a2", abe, key, "phc")) == QMS_ST_SIMILAR);
+    t_close (&c);
+    zactor_destroy (&store);
+
+    //  The same users in a database of schema version 2 (no skeletons yet).
+    assert (t_db (path, "DROP INDEX users_by_skeleton") == -1);
+    assert (t_db (path, "DROP INDEX users_by_skeleton_upper") == -1);
+    assert (t_db (path, "ALTER TABLE users DROP COLUMN skeleton") == -1);
+    assert (t_db (path, "ALTER TABLE users DROP COLUMN skeleton_upper") == -1);
+    assert (t_db (path, "UPDATE schema_version SET version = 2") == -1);
+    t_endpoint (cfg);
+    store = qms_actor_start (store_actor, cfg, "store");
+    assert (store);
+    assert (t_db (path, "SELECT version FROM schema_version") == STORE_SCHEMA_VERSION);
+    assert (t_db (path, "SELECT count(*) FROM users WHERE skeleton IS NULL OR skeleton_upper IS NULL") == 0);
+    assert (t_db (path, "SELECT count(*) FROM users") == 6);
+    t_connect (&c, cfg->store_endpoint);
+    const char *bob = "b\xd0\xbe" "b";                                         //  Cyrillic о
+    assert (qms_name_key (bob, strlen (bob), key) == 0);
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 8, 0, "id-b2", bob, key, "phc")) == QMS_ST_SIMILAR);
+    assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 9, 0, "id-r1", "rob", "rob", "phc")) == QMS_ST_OK);
+    t_close (&c);
+    zactor_destroy (&store);
+    t_rmdir (dir);
+}
+
 static void
 t_refused (qms_config_t *cfg, const char *data_dir)
 {
@@ -2286,6 +2440,7 @@ store_test (bool verbose)
 
     t_refusals (&cfg, root);
     t_admin_ops (&cfg, root);
+    t_skeletons (&cfg, root);
 
     t_rmdir (dir);
     snprintf (dir, sizeof dir, "%s/garbage", root);

@@ -5,6 +5,7 @@
 */
 #include "qms_msg.h"
 #include "qms_util.h"
+#include "qms_names.h"
 #include "qms_log.h"
 #include "qms_config.h"
 #include "qms_metrics.h"
@@ -32,6 +33,7 @@ typedef struct {
 static const selftest_t s_tests [] = {
     { "qms_msg", qms_msg_test },
     { "qms_util", qms_util_test },
+    { "qms_names", qms_names_test },
     { "qms_log", qms_log_test },
     { "qms_config", qms_config_test },
     { "qms_metrics", qms_metrics_test },

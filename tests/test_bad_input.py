@@ -619,8 +619,10 @@ def sql_message(env):
 
 
 def lookalike_name(env):
-    """Look-alikes of an existing name: Cyrillic letters register as another
-    user; a zero-width space or an RTL override inside is refused."""
+    """Look-alikes of an existing name: a Cyrillic letter among Latin ones
+    mixes scripts, a zero-width space or an RTL override inside is an
+    invisible character, another letter case is the same name: all refused
+    (docs/PROTOCOL.md, "Names in Unicode")."""
     base = uniq("paypal")
     env.user(base).close()
     answers = []
@@ -970,7 +972,8 @@ def build_cases():
     add("name with NBSP in the middle is fine", reg(u[:3] + "\u00a0" + u[3:]), [REGISTERED])
     add("name of 65 characters", reg("\u00e9" * 65), [login_error("Name is too long (at most 64 characters).")])
     add("look-alike names (Cyrillic a, ZWSP, RTL, other case)", ("script", lookalike_name),
-        [Is("registered; Name contains a control or invisible character.; "
+        [Is("Name mixes letters of different scripts or number systems.; "
+            "Name contains a control or invisible character.; "
             "Name contains a control or invisible character.; Username already exists.")])
 
     # -- SQL metacharacters --------------------------------------------------------------------------

@@ -1,10 +1,14 @@
-// crypto.test.mjs - unit tests of html/crypto.mjs and html/util.mjs in node
-// (globalThis.crypto.subtle). Key storage (IndexedDB) is covered in the browser tests.
+// crypto.test.mjs - unit tests of html/crypto.mjs, html/validate.mjs,
+// html/util.mjs and the storage-free parts of html/keystore.mjs (known keys,
+// seen messages) in node (globalThis.crypto.subtle, a Map for localStorage).
+// Device keys in IndexedDB are covered in the browser tests.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as e2e from "../../html/crypto.mjs";
 import { chatUrl, backoffDelay, nameError, passwordError, passwordDigest } from "../../html/util.mjs";
+import * as check from "../../html/validate.mjs";
+import { KnownKeys, ReplayGuard } from "../../html/keystore.mjs";
 
 const subtle = globalThis.crypto.subtle;
 
@@ -138,14 +142,53 @@ test("a third key cannot read, and a message to an old key says so", async () =>
   await assert.rejects(bobWithEve.decrypt(envelope), { reason: "sender-key" });
 });
 
-test("both sides compute the same safety number; it changes with either key", async () => {
-  const a = await device(), b = await device(), c = await device();
-  const ab = await e2e.safetyNumber(a.published, b.published);
-  assert.equal(ab, await e2e.safetyNumber(b.published, a.published));
-  assert.match(ab, /^(\d{5} ){7}\d{5}$/);
-  assert.notEqual(ab, await e2e.safetyNumber(a.published, c.published));
-  assert.notEqual(ab, await e2e.safetyNumber(c.published, b.published));
-  await assert.rejects(e2e.safetyNumber(a.published, "-----BEGIN PUBLIC KEY-----"), e2e.UnsupportedKeyError);
+test("fingerprints: one per identity, 30 digits, bound to the id and the key", async () => {
+  const a = await device(), b = await device();
+  const idA = "3f1c9a52-8d4e-4b7a-9c21-0a6b5e7d8f90", idB = "7b2e4c61-1f3a-4d8b-a5e9-6c0d2b4f8e13";
+  const fa = await e2e.fingerprint(idA, a.published);
+  assert.match(fa, /^(\d{5} ){5}\d{5}$/);
+  assert.equal(await e2e.fingerprint(idA, a.published), fa, "deterministic");
+  assert.notEqual(await e2e.fingerprint(idB, a.published), fa, "the id is bound in: a key cannot move to another account");
+  assert.notEqual(await e2e.fingerprint(idA, b.published), fa, "another key, another number");
+  await assert.rejects(e2e.fingerprint(idA, "-----BEGIN PUBLIC KEY-----"), e2e.UnsupportedKeyError);
+  await assert.rejects(e2e.fingerprint("", a.published), TypeError);
+});
+
+test("fingerprints: the construction as docs/E2E.md states it", async () => {
+  // recomputed here from the description (label, lengths, iterations, digits), with node's own hash
+  const { createHash } = await import("node:crypto");
+  const d = await device();
+  const id = "3f1c9a52-8d4e-4b7a-9c21-0a6b5e7d8f90";
+  const spki = Buffer.from(d.published.slice(e2e.KEY_PREFIX.length), "base64");
+  const len = (x) => Buffer.from([x.length >> 8, x.length & 0xff]);
+  let h = createHash("sha512").update(Buffer.concat([Buffer.from("qms1 fingerprint"), Buffer.from([0]),
+    len(Buffer.from(id)), Buffer.from(id), len(spki), spki])).digest();
+  for (let i = 1; i < 5200; i++) h = createHash("sha512").update(Buffer.concat([h, spki])).digest();
+  const groups = [];
+  for (let g = 0; g < 6; g++) groups.push(String(h.readUIntBE(g * 5, 5) % 100000).padStart(5, "0"));
+  assert.equal(await e2e.fingerprint(id, d.published), groups.join(" "));
+  assert.equal(e2e.FP_ITERATIONS, 5200);
+});
+
+test("keyStatus: only a well-formed P-256 key on the curve is a key", async () => {
+  const d = await device();
+  assert.equal(await e2e.keyStatus(d.published), "ok");
+  const head = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d030107034200", "hex");
+  const spki = Buffer.from(d.published.slice(e2e.KEY_PREFIX.length), "base64");
+  const offCurve = Buffer.concat([head, Buffer.from([4]), Buffer.alloc(64, 0xff)]);
+  const compressed = Buffer.concat([head.subarray(0, 25), Buffer.from([0x22, 0x00, 0x02]), spki.subarray(28, 60)]);
+  for (const [k, want] of [
+    [undefined, "none"], [null, "none"], ["", "none"],
+    [42, "malformed"], [{}, "malformed"], [["qms1:p256:"], "malformed"],
+    ["-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----", "unsupported"], ["qms2:x25519:AAAA", "unsupported"],
+    ["qms1:p256:", "malformed"], ["qms1:p256:!!!!", "malformed"], ["qms1:p256:AAAA", "malformed"],
+    [e2e.KEY_PREFIX + offCurve.toString("base64"), "malformed"],
+    [e2e.KEY_PREFIX + compressed.toString("base64"), "malformed"],
+    [e2e.KEY_PREFIX + Buffer.alloc(91, 7).toString("base64"), "malformed"],
+    [d.published + "=", "malformed"], [d.published.replace(/==$/, ""), "malformed"],
+    [d.published + "\n", "malformed"], [" " + d.published, "unsupported"],
+    [e2e.KEY_PREFIX + "x".repeat(100000), "malformed"],
+  ]) assert.equal(await e2e.keyStatus(k), want, String(k).slice(0, 40));
 });
 
 test("pair keys agree across the two ends and are not extractable", async () => {
@@ -206,4 +249,122 @@ test("util: name and password validation, password digest", async () => {
   assert.equal(passwordError("longenough", "longenough", true), "");
   // the original client's value: SHA-256 hex of the (trimmed) password
   assert.equal(await passwordDigest(" abc "), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+});
+
+const ID = (n) => `${String(n).padStart(8, "0")}-0000-4000-8000-000000000000`;
+
+test("validate: ids, names, times and user entries as the server must send them", () => {
+  assert.equal(check.isUserId("3f1c9a52-8d4e-4b7a-9c21-0a6b5e7d8f90"), true);
+  for (const bad of ["__proto__", "constructor", "3F1C9A52-8D4E-4B7A-9C21-0A6B5E7D8F90",
+    "3f1c9a52-8d4e-1b7a-9c21-0a6b5e7d8f90", "3f1c9a52-8d4e-4b7a-9c21-0a6b5e7d8f90 ", 42, null, {}, ""])
+    assert.equal(check.isUserId(bad), false, String(bad));
+  assert.equal(check.isMessageId("w8Yk3yZ0aQk2xV1b"), true);
+  assert.equal(check.isMessageId("a".repeat(65)), false);
+  assert.equal(check.isMessageId("a b"), false);
+  assert.equal(check.validName("alice"), "alice");
+  assert.equal(check.validName("a\u0007b"), null);
+  assert.equal(check.validName({ toString: () => "x" }), null);
+  assert.equal(check.validTime(1764000000123), 1764000000123);
+  for (const bad of [-1, 1.5, "1", NaN, Infinity, 9e15, null]) assert.equal(check.validTime(bad), null, String(bad));
+  assert.equal(check.errorText({ html: 1 }, "fallback"), "fallback");
+  assert.equal(check.errorText("a\u202eb", "x"), "a b");
+  assert.deepEqual(check.userEntry({ id: ID(1), name: "bob", publicKey: "k", extra: 1 }), { id: ID(1), name: "bob", publicKey: "k" });
+  assert.deepEqual(check.userEntry({ id: ID(1), name: "bob" }), { id: ID(1), name: "bob", publicKey: "" });
+  for (const bad of [null, "x", [ID(1)], { id: "__proto__", name: "x" }, { id: ID(1), name: "" },
+    { id: ID(1), name: "bob", publicKey: 5 }, { id: ID(1), name: "bob", publicKey: "k".repeat(16385) }])
+    assert.equal(check.userEntry(bad), null, JSON.stringify(bad));
+});
+
+test("validate: look-alike names share a comparison form", () => {
+  const k = check.lookalikeKey;
+  assert.equal(k("bob"), k("b\u03bfb"));          // Greek omicron
+  assert.equal(k("bob"), k("b\u043eb"));          // Cyrillic o
+  assert.equal(k("paypal"), k("\u0440\u0430\u0443\u0440\u0430l"));
+  assert.equal(k("Bob"), k("BOB"));
+  assert.equal(k("modern"), k("rnodern"));
+  assert.equal(k("bill"), k("biII"));              // capital I as l
+  assert.equal(k("ｂｏｂ"), k("bob"));               // fullwidth
+  assert.equal(k("José"), k("Jose"));
+  assert.notEqual(k("bob"), k("rob"));
+  assert.notEqual(k("tim"), k("tom"));
+});
+
+/** localStorage for node: a Map behind the Storage methods. */
+function memoryStorage() {
+  const m = new Map();
+  return { getItem: (k) => (m.has(k) ? m.get(k) : null), setItem: (k, v) => m.set(k, String(v)), map: m };
+}
+
+test("known keys: trust on first use, changes pending until accepted, verified binds to one key", () => {
+  const store = memoryStorage();
+  const known = new KnownKeys(ID(0), store);
+  const K1 = e2e.KEY_PREFIX + "A".repeat(124), K2 = e2e.KEY_PREFIX + "B".repeat(124), K3 = e2e.KEY_PREFIX + "C".repeat(124);
+  assert.equal(known.observe(ID(1), "bob", K1), "new");
+  assert.equal(known.observe(ID(1), "bob", K1), "same");
+  assert.equal(known.setVerified(ID(1), K1, true), true);
+  assert.equal(known.isVerified(ID(1), K1), true);
+  assert.equal(known.observe(ID(1), "bob", K2), "changed");
+  assert.equal(known.isVerified(ID(1), K1), false, "a pending change suspends the mark");
+  assert.equal(known.get(ID(1)).key, K1, "the accepted key stays until the person accepts");
+  assert.equal(known.observe(ID(1), "bob", K3), "changed");
+  assert.equal(known.accept(ID(1), K2), false, "only the key pending now can be accepted");
+  assert.equal(known.observe(ID(1), "bob", K1), "same", "back to the accepted key");
+  assert.equal(known.isVerified(ID(1), K1), true);
+  assert.equal(known.observe(ID(1), "bob", K2), "changed");
+  assert.equal(known.accept(ID(1), K2), true);
+  assert.equal(known.isVerified(ID(1), K2), false, "accepting is not verifying");
+  assert.deepEqual(known.get(ID(1)).previous, [K1]);
+  assert.equal(known.setVerified(ID(1), K3, true), false, "a key that is neither accepted nor pending");
+  // what was saved loads again the same way
+  const again = new KnownKeys(ID(0), store);
+  assert.equal(again.get(ID(1)).key, K2);
+  assert.deepEqual(again.get(ID(1)).previous, [K1]);
+  // ids that are not ids never get in
+  assert.throws(() => known.observe("__proto__", "x", K1), TypeError);
+  assert.throws(() => known.observe("constructor", "x", K1), TypeError);
+  assert.throws(() => known.observe(ID(2), "x", "not a key"), TypeError);
+  assert.equal(known.get("__proto__"), null);
+  assert.equal({}.key, undefined);
+  assert.equal({}.previous, undefined);
+});
+
+test("known keys: stored data is checked like server data; version 1 records are carried over", () => {
+  const K1 = e2e.KEY_PREFIX + "A".repeat(124), K2 = e2e.KEY_PREFIX + "B".repeat(124);
+  const store = memoryStorage();
+  // version 1: key was the newest, previous the accepted one; and the ids that polluted Object.prototype
+  // (written as text: in an object literal __proto__ would set the prototype, not a key)
+  store.setItem("qms1.known." + ID(0), "{" + [
+    `"${ID(1)}":${JSON.stringify({ key: K2, previous: K1, name: "bob", verified: false })}`,
+    `"${ID(2)}":${JSON.stringify({ key: K1, name: "carol", verified: true })}`,
+    `"__proto__":${JSON.stringify({ key: K1, previous: K2 })}`,
+    `"constructor":${JSON.stringify({ key: K1 })}`,
+    `"${ID(3)}":${JSON.stringify({ key: "junk" })}`].join(",") + "}");
+  assert.ok(Object.hasOwn(JSON.parse(store.getItem("qms1.known." + ID(0))), "__proto__"));
+  const known = new KnownKeys(ID(0), store);
+  assert.deepEqual([known.get(ID(1)).key, known.get(ID(1)).pending], [K1, K2]);
+  assert.equal(known.isVerified(ID(2), K1), true);
+  assert.equal(known.get(ID(3)), null);
+  assert.deepEqual([...known.entries()].map(([id]) => id).sort(), [ID(1), ID(2)]);
+  assert.equal({}.key, undefined);
+  for (const junk of ["not json", "[1,2]", "null", '{"v":2,"peers":"x"}', '{"v":2,"peers":[["__proto__",{"key":"qms1:p256:x"}]]}'])
+    assert.equal([...new KnownKeys(ID(9), { getItem: () => junk, setItem() {} }).entries()].length, 0, junk);
+});
+
+test("seen messages: replays caught across instances, bounded, too old refused", () => {
+  const store = memoryStorage();
+  const seen = new ReplayGuard(ID(0), store);
+  assert.equal(seen.check(ID(1), "m1", 1000), "new");
+  seen.add(ID(1), "m1", 1000);
+  assert.equal(seen.check(ID(1), "m1", 1000), "replay");
+  assert.equal(new ReplayGuard(ID(0), store).check(ID(1), "m1", 1000), "replay", "a fresh tab knows it too");
+  assert.equal(seen.check(ID(2), "m1", 1000), "new", "per contact");
+  for (let i = 2; i <= ReplayGuard.PER_PEER + 10; i++) seen.add(ID(1), "m" + i, 1000 + i);
+  const g = new ReplayGuard(ID(0), store);
+  assert.equal(g.check(ID(1), "m1", 1000), "too-old", "forgotten, but dated before what is remembered");
+  assert.equal(g.check(ID(1), "m11", 1011), "replay");
+  assert.equal(g.check(ID(1), "new-one", 5000), "new");
+  assert.ok(store.map.get("qms1.seen." + ID(0)).length < 20000, "bounded");
+  for (let p = 10; p < 10 + ReplayGuard.MAX_PEERS + 5; p++) seen.add(ID(p), "x", 7);
+  assert.ok([...seen.map.values()].filter((v) => v.seen.length).length <= ReplayGuard.MAX_PEERS);
+  assert.equal(seen.check(ID(1), "m20", 1020), "too-old", "the least recent contact's ids went, its floor stayed");
 });

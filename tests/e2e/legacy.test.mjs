@@ -71,7 +71,7 @@ test("register and login answer with token, username and the users with their PE
   assert.match(pem, /^-----BEGIN PUBLIC KEY-----\n[A-Za-z0-9+/=\n]+-----END PUBLIC KEY-----\n$/);
   assert.equal(me.publicKey, pem, "the PEM key comes back byte for byte");
   ids.l1 = me.id;
-  const sent = sentRequests(l1)[0];
+  const sent = await waitFor(() => sentRequests(l1)[0], "the register request in the recorder");
   assert.equal(sent.action, 1);
   assert.equal(sent.password, "f52fbd32b2b3b86ff88ef6c490628285f482af15ddcb29541f94bcf526a3f6c7"); // sha256("hunter2")
 
@@ -111,6 +111,7 @@ test("after a reload the token is resumed: AuthorizationEvent, then the user lis
   assert.deepEqual(auth, { valid: true, event: 0 });
   const list = await waitEvent(l2, (e) => e.event === 4, "user list after authorize");
   assert.ok(list.users.some((u) => u.id === ids.l2));
+  await waitFor(() => sentRequests(l2).some((r) => r.action === 4), "the authorize request in the recorder");
   assert.equal(sentRequests(l2).at(-1).action, 4);
   // and messages still reach it
   await l1.evaluate(([to]) => window.probe.message(to, "after reload"), [ids.l2]);

@@ -8,6 +8,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { connect as tlsConnect } from "node:tls";
 import https from "node:https";
+import http from "node:http";
 import { startServer, launchBrowser, openPage, allSentFrames } from "./lib/harness.mjs";
 import { register, contact, openConversation, send, waitIncoming, sentRequests } from "./lib/ui.mjs";
 
@@ -49,6 +50,28 @@ function negotiated(port, protocols) {
     socket.on("error", reject);
   });
 }
+
+function headersOf(mod, port, path) {
+  return new Promise((resolve, reject) => {
+    mod.get({ host: "127.0.0.1", port, path, rejectUnauthorized: false, timeout: 5000 }, (res) => {
+      res.resume();
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers }));
+    }).on("error", reject);
+  });
+}
+
+test("over TLS every answer carries Strict-Transport-Security and the page's policy", async () => {
+  for (const path of ["/", "/app.mjs", "/enums.js", "/missing"]) {
+    const { status, headers } = await headersOf(https, tls.httpsPort, path);
+    assert.equal(headers["strict-transport-security"], "max-age=31536000", `${path} (${status})`);
+    assert.match(headers["content-security-policy"], new RegExp(`connect-src 'self' wss://127\\.0\\.0\\.1:${tls.chatPort};`));
+    assert.equal(headers["x-frame-options"], "DENY");
+  }
+  // the plain HTTP port only redirects; HSTS there would mean nothing to a browser
+  const { status, headers } = await headersOf(http, tls.httpPort, "/");
+  assert.equal(status, 301);
+  assert.equal(headers["strict-transport-security"], undefined);
+});
 
 // The server writes every byte of its responses itself (docs/ROBUSTNESS.md), which HTTP/2's
 // framing would not allow: HTTPS offers HTTP/1.1 only, and a page over it is whole.

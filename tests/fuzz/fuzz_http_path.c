@@ -14,8 +14,9 @@
        to secrets that must never be served: a file outside the folder
        (reached by symlinks out, "..", a sibling folder whose name starts
        with the site's) and hidden files inside it.  Every answer is
-       complete, its header lines cannot be split, a 200 body is one of the
-       few bodies the site really has, and no body ever holds a secret.
+       complete with the security headers, its header lines cannot be
+       split, a 200 body is one of the few bodies the site really has, and
+       no body ever holds a secret.
 */
 #include "fuzz_common.h"
 #include "http.h"
@@ -368,6 +369,15 @@ check_headers (const http_response_t *resp)
 {
     FUZZ_CHECK (memchr (resp->headers, 0, sizeof resp->headers));
     FUZZ_CHECK (strstr (resp->headers, "X-Content-Type-Options: nosniff\r\n"));
+    //  The page's security headers are on every answer, the redirect too.
+    //  (The policy is fixed per site; the request can reach no part of it.)
+    const char *csp = strstr (resp->headers, "Content-Security-Policy: ");
+    FUZZ_CHECK (csp && strncmp (csp + strlen ("Content-Security-Policy: "), http_site_csp (s_site),
+                                strlen (http_site_csp (s_site))) == 0);
+    FUZZ_CHECK (strstr (csp, "\r\n") == csp + strlen ("Content-Security-Policy: ") + strlen (http_site_csp (s_site)));
+    FUZZ_CHECK (strstr (http_site_csp (s_site), "frame-ancestors 'none'") && !strstr (http_site_csp (s_site), "unsafe-"));
+    FUZZ_CHECK (strstr (resp->headers, "X-Frame-Options: DENY\r\n"));
+    FUZZ_CHECK (strstr (resp->headers, "Cross-Origin-Opener-Policy: same-origin\r\n"));
     //  Every line is "Name: value\r\n" with nothing that could split it.
     const char *line = resp->headers;
     while (*line) {

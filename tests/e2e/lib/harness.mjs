@@ -128,7 +128,10 @@ export function launchBrowser(extraArgs = []) {
 /**
  * A new browser context (a separate "device": own IndexedDB, storage) with
  * one page whose sent WebSocket frames are recorded in page.sentFrames, and
- * received ones in page.receivedFrames (parsed JSON where possible).
+ * received ones in page.receivedFrames (parsed JSON where possible). Each
+ * recorded frame names its socket (`socket`, an index into page.sockets), so
+ * a test can look at what one connection carried, whatever the others sent
+ * around it (framesOn).
  */
 export async function openPage(browser, url, contextOptions = {}) {
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1180, height: 760 },
@@ -146,12 +149,12 @@ export function recordFrames(page) {
   page.receivedFrames = [];
   page.sockets = [];
   page.on("websocket", (ws) => {
-    page.sockets.push(ws);
-    ws.on("framesent", (f) => page.sentFrames.push({ url: ws.url(), payload: String(f.payload) }));
+    const socket = page.sockets.push(ws) - 1;
+    ws.on("framesent", (f) => page.sentFrames.push({ url: ws.url(), payload: String(f.payload), socket }));
     ws.on("framereceived", (f) => {
       let data = null;
       try { data = JSON.parse(String(f.payload)); } catch { /* not JSON */ }
-      page.receivedFrames.push({ url: ws.url(), payload: String(f.payload), data });
+      page.receivedFrames.push({ url: ws.url(), payload: String(f.payload), data, socket });
     });
   });
 }
@@ -170,6 +173,7 @@ export async function interceptSockets(page, { fromPage = (t) => t, fromServer =
   await page.routeWebSocket(() => true, (ws) => {
     const server = ws.connectToServer();
     ws.onMessage((m) => {
+      // what the page itself sent (recordFrames sees what goes on to the server)
       page.sentFrames.push({ url: ws.url(), payload: String(m) });
       forward(server, fromPage(String(m)));
     });
@@ -179,6 +183,23 @@ export async function interceptSockets(page, { fromPage = (t) => t, fromServer =
     ws.onClose((code, reason) => server.close(pass(code, reason)).catch?.(() => {}));
     server.onClose((code, reason) => ws.close(pass(code, reason)).catch?.(() => {}));
   });
+}
+
+/**
+ * The requests (parsed) a page sent on each socket it opened from index
+ * `from` on, one array per socket that sent anything. A test that looks for
+ * "the first request after X" names the connection it means this way, so a
+ * frame still in flight on an older connection (a receipt, say) cannot take
+ * its place.
+ */
+export function framesOn(page, from = 0) {
+  const bySocket = new Map();
+  for (const f of page.sentFrames) {
+    if (f.socket === undefined || f.socket < from) continue;
+    if (!bySocket.has(f.socket)) bySocket.set(f.socket, []);
+    bySocket.get(f.socket).push(JSON.parse(f.payload));
+  }
+  return [...bySocket.keys()].sort((a, b) => a - b).map((k) => bySocket.get(k));
 }
 
 /** Asserts-style helper: every frame any of `pages` sent, as one list. */

@@ -65,13 +65,39 @@ export async function unreadOf(page, name) {
   return (await badge.count()) ? Number(await badge.textContent()) : 0;
 }
 
-export async function safetyNumberWith(page, name) {
+/**
+ * Opens the safety-number dialog with `name` and reads both fingerprints:
+ * {peer: what the page shows as name's number, mine: as its own}; closes it.
+ */
+export async function safetyNumbersWith(page, name) {
   await openConversation(page, name);
   await page.click("#verify");
-  await page.locator("#safety span").first().waitFor();
-  const digits = (await page.locator("#safety span").allTextContents()).join(" ");
+  await page.locator("#verify-dialog[data-ready]").waitFor();
+  const read = async (id) => (await page.locator(`#${id} span`).allTextContents()).join(" ");
+  const numbers = { peer: await read("fp-peer"), mine: await read("fp-mine") };
   await page.click("#verify-dialog button[value=close]");
-  return digits;
+  await page.locator("#verify-dialog").waitFor({ state: "hidden" });
+  return numbers;
+}
+
+/**
+ * Opens the dialog, ticks "verified" and closes it: the person compared the
+ * numbers. (It also drives the dialog of the client before per-identity
+ * numbers, with its one number, so that the hostile-server scenarios can be
+ * run against that client to show the attacks.)
+ */
+export async function markVerified(page, name) {
+  await openConversation(page, name);
+  await page.click("#verify");
+  await page.locator("#verify-dialog[data-ready], #verify-dialog #safety span").first().waitFor();
+  await page.check("#verified");
+  await page.click("#verify-dialog button[value=close]");
+  await page.locator('#peer-trust [data-trust="verified"], #peer-state:has-text("verified")').first().waitFor();
+}
+
+/** The trust state shown next to a contact's name in the list ("verified", "unverified", "changed", ...). */
+export function trustOf(page, name) {
+  return contact(page, name).getAttribute("data-trust");
 }
 
 /** The requests a page sent, parsed. */
