@@ -71,6 +71,9 @@ static const opt_t s_options [] = {
       "where users.db lives (default: the working directory)", 0 },
     { { "html-dir" }, OPT_DIR, OFF (html_dir), SZ (html_dir), 0, 0, "DIR",
       "the web UI's files (default ./html)", 0 },
+    { { "allow-inline-scripts" }, OPT_FLAG, OFF (allow_inline_scripts), 0, 0, 0, NULL,
+      "let the web UI's pages run inline scripts and on...= handlers (a UI written that way, such as the "
+      "original QMessageServer page; the built-in UI needs none)", 0 },
     { { "session-timeout" }, OPT_INT, OFF (session_timeout), 0, 1, 31536000, "SECONDS",
       "a session ends after this long without activity (default 600)", 0 },
     { { "log-level" }, OPT_LEVEL, OFF (log_level), 0, 0, 0, "LEVEL",

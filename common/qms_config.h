@@ -56,6 +56,7 @@ typedef struct {
     char bind_address [256];    /* --bind: "" = every interface */
     char data_dir [1024];       /* --data-dir . : users.db lives here */
     char html_dir [1024];       /* --html-dir ./html */
+    bool allow_inline_scripts;  /* --allow-inline-scripts: a UI with inline code (the original's) */
     int session_timeout;        /* --session-timeout 600 (seconds) */
     int log_level;              /* --log-level info */
     int log_format;             /* --log-format text (qms_log_format_t) */

@@ -2770,7 +2770,7 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
     http_options_t options = {
         .html_dir = cfg->html_dir, .server_address = cfg->server_ip, .chat_port = cfg->chat_port,
         .chat_secure = qms_config_wss (cfg), .redirect_to_https = false, .https_port = cfg->https_port,
-        .hsts = qms_config_https (cfg)
+        .hsts = qms_config_https (cfg), .allow_inline = cfg->allow_inline_scripts
     };
     self->site = http_site_new (&options);
     if (!self->site)

@@ -93,11 +93,19 @@ s_build_csp (http_site_t *self)
     s_chat_source (&self->options, self->server_address, chat, sizeof chat);
     //  'self' covers ws:/wss: to the page's own host and port (the /ws
     //  path the UI falls back to); the chat port is another origin.
-    snprintf (self->csp, sizeof self->csp,
-              "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-              "connect-src 'self'%s%s; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
-              "require-trusted-types-for 'script'; trusted-types 'none'",
-              chat [0] ? " " : "", chat);
+    if (self->options.allow_inline)
+        //  --allow-inline-scripts: a page written with inline code (the
+        //  original web client); everything else stays as strict.
+        snprintf (self->csp, sizeof self->csp,
+                  "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+                  "img-src 'self' data:; connect-src 'self'%s%s; form-action 'self'; frame-ancestors 'none'; "
+                  "base-uri 'none'", chat [0] ? " " : "", chat);
+    else
+        snprintf (self->csp, sizeof self->csp,
+                  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                  "connect-src 'self'%s%s; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                  "require-trusted-types-for 'script'; trusted-types 'none'",
+                  chat [0] ? " " : "", chat);
 }
 
 const char *
@@ -1101,7 +1109,7 @@ s_test_building_blocks (void)
     assert (streq (http_content_type ("x."), "application/octet-stream"));
 
     //  http_substitute: one pass, output never rescanned
-    http_options_t opts = { NULL, "%SERVER_PORT%", 12345, true, false, 0, false };
+    http_options_t opts = { NULL, "%SERVER_PORT%", 12345, true, false, 0, false, false };
     const char *in = "%SERVER_PROTOCOL%://%SERVER_ADDRESS%:%SERVER_PORT%/%%SERVER_PORT%%"
                      " %SERVER_ %SERVER_PORT";
     size_t len = 0;
@@ -1381,7 +1389,7 @@ s_test_files (http_site_t *site)
 static void
 s_test_redirect (const char *root)
 {
-    http_options_t opts = { root, "chat.example", 12345, true, true, 8443, false };
+    http_options_t opts = { root, "chat.example", 12345, true, true, 8443, false, false };
     http_site_t *site = http_site_new (&opts);
     assert (site);
     const struct { const char *method, *uri, *location; } cases [] = {
@@ -1429,7 +1437,7 @@ s_test_redirect (const char *root)
 static void
 s_test_policy (const char *root)
 {
-    http_options_t opts = { root, "chat.example", 12345, false, false, 8443, false };
+    http_options_t opts = { root, "chat.example", 12345, false, false, 8443, false, false };
     http_site_t *site = http_site_new (&opts);
     assert (site);
     const char *csp = http_site_csp (site);
@@ -1462,6 +1470,16 @@ s_test_policy (const char *root)
     http_response_free (&resp);
     http_site_destroy (&site);
     opts.redirect_to_https = false;
+
+    //  --allow-inline-scripts: inline code may run, nothing else changes
+    opts.allow_inline = true;
+    site = http_site_new (&opts);
+    assert (streq (http_site_csp (site), "default-src 'none'; script-src 'self' 'unsafe-inline'; "
+                   "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                   "connect-src 'self' wss://chat.example:12345; form-action 'self'; "
+                   "frame-ancestors 'none'; base-uri 'none'"));
+    http_site_destroy (&site);
+    opts.allow_inline = false;
 
     //  An IPv6 address in brackets; anything that is not a host or an
     //  address stays out of the header (only 'self')
@@ -1538,7 +1556,7 @@ http_test (bool verbose)
     close (fd);
 
     //  Sites that cannot be
-    http_options_t opts = { outside, "chat.example", 12345, false, false, 0, false };
+    http_options_t opts = { outside, "chat.example", 12345, false, false, 0, false, false };
     assert (http_site_new (&opts) == NULL);             //  a file
     opts.html_dir = "/nonexistent/qms-html";
     assert (http_site_new (&opts) == NULL);

@@ -29,6 +29,9 @@ typedef struct {
     /*  The site is served over TLS: answers carry Strict-Transport-Security
         (never the redirecting site's, which is plain HTTP). */
     bool hsts;
+    /*  A web UI of its own with inline scripts and on...= handlers (the
+        original QMessageServer page): the policy lets them run. */
+    bool allow_inline;
 } http_options_t;
 
 typedef struct _http_site_t http_site_t;

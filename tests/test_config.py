@@ -29,7 +29,7 @@ FAST_ARGON2 = ["--argon2-memory", "256", "--argon2-iterations", "1"]
 ALL_KEYS = [
     "chatServerPort", "httpServerPort", "httpsServerPort", "serverIp", "sslCertificate",
     "sslPrivateKey", "disableHttps", "disableWss", "self-signed", "reuse-port", "config", "bind",
-    "data-dir", "html-dir", "session-timeout", "log-level", "log-format", "argon2-memory",
+    "data-dir", "html-dir", "allow-inline-scripts", "session-timeout", "log-level", "log-format", "argon2-memory",
     "argon2-iterations", "auth-workers", "max-connections", "rate-limit", "rate-burst", "rate-limit-bytes", "max-queue",
     "write-timeout", "output-budget", "drain-timeout",
     "login-fail-limit", "login-fail-window", "message-quota", "message-max-age",

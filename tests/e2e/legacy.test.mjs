@@ -6,6 +6,9 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { startServer, launchBrowser, openPage, waitFor } from "./lib/harness.mjs";
 import { register, contact, openConversation, sentRequests } from "./lib/ui.mjs";
 
@@ -163,4 +166,34 @@ test("the new UI lists a legacy peer as without encryption and never sends it pl
   assert.equal(await ours.locator("#messages li.msg.in", { hasText: "rsa-hex" }).count(), 0);
   assert.ok(!sentRequests(ours).some((r) => r.action === 3), "no message request at all");
   assert.deepEqual(ours.pageErrors, []);
+});
+
+// The original QMessageServer page is written with inline scripts and on...=
+// handlers, which the default Content-Security-Policy blocks: served from
+// --html-dir with --allow-inline-scripts, such a page runs.  (A page of our
+// own written that way, not the original: nothing of it is copied here.)
+test("a web UI written with inline code runs with --allow-inline-scripts", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "qms-inline-"));
+  writeFileSync(join(dir, "index.html"), "<!doctype html><html><head><title>inline</title>" +
+    "<script>window.ranInline = true;</script></head><body>" +
+    "<button id=\"b\" onclick=\"document.title = 'clicked'\">b</button></body></html>");
+  const inline = await startServer({ extra: ["--html-dir", dir, "--allow-inline-scripts"] });
+  const strict = await startServer({ extra: ["--html-dir", dir] });
+  try {
+    const p = await openPage(browser, inline.origin + "/");
+    assert.equal(await p.evaluate(() => window.ranInline === true), true, "the inline script ran");
+    await p.click("#b");
+    await waitFor(async () => (await p.title()) === "clicked", "the inline handler ran");
+    const q = await openPage(browser, strict.origin + "/");
+    assert.equal(await q.evaluate(() => window.ranInline === true), false, "blocked without the option");
+    await q.click("#b");
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await q.title(), "inline");
+    await p.context().close();
+    await q.context().close();
+  } finally {
+    assert.deepEqual(await inline.stop(), { code: 0, sig: null });
+    assert.deepEqual(await strict.stop(), { code: 0, sig: null });
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
