@@ -77,15 +77,13 @@
 #define PRESENCE_BYTES_PER_S (256ull * 1024 * 1024)
 #define PRESENCE_GAP_MAX_MS  30000
 /*  Input shaping: each piece of input lws hands us (a WebSocket frame, or
-    up to 4 KiB of one, or a pong) costs one of IN_READS_PER_S tokens a
-    second (IN_READS_BURST at once), whatever it holds, and each byte one of
-    --rate-limit-bytes (four seconds' worth at once); a peer that has spent
-    its budget is not read until it refills (TCP holds the rest).  A peer
-    that sends one-byte fragments thus costs at most so many callbacks, and
-    a flooder at most so many bytes, of the loop's time. */
-#define IN_READS_PER_S      4000
-#define IN_READS_BURST      8000
-/*  A slow consumer closed with 1008 gets this long to take its close frame
+    up to 4 KiB of one, or a pong) costs one of twice --rate-limit tokens a
+    second (twice --rate-burst at once), whatever it holds, and each byte one
+    of --rate-limit-bytes (four seconds' worth at once); a peer that has
+    spent its budget is not read until it refills (TCP holds the rest).  A
+    peer that sends one-byte fragments thus costs at most so many callbacks,
+    and a flooder at most so many bytes, of the loop's time; a client within
+    the request rate limit, sending whole frames, never meets it. *//*  A slow consumer closed with 1008 gets this long to take its close frame
     before the connection is dropped. */
 #define SLOW_CLOSE_GRACE_S  5
 /*  Liveness: we say hello to the router and ping auth this often, and take
@@ -561,9 +559,10 @@ static void
 input_refill (gateway_t *self, conn_t *conn)
 {
     int64_t bytes_burst = (int64_t) self->cfg->rate_bytes * 4;
+    int64_t reads_burst = 2 * (int64_t) self->cfg->rate_burst;
     uint64_t now = self->tick_ms;
     if (conn->in_ms == 0) {
-        conn->in_reads = IN_READS_BURST;
+        conn->in_reads = reads_burst > INT32_MAX ? INT32_MAX : (int32_t) reads_burst;
         conn->in_bytes = bytes_burst;
         conn->in_ms = now;
         return;
@@ -572,8 +571,10 @@ input_refill (gateway_t *self, conn_t *conn)
     if (elapsed == 0)
         return;
     conn->in_ms = now;
-    int64_t reads = conn->in_reads + (int64_t) (elapsed * IN_READS_PER_S / 1000);
-    conn->in_reads = (int32_t) (reads > IN_READS_BURST ? IN_READS_BURST : reads);
+    int64_t reads = conn->in_reads + (int64_t) (elapsed * 2 * (uint64_t) self->cfg->rate_messages / 1000);
+    if (reads > reads_burst)
+        reads = reads_burst;
+    conn->in_reads = reads > INT32_MAX ? INT32_MAX : (int32_t) reads;
     conn->in_bytes += (int64_t) (elapsed * (uint64_t) self->cfg->rate_bytes / 1000);
     if (conn->in_bytes > bytes_burst)
         conn->in_bytes = bytes_burst;
