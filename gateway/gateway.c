@@ -2684,9 +2684,14 @@ create_vhost (gateway_t *self, const char *name, int port, bool tls, vhost_kind_
         if (!strchr (cfg->bind_address, ':'))
             info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     }
-    /*  No lws retry_and_idle_policy: idle pings are ours (ping_scan), since
-        lws keeps one timer per connection in one sorted list and walks it
-        on every reschedule (docs/BENCHMARKS.md, "Where the time goes"). */
+    /*  No lws validity timers: idle pings are ours (conn_scan).  Without a
+        policy of its own a vhost takes the context's default (a ping after
+        300 s, hang-up after 310 s), and that is a timer per connection in
+        the one sorted list every other timeout is inserted into: a storm of
+        handshakes then walked past every established connection
+        (docs/ROBUSTNESS.md). */
+    static const lws_retry_bo_t no_validity = { .secs_since_valid_ping = 0, .secs_since_valid_hangup = 0 };
+    info.retry_and_idle_policy = &no_validity;
     if (tls) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = cfg->ssl_cert;
@@ -2867,7 +2872,11 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
     }
     self->loop.name = "gateway";
     self->tick_ms = qms_mono_ms ();    /* the clock of out_since and heard_ms, until the first tick */
+    unsigned long calls = lws_sorted_calls;
     lws_sul_schedule (self->ctx, 0, &self->sul_tick, sul_tick_cb, 100 * LWS_US_PER_MS);
+    /*  Timeouts are inserted from the tail (lws_sorted.c), unless this
+        libwebsockets binds its own calls internally. */
+    qms_info (ACTOR, "event=lws_timers insertion=%s", lws_sorted_calls > calls ? "tail_first" : "library");
     return self;
 
 fail:

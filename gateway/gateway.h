@@ -41,6 +41,11 @@ void gateway_destroy (gateway_t **self_p);
 
 void gateway_test (bool verbose);
 
+/*  lws_sorted.c: libwebsockets' sorted-list insertion found from the tail
+    (the library's own calls come to it); how many calls it has had. */
+extern unsigned long lws_sorted_calls;
+void lws_sorted_test (bool verbose);
+
 #ifdef __cplusplus
 }
 #endif

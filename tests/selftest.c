@@ -44,6 +44,7 @@ static const selftest_t s_tests [] = {
     { "router", router_test },
     { "http", http_test },
     { "outq", outq_test },
+    { "lws_sorted", lws_sorted_test },
     { "gateway", gateway_test },
     { "tls", tls_test },
     { "monitor", monitor_test },
