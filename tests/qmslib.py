@@ -37,6 +37,8 @@ SOURCE_DIR = os.path.abspath(os.environ.get("QMS_SOURCE_DIR")
 BINARY = os.path.abspath(os.environ.get("QMS_BINARY")
                          or os.path.join(SOURCE_DIR, "build", "qmessageserver"))
 HTML_DIR = os.path.join(SOURCE_DIR, "html")
+# The binary under test is an AddressSanitizer build (set by CMake).
+SANITIZED = os.environ.get("QMS_SANITIZED") == "1"
 HOST = "127.0.0.1"
 
 DEFAULT_TIMEOUT = 5.0     # any single read
