@@ -18,7 +18,7 @@
     between finds its session already gone.
 */
 #include "admin.h"
-#include "auth_worker.h"
+#include "qms_password.h"
 #include "qms_actor.h"
 #include "qms_config.h"
 #include "qms_log.h"
@@ -614,14 +614,14 @@ read_hidden (int fd, FILE *err, const char *prompt, char *buf, size_t size)
     return len;
 }
 
-/*  The new password into buf (AUTH_PASSWORD_MAX + 2 bytes): its length, or
+/*  The new password into buf (QMS_PASSWORD_MAX + 2 bytes): its length, or
     -1 after saying why. */
 static int
 read_password (int fd, FILE *err, const char *name, char *buf, size_t size)
 {
     int len;
     if (isatty (fd)) {
-        char prompt [QMS_NAME_MAX_BYTES + 64], again [AUTH_PASSWORD_MAX + 2];
+        char prompt [QMS_NAME_MAX_BYTES + 64], again [QMS_PASSWORD_MAX + 2];
         snprintf (prompt, sizeof prompt, "New password for %s: ", name);
         len = read_hidden (fd, err, prompt, buf, size);
         if (len > 0) {
@@ -638,7 +638,7 @@ read_password (int fd, FILE *err, const char *name, char *buf, size_t size)
     else
         len = read_line (fd, buf, size);
     if (len == -1)
-        fprintf (err, "qmessageserver: the password is longer than %d bytes\n", AUTH_PASSWORD_MAX);
+        fprintf (err, "qmessageserver: the password is longer than %d bytes\n", QMS_PASSWORD_MAX);
     else
     if (len == -2 || len == 0)
         fprintf (err, "qmessageserver: no password given (one line on standard input)\n");
@@ -671,12 +671,12 @@ user_status (admin_t *self, int rc, const done_t *done)
 static int
 new_password_phc (admin_t *self, char *phc, size_t phc_size)
 {
-    char password [AUTH_PASSWORD_MAX + 2];
+    char password [QMS_PASSWORD_MAX + 2];
     int len = read_password (self->in_fd, self->err, self->arg, password, sizeof password);
     if (len < 0)
         return ADMIN_EXIT_USAGE;
-    int rc = auth_hash (password, (size_t) len, self->cfg.argon2_memory_kib,
-                        self->cfg.argon2_iterations, phc, phc_size);
+    int rc = qms_password_hash (password, (size_t) len, self->cfg.argon2_memory_kib,
+                                self->cfg.argon2_iterations, phc, phc_size, LOG);
     OPENSSL_cleanse (password, sizeof password);
     if (rc) {
         fprintf (self->err, "qmessageserver: cannot hash the password (Argon2id m=%u t=%u)\n",
@@ -690,7 +690,7 @@ new_password_phc (admin_t *self, char *phc, size_t phc_size)
 static int
 run_user_write (admin_t *self, qms_rec_t *ask)
 {
-    char phc [AUTH_PHC_MAX] = "";
+    char phc [QMS_PHC_MAX] = "";
     if (self->cmd->kind == CMD_PASSWORD) {
         //  Fail on an unknown name before asking for a password.
         qms_rec_t show = { .type = QMS_ST_ADMIN, .num = QMS_ADMIN_USER_SHOW, .s = { ask->s [0] } };
@@ -995,7 +995,7 @@ t_sockets (const char *dir)
 static void
 t_passwords (void)
 {
-    char buf [AUTH_PASSWORD_MAX + 2];
+    char buf [QMS_PASSWORD_MAX + 2];
     int fds [2];
     FILE *null = fopen ("/dev/null", "w");
     assert (null);
@@ -1011,15 +1011,15 @@ t_passwords (void)
             assert (strncmp (buf, cases [i], (size_t) len) == 0 && buf [len] == 0);
         close (fds [0]);
     }
-    //  The limit is the server's: AUTH_PASSWORD_MAX bytes, not one more.
-    static char longest [AUTH_PASSWORD_MAX + 3];
+    //  The limit is the server's: QMS_PASSWORD_MAX bytes, not one more.
+    static char longest [QMS_PASSWORD_MAX + 3];
     for (int extra = 0; extra < 2; extra++) {
         memset (longest, 'p', sizeof longest);
-        longest [AUTH_PASSWORD_MAX + extra] = '\n';
+        longest [QMS_PASSWORD_MAX + extra] = '\n';
         assert (pipe (fds) == 0);
-        assert (write (fds [1], longest, AUTH_PASSWORD_MAX + extra + 1) == AUTH_PASSWORD_MAX + extra + 1);
+        assert (write (fds [1], longest, QMS_PASSWORD_MAX + extra + 1) == QMS_PASSWORD_MAX + extra + 1);
         close (fds [1]);
-        assert (read_password (fds [0], null, "x", buf, sizeof buf) == (extra ? -1 : AUTH_PASSWORD_MAX));
+        assert (read_password (fds [0], null, "x", buf, sizeof buf) == (extra ? -1 : QMS_PASSWORD_MAX));
         close (fds [0]);
     }
     fclose (null);

@@ -471,7 +471,7 @@ static bool
 needs_rehash (auth_t *self, const char *phc)
 {
     uint32_t memory_kib, iterations;
-    if (!auth_phc_params (phc, &memory_kib, &iterations))
+    if (!qms_password_params (phc, &memory_kib, &iterations))
         return false;
     return memory_kib < self->memory_kib || iterations < self->iterations;
 }
@@ -899,8 +899,8 @@ auth_setup (auth_t *self, const qms_config_t *cfg)
     /*  The dummy hash doubles as a check that the parameters work. */
     uint8_t secret [16];
     if (qms_random (secret, sizeof secret)
-    ||  auth_hash (secret, sizeof secret, self->memory_kib, self->iterations,
-                   self->dummy_phc, sizeof self->dummy_phc))
+    ||  qms_password_hash (secret, sizeof secret, self->memory_kib, self->iterations,
+                           self->dummy_phc, sizeof self->dummy_phc, AUTH_ACTOR))
         return "cannot hash with the configured Argon2 parameters";
     OPENSSL_cleanse (secret, sizeof secret);
     if (qms_random (&self->nonce, sizeof self->nonce))

@@ -8,6 +8,7 @@
 #include "auth_worker.h"
 #include "qms_actor.h"
 #include "qms_log.h"
+#include "qms_password.h"
 #include "qms_util.h"
 
 #include <argon2.h>
@@ -75,34 +76,6 @@ auth_result_recv (void *socket, auth_result_t *result)
     return 1;
 }
 
-int
-auth_hash (const void *password, size_t len, uint32_t memory_kib,
-           uint32_t iterations, char *phc, size_t phc_size)
-{
-    uint8_t salt [AUTH_SALT_BYTES];
-    if (qms_random (salt, sizeof salt))
-        return -1;
-    int rc = argon2id_hash_encoded (iterations, memory_kib, 1, password, len,
-                                    salt, sizeof salt, AUTH_HASH_BYTES, phc, phc_size);
-    if (rc != ARGON2_OK) {
-        qms_warn (WORKER_ACTOR, "event=hash_failed m=%" PRIu32 " t=%" PRIu32 " reason=\"%s\"",
-                  memory_kib, iterations, argon2_error_message (rc));
-        return -1;
-    }
-    return 0;
-}
-
-bool
-auth_phc_params (const char *phc, uint32_t *memory_kib, uint32_t *iterations)
-{
-    unsigned version, m, t, p;
-    if (sscanf (phc, "$argon2id$v=%u$m=%u,t=%u,p=%u$", &version, &m, &t, &p) != 4)
-        return false;
-    *memory_kib = m;
-    *iterations = t;
-    return true;
-}
-
 /* ------------------------------------------------------------------------ */
 
 static void
@@ -112,21 +85,16 @@ run_verify (const job_header_t *job, const char *password, const char *phc_bytes
     char phc [AUTH_PHC_MAX];
     memcpy (phc, phc_bytes, job->phc_len);
     phc [job->phc_len] = 0;
-    int rc = argon2id_verify (phc, password, job->password_len);
-    if (rc == ARGON2_VERIFY_MISMATCH) {
-        result->status = AUTH_JOB_MISMATCH;
-        return;
-    }
-    if (rc != ARGON2_OK) {
-        qms_warn (WORKER_ACTOR, "event=verify_failed reason=\"%s\"", argon2_error_message (rc));
-        result->status = AUTH_JOB_ERROR;
+    int rc = qms_password_verify (phc, password, job->password_len, WORKER_ACTOR);
+    if (rc != QMS_PASSWORD_OK) {
+        result->status = rc == QMS_PASSWORD_MISMATCH ? AUTH_JOB_MISMATCH : AUTH_JOB_ERROR;
         return;
     }
     result->status = AUTH_JOB_OK;
     /*  A failed rehash costs nothing but strength: the login stands. */
     if (job->rehash
-    &&  auth_hash (password, job->password_len, job->memory_kib, job->iterations,
-                   result->phc, sizeof result->phc))
+    &&  qms_password_hash (password, job->password_len, job->memory_kib, job->iterations,
+                           result->phc, sizeof result->phc, WORKER_ACTOR))
         result->phc [0] = 0;
 }
 
@@ -149,8 +117,8 @@ run_job (const uint8_t *data, size_t size, auth_result_t *result)
         run_verify (&job, password, password + job.password_len, result);
     else
     if (job.kind == AUTH_JOB_HASH)
-        result->status = auth_hash (password, job.password_len, job.memory_kib,
-                                    job.iterations, result->phc, sizeof result->phc)
+        result->status = qms_password_hash (password, job.password_len, job.memory_kib, job.iterations,
+                                            result->phc, sizeof result->phc, WORKER_ACTOR)
                        ? AUTH_JOB_ERROR : AUTH_JOB_OK;
 }
 
@@ -239,17 +207,7 @@ auth_worker_test (bool verbose)
     if (verbose)
         printf (" * auth_worker: ");
 
-    /*  The PHC helpers. */
-    char phc [AUTH_PHC_MAX];
-    assert (auth_hash ("pw", 2, 256, 1, phc, sizeof phc) == 0);
-    assert (strncmp (phc, "$argon2id$v=19$m=256,t=1,p=1$", 29) == 0);
-    uint32_t m = 0, t = 0;
-    assert (auth_phc_params (phc, &m, &t) && m == 256 && t == 1);
-    assert (!auth_phc_params ("$argon2i$v=19$m=256,t=1,p=1$x$y", &m, &t));
-    assert (!auth_phc_params ("", &m, &t));
-    /*  libargon2 refuses memory below 8 KiB per lane. */
-    assert (auth_hash ("pw", 2, 4, 1, phc, sizeof phc) == -1);
-
+    uint32_t m, t;
     zsock_t *sock = zsock_new (ZMQ_PAIR);
     assert (sock);
     qms_socket_tune (sock);
@@ -265,7 +223,7 @@ auth_worker_test (bool verbose)
     assert (auth_job_send (raw, &job) == 0);
     assert (wait_result (sock, &result) == 1);
     assert (result.id == 7 && result.kind == AUTH_JOB_HASH && result.status == AUTH_JOB_OK);
-    assert (auth_phc_params (result.phc, &m, &t) && m == 256 && t == 1);
+    assert (qms_password_params (result.phc, &m, &t) && m == 256 && t == 1);
     char stored [AUTH_PHC_MAX];
     strcpy (stored, result.phc);
 
@@ -286,7 +244,7 @@ auth_worker_test (bool verbose)
     assert (auth_job_send (raw, &job) == 0);
     assert (wait_result (sock, &result) == 1);
     assert (result.id == 10 && result.status == AUTH_JOB_OK);
-    assert (auth_phc_params (result.phc, &m, &t) && m == 512 && t == 2);
+    assert (qms_password_params (result.phc, &m, &t) && m == 512 && t == 2);
     assert (argon2id_verify (result.phc, "hunter2", 7) == ARGON2_OK);
 
     /*  A PHC that is not one is an error, not a mismatch. */

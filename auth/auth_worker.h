@@ -17,17 +17,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "qms_msg.h"
+#include "qms_password.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/*  Room for an encoded Argon2id hash with a 16-byte salt and 32-byte output
-    (about 100 characters) and for any PHC a store might hold. */
-#define AUTH_PHC_MAX        256
-#define AUTH_SALT_BYTES     16
-#define AUTH_HASH_BYTES     32
-#define AUTH_PASSWORD_MAX   1024
+/*  The sizes of qms_password.h, by their job here. */
+#define AUTH_PHC_MAX        QMS_PHC_MAX
+#define AUTH_PASSWORD_MAX   QMS_PASSWORD_MAX
 
 typedef enum {
     AUTH_JOB_VERIFY = 1,    /* password against phc; optionally rehash */
@@ -66,14 +64,6 @@ int auth_result_recv (void *socket, auth_result_t *result);
 /*  zactor body; args is the endpoint (const char *) to connect the job
     socket to, read during set-up only. */
 void auth_worker_actor (zsock_t *pipe, void *args);
-
-/*  Hash password into a PHC string (Argon2id, parallelism 1, a fresh
-    16-byte salt, 32-byte output).  0, or -1 (bad parameters, no memory). */
-int auth_hash (const void *password, size_t len, uint32_t memory_kib,
-               uint32_t iterations, char *phc, size_t phc_size);
-
-/*  Read m and t from an Argon2id PHC string; false if it is not one. */
-bool auth_phc_params (const char *phc, uint32_t *memory_kib, uint32_t *iterations);
 
 void auth_worker_test (bool verbose);
 

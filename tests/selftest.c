@@ -11,6 +11,7 @@
 #include "qms_metrics.h"
 #include "qms_ops.h"
 #include "qms_watchdog.h"
+#include "qms_password.h"
 #include "store.h"
 #include "auth.h"
 #include "router.h"
@@ -39,6 +40,7 @@ static const selftest_t s_tests [] = {
     { "qms_metrics", qms_metrics_test },
     { "qms_ops", qms_ops_test },
     { "qms_watchdog", qms_watchdog_test },
+    { "qms_password", qms_password_test },
     { "store", store_test },
     { "auth", auth_test },
     { "router", router_test },
