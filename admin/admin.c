@@ -18,6 +18,7 @@
     between finds its session already gone.
 */
 #include "admin.h"
+#include "qms_admin.h"
 #include "qms_password.h"
 #include "qms_actor.h"
 #include "qms_config.h"
@@ -50,85 +51,6 @@
 #define ADMIN_KICK_REASON   "Removed by an administrator"
 #define ADMIN_NAME_WIDTH    20
 #define SUN_PATH_MAX        (sizeof ((struct sockaddr_un *) 0)->sun_path)
-
-/* ------------------------------------------------------------------------ */
-/*  Admin sockets, shared with the actors */
-
-int
-admin_socket_path (const char *data_dir, const char *socket_name, char *path, size_t size)
-{
-    char dir [PATH_MAX];
-    if (!data_dir || !*data_dir || !realpath (data_dir, dir))
-        return -1;
-    int n = snprintf (path, size, "%s/%s", dir, socket_name);
-    if (n < 0 || (size_t) n >= size || (size_t) n >= SUN_PATH_MAX)
-        return -1;
-    return 0;
-}
-
-bool
-admin_socket_live (const char *path)
-{
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    if (strlen (path) >= sizeof addr.sun_path)
-        return false;
-    memcpy (addr.sun_path, path, strlen (path) + 1);
-    //  Non-blocking: a listener whose backlog is full (EAGAIN) is alive too,
-    //  and a frozen one must not hang the command.
-    int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    bool live = connect (fd, (struct sockaddr *) &addr, sizeof addr) == 0 || errno == EAGAIN;
-    close (fd);
-    return live;
-}
-
-int
-admin_bind (zsock_t *sock, const char *data_dir, const char *socket_name,
-            const char *actor, char *path, size_t size)
-{
-    if (size)
-        path [0] = 0;
-    if (!data_dir || !*data_dir)
-        return -1;
-    char file [SUN_PATH_MAX];
-    if (admin_socket_path (data_dir, socket_name, file, sizeof file)) {
-        qms_warn (actor, "event=admin_socket_unusable dir=\"%s\" reason=\"the directory cannot be "
-                  "resolved or the path is longer than a Unix socket allows\" hint=\"admin commands "
-                  "then need --store-endpoint and --router-endpoint\"", data_dir);
-        return -1;
-    }
-    //  libzmq would silently take the file over from a live server.
-    if (admin_socket_live (file)) {
-        qms_warn (actor, "event=admin_socket_busy path=\"%s\" reason=\"another process listens there\"",
-                  file);
-        return -1;
-    }
-    if (zsock_bind (sock, "ipc://%s", file) < 0) {
-        qms_warn (actor, "event=admin_socket_unusable path=\"%s\" reason=\"%s\"", file,
-                  zmq_strerror (errno));
-        return -1;
-    }
-    //  Connecting needs write permission on the file: the server's user only.
-    if (chmod (file, 0600)) {
-        qms_warn (actor, "event=admin_socket_unusable path=\"%s\" reason=\"chmod: %s\"", file,
-                  strerror (errno));
-        zsock_unbind (sock, "ipc://%s", file);
-        unlink (file);
-        return -1;
-    }
-    if (size)
-        snprintf (path, size, "%s", file);
-    qms_info (actor, "event=admin_socket path=\"%s\"", file);
-    return 0;
-}
-
-void
-admin_unbind (const char *path)
-{
-    if (path && *path)
-        unlink (path);
-}
 
 /* ------------------------------------------------------------------------ */
 /*  The commands */
@@ -182,8 +104,8 @@ admin_usage (FILE *out)
         "                             the store writes it: with a running server, a path that\n"
         "                             the server's user may write\n"
         "  db check                   SQLite's integrity and foreign-key checks\n"
-        "A running server is reached on ipc://DIR/" ADMIN_STORE_SOCKET " and ipc://DIR/"
-        ADMIN_ROUTER_SOCKET ",\nand ends a user's connection at once; without one, the store "
+        "A running server is reached on ipc://DIR/" QMS_ADMIN_STORE_SOCKET " and ipc://DIR/"
+        QMS_ADMIN_ROUTER_SOCKET ",\nand ends a user's connection at once; without one, the store "
         "runs inside this command.\n"
         "Options (the server's options are accepted; these matter):\n"
         "  --data-dir DIR             the server's data directory (default: the working directory)\n"
@@ -337,7 +259,7 @@ static int
 admin_connect_remote (admin_t *self, const char *endpoint)
 {
     snprintf (self->store_at, sizeof self->store_at, "%s", endpoint);
-    if (strncmp (endpoint, "ipc://", 6) == 0 && !admin_socket_live (endpoint + 6)) {
+    if (strncmp (endpoint, "ipc://", 6) == 0 && !qms_admin_socket_live (endpoint + 6)) {
         fprintf (self->err, "qmessageserver: nothing listens at %s\n", endpoint);
         return ADMIN_EXIT_UNREACHABLE;
     }
@@ -362,8 +284,8 @@ admin_connect (admin_t *self)
     if (!is_inproc (self->cfg.store_endpoint))
         return admin_connect_remote (self, self->cfg.store_endpoint);
     char path [SUN_PATH_MAX], endpoint [SUN_PATH_MAX + 8];
-    if (admin_socket_path (self->cfg.data_dir, ADMIN_STORE_SOCKET, path, sizeof path) == 0
-    &&  admin_socket_live (path)) {
+    if (qms_admin_socket_path (self->cfg.data_dir, QMS_ADMIN_STORE_SOCKET, path, sizeof path) == 0
+    &&  qms_admin_socket_live (path)) {
         snprintf (endpoint, sizeof endpoint, "ipc://%s", path);
         return admin_connect_remote (self, endpoint);
     }
@@ -390,9 +312,9 @@ admin_kick (admin_t *self, const char *user_id, const char *name, bool *closed)
     if (!is_inproc (self->cfg.router_endpoint))
         snprintf (endpoint, sizeof endpoint, "%s", self->cfg.router_endpoint);
     else
-    if (admin_socket_path (self->cfg.data_dir, ADMIN_ROUTER_SOCKET, path, sizeof path) == 0) {
+    if (qms_admin_socket_path (self->cfg.data_dir, QMS_ADMIN_ROUTER_SOCKET, path, sizeof path) == 0) {
         snprintf (endpoint, sizeof endpoint, "ipc://%s", path);
-        reachable = admin_socket_live (path);
+        reachable = qms_admin_socket_live (path);
     }
     else
         reachable = false;
@@ -945,54 +867,6 @@ t_run (const char *line, const char *input, char *out, size_t size)
 }
 
 static void
-t_sockets (const char *dir)
-{
-    char path [SUN_PATH_MAX], longdir [300];
-    assert (admin_socket_path (dir, ADMIN_STORE_SOCKET, path, sizeof path) == 0);
-    assert (path [0] == '/' && strstr (path, ADMIN_STORE_SOCKET));
-    assert (admin_socket_path ("", ADMIN_STORE_SOCKET, path, sizeof path) == -1);
-    assert (admin_socket_path ("/nonexistent-qms-dir", ADMIN_STORE_SOCKET, path, sizeof path) == -1);
-    //  Too long for a Unix socket: refused, and nothing is bound.
-    snprintf (longdir, sizeof longdir, "%s/%0120d", dir, 0);
-    assert (mkdir (longdir, 0700) == 0);
-    assert (admin_socket_path (longdir, ADMIN_STORE_SOCKET, path, sizeof path) == -1);
-    zsock_t *sock = zsock_new (ZMQ_ROUTER);
-    assert (sock);
-    char bound [SUN_PATH_MAX];
-    assert (admin_bind (sock, longdir, ADMIN_STORE_SOCKET, LOG, bound, sizeof bound) == -1);
-    assert (bound [0] == 0);
-    assert (rmdir (longdir) == 0);
-    assert (admin_bind (sock, "", ADMIN_STORE_SOCKET, LOG, bound, sizeof bound) == -1);
-
-    //  Bound: live, private; a second bind is refused while it lives.
-    assert (admin_socket_path (dir, ADMIN_ROUTER_SOCKET, path, sizeof path) == 0);
-    assert (!admin_socket_live (path));
-    assert (admin_bind (sock, dir, ADMIN_ROUTER_SOCKET, LOG, bound, sizeof bound) == 0);
-    assert (streq (bound, path));
-    struct stat info;
-    assert (stat (path, &info) == 0 && S_ISSOCK (info.st_mode) && (info.st_mode & 0777) == 0600);
-    assert (admin_socket_live (path));
-    zsock_t *other = zsock_new (ZMQ_ROUTER);
-    assert (other);
-    char taken [SUN_PATH_MAX];
-    assert (admin_bind (other, dir, ADMIN_ROUTER_SOCKET, LOG, taken, sizeof taken) == -1);
-    zsock_destroy (&other);
-    assert (admin_socket_live (path));
-
-    //  The file outlives its socket (libzmq leaves it): dead, not live; a
-    //  new bind takes it over; admin_unbind removes it.
-    zsock_destroy (&sock);
-    zclock_sleep (50);
-    assert (stat (path, &info) == 0 && !admin_socket_live (path));
-    sock = zsock_new (ZMQ_ROUTER);
-    assert (sock && admin_bind (sock, dir, ADMIN_ROUTER_SOCKET, LOG, bound, sizeof bound) == 0);
-    assert (admin_socket_live (path));
-    zsock_destroy (&sock);
-    admin_unbind (bound);
-    assert (stat (path, &info) == -1 && errno == ENOENT);
-}
-
-static void
 t_passwords (void)
 {
     char buf [QMS_PASSWORD_MAX + 2];
@@ -1116,7 +990,6 @@ admin_test (bool verbose)
     char dir [] = "/tmp/qms-admin-test-XXXXXX";
     assert (mkdtemp (dir));
     int level = qms_log_get_level ();
-    t_sockets (dir);
     t_passwords ();
     t_commands (dir);
     qms_log_set_level (level);

@@ -22,12 +22,12 @@
     request id and are answered "Service temporarily unavailable." if the
     store has not replied within a few seconds.
 
-    An administration command (admin/admin.h) ends a user's session with
+    An administration command (admin/, common/qms_admin.h) ends a user's session with
     QMS_RT_KICK_USER, on the same socket or on the admin socket in the
     data directory; it is answered at once and never counted as a gateway.
 */
 #include "router.h"
-#include "admin.h"
+#include "qms_admin.h"
 #include "qms_map.h"
 
 #include "qms_actor.h"
@@ -2048,7 +2048,7 @@ router_destroy (router_t **self_p)
     qms_buf_free (&self->users);
     zsock_destroy (&self->frontend);
     zsock_destroy (&self->backend);
-    admin_unbind (self->admin_path);
+    qms_admin_unbind (self->admin_path);
     free (self);
     *self_p = NULL;
 }
@@ -2117,7 +2117,7 @@ router_new (zsock_t *pipe, const qms_config_t *cfg, const char **error)
     char db [sizeof cfg->data_dir + 16];
     snprintf (db, sizeof db, "%s/users.db", cfg->data_dir);
     if (cfg->data_dir [0] && access (db, F_OK) == 0)
-        admin_bind (self->frontend, cfg->data_dir, ADMIN_ROUTER_SOCKET, LOG,
+        qms_admin_bind (self->frontend, cfg->data_dir, QMS_ADMIN_ROUTER_SOCKET, LOG,
                     self->admin_path, sizeof self->admin_path);
     if (zsock_connect (self->backend, "%s", cfg->store_endpoint) == -1) {
         *error = "cannot connect to the store endpoint";

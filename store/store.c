@@ -13,7 +13,7 @@
     All SQL is fixed text prepared once at start; request strings are only
     ever bound as parameters.
 
-    Administration (admin/admin.h): QMS_ST_ADMIN batches come from the
+    Administration (common/qms_admin.h): QMS_ST_ADMIN batches come from the
     qmessageserver users / db commands, on the same socket and also on the
     admin socket in the data directory.  They run outside the batch
     transaction, each write in its own.  While it runs, the store holds an
@@ -21,7 +21,7 @@
     a second store on a database a server is using.
 */
 #include "store.h"
-#include "admin.h"
+#include "qms_admin.h"
 #include "qms_actor.h"
 #include "qms_config.h"
 #include "qms_log.h"
@@ -117,7 +117,7 @@ typedef enum {
     S_COUNT
 } stmt_id_t;
 
-/*  An admin user row (admin/admin.h): created, messages waiting, id, name,
+/*  An admin user row (common/qms_admin.h): created, messages waiting, id, name,
     pubkey, the session's last activity (NULL: no session). */
 #define ADMIN_USER_SQL "SELECT u.created,"                                          \
     " (SELECT count(*) FROM messages m WHERE m.recipient_id = u.id),"             \
@@ -845,7 +845,7 @@ run_record_timed (store_t *self, const qms_rec_t *rec)
 }
 
 /* ------------------------------------------------------------------------ */
-/*  Administration (admin/admin.h).  Replies go to self->peer; a long
+/*  Administration (common/qms_admin.h).  Replies go to self->peer; a long
     answer leaves in several messages. */
 
 static void
@@ -1574,7 +1574,7 @@ store_close (store_t *self)
     self->db = NULL;
     qms_buf_free (&self->out);
     //  Last: no other store may open the database before it is closed.
-    admin_unbind (self->admin_path);
+    qms_admin_unbind (self->admin_path);
     if (self->lock_fd >= 0)
         close (self->lock_fd);
     self->lock_fd = -1;
@@ -1642,7 +1642,7 @@ store_run (zsock_t *pipe, const qms_config_t *cfg, bool local, char *reason, siz
            && store_bind (&self, cfg->store_endpoint, reason, reason_size);
     //  Without its admin socket the server still serves: a warning only.
     if (ok && !local)
-        admin_bind (self.router, cfg->data_dir, ADMIN_STORE_SOCKET, ACTOR,
+        qms_admin_bind (self.router, cfg->data_dir, QMS_ADMIN_STORE_SOCKET, ACTOR,
                     self.admin_path, sizeof self.admin_path);
     zsock_signal (pipe, 0);
     if (!ok) {
@@ -2265,10 +2265,10 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     zactor_t *store = qms_actor_start (store_actor, cfg, "store");
     assert (store);
     //  The admin socket: private and live.
-    assert (admin_socket_path (dir, ADMIN_STORE_SOCKET, sock, sizeof sock) == 0);
+    assert (qms_admin_socket_path (dir, QMS_ADMIN_STORE_SOCKET, sock, sizeof sock) == 0);
     struct stat info;
     assert (stat (sock, &info) == 0 && S_ISSOCK (info.st_mode) && (info.st_mode & 0777) == 0600);
-    assert (admin_socket_live (sock));
+    assert (qms_admin_socket_live (sock));
     //  A second store on the database is refused, an admin command's too,
     //  and neither takes the socket over.
     qms_config_t second = *cfg;         /* no origins: nothing shared to free */
@@ -2277,7 +2277,7 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     store_local_t local = { .cfg = &second };
     assert (qms_actor_start (store_local_actor, &local, "store") == NULL);
     assert (strstr (local.reason, "in use by another store"));
-    assert (admin_socket_live (sock));
+    assert (qms_admin_socket_live (sock));
 
     char endpoint [140];
     snprintf (endpoint, sizeof endpoint, "ipc://%s", sock);

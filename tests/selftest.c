@@ -12,6 +12,7 @@
 #include "qms_ops.h"
 #include "qms_watchdog.h"
 #include "qms_password.h"
+#include "qms_admin.h"
 #include "store.h"
 #include "auth.h"
 #include "router.h"
@@ -41,6 +42,7 @@ static const selftest_t s_tests [] = {
     { "qms_ops", qms_ops_test },
     { "qms_watchdog", qms_watchdog_test },
     { "qms_password", qms_password_test },
+    { "qms_admin", qms_admin_test },
     { "store", store_test },
     { "auth", auth_test },
     { "router", router_test },
