@@ -168,6 +168,8 @@ admin_call (admin_t *self, zsock_t *sock, qms_rec_t *ask, int timeout_ms, row_fn
             const uint8_t *data = (const uint8_t *) zmq_msg_data (&body);
             size_t size = zmq_msg_size (&body), offset = 0;
             qms_rec_t rec;
+            if (!qms_batch_valid (data, size, QMS_ROLE_ADMIN, NULL))
+                size = 0;               /* not an answer we can trust: none */
             while (qms_rec_next (data, size, &offset, &rec) == 1) {
                 if (rec.req != ask->req)
                     continue;           /* an answer to an earlier, timed-out ask */

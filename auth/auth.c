@@ -658,8 +658,11 @@ static void
 on_gateway_batch (auth_t *self, const uint8_t *gw, size_t gw_len, const uint8_t *data, size_t size)
 {
     /*  A batch is checked whole before any of it is acted on. */
-    if (!qms_batch_valid (data, size)) {
-        qms_warn (AUTH_ACTOR, "event=malformed_batch from=gateway size=%zu", size);
+    qms_batch_fault_t fault;
+    if (!qms_batch_valid (data, size, QMS_ROLE_AUTH, &fault)) {
+        char why [128];
+        qms_warn (AUTH_ACTOR, "event=bad_batch from=gateway bytes=%zu %s action=dropped", size,
+                  qms_batch_fault_text (&fault, why, sizeof why));
         return;
     }
     size_t offset = 0;
@@ -795,7 +798,8 @@ drain_store (auth_t *self)
         int rc = qms_batch_recv (sock, NULL, NULL, &body);
         const uint8_t *data = (const uint8_t *) zmq_msg_data (&body);
         size_t size = zmq_msg_size (&body);
-        if (rc == 1 && qms_batch_valid (data, size)) {
+        qms_batch_fault_t fault = { 0 };
+        if (rc == 1 && qms_batch_valid (data, size, QMS_ROLE_AUTH, &fault)) {
             size_t offset = 0;
             qms_rec_t rec;
             while (qms_rec_next (data, size, &offset, &rec) == 1)
@@ -803,8 +807,11 @@ drain_store (auth_t *self)
                     on_store_record (self, &rec);
         }
         else
-        if (rc != 0)
-            qms_warn (AUTH_ACTOR, "event=malformed_batch from=store size=%zu", size);
+        if (rc != 0) {
+            char why [128];
+            qms_warn (AUTH_ACTOR, "event=bad_batch from=store bytes=%zu %s action=dropped", size,
+                      qms_batch_fault_text (&fault, why, sizeof why));
+        }
         zmq_msg_close (&body);
         if (rc == 0)
             break;

@@ -54,7 +54,7 @@
 #   define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-#define QB_VERSION      "0.1.0"
+#define QB_VERSION      QMS_VERSION
 #define QB_SCRATCH      (256u * 1024)       //  per-thread read and write scratch
 #define QB_MAX_FRAME    (64u * 1024 * 1024) //  larger server frames are an error
 #define QB_HTTP_MAX     8192                //  upgrade response limit

@@ -18,65 +18,230 @@ enum { F_CONN = 1, F_REQ = 2, F_NUM = 4, F_TIME = 8, F_SEQ = 16 };
 
 typedef struct {
     const char *name;
-    uint8_t fields;     /* F_* bits */
-    uint8_t strings;    /* how many of s[] are carried */
+    uint8_t fields;         /* F_* bits */
+    uint8_t strings;        /* how many of s[] are carried */
+    uint8_t from, to;       /* QMS_ROLE_* bits: who sends it, who accepts it */
+    const char *layout;     /* the fields, for docs/ARCHITECTURE.md */
+    const char *meaning;
 } schema_t;
 
-static const schema_t qms_schema[QMS_TYPE_COUNT] = {
-    [QMS_NONE]             = { "NONE",             0, 0 },
-    [QMS_AUTH_LOGIN]       = { "AUTH_LOGIN",       F_CONN | F_NUM, 4 },
-    [QMS_AUTH_OK]          = { "AUTH_OK",          F_CONN, 4 },
-    [QMS_AUTH_FAIL]        = { "AUTH_FAIL",        F_CONN, 1 },
-    [QMS_ST_USER_GET]      = { "ST_USER_GET",      F_REQ, 1 },
-    [QMS_ST_USER]          = { "ST_USER",          F_REQ | F_NUM, 4 },
-    [QMS_ST_USER_CREATE]   = { "ST_USER_CREATE",   F_REQ, 4 },
-    [QMS_ST_USER_REHASH]   = { "ST_USER_REHASH",   F_REQ, 2 },
-    [QMS_ST_SESSION_START] = { "ST_SESSION_START", F_REQ | F_TIME, 3 },
-    [QMS_ST_SESSION_GET]   = { "ST_SESSION_GET",   F_REQ, 1 },
-    [QMS_ST_SESSION]       = { "ST_SESSION",       F_REQ | F_NUM | F_TIME, 3 },
-    [QMS_ST_SESSION_DEL]   = { "ST_SESSION_DEL",   F_REQ, 2 },
-    [QMS_ST_SESSION_TOUCH] = { "ST_SESSION_TOUCH", F_REQ | F_TIME, 1 },
-    [QMS_ST_RESULT]        = { "ST_RESULT",        F_REQ | F_NUM, 1 },
-    [QMS_RT_HELLO]         = { "RT_HELLO",         F_NUM, 1 },
-    [QMS_RT_ONLINE]        = { "RT_ONLINE",        F_CONN | F_NUM, 4 },
-    [QMS_RT_AUTHORIZE]     = { "RT_AUTHORIZE",     F_CONN | F_NUM, 1 },
-    [QMS_RT_LOGOUT]        = { "RT_LOGOUT",        F_CONN, 1 },
-    [QMS_RT_MESSAGE]       = { "RT_MESSAGE",       F_CONN, 4 },
-    [QMS_RT_CLOSED]        = { "RT_CLOSED",        F_CONN, 0 },
-    [QMS_GW_BOUND]         = { "GW_BOUND",         F_CONN | F_NUM, 2 },
-    [QMS_GW_INVALID]       = { "GW_INVALID",       F_CONN | F_NUM, 0 },
-    [QMS_GW_KICK]          = { "GW_KICK",          F_CONN | F_NUM, 1 },
-    [QMS_GW_UNBIND]        = { "GW_UNBIND",        F_CONN, 0 },
-    [QMS_GW_DELIVER]       = { "GW_DELIVER",       F_CONN | F_TIME, 3 },
-    [QMS_GW_USERS]         = { "GW_USERS",         F_NUM, 0 },
-    [QMS_GW_USER]          = { "GW_USER",          0, 3 },
-    [QMS_GW_ERROR]         = { "GW_ERROR",         F_CONN | F_NUM, 1 },
-    [QMS_RT_RECEIPT]       = { "RT_RECEIPT",       F_CONN, 2 },
-    [QMS_RT_SYNCED]        = { "RT_SYNCED",        F_CONN | F_REQ, 0 },
-    [QMS_GW_DELIVER_STORED]= { "GW_DELIVER_STORED", F_CONN | F_TIME, 5 },
-    [QMS_GW_ACK]           = { "GW_ACK",           F_CONN | F_NUM | F_TIME, 3 },
-    [QMS_GW_SYNC]          = { "GW_SYNC",          F_CONN | F_REQ, 0 },
-    [QMS_ST_MSG_STORE]     = { "ST_MSG_STORE",     F_REQ | F_TIME, 7 },
-    [QMS_ST_MSG_FETCH]     = { "ST_MSG_FETCH",     F_REQ | F_NUM | F_SEQ, 1 },
-    [QMS_ST_MSG]           = { "ST_MSG",           F_REQ | F_TIME | F_SEQ, 6 },
-    [QMS_ST_MSG_END]       = { "ST_MSG_END",       F_REQ | F_NUM | F_SEQ, 0 },
-    [QMS_ST_MSG_DEL]       = { "ST_MSG_DEL",       F_REQ, 2 },
-    [QMS_ST_MSG_DELETED]   = { "ST_MSG_DELETED",   F_REQ | F_NUM, 3 },
-    [QMS_ST_MSG_DEL_UPTO]  = { "ST_MSG_DEL_UPTO",  F_REQ | F_SEQ, 1 },
-    [QMS_GW_WELCOME]       = { "GW_WELCOME",       F_REQ | F_NUM, 0 },
-    [QMS_AUTH_PING]        = { "AUTH_PING",        0, 0 },
-    [QMS_AUTH_PONG]        = { "AUTH_PONG",        F_NUM, 0 },
-    [QMS_GW_JOIN]          = { "GW_JOIN",          0, 3 },
-    [QMS_GW_LEAVE]         = { "GW_LEAVE",         0, 1 },
-    [QMS_RT_LOOKUP]        = { "RT_LOOKUP",        F_CONN, 2 },
-    [QMS_GW_LOOKUP]        = { "GW_LOOKUP",        F_CONN | F_REQ | F_NUM, 4 },
-    [QMS_ST_USER_FIND]     = { "ST_USER_FIND",     F_REQ, 1 },
-    [QMS_ST_ADMIN]         = { "ST_ADMIN",         F_REQ | F_NUM, 2 },
-    [QMS_ST_ADMIN_ROW]     = { "ST_ADMIN_ROW",     F_REQ | F_NUM | F_TIME, 4 },
-    [QMS_ADMIN_DONE]       = { "ADMIN_DONE",       F_REQ | F_NUM, 1 },
-    [QMS_RT_KICK_USER]     = { "RT_KICK_USER",     F_REQ, 2 },
-    [QMS_STATS_GET]        = { "STATS_GET",        F_REQ, 0 },
-    [QMS_STATS]            = { "STATS",            F_REQ, 1 },
+/*  The table every encoder, decoder, validator and document reads.  Its
+    rows become the record table of docs/ARCHITECTURE.md (qms_msg_print_table;
+    ctest "architecture_doc" fails when the document is stale). */
+static const schema_t qms_schema [QMS_TYPE_COUNT] = {
+    [QMS_NONE] = { "NONE", 0, 0, 0, 0, "", "" },
+    [QMS_AUTH_LOGIN] = { "AUTH_LOGIN", F_CONN | F_NUM, 4,
+        QMS_ROLE_GATEWAY, QMS_ROLE_AUTH,
+        "conn, num flags (1 = register), s0 name, s1 password, s2 pubkey, s3 peer address",
+        "register or log in" },
+    [QMS_AUTH_OK] = { "AUTH_OK", F_CONN, 4,
+        QMS_ROLE_AUTH, QMS_ROLE_GATEWAY,
+        "conn, s0 user id, s1 name as registered, s2 token, s3 pubkey",
+        "credentials good, session stored" },
+    [QMS_AUTH_FAIL] = { "AUTH_FAIL", F_CONN, 1,
+        QMS_ROLE_AUTH, QMS_ROLE_GATEWAY,
+        "conn, s0 error text",
+        "answer the client with LoginEvent valid:false" },
+    [QMS_ST_USER_GET] = { "ST_USER_GET", F_REQ, 1,
+        QMS_ROLE_AUTH, QMS_ROLE_STORE,
+        "req, s0 name key",
+        "look a user up by case-folded name" },
+    [QMS_ST_USER] = { "ST_USER", F_REQ | F_NUM, 4,
+        QMS_ROLE_STORE, QMS_ROLE_AUTH | QMS_ROLE_ROUTER,
+        "req, num found, s0 id, s1 name, s2 password PHC (empty for ST_USER_FIND), s3 pubkey",
+        "the answer to ST_USER_GET and ST_USER_FIND" },
+    [QMS_ST_USER_CREATE] = { "ST_USER_CREATE", F_REQ, 4,
+        QMS_ROLE_AUTH, QMS_ROLE_STORE,
+        "req, s0 id, s1 name, s2 name key, s3 PHC",
+        "create; ST_RESULT EXISTS if the key is taken, SIMILAR if the name looks like a taken one" },
+    [QMS_ST_USER_REHASH] = { "ST_USER_REHASH", F_REQ, 2,
+        QMS_ROLE_AUTH, QMS_ROLE_STORE,
+        "req, s0 id, s1 PHC",
+        "store a stronger hash after a login" },
+    [QMS_ST_SESSION_START] = { "ST_SESSION_START", F_REQ | F_TIME, 3,
+        QMS_ROLE_AUTH, QMS_ROLE_STORE,
+        "req, time now, s0 user id, s1 token hash, s2 pubkey",
+        "replace the user's one session; record the pubkey" },
+    [QMS_ST_SESSION_GET] = { "ST_SESSION_GET", F_REQ, 1,
+        QMS_ROLE_ROUTER, QMS_ROLE_STORE,
+        "req, s0 token hash",
+        "find a session not in memory" },
+    [QMS_ST_SESSION] = { "ST_SESSION", F_REQ | F_NUM | F_TIME, 3,
+        QMS_ROLE_STORE, QMS_ROLE_ROUTER,
+        "req, num found, time last activity, s0 user id, s1 name, s2 pubkey",
+        "the answer" },
+    [QMS_ST_SESSION_DEL] = { "ST_SESSION_DEL", F_REQ, 2,
+        QMS_ROLE_ROUTER, QMS_ROLE_STORE,
+        "req, s0 user id, s1 token hash (empty = any)",
+        "logout or expiry" },
+    [QMS_ST_SESSION_TOUCH] = { "ST_SESSION_TOUCH", F_REQ | F_TIME, 1,
+        QMS_ROLE_ROUTER, QMS_ROLE_STORE,
+        "req, time last activity, s0 user id",
+        "persist activity (batched, not per message)" },
+    [QMS_ST_RESULT] = { "ST_RESULT", F_REQ | F_NUM, 1,
+        QMS_ROLE_STORE, QMS_ROLE_AUTH | QMS_ROLE_ROUTER,
+        "req, num status (QMS_ST_*), s0 detail",
+        "the answer to a write" },
+    [QMS_RT_HELLO] = { "RT_HELLO", F_NUM, 1,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "num instance nonce, s0 gateway name",
+        "heartbeat every second; a gateway (re)appears" },
+    [QMS_RT_ONLINE] = { "RT_ONLINE", F_CONN | F_NUM, 4,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "conn, num session flags, s0 user id, s1 name, s2 pubkey, s3 token hash",
+        "after AUTH_OK: bind conn to the new session" },
+    [QMS_RT_AUTHORIZE] = { "RT_AUTHORIZE", F_CONN | F_NUM, 1,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "conn, num session flags, s0 token hash",
+        "resume a session on this connection (silent flag: re-announced after a router restart)" },
+    [QMS_RT_LOGOUT] = { "RT_LOGOUT", F_CONN, 1,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "conn, s0 token hash",
+        "end the session" },
+    [QMS_RT_MESSAGE] = { "RT_MESSAGE", F_CONN, 4,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "conn, s0 target id, s1 message, s2 token hash or empty, s3 client's message id",
+        "a direct message; empty s2: the token bound to conn (fast path)" },
+    [QMS_RT_CLOSED] = { "RT_CLOSED", F_CONN, 0,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "conn",
+        "the connection is gone" },
+    [QMS_GW_BOUND] = { "GW_BOUND", F_CONN | F_NUM, 2,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn, num kind (0 login, 1 authorize, 2 silent), s0 user id, s1 name",
+        "conn now belongs to the user: answer the request" },
+    [QMS_GW_INVALID] = { "GW_INVALID", F_CONN | F_NUM, 0,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn, num 1 = also drop conn's binding",
+        "send InvalidUserEvent" },
+    [QMS_GW_KICK] = { "GW_KICK", F_CONN | F_NUM, 1,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn, num close code, s0 reason",
+        "close the connection" },
+    [QMS_GW_UNBIND] = { "GW_UNBIND", F_CONN, 0,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn",
+        "the session ended (logout)" },
+    [QMS_GW_DELIVER] = { "GW_DELIVER", F_CONN | F_TIME, 3,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn (target), time sent, s0 sender id, s1 message, s2 message id",
+        "write a MessageEvent" },
+    [QMS_GW_USERS] = { "GW_USERS", F_NUM, 0,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "num count; count GW_USER records follow in the same batch",
+        "the whole online list, to a gateway new to the router" },
+    [QMS_GW_USER] = { "GW_USER", 0, 3,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "s0 id, s1 name, s2 pubkey",
+        "one user of GW_USERS" },
+    [QMS_GW_ERROR] = { "GW_ERROR", F_CONN | F_NUM, 1,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn, num error code (QMS_ERR_*), s0 detail",
+        "an error for the client; the gateway chooses event and text" },
+    [QMS_RT_RECEIPT] = { "RT_RECEIPT", F_CONN, 2,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "conn, s0 token hash or empty, s1 message id",
+        "the client confirms a message" },
+    [QMS_RT_SYNCED] = { "RT_SYNCED", F_CONN | F_REQ, 0,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "conn, req",
+        "what was queued before GW_SYNC req has been written" },
+    [QMS_GW_DELIVER_STORED] = { "GW_DELIVER_STORED", F_CONN | F_TIME, 5,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn, time, s0 sender id, s1 message, s2 message id, s3 sender name, s4 sender key",
+        "a message that waited in the store" },
+    [QMS_GW_ACK] = { "GW_ACK", F_CONN | F_NUM | F_TIME, 3,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn (sender), num status (QMS_ACK_*), time, s0 client id, s1 message id, s2 reason code",
+        "MessageAckEvent" },
+    [QMS_GW_SYNC] = { "GW_SYNC", F_CONN | F_REQ, 0,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn, req",
+        "answer RT_SYNCED once conn's queue is written" },
+    [QMS_ST_MSG_STORE] = { "ST_MSG_STORE", F_REQ | F_TIME, 7,
+        QMS_ROLE_ROUTER, QMS_ROLE_STORE,
+        "req, time, s0 id, s1 recipient, s2 sender id, s3 sender name, s4 sender key, s5 message, s6 client id",
+        "store for an offline recipient; ST_RESULT OK, EXISTS (s0 the id stored before), QUOTA or NO_USER" },
+    [QMS_ST_MSG_FETCH] = { "ST_MSG_FETCH", F_REQ | F_NUM | F_SEQ, 1,
+        QMS_ROLE_ROUTER, QMS_ROLE_STORE,
+        "req, num limit, seq after, s0 recipient",
+        "a page of stored messages (it also ends past QMS_FETCH_PAGE_BYTES of text)" },
+    [QMS_ST_MSG] = { "ST_MSG", F_REQ | F_TIME | F_SEQ, 6,
+        QMS_ROLE_STORE, QMS_ROLE_ROUTER,
+        "req, seq, time, s0 id, s1 sender id, s2 sender name, s3 sender key, s4 message, s5 client id",
+        "one message of the page" },
+    [QMS_ST_MSG_END] = { "ST_MSG_END", F_REQ | F_NUM | F_SEQ, 0,
+        QMS_ROLE_STORE, QMS_ROLE_ROUTER,
+        "req, num count, seq last",
+        "the page ends" },
+    [QMS_ST_MSG_DEL] = { "ST_MSG_DEL", F_REQ, 2,
+        QMS_ROLE_ROUTER, QMS_ROLE_STORE,
+        "req, s0 recipient, s1 id",
+        "a receipt for a stored message; answered with ST_MSG_DELETED" },
+    [QMS_ST_MSG_DELETED] = { "ST_MSG_DELETED", F_REQ | F_NUM, 3,
+        QMS_ROLE_STORE, QMS_ROLE_ROUTER,
+        "req, num found, s0 id, s1 sender id, s2 client id",
+        "the answer" },
+    [QMS_ST_MSG_DEL_UPTO] = { "ST_MSG_DEL_UPTO", F_REQ | F_SEQ, 1,
+        QMS_ROLE_ROUTER, QMS_ROLE_STORE,
+        "req 0, seq, s0 recipient",
+        "a page written to a client without receipts" },
+    [QMS_GW_WELCOME] = { "GW_WELCOME", F_REQ | F_NUM, 0,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "num router nonce, req 1 = the router holds none of the gateway's connections",
+        "the answer to every RT_HELLO; req 1 makes the gateway announce its bound connections again" },
+    [QMS_AUTH_PING] = { "AUTH_PING", 0, 0,
+        QMS_ROLE_GATEWAY, QMS_ROLE_AUTH,
+        "(none)",
+        "heartbeat every second" },
+    [QMS_AUTH_PONG] = { "AUTH_PONG", F_NUM, 0,
+        QMS_ROLE_AUTH, QMS_ROLE_GATEWAY,
+        "num auth nonce",
+        "while auth is silent, logins are answered \"Service temporarily unavailable.\" at once" },
+    [QMS_GW_JOIN] = { "GW_JOIN", 0, 3,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "s0 id, s1 name, s2 pubkey",
+        "a user came online (every gateway keeps the list)" },
+    [QMS_GW_LEAVE] = { "GW_LEAVE", 0, 1,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "s0 id",
+        "a user went offline" },
+    [QMS_RT_LOOKUP] = { "RT_LOOKUP", F_CONN, 2,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "conn, s0 token hash or empty, s1 name",
+        "UserLookupRequest" },
+    [QMS_GW_LOOKUP] = { "GW_LOOKUP", F_CONN | F_REQ | F_NUM, 4,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn, num found, req 1 = online, s0 id, s1 name, s2 pubkey, s3 the name asked",
+        "the answer" },
+    [QMS_ST_USER_FIND] = { "ST_USER_FIND", F_REQ, 1,
+        QMS_ROLE_ROUTER, QMS_ROLE_STORE,
+        "req, s0 name key",
+        "a user by name without the password hash (answered with ST_USER)" },
+    [QMS_ST_ADMIN] = { "ST_ADMIN", F_REQ | F_NUM, 2,
+        QMS_ROLE_ADMIN, QMS_ROLE_STORE,
+        "req, num op (QMS_ADMIN_*), s0, s1 the op's arguments",
+        "an administration command (docs/ADMIN.md)" },
+    [QMS_ST_ADMIN_ROW] = { "ST_ADMIN_ROW", F_REQ | F_NUM | F_TIME, 4,
+        QMS_ROLE_STORE, QMS_ROLE_ADMIN,
+        "req, num, time, s0..s3",
+        "one row of the answer" },
+    [QMS_ADMIN_DONE] = { "ADMIN_DONE", F_REQ | F_NUM, 1,
+        QMS_ROLE_STORE | QMS_ROLE_ROUTER, QMS_ROLE_ADMIN,
+        "req, num status (QMS_ST_*), s0 detail",
+        "the end of an administration answer" },
+    [QMS_RT_KICK_USER] = { "RT_KICK_USER", F_REQ, 2,
+        QMS_ROLE_ADMIN, QMS_ROLE_ROUTER,
+        "req, s0 user id, s1 reason",
+        "end a session in memory and close its connection (4001)" },
+    [QMS_STATS_GET] = { "STATS_GET", F_REQ, 0,
+        QMS_ROLE_GATEWAY | QMS_ROLE_OPS, QMS_ROLE_AUTH | QMS_ROLE_ROUTER | QMS_ROLE_STORE,
+        "req (QMS_STATS_BRIEF: readiness only)",
+        "figures for /metrics, or a readiness probe" },
+    [QMS_STATS] = { "STATS", F_REQ, 1,
+        QMS_ROLE_AUTH | QMS_ROLE_ROUTER | QMS_ROLE_STORE, QMS_ROLE_GATEWAY | QMS_ROLE_OPS,
+        "req, s0 Prometheus text",
+        "the answer" },
 };
 
 /* ------------------------------------------------------------------------ */
@@ -311,13 +476,19 @@ qms_rec_next (const uint8_t *data, size_t size, size_t *offset, qms_rec_t *rec)
 }
 
 bool
-qms_batch_valid (const uint8_t *data, size_t size)
+qms_batch_valid (const uint8_t *data, size_t size, qms_role_t role, qms_batch_fault_t *fault)
 {
+    qms_batch_fault_t spare;
+    if (!fault)
+        fault = &spare;
+    *fault = (qms_batch_fault_t) { 0 };
     /*  The checks of qms_rec_next, without filling a record: the actors
         check each batch whole before acting on any of it, and then read it
         with qms_rec_next. */
     size_t at = 0;
-    while (at < size) {
+    for (; at < size; fault->records++) {
+        fault->offset = at;
+        fault->type = QMS_NONE;
         if (size - at < 5)
             return false;
         uint8_t type = data [at];
@@ -330,6 +501,7 @@ qms_batch_valid (const uint8_t *data, size_t size)
         if (type <= QMS_NONE || type >= QMS_TYPE_COUNT)
             continue;
         const schema_t *schema = &qms_schema [type];
+        fault->type = type;
         size_t ints = 0;
         for (int bit = 0; bit < INT_FIELDS; bit++)
             ints += (schema->fields & (1 << bit)) ? 8 : 0;
@@ -345,8 +517,72 @@ qms_batch_valid (const uint8_t *data, size_t size)
                 return false;
             p += len;
         }
+        if (!(schema->to & role)) {
+            fault->wrong_role = true;
+            return false;
+        }
     }
     return true;
+}
+
+const char *
+qms_batch_fault_text (const qms_batch_fault_t *fault, char *buf, size_t size)
+{
+    snprintf (buf, size, "reason=%s at=%zu records=%d type=%s",
+              fault->wrong_role ? "wrong_role" : "malformed", fault->offset, fault->records,
+              fault->type == QMS_NONE ? "unreadable" : qms_type_name (fault->type));
+    return buf;
+}
+
+unsigned
+qms_type_senders (int type)
+{
+    return type > QMS_NONE && type < QMS_TYPE_COUNT ? qms_schema [type].from : 0;
+}
+
+unsigned
+qms_type_receivers (int type)
+{
+    return type > QMS_NONE && type < QMS_TYPE_COUNT ? qms_schema [type].to : 0;
+}
+
+const char *
+qms_role_name (qms_role_t role)
+{
+    switch (role) {
+        case QMS_ROLE_GATEWAY: return "gateway";
+        case QMS_ROLE_AUTH:    return "auth";
+        case QMS_ROLE_ROUTER:  return "router";
+        case QMS_ROLE_STORE:   return "store";
+        case QMS_ROLE_ADMIN:   return "admin";
+        case QMS_ROLE_OPS:     return "ops";
+    }
+    return "?";
+}
+
+static void
+print_roles (FILE *out, unsigned roles)
+{
+    const char *sep = "";
+    for (unsigned bit = 1; bit <= QMS_ROLE_OPS; bit <<= 1)
+        if (roles & bit) {
+            fprintf (out, "%s%s", sep, qms_role_name ((qms_role_t) bit));
+            sep = ", ";
+        }
+}
+
+void
+qms_msg_print_table (FILE *out)
+{
+    fprintf (out, "| # | type | from → to | fields | meaning |\n|---|---|---|---|---|\n");
+    for (int type = QMS_NONE + 1; type < QMS_TYPE_COUNT; type++) {
+        const schema_t *schema = &qms_schema [type];
+        fprintf (out, "| %d | `%s` | ", type, schema->name);
+        print_roles (out, schema->from);
+        fprintf (out, " → ");
+        print_roles (out, schema->to);
+        fprintf (out, " | %s | %s |\n", schema->layout, schema->meaning);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -424,6 +660,12 @@ qms_batch_recv (void *socket, uint8_t *identity, size_t *identity_len, void *bod
 
 /* ------------------------------------------------------------------------ */
 
+static bool
+streq_role (qms_role_t role, const char *name)
+{
+    return strcmp (qms_role_name (role), name) == 0;
+}
+
 void
 qms_msg_test (bool verbose)
 {
@@ -488,7 +730,7 @@ qms_msg_test (bool verbose)
             int rc;
             while ((rc = qms_rec_next (buf.data, cut, &at, &out)) == 1)
                 ;
-            assert (qms_batch_valid (buf.data, cut) == (rc == 0));
+            assert (qms_batch_valid (buf.data, cut, (qms_role_t) qms_schema [type].to, NULL) == (rc == 0));
             assert (cut == 0 || cut == one || cut == buf.len || rc == -1);
         }
         for (size_t i = 0; i < buf.len; i++) {
@@ -499,10 +741,41 @@ qms_msg_test (bool verbose)
             int rc;
             while ((rc = qms_rec_next (buf.data, buf.len, &at, &out)) == 1)
                 ;
-            assert (qms_batch_valid (buf.data, buf.len) == (rc == 0));
+            assert (qms_batch_valid (buf.data, buf.len, (qms_role_t) qms_schema [type].to, NULL) == (rc == 0));
             buf.data [i] = saved;
         }
         qms_buf_free (&buf);
+    }
+
+    /*  Every type has senders and receivers, and the validator refuses a
+        well-formed batch whole when one record is not for the role. */
+    for (int type = QMS_NONE + 1; type < QMS_TYPE_COUNT; type++)
+        assert (qms_type_senders (type) && qms_type_receivers (type));
+    assert (qms_type_receivers (QMS_TYPE_COUNT) == 0 && qms_type_senders (0) == 0);
+    {
+        qms_buf_t mixed;
+        qms_buf_init (&mixed);
+        qms_rec_t msg = { .type = QMS_RT_MESSAGE, .conn = 1 };
+        qms_rec_t deliver = { .type = QMS_GW_DELIVER, .conn = 2 };
+        assert (qms_rec_encode (&mixed, &msg) == 0);
+        assert (qms_rec_encode (&mixed, &msg) == 0);
+        qms_batch_fault_t fault;
+        assert (qms_batch_valid (mixed.data, mixed.len, QMS_ROLE_ROUTER, &fault));
+        assert (fault.records == 2);
+        assert (!qms_batch_valid (mixed.data, mixed.len, QMS_ROLE_GATEWAY, &fault));
+        assert (fault.wrong_role && fault.records == 0 && fault.type == QMS_RT_MESSAGE);
+        size_t second = mixed.len;
+        assert (qms_rec_encode (&mixed, &deliver) == 0);
+        assert (!qms_batch_valid (mixed.data, mixed.len, QMS_ROLE_ROUTER, &fault));
+        assert (fault.wrong_role && fault.records == 2 && fault.offset == second
+                && fault.type == QMS_GW_DELIVER);
+        mixed.len--;        /* now truncated as well: malformed, not wrong role */
+        assert (!qms_batch_valid (mixed.data, mixed.len, QMS_ROLE_GATEWAY, &fault));
+        assert (fault.wrong_role && fault.records == 0);
+        assert (!qms_batch_valid (mixed.data, mixed.len, QMS_ROLE_ROUTER, &fault));
+        assert (!fault.wrong_role && fault.records == 2 && fault.type == QMS_NONE);
+        qms_buf_free (&mixed);
+        assert (streq_role (QMS_ROLE_STORE, "store") && streq_role ((qms_role_t) 3, "?"));
     }
 
     /*  A record of an unknown type is skipped, and what follows is read. */

@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -107,8 +108,10 @@ typedef enum {
     QMS_GW_USERS,           /* num=count: a user list follows as count
                                QMS_GW_USER records in the same batch */
     QMS_GW_USER,            /* s0=user id s1=name s2=pubkey */
-    QMS_GW_ERROR,           /* conn, num=event number or -1 for none,
-                               s0=error text for the client */
+    QMS_GW_ERROR,           /* conn, num=the type of the request that
+                               failed (QMS_RT_ONLINE, QMS_RT_AUTHORIZE,
+                               QMS_RT_MESSAGE), s0=why (a QMS_REASON_*);
+                               the gateway chooses event and text */
 
     /* store-and-forward (appended) */
     QMS_RT_RECEIPT,         /* conn, s0=token hash or empty (fast path)
@@ -119,7 +122,7 @@ typedef enum {
                                s2=message id s3=sender name s4=sender key */
     QMS_GW_ACK,             /* conn (the sender), num=QMS_ACK_*, time,
                                s0=client's message id s1=message id
-                               s2=reason (rejected) */
+                               s2=why it was rejected (a QMS_REASON_*) */
     QMS_GW_SYNC,            /* conn, req: answer QMS_RT_SYNCED once what is
                                queued for conn so far has been written */
     QMS_ST_MSG_STORE,       /* req, time=sent, s0=message id s1=recipient id
@@ -210,8 +213,22 @@ typedef enum {
 #define QMS_ST_NO_USER       4u
 #define QMS_ST_SIMILAR       5u     /* user create: the name looks like a taken one */
 
-/* QMS_GW_ERROR with no event field */
-#define QMS_NO_EVENT         UINT64_MAX
+/* QMS_GW_ERROR and QMS_GW_ACK (rejected): why, as a key the gateway turns
+   into the client's text (gateway/proto.c) */
+#define QMS_REASON_UNAVAILABLE       "unavailable"          /* an actor or the store cannot take it now */
+#define QMS_REASON_UNKNOWN_RECIPIENT "unknown_recipient"
+#define QMS_REASON_MAILBOX_FULL      "mailbox_full"         /* the recipient's stored messages are at quota */
+
+/*  The roles that exchange records: each type has senders and receivers
+    (the schema), and a receiver checks every batch against its own role. */
+typedef enum {
+    QMS_ROLE_GATEWAY = 1,
+    QMS_ROLE_AUTH    = 2,
+    QMS_ROLE_ROUTER  = 4,
+    QMS_ROLE_STORE   = 8,
+    QMS_ROLE_ADMIN   = 16,      /* the administration command */
+    QMS_ROLE_OPS     = 32       /* an actor process's /metrics responder */
+} qms_role_t;
 
 typedef struct {
     const char *ptr;
@@ -263,9 +280,35 @@ int qms_rec_encode (qms_buf_t *buf, const qms_rec_t *rec);
     (truncated, lengths that disagree).  A record of a type this build does
     not know is skipped (rec->type is then QMS_NONE and 1 is returned). */
 int qms_rec_next (const uint8_t *data, size_t size, size_t *offset, qms_rec_t *rec);
-/*  Whether every record of a batch is well formed (what reading it all with
-    qms_rec_next would end in 0, not -1), without filling records. */
-bool qms_batch_valid (const uint8_t *data, size_t size);
+/*  Why qms_batch_valid refused a batch. */
+typedef struct {
+    size_t offset;              /* where the record that failed starts */
+    int records;                /* records read before it */
+    int type;                   /* its type (QMS_NONE when unreadable) */
+    bool wrong_role;            /* well formed, but not for this role */
+} qms_batch_fault_t;
+
+/*  The one validator every receiver runs before acting on any record of a
+    batch, so that a bad batch is refused whole, never half applied: true
+    when every record is well formed (what reading it all with qms_rec_next
+    would end in 0, not -1) and every record of a known type is one role
+    receives (a type from a newer release is skipped, as qms_rec_next
+    does).  fault (may be NULL) says what failed. */
+bool qms_batch_valid (const uint8_t *data, size_t size, qms_role_t role,
+                      qms_batch_fault_t *fault);
+
+/*  The fault as log fields: reason=malformed|wrong_role at=N records=N
+    type=NAME.  Returns buf. */
+const char *qms_batch_fault_text (const qms_batch_fault_t *fault, char *buf, size_t size);
+
+/*  Senders and receivers of a type (QMS_ROLE_* bits; 0 when unknown). */
+unsigned qms_type_senders (int type);
+unsigned qms_type_receivers (int type);
+/*  "gateway", "auth", ...; "?" for anything else. */
+const char *qms_role_name (qms_role_t role);
+
+/*  The record table of docs/ARCHITECTURE.md, as Markdown, from the schema. */
+void qms_msg_print_table (FILE *out);
 
 /*  Send a batch as one ZeroMQ message on a raw libzmq socket handle (use
     zsock_resolve() for a zsock_t).  With identity (ROUTER sockets) the

@@ -324,6 +324,8 @@ on_actor (qms_ops_t *self)
             const uint8_t *data = (const uint8_t *) zmq_msg_data (&body);
             size_t size = zmq_msg_size (&body), offset = 0;
             qms_rec_t rec;
+            if (!qms_batch_valid (data, size, QMS_ROLE_OPS, NULL))
+                size = 0;               /* malformed, or not for us: ignored whole */
             while (qms_rec_next (data, size, &offset, &rec) == 1) {
                 if (rec.type != QMS_STATS || rec.req == 0)
                     continue;

@@ -22,7 +22,7 @@
 #include "qms_map.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
-#include "qms_proto.h"
+#include "enums.h"
 #include "qms_util.h"
 #include "qms_watchdog.h"
 
@@ -1565,8 +1565,7 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             break;
         case QMS_GW_ERROR:
             wait_end (conn);
-            proto_error (&self->scratch, rec->num == QMS_NO_EVENT ? -1 : (int) rec->num,
-                         rec->s [0].ptr, rec->s [0].len);
+            proto_actor_error (&self->scratch, rec->num, rec->s [0]);
             conn_queue_scratch (self, conn);
             break;
         default:
@@ -1797,7 +1796,7 @@ gateway_metrics (gateway_t *self, qms_buf_t *out)
 {
     char labels [96];
     qms_metrics_head (out, "qms_build_info", "gauge", "Version of the server.");
-    qms_metrics_value (out, "qms_build_info", "version=\"0.1.0\"", 1);
+    qms_metrics_value (out, "qms_build_info", "version=\"" QMS_VERSION "\"", 1);
     qms_metrics_head (out, "qms_connections_open", "gauge", "Open WebSocket connections.");
     qms_metrics_value (out, "qms_connections_open", "actor=\"gateway\"", (double) self->open_count);
     qms_metrics_head (out, "qms_connections_opened_total", "counter", "WebSocket connections accepted.");

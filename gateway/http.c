@@ -13,7 +13,7 @@
       backslash gives 403; a "." or ".." segment gives 403; a segment that
       starts with "." (a hidden file) gives 404; empty segments collapse.
     - /enums.js, /enum.js, /enums.mjs and /enums.json are generated from
-      common/qms_proto.h and win over files of the same name.
+      gateway/enums.h and win over files of the same name.
     - Files: realpath() of root + path must stay inside the root's realpath
       (else 403), must be a regular file (a directory serves its index.html),
       and the descriptor actually opened is checked again through
@@ -26,7 +26,7 @@
       Strict-Transport-Security.
 */
 #include "http.h"
-#include "qms_proto.h"
+#include "enums.h"
 #include "qms_util.h"
 #include "qms_log.h"
 

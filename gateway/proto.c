@@ -1,6 +1,8 @@
 /*  proto.c - client JSON in and out (see proto.h). */
 #include "proto.h"
-#include "qms_proto.h"
+#include "enums.h"
+#include "qms_password.h"
+#include "qms_util.h"
 
 #include <assert.h>
 #include <cJSON.h>
@@ -67,8 +69,11 @@ parse_login (cJSON *doc, proto_request_t *req)
         set_error (req, QMS_EV_LOGIN, "Please fill all fields.");
         return;
     }
-    if (req->name.len > PROTO_MAX_FIELD || req->password.len > PROTO_MAX_FIELD) {
-        set_error (req, QMS_EV_LOGIN, req->name.len > PROTO_MAX_FIELD
+    /*  What the texts say is what is checked: 64 characters are at most
+        QMS_NAME_MAX_BYTES of UTF-8 (auth counts the characters), and a
+        password at most QMS_PASSWORD_MAX bytes. */
+    if (req->name.len > QMS_NAME_MAX_BYTES || req->password.len > QMS_PASSWORD_MAX) {
+        set_error (req, QMS_EV_LOGIN, req->name.len > QMS_NAME_MAX_BYTES
                    ? "Name is too long (at most 64 characters)."
                    : "Password is too long (at most 1024 bytes).");
         return;
@@ -566,6 +571,43 @@ proto_error (qms_buf_t *out, int event, const char *text, size_t text_len)
 }
 
 int
+proto_request_event (uint64_t request_type)
+{
+    switch (request_type) {
+        case QMS_RT_ONLINE:     return QMS_EV_LOGIN;
+        case QMS_RT_AUTHORIZE:  return QMS_EV_AUTHORIZATION;
+        case QMS_RT_MESSAGE:    return QMS_EV_MESSAGE;
+        case QMS_RT_LOOKUP:     return QMS_EV_USER_LOOKUP;
+    }
+    return -1;
+}
+
+/*  The words clients have always seen for what the actors report. */
+static const struct {
+    const char *key, *text;
+} s_reasons [] = {
+    { QMS_REASON_UNAVAILABLE, "Service temporarily unavailable." },
+    { QMS_REASON_UNKNOWN_RECIPIENT, "Unknown recipient." },
+    { QMS_REASON_MAILBOX_FULL, "The recipient's mailbox is full." },
+};
+
+const char *
+proto_reason_text (qms_str_t reason)
+{
+    for (size_t i = 0; i < sizeof s_reasons / sizeof s_reasons [0]; i++)
+        if (qms_str_eq (reason, s_reasons [i].key))
+            return s_reasons [i].text;
+    return "Request failed.";
+}
+
+int
+proto_actor_error (qms_buf_t *out, uint64_t request_type, qms_str_t reason)
+{
+    const char *text = proto_reason_text (reason);
+    return proto_error (out, proto_request_event (request_type), text, strlen (text));
+}
+
+int
 proto_invalid_user (qms_buf_t *out)
 {
     return APPEND_LIT (out, "{\"valid\":false,\"event\":3}");
@@ -681,7 +723,8 @@ proto_ack (qms_buf_t *out, uint64_t status, qms_str_t client_id, qms_str_t id,
     ||  proto_escape (out, name, strlen (name)))
         return -1;
     if (rejected) {
-        if (APPEND_LIT (out, ",\"error\":") || proto_escape (out, reason.ptr, reason.len))
+        const char *text = proto_reason_text (reason);
+        if (APPEND_LIT (out, ",\"error\":") || proto_escape (out, text, strlen (text)))
             return -1;
     }
     else {
@@ -1086,9 +1129,22 @@ proto_test (bool verbose)
     proto_ack (&out, QMS_ACK_DELIVERED, qms_str ("c0"), qms_str ("M0"), 0, qms_str (NULL));
     expect_json (&out, "{\"valid\":true,\"event\":5,\"id\":\"c0\",\"status\":\"delivered\",\"messageId\":\"M0\","
                        "\"timestamp\":0}");
-    proto_ack (&out, QMS_ACK_REJECTED, qms_str ("c2"), qms_str (NULL), 7, qms_str ("Unknown recipient."));
+    proto_ack (&out, QMS_ACK_REJECTED, qms_str ("c2"), qms_str (NULL), 7,
+               qms_str (QMS_REASON_UNKNOWN_RECIPIENT));
     expect_json (&out, "{\"valid\":false,\"event\":5,\"id\":\"c2\",\"status\":\"rejected\","
                        "\"error\":\"Unknown recipient.\"}");
+    proto_ack (&out, QMS_ACK_REJECTED, qms_str ("c3"), qms_str (NULL), 7, qms_str ("<b>raw</b>"));
+    expect_json (&out, "{\"valid\":false,\"event\":5,\"id\":\"c3\",\"status\":\"rejected\","
+                       "\"error\":\"Request failed.\"}");
+    /*  An actor's error: the request names the event, the key the words. */
+    proto_actor_error (&out, QMS_RT_MESSAGE, qms_str (QMS_REASON_MAILBOX_FULL));
+    expect_json (&out, "{\"valid\":false,\"event\":2,\"error\":\"The recipient's mailbox is full.\"}");
+    proto_actor_error (&out, QMS_RT_ONLINE, qms_str (QMS_REASON_UNAVAILABLE));
+    expect_json (&out, "{\"valid\":false,\"event\":1,\"error\":\"Service temporarily unavailable.\"}");
+    proto_actor_error (&out, QMS_RT_AUTHORIZE, qms_str (QMS_REASON_UNAVAILABLE));
+    expect_json (&out, "{\"valid\":false,\"event\":0,\"error\":\"Service temporarily unavailable.\"}");
+    proto_actor_error (&out, QMS_RT_CLOSED, qms_str ("nonsense"));
+    expect_json (&out, "{\"valid\":false,\"error\":\"Request failed.\"}");
 
     qms_buf_t users;
     qms_buf_init (&users);

@@ -19,12 +19,11 @@
 extern "C" {
 #endif
 
-/*  Limits of PROTOCOL.md and issue 2. */
+/*  Limits of docs/PROTOCOL.md ("Limits"). */
 #define PROTO_MAX_MESSAGE   65536       /* bytes of the "message" string */
 #define PROTO_MAX_PUBKEY    16384       /* bytes of "pubKey" */
 #define PROTO_MAX_TARGET    64          /* bytes of "target" (a user id) */
 #define PROTO_MAX_TOKEN     256         /* longer tokens are not ours */
-#define PROTO_MAX_FIELD     4096        /* name and password: auth says more */
 #define PROTO_MAX_CLIENT_ID 64          /* ext: "id" of a message */
 #define PROTO_MAX_RECEIPTS  256         /* ext: ids in one ReceiptRequest */
 
@@ -69,6 +68,15 @@ int proto_escape (qms_buf_t *out, const char *s, size_t len);
 
 /*  The events, appended to out as complete JSON texts. */
 int proto_error (qms_buf_t *out, int event, const char *text, size_t text_len);
+/*  An actor's failure in the client's words: GW_ERROR names the request
+    (its record type) and why (a QMS_REASON_* key); the event answering
+    that request, or -1 for none. */
+int proto_request_event (uint64_t request_type);
+/*  The client's text for a QMS_REASON_* key ("Unknown recipient."); a key
+    this gateway does not know reads "Request failed." */
+const char *proto_reason_text (qms_str_t reason);
+/*  proto_error for a GW_ERROR record's request and reason. */
+int proto_actor_error (qms_buf_t *out, uint64_t request_type, qms_str_t reason);
 int proto_invalid_user (qms_buf_t *out);
 int proto_authorized (qms_buf_t *out);
 int proto_login_ok (qms_buf_t *out, qms_str_t token, qms_str_t username,

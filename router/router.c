@@ -19,7 +19,7 @@
 
     The store is asked (ST_SESSION_GET) only for sessions not in memory, for
     instance after a restart; such requests wait in a pending table keyed by
-    request id and are answered "Service temporarily unavailable." if the
+    request id and are answered "unavailable" (QMS_REASON_UNAVAILABLE) if the
     store has not replied within a few seconds.
 
     An administration command (admin/, common/qms_admin.h) ends a user's session with
@@ -35,7 +35,6 @@
 #include "qms_log.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
-#include "qms_proto.h"
 #include "qms_util.h"
 
 #include <assert.h>
@@ -71,9 +70,10 @@ static _Atomic uint64_t s_gateway_timeout_ms = 6000;     /* the selftest changes
     its announcements to arrive before an unknown connection is invalid. */
 static uint64_t s_fresh_grace_ms = 5000;
 
-static const char *k_unavailable = "Service temporarily unavailable.";
-static const char *k_unknown_recipient = "Unknown recipient.";
-static const char *k_quota_full = "The recipient's mailbox is full.";
+/*  Why a request failed: keys, the gateway says it in the client's words. */
+static const char *k_unavailable = QMS_REASON_UNAVAILABLE;
+static const char *k_unknown_recipient = QMS_REASON_UNKNOWN_RECIPIENT;
+static const char *k_quota_full = QMS_REASON_MAILBOX_FULL;
 
 /*  Store-and-forward (docs/ARCHITECTURE.md, "Messages to offline users"). */
 #define FETCH_PAGE          256         /* stored messages per page of a drain */
@@ -402,10 +402,10 @@ send_invalid (router_t *self, uint32_t gw, uint64_t conn, uint64_t unbind)
 }
 
 static void
-send_error (router_t *self, uint32_t gw, uint64_t conn, uint64_t event, const char *text)
+send_error (router_t *self, uint32_t gw, uint64_t conn, int request, const char *reason)
 {
-    qms_rec_t rec = { .type = QMS_GW_ERROR, .conn = conn, .num = event };
-    rec.s [0] = qms_str (text);
+    qms_rec_t rec = { .type = QMS_GW_ERROR, .conn = conn, .num = (uint64_t) request };
+    rec.s [0] = qms_str (reason);
     gw_emit (self, gw, &rec);
 }
 
@@ -677,7 +677,7 @@ authorize_session (router_t *self, session_t *s, uint32_t gw, uint64_t conn, uin
         session_offline (self, holder);
     if (!s->bound && session_bind (self, s, gw, conn)) {
         qms_warn (LOG, "event=out_of_memory what=bind");
-        send_error (self, gw, conn, QMS_EV_AUTHORIZATION, k_unavailable);
+        send_error (self, gw, conn, QMS_RT_AUTHORIZE, k_unavailable);
         return;
     }
     session_touch (self, s, now);
@@ -733,7 +733,7 @@ send_rejected (router_t *self, uint32_t gw, uint64_t conn, qms_str_t client_id, 
     if (client_id.len)
         send_ack (self, gw, conn, QMS_ACK_REJECTED, client_id, qms_str (NULL), qms_now_ms (), reason);
     else
-        send_error (self, gw, conn, QMS_EV_MESSAGE, reason);
+        send_error (self, gw, conn, QMS_RT_MESSAGE, reason);
 }
 
 static recent_entry_t *
@@ -1352,7 +1352,7 @@ on_online (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
     qms_str_t id = rec->s [0], hash = rec->s [3];
     if (id.len == 0 || id.len > MAX_ID_BYTES || hash.len != QMS_HASH_HEX) {
         qms_warn (LOG, "event=bad_record type=RT_ONLINE gateway=%u", gw);
-        send_error (self, gw, rec->conn, QMS_EV_LOGIN, k_unavailable);
+        send_error (self, gw, rec->conn, QMS_RT_ONLINE, k_unavailable);
         return;
     }
     uint64_t key = conn_key (gw, rec->conn);
@@ -1371,7 +1371,7 @@ on_online (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
         if (s)
             session_destroy (self, s);
         qms_warn (LOG, "event=out_of_memory what=session");
-        send_error (self, gw, rec->conn, QMS_EV_LOGIN, k_unavailable);
+        send_error (self, gw, rec->conn, QMS_RT_ONLINE, k_unavailable);
         return;
     }
     s->receipts = rec->num & QMS_SESSION_RECEIPTS;
@@ -1394,7 +1394,7 @@ on_authorize (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
     else
     if (!pending_new (self, PENDING_AUTHORIZE, gw, rec->conn, hash, qms_str (NULL), qms_str (NULL),
                       qms_str (NULL), rec->num))
-        send_error (self, gw, rec->conn, QMS_EV_AUTHORIZATION, k_unavailable);
+        send_error (self, gw, rec->conn, QMS_RT_AUTHORIZE, k_unavailable);
 }
 
 static void
@@ -1412,7 +1412,7 @@ on_message (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
                 not a bad session, just not known yet. */
             gateway_t *g = self->gateways [gw];
             if (g->fresh_until > qms_mono_ms ())
-                send_error (self, gw, rec->conn, QMS_EV_MESSAGE, k_unavailable);
+                send_error (self, gw, rec->conn, QMS_RT_MESSAGE, k_unavailable);
             else
                 send_invalid (self, gw, rec->conn, 1);
             return;
@@ -1427,7 +1427,7 @@ on_message (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
         if (!s) {
             if (!pending_new (self, PENDING_MESSAGE, gw, rec->conn, hash, rec->s [0], rec->s [1],
                               rec->s [3], 0))
-                send_error (self, gw, rec->conn, QMS_EV_MESSAGE, k_unavailable);
+                send_error (self, gw, rec->conn, QMS_RT_MESSAGE, k_unavailable);
             return;
         }
     }
@@ -1753,8 +1753,11 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
                const uint8_t *data, size_t size)
 {
     /*  Checked whole first, so a malformed batch has no effect at all. */
-    if (!qms_batch_valid (data, size)) {
-        qms_warn (LOG, "event=malformed_batch from=gateway bytes=%zu", size);
+    qms_batch_fault_t fault;
+    if (!qms_batch_valid (data, size, QMS_ROLE_ROUTER, &fault)) {
+        char why [128];
+        qms_warn (LOG, "event=bad_batch from=gateway bytes=%zu %s action=dropped", size,
+                  qms_batch_fault_text (&fault, why, sizeof why));
         return;
     }
     if (size > 0 && data [0] == QMS_RT_KICK_USER) {
@@ -1864,8 +1867,11 @@ on_session_reply (router_t *self, const qms_rec_t *rec)
 static void
 store_batch (router_t *self, const uint8_t *data, size_t size)
 {
-    if (!qms_batch_valid (data, size)) {
-        qms_warn (LOG, "event=malformed_batch from=store bytes=%zu", size);
+    qms_batch_fault_t fault;
+    if (!qms_batch_valid (data, size, QMS_ROLE_ROUTER, &fault)) {
+        char why [128];
+        qms_warn (LOG, "event=bad_batch from=store bytes=%zu %s action=dropped", size,
+                  qms_batch_fault_text (&fault, why, sizeof why));
         return;
     }
     size_t offset = 0;
@@ -1945,7 +1951,7 @@ expire_pending (router_t *self, uint64_t mono)
             break;
         if (p->gw != NO_GATEWAY)
             send_error (self, p->gw, p->conn,
-                        p->kind == PENDING_AUTHORIZE ? QMS_EV_AUTHORIZATION : QMS_EV_MESSAGE,
+                        p->kind == PENDING_AUTHORIZE ? QMS_RT_AUTHORIZE : QMS_RT_MESSAGE,
                         k_unavailable);
         pending_destroy (self, p);
         count++;
@@ -2680,7 +2686,7 @@ t_sessions (t_env_t *env, const char *ha, const char *ha2, const char *hb)
     t_send1 (env->gw_a, t_rec (QMS_RT_MESSAGE, 1, "id-alice", "note to self", "", NULL));
     t_get_one (env->gw_a, QMS_GW_DELIVER, 1, 0, "id-alice", "note to self");
     t_send1 (env->gw_a, t_rec (QMS_RT_MESSAGE, 1, "id-nobody", "hello?", "", NULL));
-    t_get_one (env->gw_a, QMS_GW_ERROR, 1, QMS_EV_MESSAGE, "Unknown recipient.", NULL);
+    t_get_one (env->gw_a, QMS_GW_ERROR, 1, QMS_RT_MESSAGE, QMS_REASON_UNKNOWN_RECIPIENT, NULL);
 
     /*  One batch in, one batch out per gateway, in order. */
     qms_rec_t many [3] = {
@@ -2694,7 +2700,7 @@ t_sessions (t_env_t *env, const char *ha, const char *ha2, const char *hb)
     t_is (&b.rec [0], QMS_GW_DELIVER, 7, 0, "id-alice", "m1");
     t_is (&b.rec [1], QMS_GW_DELIVER, 7, 0, "id-alice", "m3");
     t_done (&b);
-    t_get_one (env->gw_a, QMS_GW_ERROR, 1, QMS_EV_MESSAGE, NULL, NULL);
+    t_get_one (env->gw_a, QMS_GW_ERROR, 1, QMS_RT_MESSAGE, NULL, NULL);
 
     /*  A second login kicks the first connection; the old token dies. */
     t_send1 (env->gw_b, t_rec (QMS_RT_ONLINE, 8, "id-alice", "alice", "pk-alice2", ha2));
@@ -2721,7 +2727,7 @@ t_sessions (t_env_t *env, const char *ha, const char *ha2, const char *hb)
     t_get_users (env->gw_a, T_IDS ("id-alice"));
     t_get_users (env->gw_b, T_IDS ("id-alice"));
     t_send1 (env->gw_b, t_rec (QMS_RT_MESSAGE, 8, "id-bob", "are you there", "", NULL));
-    t_get_one (env->gw_b, QMS_GW_ERROR, 8, QMS_EV_MESSAGE, "Unknown recipient.", NULL);
+    t_get_one (env->gw_b, QMS_GW_ERROR, 8, QMS_RT_MESSAGE, QMS_REASON_UNKNOWN_RECIPIENT, NULL);
     t_send1 (env->gw_a, t_rec (QMS_RT_AUTHORIZE, 3, hb, NULL, NULL, NULL));
     t_get (env->gw_a, false, &b);
     at = t_users (&b, 0, T_IDS ("id-alice", "id-bob"));
@@ -2849,7 +2855,7 @@ t_through_store (t_env_t *env)
     t_get_one (env->gw_a, QMS_GW_DELIVER, 1, 0, "id-frank", "from frank");
     t_quiet (env->gw_b, false);     /* frank is not online: no list */
     t_send1 (env->gw_b, t_rec (QMS_RT_MESSAGE, 50, "id-dave", "x", hf, NULL));
-    t_get_one (env->gw_b, QMS_GW_ERROR, 50, QMS_EV_MESSAGE, "Unknown recipient.", NULL);
+    t_get_one (env->gw_b, QMS_GW_ERROR, 50, QMS_RT_MESSAGE, QMS_REASON_UNKNOWN_RECIPIENT, NULL);
     t_quiet (env->store, true);     /* frank is in memory now */
 
     /*  The store finds a token of a user who has another session in
@@ -3018,7 +3024,7 @@ t_gateway_loss (void)
     /*  While it may still be announcing its connections, a message from one
         we do not know yet is "unavailable", not an invalid session. */
     t_send1 (env.gw_a, t_rec (QMS_RT_MESSAGE, 1, "id-bob", "early", "", NULL));
-    t_get_one (env.gw_a, QMS_GW_ERROR, 1, QMS_EV_MESSAGE, k_unavailable, NULL);
+    t_get_one (env.gw_a, QMS_GW_ERROR, 1, QMS_RT_MESSAGE, k_unavailable, NULL);
     s_gateway_timeout_ms = 4000;
     t_stop (&env);
 }
@@ -3094,11 +3100,11 @@ t_timers (void)
         t_get (env.gw_a, false, &b);
         for (size_t i = 0; i < b.count; i++) {
             assert (b.rec [i].type == QMS_GW_ERROR);
-            assert (qms_str_eq (b.rec [i].s [0], "Service temporarily unavailable."));
-            if (b.rec [i].conn == 1 && b.rec [i].num == QMS_EV_AUTHORIZATION)
+            assert (qms_str_eq (b.rec [i].s [0], QMS_REASON_UNAVAILABLE));
+            if (b.rec [i].conn == 1 && b.rec [i].num == QMS_RT_AUTHORIZE)
                 seen_auth = true;
             else
-            if (b.rec [i].conn == 2 && b.rec [i].num == QMS_EV_MESSAGE)
+            if (b.rec [i].conn == 2 && b.rec [i].num == QMS_RT_MESSAGE)
                 seen_msg = true;
             else
                 assert (false);

@@ -43,7 +43,6 @@
 #define EXIT_CANNOT_START 1
 #define EXIT_UNHEALTHY 1
 #define HEALTH_TIMEOUT_MS 2000
-#define VERSION "0.1.0"
 
 typedef enum {
     ROLE_ALL, ROLE_GATEWAY, ROLE_AUTH, ROLE_ROUTER, ROLE_STORE, ROLE_MONITOR, ROLE_HEALTH,
@@ -404,7 +403,7 @@ start_ops (const qms_config_t *cfg, const char *name, const char *endpoint, bool
     snprintf (database, sizeof database, "%s/users.db", cfg->data_dir [0] ? cfg->data_dir : ".");
     qms_ops_options_t options = {
         .role = name, .endpoint = local, .bind_address = cfg->bind_address,
-        .port = cfg->metrics_port, .database = store ? database : NULL, .version = VERSION
+        .port = cfg->metrics_port, .database = store ? database : NULL, .version = QMS_VERSION
     };
     qms_ops_t *ops = qms_ops_new (&options, err, sizeof err);
     if (!ops)
@@ -618,10 +617,10 @@ run_role (role_t role, qms_config_t *cfg, const sigset_t *stop)
     }
     if (role == ROLE_ALL || role == ROLE_GATEWAY)
         qms_info ("main", "event=starting version=%s role=%s chat_port=%d http_port=%d https=%s wss=%s "
-                  "data_dir=\"%s\"", VERSION, s_roles [role], cfg->chat_port, cfg->http_port,
+                  "data_dir=\"%s\"", QMS_VERSION, s_roles [role], cfg->chat_port, cfg->http_port,
                   qms_config_https (cfg) ? "on" : "off", qms_config_wss (cfg) ? "on" : "off", cfg->data_dir);
     else
-        qms_info ("main", "event=starting version=%s role=%s", VERSION, s_roles [role]);
+        qms_info ("main", "event=starting version=%s role=%s", QMS_VERSION, s_roles [role]);
 
     /*  From here a stop signal always ends the process within
         --drain-timeout, even if a thread is stuck. */
@@ -651,6 +650,10 @@ main (int argc, char **argv)
         they keep the default signal handling (docs/ADMIN.md). */
     if (argc > 1 && admin_is_command (argv [1]))
         return admin_main (argc, argv);
+    if (argc == 2 && (strcmp (argv [1], "--version") == 0 || strcmp (argv [1], "-V") == 0)) {
+        printf ("qmessageserver %s\n", QMS_VERSION);
+        return 0;
+    }
     static const int stop_signals [] = { SIGINT, SIGTERM, 0 };
     sigset_t set;
     sigemptyset (&set);

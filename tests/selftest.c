@@ -59,6 +59,10 @@ int
 main (int argc, char **argv)
 {
     zsys_handler_set (NULL);
+    if (argc == 2 && strcmp (argv [1], "--records-table") == 0) {
+        qms_msg_print_table (stdout);     /* docs/ARCHITECTURE.md's table */
+        return 0;
+    }
     size_t count = sizeof s_tests / sizeof s_tests [0];
     printf ("Running QMessageServer selftests...\n");
     int ran = 0;

@@ -21,7 +21,9 @@
 */
 #include "fuzz_common.h"
 #include "proto.h"
-#include "qms_proto.h"
+#include "enums.h"
+#include "qms_password.h"
+#include "qms_util.h"
 
 #include <cJSON.h>
 
@@ -109,8 +111,8 @@ check_request (const uint8_t *data, size_t size, const proto_request_t *req)
         switch (req->action) {
             case QMS_REQ_LOGIN:
             case QMS_REQ_REGISTER:
-                FUZZ_CHECK (req->name.len >= 1 && req->name.len <= PROTO_MAX_FIELD);
-                FUZZ_CHECK (req->password.len >= 1 && req->password.len <= PROTO_MAX_FIELD);
+                FUZZ_CHECK (req->name.len >= 1 && req->name.len <= QMS_NAME_MAX_BYTES);
+                FUZZ_CHECK (req->password.len >= 1 && req->password.len <= QMS_PASSWORD_MAX);
                 FUZZ_CHECK (req->pubkey.len <= PROTO_MAX_PUBKEY);
                 break;
             case QMS_REQ_MESSAGE:

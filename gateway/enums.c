@@ -1,5 +1,5 @@
-/*  qms_proto.c - names of the protocol's enumerations (see qms_proto.h). */
-#include "qms_proto.h"
+/*  enums.c - names of the protocol's enumerations (see enums.h). */
+#include "enums.h"
 
 const qms_enum_entry_t qms_request_names [] = {
     { "LoginRequest", QMS_REQ_LOGIN },

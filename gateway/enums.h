@@ -1,12 +1,12 @@
-/*  qms_proto.h - the client protocol's enumerations, defined once.
+/*  enums.h - the client protocol's enumerations, defined once.
 
     The gateway parses and answers with these numbers and the HTTP server
     publishes them as /enums.js, /enums.mjs and /enums.json from the tables
     below, so a new value appended here reaches clients by itself.  Values
     are only ever appended (PROTOCOL.md).
 */
-#ifndef QMS_PROTO_H_INCLUDED
-#define QMS_PROTO_H_INCLUDED
+#ifndef ENUMS_H_INCLUDED
+#define ENUMS_H_INCLUDED
 
 #ifdef __cplusplus
 extern "C" {
