@@ -3,6 +3,7 @@ listens), every alias of the original's options with one and two dashes,
 a port already in use (exit 1, no hang), and signals."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,7 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qmslib import (BINARY, HOST, HTML_DIR, QmsTestCase, Server, connect, free_port,
+from qmslib import (BINARY, HOST, HTML_DIR, SOURCE_DIR, QmsTestCase, Server, connect, free_port,
                     http_get, port_open, register, uniq)
 
 RUN_TIMEOUT = 10
@@ -56,6 +57,16 @@ class CommandLine(QmsTestCase):
                 for option in ("-chatServerPort", "-httpServerPort", "-httpsServerPort", "-serverIp",
                                "-sslCertificate", "-sslPrivateKey", "-disableHttps", "-disableWss"):
                     self.assertIn(option, text)
+                self.assertFalse(os.path.exists(os.path.join(self.tmp, "users.db")))
+
+    def test_version(self):
+        """--version prints the version CMake's project() names, and nothing starts."""
+        with open(os.path.join(SOURCE_DIR, "CMakeLists.txt")) as f:
+            version = re.search(r"project\(qmessageserver VERSION ([0-9.]+)", f.read()).group(1)
+        for flag in ("--version", "-V"):
+            with self.subTest(flag=flag):
+                code, out, err = self.run_binary([flag])
+                self.assertEqual((code, out), (0, "qmessageserver %s\n" % version), err)
                 self.assertFalse(os.path.exists(os.path.join(self.tmp, "users.db")))
 
     def test_bad_options_exit_2_before_listening(self):

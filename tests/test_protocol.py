@@ -21,15 +21,16 @@ EXISTS = "Username already exists."
 INVALID = "User or password is invalid."
 NOT_ONLINE = "Recipient is not online."
 TOO_LONG_NAME = "Name is too long (at most 64 characters)."
-# A message to an id nobody has: the brief's text, or the one issue 7 (store
-# and forward) gave it.
+# A message to an id nobody has: the original's text, or the one this server
+# gives since store-and-forward.
 UNKNOWN_TARGET = (NOT_ONLINE, "Unknown recipient.")
 
 
 def offline_outcome(test, sender_ws, wait=1.5):
     """After a message to a registered user who is offline: either the
-    sender got "Recipient is not online." (the brief), or nothing, because
-    the server keeps it for the user's next login (issue 7).  Returns True
+    sender got "Recipient is not online." (the original's answer), or
+    nothing, because the server keeps it for the user's next login
+    (store-and-forward, docs/PROTOCOL.md).  Returns True
     when it was kept; the caller then checks that it is delivered."""
     try:
         err = sender_ws.wait_for(lambda m: m.get("event") == EV_MESSAGE and m.get("valid") is False,

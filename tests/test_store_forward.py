@@ -1,4 +1,4 @@
-"""Store-and-forward (issue 7): message ids and acknowledgements, messages
+"""Store-and-forward: message ids and acknowledgements, messages
 for offline users kept in SQLite and delivered at the next login, in order
 and before new ones, quota, expiry, idempotent resends, receipts, survival
 of SIGKILL, and the original client's flow (no ids, no receipts).
