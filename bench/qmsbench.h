@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -329,9 +330,29 @@ typedef struct {
 extern const proto_t *P;
 
 //  --------------------------------------------------------------------------
-//  JSON spans (qb_json.c)
+//  JSON scanning (qb_json.c). Spans point into the frame and keep the raw
+//  JSON string bytes (escapes included).
 
 typedef struct { const char *p; size_t n; } span_t;
+
+static inline bool
+span_is (span_t s, const char *lit)
+{
+    size_t n = strlen (lit);
+    return s.n == n && memcmp (s.p, lit, n) == 0;
+}
+
+//  Inner bytes of a JSON string value, or an empty span for other values.
+static inline span_t
+j_strval (const char *vs, const char *ve)
+{
+    span_t s = { NULL, 0 };
+    if (ve - vs >= 2 && *vs == '"') {
+        s.p = vs + 1;
+        s.n = (size_t) (ve - vs - 2);
+    }
+    return s;
+}
 
 typedef struct {
     int valid;                      //  -1 absent, 0, 1
@@ -341,5 +362,16 @@ typedef struct {
     const char *users, *users_end;  //  users (event 1, 4) or changes (event 6)
     const char *user, *user_end;    //  the user object of a lookup answer
 } jtop_t;
+
+//  Next member of an object whose '{' was consumed: 1 and the spans, 0 at
+//  the closing brace, -1 on malformed input.
+int j_member (const char **pp, const char *e, span_t *key, const char **vs, const char **ve);
+//  Next element of an array whose '[' was consumed, as for j_member.
+int j_element (const char **pp, const char *e, const char **vs, const char **ve);
+//  Whether lit occurs in s.
+bool span_has (span_t s, const char *lit);
+//  The members of a top-level event object that the protocol layer reads;
+//  -1 when s is not a JSON object.
+int j_top (const char *s, size_t n, jtop_t *t);
 
 #endif
