@@ -170,6 +170,10 @@ typedef struct {
     uint64_t other;
 } closetab_t;
 
+//  Adds k to the count of text s (n bytes) / of close code code (qb_stats.c).
+void errtab_add (errtab_t *t, const char *s, size_t n, uint64_t k);
+void closetab_add (closetab_t *t, int code, uint64_t k);
+
 //  --------------------------------------------------------------------------
 //  Clients and workers
 
@@ -328,6 +332,39 @@ typedef struct {
 } proto_t;
 
 extern const proto_t *P;
+
+//  --------------------------------------------------------------------------
+//  The main thread's record of a run, and the report (qb_stats.c)
+
+//  Server processes (--pid): RSS and CPU summed over them.
+typedef struct { long rss; double cpu; bool ok; } procs_t;
+
+//  Readiness from the flags every client publishes: a client is settled
+//  when it is dead, or online with whatever its pair needs.
+typedef struct {
+    uint32_t settled, ready, online, dead, no_target, no_source, not_started, in_login;
+    uint32_t senders;               //  online, knows its target, target alive
+} readiness_t;
+
+typedef struct {
+    uint64_t t0, t_run, t_send_end, t_end, t_resume;
+    uint32_t resume_from;
+    procs_t p_start, p_run, p_end;
+    double cpu_start, cpu_run, cpu_end;
+    uint32_t held;
+    readiness_t ready_at_run;
+    bool timed_out, interrupted, ran;
+} timeline_t;
+
+typedef struct {
+    stats_t s;
+    uint64_t lost, per_sender_min, per_sender_max, senders;
+} totals_t;
+
+//  Adds up the workers' figures (after they were joined).
+void merge_totals (totals_t *T);
+//  The table (unless --json-only) and the RESULT line, on stdout.
+void report (const timeline_t *tl, const totals_t *T);
 
 //  --------------------------------------------------------------------------
 //  JSON scanning (qb_json.c). Spans point into the frame and keep the raw
