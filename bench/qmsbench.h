@@ -334,6 +334,70 @@ typedef struct {
 extern const proto_t *P;
 
 //  --------------------------------------------------------------------------
+//  The transport (qb_conn.c)
+
+//  Room for need bytes of output: the thread's scratch while the client has
+//  nothing queued, else the client's own queue; NULL when out of memory (or
+//  the client died flushing). out_commit counts the bytes written there.
+uint8_t *out_reserve (worker_t *w, client_t *c, size_t need);
+
+static inline void
+out_commit (worker_t *w, client_t *c, size_t n)
+{
+    if (w->oown == c && c->out_len == 0)
+        w->olen += (uint32_t) n;
+    else
+        c->out_len += (uint32_t) n;
+}
+
+//  Sends what is in the scratch (if it is ours), then the queue.
+void client_flush (worker_t *w, client_t *c);
+//  Masks n bytes in place with a 4-byte key.
+void ws_mask (uint8_t *d, size_t n, const uint8_t key [4]);
+//  Writes a masked frame header for a payload of len bytes; returns the
+//  header length (2..14). The mask key is at dst + header - 4.
+size_t ws_header (worker_t *w, uint8_t *dst, int opcode, size_t len);
+//  Queues one masked frame.
+void ws_send (worker_t *w, client_t *c, int opcode, const void *data, size_t len);
+//  proto_t.start and proto_t.consume of both protocols: the HTTP upgrade,
+//  then whole frames.
+void ws_send_upgrade (worker_t *w, client_t *c);
+long ws_consume (worker_t *w, client_t *c, uint8_t *buf, size_t len, uint64_t now);
+//  Appends to the fragment buffer (the client dies if it grows too large).
+void frag_append (worker_t *w, client_t *c, const uint8_t *d, size_t n);
+//  Ends a client. why (a failure text) goes to the connection-failure table
+//  before login, close_code: >0 a server close frame, 0 EOF, -1 socket
+//  error (errno), -2 a local decision described by why.
+void client_die (worker_t *w, client_t *c, const char *why, int close_code);
+//  Opens the client's connection (non-blocking) and queues P->start.
+void client_start (worker_t *w, client_t *c, uint64_t now);
+//  What epoll said about the client's socket.
+void client_event (worker_t *w, client_t *c, uint32_t ev);
+
+//  --------------------------------------------------------------------------
+//  Senders and receivers (qb_traffic.c)
+
+//  A sender that stops: done, died, or its target did.
+void sender_done (worker_t *w, client_t *c);
+
+//  --------------------------------------------------------------------------
+//  Protocol layer "qms" (qb_qms.c)
+
+//  One text frame: an event of the server.
+void qms_on_text (worker_t *w, client_t *c, const char *s, size_t n, uint64_t now);
+//  Gives back the client's register/login slot, if it holds one (the next
+//  waiting client logs in).
+void qms_auth_release (worker_t *w, client_t *c);
+//  The lookup agent died: another online client of the thread takes over.
+void lookup_agent_lost (worker_t *w, client_t *c);
+
+//  --------------------------------------------------------------------------
+//  Protocol layer "nats" (qb_nats.c)
+
+//  WebSocket payload bytes (NATS is a byte stream: frames mean nothing).
+void nats_on_bytes (worker_t *w, client_t *c, const uint8_t *d, size_t n, uint64_t now);
+
+//  --------------------------------------------------------------------------
 //  The main thread's record of a run, and the report (qb_stats.c)
 
 //  Server processes (--pid): RSS and CPU summed over them.
