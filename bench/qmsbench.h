@@ -334,103 +334,6 @@ typedef struct {
 extern const proto_t *P;
 
 //  --------------------------------------------------------------------------
-//  The transport (qb_conn.c)
-
-//  Room for need bytes of output: the thread's scratch while the client has
-//  nothing queued, else the client's own queue; NULL when out of memory (or
-//  the client died flushing). out_commit counts the bytes written there.
-uint8_t *out_reserve (worker_t *w, client_t *c, size_t need);
-
-static inline void
-out_commit (worker_t *w, client_t *c, size_t n)
-{
-    if (w->oown == c && c->out_len == 0)
-        w->olen += (uint32_t) n;
-    else
-        c->out_len += (uint32_t) n;
-}
-
-//  Sends what is in the scratch (if it is ours), then the queue.
-void client_flush (worker_t *w, client_t *c);
-//  Masks n bytes in place with a 4-byte key.
-void ws_mask (uint8_t *d, size_t n, const uint8_t key [4]);
-//  Writes a masked frame header for a payload of len bytes; returns the
-//  header length (2..14). The mask key is at dst + header - 4.
-size_t ws_header (worker_t *w, uint8_t *dst, int opcode, size_t len);
-//  Queues one masked frame.
-void ws_send (worker_t *w, client_t *c, int opcode, const void *data, size_t len);
-//  proto_t.start and proto_t.consume of both protocols: the HTTP upgrade,
-//  then whole frames.
-void ws_send_upgrade (worker_t *w, client_t *c);
-long ws_consume (worker_t *w, client_t *c, uint8_t *buf, size_t len, uint64_t now);
-//  Appends to the fragment buffer (the client dies if it grows too large).
-void frag_append (worker_t *w, client_t *c, const uint8_t *d, size_t n);
-//  Ends a client. why (a failure text) goes to the connection-failure table
-//  before login, close_code: >0 a server close frame, 0 EOF, -1 socket
-//  error (errno), -2 a local decision described by why.
-void client_die (worker_t *w, client_t *c, const char *why, int close_code);
-//  Opens the client's connection (non-blocking) and queues P->start.
-void client_start (worker_t *w, client_t *c, uint64_t now);
-//  What epoll said about the client's socket.
-void client_event (worker_t *w, client_t *c, uint32_t ev);
-
-//  --------------------------------------------------------------------------
-//  Senders and receivers (qb_traffic.c)
-
-//  A sender that stops: done, died, or its target did.
-void sender_done (worker_t *w, client_t *c);
-
-//  --------------------------------------------------------------------------
-//  Protocol layer "qms" (qb_qms.c)
-
-//  One text frame: an event of the server.
-void qms_on_text (worker_t *w, client_t *c, const char *s, size_t n, uint64_t now);
-//  Gives back the client's register/login slot, if it holds one (the next
-//  waiting client logs in).
-void qms_auth_release (worker_t *w, client_t *c);
-//  The lookup agent died: another online client of the thread takes over.
-void lookup_agent_lost (worker_t *w, client_t *c);
-
-//  --------------------------------------------------------------------------
-//  Protocol layer "nats" (qb_nats.c)
-
-//  WebSocket payload bytes (NATS is a byte stream: frames mean nothing).
-void nats_on_bytes (worker_t *w, client_t *c, const uint8_t *d, size_t n, uint64_t now);
-
-//  --------------------------------------------------------------------------
-//  The main thread's record of a run, and the report (qb_stats.c)
-
-//  Server processes (--pid): RSS and CPU summed over them.
-typedef struct { long rss; double cpu; bool ok; } procs_t;
-
-//  Readiness from the flags every client publishes: a client is settled
-//  when it is dead, or online with whatever its pair needs.
-typedef struct {
-    uint32_t settled, ready, online, dead, no_target, no_source, not_started, in_login;
-    uint32_t senders;               //  online, knows its target, target alive
-} readiness_t;
-
-typedef struct {
-    uint64_t t0, t_run, t_send_end, t_end, t_resume;
-    uint32_t resume_from;
-    procs_t p_start, p_run, p_end;
-    double cpu_start, cpu_run, cpu_end;
-    uint32_t held;
-    readiness_t ready_at_run;
-    bool timed_out, interrupted, ran;
-} timeline_t;
-
-typedef struct {
-    stats_t s;
-    uint64_t lost, per_sender_min, per_sender_max, senders;
-} totals_t;
-
-//  Adds up the workers' figures (after they were joined).
-void merge_totals (totals_t *T);
-//  The table (unless --json-only) and the RESULT line, on stdout.
-void report (const timeline_t *tl, const totals_t *T);
-
-//  --------------------------------------------------------------------------
 //  JSON scanning (qb_json.c). Spans point into the frame and keep the raw
 //  JSON string bytes (escapes included).
 
@@ -474,5 +377,129 @@ bool span_has (span_t s, const char *lit);
 //  The members of a top-level event object that the protocol layer reads;
 //  -1 when s is not a JSON object.
 int j_top (const char *s, size_t n, jtop_t *t);
+
+//  --------------------------------------------------------------------------
+//  The transport (qb_conn.c)
+
+//  Room for need bytes of output: the thread's scratch while the client has
+//  nothing queued, else the client's own queue; NULL when out of memory (or
+//  the client died flushing). out_commit counts the bytes written there.
+uint8_t *out_reserve (worker_t *w, client_t *c, size_t need);
+
+static inline void
+out_commit (worker_t *w, client_t *c, size_t n)
+{
+    if (w->oown == c && c->out_len == 0)
+        w->olen += (uint32_t) n;
+    else
+        c->out_len += (uint32_t) n;
+}
+
+//  Sends what is in the scratch (if it is ours), then the queue.
+void client_flush (worker_t *w, client_t *c);
+//  Masks n bytes in place with a 4-byte key.
+void ws_mask (uint8_t *d, size_t n, const uint8_t key [4]);
+//  Writes a masked frame header for a payload of len bytes; returns the
+//  header length (2..14). The mask key is at dst + header - 4.
+size_t ws_header (worker_t *w, uint8_t *dst, int opcode, size_t len);
+//  Queues one masked frame.
+void ws_send (worker_t *w, client_t *c, int opcode, const void *data, size_t len);
+//  proto_t.start and proto_t.consume of both protocols: the HTTP upgrade,
+//  then whole frames.
+void ws_send_upgrade (worker_t *w, client_t *c);
+long ws_consume (worker_t *w, client_t *c, uint8_t *buf, size_t len, uint64_t now);
+//  Appends to the fragment buffer (the client dies if it grows too large).
+void frag_append (worker_t *w, client_t *c, const uint8_t *d, size_t n);
+//  Ends a client. why (a failure text) goes to the connection-failure table
+//  before login, close_code: >0 a server close frame, 0 EOF, -1 socket
+//  error (errno), -2 a local decision described by why.
+void client_die (worker_t *w, client_t *c, const char *why, int close_code);
+//  Opens the client's connection (non-blocking) and queues P->start.
+void client_start (worker_t *w, client_t *c, uint64_t now);
+//  What epoll said about the client's socket.
+void client_event (worker_t *w, client_t *c, uint32_t ev);
+
+//  --------------------------------------------------------------------------
+//  Senders and receivers (qb_traffic.c)
+
+//  The message text, the same for every protocol, at dst (at most
+//  bench_payload_max bytes); returns its length.
+size_t bench_payload_max (void);
+size_t bench_payload (uint8_t *dst, uint32_t sender, uint64_t seq, uint64_t ts);
+//  A sender with credit joins the thread's ready ring (once).
+void ready_push (worker_t *w, client_t *c);
+//  Credit came back to sender s, which may be another thread's.
+void sender_wake (worker_t *me, client_t *s);
+//  A sender (or a login) that backs off until c->resume_at.
+void defer_push (worker_t *w, client_t *c);
+//  Those whose back-off is over, and senders credited by other threads, go
+//  back to the ready ring.
+void defer_take (worker_t *w, uint64_t now);
+void marks_take (worker_t *w);
+//  Whether c can start sending, and making it a sender.
+bool sender_eligible (const client_t *c);
+void sender_activate (worker_t *w, client_t *c, uint64_t now);
+//  A sender that stops: done, died, or its target did.
+void sender_done (worker_t *w, client_t *c);
+//  Messages of c in flight, given what its receiver acknowledged.
+uint64_t sender_inflight (const client_t *c, uint64_t acked);
+//  A token bucket: rate per second, at most 50 ms worth.
+void tokens_refill (double *tokens, double rate, uint64_t *last, uint64_t now);
+//  Runs the ready ring; returns ms until the rate allows more, or -1.
+int pump_all (worker_t *w, uint64_t now);
+//  A delivered message for receiver r: check, count, credit the sender.
+void on_chat_message (worker_t *w, client_t *r, span_t sender, span_t msg, uint64_t now);
+
+//  --------------------------------------------------------------------------
+//  Protocol layer "qms" (qb_qms.c)
+
+//  One text frame: an event of the server.
+void qms_on_text (worker_t *w, client_t *c, const char *s, size_t n, uint64_t now);
+//  Gives back the client's register/login slot, if it holds one (the next
+//  waiting client logs in).
+void qms_auth_release (worker_t *w, client_t *c);
+//  Sends the register (or login) request again, after a back-off.
+void qms_retry_login (worker_t *w, client_t *c);
+//  The lookup agent died: another online client of the thread takes over.
+void lookup_agent_lost (worker_t *w, client_t *c);
+
+//  --------------------------------------------------------------------------
+//  Protocol layer "nats" (qb_nats.c)
+
+//  WebSocket payload bytes (NATS is a byte stream: frames mean nothing).
+void nats_on_bytes (worker_t *w, client_t *c, const uint8_t *d, size_t n, uint64_t now);
+
+//  --------------------------------------------------------------------------
+//  The main thread's record of a run, and the report (qb_stats.c)
+
+//  Server processes (--pid): RSS and CPU summed over them.
+typedef struct { long rss; double cpu; bool ok; } procs_t;
+
+//  Readiness from the flags every client publishes: a client is settled
+//  when it is dead, or online with whatever its pair needs.
+typedef struct {
+    uint32_t settled, ready, online, dead, no_target, no_source, not_started, in_login;
+    uint32_t senders;               //  online, knows its target, target alive
+} readiness_t;
+
+typedef struct {
+    uint64_t t0, t_run, t_send_end, t_end, t_resume;
+    uint32_t resume_from;
+    procs_t p_start, p_run, p_end;
+    double cpu_start, cpu_run, cpu_end;
+    uint32_t held;
+    readiness_t ready_at_run;
+    bool timed_out, interrupted, ran;
+} timeline_t;
+
+typedef struct {
+    stats_t s;
+    uint64_t lost, per_sender_min, per_sender_max, senders;
+} totals_t;
+
+//  Adds up the workers' figures (after they were joined).
+void merge_totals (totals_t *T);
+//  The table (unless --json-only) and the RESULT line, on stdout.
+void report (const timeline_t *tl, const totals_t *T);
 
 #endif
