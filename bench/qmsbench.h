@@ -453,6 +453,9 @@ void on_chat_message (worker_t *w, client_t *r, span_t sender, span_t msg, uint6
 //  --------------------------------------------------------------------------
 //  Protocol layer "qms" (qb_qms.c)
 
+extern const proto_t qb_proto_qms;
+//  PREFIX<idx> into buf; returns buf.
+const char *prefix_name (uint32_t idx, char *buf, size_t cap);
 //  One text frame: an event of the server.
 void qms_on_text (worker_t *w, client_t *c, const char *s, size_t n, uint64_t now);
 //  Gives back the client's register/login slot, if it holds one (the next
@@ -462,6 +465,11 @@ void qms_auth_release (worker_t *w, client_t *c);
 void qms_retry_login (worker_t *w, client_t *c);
 //  The lookup agent died: another online client of the thread takes over.
 void lookup_agent_lost (worker_t *w, client_t *c);
+//  Sends the UserLookupRequests that the thread's queue of names allows.
+void lookup_pump (worker_t *w, uint64_t now);
+//  A close frame (1000) if the WebSocket is open and nothing is queued:
+//  proto_t.goodbye of both protocols.
+void qms_goodbye (worker_t *w, client_t *c);
 
 //  --------------------------------------------------------------------------
 //  Protocol layer "nats" (qb_nats.c)
