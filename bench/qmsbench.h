@@ -474,6 +474,7 @@ void qms_goodbye (worker_t *w, client_t *c);
 //  --------------------------------------------------------------------------
 //  Protocol layer "nats" (qb_nats.c)
 
+extern const proto_t qb_proto_nats;
 //  WebSocket payload bytes (NATS is a byte stream: frames mean nothing).
 void nats_on_bytes (worker_t *w, client_t *c, const uint8_t *d, size_t n, uint64_t now);
 
