@@ -479,6 +479,12 @@ extern const proto_t qb_proto_nats;
 void nats_on_bytes (worker_t *w, client_t *c, const uint8_t *d, size_t n, uint64_t now);
 
 //  --------------------------------------------------------------------------
+//  The worker loop (qb_worker.c)
+
+//  A worker thread (arg: its worker_t), until the phase is PH_STOP.
+void *worker_main (void *arg);
+
+//  --------------------------------------------------------------------------
 //  The main thread's record of a run, and the report (qb_stats.c)
 
 //  Server processes (--pid): RSS and CPU summed over them.
