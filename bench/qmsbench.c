@@ -10,11 +10,20 @@
     one-way latency, counts deliveries per sender, and detects loss and
     duplicates. One report at the end: a table and one "RESULT {json}" line.
 
-    Layout of this file: options; clock/histogram/tables; JSON scanning;
-    the transport (TCP + WebSocket framing); the chat protocol layer
-    (qms_*: open, login, build message, parse event; a NATS layer would
-    replace exactly these); senders and receivers; the worker loop; the
-    main thread (phases, progress) and the report.
+    Layout, a file a part (qmsbench.h declares what they share: constants,
+    options, clients, workers, statistics, the protocol table, and the
+    clock, PRNG and histogram helpers that the hot path inlines):
+        qmsbench.c      options; server process sampling (--pid); the main
+                        thread (set-up, phases, progress); main
+        qb_stats.c      histograms and count tables; totals and the report
+        qb_json.c       JSON scanning
+        qb_conn.c       the transport (TCP + WebSocket framing)
+        qb_qms.c        the chat protocol layer (qms_*: open, login, build
+                        message, parse event; a NATS layer replaces exactly
+                        these), with user lookups and acks
+        qb_nats.c       that NATS layer (--proto nats)
+        qb_traffic.c    senders and receivers
+        qb_worker.c     the worker loop
 
     The hot path allocates nothing: frames are built in a per-thread scratch
     buffer and only a partial write or a partial frame is kept in the
@@ -29,7 +38,6 @@
 #include <inttypes.h>
 #include <math.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -42,12 +50,9 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <cJSON.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "qmsbench.h"
@@ -480,7 +485,7 @@ parse_opts (int argc, char **argv)
 }
 
 //  --------------------------------------------------------------------------
-//  Main thread: set-up, phases, progress, report
+//  Main thread: set-up, phases, progress (the report: qb_stats.c)
 
 static void
 on_signal (int sig)
