@@ -677,4 +677,3 @@ client_event (worker_t *w, client_t *c, uint32_t ev)
     if (c->state != CS_DEAD && (ev & EPOLLOUT))
         client_flush (w, c);
 }
-

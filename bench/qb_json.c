@@ -145,7 +145,6 @@ span_has (span_t s, const char *lit)
     return false;
 }
 
-
 int
 j_top (const char *s, size_t n, jtop_t *t)
 {
@@ -207,4 +206,3 @@ j_top (const char *s, size_t n, jtop_t *t)
     }
     return rc;
 }
-

@@ -232,4 +232,3 @@ const proto_t qb_proto_nats = {
     .put_message = nats_put_message,
     .goodbye = qms_goodbye,
 };
-

@@ -746,4 +746,3 @@ const proto_t qb_proto_qms = {
     .put_message = qms_put_message,
     .goodbye = qms_goodbye,
 };
-

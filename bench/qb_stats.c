@@ -66,7 +66,6 @@ hist_quantile (const hist_t *h, double q)
     return (double) h->max;
 }
 
-
 void
 errtab_add (errtab_t *t, const char *s, size_t n, uint64_t k)
 {
@@ -570,4 +569,3 @@ report (const timeline_t *tl, const totals_t *T)
     free (out);
     cJSON_Delete (j);
 }
-

@@ -384,4 +384,3 @@ on_chat_message (worker_t *w, client_t *r, span_t sender, span_t msg, uint64_t n
     if (__atomic_load_n (&s->blocked, __ATOMIC_SEQ_CST))
         sender_wake (w, s);
 }
-

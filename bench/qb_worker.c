@@ -200,4 +200,3 @@ worker_main (void *arg)
     close_all (w);
     return NULL;
 }
-
