@@ -15,6 +15,7 @@
 #include "qms_actor.h"
 #include "qms_config.h"
 #include "qms_log.h"
+#include "qms_inbox.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
 #include "qms_names.h"
@@ -23,6 +24,7 @@
 #include <argon2.h>
 #include <assert.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
@@ -113,7 +115,6 @@ typedef struct {
     gw_out_t *outs;
     size_t out_count;
     size_t out_cap;
-    bool terminated;
     uint64_t nonce;         /* this instance, for gateways' liveness checks */
     struct {                /* outcomes, for /metrics: by operation and reason */
         char what [48];     /* "login/ok", "register/exists", ... */
@@ -506,12 +507,17 @@ on_result (auth_t *self, int worker, const auth_result_t *result)
     }
 }
 
+/*  A worker's results (qms_inbox socket handler). */
 static void
-drain_worker (auth_t *self, int worker)
+drain_worker (void *self_, void *socket)
 {
+    auth_t *self = (auth_t *) self_;
+    int worker = 0;
+    while (worker < self->worker_count - 1 && zsock_resolve (self->jobs [worker]) != socket)
+        worker++;
     auth_result_t result;
     int rc;
-    while ((rc = auth_result_recv (zsock_resolve (self->jobs [worker]), &result)) != 0) {
+    while ((rc = auth_result_recv (socket, &result)) != 0) {
         if (rc < 0)
             qms_warn (AUTH_ACTOR, "event=malformed_result worker=%d", worker);
         else
@@ -655,7 +661,20 @@ on_login (auth_t *self, const uint8_t *gw, size_t gw_len, const qms_rec_t *rec)
 }
 
 static void
-on_gateway_batch (auth_t *self, const uint8_t *gw, size_t gw_len, const uint8_t *data, size_t size)
+gateway_batch (auth_t *self, const uint8_t *gw, size_t gw_len, const uint8_t *data, size_t size);
+
+/*  A batch from a gateway (qms_inbox batch handler). */
+static void
+on_gateway_batch (void *self, const uint8_t *gw, size_t gw_len, const uint8_t *data, size_t size)
+{
+    gateway_batch ((auth_t *) self, gw, gw_len, data, size);
+    /*  The batch held passwords. */
+    if (size)
+        OPENSSL_cleanse ((void *) data, size);
+}
+
+static void
+gateway_batch (auth_t *self, const uint8_t *gw, size_t gw_len, const uint8_t *data, size_t size)
 {
     /*  A batch is checked whole before any of it is acted on. */
     qms_batch_fault_t fault;
@@ -686,31 +705,6 @@ on_gateway_batch (auth_t *self, const uint8_t *gw, size_t gw_len, const uint8_t 
         if (rec.type != QMS_NONE)
             qms_warn (AUTH_ACTOR, "event=unexpected_record type=%s from=gateway",
                       qms_type_name (rec.type));
-    }
-}
-
-static void
-drain_gateways (auth_t *self)
-{
-    void *sock = zsock_resolve (self->gateways);
-    for (int i = 0; i < RECV_PER_PASS; i++) {
-        uint8_t id [255];
-        size_t id_len = 0;
-        zmq_msg_t body;
-        zmq_msg_init (&body);
-        int rc = qms_batch_recv (sock, id, &id_len, &body);
-        if (rc == 1)
-            on_gateway_batch (self, id, id_len, (const uint8_t *) zmq_msg_data (&body),
-                              zmq_msg_size (&body));
-        else
-        if (rc < 0)
-            qms_warn (AUTH_ACTOR, "event=malformed_message from=gateway");
-        /*  The batch held passwords. */
-        if (zmq_msg_size (&body))
-            OPENSSL_cleanse (zmq_msg_data (&body), zmq_msg_size (&body));
-        zmq_msg_close (&body);
-        if (rc == 0)
-            break;
     }
 }
 
@@ -788,34 +782,24 @@ on_store_record (auth_t *self, const qms_rec_t *rec)
     }
 }
 
+/*  A batch from the store (qms_inbox batch handler). */
 static void
-drain_store (auth_t *self)
+on_store_batch (void *self_, const uint8_t *identity, size_t identity_len,
+                const uint8_t *data, size_t size)
 {
-    void *sock = zsock_resolve (self->store);
-    for (int i = 0; i < RECV_PER_PASS; i++) {
-        zmq_msg_t body;
-        zmq_msg_init (&body);
-        int rc = qms_batch_recv (sock, NULL, NULL, &body);
-        const uint8_t *data = (const uint8_t *) zmq_msg_data (&body);
-        size_t size = zmq_msg_size (&body);
-        qms_batch_fault_t fault = { 0 };
-        if (rc == 1 && qms_batch_valid (data, size, QMS_ROLE_AUTH, &fault)) {
-            size_t offset = 0;
-            qms_rec_t rec;
-            while (qms_rec_next (data, size, &offset, &rec) == 1)
-                if (rec.type != QMS_NONE)
-                    on_store_record (self, &rec);
-        }
-        else
-        if (rc != 0) {
-            char why [128];
-            qms_warn (AUTH_ACTOR, "event=bad_batch from=store bytes=%zu %s action=dropped", size,
-                      qms_batch_fault_text (&fault, why, sizeof why));
-        }
-        zmq_msg_close (&body);
-        if (rc == 0)
-            break;
+    auth_t *self = (auth_t *) self_;
+    qms_batch_fault_t fault;
+    if (!qms_batch_valid (data, size, QMS_ROLE_AUTH, &fault)) {
+        char why [128];
+        qms_warn (AUTH_ACTOR, "event=bad_batch from=store bytes=%zu %s action=dropped", size,
+                  qms_batch_fault_text (&fault, why, sizeof why));
+        return;
     }
+    size_t offset = 0;
+    qms_rec_t rec;
+    while (qms_rec_next (data, size, &offset, &rec) == 1)
+        if (rec.type != QMS_NONE)
+            on_store_record (self, &rec);
 }
 
 /*  Logins the store has not answered in time. */
@@ -866,13 +850,19 @@ auth_destroy (auth_t **self_p)
     *self_p = NULL;
 }
 
+/*  Job endpoints are numbered for the process: an address would be reused
+    by the next auth actor at the same address while libzmq's reaper may
+    still hold the last one's inproc name (bind then fails). */
+static atomic_uint s_job_endpoints;
+
 static const char *
 start_workers (auth_t *self, int count)
 {
     self->worker_count = count < 1 ? 1 : count > MAX_WORKERS ? MAX_WORKERS : count;
     for (int i = 0; i < self->worker_count; i++) {
         char endpoint [64];
-        snprintf (endpoint, sizeof endpoint, "inproc://qms-auth-jobs-%p-%d", (void *) self, i);
+        snprintf (endpoint, sizeof endpoint, "inproc://qms-auth-jobs-%u",
+                  atomic_fetch_add (&s_job_endpoints, 1));
         self->jobs [i] = zsock_new (ZMQ_PAIR);
         if (!self->jobs [i])
             return "cannot create a job socket";
@@ -926,17 +916,6 @@ auth_setup (auth_t *self, const qms_config_t *cfg)
     return start_workers (self, cfg->auth_workers);
 }
 
-static void
-on_pipe (auth_t *self)
-{
-    char *command = zstr_recv (self->pipe);
-    if (!command || streq (command, "$TERM"))
-        self->terminated = true;
-    else
-        qms_warn (AUTH_ACTOR, "event=unknown_command command=\"%.40s\"", command);
-    zstr_free (&command);
-}
-
 /*  Wait no longer than the next store deadline, and at most a second. */
 static long
 poll_timeout (auth_t *self)
@@ -951,36 +930,34 @@ poll_timeout (auth_t *self)
     return wait > 1000 ? 1000 : (long) wait;
 }
 
+/*  The end of a loop pass: expired logins answered, output flushed. */
+static long
+end_of_pass (void *self_)
+{
+    auth_t *self = (auth_t *) self_;
+    expire (self);
+    flush (self);
+    return poll_timeout (self);
+}
+
 static void
 auth_loop (auth_t *self)
 {
-    zmq_pollitem_t items [3 + MAX_WORKERS];
-    int count = 3 + self->worker_count;
-    items [0] = (zmq_pollitem_t) { zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0 };
-    items [1] = (zmq_pollitem_t) { zsock_resolve (self->gateways), 0, ZMQ_POLLIN, 0 };
-    items [2] = (zmq_pollitem_t) { zsock_resolve (self->store), 0, ZMQ_POLLIN, 0 };
-    for (int i = 0; i < self->worker_count; i++)
-        items [3 + i] = (zmq_pollitem_t) { zsock_resolve (self->jobs [i]), 0, ZMQ_POLLIN, 0 };
-
-    while (!self->terminated) {
-        if (zmq_poll (items, count, poll_timeout (self)) < 0) {
-            if (errno == EINTR)
-                continue;
-            qms_error (AUTH_ACTOR, "event=poll_failed reason=\"%s\"", zmq_strerror (errno));
-            break;
-        }
-        if (items [0].revents & ZMQ_POLLIN)
-            on_pipe (self);
-        if (items [1].revents & ZMQ_POLLIN)
-            drain_gateways (self);
-        if (items [2].revents & ZMQ_POLLIN)
-            drain_store (self);
-        for (int i = 0; i < self->worker_count; i++)
-            if (items [3 + i].revents & ZMQ_POLLIN)
-                drain_worker (self, i);
-        expire (self);
-        flush (self);
+    qms_inbox_t *loop = qms_inbox_new (self->pipe, AUTH_ACTOR, self);
+    bool ok = loop
+           && qms_inbox_batches (loop, zsock_resolve (self->gateways), true, RECV_PER_PASS, "gateway",
+                                on_gateway_batch) == 0
+           && qms_inbox_batches (loop, zsock_resolve (self->store), false, RECV_PER_PASS, "store",
+                                on_store_batch) == 0;
+    for (int i = 0; ok && i < self->worker_count; i++)
+        ok = qms_inbox_socket (loop, zsock_resolve (self->jobs [i]), drain_worker) == 0;
+    if (ok) {
+        qms_inbox_set_pass (loop, end_of_pass);
+        qms_inbox_run (loop);
     }
+    else
+        qms_error (AUTH_ACTOR, "event=loop_failed reason=\"out of memory or too many workers\"");
+    qms_inbox_destroy (&loop);
 }
 
 void

@@ -1,5 +1,6 @@
 /*  qms_log.c - structured log lines (see qms_log.h). */
 #include "qms_log.h"
+#include "qms_json.h"
 
 #include <assert.h>
 #include <cJSON.h>
@@ -205,64 +206,6 @@ typedef struct {
     int fields;
 } json_writer_t;
 
-/*  Length of the valid UTF-8 sequence at p (len bytes left), its code
-    point in *cp; 0 when the bytes are not valid UTF-8 (overlong forms
-    and surrogates included). */
-static size_t
-utf8_sequence (const unsigned char *p, size_t len, uint32_t *cp)
-{
-    size_t need;
-    if (p [0] < 0x80)       { *cp = p [0]; return 1; }
-    else if (p [0] >= 0xc2 && p [0] <= 0xdf) { need = 2; *cp = p [0] & 0x1f; }
-    else if (p [0] >= 0xe0 && p [0] <= 0xef) { need = 3; *cp = p [0] & 0x0f; }
-    else if (p [0] >= 0xf0 && p [0] <= 0xf4) { need = 4; *cp = p [0] & 0x07; }
-    else return 0;
-    if (len < need)
-        return 0;
-    for (size_t i = 1; i < need; i++) {
-        if ((p [i] & 0xc0) != 0x80)
-            return 0;
-        *cp = (*cp << 6) | (p [i] & 0x3f);
-    }
-    if ((need == 3 && (*cp < 0x800 || (*cp >= 0xd800 && *cp <= 0xdfff)))
-    ||  (need == 4 && (*cp < 0x10000 || *cp > 0x10ffff)))
-        return 0;
-    return need;
-}
-
-/*  The escaped form of the character at p into esc; returns how many
-    bytes of p it stands for. */
-static size_t
-json_escape_one (const unsigned char *p, size_t len, char *esc, size_t *esc_len)
-{
-    uint32_t cp = 0;
-    size_t used = utf8_sequence (p, len, &cp);
-    if (used == 0) {
-        /*  Not UTF-8: the replacement character keeps the line valid. */
-        memcpy (esc, "\\ufffd", 6);
-        *esc_len = 6;
-        return 1;
-    }
-    if (cp == '"' || cp == '\\') {
-        esc [0] = '\\';
-        esc [1] = (char) cp;
-        *esc_len = 2;
-    }
-    else if (cp == '\n') { memcpy (esc, "\\n", 2); *esc_len = 2; }
-    else if (cp == '\r') { memcpy (esc, "\\r", 2); *esc_len = 2; }
-    else if (cp == '\t') { memcpy (esc, "\\t", 2); *esc_len = 2; }
-    else if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f)) {
-        /*  C0, DEL and C1 controls: nothing that could drive a terminal. */
-        snprintf (esc, 8, "\\u%04x", (unsigned) cp);
-        *esc_len = 6;
-    }
-    else {
-        memcpy (esc, p, used);
-        *esc_len = used;
-    }
-    return used;
-}
-
 /*  One field, ,"key":"value".  Keys are plain ([A-Za-z0-9_.-]), values
     are escaped; what does not fit is cut at a character boundary, and the
     closing quote always fits (it is part of the reserve). */
@@ -281,7 +224,7 @@ json_field (json_writer_t *w, const char *key, const char *value, size_t value_l
     while (i < value_len) {
         char esc [8];
         size_t esc_len;
-        size_t used = json_escape_one (p + i, value_len - i, esc, &esc_len);
+        size_t used = qms_json_char (p + i, value_len - i, QMS_JSON_CLEAN, esc, &esc_len);
         if (w->o + esc_len > w->limit) {
             w->cut = true;
             break;
@@ -638,7 +581,7 @@ t_json_parse (const char *line)
     size_t len = strlen (line);
     for (size_t i = 0; i < len; ) {
         uint32_t cp;
-        size_t used = utf8_sequence ((const unsigned char *) line + i, len - i, &cp);
+        size_t used = qms_utf8_sequence ((const uint8_t *) line + i, len - i, &cp);
         assert (used > 0);
         assert (cp >= 0x20 && (cp < 0x7f || cp > 0x9f));
         i += used;

@@ -27,6 +27,7 @@
 */
 #include "http.h"
 #include "enums.h"
+#include "qms_json.h"
 #include "qms_util.h"
 #include "qms_log.h"
 
@@ -159,35 +160,19 @@ http_site_destroy (http_site_t **self_p)
 }
 
 //  --------------------------------------------------------------------------
-//  Growable buffer for generated bodies
+//  Generated bodies: a qms_buf_t and whether anything failed on the way
+//  (checked once, at the end).
 
 typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
+    qms_buf_t out;
     bool failed;
 } buf_t;
 
 static void
 buf_add (buf_t *b, const char *s, size_t n)
 {
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *data = realloc (b->data, cap);
-        if (!data) {
-            b->failed = true;
-            return;
-        }
-        b->data = data;
-        b->cap = cap;
-    }
-    memcpy (b->data + b->len, s, n);
-    b->len += n;
-    b->data [b->len] = 0;
+    if (!b->failed && qms_buf_append (&b->out, s, n))
+        b->failed = true;
 }
 
 static void
@@ -197,28 +182,24 @@ buf_str (buf_t *b, const char *s)
 }
 
 //  A JSON string literal; the names are identifiers today, but escaping
-//  keeps the output valid whatever is appended to the tables.
+//  keeps the output valid whatever is appended to the tables, and '<' is
+//  escaped so "</script>" can never appear in the script form.
 static void
 buf_json_string (buf_t *b, const char *s)
 {
-    buf_add (b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char) *s;
-        if (c == '"' || c == '\\') {
-            char esc [2] = { '\\', (char) c };
-            buf_add (b, esc, 2);
-        }
-        else
-        if (c < 0x20 || c == '<') {
-            //  '<' too, so "</script>" can never appear in the script form
-            char esc [8];
-            snprintf (esc, sizeof esc, "\\u%04x", c);
-            buf_add (b, esc, 6);
-        }
-        else
-            buf_add (b, s, 1);
-    }
-    buf_add (b, "\"", 1);
+    if (!b->failed && qms_json_string (&b->out, s, strlen (s), QMS_JSON_HTML))
+        b->failed = true;
+}
+
+//  The text, NUL-terminated (for a header line); NULL if anything failed.
+static const char *
+buf_cstr (buf_t *b)
+{
+    buf_add (b, "", 1);
+    if (b->failed)
+        return NULL;
+    b->out.len--;
+    return (const char *) b->out.data;
 }
 
 static void
@@ -291,12 +272,14 @@ s_status_page (http_response_t *resp, int status)
     }
 }
 
+//  The body, NUL-terminated after its length like every body here.
 static void
 s_take_body (http_response_t *resp, buf_t *b)
 {
-    resp->body = b->data;
-    resp->body_len = b->len;
-    b->data = NULL;
+    buf_cstr (b);
+    resp->body = (char *) b->out.data;
+    resp->body_len = b->out.len;
+    qms_buf_init (&b->out);
 }
 
 void
@@ -616,7 +599,7 @@ s_serve_enums (const http_request_t *req, const char *path, http_response_t *res
 
     buf_t b = { 0 };
     if (!s_enums_body (form, &b)) {
-        free (b.data);
+        qms_buf_free (&b.out);
         s_status_page (resp, 500);
         return true;
     }
@@ -846,19 +829,20 @@ s_redirect (http_site_t *self, const char *uri, http_response_t *resp)
         else
             buf_add (&b, p, 1);
     }
-    if (b.failed) {
-        free (b.data);
+    const char *location = buf_cstr (&b);
+    if (!location) {
+        qms_buf_free (&b.out);
         s_status_page (resp, 500);
         return;
     }
     //  headers[] is fixed; a target too long for it gets 414.
-    if (strlen (resp->headers) + b.len + sizeof "Location: \r\n" + 64 > sizeof resp->headers) {
-        free (b.data);
+    if (strlen (resp->headers) + b.out.len + sizeof "Location: \r\n" + 64 > sizeof resp->headers) {
+        qms_buf_free (&b.out);
         s_status_page (resp, 414);
         return;
     }
-    s_header (resp, "Location", b.data);
-    free (b.data);
+    s_header (resp, "Location", location);
+    qms_buf_free (&b.out);
     s_status_page (resp, 301);
 }
 

@@ -1,6 +1,7 @@
 /*  proto.c - client JSON in and out (see proto.h). */
 #include "proto.h"
 #include "enums.h"
+#include "qms_json.h"
 #include "qms_password.h"
 #include "qms_util.h"
 
@@ -10,10 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 static void
 set_error (proto_request_t *req, int event, const char *text)
@@ -159,53 +156,13 @@ parse_message (cJSON *doc, proto_request_t *req)
     (proto_test and fuzz_proto compare them). */
 #define SKIP_WS(p, end) while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++
 
-/*  The end of a run of bytes that a JSON string holds as they are: the
-    first '"', '\\' or control byte at or after p, or end.  Sixteen bytes at
-    a time with SSE2, then eight (the byte tricks of "Bit Twiddling Hacks":
-    a word has a byte below n, or equal to c, exactly when these masks are
-    not zero), then one. */
-static inline const uint8_t *
-plain_run_end (const uint8_t *p, const uint8_t *end)
-{
-#ifdef __SSE2__
-    /*  Sixteen at a time where the CPU has SSE2 (every x86-64). */
-    const __m128i quote16 = _mm_set1_epi8 ('"'), backslash16 = _mm_set1_epi8 ('\\');
-    const __m128i control_bits = _mm_set1_epi8 ((char) 0xe0), zero = _mm_setzero_si128 ();
-    while (end - p >= 16) {
-        __m128i x = _mm_loadu_si128 ((const __m128i *) p);
-        __m128i special = _mm_or_si128 (_mm_or_si128 (_mm_cmpeq_epi8 (x, quote16),
-                                                      _mm_cmpeq_epi8 (x, backslash16)),
-                                        _mm_cmpeq_epi8 (_mm_and_si128 (x, control_bits), zero));
-        int mask = _mm_movemask_epi8 (special);
-        if (mask)
-            return p + __builtin_ctz ((unsigned) mask);
-        p += 16;
-    }
-#endif
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    while (end - p >= 8) {
-        uint64_t x;
-        memcpy (&x, p, 8);
-        uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
-        uint64_t special = ((x - ones * 0x20) & ~x)
-                         | ((quote - ones) & ~quote)
-                         | ((backslash - ones) & ~backslash);
-        if (special & highs)
-            break;
-        p += 8;
-    }
-    while (p < end && *p >= 0x20 && *p != '"' && *p != '\\')
-        p++;
-    return p;
-}
-
 /*  A string without escapes or control bytes at *pp (on its opening quote);
     false for anything else. */
 static bool
 scan_plain_string (const char **pp, const char *end, qms_str_t *out)
 {
     const char *start = *pp + 1;
-    const char *p = (const char *) plain_run_end ((const uint8_t *) start, (const uint8_t *) end);
+    const char *p = (const char *) qms_json_plain_end ((const uint8_t *) start, (const uint8_t *) end);
     if (p == end || *p != '"' || p - start > UINT32_MAX)
         return false;
     out->ptr = start;
@@ -519,42 +476,7 @@ proto_request_free (proto_request_t *req)
 int
 proto_escape (qms_buf_t *out, const char *s, size_t len)
 {
-    static const char hex [] = "0123456789abcdef";
-    /*  Worst case every byte becomes \u00XX: reserve once, write directly. */
-    if (qms_buf_reserve (out, len * 6 + 2))
-        return -1;
-    uint8_t *p = out->data + out->len;
-    *p++ = '"';
-    const uint8_t *in = (const uint8_t *) s, *end = in + len;
-    while (in < end) {
-        /*  Copy runs of plain bytes in one go. */
-        const uint8_t *run = in;
-        in = plain_run_end (in, end);
-        if (in > run) {
-            memcpy (p, run, (size_t) (in - run));
-            p += in - run;
-        }
-        if (in == end)
-            break;
-        uint8_t c = *in++;
-        *p++ = '\\';
-        switch (c) {
-            case '"':  *p++ = '"'; break;
-            case '\\': *p++ = '\\'; break;
-            case '\n': *p++ = 'n'; break;
-            case '\r': *p++ = 'r'; break;
-            case '\t': *p++ = 't'; break;
-            case '\b': *p++ = 'b'; break;
-            case '\f': *p++ = 'f'; break;
-            default:
-                *p++ = 'u'; *p++ = '0'; *p++ = '0';
-                *p++ = (uint8_t) hex [c >> 4];
-                *p++ = (uint8_t) hex [c & 15];
-        }
-    }
-    *p++ = '"';
-    out->len = (size_t) (p - out->data);
-    return 0;
+    return qms_json_string (out, s, len, 0);
 }
 
 int
@@ -911,7 +833,7 @@ proto_test (bool verbose)
                 memset (run, 'a', size);
                 run [at] = (uint8_t) b;
                 bool special = b < 0x20 || b == '"' || b == '\\';
-                assert (plain_run_end (run, run + size) == (special ? run + at : run + size));
+                assert (qms_json_plain_end (run, run + size) == (special ? run + at : run + size));
             }
 
     /*  The one-pass reader of MessageRequests and cJSON's DOM agree,

@@ -32,6 +32,7 @@
 
 #include "qms_actor.h"
 #include "qms_config.h"
+#include "qms_inbox.h"
 #include "qms_log.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
@@ -271,7 +272,7 @@ typedef struct {
 
 typedef struct {
     zsock_t *pipe, *frontend, *backend;
-    void *pipe_raw, *frontend_raw, *backend_raw;
+    void *frontend_raw, *backend_raw;
     uint64_t timeout_ms, store_timeout_ms, touch_period_ms, tick_ms;
     uint64_t seed;
     qms_map_t by_hash, by_id, by_conn, pending_by_req, msgreq_by_req, receipt_by_id;
@@ -1895,33 +1896,20 @@ store_batch (router_t *self, const uint8_t *data, size_t size)
     }
 }
 
-/*  Read what is waiting on one socket, a bounded number of messages so the
-    other socket and the timers get their turn. */
+/*  qms_inbox batch handlers: the frontend (gateways, the admin command, an
+    ops responder) and the backend (the store). */
 static void
-drain (router_t *self, bool frontend)
+on_frontend_batch (void *self, const uint8_t *identity, size_t identity_len,
+                   const uint8_t *data, size_t size)
 {
-    void *socket = frontend ? self->frontend_raw : self->backend_raw;
-    for (int i = 0; i < DRAIN_MAX; i++) {
-        uint8_t identity [255];
-        size_t identity_len = 0;
-        zmq_msg_t body;
-        zmq_msg_init (&body);
-        int rc = qms_batch_recv (socket, frontend ? identity : NULL, &identity_len, &body);
-        if (rc == 1) {
-            const uint8_t *data = (const uint8_t *) zmq_msg_data (&body);
-            size_t size = zmq_msg_size (&body);
-            if (frontend)
-                gateway_batch (self, identity, identity_len, data, size);
-            else
-                store_batch (self, data, size);
-        }
-        else
-        if (rc < 0)
-            qms_warn (LOG, "event=malformed_message from=%s", frontend ? "gateway" : "store");
-        zmq_msg_close (&body);
-        if (rc == 0)
-            break;
-    }
+    gateway_batch ((router_t *) self, identity, identity_len, data, size);
+}
+
+static void
+on_backend_batch (void *self, const uint8_t *identity, size_t identity_len,
+                  const uint8_t *data, size_t size)
+{
+    store_batch ((router_t *) self, data, size);
 }
 
 /* ------------------------------------------------------------------------
@@ -2069,7 +2057,6 @@ router_new (zsock_t *pipe, const qms_config_t *cfg, const char **error)
         return NULL;
     }
     self->pipe = pipe;
-    self->pipe_raw = zsock_resolve (pipe);
     self->timeout_ms = (uint64_t) (cfg->session_timeout > 0 ? cfg->session_timeout : 600) * 1000;
     self->store_timeout_ms = s_store_timeout_ms;
     self->touch_period_ms = s_touch_period_ms;
@@ -2138,20 +2125,14 @@ router_new (zsock_t *pipe, const qms_config_t *cfg, const char **error)
     return self;
 }
 
-/*  True when the actor should stop. */
-static bool
-pipe_command (router_t *self)
+/*  The end of a loop pass: timers, then what the pass produced leaves. */
+static long
+end_of_pass (void *self_)
 {
-    zmsg_t *msg = zmsg_recv (self->pipe);
-    if (!msg)
-        return true;            /* interrupted */
-    char *command = zmsg_popstr (msg);
-    bool stop = command && streq (command, "$TERM");
-    if (!stop)
-        qms_warn (LOG, "event=unknown_command command=\"%s\"", command ? command : "");
-    free (command);
-    zmsg_destroy (&msg);
-    return stop;
+    router_t *self = (router_t *) self_;
+    run_timers (self);
+    flush_output (self);
+    return wait_ms (self);
 }
 
 void
@@ -2171,27 +2152,16 @@ router_actor (zsock_t *pipe, void *args)
               (unsigned long long) self->timeout_ms / 1000);
     qms_actor_ready (pipe, NULL);
 
-    while (true) {
-        zmq_pollitem_t items [] = {
-            { self->pipe_raw, 0, ZMQ_POLLIN, 0 },
-            { self->frontend_raw, 0, ZMQ_POLLIN, 0 },
-            { self->backend_raw, 0, ZMQ_POLLIN, 0 },
-        };
-        if (zmq_poll (items, 3, wait_ms (self)) < 0) {
-            if (errno == EINTR)
-                continue;
-            qms_error (LOG, "event=poll_failed error=\"%s\"", zmq_strerror (errno));
-            break;
-        }
-        if ((items [0].revents & ZMQ_POLLIN) && pipe_command (self))
-            break;
-        if (items [1].revents & ZMQ_POLLIN)
-            drain (self, true);
-        if (items [2].revents & ZMQ_POLLIN)
-            drain (self, false);
-        run_timers (self);
-        flush_output (self);
+    qms_inbox_t *loop = qms_inbox_new (pipe, LOG, self);
+    if (loop
+    &&  qms_inbox_batches (loop, self->frontend_raw, true, DRAIN_MAX, "gateway", on_frontend_batch) == 0
+    &&  qms_inbox_batches (loop, self->backend_raw, false, DRAIN_MAX, "store", on_backend_batch) == 0) {
+        qms_inbox_set_pass (loop, end_of_pass);
+        qms_inbox_run (loop);
     }
+    else
+        qms_error (LOG, "event=loop_failed reason=\"out of memory\"");
+    qms_inbox_destroy (&loop);
     /*  Activity not yet written would be lost: write it now, and give the
         socket a moment to deliver it. */
     flush_touches (self);

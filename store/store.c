@@ -24,6 +24,7 @@
 #include "qms_admin.h"
 #include "qms_actor.h"
 #include "qms_config.h"
+#include "qms_inbox.h"
 #include "qms_log.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
@@ -1196,28 +1197,6 @@ handle_batch (store_t *self, const uint8_t *identity, size_t identity_len,
                   self->out.len, zmq_strerror (errno));
 }
 
-/*  Handle up to max waiting messages; stops early when none is left. */
-static void
-store_drain (store_t *self, int max)
-{
-    for (int i = 0; i < max; i++) {
-        uint8_t identity [256];
-        size_t identity_len = 0;
-        zmq_msg_t body;
-        zmq_msg_init (&body);
-        int rc = qms_batch_recv (self->router_raw, identity, &identity_len, &body);
-        int err = errno;
-        if (rc == 1)
-            handle_batch (self, identity, identity_len,
-                          zmq_msg_data (&body), zmq_msg_size (&body));
-        zmq_msg_close (&body);
-        if (rc == 0 || (rc < 0 && err == ETERM))
-            break;
-        if (rc < 0)
-            qms_warn (ACTOR, "event=bad_message action=dropped");
-    }
-}
-
 /* ------------------------------------------------------------------------ */
 /*  Opening, migrating, closing */
 
@@ -1556,49 +1535,42 @@ store_close (store_t *self)
 /* ------------------------------------------------------------------------ */
 /*  The actor */
 
-/*  True when the pipe says $TERM. */
-static bool
-pipe_says_term (zsock_t *pipe)
+/*  qms_inbox batch handler: every peer (auth, router, the admin command,
+    an ops responder) is on the one ROUTER socket. */
+static void
+on_batch (void *self, const uint8_t *identity, size_t identity_len, const uint8_t *data, size_t size)
 {
-    zmsg_t *msg = zmsg_recv (pipe);
-    if (!msg)
-        return false;
-    char *command = zmsg_popstr (msg);
-    bool term = command && streq (command, "$TERM");
-    if (!term)
-        qms_warn (ACTOR, "event=unknown_command command=\"%s\"", command ? command : "");
-    zstr_free (&command);
-    zmsg_destroy (&msg);
-    return term;
+    handle_batch ((store_t *) self, identity, identity_len, data, size);
+}
+
+/*  The end of a loop pass: expiry of old stored messages, once a period. */
+static long
+end_of_pass (void *self_)
+{
+    store_t *self = (store_t *) self_;
+    uint64_t mono = qms_mono_ms ();
+    if (!self->local && mono >= self->next_expire) {
+        msg_expire (self);
+        self->next_expire = mono + STORE_EXPIRE_PERIOD_MS;
+    }
+    return 1000;
 }
 
 static void
 store_loop (store_t *self, zsock_t *pipe)
 {
-    zmq_pollitem_t items [] = {
-        { zsock_resolve (pipe), 0, ZMQ_POLLIN, 0 },
-        { self->router_raw, 0, ZMQ_POLLIN, 0 },
-    };
-    for (;;) {
-        uint64_t mono = qms_mono_ms ();
-        if (!self->local && mono >= self->next_expire) {
-            msg_expire (self);
-            self->next_expire = mono + STORE_EXPIRE_PERIOD_MS;
-        }
-        if (zmq_poll (items, 2, 1000) < 0) {
-            if (errno == EINTR)
-                continue;
-            qms_error (ACTOR, "event=poll_failed reason=\"%s\"", zmq_strerror (errno));
-            return;
-        }
-        if ((items [0].revents & ZMQ_POLLIN) && pipe_says_term (pipe))
-            break;
-        if (items [1].revents & ZMQ_POLLIN)
-            store_drain (self, STORE_DRAIN_MAX);
+    qms_inbox_t *loop = qms_inbox_new (pipe, ACTOR, self);
+    if (!loop || qms_inbox_batches (loop, self->router_raw, true, STORE_DRAIN_MAX, "peer", on_batch)) {
+        qms_error (ACTOR, "event=loop_failed reason=\"out of memory\"");
+        qms_inbox_destroy (&loop);
+        return;
     }
+    qms_inbox_set_pass (loop, end_of_pass);
+    qms_inbox_run (loop);
     //  Finish: what peers sent before we were told to stop (the router's
     //  last touches) is still written.
-    store_drain (self, STORE_TERM_DRAIN_MAX);
+    qms_inbox_drain (loop, STORE_TERM_DRAIN_MAX);
+    qms_inbox_destroy (&loop);
 }
 
 static void

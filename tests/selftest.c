@@ -13,6 +13,8 @@
 #include "qms_watchdog.h"
 #include "qms_password.h"
 #include "qms_admin.h"
+#include "qms_inbox.h"
+#include "qms_json.h"
 #include "store.h"
 #include "auth.h"
 #include "router.h"
@@ -43,6 +45,8 @@ static const selftest_t s_tests [] = {
     { "qms_watchdog", qms_watchdog_test },
     { "qms_password", qms_password_test },
     { "qms_admin", qms_admin_test },
+    { "qms_inbox", qms_inbox_test },
+    { "qms_json", qms_json_test },
     { "store", store_test },
     { "auth", auth_test },
     { "router", router_test },
