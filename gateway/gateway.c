@@ -13,18 +13,7 @@
     (PLATFORM-NOTES §8).  permessage-deflate is therefore never offered.
 */
 #define _GNU_SOURCE
-#include "gateway.h"
-#include "http.h"
-#include "outq.h"
-#include "proto.h"
-#include "qms_actor.h"
-#include "qms_log.h"
-#include "qms_map.h"
-#include "qms_metrics.h"
-#include "qms_msg.h"
-#include "qms_proto.h"
-#include "qms_util.h"
-#include "qms_watchdog.h"
+#include "gw_internal.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -47,247 +36,6 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define ACTOR "gateway"
-
-/*  A WebSocket message larger than this closes the connection with 1009. */
-#define MAX_WS_MESSAGE      (1024u * 1024u)
-/*  Close code when an older session is replaced, and on shutdown. */
-#define CLOSE_GOING_AWAY    1001
-/*  Handle layout: slot in the low 24 bits, generation in the next 24. */
-#define SLOT_BITS           24
-#define SLOT_MASK           ((1u << SLOT_BITS) - 1)
-/*  At most this much leaves for one connection per writeable callback, so
-    that one busy reader cannot hold up everyone else's writes. */
-#define WRITE_MAX           (64u * 1024)
-/*  A buffer for a message in pieces that grew past this is given back once
-    the message is whole. */
-#define RX_KEEP_BYTES       16384
-/*  On SIGTERM, connections get this long (at most) to take what is queued
-    for them and their close frame (1001). */
-#define STOP_GRACE_MS       2000
-/*  A list sent "now" (a login answer, a newcomer's first list) is the last
-    encoded one patched with the newcomers since (at most this many bytes of
-    them) and without the users gone since (at most this many), else it is
-    encoded again. */
-#define LIST_PATCH_MAX      8192
-#define LIST_GONE_MAX       64
-/*  Whole user lists (the original protocol's) cost O(users^2) bytes a round:
-    pushes are spaced so that they queue at most this many bytes a second
-    (and at least --presence-interval apart; at most PRESENCE_GAP_MAX_MS). */
-#define PRESENCE_BYTES_PER_S (256ull * 1024 * 1024)
-#define PRESENCE_GAP_MAX_MS  30000
-/*  Input shaping: each piece of input lws hands us (a WebSocket frame, or
-    up to 4 KiB of one, or a pong) costs one of twice --rate-limit tokens a
-    second (twice --rate-burst at once), whatever it holds, and each byte one
-    of --rate-limit-bytes (four seconds' worth at once); a peer that has
-    spent its budget is not read until it refills (TCP holds the rest).  A
-    peer that sends one-byte fragments thus costs at most so many callbacks,
-    and a flooder at most so many bytes, of the loop's time; a client within
-    the request rate limit, sending whole frames, never meets it. *//*  A slow consumer closed with 1008 gets this long to take its close frame
-    before the connection is dropped. */
-#define SLOW_CLOSE_GRACE_S  5
-/*  Liveness: we say hello to the router and ping auth this often, and take
-    an actor for gone when it has not answered for PEER_TIMEOUT_MS; requests
-    that need it are then answered at once instead of waiting. */
-#define HEARTBEAT_MS        1000
-#define PEER_TIMEOUT_MS     3000
-/*  A login or authorize that got no answer within this is answered
-    "Service temporarily unavailable." (its actor died with it in hand). */
-#define REQUEST_TIMEOUT_MS  10000
-
-static const char *k_unavailable = "Service temporarily unavailable.";
-
-typedef enum { WAIT_NONE = 0, WAIT_LOGIN, WAIT_AUTHORIZE } wait_kind_t;
-
-/*  A /metrics request waiting for the actors' own figures. */
-#define MAX_STATS_WAIT      8
-#define STATS_TIMEOUT_MS    1000
-
-typedef struct {
-    void *conn;                 /* the HTTP connection (conn_t), NULL = free */
-    uint64_t req;
-    uint64_t deadline;          /* monotonic ms */
-    int waiting;                /* answers still to come */
-    qms_buf_t body;
-} stats_wait_t;
-
-/*  Open WebSocket connections from one address (--max-connections-per-address). */
-typedef struct {
-    uint64_t h;
-    uint32_t count;
-    char address [64];
-} peer_t;
-
-/*  An online user, as the router told us (GW_USERS, GW_JOIN, GW_LEAVE). */
-typedef struct user_s {
-    struct user_s *prev, *next;     /* in the order they came online */
-    uint64_t h;
-    uint64_t epoch;                 /* gateway_t.user_epoch when added */
-    uint64_t frame_id;              /* the list_frame it is in (0: none) */
-    uint32_t frame_off, frame_len;  /* where its "{...}" is in that frame */
-    qms_str_t id, name, pubkey;     /* views into data [] */
-    char data [];
-} user_t;
-
-/*  A request in flight, in a FIFO by deadline. */
-typedef struct {
-    uint64_t handle;
-    uint32_t seq;
-    uint64_t deadline;          /* monotonic ms */
-} waiting_t;
-
-typedef enum { VH_CHAT, VH_HTTP, VH_HTTPS, VH_METRICS } vhost_kind_t;
-static const vhost_kind_t s_kinds [4] = { VH_CHAT, VH_HTTP, VH_HTTPS, VH_METRICS };
-
-/*  Per-connection state, sized once by lws (protocol per_session_data). */
-typedef struct {
-    struct lws *wsi;
-    uint64_t handle;            /* 0 until the WebSocket is established */
-    bool bound;                 /* a session owns this connection */
-    bool receipts;              /* ext: it asked for the receipt protocol */
-    uint8_t presence;           /* ext: PROTO_PRESENCE_*, from its login/authorize */
-    uint64_t list_gen;          /* the user list generation it last got whole */
-    bool list_stale;            /* a newer list waited for the one on its way */
-    bool rx_held;               /* we stopped reading it while its output waits */
-    bool rx_shaped;             /* ... or while its input budget refills */
-    bool rx_off;                /* what lws was told last (rx flow control) */
-    /* input shaping: read tokens and bytes it may still spend (see input_spend) */
-    int32_t in_reads;
-    int64_t in_bytes;
-    uint64_t in_ms;             /* tick ms of the last refill, 0 = never */
-    uint8_t token_len;
-    uint8_t pending_len;
-    char token [QMS_TOKEN_CHARS + 1];       /* the bound session's token */
-    char pending [QMS_TOKEN_CHARS + 1];     /* token of a login/authorize in flight */
-    /* rx: only for messages that arrive in pieces */
-    uint8_t *rx;
-    size_t rx_len;
-    size_t rx_cap;
-    /* output: frames we framed and shared lists, written by us (outq.h) */
-    outq_t out;
-    uint64_t out_since;         /* tick ms its output stopped being empty, 0 = empty */
-    /* rate limit: token bucket */
-    double bucket;
-    uint64_t bucket_ms;
-    peer_t *peer;               /* its address's count, while established */
-    /* the router waits to hear that what was queued has been written */
-    uint64_t sync_req;
-    /* a login or authorize in flight, for its timeout */
-    uint8_t waiting;
-    uint32_t wait_seq;
-    uint64_t wait_started;      /* monotonic ms, for the latency figures */
-    /* idle pings (--ping-interval): monotonic ms, to the gateway tick */
-    uint64_t heard_ms;          /* the last frame of any kind from the peer */
-    uint64_t pinged_ms;         /* our last ping to it */
-    /* a close we asked for */
-    uint16_t close_code;
-    char close_reason [64];
-    /* HTTP */
-    int stats_slot;             /* 1 + index of a /metrics request waiting, or 0 */
-    bool resp_deferred;         /* the response's headers are still to be sent */
-    http_response_t *resp;
-    bool resp_close;
-} conn_t;
-
-struct _gateway_t {
-    const qms_config_t *cfg;
-    struct lws_context *ctx;
-    struct lws_vhost *vh_chat, *vh_http, *vh_https, *vh_metrics;
-    http_site_t *site;              /* the UI */
-    http_site_t *site_redirect;     /* plain HTTP when HTTPS is on */
-
-    zsock_t *router;
-    zsock_t *auth;
-    void *router_raw, *auth_raw;
-    struct lws *router_wsi, *auth_wsi, *signal_wsi;
-    int signal_fd;
-
-    conn_t **slots;                 /* handle slot -> connection */
-    uint32_t *gens;
-    uint32_t *free_slots;
-    size_t free_count;
-    size_t max_slots;
-    size_t open_count;
-
-    qms_buf_t to_router, to_auth, to_store;   /* batches being built this pass */
-    qms_buf_t scratch;              /* one event's JSON */
-    /* presence: who is online, as the router says, and what changed since
-       the last push (pushes are coalesced: one per presence interval) */
-    qms_map_t peers;                /* address -> peer_t */
-    struct {                        /* our own listening sockets (--reuse-port) */
-        struct lws *wsi;
-        int fd;
-        struct lws_vhost *vh;
-        vhost_kind_t kind;
-    } listeners [4];
-    int listener_count;
-    uint64_t tick_ms;               /* monotonic ms of the last tick (100 ms) */
-    uint64_t next_ping_scan;
-    /* the store, asked only for its figures and as a liveness check */
-    zsock_t *store;
-    void *store_raw;
-    struct lws *store_wsi;
-    uint64_t store_seen;
-    bool store_writable;
-    stats_wait_t stats [MAX_STATS_WAIT];
-    uint64_t stats_next_req;
-    /* our own figures (docs/OPERATIONS.md lists them) */
-    struct {
-        uint64_t opened, requests [QMS_REQ_COUNT], malformed, invalid_user, rate_limited;
-        uint64_t bytes_in, bytes_out, closes [6], logins_ok, logins_failed;
-        uint64_t events_message, events_stored, acks, http [6], pings, idle_closed;
-        uint64_t slow_closed [3];       /* by slow_reason_t */
-        uint64_t shaped;                /* times a peer's input was paused */
-        size_t out_peak;                /* the most one connection had queued */
-        uint64_t lists [3];             /* full-list pushes: queued, replaced, deferred */
-        qms_hist_t login_ms, authorize_ms;
-    } m;
-    outq_acct_t out_acct;           /* every connection's queued output */
-    qms_buf_t shaped;               /* handles (uint64_t) of connections whose input is paused */
-    qms_map_t users_by_id;
-    user_t *users_head, *users_tail;
-    size_t user_count;
-    uint64_t users_seed;
-    uint64_t users_gen;             /* bumped on every change */
-    /*  The user list event, framed once per change and shared by every
-        connection that gets it (and its array by every login answer). */
-    outq_shared_t *list_frame;
-    uint64_t list_frame_gen;
-    uint64_t list_frame_epoch;      /* the users added before it was built are in it */
-    uint64_t list_frame_id;         /* counts list frames built */
-    uint64_t user_epoch;            /* counts user_add */
-    qms_buf_t list_gone;            /* (off, len) pairs of users of list_frame gone since */
-    size_t list_array_off, list_array_len;
-    qms_buf_t changes;              /* JSON objects of the changes not yet pushed */
-    bool presence_scheduled;
-    uint64_t presence_last;         /* monotonic ms of the last push */
-    uint64_t presence_round;        /* bytes of whole lists the last push queued */
-    lws_sorted_usec_list_t sul_presence;
-
-    lws_sorted_usec_list_t sul_flush, sul_tick, sul_stop;
-    uint64_t nonce;                 /* this instance, told to the router */
-    char name [64];
-    uint64_t router_seen, auth_seen;    /* monotonic ms of their last answer */
-    uint64_t next_heartbeat;
-    uint64_t next_trim;
-    waiting_t *waits;               /* a ring of requests in flight */
-    size_t wait_head, wait_count, wait_cap;
-    uint32_t wait_seq;
-    bool flush_scheduled;
-    bool stopping;
-    bool interrupted;
-    _Atomic int stop_signal;        /* gateway_stop: set from another thread */
-    /*  The loop's passes (the watchdog reads loop; the rest is ours). */
-    qms_loop_t loop;
-    uint64_t pass_began_us;         /* the first callback of this pass, 0 = none yet */
-    uint64_t pass_last_us;
-    qms_hist_t pass_ms;
-};
-
-/*  The first callback of a loop pass starts its clock (gateway_run ends it). */
-#define PASS_BEGIN(self) \
-    do { if (!(self)->pass_began_us) (self)->pass_began_us = qms_mono_us (); } while (0)
-
 /* ------------------------------------------------------------------------ */
 /*  Logging from lws: errors are worth a line; the rest only when debugging. */
 
@@ -306,18 +54,9 @@ lws_log_emit (int level, const char *line)
 /* ------------------------------------------------------------------------ */
 /*  Connection slots and handles. */
 
-static conn_t *
-conn_lookup (gateway_t *self, uint64_t handle)
-{
-    uint32_t slot = (uint32_t) (handle & SLOT_MASK);
-    if (slot >= self->max_slots)
-        return NULL;
-    conn_t *conn = self->slots [slot];
-    return conn && conn->handle == handle ? conn : NULL;
-}
 
-static bool
-conn_attach (gateway_t *self, conn_t *conn)
+bool
+gw_conn_attach (gateway_t *self, conn_t *conn)
 {
     if (self->free_count == 0)
         return false;
@@ -331,8 +70,8 @@ conn_attach (gateway_t *self, conn_t *conn)
     return true;
 }
 
-static void
-conn_detach (gateway_t *self, conn_t *conn)
+void
+gw_conn_detach (gateway_t *self, conn_t *conn)
 {
     if (!conn->handle)
         return;
@@ -343,8 +82,8 @@ conn_detach (gateway_t *self, conn_t *conn)
     conn->handle = 0;
 }
 
-static void
-conn_release (conn_t *conn)
+void
+gw_conn_release (conn_t *conn)
 {
     free (conn->rx);
     conn->rx = NULL;
@@ -370,11 +109,10 @@ conn_release (conn_t *conn)
     slowed by TCP, and lws never reads a peer's end of stream while only our
     queue could still deliver what is owed to it (docs/ROBUSTNESS.md). */
 
-typedef enum { SLOW_QUEUE = 0, SLOW_STALLED, SLOW_BUDGET } slow_reason_t;
-static const char *s_slow_names [] = { "queue_full", "write_timeout", "output_budget" };
+const char *const gw_slow_names [3] = { "queue_full", "write_timeout", "output_budget" };
 
-static int
-close_index (uint16_t code)
+int
+gw_close_index (uint16_t code)
 {
     switch (code) {
         case 1001: return 0;
@@ -386,8 +124,8 @@ close_index (uint16_t code)
     }
 }
 
-static void
-conn_close (conn_t *conn, uint16_t code, const char *reason)
+void
+gw_conn_close (conn_t *conn, uint16_t code, const char *reason)
 {
     if (conn->close_code)
         return;
@@ -399,25 +137,20 @@ conn_close (conn_t *conn, uint16_t code, const char *reason)
 /*  A reader that cannot keep up: what waits for it is given back at once
     (all but a frame already under way), it gets 1008 "Slow consumer", and
     if it does not take even that within SLOW_CLOSE_GRACE_S it is dropped. */
-static void
-slow_consumer (gateway_t *self, conn_t *conn, slow_reason_t reason)
+void
+gw_slow_consumer (gateway_t *self, conn_t *conn, slow_reason_t reason)
 {
     if (conn->close_code)
         return;
     qms_warn (ACTOR, "event=slow_consumer handle=%llu reason=%s owned=%zu shared=%zu",
-              (unsigned long long) conn->handle, s_slow_names [reason], conn->out.owned,
+              (unsigned long long) conn->handle, gw_slow_names [reason], conn->out.owned,
               outq_pending (&conn->out) - conn->out.owned);
     self->m.slow_closed [reason]++;
     outq_drop_unstarted (&conn->out);
-    conn_close (conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "Slow consumer");
+    gw_conn_close (conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "Slow consumer");
     lws_set_timeout (conn->wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
 }
 
-static size_t
-output_total (const gateway_t *self)
-{
-    return self->out_acct.owned + self->out_acct.shared;
-}
 
 /*  Whether a's queue goes before b's when the budget is short: the larger
     first, and among equals the one waiting longest. */
@@ -433,8 +166,8 @@ victim_before (const conn_t *a, const conn_t *b)
 /*  Over --output-budget: close the largest queues (the oldest first among
     equals) until the total is back under nine tenths of it.  One pass over
     the connections picks up to BUDGET_VICTIMS candidates, kept in order. */
-static void
-enforce_budget (gateway_t *self)
+void
+gw_enforce_budget (gateway_t *self)
 {
     size_t target = self->cfg->output_budget_bytes / 10 * 9;
     conn_t *victims [BUDGET_VICTIMS];
@@ -452,70 +185,29 @@ enforce_budget (gateway_t *self)
         }
         victims [at] = conn;
     }
-    for (size_t i = 0; i < count && output_total (self) > target; i++)
-        slow_consumer (self, victims [i], SLOW_BUDGET);
+    for (size_t i = 0; i < count && gw_output_total (self) > target; i++)
+        gw_slow_consumer (self, victims [i], SLOW_BUDGET);
 }
 
-/*  Something was queued for conn: check its limits, and ask to write. */
-static void
-conn_queued (gateway_t *self, conn_t *conn, bool was_empty)
-{
-    if (was_empty)
-        conn->out_since = self->tick_ms;
-    /*  Shared lists are not this connection's memory: they count once, in
-        the budget (and a list that never drains, in --write-timeout). */
-    size_t queued = conn->out.owned;
-    if (queued > self->m.out_peak)
-        self->m.out_peak = queued;
-    if (queued > self->cfg->max_queue_bytes) {
-        slow_consumer (self, conn, SLOW_QUEUE);
-        return;
-    }
-    if (output_total (self) > self->cfg->output_budget_bytes)
-        enforce_budget (self);
-    if (!conn->close_code)
-        lws_callback_on_writable (conn->wsi);
-}
 
-static void
-conn_queue (gateway_t *self, conn_t *conn, const void *json, size_t len)
-{
-    if (conn->close_code)
-        return;                         /* closing: nothing more goes out */
-    bool was_empty = outq_empty (&conn->out);
-    if (outq_frame (&conn->out, json, len)) {
-        slow_consumer (self, conn, SLOW_QUEUE);     /* out of memory for it */
-        return;
-    }
-    conn_queued (self, conn, was_empty);
-}
 
-/*  Queue the JSON currently in self->scratch, then clear it. */
-static void
-conn_queue_scratch (gateway_t *self, conn_t *conn)
-{
-    conn_queue (self, conn, self->scratch.data, self->scratch.len);
-    qms_buf_reset (&self->scratch);
-}
 
-static void
-conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text)
+void
+gw_conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text)
 {
     proto_error (&self->scratch, event, text, strlen (text));
-    conn_queue_scratch (self, conn);
+    gw_conn_queue_scratch (self, conn);
 }
 
-static void to_router (gateway_t *self, const qms_rec_t *rec);
 static void conn_push_list (gateway_t *self, conn_t *conn, bool build);
-static void presence_schedule (gateway_t *self);
 
 /*  Everything queued before the router's GW_SYNC has left our buffer. */
-static void
-answer_sync (gateway_t *self, conn_t *conn)
+void
+gw_answer_sync (gateway_t *self, conn_t *conn)
 {
     qms_rec_t rec = { .type = QMS_RT_SYNCED, .conn = conn->handle, .req = conn->sync_req };
     conn->sync_req = 0;
-    to_router (self, &rec);
+    gw_to_router (self, &rec);
 }
 
 /*  TLS: our writes may leave in parts (see outq_write). */
@@ -529,8 +221,8 @@ conn_tls (struct lws *wsi)
 }
 
 /*  Write what the socket takes.  -1: the connection is broken. */
-static int
-conn_flush (gateway_t *self, conn_t *conn, int *flags)
+int
+gw_conn_flush (gateway_t *self, conn_t *conn, int *flags)
 {
     *flags = 0;
     if (outq_empty (&conn->out))
@@ -581,9 +273,9 @@ input_refill (gateway_t *self, conn_t *conn)
 }
 
 /*  A read of len bytes from conn has been taken: spend its budget, and
-    stop reading it if that is gone (the tick resumes it, input_resume). */
-static void
-input_spend (gateway_t *self, conn_t *conn, size_t len)
+    stop reading it if that is gone (the tick resumes it, gw_input_resume). */
+void
+gw_input_spend (gateway_t *self, conn_t *conn, size_t len)
 {
     input_refill (self, conn);
     conn->in_reads--;
@@ -597,13 +289,13 @@ input_spend (gateway_t *self, conn_t *conn, size_t len)
 }
 
 /*  Every tick: read again the peers whose budget has refilled. */
-static void
-input_resume (gateway_t *self)
+void
+gw_input_resume (gateway_t *self)
 {
     size_t count = self->shaped.len / sizeof (uint64_t), kept = 0;
     uint64_t *handles = (uint64_t *) self->shaped.data;
     for (size_t i = 0; i < count; i++) {
-        conn_t *conn = conn_lookup (self, handles [i]);
+        conn_t *conn = gw_conn_lookup (self, handles [i]);
         if (!conn || !conn->rx_shaped)
             continue;                   /* closed meanwhile */
         input_refill (self, conn);
@@ -617,8 +309,8 @@ input_resume (gateway_t *self)
     self->shaped.len = kept * sizeof (uint64_t);
 }
 
-static int
-conn_writeable (gateway_t *self, conn_t *conn)
+int
+gw_conn_writeable (gateway_t *self, conn_t *conn)
 {
     if (conn->rx_held) {
         /*  lws calls us only once it holds nothing of its own. */
@@ -626,11 +318,11 @@ conn_writeable (gateway_t *self, conn_t *conn)
         conn_rx_update (conn);
     }
     int flags;
-    if (conn_flush (self, conn, &flags))
+    if (gw_conn_flush (self, conn, &flags))
         return -1;
     if ((flags & OUTQ_LIST_DONE) && conn->list_stale) {
         conn->list_stale = false;
-        presence_schedule (self);       /* the newest list, with the next push */
+        gw_presence_schedule (self);       /* the newest list, with the next push */
     }
     if (!outq_empty (&conn->out)) {
         /*  The rest waits for the next writeable callback.  Until then
@@ -645,7 +337,7 @@ conn_writeable (gateway_t *self, conn_t *conn)
     }
     conn->out_since = 0;
     if (conn->sync_req)
-        answer_sync (self, conn);
+        gw_answer_sync (self, conn);
     if (conn->close_code) {
         lws_close_reason (conn->wsi, (enum lws_close_status) conn->close_code,
                           (unsigned char *) conn->close_reason, strlen (conn->close_reason));
@@ -657,7 +349,6 @@ conn_writeable (gateway_t *self, conn_t *conn)
 /* ------------------------------------------------------------------------ */
 /*  Records to the actors: batched per pass, flushed from a zero-delay timer. */
 
-static void drain_zmq (gateway_t *self);
 
 static void
 flush_batches (gateway_t *self)
@@ -679,7 +370,7 @@ flush_batches (gateway_t *self)
         qms_buf_reset (&self->to_router);
     }
     /*  A send can consume the edge ZMQ_FD would have signalled. */
-    drain_zmq (self);
+    gw_drain_zmq (self);
 }
 
 static void
@@ -691,8 +382,8 @@ sul_flush_cb (lws_sorted_usec_list_t *sul)
     flush_batches (self);
 }
 
-static void
-schedule_flush (gateway_t *self)
+void
+gw_schedule_flush (gateway_t *self)
 {
     if (!self->flush_scheduled) {
         self->flush_scheduled = true;
@@ -700,40 +391,42 @@ schedule_flush (gateway_t *self)
     }
 }
 
-static void
-to_router (gateway_t *self, const qms_rec_t *rec)
+void
+gw_to_router (gateway_t *self, const qms_rec_t *rec)
 {
     if (qms_rec_encode (&self->to_router, rec))
         qms_error (ACTOR, "event=encode_failed type=%s", qms_type_name (rec->type));
-    schedule_flush (self);
+    gw_schedule_flush (self);
 }
 
-static void
-to_store (gateway_t *self, const qms_rec_t *rec)
+void
+gw_to_store (gateway_t *self, const qms_rec_t *rec)
 {
     if (self->store_raw && qms_rec_encode (&self->to_store, rec) == 0)
-        schedule_flush (self);
+        gw_schedule_flush (self);
 }
 
-static void
-to_auth (gateway_t *self, const qms_rec_t *rec)
+void
+gw_to_auth (gateway_t *self, const qms_rec_t *rec)
 {
     if (qms_rec_encode (&self->to_auth, rec))
         qms_error (ACTOR, "event=encode_failed type=%s", qms_type_name (rec->type));
-    schedule_flush (self);
+    gw_schedule_flush (self);
 }
+
+static const char *k_unavailable = "Service temporarily unavailable.";
 
 /* ------------------------------------------------------------------------ */
 /*  Liveness of the actors, and requests waiting on them. */
 
-static bool
-router_alive (gateway_t *self)
+bool
+gw_router_alive (gateway_t *self)
 {
     return qms_mono_ms () - self->router_seen < PEER_TIMEOUT_MS;
 }
 
-static bool
-auth_alive (gateway_t *self)
+bool
+gw_auth_alive (gateway_t *self)
 {
     return qms_mono_ms () - self->auth_seen < PEER_TIMEOUT_MS;
 }
@@ -768,22 +461,21 @@ wait_end (conn_t *conn)
     conn->waiting = WAIT_NONE;
 }
 
-static void conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text);
 
 /*  Requests whose actor never answered get an answer now. */
-static void
-wait_expire (gateway_t *self)
+void
+gw_wait_expire (gateway_t *self)
 {
     uint64_t now = qms_mono_ms ();
     while (self->wait_count) {
         waiting_t *w = &self->waits [self->wait_head];
         if (w->deadline > now)
             break;
-        conn_t *conn = conn_lookup (self, w->handle);
+        conn_t *conn = gw_conn_lookup (self, w->handle);
         if (conn && conn->waiting && conn->wait_seq == w->seq) {
             qms_warn (ACTOR, "event=request_timeout handle=%llu kind=%s", (unsigned long long) conn->handle,
                       conn->waiting == WAIT_LOGIN ? "login" : "authorize");
-            conn_send_error (self, conn, conn->waiting == WAIT_LOGIN ? QMS_EV_LOGIN : QMS_EV_AUTHORIZATION,
+            gw_conn_send_error (self, conn, conn->waiting == WAIT_LOGIN ? QMS_EV_LOGIN : QMS_EV_AUTHORIZATION,
                              k_unavailable);
             wait_end (conn);
         }
@@ -808,44 +500,28 @@ reannounce (gateway_t *self)
         qms_rec_t rec = { .type = QMS_RT_AUTHORIZE, .conn = conn->handle,
                           .num = QMS_SESSION_SILENT | (conn->receipts ? QMS_SESSION_RECEIPTS : 0) };
         rec.s [0] = qms_str (hash);
-        to_router (self, &rec);
+        gw_to_router (self, &rec);
         count++;
     }
     if (count)
         qms_info (ACTOR, "event=reannounced connections=%zu", count);
 }
 
-static void
-heartbeat (gateway_t *self)
+void
+gw_heartbeat (gateway_t *self)
 {
     qms_rec_t hello = { .type = QMS_RT_HELLO, .num = self->nonce, .s = { qms_str (self->name) } };
-    to_router (self, &hello);
+    gw_to_router (self, &hello);
     qms_rec_t ping = { .type = QMS_AUTH_PING };
-    to_auth (self, &ping);
+    gw_to_auth (self, &ping);
     /*  The store's figures, req 0: its liveness and writability for /readyz. */
     qms_rec_t stats = { .type = QMS_STATS_GET, .req = 0 };
-    to_store (self, &stats);
+    gw_to_store (self, &stats);
 }
 
 /* ------------------------------------------------------------------------ */
 /*  Client requests. */
 
-static bool
-rate_allowed (gateway_t *self, conn_t *conn, uint64_t now)
-{
-    double rate = self->cfg->rate_messages, burst = self->cfg->rate_burst;
-    if (conn->bucket_ms == 0)
-        conn->bucket = burst;
-    else
-        conn->bucket += (double) (now - conn->bucket_ms) * rate / 1000.0;
-    if (conn->bucket > burst)
-        conn->bucket = burst;
-    conn->bucket_ms = now;
-    if (conn->bucket < 1.0)
-        return false;
-    conn->bucket -= 1.0;
-    return true;
-}
 
 static void
 handle_login (gateway_t *self, conn_t *conn, const proto_request_t *req)
@@ -860,7 +536,7 @@ handle_login (gateway_t *self, conn_t *conn, const proto_request_t *req)
     rec.s [1] = req->password;
     rec.s [2] = req->pubkey;
     rec.s [3] = qms_str (peer);
-    to_auth (self, &rec);
+    gw_to_auth (self, &rec);
 }
 
 /*  A request's token as the router takes it.  The fast path: the token this
@@ -888,12 +564,12 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
 {
     self->m.bytes_in += len;
     uint64_t now = qms_mono_ms ();     /* one clock read per request */
-    if (!rate_allowed (self, conn, now)) {
+    if (!gw_rate_allowed (self, conn, now)) {
         self->m.rate_limited++;
         char text [96];
         snprintf (text, sizeof text, "Rate limit exceeded: at most %d requests per second.",
                   self->cfg->rate_messages);
-        conn_send_error (self, conn, -1, text);
+        gw_conn_send_error (self, conn, -1, text);
         return;
     }
     proto_request_t req;
@@ -907,21 +583,21 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
     if (req.status == PROTO_ERROR && req.error_event < 0)
         self->m.malformed++;
     if (req.status == PROTO_OK
-    &&  (now - self->router_seen >= PEER_TIMEOUT_MS || (login && !auth_alive (self)))) {
+    &&  (now - self->router_seen >= PEER_TIMEOUT_MS || (login && !gw_auth_alive (self)))) {
         /*  An actor it needs is gone: say so now rather than let it wait. */
         int event = login ? QMS_EV_LOGIN : req.action == QMS_REQ_AUTHORIZE ? QMS_EV_AUTHORIZATION
                   : req.action == QMS_REQ_MESSAGE ? QMS_EV_MESSAGE : -1;
-        conn_send_error (self, conn, event, k_unavailable);
+        gw_conn_send_error (self, conn, event, k_unavailable);
     }
     else
     if (req.status == PROTO_ERROR)
-        conn_send_error (self, conn, req.error_event, req.error);
+        gw_conn_send_error (self, conn, req.error_event, req.error);
     else
     if (req.status == PROTO_INVALID_USER
     || (req.action != QMS_REQ_LOGIN && req.action != QMS_REQ_REGISTER && !token_plausible (req.token))) {
         if (req.action != QMS_REQ_LOGOUT) {
             proto_invalid_user (&self->scratch);
-            conn_queue_scratch (self, conn);
+            gw_conn_queue_scratch (self, conn);
         }
     }
     else
@@ -940,14 +616,14 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
             rec.type = QMS_RT_AUTHORIZE;
             rec.num = req.receipts ? QMS_SESSION_RECEIPTS : 0;
             rec.s [0] = qms_str (hash);
-            to_router (self, &rec);
+            gw_to_router (self, &rec);
             wait_begin (self, conn, WAIT_AUTHORIZE);
             break;
         case QMS_REQ_LOGOUT:
             qms_sha256_hex (req.token.ptr, req.token.len, hash);
             rec.type = QMS_RT_LOGOUT;
             rec.s [0] = qms_str (hash);
-            to_router (self, &rec);
+            gw_to_router (self, &rec);
             break;
         case QMS_REQ_RECEIPT:
         case QMS_REQ_USER_LOOKUP:
@@ -956,7 +632,7 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
             rec.s [0] = token_ref (conn, req.token, hash);
             for (size_t i = 0; i < proto_receipt_count (&req); i++) {
                 rec.s [1] = proto_receipt_id (&req, i);
-                to_router (self, &rec);
+                gw_to_router (self, &rec);
             }
             break;
         case QMS_REQ_MESSAGE:
@@ -965,7 +641,7 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
             rec.s [1] = req.message;
             rec.s [3] = req.client_id;
             rec.s [2] = token_ref (conn, req.token, hash);
-            to_router (self, &rec);
+            gw_to_router (self, &rec);
             break;
     }
     proto_request_free (&req);
@@ -982,8 +658,8 @@ close_invalid_utf8 (conn_t *conn)
     return -1;
 }
 
-static int
-handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
+int
+gw_handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
 {
     bool binary = lws_frame_is_binary (conn->wsi);
     bool complete = lws_is_final_fragment (conn->wsi) && lws_remaining_packet_payload (conn->wsi) == 0;
@@ -991,7 +667,7 @@ handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
     if (complete && conn->rx_len == 0) {
         /*  The common case: the whole message arrived at once. */
         if (binary)
-            conn_send_error (self, conn, -1, "Binary frames are not supported: send JSON text.");
+            gw_conn_send_error (self, conn, -1, "Binary frames are not supported: send JSON text.");
         else
         if (!qms_utf8_valid ((const char *) in, len))
             return close_invalid_utf8 (conn);
@@ -1021,7 +697,7 @@ handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
     conn->rx_len += len;
     if (complete) {
         if (binary)
-            conn_send_error (self, conn, -1, "Binary frames are not supported: send JSON text.");
+            gw_conn_send_error (self, conn, -1, "Binary frames are not supported: send JSON text.");
         else
         if (!qms_utf8_valid ((const char *) conn->rx, conn->rx_len))
             return close_invalid_utf8 (conn);
@@ -1047,16 +723,16 @@ handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
     original behaviour, coalesced), "delta" connections the changes, "none"
     connections nothing. */
 
-static bool
-match_peer (const void *item, const void *key)
+bool
+gw_match_peer (const void *item, const void *key)
 {
     return strcmp (((const peer_t *) item)->address, (const char *) key) == 0;
 }
 
 /*  Count an established connection against its address; false (and
     nothing counted) when the address is at its limit. */
-static bool
-peer_enter (gateway_t *self, conn_t *conn)
+bool
+gw_peer_enter (gateway_t *self, conn_t *conn)
 {
     char address [64] = "";
     lws_get_peer_simple (conn->wsi, address, sizeof address);
@@ -1083,8 +759,8 @@ peer_enter (gateway_t *self, conn_t *conn)
     return true;
 }
 
-static void
-peer_leave (gateway_t *self, conn_t *conn)
+void
+gw_peer_leave (gateway_t *self, conn_t *conn)
 {
     peer_t *peer = conn->peer;
     conn->peer = NULL;
@@ -1094,23 +770,23 @@ peer_leave (gateway_t *self, conn_t *conn)
     }
 }
 
-static bool
-match_user (const void *item, const void *key)
+bool
+gw_match_user (const void *item, const void *key)
 {
     const user_t *u = (const user_t *) item;
     const qms_str_t *k = (const qms_str_t *) key;
     return u->id.len == k->len && memcmp (u->id.ptr, k->ptr, k->len) == 0;
 }
 
-static user_t *
-user_find (gateway_t *self, qms_str_t id)
+user_t *
+gw_user_find (gateway_t *self, qms_str_t id)
 {
     return (user_t *) qms_map_find (&self->users_by_id,
                                     qms_map_hash_bytes (self->users_seed, id.ptr, id.len), &id);
 }
 
-static void
-user_remove (gateway_t *self, user_t *u)
+void
+gw_user_remove (gateway_t *self, user_t *u)
 {
     if (u->frame_id && u->frame_id == self->list_frame_id) {
         uint32_t gone [2] = { u->frame_off, u->frame_len };
@@ -1123,12 +799,12 @@ user_remove (gateway_t *self, user_t *u)
     free (u);
 }
 
-static void
-user_add (gateway_t *self, qms_str_t id, qms_str_t name, qms_str_t pubkey)
+void
+gw_user_add (gateway_t *self, qms_str_t id, qms_str_t name, qms_str_t pubkey)
 {
-    user_t *old = user_find (self, id);
+    user_t *old = gw_user_find (self, id);
     if (old)
-        user_remove (self, old);
+        gw_user_remove (self, old);
     user_t *u = calloc (1, sizeof *u + id.len + name.len + pubkey.len + 3);
     if (!u)
         return;
@@ -1151,11 +827,11 @@ user_add (gateway_t *self, qms_str_t id, qms_str_t name, qms_str_t pubkey)
     self->user_count++;
 }
 
-static void
-users_clear (gateway_t *self)
+void
+gw_users_clear (gateway_t *self)
 {
     while (self->users_head)
-        user_remove (self, self->users_head);
+        gw_user_remove (self, self->users_head);
 }
 
 /*  The user list event, framed, encoded once per change into a buffer that
@@ -1208,7 +884,7 @@ list_frame (gateway_t *self)
 
 /*  A "full" connection's list, by reference.  At most one list waits per
     connection: a newer one replaces it while none of it has left, and once
-    one is on its way the next waits for it (conn_writeable), so the pushes
+    one is on its way the next waits for it (gw_conn_writeable), so the pushes
     go at the pace the client reads.  New lists are encoded only by the
     coalesced push (build): memory is one list per push still referenced by
     some connection, however many connections there are and however fast
@@ -1236,12 +912,12 @@ conn_push_list (gateway_t *self, conn_t *conn, bool build)
     }
     bool was_empty = outq_empty (&conn->out);
     if (outq_share (&conn->out, frame, 0, len, OUTQ_LIST)) {
-        slow_consumer (self, conn, SLOW_QUEUE);
+        gw_slow_consumer (self, conn, SLOW_QUEUE);
         return;
     }
     conn->list_gen = self->list_frame_gen;
     self->m.lists [0]++;
-    conn_queued (self, conn, was_empty);
+    gw_conn_queued (self, conn, was_empty);
 }
 
 /*  A shared frame, as is (a delta client's snapshot or changes). */
@@ -1252,10 +928,10 @@ conn_share (gateway_t *self, conn_t *conn, outq_shared_t *frame)
         return;
     bool was_empty = outq_empty (&conn->out);
     if (outq_share (&conn->out, frame, 0, outq_shared_len (frame), OUTQ_PLAIN)) {
-        slow_consumer (self, conn, SLOW_QUEUE);
+        gw_slow_consumer (self, conn, SLOW_QUEUE);
         return;
     }
-    conn_queued (self, conn, was_empty);
+    gw_conn_queued (self, conn, was_empty);
 }
 
 static int
@@ -1271,8 +947,8 @@ cmp_gone (const void *a, const void *b)
     are still online (commas between them ours), the users who came online
     since, appended, then "]" and our tail.  A login storm thus encodes no
     whole list per login. */
-static void
-conn_queue_list_now (gateway_t *self, conn_t *conn, const qms_str_t *username)
+void
+gw_conn_queue_list_now (gateway_t *self, conn_t *conn, const qms_str_t *username)
 {
     /*  Too much has changed since the last list (more than LIST_PATCH_MAX
         bytes of newcomers, or many gone): encode the list now instead. */
@@ -1359,7 +1035,7 @@ conn_queue_list_now (gateway_t *self, conn_t *conn, const qms_str_t *username)
     qms_buf_free (&newer);
     qms_buf_free (&tail);
     if (!rc && !conn->close_code)
-        conn_queued (self, conn, was_empty);
+        gw_conn_queued (self, conn, was_empty);
 }
 
 static void
@@ -1407,8 +1083,8 @@ sul_presence_cb (lws_sorted_usec_list_t *sul)
 }
 
 /*  A push at the next allowed time (at most one scheduled). */
-static void
-presence_schedule (gateway_t *self)
+void
+gw_presence_schedule (gateway_t *self)
 {
     if (self->presence_scheduled)
         return;
@@ -1422,11 +1098,11 @@ presence_schedule (gateway_t *self)
     lws_sul_schedule (self->ctx, 0, &self->sul_presence, sul_presence_cb, delay);
 }
 
-static void
-users_changed (gateway_t *self)
+void
+gw_users_changed (gateway_t *self)
 {
     self->users_gen++;
-    presence_schedule (self);
+    gw_presence_schedule (self);
 }
 
 static void
@@ -1448,13 +1124,13 @@ handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
     conn->bound = true;
     bool login = rec->num == QMS_BOUND_LOGIN;
     if (login && conn->presence != PROTO_PRESENCE_NONE)
-        conn_queue_list_now (self, conn, &rec->s [1]);
+        gw_conn_queue_list_now (self, conn, &rec->s [1]);
     else {
         if (login) {
             /*  No presence: the answer names only the caller. */
             qms_buf_t mine;
             qms_buf_init (&mine);
-            user_t *me = user_find (self, rec->s [0]);
+            user_t *me = gw_user_find (self, rec->s [0]);
             proto_users_begin (&mine);
             if (me)
                 proto_users_add (&mine, me->id, me->name, me->pubkey);
@@ -1465,13 +1141,13 @@ handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
         }
         else
             proto_authorized (&self->scratch);
-        conn_queue_scratch (self, conn);
+        gw_conn_queue_scratch (self, conn);
     }
     /*  Everyone online gets the list when it changes, this one included
         (at once: it has just come online); a delta client needs it whole
         once, unless its login answer carried it. */
     if (conn->presence == PROTO_PRESENCE_FULL || (conn->presence == PROTO_PRESENCE_DELTA && !login))
-        conn_queue_list_now (self, conn, NULL);
+        gw_conn_queue_list_now (self, conn, NULL);
     conn->list_gen = self->users_gen;
 }
 
@@ -1481,27 +1157,27 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
     if (rec->type == QMS_GW_USERS) {
         /*  A whole list (we are new to the router): it replaces ours; the
             GW_USER records that follow fill it. */
-        users_clear (self);
+        gw_users_clear (self);
         qms_buf_reset (&self->changes);
-        users_changed (self);
+        gw_users_changed (self);
         return;
     }
     if (rec->type == QMS_GW_USER) {
-        user_add (self, rec->s [0], rec->s [1], rec->s [2]);
+        gw_user_add (self, rec->s [0], rec->s [1], rec->s [2]);
         return;
     }
     if (rec->type == QMS_GW_JOIN) {
-        user_add (self, rec->s [0], rec->s [1], rec->s [2]);
+        gw_user_add (self, rec->s [0], rec->s [1], rec->s [2]);
         proto_change_join (&self->changes, rec->s [0], rec->s [1], rec->s [2]);
-        users_changed (self);
+        gw_users_changed (self);
         return;
     }
     if (rec->type == QMS_GW_LEAVE) {
-        user_t *u = user_find (self, rec->s [0]);
+        user_t *u = gw_user_find (self, rec->s [0]);
         if (u) {
-            user_remove (self, u);
+            gw_user_remove (self, u);
             proto_change_leave (&self->changes, rec->s [0]);
-            users_changed (self);
+            gw_users_changed (self);
         }
         return;
     }
@@ -1511,7 +1187,7 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             reannounce (self);
         return;
     }
-    conn_t *conn = conn_lookup (self, rec->conn);
+    conn_t *conn = gw_conn_lookup (self, rec->conn);
     if (!conn)
         return;                         /* closed meanwhile */
     switch (rec->type) {
@@ -1524,14 +1200,14 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             if (rec->num)
                 conn->bound = false;
             proto_invalid_user (&self->scratch);
-            conn_queue_scratch (self, conn);
+            gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_KICK: {
             wait_end (conn);
             conn->bound = false;
             char reason [64];
             qms_str_copy (rec->s [0], reason, sizeof reason);
-            conn_close (conn, (uint16_t) rec->num, reason);
+            gw_conn_close (conn, (uint16_t) rec->num, reason);
             break;
         }
         case QMS_GW_UNBIND:
@@ -1540,34 +1216,34 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
         case QMS_GW_DELIVER:
             self->m.events_message++;
             proto_message_event (&self->scratch, rec->s [0], rec->s [1], rec->s [2], rec->time);
-            conn_queue_scratch (self, conn);
+            gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_DELIVER_STORED:
             self->m.events_stored++;
             proto_stored_message_event (&self->scratch, rec->s [0], rec->s [1], rec->s [2], rec->time,
                                         rec->s [3], rec->s [4]);
-            conn_queue_scratch (self, conn);
+            gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_ACK:
             self->m.acks++;
             proto_ack (&self->scratch, rec->num, rec->s [0], rec->s [1], rec->time, rec->s [2]);
-            conn_queue_scratch (self, conn);
+            gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_LOOKUP:
             proto_lookup_event (&self->scratch, rec->num == 1, rec->req == 1, rec->s [3],
                                 rec->s [0], rec->s [1], rec->s [2]);
-            conn_queue_scratch (self, conn);
+            gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_SYNC:
             conn->sync_req = rec->req;
             if (outq_empty (&conn->out))
-                answer_sync (self, conn);   /* nothing waits to be written */
+                gw_answer_sync (self, conn);   /* nothing waits to be written */
             break;
         case QMS_GW_ERROR:
             wait_end (conn);
             proto_error (&self->scratch, rec->num == QMS_NO_EVENT ? -1 : (int) rec->num,
                          rec->s [0].ptr, rec->s [0].len);
-            conn_queue_scratch (self, conn);
+            gw_conn_queue_scratch (self, conn);
             break;
         default:
             qms_warn (ACTOR, "event=unexpected_record peer=router type=%s", qms_type_name (rec->type));
@@ -1581,7 +1257,7 @@ handle_auth_record (gateway_t *self, const qms_rec_t *rec)
         self->auth_seen = qms_mono_ms ();
         return;
     }
-    conn_t *conn = conn_lookup (self, rec->conn);
+    conn_t *conn = gw_conn_lookup (self, rec->conn);
     if (!conn)
         return;
     if (rec->type == QMS_AUTH_FAIL) {
@@ -1590,7 +1266,7 @@ handle_auth_record (gateway_t *self, const qms_rec_t *rec)
         self->m.logins_failed++;
         wait_end (conn);
         proto_error (&self->scratch, QMS_EV_LOGIN, rec->s [0].ptr, rec->s [0].len);
-        conn_queue_scratch (self, conn);
+        gw_conn_queue_scratch (self, conn);
     }
     else
     if (rec->type == QMS_AUTH_OK && conn->waiting != WAIT_LOGIN) {
@@ -1611,18 +1287,14 @@ handle_auth_record (gateway_t *self, const qms_rec_t *rec)
         online.s [1] = rec->s [1];
         online.s [2] = rec->s [3];
         online.s [3] = qms_str (hash);
-        to_router (self, &online);
+        gw_to_router (self, &online);
     }
     else
         qms_warn (ACTOR, "event=unexpected_record peer=auth type=%s", qms_type_name (rec->type));
 }
 
-typedef enum { PEER_ROUTER, PEER_AUTH, PEER_STORE } peer_kind_t;
 static const char *s_peer_names [] = { "router", "auth", "store" };
 
-static void stats_answer (gateway_t *self, peer_kind_t from, const qms_rec_t *rec);
-static vhost_kind_t vhost_kind (gateway_t *self, struct lws *wsi);
-static void stats_expire (gateway_t *self);
 
 static void
 drain_socket (gateway_t *self, void *raw, peer_kind_t from)
@@ -1649,7 +1321,7 @@ drain_socket (gateway_t *self, void *raw, peer_kind_t from)
             if (rec.type == QMS_NONE)
                 continue;
             if (rec.type == QMS_STATS)
-                stats_answer (self, from, &rec);
+                gw_stats_answer (self, from, &rec);
             else
             if (from == PEER_ROUTER)
                 handle_router_record (self, &rec);
@@ -1663,8 +1335,8 @@ drain_socket (gateway_t *self, void *raw, peer_kind_t from)
     zmq_msg_close (&body);
 }
 
-static void
-drain_zmq (gateway_t *self)
+void
+gw_drain_zmq (gateway_t *self)
 {
     drain_socket (self, self->router_raw, PEER_ROUTER);
     drain_socket (self, self->auth_raw, PEER_AUTH);
@@ -1680,8 +1352,8 @@ drain_zmq (gateway_t *self)
       a ping (framed by us, like everything we write), and one that stays
       silent for twice that plus 10 seconds is dropped, so that dead peers
       do not hold memory forever. */
-static void
-conn_scan (gateway_t *self, uint64_t now)
+void
+gw_conn_scan (gateway_t *self, uint64_t now)
 {
     /*  FIN + ping, 3 bytes of payload: lws 4.1 passes a pong up to us only
         when it carries a payload, and a pong echoes the ping's. */
@@ -1694,7 +1366,7 @@ conn_scan (gateway_t *self, uint64_t now)
         if (!conn || conn->close_code)
             continue;
         if (stall && conn->out_since && now - conn->out_since >= stall) {
-            slow_consumer (self, conn, SLOW_STALLED);
+            gw_slow_consumer (self, conn, SLOW_STALLED);
             continue;
         }
         if (!interval)
@@ -1714,7 +1386,7 @@ conn_scan (gateway_t *self, uint64_t now)
             if (outq_append (&conn->out, ping_frame, sizeof ping_frame) == 0) {
                 conn->pinged_ms = now;
                 self->m.pings++;
-                conn_queued (self, conn, was_empty);
+                gw_conn_queued (self, conn, was_empty);
             }
         }
     }
@@ -1726,21 +1398,21 @@ sul_tick_cb (lws_sorted_usec_list_t *sul)
     gateway_t *self = lws_container_of (sul, gateway_t, sul_tick);
     PASS_BEGIN (self);
     /*  A safety net under the ZMQ_FD edge signalling: cheap when idle. */
-    drain_zmq (self);
+    gw_drain_zmq (self);
     uint64_t mono = qms_mono_ms ();
     self->tick_ms = mono;
     if (mono >= self->next_ping_scan && (self->cfg->ping_interval > 0 || self->cfg->write_timeout > 0)) {
-        conn_scan (self, mono);
+        gw_conn_scan (self, mono);
         self->next_ping_scan = mono + 1000;
     }
     if (mono >= self->next_heartbeat && !self->stopping) {
-        heartbeat (self);
+        gw_heartbeat (self);
         self->next_heartbeat = mono + HEARTBEAT_MS;
     }
-    wait_expire (self);
-    stats_expire (self);
+    gw_wait_expire (self);
+    gw_stats_expire (self);
     if (self->shaped.len)
-        input_resume (self);
+        gw_input_resume (self);
     if (self->stopping && self->open_count == 0)
         self->interrupted = true;       /* everyone has gone: no need to wait */
     if (mono >= self->next_trim) {
@@ -1751,7 +1423,7 @@ sul_tick_cb (lws_sorted_usec_list_t *sul)
         self->next_trim = mono + 30000;
     }
     if (self->to_router.len || self->to_auth.len)
-        schedule_flush (self);
+        gw_schedule_flush (self);
     lws_sul_schedule (self->ctx, 0, &self->sul_tick, sul_tick_cb, 100 * LWS_US_PER_MS);
 }
 
@@ -1771,7 +1443,7 @@ begin_stop (gateway_t *self, int signo)
     qms_info (ACTOR, "event=stopping signal=%d connections=%zu", signo, self->open_count);
     for (size_t slot = 0; slot < self->max_slots; slot++)
         if (self->slots [slot])
-            conn_close (self->slots [slot], CLOSE_GOING_AWAY, "Server shutting down");
+            gw_conn_close (self->slots [slot], CLOSE_GOING_AWAY, "Server shutting down");
     /*  Queues flush and close frames leave; the loop ends when every
         connection has closed, or after STOP_GRACE_MS (at most half the
         drain timeout: the rest is the actors' to stop in, and the watchdog
@@ -1785,8 +1457,8 @@ begin_stop (gateway_t *self, int signo)
 /* ------------------------------------------------------------------------ */
 /*  Operations: /healthz, /readyz, /metrics (docs/OPERATIONS.md). */
 
-static bool
-store_alive (gateway_t *self)
+bool
+gw_store_alive (gateway_t *self)
 {
     return self->store_seen && qms_mono_ms () - self->store_seen < PEER_TIMEOUT_MS;
 }
@@ -1856,7 +1528,7 @@ gateway_metrics (gateway_t *self, qms_buf_t *out)
     qms_metrics_head (out, "qms_slow_consumers_closed_total", "counter",
                       "Connections closed 1008 \"Slow consumer\", by the limit they hit.");
     for (int i = 0; i < 3; i++) {
-        snprintf (labels, sizeof labels, "actor=\"gateway\",reason=\"%s\"", s_slow_names [i]);
+        snprintf (labels, sizeof labels, "actor=\"gateway\",reason=\"%s\"", gw_slow_names [i]);
         qms_metrics_value (out, "qms_slow_consumers_closed_total", labels, (double) self->m.slow_closed [i]);
     }
     qms_metrics_head (out, "qms_input_paused_total", "counter",
@@ -1891,9 +1563,9 @@ gateway_metrics (gateway_t *self, qms_buf_t *out)
         qms_metrics_value (out, "qms_http_responses_total", labels, (double) self->m.http [i]);
     }
     qms_metrics_head (out, "qms_actor_up", "gauge", "Whether this gateway hears from each actor.");
-    qms_metrics_value (out, "qms_actor_up", "actor=\"router\"", router_alive (self));
-    qms_metrics_value (out, "qms_actor_up", "actor=\"auth\"", auth_alive (self));
-    qms_metrics_value (out, "qms_actor_up", "actor=\"store\"", store_alive (self));
+    qms_metrics_value (out, "qms_actor_up", "actor=\"router\"", gw_router_alive (self));
+    qms_metrics_value (out, "qms_actor_up", "actor=\"auth\"", gw_auth_alive (self));
+    qms_metrics_value (out, "qms_actor_up", "actor=\"store\"", gw_store_alive (self));
 }
 
 static void
@@ -1918,8 +1590,8 @@ stats_finish (gateway_t *self, int i)
     lws_callback_on_writable (conn->wsi);
 }
 
-static void
-stats_answer (gateway_t *self, peer_kind_t from, const qms_rec_t *rec)
+void
+gw_stats_answer (gateway_t *self, peer_kind_t from, const qms_rec_t *rec)
 {
     if (rec->req == 0) {
         if (from == PEER_STORE) {
@@ -1940,8 +1612,8 @@ stats_answer (gateway_t *self, peer_kind_t from, const qms_rec_t *rec)
     }
 }
 
-static void
-stats_expire (gateway_t *self)
+void
+gw_stats_expire (gateway_t *self)
 {
     uint64_t now = qms_mono_ms ();
     for (int i = 0; i < MAX_STATS_WAIT; i++)
@@ -1970,9 +1642,9 @@ stats_start (gateway_t *self, conn_t *conn)
         gateway_metrics (self, &w->body);
         conn->stats_slot = i + 1;
         qms_rec_t ask = { .type = QMS_STATS_GET, .req = w->req };
-        to_router (self, &ask);
-        to_auth (self, &ask);
-        to_store (self, &ask);
+        gw_to_router (self, &ask);
+        gw_to_auth (self, &ask);
+        gw_to_store (self, &ask);
         return true;
     }
     return false;
@@ -1989,8 +1661,8 @@ json_response (http_response_t *resp, int status, const char *json)
 }
 
 /*  The operator's paths; false if path is not one of them. */
-static bool
-serve_ops (gateway_t *self, conn_t *conn, const char *path, const char *method)
+bool
+gw_serve_ops (gateway_t *self, conn_t *conn, const char *path, const char *method)
 {
     if (strcmp (method, "GET") && strcmp (method, "HEAD"))
         return false;
@@ -2002,7 +1674,7 @@ serve_ops (gateway_t *self, conn_t *conn, const char *path, const char *method)
         return true;
     }
     if (strcmp (path, "/readyz") == 0) {
-        bool router = router_alive (self), auth = auth_alive (self), store = store_alive (self);
+        bool router = gw_router_alive (self), auth = gw_auth_alive (self), store = gw_store_alive (self);
         bool ready = router && auth && store && self->store_writable && !self->stopping;
         snprintf (json, sizeof json, "{\"ready\":%s,\"router\":%s,\"auth\":%s,\"store\":%s,"
                   "\"database_writable\":%s}", ready ? "true" : "false", router ? "true" : "false",
@@ -2011,7 +1683,7 @@ serve_ops (gateway_t *self, conn_t *conn, const char *path, const char *method)
         return true;
     }
     if (strcmp (path, "/metrics") == 0) {
-        if (self->cfg->metrics_port && vhost_kind (self, conn->wsi) != VH_METRICS)
+        if (self->cfg->metrics_port && gw_vhost_kind (self, conn->wsi) != VH_METRICS)
             return false;       /* only on the metrics port, which need not be public */
         if (!stats_start (self, conn)) {
             json_response (conn->resp, 503, "{\"error\":\"too many /metrics requests at once\"}");
@@ -2026,12 +1698,14 @@ serve_ops (gateway_t *self, conn_t *conn, const char *path, const char *method)
 /* ------------------------------------------------------------------------ */
 /*  HTTP. */
 
+static const vhost_kind_t s_kinds [4] = { VH_CHAT, VH_HTTP, VH_HTTPS, VH_METRICS };
+
 /*  Which port a connection came in on.  Connections we accepted ourselves
     (--reuse-port) carry it, because lws may move them to another of our
     vhosts: all of them "listen" on no port of lws's, and lws picks a vhost
     by Host header and port.  An HTTP/2 stream asks its connection. */
-static vhost_kind_t
-vhost_kind (gateway_t *self, struct lws *wsi)
+vhost_kind_t
+gw_vhost_kind (gateway_t *self, struct lws *wsi)
 {
     for (struct lws *w = wsi; w; w = lws_get_parent (w)) {
         const vhost_kind_t *kind = (const vhost_kind_t *) lws_get_opaque_user_data (w);
@@ -2170,7 +1844,7 @@ static int
 http_flush (gateway_t *self, struct lws *wsi, conn_t *conn)
 {
     int flags;
-    if (conn_flush (self, conn, &flags))
+    if (gw_conn_flush (self, conn, &flags))
         return -1;
     if (!outq_empty (&conn->out)) {
         lws_callback_on_writable (wsi);
@@ -2216,10 +1890,10 @@ path_has_nul (struct lws *wsi, const char *path)
     return false;
 }
 
-static int
-handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
+int
+gw_handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
 {
-    vhost_kind_t kind = vhost_kind (self, wsi);
+    vhost_kind_t kind = gw_vhost_kind (self, wsi);
     outq_init (&conn->out, &self->out_acct);    /* lws gives each transaction fresh, zeroed memory */
     conn->resp = calloc (1, sizeof *conn->resp);
     if (!conn->resp)
@@ -2238,7 +1912,7 @@ handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
         conn->resp->head_only = strcmp (method, "HEAD") == 0;
     }
     else
-    if (path && serve_ops (self, conn, path, method)) {
+    if (path && gw_serve_ops (self, conn, path, method)) {
         if (conn->resp_deferred)
             return 0;           /* answered once the actors have */
     }
@@ -2268,8 +1942,8 @@ handle_http (gateway_t *self, struct lws *wsi, conn_t *conn, const char *path)
     return http_respond (self, wsi, conn);
 }
 
-static int
-http_writeable (gateway_t *self, struct lws *wsi, conn_t *conn)
+int
+gw_http_writeable (gateway_t *self, struct lws *wsi, conn_t *conn)
 {
     if (!conn->resp || conn->stats_slot)
         return 0;
@@ -2341,14 +2015,14 @@ origin_allowed (gateway_t *self, struct lws *wsi)
         || (request_host [0] && host_matches (host, host_len, request_host));
 }
 
-static int
-filter_handshake (gateway_t *self, struct lws *wsi)
+int
+gw_filter_handshake (gateway_t *self, struct lws *wsi)
 {
     if (self->stopping)
         return 1;
-    if (vhost_kind (self, wsi) == VH_METRICS)
+    if (gw_vhost_kind (self, wsi) == VH_METRICS)
         return 1;               /* no chat on the metrics port */
-    if (vhost_kind (self, wsi) != VH_CHAT) {
+    if (gw_vhost_kind (self, wsi) != VH_CHAT) {
         char path [16] = "";
         if (lws_hdr_copy (wsi, path, sizeof path, WSI_TOKEN_GET_URI) < 0 || strcmp (path, "/ws") != 0)
             return 1;
@@ -2386,9 +2060,9 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
         }
         case LWS_CALLBACK_HTTP:
             conn->wsi = wsi;
-            return handle_http (self, wsi, conn, (const char *) in);
+            return gw_handle_http (self, wsi, conn, (const char *) in);
         case LWS_CALLBACK_HTTP_WRITEABLE:
-            return http_writeable (self, wsi, conn);
+            return gw_http_writeable (self, wsi, conn);
         case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         case LWS_CALLBACK_CLOSED_HTTP:
             if (conn && conn->stats_slot) {
@@ -2405,18 +2079,18 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
             break;
 
         case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-            return filter_handshake (self, wsi);
+            return gw_filter_handshake (self, wsi);
         case LWS_CALLBACK_ESTABLISHED:
             memset (conn, 0, sizeof *conn);
             conn->wsi = wsi;
             outq_init (&conn->out, &self->out_acct);
-            if (!peer_enter (self, conn)) {
+            if (!gw_peer_enter (self, conn)) {
                 const char *why = "Too many connections from your address";
                 lws_close_reason (wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *) why, strlen (why));
                 return -1;
             }
-            if (!conn_attach (self, conn)) {
-                peer_leave (self, conn);
+            if (!gw_conn_attach (self, conn)) {
+                gw_peer_leave (self, conn);
                 return -1;
             }
             self->m.opened++;
@@ -2426,27 +2100,27 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
             if (!conn->handle)
                 return -1;
             conn->heard_ms = self->tick_ms;
-            input_spend (self, conn, len);
-            return handle_receive (self, conn, (const uint8_t *) in, len);
+            gw_input_spend (self, conn, len);
+            return gw_handle_receive (self, conn, (const uint8_t *) in, len);
         case LWS_CALLBACK_RECEIVE_PONG:
             conn->heard_ms = self->tick_ms;
-            input_spend (self, conn, len);
+            gw_input_spend (self, conn, len);
             break;
         case LWS_CALLBACK_SERVER_WRITEABLE:
             if (!conn->handle)
                 return 0;
-            return conn_writeable (self, conn);
+            return gw_conn_writeable (self, conn);
         case LWS_CALLBACK_CLOSED:
             if (conn->handle)
-                self->m.closes [conn->close_code ? close_index (conn->close_code) : 5]++;
+                self->m.closes [conn->close_code ? gw_close_index (conn->close_code) : 5]++;
             if (conn->handle) {
                 qms_rec_t rec = { .type = QMS_RT_CLOSED, .conn = conn->handle };
-                to_router (self, &rec);
+                gw_to_router (self, &rec);
                 qms_debug (ACTOR, "event=close handle=%llu", (unsigned long long) conn->handle);
-                conn_detach (self, conn);
+                gw_conn_detach (self, conn);
             }
-            peer_leave (self, conn);
-            conn_release (conn);
+            gw_peer_leave (self, conn);
+            gw_conn_release (conn);
             break;
         default:
             break;
@@ -2539,13 +2213,9 @@ reload_tls (gateway_t *self)
         qms_info (ACTOR, "event=reload what=tls result=ok cert=\"%s\"", cfg->ssl_cert);
 }
 
-static int
-callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+bool
+gw_listen_accept (gateway_t *self, struct lws *wsi)
 {
-    gateway_t *self = (gateway_t *) lws_context_user (lws_get_context (wsi));
-    if (reason != LWS_CALLBACK_RAW_RX_FILE)
-        return 0;
-    PASS_BEGIN (self);
     for (int i = 0; i < self->listener_count; i++)
         if (wsi == self->listeners [i].wsi) {
             /*  Our own listening socket: hand every new connection to lws
@@ -2559,23 +2229,40 @@ callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
                 else
                     lws_set_opaque_user_data (conn, (void *) &s_kinds [self->listeners [i].kind]);
             }
-            return 0;
+            return true;
         }
+    return false;
+}
+
+void
+gw_reload (gateway_t *self)
+{
+    reload_settings (self);
+    reload_tls (self);
+}
+
+static int
+callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    gateway_t *self = (gateway_t *) lws_context_user (lws_get_context (wsi));
+    if (reason != LWS_CALLBACK_RAW_RX_FILE)
+        return 0;
+    PASS_BEGIN (self);
+    if (gw_listen_accept (self, wsi))
+        return 0;
     if (wsi == self->signal_wsi) {
         struct signalfd_siginfo info;
         while (read (self->signal_fd, &info, sizeof info) == (ssize_t) sizeof info) {
-            if (info.ssi_signo == SIGHUP) {
-                reload_settings (self);
-                reload_tls (self);
-            }
+            if (info.ssi_signo == SIGHUP)
+                gw_reload (self);
         }
         return 0;
     }
-    drain_zmq (self);
+    gw_drain_zmq (self);
     return 0;
 }
 
-static const struct lws_protocols s_protocols [] = {
+const struct lws_protocols gw_protocols [] = {
     /*  rx_buffer_size is allocated per connection: small, and longer
         messages arrive in pieces that handle_receive joins. */
     { "qms", callback_qms, sizeof (conn_t), 4096, 0, NULL, 0 },
@@ -2668,15 +2355,15 @@ listen_shared (gateway_t *self, struct lws_vhost *vh, int port, vhost_kind_t kin
     return 0;
 }
 
-static struct lws_vhost *
-create_vhost (gateway_t *self, const char *name, int port, bool tls, vhost_kind_t kind)
+struct lws_vhost *
+gw_create_vhost (gateway_t *self, const char *name, int port, bool tls, vhost_kind_t kind)
 {
     const qms_config_t *cfg = self->cfg;
     struct lws_context_creation_info info;
     memset (&info, 0, sizeof info);
     info.vhost_name = name;
     info.port = cfg->reuse_port ? CONTEXT_PORT_NO_LISTEN_SERVER : port;
-    info.protocols = s_protocols;
+    info.protocols = gw_protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     if (cfg->bind_address [0]) {
         info.iface = cfg->bind_address;
@@ -2684,7 +2371,7 @@ create_vhost (gateway_t *self, const char *name, int port, bool tls, vhost_kind_
         if (!strchr (cfg->bind_address, ':'))
             info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     }
-    /*  No lws validity timers: idle pings are ours (conn_scan).  Without a
+    /*  No lws validity timers: idle pings are ours (gw_conn_scan).  Without a
         policy of its own a vhost takes the context's default (a ping after
         300 s, hang-up after 310 s), and that is a timer per connection in
         the one sorted list every other timeout is inserted into: a storm of
@@ -2752,11 +2439,11 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
     self->cfg = cfg;
     self->signal_fd = -1;
 
-    if (qms_map_init (&self->users_by_id, match_user)) {
+    if (qms_map_init (&self->users_by_id, gw_match_user)) {
         free (self);
         return NULL;
     }
-    if (qms_map_init (&self->peers, match_peer)) {
+    if (qms_map_init (&self->peers, gw_match_peer)) {
         qms_map_free (&self->users_by_id);
         free (self);
         return NULL;
@@ -2803,19 +2490,19 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
         qms_error (ACTOR, "event=start_failed reason=\"cannot create the libwebsockets context\"");
         goto fail;
     }
-    self->vh_chat = create_vhost (self, "chat", cfg->chat_port, qms_config_wss (cfg), VH_CHAT);
+    self->vh_chat = gw_create_vhost (self, "chat", cfg->chat_port, qms_config_wss (cfg), VH_CHAT);
     if (!self->vh_chat)
         goto fail;
-    self->vh_http = create_vhost (self, "http", cfg->http_port, false, VH_HTTP);
+    self->vh_http = gw_create_vhost (self, "http", cfg->http_port, false, VH_HTTP);
     if (!self->vh_http)
         goto fail;
     if (qms_config_https (cfg)) {
-        self->vh_https = create_vhost (self, "https", cfg->https_port, true, VH_HTTPS);
+        self->vh_https = gw_create_vhost (self, "https", cfg->https_port, true, VH_HTTPS);
         if (!self->vh_https)
             goto fail;
     }
     if (cfg->metrics_port) {
-        self->vh_metrics = create_vhost (self, "metrics", cfg->metrics_port, false, VH_METRICS);
+        self->vh_metrics = gw_create_vhost (self, "metrics", cfg->metrics_port, false, VH_METRICS);
         if (!self->vh_metrics)
             goto fail;
     }
@@ -2857,7 +2544,7 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
     qms_random (&self->nonce, sizeof self->nonce);
     /*  Optimistic at start: the actors get PEER_TIMEOUT_MS to answer. */
     self->router_seen = self->auth_seen = qms_mono_ms ();
-    heartbeat (self);
+    gw_heartbeat (self);
     self->next_heartbeat = qms_mono_ms () + HEARTBEAT_MS;
 
     if (watch_hup) {
@@ -2942,7 +2629,7 @@ gateway_destroy (gateway_t **self_p)
     qms_buf_free (&self->to_router);
     qms_buf_free (&self->to_auth);
     qms_buf_free (&self->scratch);
-    users_clear (self);
+    gw_users_clear (self);
     outq_shared_unref (&self->list_frame);
     qms_buf_free (&self->list_gone);
     qms_buf_free (&self->shaped);
@@ -2980,17 +2667,17 @@ gateway_test (bool verbose)
     self.free_slots = free_slots;
     self.free_count = 2;
     conn_t a = { 0 }, b = { 0 }, c = { 0 };
-    assert (conn_attach (&self, &a) && conn_attach (&self, &b));
-    assert (!conn_attach (&self, &c));              /* full */
+    assert (gw_conn_attach (&self, &a) && gw_conn_attach (&self, &b));
+    assert (!gw_conn_attach (&self, &c));              /* full */
     assert (a.handle && b.handle && a.handle != b.handle);
-    assert (conn_lookup (&self, a.handle) == &a && conn_lookup (&self, b.handle) == &b);
+    assert (gw_conn_lookup (&self, a.handle) == &a && gw_conn_lookup (&self, b.handle) == &b);
     uint64_t old = a.handle;
-    conn_detach (&self, &a);
-    assert (conn_lookup (&self, old) == NULL && a.handle == 0);
-    assert (conn_attach (&self, &c));
+    gw_conn_detach (&self, &a);
+    assert (gw_conn_lookup (&self, old) == NULL && a.handle == 0);
+    assert (gw_conn_attach (&self, &c));
     assert (c.handle != old && (c.handle & SLOT_MASK) == (old & SLOT_MASK));
-    assert (conn_lookup (&self, old) == NULL && conn_lookup (&self, c.handle) == &c);
-    assert (conn_lookup (&self, 12345678) == NULL);
+    assert (gw_conn_lookup (&self, old) == NULL && gw_conn_lookup (&self, c.handle) == &c);
+    assert (gw_conn_lookup (&self, 12345678) == NULL);
     assert (self.open_count == 2);
 
     /*  Rate limit: a burst, then refused, then refilled over time. */
@@ -2999,15 +2686,15 @@ gateway_test (bool verbose)
     conn_t r = { 0 };
     int allowed = 0;
     for (int i = 0; i < 20; i++)
-        allowed += rate_allowed (&self, &r, 1000);
+        allowed += gw_rate_allowed (&self, &r, 1000);
     assert (allowed == 5);
     allowed = 0;                                    /* 2 ms later: 2 more */
     for (int i = 0; i < 20; i++)
-        allowed += rate_allowed (&self, &r, 1002);
+        allowed += gw_rate_allowed (&self, &r, 1002);
     assert (allowed == 2);
     allowed = 0;                                    /* 10 ms later: 10 more, capped at 5 */
     for (int i = 0; i < 20; i++)
-        allowed += rate_allowed (&self, &r, 1012);
+        allowed += gw_rate_allowed (&self, &r, 1012);
     assert (allowed == 5);
     if (verbose)
         printf ("OK\n");
