@@ -75,7 +75,7 @@ rebuild_uri (struct lws *wsi, const char *path)
 
 /*  The response's head, formatted by lws's helpers but written by us with
     the body: lws writes nothing of ours, so it never holds a response it
-    alone could flush (see the Output section). */
+    alone could flush (see gw_conn.c, "Output"). */
 static int
 http_queue_head (struct lws *wsi, conn_t *conn)
 {
