@@ -470,50 +470,14 @@ gateway_test (bool verbose)
     proto_test (verbose);
     if (verbose)
         printf (" * gateway: ");
-    /*  Slot handles: reuse of a slot never revives an old handle. */
-    qms_config_t cfg;
-    qms_config_defaults (&cfg);
-    cfg.max_connections = 2;
-    gateway_t self;
-    memset (&self, 0, sizeof self);
-    self.cfg = &cfg;
-    self.max_slots = 2;
-    conn_t *slots [2] = { 0 };
-    uint32_t gens [2] = { 0 }, free_slots [2] = { 1, 0 };
-    self.slots = slots;
-    self.gens = gens;
-    self.free_slots = free_slots;
-    self.free_count = 2;
-    conn_t a = { 0 }, b = { 0 }, c = { 0 };
-    assert (gw_conn_attach (&self, &a) && gw_conn_attach (&self, &b));
-    assert (!gw_conn_attach (&self, &c));              /* full */
-    assert (a.handle && b.handle && a.handle != b.handle);
-    assert (gw_conn_lookup (&self, a.handle) == &a && gw_conn_lookup (&self, b.handle) == &b);
-    uint64_t old = a.handle;
-    gw_conn_detach (&self, &a);
-    assert (gw_conn_lookup (&self, old) == NULL && a.handle == 0);
-    assert (gw_conn_attach (&self, &c));
-    assert (c.handle != old && (c.handle & SLOT_MASK) == (old & SLOT_MASK));
-    assert (gw_conn_lookup (&self, old) == NULL && gw_conn_lookup (&self, c.handle) == &c);
-    assert (gw_conn_lookup (&self, 12345678) == NULL);
-    assert (self.open_count == 2);
-
-    /*  Rate limit: a burst, then refused, then refilled over time. */
-    cfg.rate_messages = 1000;
-    cfg.rate_burst = 5;
-    conn_t r = { 0 };
-    int allowed = 0;
-    for (int i = 0; i < 20; i++)
-        allowed += gw_rate_allowed (&self, &r, 1000);
-    assert (allowed == 5);
-    allowed = 0;                                    /* 2 ms later: 2 more */
-    for (int i = 0; i < 20; i++)
-        allowed += gw_rate_allowed (&self, &r, 1002);
-    assert (allowed == 2);
-    allowed = 0;                                    /* 10 ms later: 10 more, capped at 5 */
-    for (int i = 0; i < 20; i++)
-        allowed += gw_rate_allowed (&self, &r, 1012);
-    assert (allowed == 5);
+    /*  Every vhost serves these: the chat protocol sized for a conn_t,
+        and the raw one for our own descriptors. */
+    assert (strcmp (gw_protocols [0].name, "qms") == 0 && gw_protocols [0].callback);
+    assert (gw_protocols [0].per_session_data_size == sizeof (conn_t));
+    assert (gw_protocols [0].rx_buffer_size == 4096);
+    assert (strcmp (gw_protocols [1].name, "qms-raw") == 0 && gw_protocols [1].callback);
+    assert (gw_protocols [1].per_session_data_size == 0);
+    assert (gw_protocols [2].name == NULL);
     if (verbose)
         printf ("OK\n");
 }

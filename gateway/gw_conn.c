@@ -10,6 +10,7 @@
 
 #include <assert.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
@@ -406,4 +407,107 @@ gw_conn_scan (gateway_t *self, uint64_t now)
             }
         }
     }
+}
+
+/* ------------------------------------------------------------------------ */
+
+void
+gw_conn_test (bool verbose)
+{
+    if (verbose)
+        printf (" * gw_conn: ");
+    /*  Slot handles: reuse of a slot never revives an old handle. */
+    qms_config_t cfg;
+    qms_config_defaults (&cfg);
+    cfg.max_connections = 2;
+    gateway_t self;
+    memset (&self, 0, sizeof self);
+    self.cfg = &cfg;
+    self.max_slots = 2;
+    conn_t *slots [2] = { 0 };
+    uint32_t gens [2] = { 0 }, free_slots [2] = { 1, 0 };
+    self.slots = slots;
+    self.gens = gens;
+    self.free_slots = free_slots;
+    self.free_count = 2;
+    conn_t a = { 0 }, b = { 0 }, c = { 0 };
+    assert (gw_conn_attach (&self, &a) && gw_conn_attach (&self, &b));
+    assert (!gw_conn_attach (&self, &c));              /* full */
+    assert (a.handle && b.handle && a.handle != b.handle);
+    assert (gw_conn_lookup (&self, a.handle) == &a && gw_conn_lookup (&self, b.handle) == &b);
+    uint64_t old = a.handle;
+    gw_conn_detach (&self, &a);
+    assert (gw_conn_lookup (&self, old) == NULL && a.handle == 0);
+    assert (gw_conn_attach (&self, &c));
+    assert (c.handle != old && (c.handle & SLOT_MASK) == (old & SLOT_MASK));
+    assert (gw_conn_lookup (&self, old) == NULL && gw_conn_lookup (&self, c.handle) == &c);
+    assert (gw_conn_lookup (&self, 12345678) == NULL);
+    assert (self.open_count == 2);
+
+    /*  Rate limit: a burst, then refused, then refilled over time. */
+    cfg.rate_messages = 1000;
+    cfg.rate_burst = 5;
+    conn_t r = { 0 };
+    int allowed = 0;
+    for (int i = 0; i < 20; i++)
+        allowed += gw_rate_allowed (&self, &r, 1000);
+    assert (allowed == 5);
+    allowed = 0;                                    /* 2 ms later: 2 more */
+    for (int i = 0; i < 20; i++)
+        allowed += gw_rate_allowed (&self, &r, 1002);
+    assert (allowed == 2);
+    allowed = 0;                                    /* 10 ms later: 10 more, capped at 5 */
+    for (int i = 0; i < 20; i++)
+        allowed += gw_rate_allowed (&self, &r, 1012);
+    assert (allowed == 5);
+
+    /*  Input shaping: a new peer starts with twice --rate-burst reads and
+        four seconds of --rate-limit-bytes; both refill with time, capped. */
+    cfg.rate_messages = 100;
+    cfg.rate_burst = 10;
+    cfg.rate_bytes = 1000;
+    conn_t s = { 0 };
+    self.tick_ms = 5000;
+    input_refill (&self, &s);
+    assert (s.in_reads == 20 && s.in_bytes == 4000 && s.in_ms == 5000);
+    s.in_reads = -3;
+    s.in_bytes = -500;
+    input_refill (&self, &s);                       /* no time passed: nothing */
+    assert (s.in_reads == -3 && s.in_bytes == -500);
+    self.tick_ms = 5100;                            /* 100 ms: 20 reads, 100 bytes */
+    input_refill (&self, &s);
+    assert (s.in_reads == 17 && s.in_bytes == -400 && s.in_ms == 5100);
+    self.tick_ms = 65100;                           /* a minute: capped */
+    input_refill (&self, &s);
+    assert (s.in_reads == 20 && s.in_bytes == 4000);
+
+    /*  Close codes as /metrics counts them. */
+    assert (gw_close_index (1001) == 0 && gw_close_index (1007) == 1 && gw_close_index (1008) == 2);
+    assert (gw_close_index (1009) == 3 && gw_close_index (4001) == 4);
+    assert (gw_close_index (1000) == 5 && gw_close_index (0) == 5);
+    assert (strcmp (gw_slow_names [SLOW_QUEUE], "queue_full") == 0);
+    assert (strcmp (gw_slow_names [SLOW_BUDGET], "output_budget") == 0);
+
+    /*  Over the budget, the larger queue goes first, then the older. */
+    outq_acct_t acct = { 0 };
+    conn_t big = { 0 }, small = { 0 }, older = { 0 };
+    outq_init (&big.out, &acct);
+    outq_init (&small.out, &acct);
+    outq_init (&older.out, &acct);
+    char bytes [100] = { 0 };
+    assert (outq_append (&big.out, bytes, 100) == 0);
+    assert (outq_append (&small.out, bytes, 10) == 0);
+    assert (outq_append (&older.out, bytes, 10) == 0);
+    small.out_since = 20;
+    older.out_since = 10;
+    assert (victim_before (&big, &small) && !victim_before (&small, &big));
+    assert (victim_before (&older, &small) && !victim_before (&small, &older));
+    assert (!victim_before (&small, &small));
+    assert (acct.owned == 120);
+    outq_clear (&big.out);
+    outq_clear (&small.out);
+    outq_clear (&older.out);
+    assert (acct.owned == 0);
+    if (verbose)
+        printf ("OK\n");
 }

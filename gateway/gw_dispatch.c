@@ -628,3 +628,15 @@ gw_drain_zmq (gateway_t *self)
     if (self->store_raw)
         drain_socket (self, self->store_raw, PEER_STORE);
 }
+
+/* ------------------------------------------------------------------------ */
+
+void
+gw_dispatch_test (bool verbose)
+{
+    if (verbose)
+        printf (" * gw_dispatch: ");
+    /* TODO */
+    if (verbose)
+        printf ("OK\n");
+}

@@ -8,6 +8,7 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <strings.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
@@ -46,11 +47,11 @@ http_method (struct lws *wsi)
 }
 
 /*  lws hands us the path already percent-decoded; the http module decodes
-    once itself, so every '%' is escaped back to keep the meaning exact. */
+    once itself, so every '%' is escaped back to keep the meaning exact.
+    args: the query string, or NULL. */
 static char *
-rebuild_uri (struct lws *wsi, const char *path)
+uri_rebuild (const char *path, const char *args)
 {
-    char *args = header_dup (wsi, WSI_TOKEN_HTTP_URI_ARGS);
     size_t len = strlen (path), extra = 0;
     for (const char *p = path; *p; p++)
         if (*p == '%')
@@ -69,6 +70,14 @@ rebuild_uri (struct lws *wsi, const char *path)
         else
             *o = 0;
     }
+    return uri;
+}
+
+static char *
+rebuild_uri (struct lws *wsi, const char *path)
+{
+    char *args = header_dup (wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    char *uri = uri_rebuild (path, args);
     free (args);
     return uri;
 }
@@ -267,18 +276,13 @@ host_matches (const char *host, size_t host_len, const char *name)
     clients usually do not, and those are allowed.  A browser page may open
     a chat connection only if it was served under one of our own names (the
     -serverIp value, localhost, the loopback addresses, or the Host this
-    handshake was sent to), on any port, or it is on the allow-list. */
+    handshake was sent to), on any port, or it is on the allow-list.
+    request_host: the Host header ("" if none), its port stripped here. */
 static bool
-origin_allowed (gateway_t *self, struct lws *wsi)
+origin_matches (const qms_config_t *cfg, const char *origin, char *request_host)
 {
-    int len = lws_hdr_total_length (wsi, WSI_TOKEN_ORIGIN);
-    if (len <= 0)
-        return true;
-    char origin [512];
-    if (len >= (int) sizeof origin || lws_hdr_copy (wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
-        return false;
-    for (int i = 0; i < self->cfg->origin_count; i++)
-        if (strcasecmp (origin, self->cfg->origins [i]) == 0)
+    for (int i = 0; i < cfg->origin_count; i++)
+        if (strcasecmp (origin, cfg->origins [i]) == 0)
             return true;
     const char *host = NULL;
     if (strncasecmp (origin, "http://", 7) == 0)
@@ -300,18 +304,32 @@ origin_allowed (gateway_t *self, struct lws *wsi)
     if (host [host_len] && host [host_len] != ':')
         return false;                   /* an origin has no path */
 
-    char request_host [256] = "";
-    if (lws_hdr_copy (wsi, request_host, sizeof request_host, WSI_TOKEN_HOST) > 0) {
+    if (request_host [0]) {
         char *colon = request_host [0] == '[' ? strchr (request_host, ']') : request_host;
         colon = colon ? strchr (colon, ':') : NULL;
         if (colon)
             *colon = 0;
     }
-    return host_matches (host, host_len, self->cfg->server_ip)
+    return host_matches (host, host_len, cfg->server_ip)
         || host_matches (host, host_len, "localhost")
         || host_matches (host, host_len, "127.0.0.1")
         || host_matches (host, host_len, "[::1]")
         || (request_host [0] && host_matches (host, host_len, request_host));
+}
+
+static bool
+origin_allowed (gateway_t *self, struct lws *wsi)
+{
+    int len = lws_hdr_total_length (wsi, WSI_TOKEN_ORIGIN);
+    if (len <= 0)
+        return true;
+    char origin [512];
+    if (len >= (int) sizeof origin || lws_hdr_copy (wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
+        return false;
+    char request_host [256] = "";
+    if (lws_hdr_copy (wsi, request_host, sizeof request_host, WSI_TOKEN_HOST) <= 0)
+        request_host [0] = 0;
+    return origin_matches (self->cfg, origin, request_host);
 }
 
 int
@@ -337,4 +355,63 @@ gw_filter_handshake (gateway_t *self, struct lws *wsi)
         return 1;
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+
+void
+gw_http_test (bool verbose)
+{
+    if (verbose)
+        printf (" * gw_http: ");
+    /*  Paths come back with every '%' escaped again, the query after '?'. */
+    char *uri = uri_rebuild ("/a%b/%", "x=1&y=%41");
+    assert (uri && strcmp (uri, "/a%25b/%25?x=1&y=%41") == 0);
+    free (uri);
+    uri = uri_rebuild ("/index.html", NULL);
+    assert (uri && strcmp (uri, "/index.html") == 0);
+    free (uri);
+    uri = uri_rebuild ("", NULL);
+    assert (uri && strcmp (uri, "") == 0);
+    free (uri);
+
+    /*  Origins: our own names on any port, the Host asked for, the allow-list. */
+    qms_config_t cfg;
+    qms_config_defaults (&cfg);
+    snprintf (cfg.server_ip, sizeof cfg.server_ip, "chat.example");
+    static char friend [] = "https://friend.example:8443";
+    cfg.origins [0] = friend;
+    cfg.origin_count = 1;
+    static const struct { const char *origin, *host; bool ok; } cases [] = {
+        { "http://localhost:8080", "", true },
+        { "https://127.0.0.1", "", true },
+        { "http://[::1]:3000", "", true },
+        { "HTTP://LOCALHOST", "", true },
+        { "https://chat.example:9443", "", true },
+        { "https://friend.example:8443", "", true },        /* allow-list, exact */
+        { "https://FRIEND.example:8443", "", true },        /* ... case aside */
+        { "https://friend.example:8444", "", false },
+        { "http://evil.example", "", false },
+        { "http://evil.example", "other.example:80", false },
+        { "http://evil.example:1234", "evil.example:80", true },   /* the Host it was sent to */
+        { "http://[fe80::1]:1", "[fe80::1]:8080", true },
+        { "http://[fe80::1]:1", "[fe80::2]:8080", false },
+        { "http://localhost.evil.example", "", false },
+        { "http://localhost/path", "", false },             /* an origin has no path */
+        { "ftp://localhost", "", false },
+        { "null", "", false },
+        { "http://[::1", "", false },
+        { "localhost", "localhost", false },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        char host [256];
+        snprintf (host, sizeof host, "%s", cases [i].host);
+        if (origin_matches (&cfg, cases [i].origin, host) != cases [i].ok) {
+            fprintf (stderr, "origin %s host %s: expected %d\n", cases [i].origin, cases [i].host, cases [i].ok);
+            assert (false);
+        }
+    }
+    assert (host_matches ("abc", 3, "ABC") && !host_matches ("abc", 2, "abc") && !host_matches ("abc", 3, NULL));
+    if (verbose)
+        printf ("OK\n");
 }

@@ -292,3 +292,15 @@ gw_reload (gateway_t *self)
     reload_settings (self);
     reload_tls (self);
 }
+
+/* ------------------------------------------------------------------------ */
+
+void
+gw_listen_test (bool verbose)
+{
+    if (verbose)
+        printf (" * gw_listen: ");
+    /* TODO */
+    if (verbose)
+        printf ("OK\n");
+}

@@ -244,3 +244,15 @@ gw_serve_ops (gateway_t *self, conn_t *conn, const char *path, const char *metho
     }
     return false;
 }
+
+/* ------------------------------------------------------------------------ */
+
+void
+gw_ops_test (bool verbose)
+{
+    if (verbose)
+        printf (" * gw_ops: ");
+    /* TODO */
+    if (verbose)
+        printf ("OK\n");
+}

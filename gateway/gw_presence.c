@@ -12,7 +12,10 @@
 
 #include <assert.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
 /*  Presence.  The router sends each change once; we keep the list, encode it
@@ -354,4 +357,167 @@ gw_users_changed (gateway_t *self)
 {
     self->users_gen++;
     gw_presence_schedule (self);
+}
+
+/* ------------------------------------------------------------------------ */
+
+/*  The test's connections need a wsi that lws can be asked to write: a raw
+    descriptor in a context of its own. */
+static int
+t_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    return 0;
+}
+
+/*  The one frame in q: its payload in out (the header checked). */
+static void
+t_frame_payload (outq_t *q, qms_buf_t *out)
+{
+    int pipefd [2];
+    assert (socketpair (AF_UNIX, SOCK_STREAM, 0, pipefd) == 0);   /* outq writes with sendmsg */
+    int flags;
+    ssize_t n = 0;
+    while (!outq_empty (q)) {
+        ssize_t part = outq_write (q, pipefd [1], NULL, 1 << 20, &flags);
+        assert (part > 0);
+        n += part;
+    }
+    uint8_t frame [65536];
+    assert (n < (ssize_t) sizeof frame && read (pipefd [0], frame, sizeof frame) == n);
+    close (pipefd [0]);
+    close (pipefd [1]);
+    assert (frame [0] == 0x81);                     /* FIN, text */
+    size_t len = frame [1], head = 2;
+    if (len == 126) {
+        len = (size_t) frame [2] << 8 | frame [3];
+        head = 4;
+    }
+    assert (head + len == (size_t) n);
+    qms_buf_reset (out);
+    qms_buf_append (out, frame + head, len);
+}
+
+/*  The event as encoded from scratch for the users online now. */
+static void
+t_expected (gateway_t *self, const qms_str_t *username, const char *token, qms_buf_t *out)
+{
+    qms_buf_reset (out);
+    if (username)
+        proto_login_ok_head (out, qms_str (token), *username);
+    else
+        proto_userlist_head (out);
+    proto_users_begin (out);
+    for (user_t *u = self->users_head; u; u = u->next)
+        proto_users_add (out, u->id, u->name, u->pubkey);
+    proto_users_end (out);
+    proto_event_tail (out);
+}
+
+void
+gw_presence_test (bool verbose)
+{
+    if (verbose)
+        printf (" * gw_presence: ");
+    lws_set_log_level (LLL_ERR, NULL);
+    static const struct lws_protocols protocols [] = {
+        { "t", t_callback, 0, 0, 0, NULL, 0 }, { NULL, NULL, 0, 0, 0, NULL, 0 }
+    };
+    struct lws_context_creation_info info;
+    memset (&info, 0, sizeof info);
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = protocols;
+    info.gid = -1;
+    info.uid = -1;
+    struct lws_context *ctx = lws_create_context (&info);
+    assert (ctx);
+    int sv [2];
+    assert (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    lws_sock_file_fd_type desc;
+    desc.filefd = sv [0];
+    struct lws *wsi = lws_adopt_descriptor_vhost (lws_get_vhost_by_name (ctx, "default"),
+                                                  LWS_ADOPT_RAW_FILE_DESC, desc, "t", NULL);
+    assert (wsi);
+
+    qms_config_t cfg;
+    qms_config_defaults (&cfg);
+    const char *token = "tok";
+    qms_str_t me = qms_str ("me");
+    /*  Each round: five users online, the list encoded, then some gone
+        (bit i of gone: user i) and some come; the list sent "now" (patched
+        from the encoded one) must equal the list encoded afresh. */
+    static const struct { unsigned gone; int newcomers; } rounds [] = {
+        { 0, 0 }, { 1, 0 }, { 16, 0 }, { 2 | 4, 0 }, { 1 | 4 | 16, 1 }, { 31, 0 }, { 31, 2 },
+        { 0, 3 }, { 8, 1 }, { 1 | 2, 2 },
+    };
+    qms_buf_t got, want;
+    qms_buf_init (&got);
+    qms_buf_init (&want);
+    for (size_t r = 0; r < sizeof rounds / sizeof rounds [0]; r++)
+    for (int login = 0; login < 2; login++) {
+        gateway_t self;
+        memset (&self, 0, sizeof self);
+        self.cfg = &cfg;
+        assert (qms_map_init (&self.users_by_id, gw_match_user) == 0);
+        char id [16], name [16];
+        for (int i = 0; i < 5; i++) {
+            snprintf (id, sizeof id, "id%d", i);
+            snprintf (name, sizeof name, "name \"%d\"", i);     /* escaped in the JSON */
+            gw_user_add (&self, qms_str (id), qms_str (name), qms_str ("key"));
+        }
+        assert (self.user_count == 5);
+        outq_shared_t *frame = list_frame (&self);
+        assert (frame && frame == self.list_frame && list_frame (&self) == frame);
+        /*  Each user's "{...}" is where the frame says. */
+        const uint8_t *data = outq_shared_data (frame);
+        assert (data [self.list_array_off] == '[');
+        assert (data [self.list_array_off + self.list_array_len - 1] == ']');
+        for (user_t *u = self.users_head; u; u = u->next) {
+            assert (u->frame_id == self.list_frame_id);
+            assert (data [u->frame_off] == '{' && data [u->frame_off + u->frame_len - 1] == '}');
+            assert (memmem (data + u->frame_off, u->frame_len, u->id.ptr, u->id.len));
+        }
+        for (int i = 0; i < 5; i++)
+            if (rounds [r].gone & (1u << i)) {
+                snprintf (id, sizeof id, "id%d", i);
+                user_t *u = gw_user_find (&self, qms_str (id));
+                assert (u);
+                gw_user_remove (&self, u);
+                assert (!gw_user_find (&self, qms_str (id)));
+            }
+        assert (self.list_gone.len == 2 * sizeof (uint32_t) * (size_t) __builtin_popcount (rounds [r].gone));
+        for (int i = 0; i < rounds [r].newcomers; i++) {
+            snprintf (id, sizeof id, "new%d", i);
+            gw_user_add (&self, qms_str (id), qms_str (id), qms_str (""));
+        }
+        self.users_gen++;
+        conn_t conn;
+        memset (&conn, 0, sizeof conn);
+        conn.wsi = wsi;
+        memcpy (conn.token, token, 3);
+        conn.token_len = 3;
+        outq_init (&conn.out, &self.out_acct);
+        gw_conn_queue_list_now (&self, &conn, login ? &me : NULL);
+        assert (self.list_frame == frame);          /* patched, not encoded again */
+        t_frame_payload (&conn.out, &got);
+        t_expected (&self, login ? &me : NULL, token, &want);
+        assert (got.len == want.len && memcmp (got.data, want.data, got.len) == 0);
+
+        /*  A user who comes back replaces the old entry. */
+        gw_user_add (&self, qms_str ("new0"), qms_str ("again"), qms_str (""));
+        user_t *again = gw_user_find (&self, qms_str ("new0"));
+        assert (again && again == self.users_tail && qms_str_eq (again->name, "again"));
+        outq_clear (&conn.out);
+        gw_users_clear (&self);
+        assert (self.user_count == 0 && !self.users_head && !self.users_tail);
+        outq_shared_unref (&self.list_frame);
+        assert (self.out_acct.shared == 0 && self.out_acct.owned == 0);
+        qms_buf_free (&self.list_gone);
+        qms_map_free (&self.users_by_id);
+    }
+    qms_buf_free (&got);
+    qms_buf_free (&want);
+    lws_context_destroy (ctx);
+    close (sv [1]);
+    if (verbose)
+        printf ("OK\n");
 }
