@@ -636,7 +636,125 @@ gw_dispatch_test (bool verbose)
 {
     if (verbose)
         printf (" * gw_dispatch: ");
-    /* TODO */
+    qms_config_t cfg;
+    qms_config_defaults (&cfg);
+    gateway_t self;
+    memset (&self, 0, sizeof self);
+    self.cfg = &cfg;
+    assert (qms_map_init (&self.users_by_id, gw_match_user) == 0);
+    self.flush_scheduled = true;            /* no loop here: batches are only built */
+    self.presence_scheduled = true;
+    self.router_seen = self.auth_seen = qms_mono_ms ();
+
+    /*  Tokens: only ours are plausible; the bound one goes as "", any
+        other as its SHA-256. */
+    char token [QMS_TOKEN_CHARS + 1];
+    memset (token, 'a', QMS_TOKEN_CHARS);
+    token [QMS_TOKEN_CHARS] = 0;
+    assert (token_plausible (qms_str (token)) && !token_plausible (qms_str ("short")));
+    conn_t conn;
+    memset (&conn, 0, sizeof conn);
+    conn.handle = 77;
+    memcpy (conn.token, token, QMS_TOKEN_CHARS);
+    conn.token_len = QMS_TOKEN_CHARS;
+    char hash [QMS_HASH_HEX + 1];
+    assert (token_ref (&conn, qms_str (token), hash).len == QMS_HASH_HEX);     /* not bound yet */
+    conn.bound = true;
+    assert (token_ref (&conn, qms_str (token), hash).len == 0);
+    token [0] = 'b';
+    qms_str_t ref = token_ref (&conn, qms_str (token), hash);
+    char expect [QMS_HASH_HEX + 1];
+    qms_sha256_hex (token, QMS_TOKEN_CHARS, expect);
+    assert (ref.len == QMS_HASH_HEX && memcmp (ref.ptr, expect, QMS_HASH_HEX) == 0);
+    token [0] = 'a';
+
+    /*  A MessageRequest becomes one RT_MESSAGE to the router; a logout, an
+        RT_LOGOUT with the token's hash. */
+    char json [256];
+    snprintf (json, sizeof json, "{\"action\":3,\"token\":\"%s\",\"target\":\"bob\",\"message\":\"hi\"}", token);
+    handle_request (&self, &conn, json, strlen (json));
+    snprintf (json, sizeof json, "{\"action\":2,\"token\":\"%s\"}", token);
+    handle_request (&self, &conn, json, strlen (json));
+    size_t offset = 0;
+    qms_rec_t rec;
+    assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 1);
+    assert (rec.type == QMS_RT_MESSAGE && rec.conn == 77);
+    assert (qms_str_eq (rec.s [0], "bob") && qms_str_eq (rec.s [1], "hi") && rec.s [2].len == 0);
+    assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 1);
+    qms_sha256_hex (token, QMS_TOKEN_CHARS, expect);
+    assert (rec.type == QMS_RT_LOGOUT && rec.conn == 77 && qms_str_eq (rec.s [0], expect));
+    assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 0);
+    assert (self.m.requests [QMS_REQ_MESSAGE] == 1 && self.m.requests [QMS_REQ_LOGOUT] == 1);
+    assert (self.to_auth.len == 0);
+    qms_buf_reset (&self.to_router);
+
+    /*  Heartbeat: hello to the router, ping to auth (the store: none here). */
+    gw_heartbeat (&self);
+    offset = 0;
+    assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 1 && rec.type == QMS_RT_HELLO);
+    offset = 0;
+    assert (qms_rec_next (self.to_auth.data, self.to_auth.len, &offset, &rec) == 1 && rec.type == QMS_AUTH_PING);
+    assert (self.to_store.len == 0);
+
+    /*  Liveness: an actor silent for PEER_TIMEOUT_MS is gone. */
+    self.router_seen = qms_mono_ms () - PEER_TIMEOUT_MS - 1;
+    assert (!gw_router_alive (&self) && gw_auth_alive (&self));
+    qms_rec_t welcome = { .type = QMS_GW_WELCOME };
+    handle_router_record (&self, &welcome);
+    assert (gw_router_alive (&self));
+    self.auth_seen = 0;
+    qms_rec_t pong = { .type = QMS_AUTH_PONG };
+    handle_auth_record (&self, &pong);
+    assert (gw_auth_alive (&self));
+
+    /*  Presence records keep the list and the changes for the next push. */
+    uint64_t gen = self.users_gen;
+    qms_rec_t join = { .type = QMS_GW_JOIN, .s = { qms_str ("id1"), qms_str ("ann"), qms_str ("k") } };
+    handle_router_record (&self, &join);
+    assert (self.user_count == 1 && gw_user_find (&self, qms_str ("id1")) && self.users_gen == gen + 1);
+    assert (memmem (self.changes.data, self.changes.len, "ann", 3));
+    qms_rec_t leave = { .type = QMS_GW_LEAVE, .s = { qms_str ("id1") } };
+    handle_router_record (&self, &leave);
+    assert (self.user_count == 0 && self.users_gen == gen + 2);
+    handle_router_record (&self, &leave);            /* unknown: no change */
+    assert (self.users_gen == gen + 2);
+    qms_rec_t users = { .type = QMS_GW_USERS, .num = 2 };
+    qms_rec_t user = { .type = QMS_GW_USER, .s = { qms_str ("id2"), qms_str ("bo"), qms_str ("") } };
+    handle_router_record (&self, &users);
+    assert (self.changes.len == 0);
+    handle_router_record (&self, &user);
+    user.s [0] = qms_str ("id3");
+    handle_router_record (&self, &user);
+    assert (self.user_count == 2 && self.changes.len == 0);
+
+    /*  Requests in flight: a ring that grows, in deadline order. */
+    for (int i = 0; i < 200; i++) {
+        conn_t c;
+        memset (&c, 0, sizeof c);
+        c.handle = (uint64_t) i + 1;
+        wait_begin (&self, &c, WAIT_LOGIN);
+        assert (c.waiting == WAIT_LOGIN && c.wait_seq == self.wait_seq);
+        if (i == 99) {                              /* the oldest leave, then more come */
+            self.wait_head = 60;
+            self.wait_count -= 60;
+        }
+    }
+    assert (self.wait_count == 140 && self.wait_cap >= 140);
+    for (size_t i = 0; i < self.wait_count; i++) {
+        waiting_t *w = &self.waits [(self.wait_head + i) % self.wait_cap];
+        assert (w->handle == 61 + i);
+        assert (i == 0 || w->deadline >= self.waits [(self.wait_head + i - 1) % self.wait_cap].deadline);
+    }
+    gw_wait_expire (&self);                         /* none due yet */
+    assert (self.wait_count == 140);
+
+    gw_users_clear (&self);
+    qms_map_free (&self.users_by_id);
+    qms_buf_free (&self.to_router);
+    qms_buf_free (&self.to_auth);
+    qms_buf_free (&self.changes);
+    qms_buf_free (&self.scratch);
+    free (self.waits);
     if (verbose)
         printf ("OK\n");
 }

@@ -18,6 +18,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include "tls.h"
 
 /* ------------------------------------------------------------------------ */
 /*  TLS and vhosts. */
@@ -300,7 +303,52 @@ gw_listen_test (bool verbose)
 {
     if (verbose)
         printf (" * gw_listen: ");
-    /* TODO */
+    char dir [] = "/tmp/qms-gw-listen-XXXXXX";
+    assert (mkdtemp (dir));
+    char path [PATH_MAX];
+
+    /*  read_whole: a file's bytes and length, NUL-terminated; nothing for a
+        missing or empty file. */
+    snprintf (path, sizeof path, "%s/file", dir);
+    FILE *file = fopen (path, "wb");
+    assert (file && fwrite ("abc\0def", 1, 7, file) == 7 && fclose (file) == 0);
+    size_t len = 0;
+    char *data = read_whole (path, &len);
+    assert (data && len == 7 && memcmp (data, "abc\0def", 7) == 0 && data [7] == 0);
+    free (data);
+    file = fopen (path, "wb");
+    assert (file && fclose (file) == 0);
+    len = 99;
+    assert (read_whole (path, &len) == NULL && len == 99);
+    unlink (path);
+    assert (read_whole (path, &len) == NULL);
+
+    /*  The TLS check: a good pair passes; a missing file, or a key of
+        another certificate, is refused with the reason. */
+    qms_config_t cfg;
+    qms_config_defaults (&cfg);
+    char cert_a [256], key_a [256], cert_b [256], key_b [256], err [512];
+    char dir_b [64];
+    snprintf (dir_b, sizeof dir_b, "%s/b", dir);
+    assert (mkdir (dir_b, 0700) == 0);
+    assert (tls_self_signed_ensure (dir, "a.example", cert_a, key_a, sizeof cert_a, err, sizeof err) == 0);
+    assert (tls_self_signed_ensure (dir_b, "b.example", cert_b, key_b, sizeof cert_b, err, sizeof err) == 0);
+    snprintf (cfg.ssl_cert, sizeof cfg.ssl_cert, "%s", cert_a);
+    snprintf (cfg.ssl_key, sizeof cfg.ssl_key, "%s", key_a);
+    assert (gateway_check_tls (&cfg, err, sizeof err) == 0);
+    snprintf (cfg.ssl_key, sizeof cfg.ssl_key, "%s", key_b);
+    /*  (OpenSSL 3 refuses the key on loading it, older ones on the check.) */
+    assert (gateway_check_tls (&cfg, err, sizeof err) == -1 && strstr (err, key_b));
+    assert (strstr (err, "does not match") || strstr (err, "not a usable PEM private key"));
+    snprintf (cfg.ssl_key, sizeof cfg.ssl_key, "%s/missing.pem", dir);
+    assert (gateway_check_tls (&cfg, err, sizeof err) == -1 && strstr (err, "not a usable PEM private key"));
+    snprintf (cfg.ssl_cert, sizeof cfg.ssl_cert, "%s", key_a);     /* a key is no certificate */
+    assert (gateway_check_tls (&cfg, err, sizeof err) == -1 && strstr (err, "not a usable PEM certificate"));
+    unlink (cert_a);
+    unlink (key_a);
+    unlink (cert_b);
+    unlink (key_b);
+    assert (rmdir (dir_b) == 0 && rmdir (dir) == 0);
     if (verbose)
         printf ("OK\n");
 }

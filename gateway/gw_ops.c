@@ -12,6 +12,7 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 
 /*  Our own figures, as Prometheus text. */
 static void
@@ -252,7 +253,82 @@ gw_ops_test (bool verbose)
 {
     if (verbose)
         printf (" * gw_ops: ");
-    /* TODO */
+    qms_config_t cfg;
+    qms_config_defaults (&cfg);
+    gateway_t self;
+    memset (&self, 0, sizeof self);
+    self.cfg = &cfg;
+    self.max_slots = 0;
+    self.open_count = 3;
+    self.m.opened = 7;
+    self.m.closes [2] = 4;
+    self.m.slow_closed [SLOW_BUDGET] = 2;
+    self.m.http [2] = 11;
+    self.out_acct.owned = 1234;
+    uint64_t now = qms_mono_ms ();
+    self.router_seen = now;
+    self.auth_seen = now - PEER_TIMEOUT_MS - 1;     /* auth silent too long */
+
+    /*  Our figures, as Prometheus text. */
+    qms_buf_t text;
+    qms_buf_init (&text);
+    gateway_metrics (&self, &text);
+    qms_buf_append (&text, "", 1);
+    const char *s = (const char *) text.data;
+    assert (strstr (s, "# TYPE qms_connections_open gauge\n"));
+    assert (strstr (s, "qms_connections_open{actor=\"gateway\"} 3\n"));
+    assert (strstr (s, "qms_connections_opened_total{actor=\"gateway\"} 7\n"));
+    assert (strstr (s, "qms_closes_total{actor=\"gateway\",code=\"1008\"} 4\n"));
+    assert (strstr (s, "qms_closes_total{actor=\"gateway\",code=\"1001\"} 0\n"));
+    assert (strstr (s, "qms_slow_consumers_closed_total{actor=\"gateway\",reason=\"output_budget\"} 2\n"));
+    assert (strstr (s, "qms_http_responses_total{actor=\"gateway\",status=\"2xx\"} 11\n"));
+    assert (strstr (s, "qms_queue_bytes{actor=\"gateway\",of=\"all\"} 1234\n"));
+    assert (strstr (s, "qms_actor_up{actor=\"router\"} 1\n"));
+    assert (strstr (s, "qms_actor_up{actor=\"auth\"} 0\n"));
+    assert (strstr (s, "qms_actor_up{actor=\"store\"} 0\n"));
+    qms_buf_free (&text);
+
+    /*  /healthz and /readyz. */
+    conn_t conn;
+    memset (&conn, 0, sizeof conn);
+    http_response_t resp;
+    memset (&resp, 0, sizeof resp);
+    conn.resp = &resp;
+    assert (!gw_serve_ops (&self, &conn, "/healthz", "POST"));
+    assert (!gw_serve_ops (&self, &conn, "/index.html", "GET"));
+    assert (gw_serve_ops (&self, &conn, "/healthz", "GET"));
+    assert (resp.status == 200 && !resp.head_only);
+    assert (strcmp (resp.content_type, "application/json") == 0);
+    assert (strcmp (resp.body, "{\"status\":\"ok\",\"connections\":3}") == 0);
+    assert (resp.body_len == strlen (resp.body));
+    http_response_free (&resp);
+    memset (&resp, 0, sizeof resp);
+    assert (gw_serve_ops (&self, &conn, "/readyz", "HEAD"));
+    assert (resp.status == 503 && resp.head_only);
+    assert (strcmp (resp.body, "{\"ready\":false,\"router\":true,\"auth\":false,\"store\":false,"
+                               "\"database_writable\":false}") == 0);
+    http_response_free (&resp);
+
+    /*  The store's answer to req 0 is its liveness and writability. */
+    qms_rec_t rec = { .type = QMS_STATS, .req = 0, .s = { qms_str ("qms_store_writable 1\n") } };
+    gw_stats_answer (&self, PEER_ROUTER, &rec);
+    assert (!self.store_seen && !self.store_writable);
+    gw_stats_answer (&self, PEER_STORE, &rec);
+    assert (self.store_seen && self.store_writable && gw_store_alive (&self));
+    self.auth_seen = qms_mono_ms ();
+    memset (&resp, 0, sizeof resp);
+    assert (gw_serve_ops (&self, &conn, "/readyz", "GET"));
+    assert (resp.status == 200);
+    assert (strcmp (resp.body, "{\"ready\":true,\"router\":true,\"auth\":true,\"store\":true,"
+                               "\"database_writable\":true}") == 0);
+    http_response_free (&resp);
+    self.stopping = true;                           /* stopping: not ready */
+    memset (&resp, 0, sizeof resp);
+    assert (gw_serve_ops (&self, &conn, "/readyz", "GET") && resp.status == 503);
+    http_response_free (&resp);
+    rec.s [0] = qms_str ("qms_store_writable 0\n");
+    gw_stats_answer (&self, PEER_STORE, &rec);
+    assert (!self.store_writable);
     if (verbose)
         printf ("OK\n");
 }
