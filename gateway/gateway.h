@@ -41,6 +41,14 @@ void gateway_destroy (gateway_t **self_p);
 
 void gateway_test (bool verbose);
 
+/*  The selftests of the gateway's parts (gw_internal.h lists the files). */
+void gw_listen_test (bool verbose);
+void gw_conn_test (bool verbose);
+void gw_dispatch_test (bool verbose);
+void gw_presence_test (bool verbose);
+void gw_ops_test (bool verbose);
+void gw_http_test (bool verbose);
+
 /*  lws_sorted.c: libwebsockets' sorted-list insertion found from the tail
     (the library's own calls come to it); how many calls it has had. */
 extern unsigned long lws_sorted_calls;

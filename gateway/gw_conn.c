@@ -1,0 +1,513 @@
+/*  gw_conn.c - the gateway's WebSocket connections: slots and handles,
+    output queues and writes, input shaping, the limits that close a slow
+    consumer, idle pings, and the count of connections per address.
+
+    The relay path's own helpers (gw_conn_lookup, gw_conn_queue and
+    gw_conn_queued) are static inline in gw_internal.h.
+*/
+#define _GNU_SOURCE
+#include "gw_internal.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+
+/* ------------------------------------------------------------------------ */
+/*  Connection slots and handles. */
+
+
+bool
+gw_conn_attach (gateway_t *self, conn_t *conn)
+{
+    if (self->free_count == 0)
+        return false;
+    uint32_t slot = self->free_slots [--self->free_count];
+    self->gens [slot] = (self->gens [slot] + 1) & SLOT_MASK;
+    if (self->gens [slot] == 0)
+        self->gens [slot] = 1;          /* handle 0 means "none" */
+    conn->handle = ((uint64_t) self->gens [slot] << SLOT_BITS) | slot;
+    self->slots [slot] = conn;
+    self->open_count++;
+    return true;
+}
+
+void
+gw_conn_detach (gateway_t *self, conn_t *conn)
+{
+    if (!conn->handle)
+        return;
+    uint32_t slot = (uint32_t) (conn->handle & SLOT_MASK);
+    self->slots [slot] = NULL;
+    self->free_slots [self->free_count++] = slot;
+    self->open_count--;
+    conn->handle = 0;
+}
+
+void
+gw_conn_release (conn_t *conn)
+{
+    free (conn->rx);
+    conn->rx = NULL;
+    conn->rx_len = conn->rx_cap = 0;
+    outq_clear (&conn->out);
+    if (conn->resp) {
+        http_response_free (conn->resp);
+        free (conn->resp);
+        conn->resp = NULL;
+    }
+    OPENSSL_cleanse (conn->token, sizeof conn->token);
+    OPENSSL_cleanse (conn->pending, sizeof conn->pending);
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Output.  Each connection's output is an outq (outq.h): our frames and
+    shared user lists, written by us when lws says the socket is writeable.
+    Three limits keep a reader that does not read from costing the others:
+    --max-queue per connection, --write-timeout for output that never
+    drains, and --output-budget over every connection, past which the
+    largest queues go first.  A connection whose output waits is not read
+    either (lws_rx_flow_control): a peer that sends without reading is
+    slowed by TCP, and lws never reads a peer's end of stream while only our
+    queue could still deliver what is owed to it (docs/ROBUSTNESS.md). */
+
+const char *const gw_slow_names [3] = { "queue_full", "write_timeout", "output_budget" };
+
+int
+gw_close_index (uint16_t code)
+{
+    switch (code) {
+        case 1001: return 0;
+        case 1007: return 1;
+        case 1008: return 2;
+        case 1009: return 3;
+        case 4001: return 4;
+        default:   return 5;
+    }
+}
+
+void
+gw_conn_close (conn_t *conn, uint16_t code, const char *reason)
+{
+    if (conn->close_code)
+        return;
+    conn->close_code = code;
+    snprintf (conn->close_reason, sizeof conn->close_reason, "%s", reason);
+    lws_callback_on_writable (conn->wsi);
+}
+
+/*  A reader that cannot keep up: what waits for it is given back at once
+    (all but a frame already under way), it gets 1008 "Slow consumer", and
+    if it does not take even that within SLOW_CLOSE_GRACE_S it is dropped. */
+void
+gw_slow_consumer (gateway_t *self, conn_t *conn, slow_reason_t reason)
+{
+    if (conn->close_code)
+        return;
+    qms_warn (ACTOR, "event=slow_consumer handle=%llu reason=%s owned=%zu shared=%zu",
+              (unsigned long long) conn->handle, gw_slow_names [reason], conn->out.owned,
+              outq_pending (&conn->out) - conn->out.owned);
+    self->m.slow_closed [reason]++;
+    outq_drop_unstarted (&conn->out);
+    gw_conn_close (conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "Slow consumer");
+    lws_set_timeout (conn->wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
+}
+
+
+/*  Whether a's queue goes before b's when the budget is short: the larger
+    first, and among equals the one waiting longest. */
+static bool
+victim_before (const conn_t *a, const conn_t *b)
+{
+    size_t sa = outq_pending (&a->out), sb = outq_pending (&b->out);
+    return sa > sb || (sa == sb && a->out_since < b->out_since);
+}
+
+#define BUDGET_VICTIMS 64
+
+/*  Over --output-budget: close the largest queues (the oldest first among
+    equals) until the total is back under nine tenths of it.  One pass over
+    the connections picks up to BUDGET_VICTIMS candidates, kept in order. */
+void
+gw_enforce_budget (gateway_t *self)
+{
+    size_t target = self->cfg->output_budget_bytes / 10 * 9;
+    conn_t *victims [BUDGET_VICTIMS];
+    size_t count = 0;
+    for (size_t slot = 0; slot < self->max_slots; slot++) {
+        conn_t *conn = self->slots [slot];
+        if (!conn || conn->close_code || outq_empty (&conn->out))
+            continue;
+        if (count == BUDGET_VICTIMS && !victim_before (conn, victims [count - 1]))
+            continue;
+        size_t at = count < BUDGET_VICTIMS ? count++ : count - 1;
+        while (at > 0 && victim_before (conn, victims [at - 1])) {
+            victims [at] = victims [at - 1];
+            at--;
+        }
+        victims [at] = conn;
+    }
+    for (size_t i = 0; i < count && gw_output_total (self) > target; i++)
+        gw_slow_consumer (self, victims [i], SLOW_BUDGET);
+}
+
+
+
+
+void
+gw_conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text)
+{
+    proto_error (&self->scratch, event, text, strlen (text));
+    gw_conn_queue_scratch (self, conn);
+}
+
+/*  Everything queued before the router's GW_SYNC has left our buffer. */
+void
+gw_answer_sync (gateway_t *self, conn_t *conn)
+{
+    qms_rec_t rec = { .type = QMS_RT_SYNCED, .conn = conn->handle, .req = conn->sync_req };
+    conn->sync_req = 0;
+    gw_to_router (self, &rec);
+}
+
+/*  TLS: our writes may leave in parts (see outq_write). */
+static void *
+conn_tls (struct lws *wsi)
+{
+    SSL *ssl = lws_get_ssl (wsi);
+    if (ssl)
+        SSL_set_mode (ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    return ssl;
+}
+
+/*  Write what the socket takes.  -1: the connection is broken. */
+int
+gw_conn_flush (gateway_t *self, conn_t *conn, int *flags)
+{
+    *flags = 0;
+    if (outq_empty (&conn->out))
+        return 0;
+    ssize_t n = outq_write (&conn->out, lws_get_socket_fd (conn->wsi), conn_tls (conn->wsi),
+                            WRITE_MAX, flags);
+    if (n < 0)
+        return -1;
+    self->m.bytes_out += (uint64_t) n;
+    return 0;
+}
+
+/*  Read this peer or not: not while its output waits, nor while its input
+    budget refills. */
+static void
+conn_rx_update (conn_t *conn)
+{
+    bool off = conn->rx_held || conn->rx_shaped;
+    if (off != conn->rx_off) {
+        conn->rx_off = off;
+        lws_rx_flow_control (conn->wsi, off ? 0 : 1);
+    }
+}
+
+static void
+input_refill (gateway_t *self, conn_t *conn)
+{
+    int64_t bytes_burst = (int64_t) self->cfg->rate_bytes * 4;
+    int64_t reads_burst = 2 * (int64_t) self->cfg->rate_burst;
+    uint64_t now = self->tick_ms;
+    if (conn->in_ms == 0) {
+        conn->in_reads = reads_burst > INT32_MAX ? INT32_MAX : (int32_t) reads_burst;
+        conn->in_bytes = bytes_burst;
+        conn->in_ms = now;
+        return;
+    }
+    uint64_t elapsed = now - conn->in_ms;
+    if (elapsed == 0)
+        return;
+    conn->in_ms = now;
+    int64_t reads = conn->in_reads + (int64_t) (elapsed * 2 * (uint64_t) self->cfg->rate_messages / 1000);
+    if (reads > reads_burst)
+        reads = reads_burst;
+    conn->in_reads = reads > INT32_MAX ? INT32_MAX : (int32_t) reads;
+    conn->in_bytes += (int64_t) (elapsed * (uint64_t) self->cfg->rate_bytes / 1000);
+    if (conn->in_bytes > bytes_burst)
+        conn->in_bytes = bytes_burst;
+}
+
+/*  A read of len bytes from conn has been taken: spend its budget, and
+    stop reading it if that is gone (the tick resumes it, gw_input_resume). */
+void
+gw_input_spend (gateway_t *self, conn_t *conn, size_t len)
+{
+    input_refill (self, conn);
+    conn->in_reads--;
+    conn->in_bytes -= (int64_t) len;
+    if ((conn->in_reads < 0 || conn->in_bytes < 0) && !conn->rx_shaped) {
+        conn->rx_shaped = true;
+        self->m.shaped++;
+        qms_buf_append (&self->shaped, &conn->handle, sizeof conn->handle);
+        conn_rx_update (conn);
+    }
+}
+
+/*  Every tick: read again the peers whose budget has refilled. */
+void
+gw_input_resume (gateway_t *self)
+{
+    size_t count = self->shaped.len / sizeof (uint64_t), kept = 0;
+    uint64_t *handles = (uint64_t *) self->shaped.data;
+    for (size_t i = 0; i < count; i++) {
+        conn_t *conn = gw_conn_lookup (self, handles [i]);
+        if (!conn || !conn->rx_shaped)
+            continue;                   /* closed meanwhile */
+        input_refill (self, conn);
+        if (conn->in_reads >= 0 && conn->in_bytes >= 0) {
+            conn->rx_shaped = false;
+            conn_rx_update (conn);
+        }
+        else
+            handles [kept++] = handles [i];
+    }
+    self->shaped.len = kept * sizeof (uint64_t);
+}
+
+int
+gw_conn_writeable (gateway_t *self, conn_t *conn)
+{
+    if (conn->rx_held) {
+        /*  lws calls us only once it holds nothing of its own. */
+        conn->rx_held = false;
+        conn_rx_update (conn);
+    }
+    int flags;
+    if (gw_conn_flush (self, conn, &flags))
+        return -1;
+    if ((flags & OUTQ_LIST_DONE) && conn->list_stale) {
+        conn->list_stale = false;
+        gw_presence_schedule (self);       /* the newest list, with the next push */
+    }
+    if (!outq_empty (&conn->out)) {
+        /*  The rest waits for the next writeable callback.  Until then
+            nothing is read from this peer: lws writes only whole control
+            frames of its own (a pong, a close), and must not put one in
+            the middle of ours; and a peer that does not read gets no more
+            of our attention than its reading earns. */
+        conn->rx_held = true;
+        conn_rx_update (conn);
+        lws_callback_on_writable (conn->wsi);
+        return 0;
+    }
+    conn->out_since = 0;
+    if (conn->sync_req)
+        gw_answer_sync (self, conn);
+    if (conn->close_code) {
+        lws_close_reason (conn->wsi, (enum lws_close_status) conn->close_code,
+                          (unsigned char *) conn->close_reason, strlen (conn->close_reason));
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Open connections per address (--max-connections-per-address). */
+
+bool
+gw_match_peer (const void *item, const void *key)
+{
+    return strcmp (((const peer_t *) item)->address, (const char *) key) == 0;
+}
+
+/*  Count an established connection against its address; false (and
+    nothing counted) when the address is at its limit. */
+bool
+gw_peer_enter (gateway_t *self, conn_t *conn)
+{
+    char address [64] = "";
+    lws_get_peer_simple (conn->wsi, address, sizeof address);
+    uint64_t h = qms_map_hash_bytes (self->users_seed, address, strlen (address));
+    peer_t *peer = (peer_t *) qms_map_find (&self->peers, h, address);
+    if (!peer) {
+        peer = calloc (1, sizeof *peer);
+        if (!peer)
+            return false;
+        peer->h = h;
+        snprintf (peer->address, sizeof peer->address, "%s", address);
+        if (qms_map_insert (&self->peers, h, peer)) {
+            free (peer);
+            return false;
+        }
+    }
+    if (peer->count >= (uint32_t) self->cfg->max_per_address) {
+        qms_warn (ACTOR, "event=connection_refused reason=max_per_address address=%s limit=%d",
+                  address, self->cfg->max_per_address);
+        return false;
+    }
+    peer->count++;
+    conn->peer = peer;
+    return true;
+}
+
+void
+gw_peer_leave (gateway_t *self, conn_t *conn)
+{
+    peer_t *peer = conn->peer;
+    conn->peer = NULL;
+    if (peer && --peer->count == 0) {
+        qms_map_remove (&self->peers, peer->h, peer);
+        free (peer);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/*  The once-a-second scan: stalled output, idle peers. */
+
+/*  Once a second over every WebSocket, O(connections) and nothing per
+    frame but a store of the tick's time:
+    - --write-timeout: output that has not drained for that long belongs to
+      a reader that is gone or stalled (closed 1008, slow consumer);
+    - idle pings: one that has sent nothing for --ping-interval seconds gets
+      a ping (framed by us, like everything we write), and one that stays
+      silent for twice that plus 10 seconds is dropped, so that dead peers
+      do not hold memory forever. */
+void
+gw_conn_scan (gateway_t *self, uint64_t now)
+{
+    /*  FIN + ping, 3 bytes of payload: lws 4.1 passes a pong up to us only
+        when it carries a payload, and a pong echoes the ping's. */
+    static const uint8_t ping_frame [5] = { 0x89, 0x03, 'q', 'm', 's' };
+    uint64_t interval = (uint64_t) self->cfg->ping_interval * 1000;
+    uint64_t hangup = 2 * interval + 10000;
+    uint64_t stall = (uint64_t) self->cfg->write_timeout * 1000;
+    for (size_t slot = 0; slot < self->max_slots; slot++) {
+        conn_t *conn = self->slots [slot];
+        if (!conn || conn->close_code)
+            continue;
+        if (stall && conn->out_since && now - conn->out_since >= stall) {
+            gw_slow_consumer (self, conn, SLOW_STALLED);
+            continue;
+        }
+        if (!interval)
+            continue;
+        if (conn->heard_ms == 0)
+            conn->heard_ms = now;       /* opened since the last tick */
+        uint64_t silent = now - conn->heard_ms;
+        if (silent >= hangup) {
+            qms_info (ACTOR, "event=idle_close handle=%llu silent_ms=%llu",
+                      (unsigned long long) conn->handle, (unsigned long long) silent);
+            self->m.idle_closed++;
+            lws_set_timeout (conn->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            continue;
+        }
+        if (silent >= interval && now - conn->pinged_ms >= interval) {
+            bool was_empty = outq_empty (&conn->out);
+            if (outq_append (&conn->out, ping_frame, sizeof ping_frame) == 0) {
+                conn->pinged_ms = now;
+                self->m.pings++;
+                gw_conn_queued (self, conn, was_empty);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+
+void
+gw_conn_test (bool verbose)
+{
+    if (verbose)
+        printf (" * gw_conn: ");
+    /*  Slot handles: reuse of a slot never revives an old handle. */
+    qms_config_t cfg;
+    qms_config_defaults (&cfg);
+    cfg.max_connections = 2;
+    gateway_t self;
+    memset (&self, 0, sizeof self);
+    self.cfg = &cfg;
+    self.max_slots = 2;
+    conn_t *slots [2] = { 0 };
+    uint32_t gens [2] = { 0 }, free_slots [2] = { 1, 0 };
+    self.slots = slots;
+    self.gens = gens;
+    self.free_slots = free_slots;
+    self.free_count = 2;
+    conn_t a = { 0 }, b = { 0 }, c = { 0 };
+    assert (gw_conn_attach (&self, &a) && gw_conn_attach (&self, &b));
+    assert (!gw_conn_attach (&self, &c));              /* full */
+    assert (a.handle && b.handle && a.handle != b.handle);
+    assert (gw_conn_lookup (&self, a.handle) == &a && gw_conn_lookup (&self, b.handle) == &b);
+    uint64_t old = a.handle;
+    gw_conn_detach (&self, &a);
+    assert (gw_conn_lookup (&self, old) == NULL && a.handle == 0);
+    assert (gw_conn_attach (&self, &c));
+    assert (c.handle != old && (c.handle & SLOT_MASK) == (old & SLOT_MASK));
+    assert (gw_conn_lookup (&self, old) == NULL && gw_conn_lookup (&self, c.handle) == &c);
+    assert (gw_conn_lookup (&self, 12345678) == NULL);
+    assert (self.open_count == 2);
+
+    /*  Rate limit: a burst, then refused, then refilled over time. */
+    cfg.rate_messages = 1000;
+    cfg.rate_burst = 5;
+    conn_t r = { 0 };
+    int allowed = 0;
+    for (int i = 0; i < 20; i++)
+        allowed += gw_rate_allowed (&self, &r, 1000);
+    assert (allowed == 5);
+    allowed = 0;                                    /* 2 ms later: 2 more */
+    for (int i = 0; i < 20; i++)
+        allowed += gw_rate_allowed (&self, &r, 1002);
+    assert (allowed == 2);
+    allowed = 0;                                    /* 10 ms later: 10 more, capped at 5 */
+    for (int i = 0; i < 20; i++)
+        allowed += gw_rate_allowed (&self, &r, 1012);
+    assert (allowed == 5);
+
+    /*  Input shaping: a new peer starts with twice --rate-burst reads and
+        four seconds of --rate-limit-bytes; both refill with time, capped. */
+    cfg.rate_messages = 100;
+    cfg.rate_burst = 10;
+    cfg.rate_bytes = 1000;
+    conn_t s = { 0 };
+    self.tick_ms = 5000;
+    input_refill (&self, &s);
+    assert (s.in_reads == 20 && s.in_bytes == 4000 && s.in_ms == 5000);
+    s.in_reads = -3;
+    s.in_bytes = -500;
+    input_refill (&self, &s);                       /* no time passed: nothing */
+    assert (s.in_reads == -3 && s.in_bytes == -500);
+    self.tick_ms = 5100;                            /* 100 ms: 20 reads, 100 bytes */
+    input_refill (&self, &s);
+    assert (s.in_reads == 17 && s.in_bytes == -400 && s.in_ms == 5100);
+    self.tick_ms = 65100;                           /* a minute: capped */
+    input_refill (&self, &s);
+    assert (s.in_reads == 20 && s.in_bytes == 4000);
+
+    /*  Close codes as /metrics counts them. */
+    assert (gw_close_index (1001) == 0 && gw_close_index (1007) == 1 && gw_close_index (1008) == 2);
+    assert (gw_close_index (1009) == 3 && gw_close_index (4001) == 4);
+    assert (gw_close_index (1000) == 5 && gw_close_index (0) == 5);
+    assert (strcmp (gw_slow_names [SLOW_QUEUE], "queue_full") == 0);
+    assert (strcmp (gw_slow_names [SLOW_BUDGET], "output_budget") == 0);
+
+    /*  Over the budget, the larger queue goes first, then the older. */
+    outq_acct_t acct = { 0 };
+    conn_t big = { 0 }, small = { 0 }, older = { 0 };
+    outq_init (&big.out, &acct);
+    outq_init (&small.out, &acct);
+    outq_init (&older.out, &acct);
+    char bytes [100] = { 0 };
+    assert (outq_append (&big.out, bytes, 100) == 0);
+    assert (outq_append (&small.out, bytes, 10) == 0);
+    assert (outq_append (&older.out, bytes, 10) == 0);
+    small.out_since = 20;
+    older.out_since = 10;
+    assert (victim_before (&big, &small) && !victim_before (&small, &big));
+    assert (victim_before (&older, &small) && !victim_before (&small, &older));
+    assert (!victim_before (&small, &small));
+    assert (acct.owned == 120);
+    outq_clear (&big.out);
+    outq_clear (&small.out);
+    outq_clear (&older.out);
+    assert (acct.owned == 0);
+    if (verbose)
+        printf ("OK\n");
+}

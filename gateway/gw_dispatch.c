@@ -1,0 +1,800 @@
+/*  gw_dispatch.c - the gateway's traffic with the actors: client requests
+    become records (batched per destination, flushed once per loop pass),
+    and records from the router and auth become client events.  Also what
+    keeps a request from waiting forever: the actors' heartbeats, their
+    liveness, and a deadline for every login and authorize in flight.
+*/
+#define _GNU_SOURCE
+#include "gw_internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+/* ------------------------------------------------------------------------ */
+/*  Records to the actors: batched per pass, flushed from a zero-delay timer. */
+
+
+static void
+flush_batches (gateway_t *self)
+{
+    if (self->to_auth.len) {
+        if (qms_batch_send (self->auth_raw, NULL, 0, &self->to_auth))
+            qms_warn (ACTOR, "event=send_failed peer=auth bytes=%zu error=\"%s\"",
+                      self->to_auth.len, zmq_strerror (errno));
+        qms_buf_reset (&self->to_auth);
+    }
+    if (self->to_store.len) {
+        qms_batch_send (self->store_raw, NULL, 0, &self->to_store);    /* figures only: may be lost */
+        qms_buf_reset (&self->to_store);
+    }
+    if (self->to_router.len) {
+        if (qms_batch_send (self->router_raw, NULL, 0, &self->to_router))
+            qms_warn (ACTOR, "event=send_failed peer=router bytes=%zu error=\"%s\"",
+                      self->to_router.len, zmq_strerror (errno));
+        qms_buf_reset (&self->to_router);
+    }
+    /*  A send can consume the edge ZMQ_FD would have signalled. */
+    gw_drain_zmq (self);
+}
+
+static void
+sul_flush_cb (lws_sorted_usec_list_t *sul)
+{
+    gateway_t *self = lws_container_of (sul, gateway_t, sul_flush);
+    PASS_BEGIN (self);
+    self->flush_scheduled = false;
+    flush_batches (self);
+}
+
+void
+gw_schedule_flush (gateway_t *self)
+{
+    if (!self->flush_scheduled) {
+        self->flush_scheduled = true;
+        lws_sul_schedule (self->ctx, 0, &self->sul_flush, sul_flush_cb, 1);
+    }
+}
+
+void
+gw_to_router (gateway_t *self, const qms_rec_t *rec)
+{
+    if (qms_rec_encode (&self->to_router, rec))
+        qms_error (ACTOR, "event=encode_failed type=%s", qms_type_name (rec->type));
+    gw_schedule_flush (self);
+}
+
+void
+gw_to_store (gateway_t *self, const qms_rec_t *rec)
+{
+    if (self->store_raw && qms_rec_encode (&self->to_store, rec) == 0)
+        gw_schedule_flush (self);
+}
+
+void
+gw_to_auth (gateway_t *self, const qms_rec_t *rec)
+{
+    if (qms_rec_encode (&self->to_auth, rec))
+        qms_error (ACTOR, "event=encode_failed type=%s", qms_type_name (rec->type));
+    gw_schedule_flush (self);
+}
+
+static const char *k_unavailable = "Service temporarily unavailable.";
+
+/* ------------------------------------------------------------------------ */
+/*  Liveness of the actors, and requests waiting on them. */
+
+bool
+gw_router_alive (gateway_t *self)
+{
+    return qms_mono_ms () - self->router_seen < PEER_TIMEOUT_MS;
+}
+
+bool
+gw_auth_alive (gateway_t *self)
+{
+    return qms_mono_ms () - self->auth_seen < PEER_TIMEOUT_MS;
+}
+
+bool
+gw_store_alive (gateway_t *self)
+{
+    return self->store_seen && qms_mono_ms () - self->store_seen < PEER_TIMEOUT_MS;
+}
+
+static void
+wait_begin (gateway_t *self, conn_t *conn, wait_kind_t kind)
+{
+    conn->waiting = (uint8_t) kind;
+    conn->wait_seq = ++self->wait_seq;
+    conn->wait_started = qms_mono_ms ();
+    if (self->wait_count == self->wait_cap) {
+        size_t cap = self->wait_cap ? self->wait_cap * 2 : 64;
+        waiting_t *waits = malloc (cap * sizeof *waits);
+        if (!waits)
+            return;                     /* no timeout for this one: still answered by the actor */
+        for (size_t i = 0; i < self->wait_count; i++)
+            waits [i] = self->waits [(self->wait_head + i) % self->wait_cap];
+        free (self->waits);
+        self->waits = waits;
+        self->wait_cap = cap;
+        self->wait_head = 0;
+    }
+    waiting_t *w = &self->waits [(self->wait_head + self->wait_count++) % self->wait_cap];
+    w->handle = conn->handle;
+    w->seq = conn->wait_seq;
+    w->deadline = qms_mono_ms () + REQUEST_TIMEOUT_MS;
+}
+
+static void
+wait_end (conn_t *conn)
+{
+    conn->waiting = WAIT_NONE;
+}
+
+
+/*  Requests whose actor never answered get an answer now. */
+void
+gw_wait_expire (gateway_t *self)
+{
+    uint64_t now = qms_mono_ms ();
+    while (self->wait_count) {
+        waiting_t *w = &self->waits [self->wait_head];
+        if (w->deadline > now)
+            break;
+        conn_t *conn = gw_conn_lookup (self, w->handle);
+        if (conn && conn->waiting && conn->wait_seq == w->seq) {
+            qms_warn (ACTOR, "event=request_timeout handle=%llu kind=%s", (unsigned long long) conn->handle,
+                      conn->waiting == WAIT_LOGIN ? "login" : "authorize");
+            gw_conn_send_error (self, conn, conn->waiting == WAIT_LOGIN ? QMS_EV_LOGIN : QMS_EV_AUTHORIZATION,
+                             k_unavailable);
+            wait_end (conn);
+        }
+        self->wait_head = (self->wait_head + 1) % self->wait_cap;
+        self->wait_count--;
+    }
+}
+
+/*  The router holds none of our connections (it restarted, or had given us
+    up): announce every bound one again, so it rebuilds who is online.  The
+    router binds them without a word to the clients. */
+static void
+reannounce (gateway_t *self)
+{
+    size_t count = 0;
+    for (size_t slot = 0; slot < self->max_slots; slot++) {
+        conn_t *conn = self->slots [slot];
+        if (!conn || !conn->bound)
+            continue;
+        char hash [QMS_HASH_HEX + 1];
+        qms_sha256_hex (conn->token, conn->token_len, hash);
+        qms_rec_t rec = { .type = QMS_RT_AUTHORIZE, .conn = conn->handle,
+                          .num = QMS_SESSION_SILENT | (conn->receipts ? QMS_SESSION_RECEIPTS : 0) };
+        rec.s [0] = qms_str (hash);
+        gw_to_router (self, &rec);
+        count++;
+    }
+    if (count)
+        qms_info (ACTOR, "event=reannounced connections=%zu", count);
+}
+
+void
+gw_heartbeat (gateway_t *self)
+{
+    qms_rec_t hello = { .type = QMS_RT_HELLO, .num = self->nonce, .s = { qms_str (self->name) } };
+    gw_to_router (self, &hello);
+    qms_rec_t ping = { .type = QMS_AUTH_PING };
+    gw_to_auth (self, &ping);
+    /*  The store's figures, req 0: its liveness and writability for /readyz. */
+    qms_rec_t stats = { .type = QMS_STATS_GET, .req = 0 };
+    gw_to_store (self, &stats);
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Client requests. */
+
+
+static void
+handle_login (gateway_t *self, conn_t *conn, const proto_request_t *req)
+{
+    conn->receipts = req->receipts;
+    conn->presence = (uint8_t) req->presence;
+    char peer [64] = "";
+    lws_get_peer_simple (conn->wsi, peer, sizeof peer);
+    qms_rec_t rec = { .type = QMS_AUTH_LOGIN, .conn = conn->handle,
+                      .num = req->action == QMS_REQ_REGISTER ? QMS_LOGIN_REGISTER : 0 };
+    rec.s [0] = req->name;
+    rec.s [1] = req->password;
+    rec.s [2] = req->pubkey;
+    rec.s [3] = qms_str (peer);
+    gw_to_auth (self, &rec);
+}
+
+/*  A request's token as the router takes it.  The fast path: the token this
+    connection is bound to needs no hashing and no lookup by token in the
+    router, so it goes as an empty string; any other goes as its SHA-256. */
+static qms_str_t
+token_ref (conn_t *conn, qms_str_t token, char *hash)
+{
+    if (conn->bound && qms_ct_equal (token.ptr, token.len, conn->token, conn->token_len))
+        return qms_str ("");
+    qms_sha256_hex (token.ptr, token.len, hash);
+    return qms_str (hash);
+}
+
+/*  Tokens we issue are always QMS_TOKEN_CHARS long; anything else can be
+    answered at once without asking anyone. */
+static bool
+token_plausible (qms_str_t token)
+{
+    return token.len == QMS_TOKEN_CHARS;
+}
+
+static void
+handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
+{
+    self->m.bytes_in += len;
+    uint64_t now = qms_mono_ms ();     /* one clock read per request */
+    if (!gw_rate_allowed (self, conn, now)) {
+        self->m.rate_limited++;
+        char text [96];
+        snprintf (text, sizeof text, "Rate limit exceeded: at most %d requests per second.",
+                  self->cfg->rate_messages);
+        gw_conn_send_error (self, conn, -1, text);
+        return;
+    }
+    proto_request_t req;
+    proto_parse (data, len, &req);
+    char hash [QMS_HASH_HEX + 1];
+    qms_rec_t rec = { .conn = conn->handle };
+    bool login = req.action == QMS_REQ_LOGIN || req.action == QMS_REQ_REGISTER;
+
+    if (req.action >= 0 && req.action < QMS_REQ_COUNT)
+        self->m.requests [req.action]++;
+    if (req.status == PROTO_ERROR && req.error_event < 0)
+        self->m.malformed++;
+    if (req.status == PROTO_OK
+    &&  (now - self->router_seen >= PEER_TIMEOUT_MS || (login && !gw_auth_alive (self)))) {
+        /*  An actor it needs is gone: say so now rather than let it wait. */
+        int event = login ? QMS_EV_LOGIN : req.action == QMS_REQ_AUTHORIZE ? QMS_EV_AUTHORIZATION
+                  : req.action == QMS_REQ_MESSAGE ? QMS_EV_MESSAGE : -1;
+        gw_conn_send_error (self, conn, event, k_unavailable);
+    }
+    else
+    if (req.status == PROTO_ERROR)
+        gw_conn_send_error (self, conn, req.error_event, req.error);
+    else
+    if (req.status == PROTO_INVALID_USER
+    || (req.action != QMS_REQ_LOGIN && req.action != QMS_REQ_REGISTER && !token_plausible (req.token))) {
+        if (req.action != QMS_REQ_LOGOUT) {
+            proto_invalid_user (&self->scratch);
+            gw_conn_queue_scratch (self, conn);
+        }
+    }
+    else
+    switch (req.action) {
+        case QMS_REQ_LOGIN:
+        case QMS_REQ_REGISTER:
+            handle_login (self, conn, &req);
+            wait_begin (self, conn, WAIT_LOGIN);
+            break;
+        case QMS_REQ_AUTHORIZE:
+            memcpy (conn->pending, req.token.ptr, req.token.len);
+            conn->pending_len = (uint8_t) req.token.len;
+            conn->receipts = req.receipts;
+            conn->presence = (uint8_t) req.presence;
+            qms_sha256_hex (req.token.ptr, req.token.len, hash);
+            rec.type = QMS_RT_AUTHORIZE;
+            rec.num = req.receipts ? QMS_SESSION_RECEIPTS : 0;
+            rec.s [0] = qms_str (hash);
+            gw_to_router (self, &rec);
+            wait_begin (self, conn, WAIT_AUTHORIZE);
+            break;
+        case QMS_REQ_LOGOUT:
+            qms_sha256_hex (req.token.ptr, req.token.len, hash);
+            rec.type = QMS_RT_LOGOUT;
+            rec.s [0] = qms_str (hash);
+            gw_to_router (self, &rec);
+            break;
+        case QMS_REQ_RECEIPT:
+        case QMS_REQ_USER_LOOKUP:
+            /*  One record per message id or name. */
+            rec.type = req.action == QMS_REQ_RECEIPT ? QMS_RT_RECEIPT : QMS_RT_LOOKUP;
+            rec.s [0] = token_ref (conn, req.token, hash);
+            for (size_t i = 0; i < proto_receipt_count (&req); i++) {
+                rec.s [1] = proto_receipt_id (&req, i);
+                gw_to_router (self, &rec);
+            }
+            break;
+        case QMS_REQ_MESSAGE:
+            rec.type = QMS_RT_MESSAGE;
+            rec.s [0] = req.target;
+            rec.s [1] = req.message;
+            rec.s [3] = req.client_id;
+            rec.s [2] = token_ref (conn, req.token, hash);
+            gw_to_router (self, &rec);
+            break;
+    }
+    proto_request_free (&req);
+}
+
+/*  RFC 6455: a text message that is not UTF-8 fails the connection (1007). */
+static int
+close_invalid_utf8 (conn_t *conn)
+{
+    const char *reason = "Text frames must be UTF-8";
+    conn->close_code = LWS_CLOSE_STATUS_INVALID_PAYLOAD;
+    lws_close_reason (conn->wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD,
+                      (unsigned char *) reason, strlen (reason));
+    return -1;
+}
+
+int
+gw_handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
+{
+    bool binary = lws_frame_is_binary (conn->wsi);
+    bool complete = lws_is_final_fragment (conn->wsi) && lws_remaining_packet_payload (conn->wsi) == 0;
+
+    if (complete && conn->rx_len == 0) {
+        /*  The common case: the whole message arrived at once. */
+        if (binary)
+            gw_conn_send_error (self, conn, -1, "Binary frames are not supported: send JSON text.");
+        else
+        if (!qms_utf8_valid ((const char *) in, len))
+            return close_invalid_utf8 (conn);
+        else
+            handle_request (self, conn, (const char *) in, len);
+        return 0;
+    }
+    if (conn->rx_len + len > MAX_WS_MESSAGE) {
+        qms_info (ACTOR, "event=message_too_big handle=%llu", (unsigned long long) conn->handle);
+        const char *reason = "Message too big (at most 1 MiB)";
+        conn->close_code = LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
+        lws_close_reason (conn->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                          (unsigned char *) reason, strlen (reason));
+        return -1;
+    }
+    if (conn->rx_len + len > conn->rx_cap) {
+        size_t cap = conn->rx_cap ? conn->rx_cap : 4096;
+        while (cap < conn->rx_len + len)
+            cap *= 2;
+        uint8_t *rx = realloc (conn->rx, cap);
+        if (!rx)
+            return -1;
+        conn->rx = rx;
+        conn->rx_cap = cap;
+    }
+    memcpy (conn->rx + conn->rx_len, in, len);
+    conn->rx_len += len;
+    if (complete) {
+        if (binary)
+            gw_conn_send_error (self, conn, -1, "Binary frames are not supported: send JSON text.");
+        else
+        if (!qms_utf8_valid ((const char *) conn->rx, conn->rx_len))
+            return close_invalid_utf8 (conn);
+        else
+            handle_request (self, conn, (const char *) conn->rx, conn->rx_len);
+        conn->rx_len = 0;
+        if (conn->rx_cap > RX_KEEP_BYTES) {
+            free (conn->rx);
+            conn->rx = NULL;
+            conn->rx_cap = 0;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Records from the actors. */
+
+static void
+handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
+{
+    if (rec->num == QMS_BOUND_SILENT) {
+        conn->bound = conn->token_len > 0;  /* restored after a router restart */
+        return;
+    }
+    if (conn->waiting)
+        qms_hist_observe (rec->num == QMS_BOUND_LOGIN ? &self->m.login_ms : &self->m.authorize_ms,
+                          (double) (qms_mono_ms () - conn->wait_started));
+    if (rec->num == QMS_BOUND_LOGIN)
+        self->m.logins_ok++;
+    wait_end (conn);
+    memcpy (conn->token, conn->pending, conn->pending_len);
+    conn->token_len = conn->pending_len;
+    conn->token [conn->token_len] = 0;
+    conn->bound = true;
+    bool login = rec->num == QMS_BOUND_LOGIN;
+    if (login && conn->presence != PROTO_PRESENCE_NONE)
+        gw_conn_queue_list_now (self, conn, &rec->s [1]);
+    else {
+        if (login) {
+            /*  No presence: the answer names only the caller. */
+            qms_buf_t mine;
+            qms_buf_init (&mine);
+            user_t *me = gw_user_find (self, rec->s [0]);
+            proto_users_begin (&mine);
+            if (me)
+                proto_users_add (&mine, me->id, me->name, me->pubkey);
+            proto_users_end (&mine);
+            proto_login_ok (&self->scratch, qms_strn (conn->token, conn->token_len), rec->s [1],
+                            (const char *) mine.data, mine.len);
+            qms_buf_free (&mine);
+        }
+        else
+            proto_authorized (&self->scratch);
+        gw_conn_queue_scratch (self, conn);
+    }
+    /*  Everyone online gets the list when it changes, this one included
+        (at once: it has just come online); a delta client needs it whole
+        once, unless its login answer carried it. */
+    if (conn->presence == PROTO_PRESENCE_FULL || (conn->presence == PROTO_PRESENCE_DELTA && !login))
+        gw_conn_queue_list_now (self, conn, NULL);
+    conn->list_gen = self->users_gen;
+}
+
+static void
+handle_router_record (gateway_t *self, const qms_rec_t *rec)
+{
+    if (rec->type == QMS_GW_USERS) {
+        /*  A whole list (we are new to the router): it replaces ours; the
+            GW_USER records that follow fill it. */
+        gw_users_clear (self);
+        qms_buf_reset (&self->changes);
+        gw_users_changed (self);
+        return;
+    }
+    if (rec->type == QMS_GW_USER) {
+        gw_user_add (self, rec->s [0], rec->s [1], rec->s [2]);
+        return;
+    }
+    if (rec->type == QMS_GW_JOIN) {
+        gw_user_add (self, rec->s [0], rec->s [1], rec->s [2]);
+        proto_change_join (&self->changes, rec->s [0], rec->s [1], rec->s [2]);
+        gw_users_changed (self);
+        return;
+    }
+    if (rec->type == QMS_GW_LEAVE) {
+        user_t *u = gw_user_find (self, rec->s [0]);
+        if (u) {
+            gw_user_remove (self, u);
+            proto_change_leave (&self->changes, rec->s [0]);
+            gw_users_changed (self);
+        }
+        return;
+    }
+    if (rec->type == QMS_GW_WELCOME) {
+        self->router_seen = qms_mono_ms ();
+        if (rec->req == 1)
+            reannounce (self);
+        return;
+    }
+    conn_t *conn = gw_conn_lookup (self, rec->conn);
+    if (!conn)
+        return;                         /* closed meanwhile */
+    switch (rec->type) {
+        case QMS_GW_BOUND:
+            handle_bound (self, conn, rec);
+            break;
+        case QMS_GW_INVALID:
+            self->m.invalid_user++;
+            wait_end (conn);
+            if (rec->num)
+                conn->bound = false;
+            proto_invalid_user (&self->scratch);
+            gw_conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_KICK: {
+            wait_end (conn);
+            conn->bound = false;
+            char reason [64];
+            qms_str_copy (rec->s [0], reason, sizeof reason);
+            gw_conn_close (conn, (uint16_t) rec->num, reason);
+            break;
+        }
+        case QMS_GW_UNBIND:
+            conn->bound = false;
+            break;
+        case QMS_GW_DELIVER:
+            self->m.events_message++;
+            proto_message_event (&self->scratch, rec->s [0], rec->s [1], rec->s [2], rec->time);
+            gw_conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_DELIVER_STORED:
+            self->m.events_stored++;
+            proto_stored_message_event (&self->scratch, rec->s [0], rec->s [1], rec->s [2], rec->time,
+                                        rec->s [3], rec->s [4]);
+            gw_conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_ACK:
+            self->m.acks++;
+            proto_ack (&self->scratch, rec->num, rec->s [0], rec->s [1], rec->time, rec->s [2]);
+            gw_conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_LOOKUP:
+            proto_lookup_event (&self->scratch, rec->num == 1, rec->req == 1, rec->s [3],
+                                rec->s [0], rec->s [1], rec->s [2]);
+            gw_conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_SYNC:
+            conn->sync_req = rec->req;
+            if (outq_empty (&conn->out))
+                gw_answer_sync (self, conn);   /* nothing waits to be written */
+            break;
+        case QMS_GW_ERROR:
+            wait_end (conn);
+            proto_actor_error (&self->scratch, rec->num, rec->s [0]);
+            gw_conn_queue_scratch (self, conn);
+            break;
+        default:
+            qms_warn (ACTOR, "event=unexpected_record peer=router type=%s", qms_type_name (rec->type));
+    }
+}
+
+static void
+handle_auth_record (gateway_t *self, const qms_rec_t *rec)
+{
+    if (rec->type == QMS_AUTH_PONG) {
+        self->auth_seen = qms_mono_ms ();
+        return;
+    }
+    conn_t *conn = gw_conn_lookup (self, rec->conn);
+    if (!conn)
+        return;
+    if (rec->type == QMS_AUTH_FAIL) {
+        if (conn->waiting)
+            qms_hist_observe (&self->m.login_ms, (double) (qms_mono_ms () - conn->wait_started));
+        self->m.logins_failed++;
+        wait_end (conn);
+        proto_error (&self->scratch, QMS_EV_LOGIN, rec->s [0].ptr, rec->s [0].len);
+        gw_conn_queue_scratch (self, conn);
+    }
+    else
+    if (rec->type == QMS_AUTH_OK && conn->waiting != WAIT_LOGIN) {
+        /*  Too late: the client was told "Service temporarily unavailable."
+            (auth was gone) and may have tried again; do not bind. */
+        qms_warn (ACTOR, "event=late_login handle=%llu", (unsigned long long) conn->handle);
+    }
+    else
+    if (rec->type == QMS_AUTH_OK && rec->s [2].len == QMS_TOKEN_CHARS) {
+        /*  Keep the token until the router has bound the session. */
+        memcpy (conn->pending, rec->s [2].ptr, QMS_TOKEN_CHARS);
+        conn->pending_len = QMS_TOKEN_CHARS;
+        char hash [QMS_HASH_HEX + 1];
+        qms_sha256_hex (rec->s [2].ptr, rec->s [2].len, hash);
+        qms_rec_t online = { .type = QMS_RT_ONLINE, .conn = conn->handle,
+                             .num = conn->receipts ? QMS_SESSION_RECEIPTS : 0 };
+        online.s [0] = rec->s [0];
+        online.s [1] = rec->s [1];
+        online.s [2] = rec->s [3];
+        online.s [3] = qms_str (hash);
+        gw_to_router (self, &online);
+    }
+    else
+        qms_warn (ACTOR, "event=unexpected_record peer=auth type=%s", qms_type_name (rec->type));
+}
+
+static const char *s_peer_names [] = { "router", "auth", "store" };
+
+
+static void
+drain_socket (gateway_t *self, void *raw, peer_kind_t from)
+{
+    zmq_msg_t body;
+    zmq_msg_init (&body);
+    for (;;) {
+        uint32_t events = 0;
+        size_t size = sizeof events;
+        if (zmq_getsockopt (raw, ZMQ_EVENTS, &events, &size) || !(events & ZMQ_POLLIN))
+            break;
+        int rc = qms_batch_recv (raw, NULL, NULL, &body);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            qms_warn (ACTOR, "event=bad_message peer=%s", s_peer_names [from]);
+            continue;
+        }
+        const uint8_t *data = zmq_msg_data (&body);
+        size_t len = zmq_msg_size (&body), offset = 0;
+        /*  Checked whole first: a bad batch is dropped, never half applied. */
+        qms_batch_fault_t fault;
+        if (!qms_batch_valid (data, len, QMS_ROLE_GATEWAY, &fault)) {
+            char why [128];
+            qms_warn (ACTOR, "event=bad_batch peer=%s bytes=%zu %s action=dropped", s_peer_names [from],
+                      len, qms_batch_fault_text (&fault, why, sizeof why));
+            self->m.bad_batches++;
+            continue;
+        }
+        qms_rec_t rec;
+        int got;
+        while ((got = qms_rec_next (data, len, &offset, &rec)) == 1) {
+            if (rec.type == QMS_NONE)
+                continue;
+            if (rec.type == QMS_STATS)
+                gw_stats_answer (self, from, &rec);
+            else
+            if (from == PEER_ROUTER)
+                handle_router_record (self, &rec);
+            else
+            if (from == PEER_AUTH)
+                handle_auth_record (self, &rec);
+        }
+        assert (got == 0);
+    }
+    zmq_msg_close (&body);
+}
+
+void
+gw_drain_zmq (gateway_t *self)
+{
+    drain_socket (self, self->router_raw, PEER_ROUTER);
+    drain_socket (self, self->auth_raw, PEER_AUTH);
+    if (self->store_raw)
+        drain_socket (self, self->store_raw, PEER_STORE);
+}
+
+/* ------------------------------------------------------------------------ */
+
+void
+gw_dispatch_test (bool verbose)
+{
+    if (verbose)
+        printf (" * gw_dispatch: ");
+    qms_config_t cfg;
+    qms_config_defaults (&cfg);
+    gateway_t self;
+    memset (&self, 0, sizeof self);
+    self.cfg = &cfg;
+    assert (qms_map_init (&self.users_by_id, gw_match_user) == 0);
+    self.flush_scheduled = true;            /* no loop here: batches are only built */
+    self.presence_scheduled = true;
+    self.router_seen = self.auth_seen = qms_mono_ms ();
+
+    /*  Tokens: only ours are plausible; the bound one goes as "", any
+        other as its SHA-256. */
+    char token [QMS_TOKEN_CHARS + 1];
+    memset (token, 'a', QMS_TOKEN_CHARS);
+    token [QMS_TOKEN_CHARS] = 0;
+    assert (token_plausible (qms_str (token)) && !token_plausible (qms_str ("short")));
+    conn_t conn;
+    memset (&conn, 0, sizeof conn);
+    conn.handle = 77;
+    memcpy (conn.token, token, QMS_TOKEN_CHARS);
+    conn.token_len = QMS_TOKEN_CHARS;
+    char hash [QMS_HASH_HEX + 1];
+    assert (token_ref (&conn, qms_str (token), hash).len == QMS_HASH_HEX);     /* not bound yet */
+    conn.bound = true;
+    assert (token_ref (&conn, qms_str (token), hash).len == 0);
+    token [0] = 'b';
+    qms_str_t ref = token_ref (&conn, qms_str (token), hash);
+    char expect [QMS_HASH_HEX + 1];
+    qms_sha256_hex (token, QMS_TOKEN_CHARS, expect);
+    assert (ref.len == QMS_HASH_HEX && memcmp (ref.ptr, expect, QMS_HASH_HEX) == 0);
+    token [0] = 'a';
+
+    /*  A MessageRequest becomes one RT_MESSAGE to the router; a logout, an
+        RT_LOGOUT with the token's hash. */
+    char json [256];
+    snprintf (json, sizeof json, "{\"action\":3,\"token\":\"%s\",\"target\":\"bob\",\"message\":\"hi\"}", token);
+    handle_request (&self, &conn, json, strlen (json));
+    snprintf (json, sizeof json, "{\"action\":2,\"token\":\"%s\"}", token);
+    handle_request (&self, &conn, json, strlen (json));
+    size_t offset = 0;
+    qms_rec_t rec;
+    assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 1);
+    assert (rec.type == QMS_RT_MESSAGE && rec.conn == 77);
+    assert (qms_str_eq (rec.s [0], "bob") && qms_str_eq (rec.s [1], "hi") && rec.s [2].len == 0);
+    assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 1);
+    qms_sha256_hex (token, QMS_TOKEN_CHARS, expect);
+    assert (rec.type == QMS_RT_LOGOUT && rec.conn == 77 && qms_str_eq (rec.s [0], expect));
+    assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 0);
+    assert (self.m.requests [QMS_REQ_MESSAGE] == 1 && self.m.requests [QMS_REQ_LOGOUT] == 1);
+    assert (self.to_auth.len == 0);
+    qms_buf_reset (&self.to_router);
+
+    /*  Heartbeat: hello to the router, ping to auth (the store: none here). */
+    gw_heartbeat (&self);
+    offset = 0;
+    assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 1 && rec.type == QMS_RT_HELLO);
+    offset = 0;
+    assert (qms_rec_next (self.to_auth.data, self.to_auth.len, &offset, &rec) == 1 && rec.type == QMS_AUTH_PING);
+    assert (self.to_store.len == 0);
+
+    /*  Liveness: an actor silent for PEER_TIMEOUT_MS is gone. */
+    self.router_seen = qms_mono_ms () - PEER_TIMEOUT_MS - 1;
+    assert (!gw_router_alive (&self) && gw_auth_alive (&self));
+    qms_rec_t welcome = { .type = QMS_GW_WELCOME };
+    handle_router_record (&self, &welcome);
+    assert (gw_router_alive (&self));
+    self.auth_seen = 0;
+    qms_rec_t pong = { .type = QMS_AUTH_PONG };
+    handle_auth_record (&self, &pong);
+    assert (gw_auth_alive (&self));
+
+    /*  Presence records keep the list and the changes for the next push. */
+    uint64_t gen = self.users_gen;
+    qms_rec_t join = { .type = QMS_GW_JOIN, .s = { qms_str ("id1"), qms_str ("ann"), qms_str ("k") } };
+    handle_router_record (&self, &join);
+    assert (self.user_count == 1 && gw_user_find (&self, qms_str ("id1")) && self.users_gen == gen + 1);
+    assert (memmem (self.changes.data, self.changes.len, "ann", 3));
+    qms_rec_t leave = { .type = QMS_GW_LEAVE, .s = { qms_str ("id1") } };
+    handle_router_record (&self, &leave);
+    assert (self.user_count == 0 && self.users_gen == gen + 2);
+    handle_router_record (&self, &leave);            /* unknown: no change */
+    assert (self.users_gen == gen + 2);
+    qms_rec_t users = { .type = QMS_GW_USERS, .num = 2 };
+    qms_rec_t user = { .type = QMS_GW_USER, .s = { qms_str ("id2"), qms_str ("bo"), qms_str ("") } };
+    handle_router_record (&self, &users);
+    assert (self.changes.len == 0);
+    handle_router_record (&self, &user);
+    user.s [0] = qms_str ("id3");
+    handle_router_record (&self, &user);
+    assert (self.user_count == 2 && self.changes.len == 0);
+
+    /*  Requests in flight: a ring that grows, in deadline order. */
+    for (int i = 0; i < 200; i++) {
+        conn_t c;
+        memset (&c, 0, sizeof c);
+        c.handle = (uint64_t) i + 1;
+        wait_begin (&self, &c, WAIT_LOGIN);
+        assert (c.waiting == WAIT_LOGIN && c.wait_seq == self.wait_seq);
+        if (i == 99) {                              /* the oldest leave, then more come */
+            self.wait_head = 60;
+            self.wait_count -= 60;
+        }
+    }
+    assert (self.wait_count == 140 && self.wait_cap >= 140);
+    for (size_t i = 0; i < self.wait_count; i++) {
+        waiting_t *w = &self.waits [(self.wait_head + i) % self.wait_cap];
+        assert (w->handle == 61 + i);
+        assert (i == 0 || w->deadline >= self.waits [(self.wait_head + i - 1) % self.wait_cap].deadline);
+    }
+    gw_wait_expire (&self);                         /* none due yet */
+    assert (self.wait_count == 140);
+
+    /*  A batch from the router is applied whole or not at all: a join
+        followed by a truncated record, or by a record the gateway does not
+        receive, changes nothing; the same join alone is applied. */
+    void *ctx = zsys_init ();
+    void *ours = zmq_socket (ctx, ZMQ_PAIR), *router = zmq_socket (ctx, ZMQ_PAIR);
+    assert (zmq_bind (ours, "inproc://gw-dispatch-test") == 0);
+    assert (zmq_connect (router, "inproc://gw-dispatch-test") == 0);
+    qms_rec_t join9 = { .type = QMS_GW_JOIN, .s = { qms_str ("id9"), qms_str ("nine"), qms_str ("k") } };
+    qms_rec_t login = { .type = QMS_AUTH_LOGIN, .conn = 1 };
+    uint64_t bad = self.m.bad_batches;
+    for (int round = 0; round < 3; round++) {
+        qms_buf_t batch;
+        qms_buf_init (&batch);
+        assert (qms_rec_encode (&batch, &join9) == 0);
+        if (round == 0) {
+            assert (qms_rec_encode (&batch, &join9) == 0);
+            batch.len -= 3;                         /* the second one cut short */
+        }
+        if (round == 1)
+            assert (qms_rec_encode (&batch, &login) == 0);
+        assert (qms_batch_send (router, NULL, 0, &batch) == 0);
+        qms_buf_free (&batch);
+        zclock_sleep (10);
+        drain_socket (&self, ours, PEER_ROUTER);
+        assert ((gw_user_find (&self, qms_str ("id9")) != NULL) == (round == 2));
+    }
+    assert (self.m.bad_batches == bad + 2);
+    int linger = 0;
+    zmq_setsockopt (ours, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt (router, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close (ours);
+    zmq_close (router);
+
+    gw_users_clear (&self);
+    qms_map_free (&self.users_by_id);
+    qms_buf_free (&self.to_router);
+    qms_buf_free (&self.to_auth);
+    qms_buf_free (&self.changes);
+    qms_buf_free (&self.scratch);
+    free (self.waits);
+    if (verbose)
+        printf ("OK\n");
+}
