@@ -10,6 +10,7 @@
 #define _GNU_SOURCE             /* memmem, accept4, pipe2 */
 #include "qms_ops.h"
 #include "qms_actor.h"
+#include "qms_json.h"
 #include "qms_log.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
@@ -71,18 +72,67 @@ struct _qms_ops_t {
 /* ------------------------------------------------------------------------ */
 /*  Responses. */
 
-static const char *
-reason_phrase (int status)
+#define APPEND_LIT(out, lit) qms_buf_append (out, lit, sizeof (lit) - 1)
+
+static void
+json_bool (qms_buf_t *out, const char *key, bool value)
 {
-    switch (status) {
-        case 200: return "OK";
-        case 400: return "Bad Request";
-        case 404: return "Not Found";
-        case 405: return "Method Not Allowed";
-        case 408: return "Request Timeout";
-        case 431: return "Request Header Fields Too Large";
-        default:  return "Service Unavailable";
+    APPEND_LIT (out, ",");
+    qms_json_string (out, key, strlen (key), 0);
+    if (value)
+        APPEND_LIT (out, ":true");
+    else
+        APPEND_LIT (out, ":false");
+}
+
+static void
+json_reason (qms_buf_t *out, const char *reason)
+{
+    if (reason) {
+        APPEND_LIT (out, ",\"reason\":");
+        qms_json_string (out, reason, strlen (reason), 0);
     }
+}
+
+int
+qms_ops_health_json (qms_buf_t *out, const char *role, bool ok, long connections, const char *reason)
+{
+    if (ok)
+        APPEND_LIT (out, "{\"status\":\"ok\",\"role\":");
+    else
+        APPEND_LIT (out, "{\"status\":\"unresponsive\",\"role\":");
+    qms_json_string (out, role, strlen (role), 0);
+    if (connections >= 0) {
+        char n [32];
+        qms_buf_append (out, n, (size_t) snprintf (n, sizeof n, ",\"connections\":%ld", connections));
+    }
+    json_reason (out, ok ? NULL : reason);
+    APPEND_LIT (out, "}");
+    return ok ? 200 : 503;
+}
+
+int
+qms_ops_ready_json (qms_buf_t *out, const qms_ops_check_t *checks, int count,
+                    int database_writable, const char *database, const char *reason)
+{
+    bool ready = !reason && database_writable != 0;
+    for (int i = 0; i < count; i++)
+        ready = ready && checks [i].ok;
+    if (ready)
+        APPEND_LIT (out, "{\"ready\":true");
+    else
+        APPEND_LIT (out, "{\"ready\":false");
+    for (int i = 0; i < count; i++)
+        json_bool (out, checks [i].name, checks [i].ok);
+    if (database_writable >= 0)
+        json_bool (out, "database_writable", database_writable == 1);
+    if (database) {
+        APPEND_LIT (out, ",\"database\":");
+        qms_json_string (out, database, strlen (database), 0);
+    }
+    json_reason (out, reason);
+    APPEND_LIT (out, "}");
+    return ready ? 200 : 503;
 }
 
 static void
@@ -91,7 +141,7 @@ respond (client_t *c, int status, const char *type, const char *body, size_t len
     char head [512];
     int n = snprintf (head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                       "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n", status,
-                      reason_phrase (status), type, len,
+                      qms_http_reason (status), type, len,
                       status == 405 ? "Allow: GET, HEAD\r\n" : "");
     qms_buf_reset (&c->out);
     qms_buf_append (&c->out, head, (size_t) n);
@@ -108,37 +158,11 @@ respond_text (client_t *c, int status, const char *text)
     respond (c, status, "text/plain; charset=utf-8", text, strlen (text));
 }
 
-static void
-respond_json (client_t *c, int status, const char *json)
-{
-    respond (c, status, "application/json", json, strlen (json));
-}
-
-/*  s as a JSON string's contents. */
-static void
-json_escape (const char *s, char *out, size_t size)
-{
-    size_t n = 0;
-    for (; *s && n + 7 < size; s++) {
-        unsigned char ch = (unsigned char) *s;
-        if (ch == '"' || ch == '\\') {
-            out [n++] = '\\';
-            out [n++] = (char) ch;
-        }
-        else
-        if (ch < 0x20)
-            n += (size_t) snprintf (out + n, size - n, "\\u%04x", ch);
-        else
-            out [n++] = (char) ch;
-    }
-    out [n] = 0;
-}
-
 /*  The actor answered (text) or not (NULL). */
 static void
 answer (qms_ops_t *self, client_t *c, const char *text, size_t len)
 {
-    char json [1800];
+    char json [200];
     bool up = text != NULL;
     if (c->ask == ASK_METRICS) {
         if (!up) {
@@ -158,39 +182,25 @@ answer (qms_ops_t *self, client_t *c, const char *text, size_t len)
         qms_buf_free (&body);
         return;
     }
-    if (c->ask == ASK_HEALTHZ) {
-        if (up)
-            snprintf (json, sizeof json, "{\"status\":\"ok\",\"role\":\"%s\"}", self->role);
-        else
-            snprintf (json, sizeof json, "{\"status\":\"unresponsive\",\"role\":\"%s\","
-                      "\"reason\":\"the %s actor did not answer within %d ms\"}",
-                      self->role, self->role, self->timeout_ms);
-        respond_json (c, up ? 200 : 503, json);
-        return;
+    char reason [160];
+    snprintf (reason, sizeof reason, "the %s actor did not answer within %d ms", self->role,
+              self->timeout_ms);
+    qms_buf_t body;
+    qms_buf_init (&body);
+    int status;
+    if (c->ask == ASK_HEALTHZ)
+        status = qms_ops_health_json (&body, self->role, up, -1, reason);
+    else {
+        /*  /readyz: the same keys as a gateway's, for what this process has. */
+        qms_ops_check_t check = { self->role, up };
+        bool store = self->database [0] != 0;
+        bool writable = up && store && memmem (text, len, "qms_store_writable 1", 20) != NULL;
+        status = qms_ops_ready_json (&body, &check, 1, store ? (up ? writable : 0) : -1,
+                                     store ? self->database : NULL,
+                                     !up ? reason : store && !writable ? "database is read-only" : NULL);
     }
-    /*  /readyz: the keys of a gateway's, for what this process has. */
-    if (self->database [0]) {
-        bool writable = up && memmem (text, len, "qms_store_writable 1", 20) != NULL;
-        char path [1100];
-        json_escape (self->database, path, sizeof path);
-        const char *reason = !up ? "the store does not answer"
-                           : !writable ? "database is read-only" : NULL;
-        int n = snprintf (json, sizeof json, "{\"ready\":%s,\"%s\":%s,\"database_writable\":%s,"
-                          "\"database\":\"%s\"", up && writable ? "true" : "false", self->role,
-                          up ? "true" : "false", writable ? "true" : "false", path);
-        if (reason)
-            snprintf (json + n, sizeof json - (size_t) n, ",\"reason\":\"%s\"}", reason);
-        else
-            snprintf (json + n, sizeof json - (size_t) n, "}");
-        respond_json (c, up && writable ? 200 : 503, json);
-        return;
-    }
-    if (up)
-        snprintf (json, sizeof json, "{\"ready\":true,\"%s\":true}", self->role);
-    else
-        snprintf (json, sizeof json, "{\"ready\":false,\"%s\":false,\"reason\":\"%s does not answer\"}",
-                  self->role, self->role);
-    respond_json (c, up ? 200 : 503, json);
+    respond (c, status, "application/json", (const char *) body.data, body.len);
+    qms_buf_free (&body);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -670,12 +680,41 @@ t_request (zsock_t *actor, int port, const char *request, const char *text, uint
     zmq_msg_close (&junk);
 }
 
+/*  b holds exactly expected; b is emptied. */
+static bool
+t_body_is (qms_buf_t *b, const char *expected)
+{
+    bool same = b->len == strlen (expected) && memcmp (b->data, expected, b->len) == 0;
+    if (!same)
+        fprintf (stderr, "\nexpected %s\n     got %.*s\n", expected, (int) b->len, b->data);
+    qms_buf_reset (b);
+    return same;
+}
+
 void
 qms_ops_test (bool verbose)
 {
     if (verbose)
         printf (" * qms_ops: ");
     char err [256], out [8192], endpoint [256];
+
+    /*  The bodies, exactly (the gateway answers with the same). */
+    qms_buf_t b;
+    qms_buf_init (&b);
+    assert (qms_ops_health_json (&b, "gateway", true, 3, "unused") == 200);
+    assert (t_body_is (&b, "{\"status\":\"ok\",\"role\":\"gateway\",\"connections\":3}"));
+    assert (qms_ops_health_json (&b, "auth", false, -1, "the \"auth\" actor is slow") == 503);
+    assert (t_body_is (&b, "{\"status\":\"unresponsive\",\"role\":\"auth\",\"reason\":\"the \\\"auth\\\" actor is slow\"}"));
+    qms_ops_check_t checks [] = { { "router", true }, { "store", true } };
+    assert (qms_ops_ready_json (&b, checks, 2, -1, NULL, NULL) == 200);
+    assert (t_body_is (&b, "{\"ready\":true,\"router\":true,\"store\":true}"));
+    assert (qms_ops_ready_json (&b, checks, 2, 0, "/d/users.db", "database is read-only") == 503);
+    assert (t_body_is (&b, "{\"ready\":false,\"router\":true,\"store\":true,\"database_writable\":false,"
+                           "\"database\":\"/d/users.db\",\"reason\":\"database is read-only\"}"));
+    checks [1].ok = false;                          /* one check down: not ready */
+    assert (qms_ops_ready_json (&b, checks, 2, 1, NULL, NULL) == 503);
+    assert (t_body_is (&b, "{\"ready\":false,\"router\":true,\"store\":false,\"database_writable\":true}"));
+    qms_buf_free (&b);
 
     /*  Endpoints for a socket in the same process. */
     assert (qms_ops_local_endpoint ("tcp://*:5555", endpoint, sizeof endpoint) == 0);

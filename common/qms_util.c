@@ -282,6 +282,24 @@ qms_name_key (const char *name, size_t len, char *key)
 
 /* ------------------------------------------------------------------------ */
 
+const char *
+qms_http_reason (int status)
+{
+    switch (status) {
+        case 200: return "OK";
+        case 301: return "Moved Permanently";
+        case 400: return "Bad Request";
+        case 403: return "Forbidden";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 408: return "Request Timeout";
+        case 414: return "URI Too Long";
+        case 431: return "Request Header Fields Too Large";
+        case 503: return "Service Unavailable";
+        default:  return "Internal Server Error";
+    }
+}
+
 void
 qms_util_test (bool verbose)
 {

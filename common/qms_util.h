@@ -65,6 +65,10 @@ const char *qms_name_check (const char *name, size_t len);
     UTF-8. */
 int qms_name_key (const char *name, size_t len, char *key);
 
+/*  The reason phrase of an HTTP status ("Not Found"); every HTTP answer
+    this server writes takes it from here. */
+const char *qms_http_reason (int status);
+
 void qms_util_test (bool verbose);
 
 #ifdef __cplusplus

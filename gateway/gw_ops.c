@@ -8,6 +8,7 @@
 */
 #define _GNU_SOURCE
 #include "gw_internal.h"
+#include "qms_ops.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -213,6 +214,15 @@ json_response (http_response_t *resp, int status, const char *json)
     resp->body_len = resp->body ? strlen (json) : 0;
 }
 
+/*  A body built in out (the role-wide shapes of qms_ops.h), handed over. */
+static void
+buf_response (http_response_t *resp, int status, qms_buf_t *out)
+{
+    qms_buf_append (out, "", 1);
+    json_response (resp, status, out->data ? (const char *) out->data : "{}");
+    qms_buf_free (out);
+}
+
 /*  The operator's paths; false if path is not one of them. */
 bool
 gw_serve_ops (gateway_t *self, conn_t *conn, const char *path, const char *method)
@@ -220,19 +230,27 @@ gw_serve_ops (gateway_t *self, conn_t *conn, const char *path, const char *metho
     if (strcmp (method, "GET") && strcmp (method, "HEAD"))
         return false;
     conn->resp->head_only = strcmp (method, "HEAD") == 0;
-    char json [256];
+    qms_buf_t out;
+    qms_buf_init (&out);
     if (strcmp (path, "/healthz") == 0) {
-        snprintf (json, sizeof json, "{\"status\":\"ok\",\"connections\":%zu}", self->open_count);
-        json_response (conn->resp, 200, json);
+        int status = qms_ops_health_json (&out, "gateway", true, (long) self->open_count, NULL);
+        buf_response (conn->resp, status, &out);
         return true;
     }
     if (strcmp (path, "/readyz") == 0) {
-        bool router = gw_router_alive (self), auth = gw_auth_alive (self), store = gw_store_alive (self);
-        bool ready = router && auth && store && self->store_writable && !self->stopping;
-        snprintf (json, sizeof json, "{\"ready\":%s,\"router\":%s,\"auth\":%s,\"store\":%s,"
-                  "\"database_writable\":%s}", ready ? "true" : "false", router ? "true" : "false",
-                  auth ? "true" : "false", store ? "true" : "false", self->store_writable ? "true" : "false");
-        json_response (conn->resp, ready ? 200 : 503, json);
+        qms_ops_check_t checks [] = {
+            { "router", gw_router_alive (self) }, { "auth", gw_auth_alive (self) },
+            { "store", gw_store_alive (self) }
+        };
+        const char *reason = self->stopping ? "stopping" : NULL;
+        for (int i = 0; !reason && i < 3; i++)
+            if (!checks [i].ok)
+                reason = i == 0 ? "the router does not answer" : i == 1 ? "auth does not answer"
+                                : "the store does not answer";
+        if (!reason && !self->store_writable)
+            reason = "database is read-only";
+        int status = qms_ops_ready_json (&out, checks, 3, self->store_writable ? 1 : 0, NULL, reason);
+        buf_response (conn->resp, status, &out);
         return true;
     }
     if (strcmp (path, "/metrics") == 0) {
@@ -301,14 +319,14 @@ gw_ops_test (bool verbose)
     assert (gw_serve_ops (&self, &conn, "/healthz", "GET"));
     assert (resp.status == 200 && !resp.head_only);
     assert (strcmp (resp.content_type, "application/json") == 0);
-    assert (strcmp (resp.body, "{\"status\":\"ok\",\"connections\":3}") == 0);
+    assert (strcmp (resp.body, "{\"status\":\"ok\",\"role\":\"gateway\",\"connections\":3}") == 0);
     assert (resp.body_len == strlen (resp.body));
     http_response_free (&resp);
     memset (&resp, 0, sizeof resp);
     assert (gw_serve_ops (&self, &conn, "/readyz", "HEAD"));
     assert (resp.status == 503 && resp.head_only);
     assert (strcmp (resp.body, "{\"ready\":false,\"router\":true,\"auth\":false,\"store\":false,"
-                               "\"database_writable\":false}") == 0);
+                               "\"database_writable\":false,\"reason\":\"auth does not answer\"}") == 0);
     http_response_free (&resp);
 
     /*  The store's answer to req 0 is its liveness and writability. */
@@ -327,6 +345,7 @@ gw_ops_test (bool verbose)
     self.stopping = true;                           /* stopping: not ready */
     memset (&resp, 0, sizeof resp);
     assert (gw_serve_ops (&self, &conn, "/readyz", "GET") && resp.status == 503);
+    assert (strstr (resp.body, "\"reason\":\"stopping\""));
     http_response_free (&resp);
     rec.s [0] = qms_str ("qms_store_writable 0\n");
     gw_stats_answer (&self, PEER_STORE, &rec);

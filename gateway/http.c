@@ -29,6 +29,7 @@
 #include "enums.h"
 #include "qms_json.h"
 #include "qms_util.h"
+#include "qms_util.h"
 #include "qms_log.h"
 
 #include <cJSON.h>
@@ -238,20 +239,6 @@ s_set_type (http_response_t *resp, const char *type)
     snprintf (resp->content_type, sizeof resp->content_type, "%s", type);
 }
 
-static const char *
-s_reason (int status)
-{
-    switch (status) {
-        case 200: return "OK";
-        case 301: return "Moved Permanently";
-        case 400: return "Bad Request";
-        case 403: return "Forbidden";
-        case 404: return "Not Found";
-        case 405: return "Method Not Allowed";
-        case 414: return "URI Too Long";
-        default:  return "Internal Server Error";
-    }
-}
 
 //  A status with a short text/plain body ("404 Not Found\n").  Keeps the
 //  headers already set (Allow, Location).
@@ -264,7 +251,7 @@ s_status_page (http_response_t *resp, int status)
     resp->body = NULL;
     resp->body_len = 0;
     char text [64];
-    int n = snprintf (text, sizeof text, "%d %s\n", status, s_reason (status));
+    int n = snprintf (text, sizeof text, "%d %s\n", status, qms_http_reason (status));
     resp->body = malloc ((size_t) n + 1);
     if (resp->body) {
         memcpy (resp->body, text, (size_t) n + 1);
