@@ -218,9 +218,9 @@ callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
 }
 
 const struct lws_protocols gw_protocols [] = {
-    /*  rx_buffer_size is allocated per connection: small, and longer
+    /*  rx_buffer_size is allocated per connection (RX_BUFFER_BYTES): longer
         messages arrive in pieces that handle_receive joins. */
-    { "qms", callback_qms, sizeof (conn_t), 4096, 0, NULL, 0 },
+    { "qms", callback_qms, sizeof (conn_t), RX_BUFFER_BYTES, 0, NULL, 0 },
     { "qms-raw", callback_raw, 0, 0, 0, NULL, 0 },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
@@ -477,7 +477,7 @@ gateway_test (bool verbose)
         and the raw one for our own descriptors. */
     assert (strcmp (gw_protocols [0].name, "qms") == 0 && gw_protocols [0].callback);
     assert (gw_protocols [0].per_session_data_size == sizeof (conn_t));
-    assert (gw_protocols [0].rx_buffer_size == 4096);
+    assert (gw_protocols [0].rx_buffer_size == RX_BUFFER_BYTES && RX_BUFFER_BYTES >= 128);
     assert (strcmp (gw_protocols [1].name, "qms-raw") == 0 && gw_protocols [1].callback);
     assert (gw_protocols [1].per_session_data_size == 0);
     assert (gw_protocols [2].name == NULL);

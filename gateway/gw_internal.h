@@ -50,6 +50,11 @@
 /*  At most this much leaves for one connection per writeable callback, so
     that one busy reader cannot hold up everyone else's writes. */
 #define WRITE_MAX           (64u * 1024)
+/*  What libwebsockets reads for a connection at once, allocated for every
+    connection: an idle logged-in connection cost 7.5 KiB with 4,096 and
+    4.2 KiB with 512 (docs/BENCHMARKS.md, "Memory per connection"); chat
+    messages longer than this arrive in pieces that handle_receive joins. */
+#define RX_BUFFER_BYTES     512
 /*  A buffer for a message in pieces that grew past this is given back once
     the message is whole. */
 #define RX_KEEP_BYTES       16384
@@ -68,13 +73,16 @@
 #define PRESENCE_BYTES_PER_S (256ull * 1024 * 1024)
 #define PRESENCE_GAP_MAX_MS  30000
 /*  Input shaping: each piece of input lws hands us (a WebSocket frame, or
-    up to 4 KiB of one, or a pong) costs one of twice --rate-limit tokens a
-    second (twice --rate-burst at once), whatever it holds, and each byte one
-    of --rate-limit-bytes (four seconds' worth at once); a peer that has
-    spent its budget is not read until it refills (TCP holds the rest).  A
-    peer that sends one-byte fragments thus costs at most so many callbacks,
-    and a flooder at most so many bytes, of the loop's time; a client within
-    the request rate limit, sending whole frames, never meets it. *//*  A slow consumer closed with 1008 gets this long to take its close frame
+    up to RX_BUFFER_BYTES of one, or a pong) costs one of twice --rate-limit
+    tokens a second (twice --rate-burst at once), whatever it holds, and
+    each byte one of --rate-limit-bytes (four seconds' worth at once); a
+    peer that has spent its budget is not read until it refills (TCP holds
+    the rest).  A peer that sends one-byte fragments thus costs at most so
+    many callbacks, and a flooder at most so many bytes, of the loop's
+    time; a client within the request rate limit, sending whole frames,
+    never meets it. */
+
+/*  A slow consumer closed with 1008 gets this long to take its close frame
     before the connection is dropped. */
 #define SLOW_CLOSE_GRACE_S  5
 /*  Liveness: we say hello to the router and ping auth this often, and take

@@ -100,6 +100,17 @@ def metric(srv, name, **labels):
     return None
 
 
+def wait_metric(srv, test, timeout, name, **labels):
+    """Poll a metric until test(value) holds (a busy machine makes fixed
+    sleeps flaky); the last value, whether it held or not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = metric(srv, name, **labels)
+        if test(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
 class Hostile(QmsTestCase):
 
     def assert_serves(self, srv, what):
@@ -311,12 +322,14 @@ class Hostile(QmsTestCase):
 
     def test_write_timeout_closes_a_stalled_reader(self):
         srv = self.start_server(["--max-queue", str(64 * MIB), "--write-timeout", "3"])
+        began = time.monotonic()
         r = self.stalled_reader(srv, 7)
-        time.sleep(1.0)
-        self.assertGreater(metric(srv, "qms_queue_bytes", of="max"), 1 * MIB)
+        # a queue well over what a chat client ever holds, not yet timed out
+        self.assertGreater(wait_metric(srv, lambda v: v > 1 * MIB, 2.0, "qms_queue_bytes", of="max"), 1 * MIB)
         self.assertEqual(metric(srv, "qms_slow_consumers_closed_total", reason="write_timeout"), 0)
-        time.sleep(3.0)
-        self.assertEqual(metric(srv, "qms_slow_consumers_closed_total", reason="write_timeout"), 1)
+        self.assertEqual(wait_metric(srv, lambda v: v >= 1, 10.0, "qms_slow_consumers_closed_total",
+                                     reason="write_timeout"), 1)
+        self.assertGreaterEqual(time.monotonic() - began, 3.0, "closed before the write timeout")
         # its backlog was given back, all but the part of a frame under way
         self.assertLess(metric(srv, "qms_queue_bytes", of="all"), 70000)
         self.assertIn(self.wait_closed(r.ws, 10), (1008, None))
