@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 typedef enum { OPT_PORT, OPT_INT, OPT_SIZE, OPT_STRING, OPT_FILE, OPT_DIR,
-               OPT_FLAG, OPT_LEVEL, OPT_FORMAT, OPT_ORIGIN, OPT_HELP } opt_kind_t;
+               OPT_FLAG, OPT_LEVEL, OPT_FORMAT, OPT_ORIGIN, OPT_CIDR, OPT_HELP } opt_kind_t;
 
 /*  opt_t.flags */
 #define OPT_SECRET   1      /* --print-config masks its value */
@@ -124,6 +124,8 @@ static const opt_t s_options [] = {
       "WebSocket connections from one IP address (default 1000)", 0 },
     { { "allow-origin" }, OPT_ORIGIN, 0, 0, 0, 0, "ORIGIN",
       "also accept WebSocket handshakes from this browser origin (repeatable)", 0 },
+    { { "trusted-proxy" }, OPT_CIDR, 0, 0, 0, 0, "CIDR",
+      "a load balancer at these addresses names the client in X-Forwarded-For (repeatable; default none)", 0 },
     { { "store-endpoint" }, OPT_STRING, OFF (store_endpoint), SZ (store_endpoint), 0, 0, "URL",
       "ZeroMQ endpoint of the store actor", 0 },
     { { "auth-endpoint" }, OPT_STRING, OFF (auth_endpoint), SZ (auth_endpoint), 0, 0, "URL",
@@ -438,7 +440,7 @@ source_text (const qms_config_t *cfg, const opt_t *o, size_t index, char *out, s
             break;
         case QMS_SOURCE_FILE:
             /*  Origins may come from several lines: no one line is right. */
-            if (o->kind == OPT_ORIGIN)
+            if (o->kind == OPT_ORIGIN || o->kind == OPT_CIDR)
                 snprintf (out, size, "file %s", cfg->config_file);
             else
                 snprintf (out, size, "file %s:%d", cfg->config_file, cfg->source_line [index]);
@@ -509,6 +511,44 @@ set_origins (qms_config_t *cfg, const opt_t *o, const char *value, const origin_
     return 0;
 }
 
+/*  --trusted-proxy: a comma-separated list of ranges, replaced and added
+    to as --allow-origin's is. */
+static int
+set_cidrs (qms_config_t *cfg, const opt_t *o, const char *value, const origin_t *origin,
+           const char *where, char *err, size_t err_size)
+{
+    if (cfg->source [option_index (o)] != origin->source)
+        cfg->trusted_count = 0;
+    const char *p = value;
+    do {
+        size_t len = strcspn (p, ",");
+        const char *start = p;
+        while (len && (*start == ' ' || *start == '\t')) {
+            start++;
+            len--;
+        }
+        while (len && (start [len - 1] == ' ' || start [len - 1] == '\t'))
+            len--;
+        char text [64];
+        if (!len || len >= sizeof text || cfg->trusted_count >= QMS_MAX_TRUSTED) {
+            set_err (err, err_size, "%s: %s", where,
+                     !len ? "empty address range" : len >= sizeof text ? "address range too long"
+                          : "too many address ranges (at most 16)");
+            return -1;
+        }
+        memcpy (text, start, len);
+        text [len] = 0;
+        if (qms_cidr_parse (text, &cfg->trusted [cfg->trusted_count])) {
+            set_err (err, err_size, "%s: '%s' is not an address or a range like 10.0.0.0/8 "
+                     "(with no host bits set)", where, text);
+            return -1;
+        }
+        cfg->trusted_count++;
+        p += strcspn (p, ",");
+    } while (*p++);
+    return 0;
+}
+
 /*  Check value for option o and store it; errors name the origin. */
 static int
 set_value (qms_config_t *cfg, const opt_t *o, const char *value, const origin_t *origin,
@@ -572,6 +612,10 @@ set_value (qms_config_t *cfg, const opt_t *o, const char *value, const origin_t 
             break;
         case OPT_ORIGIN:
             if (set_origins (cfg, o, value, origin, where, err, err_size))
+                return -1;
+            break;
+        case OPT_CIDR:
+            if (set_cidrs (cfg, o, value, origin, where, err, err_size))
                 return -1;
             break;
         default:
@@ -876,7 +920,7 @@ file_line (qms_config_t *cfg, const char *path, int number, char *line, int *see
         return -1;
     }
     size_t index = option_index (o);
-    if (seen [index] && o->kind != OPT_ORIGIN) {
+    if (seen [index] && o->kind != OPT_ORIGIN && o->kind != OPT_CIDR) {
         set_err (err, err_size, "%s:%d: %s is already set on line %d", path, number, key, seen [index]);
         return -1;
     }
@@ -1006,10 +1050,16 @@ print_table (const qms_config_t *cfg, FILE *out, const opt_t *table, size_t coun
             folder not given (a file cannot say "none"). */
         bool commented = cfg->source [i] == QMS_SOURCE_DEFAULT || (o->flags & OPT_NO_FILE)
                       || ((o->kind == OPT_FILE || o->kind == OPT_DIR) && !*value);
-        if (o->kind == OPT_ORIGIN) {
-            for (int n = 0; n < cfg->origin_count; n++)
-                print_line (out, width, false, o->names [0], cfg->origins [n], secret, source);
-            if (cfg->origin_count == 0)
+        if (o->kind == OPT_ORIGIN || o->kind == OPT_CIDR) {
+            int items = o->kind == OPT_ORIGIN ? cfg->origin_count : cfg->trusted_count;
+            for (int n = 0; n < items; n++) {
+                char range [64];
+                if (o->kind == OPT_CIDR)
+                    qms_cidr_format (&cfg->trusted [n], range, sizeof range);
+                print_line (out, width, false, o->names [0],
+                            o->kind == OPT_ORIGIN ? cfg->origins [n] : range, secret, source);
+            }
+            if (items == 0)
                 fprintf (out, "# %-*s   (none)%*s  # %s\n", width - 2, o->names [0],
                          PRINT_VALUE_WIDTH - 6, "", source);
             continue;

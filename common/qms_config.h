@@ -19,6 +19,8 @@
 #ifndef QMS_CONFIG_H_INCLUDED
 #define QMS_CONFIG_H_INCLUDED
 
+#include "qms_util.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +31,7 @@ extern "C" {
 #endif
 
 #define QMS_MAX_ORIGINS 16
+#define QMS_MAX_TRUSTED 16
 #define QMS_CONFIG_MAX_OPTIONS 64   /* entries in the option table, at most */
 
 /*  Where a setting came from, lowest precedence first. */
@@ -85,6 +88,9 @@ typedef struct {
     int max_per_address;        /* --max-connections-per-address 1000 */
     char *origins [QMS_MAX_ORIGINS]; /* --allow-origin, repeatable */
     int origin_count;
+    qms_cidr_t trusted [QMS_MAX_TRUSTED]; /* --trusted-proxy, repeatable: whose
+                                           X-Forwarded-For names the client */
+    int trusted_count;
 
     /* actor endpoints (inproc:// in the embedded default; environment
        QMS_STORE_ENDPOINT etc. give defaults, see qms_config_env) */

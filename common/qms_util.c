@@ -2,7 +2,9 @@
 #define _GNU_SOURCE
 #include "qms_util.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
+#include <stdlib.h>
 #include <locale.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -282,6 +284,93 @@ qms_name_key (const char *name, size_t len, char *key)
 
 /* ------------------------------------------------------------------------ */
 
+/*  One address into 16 bytes (IPv4 mapped); false when it is none. */
+static bool
+address_bytes (const char *text, uint8_t out [16])
+{
+    struct in_addr v4;
+    if (inet_pton (AF_INET, text, &v4) == 1) {
+        memset (out, 0, 10);
+        out [10] = out [11] = 0xff;
+        memcpy (out + 12, &v4, 4);
+        return true;
+    }
+    struct in6_addr v6;
+    if (inet_pton (AF_INET6, text, &v6) == 1) {
+        memcpy (out, &v6, 16);
+        return true;
+    }
+    return false;
+}
+
+static bool
+is_mapped (const uint8_t addr [16])
+{
+    static const uint8_t prefix [12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+    return memcmp (addr, prefix, 12) == 0;
+}
+
+int
+qms_cidr_parse (const char *text, qms_cidr_t *cidr)
+{
+    char address [INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr (text, '/');
+    size_t len = slash ? (size_t) (slash - text) : strlen (text);
+    if (len == 0 || len >= sizeof address)
+        return -1;
+    memcpy (address, text, len);
+    address [len] = 0;
+    if (!address_bytes (address, cidr->addr))
+        return -1;
+    bool v4 = strchr (address, ':') == NULL;
+    int max = v4 ? 32 : 128;
+    int bits = max;
+    if (slash) {
+        char *end;
+        long n = strtol (slash + 1, &end, 10);
+        if (!slash [1] || *end || n < 0 || n > max || (slash [1] < '0' || slash [1] > '9'))
+            return -1;
+        bits = (int) n;
+    }
+    cidr->bits = (uint8_t) (v4 ? bits + 96 : bits);
+    //  Host bits set ("10.0.0.1/8") are refused: a typo, more likely than not.
+    for (int bit = cidr->bits; bit < 128; bit++)
+        if (cidr->addr [bit / 8] & (0x80 >> (bit % 8)))
+            return -1;
+    return 0;
+}
+
+bool
+qms_cidr_contains (const qms_cidr_t *cidr, const char *address)
+{
+    uint8_t addr [16];
+    if (!address_bytes (address, addr))
+        return false;
+    int full = cidr->bits / 8, rest = cidr->bits % 8;
+    if (memcmp (addr, cidr->addr, (size_t) full) != 0)
+        return false;
+    if (rest) {
+        uint8_t mask = (uint8_t) (0xff << (8 - rest));
+        if ((addr [full] & mask) != (cidr->addr [full] & mask))
+            return false;
+    }
+    return true;
+}
+
+void
+qms_cidr_format (const qms_cidr_t *cidr, char *out, size_t size)
+{
+    char text [INET6_ADDRSTRLEN];
+    if (is_mapped (cidr->addr) && cidr->bits >= 96) {
+        inet_ntop (AF_INET, cidr->addr + 12, text, sizeof text);
+        snprintf (out, size, "%s/%d", text, cidr->bits - 96);
+    }
+    else {
+        inet_ntop (AF_INET6, cidr->addr, text, sizeof text);
+        snprintf (out, size, "%s/%d", text, cidr->bits);
+    }
+}
+
 const char *
 qms_http_reason (int status)
 {
@@ -305,6 +394,31 @@ qms_util_test (bool verbose)
 {
     if (verbose)
         printf (" * qms_util: ");
+
+    /*  Address ranges. */
+    qms_cidr_t cidr;
+    char range [64];
+    assert (qms_cidr_parse ("10.0.0.0/8", &cidr) == 0);
+    assert (qms_cidr_contains (&cidr, "10.255.1.2") && qms_cidr_contains (&cidr, "::ffff:10.0.0.1"));
+    assert (!qms_cidr_contains (&cidr, "11.0.0.1") && !qms_cidr_contains (&cidr, "nonsense"));
+    qms_cidr_format (&cidr, range, sizeof range);
+    assert (strcmp (range, "10.0.0.0/8") == 0);
+    assert (qms_cidr_parse ("192.0.2.7", &cidr) == 0 && cidr.bits == 128);
+    assert (qms_cidr_contains (&cidr, "192.0.2.7") && !qms_cidr_contains (&cidr, "192.0.2.8"));
+    assert (qms_cidr_parse ("172.16.0.0/12", &cidr) == 0);
+    assert (qms_cidr_contains (&cidr, "172.31.255.255") && !qms_cidr_contains (&cidr, "172.32.0.0"));
+    assert (qms_cidr_parse ("2001:db8::/32", &cidr) == 0);
+    assert (qms_cidr_contains (&cidr, "2001:db8:1::5") && !qms_cidr_contains (&cidr, "2001:db9::1"));
+    assert (!qms_cidr_contains (&cidr, "10.0.0.1"));
+    qms_cidr_format (&cidr, range, sizeof range);
+    assert (strcmp (range, "2001:db8::/32") == 0);
+    assert (qms_cidr_parse ("0.0.0.0/0", &cidr) == 0 && qms_cidr_contains (&cidr, "8.8.8.8")
+            && !qms_cidr_contains (&cidr, "2001:db8::1"));
+    assert (qms_cidr_parse ("::1", &cidr) == 0 && qms_cidr_contains (&cidr, "::1"));
+    const char *bad [] = { "", "/8", "10.0.0.0/", "10.0.0.0/33", "10.0.0.0/-1", "10.0.0.1/8",
+                           "10.0.0.0/8x", "host.example", "10.0.0.0/ 8", "2001:db8::/129", NULL };
+    for (int i = 0; bad [i]; i++)
+        assert (qms_cidr_parse (bad [i], &cidr) == -1);
 
     uint64_t now = qms_now_ms ();
     assert (now > 1700000000000ull);

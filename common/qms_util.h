@@ -65,6 +65,22 @@ const char *qms_name_check (const char *name, size_t len);
     UTF-8. */
 int qms_name_key (const char *name, size_t len, char *key);
 
+/*  An address range (CIDR): IPv4 kept as IPv4-mapped IPv6, so one test
+    covers "127.0.0.1" and "::ffff:127.0.0.1" alike. */
+typedef struct {
+    uint8_t addr [16];
+    uint8_t bits;               /* prefix length over the 128 */
+} qms_cidr_t;
+
+/*  "10.0.0.0/8", "192.0.2.7" (/32), "2001:db8::/32", "::1" (/128).  0, or
+    -1 when text is none of these (host bits set are an error too: say
+    what you mean). */
+int qms_cidr_parse (const char *text, qms_cidr_t *cidr);
+/*  Whether address (the text of one IPv4 or IPv6 address) is inside. */
+bool qms_cidr_contains (const qms_cidr_t *cidr, const char *address);
+/*  "10.0.0.0/8" back (size >= 64). */
+void qms_cidr_format (const qms_cidr_t *cidr, char *out, size_t size);
+
 /*  The reason phrase of an HTTP status ("Not Found"); every HTTP answer
     this server writes takes it from here. */
 const char *qms_http_reason (int status);

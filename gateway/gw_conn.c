@@ -9,6 +9,8 @@
 #include "gw_internal.h"
 
 #include <assert.h>
+#include <strings.h>
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -317,13 +319,115 @@ gw_match_peer (const void *item, const void *key)
     return strcmp (((const peer_t *) item)->address, (const char *) key) == 0;
 }
 
+static bool
+trusted (const qms_config_t *cfg, const char *address)
+{
+    for (int i = 0; i < cfg->trusted_count; i++)
+        if (qms_cidr_contains (&cfg->trusted [i], address))
+            return true;
+    return false;
+}
+
+/*  One hop of a forwarding header into out, without quotes, brackets or
+    port ("[2001:db8::1]:4711" -> "2001:db8::1", "192.0.2.1:80" ->
+    "192.0.2.1"); false when it is not an address. */
+static bool
+hop_address (const char *start, size_t len, char *out, size_t size)
+{
+    while (len && (*start == ' ' || *start == '\t' || *start == '"')) {
+        start++;
+        len--;
+    }
+    while (len && (start [len - 1] == ' ' || start [len - 1] == '\t' || start [len - 1] == '"'))
+        len--;
+    if (len && *start == '[') {
+        const char *close = memchr (start, ']', len);
+        if (!close)
+            return false;
+        len = (size_t) (close - start - 1);
+        start++;
+    }
+    else {
+        const char *colon = memchr (start, ':', len);
+        if (colon && !memchr (colon + 1, ':', len - (size_t) (colon - start) - 1))
+            len = (size_t) (colon - start);         /* IPv4 with a port */
+    }
+    if (len == 0 || len >= size)
+        return false;
+    memcpy (out, start, len);
+    out [len] = 0;
+    uint8_t probe [16];
+    return inet_pton (AF_INET, out, probe) == 1 || inet_pton (AF_INET6, out, probe) == 1;
+}
+
+void
+gw_client_address (const qms_config_t *cfg, const char *peer, const char *xff,
+                   const char *forwarded, char *out, size_t size)
+{
+    snprintf (out, size, "%s", peer);
+    if (!trusted (cfg, peer))
+        return;                     /* only a trusted proxy may name someone else */
+    //  Right to left: each hop was appended by the one after it; the
+    //  first that is not a trusted proxy is the client.  A hop that is no
+    //  address ends the walk at the last good one.
+    const char *list = xff && *xff ? xff : forwarded;
+    if (!list)
+        return;
+    bool fwd = list == forwarded;
+    size_t end = strlen (list);
+    while (end > 0) {
+        size_t start = end;
+        while (start > 0 && list [start - 1] != ',')
+            start--;
+        const char *hop = list + start;
+        size_t len = end - start;
+        if (fwd) {                  /* for=... among ;-separated pairs */
+            const char *for_ = NULL;
+            for (size_t i = 0; i + 4 <= len; i++)
+                if (strncasecmp (hop + i, "for=", 4) == 0 && (i == 0 || strchr (" ;\t", hop [i - 1]))) {
+                    for_ = hop + i + 4;
+                    break;
+                }
+            if (!for_)
+                return;
+            len = strcspn (for_, ";,");
+            hop = for_;
+        }
+        char address [64];
+        if (!hop_address (hop, len, address, sizeof address))
+            return;
+        snprintf (out, size, "%s", address);
+        if (!trusted (cfg, address))
+            return;
+        end = start ? start - 1 : 0;
+    }
+}
+
+/*  The client address of a WebSocket handshake or HTTP request on wsi. */
+static void
+wsi_client_address (gateway_t *self, struct lws *wsi, char *out, size_t size)
+{
+    char peer [64] = "";
+    lws_get_peer_simple (wsi, peer, sizeof peer);
+    if (!self->cfg->trusted_count || !trusted (self->cfg, peer)) {
+        snprintf (out, size, "%s", peer);
+        return;
+    }
+    char xff [1024] = "", forwarded [1024] = "";
+    if (lws_hdr_total_length (wsi, WSI_TOKEN_X_FORWARDED_FOR) < (int) sizeof xff)
+        lws_hdr_copy (wsi, xff, sizeof xff, WSI_TOKEN_X_FORWARDED_FOR);
+    if (lws_hdr_custom_length (wsi, "forwarded:", 10) < (int) sizeof forwarded)
+        lws_hdr_custom_copy (wsi, forwarded, sizeof forwarded, "forwarded:", 10);
+    gw_client_address (self->cfg, peer, xff, forwarded [0] ? forwarded : NULL, out, size);
+}
+
 /*  Count an established connection against its address; false (and
     nothing counted) when the address is at its limit. */
 bool
 gw_peer_enter (gateway_t *self, conn_t *conn)
 {
     char address [64] = "";
-    lws_get_peer_simple (conn->wsi, address, sizeof address);
+    wsi_client_address (self, conn->wsi, address, sizeof address);
     uint64_t h = qms_map_hash_bytes (self->users_seed, address, strlen (address));
     peer_t *peer = (peer_t *) qms_map_find (&self->peers, h, address);
     if (!peer) {
@@ -416,6 +520,43 @@ gw_conn_test (bool verbose)
 {
     if (verbose)
         printf (" * gw_conn: ");
+    {
+        /*  The client's address behind trusted proxies. */
+        qms_config_t tc;
+        qms_config_defaults (&tc);
+        char got [64];
+        const char *none [][4] = {
+            //  peer, X-Forwarded-For, Forwarded, expected
+            { "192.0.2.9", "198.51.100.1", NULL, "192.0.2.9" },         /* nobody is trusted */
+        };
+        gw_client_address (&tc, none [0][0], none [0][1], none [0][2], got, sizeof got);
+        assert (strcmp (got, none [0][3]) == 0);
+        assert (qms_cidr_parse ("10.0.0.0/8", &tc.trusted [0]) == 0);
+        assert (qms_cidr_parse ("::1", &tc.trusted [1]) == 0);
+        tc.trusted_count = 2;
+        const char *cases [][4] = {
+            { "192.0.2.9", "198.51.100.1", NULL, "192.0.2.9" },         /* not a trusted peer */
+            { "10.0.0.5", "198.51.100.1", NULL, "198.51.100.1" },
+            { "10.0.0.5", "6.6.6.6, 198.51.100.1", NULL, "198.51.100.1" },  /* a forged hop on the left */
+            { "10.0.0.5", "198.51.100.1, 10.1.1.1", NULL, "198.51.100.1" }, /* two proxies */
+            { "::ffff:10.0.0.5", "198.51.100.1", NULL, "198.51.100.1" },
+            { "::1", " 2001:db8::7 ", NULL, "2001:db8::7" },
+            { "10.0.0.5", "", NULL, "10.0.0.5" },                         /* no header: the proxy */
+            { "10.0.0.5", "198.51.100.1, garbage", NULL, "10.0.0.5" },    /* ends at the last good hop */
+            { "10.0.0.5", "10.2.2.2, 10.3.3.3", NULL, "10.2.2.2" },       /* all proxies: the farthest */
+            { "10.0.0.5", "198.51.100.1:4711", NULL, "198.51.100.1" },
+            { "10.0.0.5", NULL, "for=192.0.2.60;proto=http;by=10.0.0.5", "192.0.2.60" },
+            { "10.0.0.5", NULL, "for=\"[2001:db8:cafe::17]:4711\", for=10.9.9.9", "2001:db8:cafe::17" },
+            { "10.0.0.5", NULL, "proto=https", "10.0.0.5" },
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+            gw_client_address (&tc, cases [i][0], cases [i][1], cases [i][2], got, sizeof got);
+            if (strcmp (got, cases [i][3]) != 0) {
+                fprintf (stderr, "\ncase %zu: got %s, expected %s\n", i, got, cases [i][3]);
+                assert (false);
+            }
+        }
+    }
     /*  Slot handles: reuse of a slot never revives an old handle. */
     qms_config_t cfg;
     qms_config_defaults (&cfg);

@@ -334,6 +334,11 @@ int gw_conn_writeable (gateway_t *self, conn_t *conn);
 void gw_conn_scan (gateway_t *self, uint64_t now);
 bool gw_match_peer (const void *item, const void *key);
 bool gw_peer_enter (gateway_t *self, conn_t *conn);
+/*  The client's address: the peer's, or, when the peer is a --trusted-proxy,
+    the nearest address in X-Forwarded-For (else Forwarded: for=) that is
+    not one; pure, for the selftest. */
+void gw_client_address (const qms_config_t *cfg, const char *peer, const char *xff,
+                        const char *forwarded, char *out, size_t size);
 void gw_peer_leave (gateway_t *self, conn_t *conn);
 
 /* ------------------------------------------------------------------------ */

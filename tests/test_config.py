@@ -33,7 +33,7 @@ ALL_KEYS = [
     "argon2-iterations", "auth-workers", "max-connections", "rate-limit", "rate-burst", "rate-limit-bytes", "max-queue",
     "write-timeout", "output-budget", "drain-timeout",
     "login-fail-limit", "login-fail-window", "message-quota", "message-max-age",
-    "presence-interval", "ping-interval", "max-connections-per-address", "allow-origin",
+    "presence-interval", "ping-interval", "max-connections-per-address", "allow-origin", "trusted-proxy",
     "store-endpoint", "auth-endpoint", "router-endpoint", "log-endpoint", "filter-actor",
     "filter-level",
 ]
@@ -104,7 +104,8 @@ class PrintConfig(ConfigCase):
                           "httpsServerPort = %d\n"
                           "session-timeout = 111\n"
                           "log-level = warn\n"
-                          "allow-origin = https://a.example\n" % (p[0], p[1], p[2]))
+                          "allow-origin = https://a.example\n"
+                          "trusted-proxy = 10.0.0.0/8, 192.0.2.1\n" % (p[0], p[1], p[2]))
         settings, out, _ = self.print_config(
             ["--config", path, "-hsp", str(p[5]), "--data-dir", self.data],
             {"QMS_HTTP_PORT": str(p[3]), "QMS_HTTPS_PORT": str(p[4]), "QMS_SESSION_TIMEOUT": "222"})
@@ -115,6 +116,7 @@ class PrintConfig(ConfigCase):
         self.assertEqual(settings["log-level"], ("warn", "file %s:5" % path, False))
         self.assertEqual(settings["data-dir"], (self.data, "flag", False))
         self.assertEqual(settings["allow-origin"][0], "https://a.example")
+        self.assertEqual(settings["trusted-proxy"], ("10.0.0.0/8,192.0.2.1/32", "file %s" % path, False))
         self.assertEqual(settings["max-connections"], ("10000", "default", True))
         self.assertEqual(settings["log-format"], ("text", "default", True))
         self.assertEqual(settings["config"], (path, "flag", True))
@@ -136,7 +138,8 @@ class PrintConfig(ConfigCase):
 
     def test_the_output_reads_back_as_the_same_settings(self):
         path = self.write("in.conf", 'serverIp = " spaced # host "\nallow-origin = https://a.example, '
-                                     'https://b.example\ndisableWss = true\n')
+                                     'https://b.example\ndisableWss = true\ntrusted-proxy = 2001:db8::/32\n'
+                                     'trusted-proxy = 10.1.0.0/16\n')
         first, out, _ = self.print_config(
             ["--config", path, "--log-format", "json", "-hp", "9999", "--data-dir", self.data],
             {"QMS_SESSION_TIMEOUT": "42", "QMS_LOG_ENDPOINT": "tcp://127.0.0.1:5558"})
@@ -147,6 +150,7 @@ class PrintConfig(ConfigCase):
                 self.assertEqual(again[key][0], first[key][0], key)
         self.assertEqual(again["serverIp"][0], " spaced # host ")
         self.assertEqual(again["allow-origin"][0], "https://a.example,https://b.example")
+        self.assertEqual(again["trusted-proxy"][0], "2001:db8::/32,10.1.0.0/16")
         self.assertTrue(again["session-timeout"][1].startswith("file %s:" % printed))
 
     def test_flags_can_turn_a_boolean_off_again(self):
@@ -176,6 +180,7 @@ class Documentation(ConfigCase):
         defaults, _, _ = self.print_config([])
         conf = self.write("empty.conf", "")
         by_type = {"FILE": conf, "DIR": self.tmp, "ADDR": HOST, "ORIGIN": "https://x.example",
+                   "CIDR": "10.0.0.0/8",
                    "URL": "tcp://127.0.0.1:5558", "NAME": "store"}
         for key, variable, kind, default in rows:
             with self.subTest(key=key):
