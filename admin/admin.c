@@ -19,6 +19,7 @@
 */
 #include "admin.h"
 #include "qms_admin.h"
+#include "qms_curve.h"
 #include "qms_password.h"
 #include "qms_actor.h"
 #include "qms_config.h"
@@ -195,7 +196,7 @@ admin_dealer (const char *endpoint)
     if (!dealer)
         return NULL;
     qms_socket_tune (dealer);
-    if (zsock_connect (dealer, "%s", endpoint)) {
+    if (qms_curve_connect (dealer, endpoint)) {
         zsock_destroy (&dealer);
         return NULL;
     }
@@ -812,10 +813,18 @@ admin_run (int argc, char **argv, FILE *out, FILE *err, int in_fd)
     if (rc == 0) {
         int level = self.cfg.log_level;
         qms_log_set_level (level >= QMS_LOG_DEBUG ? level : level < QMS_LOG_WARN ? level : QMS_LOG_WARN);
-        rc = admin_connect (&self);
+        //  A running server on tcp:// with --curve-keys lets in only its
+        //  deployment's keys: the command uses the same.
+        if (qms_curve_init (self.cfg.curve_keys, why, sizeof why)) {
+            fprintf (err, "qmessageserver: %s\n", why);
+            rc = ADMIN_EXIT_USAGE;
+        }
+        if (rc == 0)
+            rc = admin_connect (&self);
         if (rc == 0)
             rc = run_command (&self);
         admin_disconnect (&self);
+        qms_curve_shutdown ();
     }
     qms_config_free (&self.cfg);
     return rc < 0 ? ADMIN_EXIT_OK : rc;

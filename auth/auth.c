@@ -15,6 +15,7 @@
 #include "qms_actor.h"
 #include "qms_config.h"
 #include "qms_log.h"
+#include "qms_curve.h"
 #include "qms_inbox.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
@@ -909,9 +910,9 @@ auth_setup (auth_t *self, const qms_config_t *cfg)
         return "cannot create sockets";
     qms_socket_tune (self->gateways);
     qms_socket_tune (self->store);
-    if (zsock_bind (self->gateways, "%s", cfg->auth_endpoint) < 0)
+    if (qms_curve_bind (self->gateways, cfg->auth_endpoint) < 0)
         return "cannot bind the auth endpoint";
-    if (zsock_connect (self->store, "%s", cfg->store_endpoint))
+    if (qms_curve_connect (self->store, cfg->store_endpoint))
         return "cannot connect to the store endpoint";
     return start_workers (self, cfg->auth_workers);
 }

@@ -132,6 +132,8 @@ static const opt_t s_options [] = {
       "ZeroMQ endpoint of the auth actor", 0 },
     { { "router-endpoint" }, OPT_STRING, OFF (router_endpoint), SZ (router_endpoint), 0, 0, "URL",
       "ZeroMQ endpoint of the router actor", 0 },
+    { { "curve-keys" }, OPT_STRING, OFF (curve_keys), SZ (curve_keys), 0, 0, "DIR",
+      "authenticate and encrypt every tcp:// link between roles with these CURVE keys (qmessageserver keys DIR)", 0 },
     { { "log-endpoint" }, OPT_STRING, OFF (log_endpoint), SZ (log_endpoint), 0, 0, "URL",
       "publish log lines to the monitor bound there (the monitor role binds it)", 0 },
     { { "filter-actor" }, OPT_STRING, OFF (filter_actor), SZ (filter_actor), 0, 0, "NAME",

@@ -97,6 +97,7 @@ typedef struct {
     char store_endpoint [256];
     char auth_endpoint [256];
     char router_endpoint [256];
+    char curve_keys [1024];     /* --curve-keys DIR: CURVE on tcp:// links (qms_curve.h) */
     char log_endpoint [256];    /* --log-endpoint: "" = logs not published */
 
     /* the monitor role */

@@ -1,6 +1,7 @@
 /*  qms_log.c - structured log lines (see qms_log.h). */
 #include "qms_log.h"
 #include "qms_json.h"
+#include "qms_curve.h"
 
 #include <assert.h>
 #include <cJSON.h>
@@ -99,7 +100,7 @@ qms_log_publish_start (const char *endpoint, const char *source)
         messages at once. */
     zsock_set_linger (pub, 200);
     zsock_set_sndhwm (pub, 10000);
-    if (zsock_connect (pub, "%s", endpoint)) {
+    if (qms_curve_connect (pub, endpoint)) {
         zsock_destroy (&pub);
         return -1;
     }

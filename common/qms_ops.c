@@ -11,6 +11,7 @@
 #include "qms_ops.h"
 #include "qms_actor.h"
 #include "qms_json.h"
+#include "qms_curve.h"
 #include "qms_log.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
@@ -568,7 +569,7 @@ qms_ops_new (const qms_ops_options_t *options, char *err, size_t err_size)
         which pthread_create is). */
     self->dealer = zsock_new (ZMQ_DEALER);
     if (!self->dealer || (qms_socket_tune (self->dealer),
-                          zsock_connect (self->dealer, "%s", self->endpoint))) {
+                          qms_curve_connect (self->dealer, self->endpoint))) {
         snprintf (err, err_size, "cannot connect to %s", self->endpoint);
         qms_ops_destroy (&self);
         return NULL;

@@ -21,6 +21,7 @@
 */
 #define _GNU_SOURCE
 #include "gw_internal.h"
+#include "qms_curve.h"
 
 #include <assert.h>
 #include <malloc.h>
@@ -335,8 +336,8 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
         goto fail;
     qms_socket_tune (self->router);
     qms_socket_tune (self->auth);
-    if (zsock_connect (self->router, "%s", cfg->router_endpoint)
-    ||  zsock_connect (self->auth, "%s", cfg->auth_endpoint)) {
+    if (qms_curve_connect (self->router, cfg->router_endpoint)
+    ||  qms_curve_connect (self->auth, cfg->auth_endpoint)) {
         qms_error (ACTOR, "event=start_failed reason=\"cannot connect to the actors\"");
         goto fail;
     }
@@ -347,7 +348,7 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
     if (self->store) {
         qms_socket_tune (self->store);
         zsock_set_sndhwm (self->store, 100);
-        if (zsock_connect (self->store, "%s", cfg->store_endpoint) == 0) {
+        if (qms_curve_connect (self->store, cfg->store_endpoint) == 0) {
             self->store_raw = zsock_resolve (self->store);
             self->store_wsi = adopt_zmq (self, self->store_raw);
         }

@@ -3,6 +3,7 @@
     monitor.h and docs/CLUSTER.md). */
 #include "monitor.h"
 #include "qms_log.h"
+#include "qms_curve.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -214,7 +215,7 @@ monitor_new (const monitor_options_t *options, FILE *out, char *err, size_t err_
         zstr_send (self->watch, "START");
         zsock_wait (self->watch);
     }
-    if (zsock_bind (self->sub, "%s", options->endpoint) < 0) {
+    if (qms_curve_bind (self->sub, options->endpoint) < 0) {
         snprintf (err, err_size, "cannot bind %s: %s", options->endpoint, zmq_strerror (zmq_errno ()));
         monitor_destroy (&self);
         return NULL;

@@ -33,6 +33,7 @@
 #include "qms_actor.h"
 #include "qms_config.h"
 #include "qms_inbox.h"
+#include "qms_curve.h"
 #include "qms_log.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
@@ -2098,7 +2099,7 @@ router_new (zsock_t *pipe, const qms_config_t *cfg, const char **error)
     }
     qms_socket_tune (self->frontend);
     qms_socket_tune (self->backend);
-    if (zsock_bind (self->frontend, "%s", cfg->router_endpoint) == -1) {
+    if (qms_curve_bind (self->frontend, cfg->router_endpoint) == -1) {
         *error = "cannot bind the router endpoint";
         router_destroy (&self);
         return NULL;
@@ -2112,7 +2113,7 @@ router_new (zsock_t *pipe, const qms_config_t *cfg, const char **error)
     if (cfg->data_dir [0] && access (db, F_OK) == 0)
         qms_admin_bind (self->frontend, cfg->data_dir, QMS_ADMIN_ROUTER_SOCKET, LOG,
                     self->admin_path, sizeof self->admin_path);
-    if (zsock_connect (self->backend, "%s", cfg->store_endpoint) == -1) {
+    if (qms_curve_connect (self->backend, cfg->store_endpoint) == -1) {
         *error = "cannot connect to the store endpoint";
         router_destroy (&self);
         return NULL;

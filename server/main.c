@@ -18,6 +18,7 @@
 #include "monitor.h"
 #include "qms_actor.h"
 #include "qms_config.h"
+#include "qms_curve.h"
 #include "qms_log.h"
 #include "qms_msg.h"
 #include "qms_ops.h"
@@ -277,7 +278,7 @@ health_zmq (const char *endpoint, const char *identity, const qms_rec_t *ask, in
         zsock_set_identity (dealer, identity);
     int rc = -1;
     void *sock = zsock_resolve (dealer);
-    if (zsock_connect (dealer, "%s", endpoint) || qms_rec_send (sock, NULL, 0, ask)) {
+    if (qms_curve_connect (dealer, endpoint) || qms_rec_send (sock, NULL, 0, ask)) {
         snprintf (detail, size, "cannot connect to %s", endpoint);
         zsock_destroy (&dealer);
         return -1;
@@ -322,7 +323,7 @@ health_monitor (const char *endpoint, char *detail, size_t size)
         zstr_sendx (watch, "LISTEN", "HANDSHAKE_SUCCEEDED", NULL);
         zstr_send (watch, "START");
         zsock_wait (watch);
-        if (zsock_connect (pub, "%s", endpoint) == 0) {
+        if (qms_curve_connect (pub, endpoint) == 0) {
             int64_t deadline = zclock_mono () + HEALTH_TIMEOUT_MS;
             zsock_t *events = zactor_sock (watch);
             while (rc && zclock_mono () < deadline) {
@@ -638,6 +639,36 @@ run_role (role_t role, qms_config_t *cfg, const sigset_t *stop)
     return rc;
 }
 
+/*  qmessageserver keys DIR: a deployment's CURVE keys (qms_curve.h). */
+static int
+make_keys (int argc, char **argv)
+{
+    if (argc != 3 || argv [2][0] == '-') {
+        fprintf (stderr, "usage: qmessageserver keys DIR\n"
+                 "  makes the CURVE keys every role of one deployment loads with --curve-keys DIR\n");
+        return EXIT_BAD_USAGE;
+    }
+    char err [512];
+    if (qms_curve_generate (argv [2], err, sizeof err)) {
+        fprintf (stderr, "qmessageserver: %s\n", err);
+        return 1;
+    }
+    printf ("qmessageserver: keys written to %s (give every role --curve-keys %s)\n", argv [2], argv [2]);
+    return 0;
+}
+
+/*  Whether an endpoint the role uses is on the network. */
+static bool
+uses_tcp (const qms_config_t *cfg)
+{
+    const char *all [] = { cfg->store_endpoint, cfg->auth_endpoint, cfg->router_endpoint,
+                           cfg->log_endpoint };
+    for (size_t i = 0; i < sizeof all / sizeof all [0]; i++)
+        if (strncmp (all [i], "tcp://", 6) == 0)
+            return true;
+    return false;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -654,6 +685,8 @@ main (int argc, char **argv)
         printf ("qmessageserver %s\n", QMS_VERSION);
         return 0;
     }
+    if (argc > 1 && strcmp (argv [1], "keys") == 0)
+        return make_keys (argc, argv);
     static const int stop_signals [] = { SIGINT, SIGTERM, 0 };
     sigset_t set;
     sigemptyset (&set);
@@ -688,7 +721,16 @@ main (int argc, char **argv)
         return EXIT_BAD_USAGE;
     }
     qms_log_set_format (cfg.log_format);
+    if (qms_curve_init (cfg.curve_keys, err, sizeof err)) {
+        fprintf (stderr, "qmessageserver: %s\n", err);
+        qms_config_free (&cfg);
+        return EXIT_BAD_USAGE;
+    }
+    if (role != ROLE_HEALTH && !qms_curve_on () && uses_tcp (&cfg))
+        qms_warn ("main", "event=links_unauthenticated reason=\"tcp:// actor endpoints without "
+                  "--curve-keys: any process that reaches these ports can send records\"");
     rc = role == ROLE_HEALTH ? run_health (probe, &cfg) : run_role (role, &cfg, &set);
+    qms_curve_shutdown ();
     qms_config_free (&cfg);
     return rc;
 }

@@ -25,6 +25,7 @@
 #include "qms_actor.h"
 #include "qms_config.h"
 #include "qms_inbox.h"
+#include "qms_curve.h"
 #include "qms_log.h"
 #include "qms_metrics.h"
 #include "qms_msg.h"
@@ -1497,7 +1498,7 @@ store_bind (store_t *self, const char *endpoint, char *reason, size_t reason_siz
     qms_socket_tune (self->router);
     //  A reply to a peer that went away fails visibly instead of vanishing.
     zsock_set_router_mandatory (self->router, 1);
-    if (zsock_bind (self->router, "%s", endpoint) < 0) {
+    if (qms_curve_bind (self->router, endpoint) < 0) {
         snprintf (reason, reason_size, "cannot bind %s: %s", endpoint, zmq_strerror (errno));
         return false;
     }

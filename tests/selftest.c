@@ -15,6 +15,7 @@
 #include "qms_admin.h"
 #include "qms_inbox.h"
 #include "qms_json.h"
+#include "qms_curve.h"
 #include "store.h"
 #include "auth.h"
 #include "router.h"
@@ -47,6 +48,7 @@ static const selftest_t s_tests [] = {
     { "qms_admin", qms_admin_test },
     { "qms_inbox", qms_inbox_test },
     { "qms_json", qms_json_test },
+    { "qms_curve", qms_curve_test },
     { "store", store_test },
     { "auth", auth_test },
     { "router", router_test },
