@@ -45,10 +45,16 @@ def say(text):
 
 def fail(text):
     say("FAILED: " + text)
-    try:
-        say("last monitor lines:\n" + compose("logs", "--no-color", "--tail=40", "monitor", check=False))
-    except Exception:  # noqa: BLE001 - the report above matters more
-        pass
+    for service, lines in (("monitor", 40), ("lb", 30)):
+        try:
+            p = subprocess.run(["docker-compose", "-f", os.path.join(ROOT, "compose.yml"), "logs", "--no-color",
+                                "--tail=%d" % lines, service], capture_output=True, text=True, timeout=60)
+            say("last %s lines:\n%s%s" % (service, p.stdout, p.stderr))
+        except Exception:  # noqa: BLE001 - the report above matters more
+            pass
+    say("containers:\n" + subprocess.run([ENGINE, "ps", "-a", "--filter", "label=com.docker.compose.project="
+                                          + PROJECT, "--format", "{{.Names}} {{.Status}}"],
+                                         capture_output=True, text=True).stdout)
     sys.exit(1)
 
 
@@ -275,18 +281,22 @@ def step_operator_certificate(tmp):
     before = served_certificate(HTTPS)[0]
     check(before != want, "the operator's certificate is new")
 
+    # A key that does not belong: the lb image, with that folder mounted
+    # where compose mounts QMS_TLS_DIR, refuses it (run beside the running
+    # lb, which is not touched; `docker-compose run` needs container links,
+    # which podman's API does not have).
+    p = subprocess.run([ENGINE, "run", "--rm", "-v", bad + ":/etc/qmessageserver/tls:ro",
+                        "qmessageserver-lb:latest"], capture_output=True, text=True, timeout=120)
+    check(p.returncode != 0 and "the key does not belong to the certificate" in p.stdout + p.stderr,
+          "lb with a wrong key: exit %d, %s%s" % (p.returncode, p.stdout[-500:], p.stderr[-500:]))
+    say("  a wrong key: lb's entrypoint stops before nginx starts (exit %d), with that message" % p.returncode)
+
     recreate_lb({"QMS_TLS_DIR": good})
     wait_until("the operator's certificate on the HTTPS port",
                lambda: served_certificate(HTTPS)[0] == want, 60)
     check(served_certificate(CHAT)[0] == want, "the operator's certificate on the chat port")
     check(get(HTTPS, "/")[0] == 200, "the UI with the operator's certificate")
-    say("  served on both TLS ports")
-
-    recreate_lb({"QMS_TLS_DIR": bad})
-    wait_until("lb refusing a key that does not belong to its certificate",
-               lambda: "the key does not belong to the certificate" in compose("logs", "--no-color", "lb"), 60)
-    check(not port_answers(HTTPS), "nothing is served with a wrong key")
-    say("  a wrong key: lb stops before nginx starts, with that message")
+    say("  the operator's certificate served on both TLS ports")
 
     recreate_lb()
     wait_until("the self-signed certificate again", lambda: served_certificate(HTTPS)[0] == before, 60)
@@ -309,14 +319,6 @@ def recreate_lb(env=None):
         compose("rm", "-s", "-f", "lb", env=env)
         time.sleep(0.5)
     fail("lb could not be started again: its ports stay in use")
-
-
-def port_answers(port):
-    try:
-        served_certificate(port)
-        return True
-    except OSError:
-        return False
 
 
 def step_cross(gws, pairs=3):
