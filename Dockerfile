@@ -6,8 +6,8 @@
 # Stages: build (Debian 12 with the -dev packages; python3 only because the
 # CMake project looks for it, for its tests) -> runtime (Debian 12
 # slim with only the shared libraries, a non-root user, the binary and the
-# web UI) -> lb (runtime plus nginx: the load balancer compose.yml puts in
-# front of the gateways) and server (the default image).  With no arguments
+# web UI) -> lb (runtime plus nginx: the TLS front compose.yml puts before
+# the gateways) and server (the default image).  With no arguments
 # the server runs every actor in one process; compose.yml runs one role per
 # container instead.
 
@@ -35,19 +35,23 @@ COPY --from=build /build/qmessageserver /usr/bin/qmessageserver
 COPY html /usr/share/qmessageserver/html
 WORKDIR /data
 
-# The load balancer: nginx as the same unprivileged user; the server binary
-# stays in the image for its health check (an HTTP answer through nginx).
+# The front: nginx as the same unprivileged user, terminating TLS
+# (docker/lb-entrypoint picks or makes the certificate, finds the name
+# server, writes the configuration from docker/nginx.conf.template).
 FROM runtime AS lb
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx openssl \
  && rm -rf /var/lib/apt/lists/* \
- && ln -sf /dev/stderr /var/log/nginx/error.log
-COPY docker/nginx.conf /etc/qmessageserver/nginx.conf
+ && ln -sf /dev/stderr /var/log/nginx/error.log \
+ && mkdir -p /var/lib/qmessageserver-lb /etc/qmessageserver/tls \
+ && chown qms:qms /var/lib/qmessageserver-lb
+COPY docker/nginx.conf.template /etc/qmessageserver/nginx.conf.template
+COPY docker/lb-entrypoint /usr/bin/lb-entrypoint
 USER qms
-EXPOSE 12345 8080
+EXPOSE 8080 8443 12345
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["/usr/bin/qmessageserver", "--health", "gateway", "-hp", "8080"]
-ENTRYPOINT ["/usr/sbin/nginx", "-c", "/etc/qmessageserver/nginx.conf", "-g", "daemon off;"]
+  CMD ["/usr/bin/lb-entrypoint", "health"]
+ENTRYPOINT ["/usr/bin/lb-entrypoint"]
 
 FROM runtime AS server
 USER qms

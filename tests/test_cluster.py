@@ -615,6 +615,28 @@ class Compose(unittest.TestCase):
         self.assertIn("service_healthy", normalized)
         self.assertIn("--health", normalized)
 
+    def test_front_follows_the_published_ports(self):
+        """The chat port the web UI is told is the one lb publishes, the
+        front publishes HTTPS, its health check is its own, and the open-file
+        limits are set (docs/DEPLOY.md)."""
+        dc = self.docker_compose()
+        env = dict(os.environ, QMS_CHAT_PORT="2345", QMS_HTTPS_PORT="4433", QMS_HTTP_PORT="8088",
+                   QMS_PUBLIC_HOST="chat.example.org", QMS_NOFILE="30000")
+        p = subprocess.run([dc, "-f", os.path.join(SOURCE_DIR, "compose.yml"), "config"],
+                           capture_output=True, text=True, cwd=SOURCE_DIR, env=env, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        text = p.stdout
+        gateway = text[text.index("\n  gateway:"):text.index("\n  lb:")]
+        lb = text[text.index("\n  lb:"):text.index("\n  monitor:")]
+        self.assertRegex(gateway, r"- -cp\n    - '2345'\n")
+        self.assertRegex(gateway, r"- -serverIp\n    - chat.example.org\n")
+        for published in ("2345", "4433", "8088"):
+            self.assertRegex(lb, r"published: %s|- %s:" % (published, published))
+        self.assertIn("lb-entrypoint", lb)
+        self.assertIn("QMS_CHAT_PORT: '2345'", lb)
+        for service in (gateway, lb):
+            self.assertRegex(service, r"nofile:\n        hard: 30000\n        soft: 30000")
+
     def test_dockerfile(self):
         with open(os.path.join(SOURCE_DIR, "Dockerfile")) as f:
             text = f.read().replace("\\\n", " ")     # join continued lines
