@@ -478,6 +478,12 @@ def step_monitor():
     starts = [rest for _, _, actor, rest in lines if actor == "main" and "event=starting" in rest
               and "role=router" in rest]
     check(len(starts) >= 2, "the monitor saw the router start twice (before and after the kill): %d" % len(starts))
+    # the links between roles are CURVE (the keys service's keys), and no
+    # role warns that they are not
+    for service in ("store", "auth", "router", "gateway"):
+        text = compose("logs", "--no-color", service)
+        check("actor=curve event=on" in text, "%s loaded the deployment's CURVE keys" % service)
+        check("links_unauthenticated" not in text, "%s runs tcp:// links without CURVE" % service)
     say("  %d lines from %s; the router's two starts are among them" % (len(lines), ", ".join(sorted(actors))))
     for line in out.splitlines()[-8:]:
         print("    " + line[:200])
