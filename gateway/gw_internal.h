@@ -51,10 +51,14 @@
     that one busy reader cannot hold up everyone else's writes. */
 #define WRITE_MAX           (64u * 1024)
 /*  What libwebsockets reads for a connection at once, allocated for every
-    connection: an idle logged-in connection cost 7.5 KiB with 4,096 and
-    4.2 KiB with 512 (docs/BENCHMARKS.md, "Memory per connection"); chat
-    messages longer than this arrive in pieces that handle_receive joins. */
-#define RX_BUFFER_BYTES     512
+    connection (messages longer than this arrive in pieces that
+    handle_receive joins).  It is half of an idle connection's memory (6.8
+    KiB at 4,096, 3.3 KiB at 512), but libwebsockets 4.1 reads at most this
+    much per connection per loop pass, so a smaller one costs passes: at
+    1,000 clients with 16 messages in flight each, 512 carried 150k msg/s
+    and 2,048 330k, against 835k at 4,096 (docs/BENCHMARKS.md, "Memory per
+    connection"). */
+#define RX_BUFFER_BYTES     4096
 /*  A buffer for a message in pieces that grew past this is given back once
     the message is whole. */
 #define RX_KEEP_BYTES       16384
