@@ -497,11 +497,409 @@ router_sf_expire_msgreqs (router_t *self, uint64_t mono)
 
 
 /* ------------------------------------------------------------------------
-    Selftest */
+    Selftest: the parts above on a router_t with no sockets; what a batch
+    leaves in a gateway's or the store's buffer is read back and checked.
+    router_test () drives the whole actor. */
+
+static router_t *
+t_router_new (void)
+{
+    router_t *self = (router_t *) calloc (1, sizeof *self);
+    assert (self);
+    self->seed = 0x5eed;
+    self->id_state = 7;
+    self->next_req = 1;
+    self->store_timeout_ms = 5000;
+    list_init (&self->lru);
+    list_init (&self->online);
+    list_init (&self->dirty);
+    list_init (&self->pending);
+    list_init (&self->msgreqs);
+    list_init (&self->live_receipts);
+    qms_buf_init (&self->backend_out);
+    qms_buf_init (&self->users);
+    assert (qms_map_init (&self->by_hash, match_hash) == 0);
+    assert (qms_map_init (&self->by_id, match_id) == 0);
+    assert (qms_map_init (&self->by_conn, match_conn) == 0);
+    assert (qms_map_init (&self->msgreq_by_req, match_msgreq) == 0);
+    assert (qms_map_init (&self->receipt_by_id, match_receipt) == 0);
+    for (int i = 0; i < 2; i++) {
+        gateway_t *g = (gateway_t *) calloc (1, sizeof *g);
+        assert (g);
+        g->live = true;
+        qms_buf_init (&g->out);
+        self->gateways [self->gateway_count++] = g;
+    }
+    return self;
+}
+
+/*  A session with only what store-and-forward reads; bound to (gw, conn)
+    unless conn is 0. */
+static session_t *
+t_session (router_t *self, const char *id, uint32_t gw, uint64_t conn)
+{
+    size_t len = strlen (id);
+    session_t *s = (session_t *) calloc (1, sizeof *s + len + 1);
+    assert (s);
+    memcpy (s->data, id, len + 1);
+    s->id = qms_strn (s->data, len);
+    s->name = s->id;
+    s->pubkey = qms_str ("key");
+    s->id_h = qms_map_hash_bytes (self->seed, id, len);
+    assert (qms_map_insert (&self->by_id, s->id_h, s) == 0);
+    if (conn) {
+        s->gw = gw;
+        s->conn = conn;
+        s->conn_key = conn_key (gw, conn);
+        s->conn_h = qms_map_hash_u64 (self->seed, s->conn_key);
+        assert (qms_map_insert (&self->by_conn, s->conn_h, s) == 0);
+        s->bound = true;
+    }
+    return s;
+}
+
+static void
+t_unbind (router_t *self, session_t *s)
+{
+    if (s->bound)
+        qms_map_remove (&self->by_conn, s->conn_h, s);
+    s->bound = false;
+}
+
+static void
+t_router_destroy (router_t *self, session_t **sessions, int count)
+{
+    for (int i = 0; i < count; i++) {
+        session_t *s = sessions [i];
+        assert (s->held == NULL);
+        t_unbind (self, s);
+        qms_map_remove (&self->by_id, s->id_h, s);
+        free (s->recent);
+        free (s);
+    }
+    while (!list_empty (&self->msgreqs))
+        router_sf_msgreq_destroy (self, CONTAINER (self->msgreqs.next, msgreq_t, link));
+    while (!list_empty (&self->live_receipts))
+        live_receipt_destroy (self, CONTAINER (self->live_receipts.next, live_receipt_t, link));
+    assert (self->store_inflight == 0);
+    for (uint32_t i = 0; i < self->gateway_count; i++) {
+        qms_buf_free (&self->gateways [i]->out);
+        free (self->gateways [i]);
+    }
+    qms_map_free (&self->by_hash);
+    qms_map_free (&self->by_id);
+    qms_map_free (&self->by_conn);
+    qms_map_free (&self->msgreq_by_req);
+    qms_map_free (&self->receipt_by_id);
+    qms_buf_free (&self->backend_out);
+    qms_buf_free (&self->users);
+    free (self);
+}
+
+/*  The records in buf (views into it, valid until it is reset). */
+static size_t
+t_records (const qms_buf_t *buf, qms_rec_t *recs, size_t max)
+{
+    size_t offset = 0, count = 0;
+    qms_rec_t rec;
+    while (qms_rec_next (buf->data, buf->len, &offset, &rec) == 1) {
+        assert (count < max);
+        recs [count++] = rec;
+    }
+    return count;
+}
+
+static void
+t_reset (router_t *self)
+{
+    for (uint32_t i = 0; i < self->gateway_count; i++)
+        qms_buf_reset (&self->gateways [i]->out);
+    qms_buf_reset (&self->backend_out);
+}
+
+static bool
+t_str_is (qms_str_t str, const char *text)
+{
+    return str.len == strlen (text) && qms_str_eq (str, text);
+}
+
+static void
+t_msg_ids (router_t *self)
+{
+    static const char alphabet [] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    char a [MSG_ID_CHARS + 1], b [MSG_ID_CHARS + 1], c [MSG_ID_CHARS + 1];
+    uint64_t state = self->id_state;
+    new_msg_id (self, a);
+    new_msg_id (self, b);
+    assert (strlen (a) == MSG_ID_CHARS && strlen (b) == MSG_ID_CHARS);
+    assert (strspn (a, alphabet) == MSG_ID_CHARS && strspn (b, alphabet) == MSG_ID_CHARS);
+    assert (strcmp (a, b) != 0);
+    self->id_state = state;     /* the same state gives the same id */
+    new_msg_id (self, c);
+    assert (strcmp (a, c) == 0);
+    t_router_destroy (self, NULL, 0);
+}
+
+static void
+t_recent (router_t *self)
+{
+    session_t *s = t_session (self, "id-recent", 0, 0);
+    assert (recent_find (s, qms_str ("c1")) == NULL);
+    recent_remember (s, qms_str (NULL), "m0", QMS_ACK_DELIVERED, 1);
+    assert (s->recent == NULL);                 /* no client id, nothing kept */
+    char long_id [MAX_CLIENT_ID + 2];
+    memset (long_id, 'x', sizeof long_id - 1);
+    long_id [sizeof long_id - 1] = 0;
+    recent_remember (s, qms_str (long_id), "m0", QMS_ACK_DELIVERED, 1);
+    assert (s->recent == NULL);                 /* too long for the table */
+
+    recent_remember (s, qms_str ("c1"), "msg-one", QMS_ACK_DELIVERED, 100);
+    recent_entry_t *e = recent_find (s, qms_str ("c1"));
+    assert (e && streq (e->msg_id, "msg-one") && e->status == QMS_ACK_DELIVERED && e->time == 100);
+    assert (recent_find (s, qms_str ("c")) == NULL);    /* a prefix is another id */
+    assert (recent_find (s, qms_str ("c10")) == NULL);
+    assert (recent_find (s, qms_str (NULL)) == NULL);
+    /*  A later answer for the same id updates its entry in place. */
+    recent_remember (s, qms_str ("c1"), "msg-two", QMS_ACK_STORED, 200);
+    assert (recent_find (s, qms_str ("c1")) == e);
+    assert (streq (e->msg_id, "msg-two") && e->status == QMS_ACK_STORED && e->time == 200);
+    assert (s->recent->next == 1);
+
+    /*  The table keeps the last RECENT_IDS ids: the oldest goes first. */
+    for (int i = 0; i < RECENT_IDS; i++) {
+        char cid [16];
+        snprintf (cid, sizeof cid, "id-%d", i);
+        recent_remember (s, qms_str (cid), cid, QMS_ACK_DELIVERED, (uint64_t) i);
+    }
+    assert (recent_find (s, qms_str ("c1")) == NULL);
+    for (int i = 0; i < RECENT_IDS; i++) {
+        char cid [16];
+        snprintf (cid, sizeof cid, "id-%d", i);
+        e = recent_find (s, qms_str (cid));
+        assert (e && streq (e->msg_id, cid) && e->time == (uint64_t) i);
+    }
+    recent_remember (s, qms_str ("id-new"), "m", QMS_ACK_DELIVERED, 0);
+    assert (recent_find (s, qms_str ("id-0")) == NULL);
+    assert (recent_find (s, qms_str ("id-1")) && recent_find (s, qms_str ("id-new")));
+    t_router_destroy (self, &s, 1);
+}
+
+/*  Receipts: for a live message, the sender hears "received" from memory;
+    for any other, the store deletes its copy and says whose it was. */
+static void
+t_receipts (router_t *self)
+{
+    session_t *alice = t_session (self, "id-alice", 0, 11);
+    session_t *bob = t_session (self, "id-bob", 1, 22);
+    qms_rec_t out [8];
+    live_receipt_add (self, alice, bob, qms_str ("c1"), "AAAAAAAAAAAAAAAA");
+    live_receipt_add (self, alice, bob, qms_str ("c2"), "BBBBBBBBBBBBBBBB");
+    assert (self->live_receipt_count == 2);
+
+    /*  Bob confirms the first, on his connection (no token). */
+    qms_rec_t receipt = { .type = QMS_RT_RECEIPT, .conn = 22 };
+    receipt.s [1] = qms_str ("AAAAAAAAAAAAAAAA");
+    router_sf_on_receipt (self, 1, &receipt);
+    assert (t_records (&self->gateways [0]->out, out, 8) == 1);
+    assert (out [0].type == QMS_GW_ACK && out [0].conn == 11 && out [0].num == QMS_ACK_RECEIVED);
+    assert (t_str_is (out [0].s [0], "c1") && t_str_is (out [0].s [1], "AAAAAAAAAAAAAAAA"));
+    assert (self->live_receipt_count == 1 && self->m.received == 1);
+    assert (self->backend_out.len == 0 && list_empty (&self->msgreqs));
+    t_reset (self);
+
+    /*  Again: no longer in memory, so it was a stored message. */
+    router_sf_on_receipt (self, 1, &receipt);
+    assert (self->gateways [0]->out.len == 0);
+    assert (t_records (&self->backend_out, out, 8) == 1);
+    assert (out [0].type == QMS_ST_MSG_DEL && out [0].req != 0);
+    assert (t_str_is (out [0].s [0], "id-bob") && t_str_is (out [0].s [1], "AAAAAAAAAAAAAAAA"));
+    uint64_t req = out [0].req;
+    t_reset (self);
+    /*  The store deleted it: the sender it names hears "received". */
+    qms_rec_t deleted = { .type = QMS_ST_MSG_DELETED, .req = req, .num = 1 };
+    deleted.s [0] = qms_str ("AAAAAAAAAAAAAAAA");
+    deleted.s [1] = qms_str ("id-alice");
+    deleted.s [2] = qms_str ("c1");
+    assert (router_sf_msgreq_reply (self, &deleted));
+    assert (t_records (&self->gateways [0]->out, out, 8) == 1);
+    assert (out [0].type == QMS_GW_ACK && out [0].conn == 11 && out [0].num == QMS_ACK_RECEIVED);
+    assert (self->m.received == 2 && list_empty (&self->msgreqs));
+    assert (!router_sf_msgreq_reply (self, &deleted));      /* answered once */
+    t_reset (self);
+
+    /*  A receipt from someone who is not the recipient does not count. */
+    receipt.conn = 11;
+    receipt.s [1] = qms_str ("BBBBBBBBBBBBBBBB");
+    router_sf_on_receipt (self, 0, &receipt);
+    assert (self->live_receipt_count == 1 && self->m.received == 2);
+    assert (t_records (&self->backend_out, out, 8) == 1 && out [0].type == QMS_ST_MSG_DEL);
+    assert (t_str_is (out [0].s [0], "id-alice"));
+    t_reset (self);
+
+    /*  An unknown connection is told it has no session; a bad id is ignored. */
+    receipt.conn = 99;
+    router_sf_on_receipt (self, 1, &receipt);
+    assert (t_records (&self->gateways [1]->out, out, 8) == 1);
+    assert (out [0].type == QMS_GW_INVALID && out [0].conn == 99 && out [0].num == 1);
+    t_reset (self);
+    receipt.conn = 22;
+    receipt.s [1] = qms_str ("far-too-long-for-a-message-id");
+    router_sf_on_receipt (self, 1, &receipt);
+    assert (self->backend_out.len == 0 && self->gateways [0]->out.len == 0);
+
+    session_t *sessions [] = { alice, bob };
+    t_router_destroy (self, sessions, 2);
+}
+
+/*  The held queue: messages for a recipient whose drain runs wait in
+    order, then go to it, or to the store if it went offline. */
+static void
+t_held (router_t *self)
+{
+    session_t *alice = t_session (self, "id-alice", 0, 11);
+    session_t *bob = t_session (self, "id-bob", 1, 22);
+    bob->draining = true;
+    bob->receipts = true;
+    qms_rec_t out [8];
+    const char *texts [3] = { "one", "two", "three" };
+    const char *cids [3] = { "h1", "h2", "" };
+    const char *ids [3] = { "1111111111111111", "2222222222222222", "3333333333333333" };
+    for (int i = 0; i < 3; i++)
+        assert (router_sf_held_add (bob, alice, 0, 11, qms_str (texts [i]), qms_str (cids [i]), ids [i],
+                                    1000 + (uint64_t) i));
+    assert (bob->held_count == 3);
+    assert (self->gateways [1]->out.len == 0 && self->backend_out.len == 0);
+
+    /*  The drain ended: all three, in order; acks for those with ids. */
+    bob->draining = false;
+    router_sf_held_release (self, bob);
+    assert (bob->held == NULL && bob->held_count == 0 && bob->held_tail == &bob->held);
+    assert (t_records (&self->gateways [1]->out, out, 8) == 3);
+    for (int i = 0; i < 3; i++) {
+        assert (out [i].type == QMS_GW_DELIVER && out [i].conn == 22 && out [i].time == 1000 + (uint64_t) i);
+        assert (t_str_is (out [i].s [0], "id-alice") && t_str_is (out [i].s [1], texts [i]));
+        assert (t_str_is (out [i].s [2], ids [i]));
+    }
+    assert (t_records (&self->gateways [0]->out, out, 8) == 2);
+    for (int i = 0; i < 2; i++) {
+        assert (out [i].type == QMS_GW_ACK && out [i].conn == 11 && out [i].num == QMS_ACK_DELIVERED);
+        assert (t_str_is (out [i].s [0], cids [i]) && t_str_is (out [i].s [1], ids [i]));
+    }
+    recent_entry_t *e = recent_find (alice, qms_str ("h2"));
+    assert (e && e->status == QMS_ACK_DELIVERED && streq (e->msg_id, ids [1]));
+    assert (self->live_receipt_count == 2 && self->m.delivered == 3);
+    t_reset (self);
+
+    /*  Bob went offline instead: held messages are stored. */
+    bob->draining = true;
+    for (int i = 0; i < 2; i++)
+        assert (router_sf_held_add (bob, alice, 0, 11, qms_str (texts [i]), qms_str (cids [i]), ids [i],
+                                    2000 + (uint64_t) i));
+    t_unbind (self, bob);
+    router_sf_held_release (self, bob);
+    assert (bob->held == NULL && bob->held_count == 0);
+    assert (self->gateways [1]->out.len == 0 && self->gateways [0]->out.len == 0);
+    assert (t_records (&self->backend_out, out, 8) == 2);
+    size_t bytes = 0;
+    for (int i = 0; i < 2; i++) {
+        assert (out [i].type == QMS_ST_MSG_STORE && out [i].req && out [i].time == 2000 + (uint64_t) i);
+        assert (t_str_is (out [i].s [0], ids [i]) && t_str_is (out [i].s [1], "id-bob"));
+        assert (t_str_is (out [i].s [2], "id-alice") && t_str_is (out [i].s [5], texts [i]));
+        assert (t_str_is (out [i].s [6], cids [i]));
+        bytes += strlen (texts [i]) + strlen ("id-bob") + strlen (cids [i]);
+    }
+    assert (self->store_inflight == bytes);
+    qms_rec_t stored = { .type = QMS_ST_RESULT, .req = out [0].req, .num = QMS_ST_OK };
+    qms_rec_t quota = { .type = QMS_ST_RESULT, .req = out [1].req, .num = QMS_ST_QUOTA };
+    t_reset (self);
+    assert (router_sf_msgreq_reply (self, &stored));
+    assert (router_sf_msgreq_reply (self, &quota));
+    assert (self->store_inflight == 0 && list_empty (&self->msgreqs));
+    assert (t_records (&self->gateways [0]->out, out, 8) == 2);
+    assert (out [0].type == QMS_GW_ACK && out [0].num == QMS_ACK_STORED && t_str_is (out [0].s [1], ids [0]));
+    assert (out [1].type == QMS_GW_ACK && out [1].num == QMS_ACK_REJECTED && t_str_is (out [1].s [2], k_quota_full));
+    e = recent_find (alice, qms_str ("h1"));
+    assert (e && e->status == QMS_ACK_STORED);
+    assert (self->m.stored == 1 && self->m.rejected == 1);
+    t_reset (self);
+
+    /*  The store's backlog is full: refused at once, nothing queued. */
+    assert (router_sf_held_add (bob, alice, 0, 11, qms_str ("full"), qms_str ("h9"), ids [2], 3000));
+    self->store_inflight = STORE_INFLIGHT_MAX;
+    router_sf_held_release (self, bob);
+    self->store_inflight = 0;
+    assert (self->backend_out.len == 0 && list_empty (&self->msgreqs) && self->m.store_busy == 1);
+    assert (t_records (&self->gateways [0]->out, out, 8) == 1);
+    assert (out [0].num == QMS_ACK_REJECTED && t_str_is (out [0].s [2], k_unavailable));
+
+    session_t *sessions [] = { alice, bob };
+    t_router_destroy (self, sessions, 2);
+}
+
+/*  A drain: a page of stored messages, the gateway's RT_SYNCED, the page
+    deleted (no receipts), then what was held meanwhile. */
+static void
+t_drain (router_t *self)
+{
+    session_t *alice = t_session (self, "id-alice", 0, 11);
+    session_t *bob = t_session (self, "id-bob", 1, 22);
+    qms_rec_t out [8];
+    router_sf_drain_start (self, bob);
+    assert (bob->draining && bob->fetch_req);
+    assert (t_records (&self->backend_out, out, 8) == 1);
+    assert (out [0].type == QMS_ST_MSG_FETCH && out [0].req == bob->fetch_req);
+    assert (out [0].num == FETCH_PAGE && out [0].seq == 0 && t_str_is (out [0].s [0], "id-bob"));
+    uint64_t fetch = bob->fetch_req;
+    t_reset (self);
+    assert (router_sf_held_add (bob, alice, 0, 11, qms_str ("live"), qms_str ("c1"), "LLLLLLLLLLLLLLLL", 5));
+
+    qms_rec_t msg = { .type = QMS_ST_MSG, .req = fetch, .seq = 7, .time = 3 };
+    msg.s [0] = qms_str ("SSSSSSSSSSSSSSSS");
+    msg.s [1] = qms_str ("id-alice");
+    msg.s [4] = qms_str ("stored");
+    assert (router_sf_msgreq_reply (self, &msg));
+    qms_rec_t end = { .type = QMS_ST_MSG_END, .req = fetch, .num = 1 };
+    assert (router_sf_msgreq_reply (self, &end));
+    assert (list_empty (&self->msgreqs) && bob->fetch_req == 0 && !bob->page_full);
+    assert (t_records (&self->gateways [1]->out, out, 8) == 2);
+    assert (out [0].type == QMS_GW_DELIVER_STORED && out [0].conn == 22 && out [0].time == 3);
+    assert (t_str_is (out [0].s [0], "id-alice") && t_str_is (out [0].s [1], "stored"));
+    assert (t_str_is (out [0].s [2], "SSSSSSSSSSSSSSSS"));
+    assert (out [1].type == QMS_GW_SYNC && out [1].conn == 22 && out [1].req == bob->sync_req);
+    qms_rec_t synced = { .type = QMS_RT_SYNCED, .conn = 22, .req = bob->sync_req + 1 };
+    t_reset (self);
+
+    router_sf_on_synced (self, 1, &synced);     /* not the one asked for */
+    assert (bob->draining && self->backend_out.len == 0 && self->gateways [1]->out.len == 0);
+    synced.req--;
+    router_sf_on_synced (self, 1, &synced);
+    assert (!bob->draining && bob->sync_req == 0 && bob->held == NULL);
+    assert (t_records (&self->backend_out, out, 8) == 1);
+    assert (out [0].type == QMS_ST_MSG_DEL_UPTO && out [0].seq == 7 && t_str_is (out [0].s [0], "id-bob"));
+    assert (t_records (&self->gateways [1]->out, out, 8) == 1);
+    assert (out [0].type == QMS_GW_DELIVER && t_str_is (out [0].s [1], "live"));
+    t_reset (self);
+
+    /*  The store does not answer: the drain stops, the rest waits for the
+        next login. */
+    router_sf_drain_start (self, bob);
+    assert (bob->draining && !list_empty (&self->msgreqs));
+    router_sf_expire_msgreqs (self, qms_mono_ms () + self->store_timeout_ms);
+    assert (!bob->draining && list_empty (&self->msgreqs));
+
+    session_t *sessions [] = { alice, bob };
+    t_router_destroy (self, sessions, 2);
+}
 
 void
 router_sf_test (bool verbose)
 {
     printf (" * router_sf: ");
+    t_msg_ids (t_router_new ());
+    t_recent (t_router_new ());
+    t_receipts (t_router_new ());
+    t_held (t_router_new ());
+    t_drain (t_router_new ());
     printf ("OK\n");
 }
