@@ -25,6 +25,10 @@
     An administration command (admin/, common/qms_admin.h) ends a user's session with
     QMS_RT_KICK_USER, on the same socket or on the admin socket in the
     data directory; it is answered at once and never counted as a gateway.
+
+    A message for a recipient online leaves from message_from () here;
+    whatever is stored, held or drained is router_sf.c's (store-and-forward),
+    and what both files share is in router_internal.h.
 */
 #include "router_internal.h"
 #include "qms_admin.h"
@@ -66,6 +70,10 @@ router_set_timing (uint64_t store_timeout_ms, uint64_t touch_period_ms, uint64_t
     if (tick_ms)
         s_tick_ms = tick_ms;
 }
+
+/* ------------------------------------------------------------------------
+    State (the rest is in router_internal.h): requests waiting for the store
+    to find a session not in memory */
 
 typedef enum { PENDING_AUTHORIZE, PENDING_MESSAGE } pending_kind_t;
 
