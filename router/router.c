@@ -25,10 +25,13 @@
     An administration command (admin/, common/qms_admin.h) ends a user's session with
     QMS_RT_KICK_USER, on the same socket or on the admin socket in the
     data directory; it is answered at once and never counted as a gateway.
+
+    A message for a recipient online leaves from message_from () here;
+    whatever is stored, held or drained is router_sf.c's (store-and-forward),
+    and what both files share is in router_internal.h.
 */
-#include "router.h"
+#include "router_internal.h"
 #include "qms_admin.h"
-#include "qms_map.h"
 
 #include "qms_actor.h"
 #include "qms_config.h"
@@ -36,32 +39,13 @@
 #include "qms_curve.h"
 #include "qms_log.h"
 #include "qms_metrics.h"
-#include "qms_msg.h"
-#include "qms_util.h"
 
-#include <assert.h>
-#include <stdatomic.h>
 #include <errno.h>
-#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
-#include <zmq.h>
 
-#define LOG                 "router"
-#define MAX_GATEWAYS        4096        /* fits the 16 bits of a conn key */
-#define CONN_BITS           48
-#define CONN_MASK           ((UINT64_C (1) << CONN_BITS) - 1)
-#define MAX_ID_BYTES        255         /* user ids are 36-char UUIDs */
-#define MAX_GATEWAY_NAME    127
 #define MAX_PENDING         65536       /* store requests in flight */
-/*  Bytes of messages on their way to the store at once, at most: past it a
-    message for an offline recipient is refused ("Service temporarily
-    unavailable.") rather than queued, so a flood towards offline users
-    cannot fill memory while SQLite writes (docs/ROBUSTNESS.md). */
-#define STORE_INFLIGHT_MAX  (32u * 1024 * 1024)
 #define DRAIN_MAX           64          /* ZeroMQ messages per socket per pass */
 #define CLOSE_REPLACED      4001        /* WebSocket close code for a kick */
 #define FINAL_LINGER_MS     500
@@ -71,18 +55,6 @@ static _Atomic uint64_t s_gateway_timeout_ms = 6000;     /* the selftest changes
 /*  After telling a gateway we hold none of its connections, this long for
     its announcements to arrive before an unknown connection is invalid. */
 static uint64_t s_fresh_grace_ms = 5000;
-
-/*  Why a request failed: keys, the gateway says it in the client's words. */
-static const char *k_unavailable = QMS_REASON_UNAVAILABLE;
-static const char *k_unknown_recipient = QMS_REASON_UNKNOWN_RECIPIENT;
-static const char *k_quota_full = QMS_REASON_MAILBOX_FULL;
-
-/*  Store-and-forward (docs/ARCHITECTURE.md, "Messages to offline users"). */
-#define FETCH_PAGE          256         /* stored messages per page of a drain */
-#define RECENT_IDS          64          /* client ids a sender's retries are matched against */
-#define MAX_LIVE_RECEIPTS   100000      /* delivered messages awaiting a receipt */
-#define MAX_CLIENT_ID       64
-#define MSG_ID_CHARS        16
 
 /*  Timings the selftest shortens; read once by each actor during set-up. */
 static uint64_t s_store_timeout_ms = 5000;
@@ -103,82 +75,8 @@ router_set_timing (uint64_t store_timeout_ms, uint64_t touch_period_ms, uint64_t
 }
 
 /* ------------------------------------------------------------------------
-    Intrusive circular lists with a sentinel head */
-
-typedef struct link_s {
-    struct link_s *prev, *next;     /* both NULL when not on a list */
-} link_t;
-
-#define CONTAINER(ptr, type, member) \
-    ((type *) (void *) ((char *) (ptr) - offsetof (type, member)))
-
-static void
-list_init (link_t *head)
-{
-    head->prev = head->next = head;
-}
-
-static bool
-list_empty (const link_t *head)
-{
-    return head->next == head;
-}
-
-static bool
-list_linked (const link_t *node)
-{
-    return node->next != NULL;
-}
-
-static void
-list_append (link_t *head, link_t *node)
-{
-    node->prev = head->prev;
-    node->next = head;
-    head->prev->next = node;
-    head->prev = node;
-}
-
-static void
-list_remove (link_t *node)
-{
-    if (!node->next)
-        return;
-    node->prev->next = node->next;
-    node->next->prev = node->prev;
-    node->prev = node->next = NULL;
-}
-
-/* ------------------------------------------------------------------------
-    State */
-
-typedef struct {
-    link_t lru;                 /* by last activity, oldest first */
-    link_t online;              /* bound sessions, in the order they bound */
-    link_t dirty;               /* activity not yet written to the store */
-    uint64_t id_h, hash_h, conn_h;
-    uint64_t conn_key;          /* valid while bound */
-    uint64_t conn;              /* the gateway's handle, as it sent it */
-    uint32_t gw;
-    bool bound;
-    uint64_t last_active;       /* ms since the epoch */
-    bool receipts;              /* the client confirms what it receives */
-    bool draining;              /* stored messages are on their way to it */
-    bool page_full;             /* the last page of the drain was full */
-    size_t page_text;           /* message bytes of the page coming in */
-    uint64_t fetch_req;         /* the drain's store request in flight, or 0 */
-    uint64_t sync_req;          /* the drain's GW_SYNC in flight, or 0 */
-    uint64_t drain_seq;         /* the last stored message sent */
-    uint32_t stored_gen;        /* messages stored for it while draining */
-    uint32_t fetch_gen;         /* stored_gen when the last page was asked for */
-    struct recent_s *recent;    /* its last client ids, for idempotent retries */
-    struct held_s *held;        /* live messages waiting for the drain to end */
-    struct held_s **held_tail;
-    size_t held_count;
-    char hash [QMS_HASH_HEX + 1];
-    qms_str_t id, name, pubkey; /* views into data [] */
-    char data [];
-} session_t;
+    State (the rest is in router_internal.h): requests waiting for the store
+    to find a session not in memory */
 
 typedef enum { PENDING_AUTHORIZE, PENDING_MESSAGE } pending_kind_t;
 
@@ -197,129 +95,7 @@ typedef struct {
     char data [];
 } pending_t;
 
-/*  A sender's recent client ids and what became of each: a retry after a
-    reconnect is answered again, not delivered twice. */
-typedef struct {
-    char client_id [MAX_CLIENT_ID + 1];
-    char msg_id [MSG_ID_CHARS + 1];
-    uint8_t status;
-    uint64_t time;
-} recent_entry_t;
-
-typedef struct recent_s {
-    recent_entry_t entries [RECENT_IDS];
-    unsigned next;
-} recent_t;
-
-/*  A live message that arrived while its recipient was still receiving
-    what was stored for it: it waits in memory (a drain takes milliseconds)
-    so that it arrives after the stored ones, not before. */
-typedef struct held_s {
-    struct held_s *next;
-    uint32_t sender_gw;
-    uint64_t sender_conn;
-    uint64_t time;
-    char msg_id [MSG_ID_CHARS + 1];
-    qms_str_t sender, sender_name, sender_key, message, client_id;  /* views into data [] */
-    char data [];
-} held_t;
-
-#define MAX_HELD            1024        /* beyond this, held messages go to the store */
-
-typedef enum { MSGREQ_STORE, MSGREQ_FETCH, MSGREQ_DEL, MSGREQ_LOOKUP } msgreq_kind_t;
-
-/*  A store request about messages, waiting for its answer. */
-typedef struct {
-    link_t link;                /* oldest first, for the timeout */
-    uint64_t req, req_h;
-    uint64_t created;           /* monotonic ms */
-    msgreq_kind_t kind;
-    uint32_t gw;                /* STORE: the sender's connection */
-    uint64_t conn;
-    uint64_t time;              /* STORE: when it was sent */
-    char user [MAX_ID_BYTES + 1];   /* STORE: sender; FETCH, DEL: recipient;
-                                       LOOKUP: the name asked for */
-    char client_id [MAX_CLIENT_ID + 1];
-    char msg_id [MSG_ID_CHARS + 1];
-    size_t bytes;               /* STORE: counted in store_inflight */
-} msgreq_t;
-
-/*  A message delivered live to a client that sends receipts: who to tell
-    when the receipt comes. */
-typedef struct {
-    link_t link;                /* oldest first: the table is bounded */
-    uint64_t id_h;
-    char msg_id [MSG_ID_CHARS + 1];
-    char recipient [MAX_ID_BYTES + 1];
-    char sender [MAX_ID_BYTES + 1];
-    char client_id [MAX_CLIENT_ID + 1];
-} live_receipt_t;
-
 #define NO_GATEWAY UINT32_MAX
-
-typedef struct {
-    uint8_t identity [255];
-    size_t identity_len;
-    bool live;
-    bool hello;                 /* name and nonce are known */
-    uint64_t last_seen;         /* monotonic ms of its last batch */
-    bool welcomed;              /* told it is new to us before its hello */
-    uint64_t fresh_until;       /* monotonic ms: it may still be announcing its
-                                   connections (we told it we hold none) */
-    uint64_t nonce;
-    char name [MAX_GATEWAY_NAME + 1];
-    qms_buf_t out;              /* this pass's records for the gateway */
-} gateway_t;
-
-typedef struct {
-    zsock_t *pipe, *frontend, *backend;
-    void *frontend_raw, *backend_raw;
-    uint64_t timeout_ms, store_timeout_ms, touch_period_ms, tick_ms;
-    uint64_t seed;
-    qms_map_t by_hash, by_id, by_conn, pending_by_req, msgreq_by_req, receipt_by_id;
-    link_t lru, online, dirty, pending, msgreqs, live_receipts;
-    size_t live_receipt_count;
-    uint64_t id_state;          /* for message ids (splitmix64) */
-    uint64_t nonce;             /* this instance, told to gateways */
-    struct {                    /* figures for /metrics */
-        uint64_t delivered, held, store_requests, stored, rejected, received, kicks, expired;
-        uint64_t store_busy;
-    } m;
-    size_t online_count, session_count, pending_count;
-    size_t store_inflight;      /* bytes of MSGREQ_STORE not answered yet */
-    gateway_t *gateways [MAX_GATEWAYS];
-    uint32_t gateway_count;     /* slots in use, live or dead */
-    uint32_t last_gw;           /* most batches come from the same gateway */
-    qms_buf_t backend_out, users;
-    uint64_t next_req;
-    uint64_t next_tick, next_touch;     /* monotonic ms */
-    char admin_path [128];      /* the admin socket's file, when bound */
-} router_t;
-
-/* ------------------------------------------------------------------------
-    Map keys */
-
-static bool
-match_hash (const void *item, const void *key)
-{
-    const qms_str_t *k = (const qms_str_t *) key;
-    return k->len == QMS_HASH_HEX
-        && memcmp (((const session_t *) item)->hash, k->ptr, QMS_HASH_HEX) == 0;
-}
-
-static bool
-match_id (const void *item, const void *key)
-{
-    const qms_str_t *k = (const qms_str_t *) key;
-    const session_t *s = (const session_t *) item;
-    return s->id.len == k->len && memcmp (s->id.ptr, k->ptr, k->len) == 0;
-}
-
-static bool
-match_conn (const void *item, const void *key)
-{
-    return ((const session_t *) item)->conn_key == *(const uint64_t *) key;
-}
 
 static bool
 match_req (const void *item, const void *key)
@@ -327,89 +103,8 @@ match_req (const void *item, const void *key)
     return ((const pending_t *) item)->req == *(const uint64_t *) key;
 }
 
-static bool
-match_msgreq (const void *item, const void *key)
-{
-    return ((const msgreq_t *) item)->req == *(const uint64_t *) key;
-}
-
-static bool
-match_receipt (const void *item, const void *key)
-{
-    const qms_str_t *k = (const qms_str_t *) key;
-    const live_receipt_t *r = (const live_receipt_t *) item;
-    return strlen (r->msg_id) == k->len && memcmp (r->msg_id, k->ptr, k->len) == 0;
-}
-
-static uint64_t
-conn_key (uint32_t gw, uint64_t conn)
-{
-    return (uint64_t) gw << CONN_BITS | (conn & CONN_MASK);
-}
-
-static session_t *
-find_by_hash (router_t *self, qms_str_t hash)
-{
-    if (hash.len != QMS_HASH_HEX)
-        return NULL;
-    uint64_t h = qms_map_hash_bytes (self->seed, hash.ptr, hash.len);
-    return (session_t *) qms_map_find (&self->by_hash, h, &hash);
-}
-
-static session_t *
-find_by_id (router_t *self, qms_str_t id)
-{
-    uint64_t h = qms_map_hash_bytes (self->seed, id.ptr, id.len);
-    return (session_t *) qms_map_find (&self->by_id, h, &id);
-}
-
-static session_t *
-find_by_conn (router_t *self, uint64_t key)
-{
-    uint64_t h = qms_map_hash_u64 (self->seed, key);
-    return (session_t *) qms_map_find (&self->by_conn, h, &key);
-}
-
 /* ------------------------------------------------------------------------
     Output: appended during a pass, sent by flush_output () */
-
-static gateway_t *
-gateway_live (router_t *self, uint32_t gw)
-{
-    if (gw >= self->gateway_count || !self->gateways [gw] || !self->gateways [gw]->live)
-        return NULL;
-    return self->gateways [gw];
-}
-
-static void
-gw_emit (router_t *self, uint32_t gw, const qms_rec_t *rec)
-{
-    gateway_t *g = gateway_live (self, gw);
-    if (g && qms_rec_encode (&g->out, rec))
-        qms_warn (LOG, "event=encode_failed type=%s gateway=%u", qms_type_name (rec->type), gw);
-}
-
-static void
-store_emit (router_t *self, const qms_rec_t *rec)
-{
-    if (qms_rec_encode (&self->backend_out, rec))
-        qms_warn (LOG, "event=encode_failed type=%s", qms_type_name (rec->type));
-}
-
-static void
-send_invalid (router_t *self, uint32_t gw, uint64_t conn, uint64_t unbind)
-{
-    qms_rec_t rec = { .type = QMS_GW_INVALID, .conn = conn, .num = unbind };
-    gw_emit (self, gw, &rec);
-}
-
-static void
-send_error (router_t *self, uint32_t gw, uint64_t conn, int request, const char *reason)
-{
-    qms_rec_t rec = { .type = QMS_GW_ERROR, .conn = conn, .num = (uint64_t) request };
-    rec.s [0] = qms_str (reason);
-    gw_emit (self, gw, &rec);
-}
 
 static void
 send_kick (router_t *self, const session_t *s, const char *reason)
@@ -555,8 +250,6 @@ session_bind (router_t *self, session_t *s, uint32_t gw, uint64_t conn)
     return 0;
 }
 
-static void held_release (router_t *self, session_t *s);
-
 /*  The session keeps its token; only the connection is forgotten. */
 static void
 session_offline (router_t *self, session_t *s)
@@ -574,7 +267,7 @@ session_offline (router_t *self, session_t *s)
         leave.s [0] = s->id;
         presence_emit (self, &leave);
     }
-    held_release (self, s);     /* unbound now: held messages are stored */
+    router_sf_held_release (self, s);     /* unbound now: held messages are stored */
 }
 
 static void
@@ -659,8 +352,6 @@ session_replace (router_t *self, session_t *s, uint64_t key)
 /* ------------------------------------------------------------------------
     Requests */
 
-static void drain_start (router_t *self, session_t *s);
-
 static void
 authorize_session (router_t *self, session_t *s, uint32_t gw, uint64_t conn, uint64_t now,
                    uint64_t flags)
@@ -688,273 +379,11 @@ authorize_session (router_t *self, session_t *s, uint32_t gw, uint64_t conn, uin
     qms_info (LOG, "event=%s user=%.*s gateway=%u", silent ? "session_restored" : "session_resumed",
               (int) s->id.len, s->id.ptr, gw);
     send_bound (self, gw, conn, silent ? QMS_BOUND_SILENT : QMS_BOUND_AUTHORIZE, s);
-    drain_start (self, s);
+    router_sf_drain_start (self, s);
 }
 
 /* ------------------------------------------------------------------------
-    Messages: live delivery, store-and-forward, acknowledgements */
-
-/*  A message id: 16 base64url characters (96 bits) from a generator seeded
-    from the kernel; unique enough that the store's UNIQUE index never
-    trips in practice, and it does not need OpenSSL on this thread. */
-static void
-new_msg_id (router_t *self, char *id)
-{
-    static const char alphabet [] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    uint64_t bits [2];
-    for (int i = 0; i < 2; i++) {
-        uint64_t z = (self->id_state += UINT64_C (0x9e3779b97f4a7c15));
-        z = (z ^ (z >> 30)) * UINT64_C (0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)) * UINT64_C (0x94d049bb133111eb);
-        bits [i] = z ^ (z >> 31);
-    }
-    for (int i = 0; i < MSG_ID_CHARS; i++)
-        id [i] = alphabet [(bits [i / 8] >> (6 * (i % 8))) & 63];
-    id [MSG_ID_CHARS] = 0;
-}
-
-static void
-send_ack (router_t *self, uint32_t gw, uint64_t conn, uint64_t status, qms_str_t client_id,
-          qms_str_t msg_id, uint64_t time, const char *reason)
-{
-    if (client_id.len == 0)
-        return;                 /* no id, no ack: the original behaviour */
-    qms_rec_t rec = { .type = QMS_GW_ACK, .conn = conn, .num = status, .time = time };
-    rec.s [0] = client_id;
-    rec.s [1] = msg_id;
-    rec.s [2] = qms_str (reason);
-    gw_emit (self, gw, &rec);
-}
-
-/*  Refuse a message: an ack when the client gave an id, else the error
-    clients without ids have always seen. */
-static void
-send_rejected (router_t *self, uint32_t gw, uint64_t conn, qms_str_t client_id, const char *reason)
-{
-    if (client_id.len)
-        send_ack (self, gw, conn, QMS_ACK_REJECTED, client_id, qms_str (NULL), qms_now_ms (), reason);
-    else
-        send_error (self, gw, conn, QMS_RT_MESSAGE, reason);
-}
-
-static recent_entry_t *
-recent_find (session_t *s, qms_str_t client_id)
-{
-    if (!s->recent || client_id.len == 0)
-        return NULL;
-    for (int i = 0; i < RECENT_IDS; i++) {
-        recent_entry_t *e = &s->recent->entries [i];
-        if (strlen (e->client_id) == client_id.len && memcmp (e->client_id, client_id.ptr, client_id.len) == 0)
-            return e;
-    }
-    return NULL;
-}
-
-static void
-recent_remember (session_t *s, qms_str_t client_id, const char *msg_id, uint8_t status, uint64_t time)
-{
-    if (client_id.len == 0 || client_id.len > MAX_CLIENT_ID)
-        return;
-    recent_entry_t *e = recent_find (s, client_id);
-    if (!e) {
-        if (!s->recent && !(s->recent = (recent_t *) calloc (1, sizeof *s->recent)))
-            return;
-        e = &s->recent->entries [s->recent->next];
-        s->recent->next = (s->recent->next + 1) % RECENT_IDS;
-        qms_str_copy (client_id, e->client_id, sizeof e->client_id);
-    }
-    snprintf (e->msg_id, sizeof e->msg_id, "%s", msg_id);
-    e->status = status;
-    e->time = time;
-}
-
-static void
-live_receipt_destroy (router_t *self, live_receipt_t *r)
-{
-    qms_map_remove (&self->receipt_by_id, r->id_h, r);
-    list_remove (&r->link);
-    self->live_receipt_count--;
-    free (r);
-}
-
-/*  Remember who to tell when the receipt for a live message comes. */
-static void
-live_receipt_add (router_t *self, const session_t *sender, const session_t *target,
-                  qms_str_t client_id, const char *msg_id)
-{
-    if (self->live_receipt_count >= MAX_LIVE_RECEIPTS)
-        live_receipt_destroy (self, CONTAINER (self->live_receipts.next, live_receipt_t, link));
-    live_receipt_t *r = (live_receipt_t *) calloc (1, sizeof *r);
-    if (!r)
-        return;
-    snprintf (r->msg_id, sizeof r->msg_id, "%s", msg_id);
-    qms_str_copy (target->id, r->recipient, sizeof r->recipient);
-    qms_str_copy (sender->id, r->sender, sizeof r->sender);
-    qms_str_copy (client_id, r->client_id, sizeof r->client_id);
-    r->id_h = qms_map_hash_bytes (self->seed, msg_id, MSG_ID_CHARS);
-    if (qms_map_insert (&self->receipt_by_id, r->id_h, r)) {
-        free (r);
-        return;
-    }
-    list_append (&self->live_receipts, &r->link);
-    self->live_receipt_count++;
-}
-
-static msgreq_t *
-msgreq_new (router_t *self, msgreq_kind_t kind, qms_str_t user)
-{
-    msgreq_t *m = (msgreq_t *) calloc (1, sizeof *m);
-    if (!m)
-        return NULL;
-    m->req = self->next_req++;
-    m->req_h = qms_map_hash_u64 (self->seed, m->req);
-    if (qms_map_insert (&self->msgreq_by_req, m->req_h, m)) {
-        free (m);
-        return NULL;
-    }
-    m->kind = kind;
-    m->created = qms_mono_ms ();
-    qms_str_copy (user, m->user, sizeof m->user);
-    list_append (&self->msgreqs, &m->link);
-    return m;
-}
-
-static void
-msgreq_destroy (router_t *self, msgreq_t *m)
-{
-    self->store_inflight -= m->bytes;
-    qms_map_remove (&self->msgreq_by_req, m->req_h, m);
-    list_remove (&m->link);
-    free (m);
-}
-
-/*  The recipient is offline (or still receiving what was stored for it):
-    the store keeps the message, ciphertext and all, with the sender's name
-    and key as they are now; the sender hears "stored" once it is on disk. */
-/*  A store request for a message of this many bytes, if the store's
-    backlog has room for it. */
-static msgreq_t *
-msgreq_store (router_t *self, qms_str_t sender, size_t bytes)
-{
-    if (self->store_inflight + bytes > STORE_INFLIGHT_MAX) {
-        self->m.store_busy++;
-        return NULL;
-    }
-    msgreq_t *m = msgreq_new (self, MSGREQ_STORE, sender);
-    if (m) {
-        m->bytes = bytes;
-        self->store_inflight += bytes;
-    }
-    return m;
-}
-
-static void
-store_message (router_t *self, session_t *s, uint32_t gw, uint64_t conn, qms_str_t target,
-               qms_str_t message, qms_str_t client_id, const char *msg_id, uint64_t now)
-{
-    msgreq_t *m = msgreq_store (self, s->id, message.len + target.len + client_id.len);
-    if (!m) {
-        send_rejected (self, gw, conn, client_id, k_unavailable);
-        return;
-    }
-    m->gw = gw;
-    m->conn = conn;
-    m->time = now;
-    qms_str_copy (client_id, m->client_id, sizeof m->client_id);
-    snprintf (m->msg_id, sizeof m->msg_id, "%s", msg_id);
-    qms_rec_t rec = { .type = QMS_ST_MSG_STORE, .req = m->req, .time = now };
-    rec.s [0] = qms_str (msg_id);
-    rec.s [1] = target;
-    rec.s [2] = s->id;
-    rec.s [3] = s->name;
-    rec.s [4] = s->pubkey;
-    rec.s [5] = message;
-    rec.s [6] = client_id;
-    store_emit (self, &rec);
-}
-
-static bool
-held_add (session_t *t, const session_t *s, uint32_t gw, uint64_t conn, qms_str_t message,
-          qms_str_t client_id, const char *msg_id, uint64_t now)
-{
-    qms_str_t parts [5] = { s->id, s->name, s->pubkey, message, client_id };
-    size_t extra = 0;
-    for (int i = 0; i < 5; i++)
-        extra += parts [i].len + 1;
-    held_t *h = (held_t *) calloc (1, sizeof *h + extra);
-    if (!h)
-        return false;
-    h->sender_gw = gw;
-    h->sender_conn = conn;
-    h->time = now;
-    snprintf (h->msg_id, sizeof h->msg_id, "%s", msg_id);
-    qms_str_t *views [5] = { &h->sender, &h->sender_name, &h->sender_key, &h->message, &h->client_id };
-    char *p = h->data;
-    for (int i = 0; i < 5; i++) {
-        memcpy (p, parts [i].ptr, parts [i].len);
-        *views [i] = qms_strn (p, parts [i].len);
-        p += parts [i].len + 1;
-    }
-    if (!t->held)
-        t->held_tail = &t->held;
-    *t->held_tail = h;
-    t->held_tail = &h->next;
-    t->held_count++;
-    return true;
-}
-
-/*  The drain ended: held messages go out now, in the order they came.  If
-    the recipient went offline instead, they go to the store. */
-static void
-held_release (router_t *self, session_t *t)
-{
-    while (t->held) {
-        held_t *h = t->held;
-        t->held = h->next;
-        t->held_count--;
-        qms_str_t msg_id = qms_strn (h->msg_id, MSG_ID_CHARS);
-        if (t->bound) {
-            qms_rec_t rec = { .type = QMS_GW_DELIVER, .conn = t->conn, .time = h->time };
-            rec.s [0] = h->sender;
-            rec.s [1] = h->message;
-            rec.s [2] = msg_id;
-            gw_emit (self, t->gw, &rec);
-            self->m.delivered++;
-            session_t *sender = find_by_id (self, h->sender);
-            if (h->client_id.len) {
-                send_ack (self, h->sender_gw, h->sender_conn, QMS_ACK_DELIVERED, h->client_id, msg_id, h->time, NULL);
-                if (sender)
-                    recent_remember (sender, h->client_id, h->msg_id, QMS_ACK_DELIVERED, h->time);
-                if (sender && t->receipts)
-                    live_receipt_add (self, sender, t, h->client_id, h->msg_id);
-            }
-        }
-        else {
-            msgreq_t *m = msgreq_store (self, h->sender, h->message.len + t->id.len + h->client_id.len);
-            if (m) {
-                m->gw = h->sender_gw;
-                m->conn = h->sender_conn;
-                m->time = h->time;
-                qms_str_copy (h->client_id, m->client_id, sizeof m->client_id);
-                snprintf (m->msg_id, sizeof m->msg_id, "%s", h->msg_id);
-                qms_rec_t rec = { .type = QMS_ST_MSG_STORE, .req = m->req, .time = h->time };
-                rec.s [0] = msg_id;
-                rec.s [1] = t->id;
-                rec.s [2] = h->sender;
-                rec.s [3] = h->sender_name;
-                rec.s [4] = h->sender_key;
-                rec.s [5] = h->message;
-                rec.s [6] = h->client_id;
-                store_emit (self, &rec);
-            }
-            else
-                send_rejected (self, h->sender_gw, h->sender_conn, h->client_id, k_unavailable);
-        }
-        free (h);
-    }
-    t->held_tail = &t->held;
-}
+    Messages: live delivery here; held, stored and drained in router_sf.c */
 
 static void
 message_from (router_t *self, session_t *s, uint32_t gw, uint64_t conn,
@@ -995,306 +424,14 @@ message_from (router_t *self, session_t *s, uint32_t gw, uint64_t conn,
         }
         return;
     }
-    if (t && t->draining && t->held_count < MAX_HELD && held_add (t, s, gw, conn, message, client_id, msg_id, now)) {
+    if (t && t->draining && t->held_count < MAX_HELD
+    &&  router_sf_held_add (t, s, gw, conn, message, client_id, msg_id, now)) {
         self->m.held++;
         return;
     }
     if (t && t->draining)
         t->stored_gen++;        /* the drain fetches once more before it ends */
-    store_message (self, s, gw, conn, target, message, client_id, msg_id, now);
-}
-
-/*  The store's answer to QMS_ST_MSG_STORE. */
-static void
-on_stored (router_t *self, msgreq_t *m, const qms_rec_t *rec)
-{
-    qms_str_t client_id = qms_str (m->client_id);
-    session_t *sender = find_by_id (self, qms_str (m->user));
-    /*  Answer on the connection the message came from (a message may come
-        with a token on a connection that is not the sender's own); if that
-        connection closed meanwhile, its gateway drops the answer: handles
-        carry a generation and are never reused for another connection. */
-    bool answer = true;
-    switch (rec->num) {
-        case QMS_ST_OK:
-        case QMS_ST_EXISTS: {
-            self->m.stored += rec->num == QMS_ST_OK;
-            const char *id = rec->num == QMS_ST_EXISTS && rec->s [0].len ? NULL : m->msg_id;
-            char existing [MSG_ID_CHARS + 1];
-            if (!id) {
-                qms_str_copy (rec->s [0], existing, sizeof existing);
-                id = existing;
-            }
-            if (sender)
-                recent_remember (sender, client_id, id, QMS_ACK_STORED, m->time);
-            if (answer)
-                send_ack (self, m->gw, m->conn, QMS_ACK_STORED, client_id, qms_str (id), m->time, NULL);
-            break;
-        }
-        case QMS_ST_QUOTA:
-            self->m.rejected++;
-            if (answer)
-                send_rejected (self, m->gw, m->conn, client_id, k_quota_full);
-            break;
-        case QMS_ST_NO_USER:
-            self->m.rejected++;
-            if (answer)
-                send_rejected (self, m->gw, m->conn, client_id, k_unknown_recipient);
-            break;
-        default:
-            qms_warn (LOG, "event=store_message_failed detail=\"%.*s\"", (int) rec->s [0].len, rec->s [0].ptr);
-            if (answer)
-                send_rejected (self, m->gw, m->conn, client_id, k_unavailable);
-    }
-}
-
-/*  Stored messages go to a client that just came online, page by page, in
-    the order they were sent; each page is confirmed written (GW_SYNC) before
-    the next is fetched, so a slow client never makes its queue overflow. */
-static void
-drain_fetch (router_t *self, session_t *s)
-{
-    msgreq_t *m = msgreq_new (self, MSGREQ_FETCH, s->id);
-    if (!m) {
-        s->draining = false;
-        return;
-    }
-    s->fetch_req = m->req;
-    s->fetch_gen = s->stored_gen;
-    s->page_text = 0;
-    qms_rec_t rec = { .type = QMS_ST_MSG_FETCH, .req = m->req, .num = FETCH_PAGE, .seq = s->drain_seq };
-    rec.s [0] = s->id;
-    store_emit (self, &rec);
-}
-
-static void
-drain_start (router_t *self, session_t *s)
-{
-    s->draining = true;
-    s->drain_seq = 0;
-    s->sync_req = 0;
-    drain_fetch (self, s);
-}
-
-static void
-drain_next (router_t *self, session_t *s)
-{
-    if (s->page_full || s->stored_gen != s->fetch_gen)
-        drain_fetch (self, s);
-    else {
-        s->draining = false;    /* what comes now goes straight through */
-        held_release (self, s);
-    }
-}
-
-static session_t *
-drain_session (router_t *self, msgreq_t *m)
-{
-    session_t *s = find_by_id (self, qms_str (m->user));
-    return s && s->bound && s->draining && s->fetch_req == m->req ? s : NULL;
-}
-
-static void
-on_stored_message (router_t *self, msgreq_t *m, const qms_rec_t *rec)
-{
-    session_t *s = drain_session (self, m);
-    if (!s)
-        return;                 /* gone offline or restarted meanwhile */
-    qms_rec_t out = { .type = QMS_GW_DELIVER_STORED, .conn = s->conn, .time = rec->time };
-    out.s [0] = rec->s [1];
-    out.s [1] = rec->s [4];
-    out.s [2] = rec->s [0];
-    out.s [3] = rec->s [2];
-    out.s [4] = rec->s [3];
-    gw_emit (self, s->gw, &out);
-    s->drain_seq = rec->seq;
-    s->page_text += rec->s [4].len;
-}
-
-static void
-on_fetch_end (router_t *self, msgreq_t *m, const qms_rec_t *rec)
-{
-    session_t *s = drain_session (self, m);
-    if (!s)
-        return;
-    s->fetch_req = 0;
-    s->page_full = rec->num >= FETCH_PAGE || s->page_text >= QMS_FETCH_PAGE_BYTES;
-    s->page_text = 0;
-    if (rec->num == 0) {
-        drain_next (self, s);
-        return;
-    }
-    s->sync_req = self->next_req++;
-    qms_rec_t sync = { .type = QMS_GW_SYNC, .conn = s->conn, .req = s->sync_req };
-    gw_emit (self, s->gw, &sync);
-}
-
-/*  The page reached the client's connection. */
-static void
-on_synced (router_t *self, uint32_t gw, const qms_rec_t *rec)
-{
-    session_t *s = find_by_conn (self, conn_key (gw, rec->conn));
-    if (!s || !s->draining || s->sync_req == 0 || s->sync_req != rec->req)
-        return;
-    s->sync_req = 0;
-    if (!s->receipts) {
-        /*  A client that sends no receipts: what was written to its
-            connection is the best we can know, so it leaves the store. */
-        qms_rec_t del = { .type = QMS_ST_MSG_DEL_UPTO, .req = 0, .seq = s->drain_seq };
-        del.s [0] = s->id;
-        store_emit (self, &del);
-    }
-    drain_next (self, s);
-}
-
-static void
-ack_received (router_t *self, qms_str_t sender_id, qms_str_t client_id, qms_str_t msg_id)
-{
-    self->m.received++;
-    session_t *sender = find_by_id (self, sender_id);
-    if (sender && sender->bound && client_id.len)
-        send_ack (self, sender->gw, sender->conn, QMS_ACK_RECEIVED, client_id, msg_id, qms_now_ms (), NULL);
-}
-
-/*  A client confirms a message: the sender hears "received", and a stored
-    copy is deleted now (and only now, for clients with receipts). */
-static void
-on_receipt (router_t *self, uint32_t gw, const qms_rec_t *rec)
-{
-    session_t *s = rec->s [0].len ? find_by_hash (self, rec->s [0])
-                                  : find_by_conn (self, conn_key (gw, rec->conn));
-    qms_str_t msg_id = rec->s [1];
-    if (!s) {
-        send_invalid (self, gw, rec->conn, rec->s [0].len ? 0 : 1);
-        return;
-    }
-    if (msg_id.len == 0 || msg_id.len > MSG_ID_CHARS)
-        return;
-    uint64_t h = qms_map_hash_bytes (self->seed, msg_id.ptr, msg_id.len);
-    live_receipt_t *r = (live_receipt_t *) qms_map_find (&self->receipt_by_id, h, &msg_id);
-    if (r && qms_str_eq (s->id, r->recipient)) {
-        ack_received (self, qms_str (r->sender), qms_str (r->client_id), msg_id);
-        live_receipt_destroy (self, r);
-        return;
-    }
-    msgreq_t *m = msgreq_new (self, MSGREQ_DEL, s->id);
-    if (!m)
-        return;
-    qms_rec_t del = { .type = QMS_ST_MSG_DEL, .req = m->req };
-    del.s [0] = s->id;
-    del.s [1] = msg_id;
-    store_emit (self, &del);
-}
-
-/*  UserLookupRequest (ext): one name, found in the store whether or not the
-    user is online (clients with "none" presence find their contacts so). */
-static void
-on_lookup (router_t *self, uint32_t gw, const qms_rec_t *rec)
-{
-    session_t *s = rec->s [0].len ? find_by_hash (self, rec->s [0])
-                                  : find_by_conn (self, conn_key (gw, rec->conn));
-    if (!s) {
-        send_invalid (self, gw, rec->conn, rec->s [0].len ? 0 : 1);
-        return;
-    }
-    char key [QMS_NAME_MAX_BYTES + 1];
-    msgreq_t *m = NULL;
-    if (rec->s [1].len <= QMS_NAME_MAX_BYTES && qms_name_check (rec->s [1].ptr, rec->s [1].len) == NULL
-    &&  qms_name_key (rec->s [1].ptr, rec->s [1].len, key) == 0)
-        m = msgreq_new (self, MSGREQ_LOOKUP, rec->s [1]);
-    if (!m) {
-        qms_rec_t none = { .type = QMS_GW_LOOKUP, .conn = rec->conn };
-        none.s [3] = rec->s [1];
-        gw_emit (self, gw, &none);
-        return;
-    }
-    m->gw = gw;
-    m->conn = rec->conn;
-    qms_rec_t find = { .type = QMS_ST_USER_FIND, .req = m->req };
-    find.s [0] = qms_str (key);
-    store_emit (self, &find);
-}
-
-static void
-on_lookup_reply (router_t *self, msgreq_t *m, const qms_rec_t *rec)
-{
-    qms_rec_t out = { .type = QMS_GW_LOOKUP, .conn = m->conn, .num = rec->num == 1 };
-    if (rec->num == 1) {
-        out.s [0] = rec->s [0];
-        out.s [1] = rec->s [1];
-        out.s [2] = rec->s [3];
-        session_t *t = find_by_id (self, rec->s [0]);
-        out.req = t && t->bound;
-    }
-    out.s [3] = qms_str (m->user);
-    gw_emit (self, m->gw, &out);
-}
-
-static void
-on_deleted (router_t *self, const qms_rec_t *rec)
-{
-    if (rec->num == 1)
-        ack_received (self, rec->s [1], rec->s [2], rec->s [0]);
-}
-
-/*  A store answer about messages; false if req is not one of ours. */
-static bool
-msgreq_reply (router_t *self, const qms_rec_t *rec)
-{
-    uint64_t h = qms_map_hash_u64 (self->seed, rec->req);
-    msgreq_t *m = (msgreq_t *) qms_map_find (&self->msgreq_by_req, h, &rec->req);
-    if (!m)
-        return false;
-    if (m->kind == MSGREQ_STORE && rec->type == QMS_ST_RESULT)
-        on_stored (self, m, rec);
-    else
-    if (m->kind == MSGREQ_FETCH && rec->type == QMS_ST_MSG) {
-        on_stored_message (self, m, rec);
-        return true;            /* more of the same page follows */
-    }
-    else
-    if (m->kind == MSGREQ_FETCH && rec->type == QMS_ST_MSG_END)
-        on_fetch_end (self, m, rec);
-    else
-    if (m->kind == MSGREQ_DEL && rec->type == QMS_ST_MSG_DELETED)
-        on_deleted (self, rec);
-    else
-    if (m->kind == MSGREQ_LOOKUP && rec->type == QMS_ST_USER)
-        on_lookup_reply (self, m, rec);
-    else
-        qms_warn (LOG, "event=unexpected_reply type=%s", qms_type_name (rec->type));
-    msgreq_destroy (self, m);
-    return true;
-}
-
-/*  The store did not answer in time. */
-static void
-expire_msgreqs (router_t *self, uint64_t mono)
-{
-    while (!list_empty (&self->msgreqs)) {
-        msgreq_t *m = CONTAINER (self->msgreqs.next, msgreq_t, link);
-        if (m->created + self->store_timeout_ms > mono)
-            break;
-        if (m->kind == MSGREQ_LOOKUP) {
-            qms_rec_t none = { .type = QMS_GW_LOOKUP, .conn = m->conn };
-            none.s [3] = qms_str (m->user);
-            gw_emit (self, m->gw, &none);
-        }
-        else
-        if (m->kind == MSGREQ_STORE) {
-            send_rejected (self, m->gw, m->conn, qms_str (m->client_id), k_unavailable);
-        }
-        else
-        if (m->kind == MSGREQ_FETCH) {
-            session_t *s = drain_session (self, m);
-            if (s) {
-                s->draining = false;    /* the rest waits for the next login */
-                held_release (self, s);
-            }
-        }
-        qms_warn (LOG, "event=store_timeout kind=%d", (int) m->kind);
-        msgreq_destroy (self, m);
-    }
+    router_sf_store_message (self, s, gw, conn, target, message, client_id, msg_id, now);
 }
 
 /*  Ask the store about a token not in memory; false if that cannot be. */
@@ -1379,7 +516,7 @@ on_online (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
     s->receipts = rec->num & QMS_SESSION_RECEIPTS;
     qms_info (LOG, "event=session_started user=%.*s gateway=%u", (int) id.len, id.ptr, gw);
     send_bound (self, gw, rec->conn, QMS_BOUND_LOGIN, s);
-    drain_start (self, s);
+    router_sf_drain_start (self, s);
 }
 
 static void
@@ -1798,9 +935,9 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
             case QMS_RT_MESSAGE:   on_message (self, (uint32_t) gw, &rec, now); break;
             case QMS_RT_LOGOUT:    on_logout (self, &rec); break;
             case QMS_RT_CLOSED:    on_closed (self, (uint32_t) gw, &rec); break;
-            case QMS_RT_RECEIPT:   on_receipt (self, (uint32_t) gw, &rec); break;
-            case QMS_RT_SYNCED:    on_synced (self, (uint32_t) gw, &rec); break;
-            case QMS_RT_LOOKUP:    on_lookup (self, (uint32_t) gw, &rec); break;
+            case QMS_RT_RECEIPT:   router_sf_on_receipt (self, (uint32_t) gw, &rec); break;
+            case QMS_RT_SYNCED:    router_sf_on_synced (self, (uint32_t) gw, &rec); break;
+            case QMS_RT_LOOKUP:    router_sf_on_lookup (self, (uint32_t) gw, &rec); break;
             case QMS_STATS_GET:    on_stats (self, (uint32_t) gw, &rec); break;
             case QMS_NONE:         break;      /* a newer type: skipped */
             default:
@@ -1881,7 +1018,7 @@ store_batch (router_t *self, const uint8_t *data, size_t size)
     while (qms_rec_next (data, size, &offset, &rec) == 1) {
         if (rec.req && (rec.type == QMS_ST_RESULT || rec.type == QMS_ST_MSG || rec.type == QMS_ST_USER
                      || rec.type == QMS_ST_MSG_END || rec.type == QMS_ST_MSG_DELETED)
-        &&  msgreq_reply (self, &rec))
+        &&  router_sf_msgreq_reply (self, &rec))
             continue;
         if (rec.type == QMS_ST_SESSION)
             on_session_reply (self, &rec);
@@ -1987,7 +1124,7 @@ run_timers (router_t *self)
         self->next_tick = mono + self->tick_ms;
     }
     expire_pending (self, mono);
-    expire_msgreqs (self, mono);
+    router_sf_expire_msgreqs (self, mono);
     if (mono >= self->next_touch) {
         flush_touches (self);
         self->next_touch = mono + self->touch_period_ms;
@@ -2026,7 +1163,7 @@ router_destroy (router_t **self_p)
     while (!list_empty (&self->pending))
         pending_destroy (self, CONTAINER (self->pending.next, pending_t, link));
     while (!list_empty (&self->msgreqs))
-        msgreq_destroy (self, CONTAINER (self->msgreqs.next, msgreq_t, link));
+        router_sf_msgreq_destroy (self, CONTAINER (self->msgreqs.next, msgreq_t, link));
     while (!list_empty (&self->live_receipts))
         live_receipt_destroy (self, CONTAINER (self->live_receipts.next, live_receipt_t, link));
     for (uint32_t i = 0; i < self->gateway_count; i++) {

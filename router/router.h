@@ -19,6 +19,9 @@ void router_actor (zsock_t *pipe, void *args);
 
 void router_test (bool verbose);
 
+/*  The parts of router_sf.c (store-and-forward) testable without the actor. */
+void router_sf_test (bool verbose);
+
 #ifdef __cplusplus
 }
 #endif

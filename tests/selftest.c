@@ -52,6 +52,7 @@ static const selftest_t s_tests [] = {
     { "store", store_test },
     { "auth", auth_test },
     { "router", router_test },
+    { "router_sf", router_sf_test },
     { "http", http_test },
     { "outq", outq_test },
     { "lws_sorted", lws_sorted_test },
