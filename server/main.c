@@ -366,12 +366,11 @@ run_health (role_t probe, const qms_config_t *cfg)
     }
     else
     if (probe == ROLE_ROUTER) {
-        /*  A token hash of the wrong length is invalid at once, before the
-            store.  The router counts every peer as a gateway: one fixed
-            identity keeps the probes to one slot, however often they run,
-            and the router forgets it once it has been silent a few seconds. */
-        qms_rec_t ask = { .type = QMS_RT_AUTHORIZE, .conn = nonce };
-        rc = health_zmq (cfg->router_endpoint, "qms-health", &ask, QMS_GW_INVALID, detail, sizeof detail);
+        /*  Its figures, briefly: the router answers a peer that asks only
+            for them without taking it for a gateway (no gateway slot, no
+            gateway_new and gateway_lost lines for every probe). */
+        qms_rec_t ask = { .type = QMS_STATS_GET, .req = nonce | QMS_STATS_BRIEF };
+        rc = health_zmq (cfg->router_endpoint, NULL, &ask, QMS_STATS, detail, sizeof detail);
     }
     else
     if (probe == ROLE_MONITOR)

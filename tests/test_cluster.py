@@ -361,6 +361,10 @@ class Lifecycle(ClusterCase):
             code, out, err = c.health(name)
             self.assertEqual(code, 0, "%s: %s %s" % (name, out, err))
             self.assertIn("healthy", out)
+        # the router's probes (one while it started, one here) were not taken
+        # for gateways: it met exactly the two real ones
+        router_log = c.read(c.logs["router"])
+        self.assertEqual(router_log.count("event=gateway_new"), 2, router_log[-3000:])
         # a user, so that the store has something to close
         Client(c.chat_port(1), uniq("alice"), test=self).close()
         # stop in the order of the data flow; each stops at once and cleanly
