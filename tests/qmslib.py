@@ -21,6 +21,7 @@ import http.client
 import itertools
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -38,7 +39,7 @@ BINARY = os.path.abspath(os.environ.get("QMS_BINARY")
                          or os.path.join(SOURCE_DIR, "build", "qmessageserver"))
 HTML_DIR = os.path.join(SOURCE_DIR, "html")
 # The binary under test is an AddressSanitizer build (set by CMake).
-SANITIZED = os.environ.get("QMS_SANITIZED") == "1"
+SANITIZED = os.environ.get("QMSTEST_SANITIZED") == "1"
 HOST = "127.0.0.1"
 
 DEFAULT_TIMEOUT = 5.0     # any single read
@@ -67,19 +68,32 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _given_ports = set()
 
 
+# Ports are taken below the kernel's ephemeral range (32768-60999 here):
+# a port the kernel handed out with bind(0) was free a moment ago, but it
+# is in the range every outgoing connection (ZeroMQ's, the clients') also
+# draws from, and one of them took it before the server bound it now and
+# then.  Each test process draws from its own slice (by its pid), so two
+# test files running at once do not meet either.
+_PORT_LOW, _PORT_SLICES, _PORT_SLICE = 10000, 18, 1100   # 10000-29799
+
+
 def free_port():
     """A TCP port that was free on 127.0.0.1 a moment ago, never the same
     one twice in this process (so one server's ports never collide)."""
-    for _ in range(100):
+    base = _PORT_LOW + (os.getpid() % _PORT_SLICES) * _PORT_SLICE
+    for _ in range(500):
+        port = base + random.randrange(_PORT_SLICE)
+        if port in _given_ports:
+            continue
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            s.bind((HOST, 0))
-            port = s.getsockname()[1]
+            s.bind((HOST, port))
+        except OSError:
+            continue
         finally:
             s.close()
-        if port not in _given_ports:
-            _given_ports.add(port)
-            return port
+        _given_ports.add(port)
+        return port
     raise RuntimeError("no free port found")
 
 
