@@ -356,7 +356,8 @@ reencode (const proto_request_t *req)
             FUZZ_CHECK (cJSON_IsString (st) && st->valuestring);
             if (rejected) {
                 FUZZ_CHECK (strcmp (st->valuestring, "rejected") == 0);
-                check_item (doc, "error", message);
+                //  the reason is a key (QMS_REASON_*): the client reads its words
+                check_item (doc, "error", qms_str (proto_reason_text (message)));
             }
             else {
                 check_item (doc, "messageId", token);
