@@ -678,13 +678,8 @@ static void
 gateway_batch (auth_t *self, const uint8_t *gw, size_t gw_len, const uint8_t *data, size_t size)
 {
     /*  A batch is checked whole before any of it is acted on. */
-    qms_batch_fault_t fault;
-    if (!qms_batch_valid (data, size, QMS_ROLE_AUTH, &fault)) {
-        char why [128];
-        qms_warn (AUTH_ACTOR, "event=bad_batch from=gateway bytes=%zu %s action=dropped", size,
-                  qms_batch_fault_text (&fault, why, sizeof why));
+    if (!qms_inbox_accept (AUTH_ACTOR, "gateway", QMS_ROLE_AUTH, data, size))
         return;
-    }
     size_t offset = 0;
     qms_rec_t rec;
     while (qms_rec_next (data, size, &offset, &rec) == 1) {
@@ -789,13 +784,8 @@ on_store_batch (void *self_, const uint8_t *identity, size_t identity_len,
                 const uint8_t *data, size_t size)
 {
     auth_t *self = (auth_t *) self_;
-    qms_batch_fault_t fault;
-    if (!qms_batch_valid (data, size, QMS_ROLE_AUTH, &fault)) {
-        char why [128];
-        qms_warn (AUTH_ACTOR, "event=bad_batch from=store bytes=%zu %s action=dropped", size,
-                  qms_batch_fault_text (&fault, why, sizeof why));
+    if (!qms_inbox_accept (AUTH_ACTOR, "store", QMS_ROLE_AUTH, data, size))
         return;
-    }
     size_t offset = 0;
     qms_rec_t rec;
     while (qms_rec_next (data, size, &offset, &rec) == 1)

@@ -483,6 +483,21 @@ number_load (const qms_config_t *cfg, const opt_t *o)
     return *(const int *) field;
 }
 
+/*  The item of a comma-separated list at p, without the blanks around it
+    (its length in *len; the next item is past the comma at p + strcspn). */
+static const char *
+list_item (const char *p, size_t *len)
+{
+    *len = strcspn (p, ",");
+    while (*len && (*p == ' ' || *p == '\t')) {
+        p++;
+        (*len)--;
+    }
+    while (*len && (p [*len - 1] == ' ' || p [*len - 1] == '\t'))
+        (*len)--;
+    return p;
+}
+
 /*  --allow-origin: a comma-separated list (one origin per flag or line
     is the usual case); a source of higher precedence replaces the whole
     list of a lower one, the same source adds to it. */
@@ -494,14 +509,8 @@ set_origins (qms_config_t *cfg, const opt_t *o, const char *value, const origin_
         qms_config_free (cfg);
     const char *p = value;
     do {
-        size_t len = strcspn (p, ",");
-        const char *start = p;
-        while (len && (*start == ' ' || *start == '\t')) {
-            start++;
-            len--;
-        }
-        while (len && (start [len - 1] == ' ' || start [len - 1] == '\t'))
-            len--;
+        size_t len;
+        const char *start = list_item (p, &len);
         if (!len || cfg->origin_count >= QMS_MAX_ORIGINS) {
             set_err (err, err_size, "%s: %s", where,
                      len ? "too many origins (at most 16)" : "empty origin");
@@ -523,14 +532,8 @@ set_cidrs (qms_config_t *cfg, const opt_t *o, const char *value, const origin_t 
         cfg->trusted_count = 0;
     const char *p = value;
     do {
-        size_t len = strcspn (p, ",");
-        const char *start = p;
-        while (len && (*start == ' ' || *start == '\t')) {
-            start++;
-            len--;
-        }
-        while (len && (start [len - 1] == ' ' || start [len - 1] == '\t'))
-            len--;
+        size_t len;
+        const char *start = list_item (p, &len);
         char text [64];
         if (!len || len >= sizeof text || cfg->trusted_count >= QMS_MAX_TRUSTED) {
             set_err (err, err_size, "%s: %s", where,

@@ -114,6 +114,19 @@ read_batches (qms_inbox_t *self, reader_t *r, int max)
     return read;
 }
 
+bool
+qms_inbox_accept (const char *actor, const char *from, qms_role_t role,
+                  const uint8_t *data, size_t size)
+{
+    qms_batch_fault_t fault;
+    if (qms_batch_valid (data, size, role, &fault))
+        return true;
+    char why [128];
+    qms_warn (actor, "event=bad_batch from=%s bytes=%zu %s action=dropped", from, size,
+              qms_batch_fault_text (&fault, why, sizeof why));
+    return false;
+}
+
 /*  True when the pipe says $TERM (or is gone). */
 static bool
 pipe_says_term (qms_inbox_t *self)

@@ -23,6 +23,8 @@
 #ifndef QMS_INBOX_H_INCLUDED
 #define QMS_INBOX_H_INCLUDED
 
+#include "qms_msg.h"
+
 #include <czmq.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -65,6 +67,12 @@ int qms_inbox_run (qms_inbox_t *self);
     (what peers sent before $TERM), then run the pass hook once.  Returns
     how many messages were read. */
 int qms_inbox_drain (qms_inbox_t *self, int max);
+
+/*  The check every receiver runs on a batch before acting on any of it:
+    qms_batch_valid for role, and when it fails one warn line under actor
+    (event=bad_batch from=FROM bytes=N reason=... action=dropped). */
+bool qms_inbox_accept (const char *actor, const char *from, qms_role_t role,
+                       const uint8_t *data, size_t size);
 
 void qms_inbox_test (bool verbose);
 

@@ -6,6 +6,7 @@
 */
 #define _GNU_SOURCE
 #include "gw_internal.h"
+#include "qms_inbox.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -601,11 +602,7 @@ drain_socket (gateway_t *self, void *raw, peer_kind_t from)
         const uint8_t *data = zmq_msg_data (&body);
         size_t len = zmq_msg_size (&body), offset = 0;
         /*  Checked whole first: a bad batch is dropped, never half applied. */
-        qms_batch_fault_t fault;
-        if (!qms_batch_valid (data, len, QMS_ROLE_GATEWAY, &fault)) {
-            char why [128];
-            qms_warn (ACTOR, "event=bad_batch peer=%s bytes=%zu %s action=dropped", s_peer_names [from],
-                      len, qms_batch_fault_text (&fault, why, sizeof why));
+        if (!qms_inbox_accept (ACTOR, s_peer_names [from], QMS_ROLE_GATEWAY, data, len)) {
             self->m.bad_batches++;
             continue;
         }

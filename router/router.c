@@ -892,13 +892,8 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
                const uint8_t *data, size_t size)
 {
     /*  Checked whole first, so a malformed batch has no effect at all. */
-    qms_batch_fault_t fault;
-    if (!qms_batch_valid (data, size, QMS_ROLE_ROUTER, &fault)) {
-        char why [128];
-        qms_warn (LOG, "event=bad_batch from=gateway bytes=%zu %s action=dropped", size,
-                  qms_batch_fault_text (&fault, why, sizeof why));
+    if (!qms_inbox_accept (LOG, "gateway", QMS_ROLE_ROUTER, data, size))
         return;
-    }
     if (size > 0 && data [0] == QMS_RT_KICK_USER) {
         admin_batch (self, identity, identity_len, data, size);
         return;
@@ -1006,13 +1001,8 @@ on_session_reply (router_t *self, const qms_rec_t *rec)
 static void
 store_batch (router_t *self, const uint8_t *data, size_t size)
 {
-    qms_batch_fault_t fault;
-    if (!qms_batch_valid (data, size, QMS_ROLE_ROUTER, &fault)) {
-        char why [128];
-        qms_warn (LOG, "event=bad_batch from=store bytes=%zu %s action=dropped", size,
-                  qms_batch_fault_text (&fault, why, sizeof why));
+    if (!qms_inbox_accept (LOG, "store", QMS_ROLE_ROUTER, data, size))
         return;
-    }
     size_t offset = 0;
     qms_rec_t rec;
     while (qms_rec_next (data, size, &offset, &rec) == 1) {

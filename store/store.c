@@ -1142,13 +1142,7 @@ admin_batch (store_t *self, const uint8_t *identity, size_t identity_len,
 static bool
 batch_check (const uint8_t *data, size_t size)
 {
-    qms_batch_fault_t fault;
-    if (qms_batch_valid (data, size, QMS_ROLE_STORE, &fault))
-        return true;
-    char why [128];
-    qms_warn (ACTOR, "event=bad_batch bytes=%zu %s action=dropped", size,
-              qms_batch_fault_text (&fault, why, sizeof why));
-    return false;
+    return qms_inbox_accept (ACTOR, "peer", QMS_ROLE_STORE, data, size);
 }
 
 /*  Returns -1 when, inside a batch transaction, an error made SQLite roll
