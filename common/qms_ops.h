@@ -1,23 +1,10 @@
-/*  qms_ops.h - the operations port of a store, auth or router process.
+/*  qms_ops.h - what the operations endpoints of every role share.
 
-    A gateway serves /metrics, /healthz and /readyz itself (gateway.c).  A
-    process that runs only the store, auth or the router has no HTTP server;
-    with --metrics-port it starts this one: a thread with one listening
-    socket that answers
-
-        GET /metrics    the actor's own figures (Prometheus text)
-        GET /healthz    200 when the actor answers, 503 when it does not
-        GET /readyz     the same, and for the store: the database takes writes
-
-    (HEAD too), 404 for any other path, 405 for any other method, one
-    request per connection.  The figures come from the actor over ZeroMQ,
-    exactly as a gateway gets them: a DEALER socket connected to the actor's
-    endpoint sends QMS_STATS_GET and waits for QMS_STATS.  Nothing is shared
-    with the actor's thread, and the actor never waits for this one.
-
-        qms_ops_t *ops = qms_ops_new (&options, err, sizeof err);
-        ...
-        qms_ops_destroy (&ops);
+    A gateway answers /metrics, /healthz and /readyz on its own ports
+    (gateway/gw_ops.c); a process that runs only the store, auth or the
+    router answers them on --metrics-port (gateway/ops_port.c, served by
+    the same libwebsockets).  Both write the bodies below, so a probe reads
+    one shape whichever role it asks.
 */
 #ifndef QMS_OPS_H_INCLUDED
 #define QMS_OPS_H_INCLUDED
@@ -30,28 +17,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef struct {
-    const char *role;           /* "store", "auth" or "router" */
-    const char *endpoint;       /* the actor's endpoint, in connect form */
-    const char *bind_address;   /* "" or NULL: every interface (as --bind) */
-    int port;                   /* 0: any free port (qms_ops_port says which) */
-    const char *database;       /* the store's users.db, named by /readyz; or NULL */
-    const char *version;        /* for qms_build_info */
-    int timeout_ms;             /* how long the actor may take (0: 2000) */
-} qms_ops_options_t;
-
-typedef struct _qms_ops_t qms_ops_t;
-
-/*  Listens at once (so a port in use is an error here), then serves from
-    its own thread.  NULL with the reason in err when it cannot. */
-qms_ops_t *qms_ops_new (const qms_ops_options_t *options, char *err, size_t err_size);
-
-/*  Stops the thread, closes every socket. */
-void qms_ops_destroy (qms_ops_t **self_p);
-
-/*  The port it listens on. */
-int qms_ops_port (const qms_ops_t *self);
 
 /*  A connect-form endpoint for a bind-form one, for a socket in the same
     process: a tcp endpoint on '*' or on an interface's name becomes one on

@@ -47,6 +47,13 @@ lws_log_emit (int level, const char *line)
         qms_debug ("lws", "msg=\"%.*s\"", (int) len, line);
 }
 
+void
+gateway_lws_logging (void)
+{
+    lws_set_log_level (LLL_ERR | LLL_WARN | (qms_log_get_level () >= QMS_LOG_DEBUG ? LLL_NOTICE : 0),
+                       lws_log_emit);
+}
+
 static void
 sul_tick_cb (lws_sorted_usec_list_t *sul)
 {
@@ -296,8 +303,7 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
         self->site_redirect = http_site_new (&options);
     }
 
-    lws_set_log_level (LLL_ERR | LLL_WARN | (qms_log_get_level () >= QMS_LOG_DEBUG ? LLL_NOTICE : 0),
-                       lws_log_emit);
+    gateway_lws_logging ();
     struct lws_context_creation_info info;
     memset (&info, 0, sizeof info);
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;

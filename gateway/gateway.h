@@ -39,6 +39,10 @@ void gateway_stop (gateway_t *self, int signo);
 
 void gateway_destroy (gateway_t **self_p);
 
+/*  libwebsockets' own log lines into ours: errors as warnings, the rest
+    only at debug level (every lws context of the process shares this). */
+void gateway_lws_logging (void);
+
 void gateway_test (bool verbose);
 
 /*  The selftests of the gateway's parts (gw_internal.h lists the files). */

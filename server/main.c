@@ -22,6 +22,7 @@
 #include "qms_log.h"
 #include "qms_msg.h"
 #include "qms_ops.h"
+#include "ops_port.h"
 #include "qms_util.h"
 #include "qms_watchdog.h"
 #include "router.h"
@@ -391,7 +392,7 @@ run_health (role_t probe, const qms_config_t *cfg)
 
 /*  With --metrics-port, the role's own /metrics, /healthz and /readyz
     (qms_ops.h), asking its actor at the endpoint it bound. */
-static qms_ops_t *
+static ops_port_t *
 start_ops (const qms_config_t *cfg, const char *name, const char *endpoint, bool store)
 {
     char local [300], database [1100], err [512];
@@ -401,11 +402,11 @@ start_ops (const qms_config_t *cfg, const char *name, const char *endpoint, bool
         return NULL;
     }
     snprintf (database, sizeof database, "%s/users.db", cfg->data_dir [0] ? cfg->data_dir : ".");
-    qms_ops_options_t options = {
+    ops_port_options_t options = {
         .role = name, .endpoint = local, .bind_address = cfg->bind_address,
         .port = cfg->metrics_port, .database = store ? database : NULL, .version = QMS_VERSION
     };
-    qms_ops_t *ops = qms_ops_new (&options, err, sizeof err);
+    ops_port_t *ops = ops_port_new (&options, err, sizeof err);
     if (!ops)
         qms_error ("main", "event=start_failed reason=\"--metrics-port %d: %s\"", cfg->metrics_port, err);
     return ops;
@@ -443,7 +444,7 @@ run_actor (zactor_fn *fn, qms_config_t *actor_cfg, const char *name, const char 
     zactor_t *actor = qms_actor_start (fn, actor_cfg, name);
     if (!actor)
         return EXIT_CANNOT_START;
-    qms_ops_t *ops = NULL;
+    ops_port_t *ops = NULL;
     if (actor_cfg->metrics_port) {
         ops = start_ops (actor_cfg, name, endpoint, fn == store_actor);
         if (!ops) {
@@ -453,12 +454,12 @@ run_actor (zactor_fn *fn, qms_config_t *actor_cfg, const char *name, const char 
     }
     if (ops)
         qms_info ("main", "event=ready role=%s endpoint=%s metrics_port=%d", name, endpoint,
-                  qms_ops_port (ops));
+                  ops_port_port (ops));
     else
         qms_info ("main", "event=ready role=%s endpoint=%s", name, endpoint);
     int signo = wait_for_stop ();
     qms_info ("main", "event=stopping signal=%d", signo);
-    qms_ops_destroy (&ops);
+    ops_port_destroy (&ops);
     zactor_destroy (&actor);
     return 0;
 }

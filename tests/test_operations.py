@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -197,8 +198,15 @@ class RolesServeTheirOwnMetrics(ClusterCase):
         status, headers, _ = http_get(c.ops_ports["router"], "/metrics", method="POST", body=b"x=1")
         self.assertEqual(status, 405)
         self.assertEqual(headers.get("allow"), "GET, HEAD")
-        status = http_raw(c.ops_ports["store"], b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 9000)[0]
-        self.assertEqual(status, 431, "an endless request head is refused")
+        # a request head past 4 KiB is dropped without a status, as on the
+        # gateway's ports (libwebsockets 4.1 answers none); the port serves on
+        with socket.create_connection((HOST, c.ops_ports["store"]), timeout=5) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 9000)
+            try:
+                got = sock.recv(100)
+            except ConnectionResetError:    # closed with our bytes unread: a reset
+                got = b""
+            self.assertEqual(got, b"", "an endless request head is dropped, not held")
 
         before = {role: self.scrape(c, role) for role in ("store", "auth", "router")}
         self.assertEqual(value(before["store"], "qms_store_rows", table="users"), 0)
