@@ -217,7 +217,7 @@ admin_start_local (admin_t *self)
     struct stat info;
     snprintf (db, sizeof db, "%s/users.db", self->cfg.data_dir);
     if (stat (db, &info) || !S_ISREG (info.st_mode)) {
-        //  Never make a new, empty database for a mistyped --data-dir.
+        /*  Never make a new, empty database for a mistyped --data-dir. */
         fprintf (self->err, "qmessageserver: no database in %s (no users.db there; is --data-dir "
                  "right?)\n", self->cfg.data_dir);
         return ADMIN_EXIT_FAILED;
@@ -227,22 +227,22 @@ admin_start_local (admin_t *self)
                  "files made now would belong to root (better: sudo -u <that user>)\n",
                  (unsigned) info.st_uid);
     self->local_cfg = self->cfg;
-    //  A new name each time: libzmq frees an inproc name only some time
-    //  after its socket closed (the selftest runs many commands).
+    /*  A new name each time: libzmq frees an inproc name only some time
+        after its socket closed (the selftest runs many commands). */
     static int s_runs = 0;
     snprintf (self->local_cfg.store_endpoint, sizeof self->local_cfg.store_endpoint,
               "inproc://qms-admin-store-%d-%d", (int) getpid (), ++s_runs);
     self->local_args.cfg = &self->local_cfg;
     self->local_args.reason [0] = 0;
-    //  The reason comes back in local_args; the actor's own error line
-    //  would only repeat it in log form.
+    /*  The reason comes back in local_args; the actor's own error line
+        would only repeat it in log form. */
     bool to_stderr = qms_log_get_level () >= QMS_LOG_DEBUG;
     qms_log_set_stderr (to_stderr);
     self->local = qms_actor_start (store_local_actor, &self->local_args, "store");
     qms_log_set_stderr (true);
     if (!self->local) {
         const char *reason = self->local_args.reason [0] ? self->local_args.reason : "(no reason given)";
-        //  A database the store cannot open has failed its check.
+        /*  A database the store cannot open has failed its check. */
         if (self->cmd->kind == CMD_CHECK && !strstr (reason, STORE_BUSY_TEXT)) {
             fprintf (self->err, "qmessageserver: the check failed: %s\n", reason);
             return ADMIN_EXIT_FAILED;
@@ -492,7 +492,7 @@ read_line (int fd, char *buf, size_t size)
         if (c == '\n')
             break;
         if (len + 1 >= size) {
-            //  Too long: read the rest of the line away, fail.
+            /*  Too long: read the rest of the line away, fail. */
             while (read (fd, &c, 1) == 1 && c != '\n')
                 ;
             OPENSSL_cleanse (buf, size);
@@ -617,7 +617,7 @@ run_user_write (admin_t *self, qms_rec_t *ask)
 {
     char phc [QMS_PHC_MAX] = "";
     if (self->cmd->kind == CMD_PASSWORD) {
-        //  Fail on an unknown name before asking for a password.
+        /*  Fail on an unknown name before asking for a password. */
         qms_rec_t show = { .type = QMS_ST_ADMIN, .num = QMS_ADMIN_USER_SHOW, .s = { ask->s [0] } };
         done_t done;
         int rc = user_status (self, admin_call (self, self->store, &show, ADMIN_REPLY_MS, NULL, &done),
@@ -799,8 +799,8 @@ admin_run (int argc, char **argv, FILE *out, FILE *err, int in_fd)
     int rc = parse_command (&self, &argc, args);
     char why [1024];
     if (rc == 0) {
-        //  The server's settings as the server reads them (--config, the
-        //  environment, the flags): the same data directory and endpoints.
+        /*  The server's settings as the server reads them (--config, the
+            environment, the flags): the same data directory and endpoints. */
         qms_config_defaults (&self.cfg);
         int loaded = qms_config_load (&self.cfg, argc, args, why, sizeof why, out);
         if (loaded < 0)
@@ -813,8 +813,8 @@ admin_run (int argc, char **argv, FILE *out, FILE *err, int in_fd)
     if (rc == 0) {
         int level = self.cfg.log_level;
         qms_log_set_level (level >= QMS_LOG_DEBUG ? level : level < QMS_LOG_WARN ? level : QMS_LOG_WARN);
-        //  A running server on tcp:// with --curve-keys lets in only its
-        //  deployment's keys: the command uses the same.
+        /*  A running server on tcp:// with --curve-keys lets in only its
+            deployment's keys: the command uses the same. */
         if (qms_curve_init (self.cfg.curve_keys, why, sizeof why)) {
             fprintf (err, "qmessageserver: %s\n", why);
             rc = ADMIN_EXIT_USAGE;
@@ -833,8 +833,8 @@ admin_run (int argc, char **argv, FILE *out, FILE *err, int in_fd)
 int
 admin_main (int argc, char **argv)
 {
-    //  The server blocks its stop signals for its threads; a command
-    //  should stop on Ctrl-C like any other.
+    /*  The server blocks its stop signals for its threads; a command
+        should stop on Ctrl-C like any other. */
     sigset_t stop;
     sigemptyset (&stop);
     sigaddset (&stop, SIGINT);
@@ -896,7 +896,7 @@ t_passwords (void)
             assert (strncmp (buf, cases [i], (size_t) len) == 0 && buf [len] == 0);
         close (fds [0]);
     }
-    //  The limit is the server's: QMS_PASSWORD_MAX bytes, not one more.
+    /*  The limit is the server's: QMS_PASSWORD_MAX bytes, not one more. */
     static char longest [QMS_PASSWORD_MAX + 3];
     for (int extra = 0; extra < 2; extra++) {
         memset (longest, 'p', sizeof longest);
@@ -916,7 +916,7 @@ static void
 t_commands (const char *dir)
 {
     char out [8192], line [1024];
-    //  Usage errors, help.
+    /*  Usage errors, help. */
     assert (t_run ("users", NULL, out, sizeof out) == ADMIN_EXIT_USAGE);
     assert (t_run ("users frobnicate", NULL, out, sizeof out) == ADMIN_EXIT_USAGE);
     assert (t_run ("users show", NULL, out, sizeof out) == ADMIN_EXIT_USAGE);
@@ -926,7 +926,7 @@ t_commands (const char *dir)
     assert (t_run ("users list --help", NULL, out, sizeof out) == 0);
     assert (strstr (out, "reset-password") && strstr (out, "Exit codes"));
 
-    //  No database in the directory: none is made.
+    /*  No database in the directory: none is made. */
     snprintf (line, sizeof line, "users list --data-dir %s", dir);
     assert (t_run (line, NULL, out, sizeof out) == ADMIN_EXIT_FAILED);
     char db [600];
@@ -934,7 +934,7 @@ t_commands (const char *dir)
     struct stat info;
     assert (stat (db, &info) == -1);
 
-    //  A database with one user, made through the store as auth would.
+    /*  A database with one user, made through the store as auth would. */
     qms_config_t cfg;
     qms_config_defaults (&cfg);
     snprintf (cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
@@ -950,13 +950,13 @@ t_commands (const char *dir)
     assert (zmq_poll (&item, 1, 5000) == 1);
     zsock_destroy (&dealer);
 
-    //  While that store runs, a command reaches it on its admin socket.
+    /*  While that store runs, a command reaches it on its admin socket. */
     snprintf (line, sizeof line, "users show ZOË --data-dir %s", dir);
     assert (t_run (line, NULL, out, sizeof out) == 0);
     assert (strstr (out, "name:        Zoë") && strstr (out, "id:          id-zoe"));
     zactor_destroy (&store);
 
-    //  Stopped: the store starts here.
+    /*  Stopped: the store starts here. */
     snprintf (line, sizeof line, "users list --data-dir %s", dir);
     assert (t_run (line, NULL, out, sizeof out) == 0);
     assert (strstr (out, "NAME") && strstr (out, "id-zoe") && strstr (out, "1 user\n"));
@@ -981,7 +981,7 @@ t_commands (const char *dir)
     snprintf (line, sizeof line, "users list --data-dir %s", dir);
     assert (t_run (line, NULL, out, sizeof out) == 0 && streq (out, "0 users\n"));
 
-    //  An explicit store endpoint that nobody serves: unreachable, fast.
+    /*  An explicit store endpoint that nobody serves: unreachable, fast. */
     snprintf (line, sizeof line, "users list --data-dir %s --store-endpoint ipc://%s/nobody", dir, dir);
     assert (t_run (line, NULL, out, sizeof out) == ADMIN_EXIT_UNREACHABLE);
 

@@ -644,7 +644,7 @@ on_login (auth_t *self, const uint8_t *gw, size_t gw_len, const qms_rec_t *rec)
         return;
     }
     size_t nfkc_len = strlen (nfkc);
-    if (reg && nfkc_len < sizeof login->name)  //  (it does: qms_name_check passed)
+    if (reg && nfkc_len < sizeof login->name)  /* (it does: qms_name_check passed) */
         memcpy (login->name, nfkc, nfkc_len + 1);
     else
     if (!reg)
@@ -1292,26 +1292,26 @@ test_unicode_names (harness_t *h)
 {
     fake_store_t *fake = &h->fake;
     int users = fake->user_count;
-    //  Fullwidth "Ｋｉｍ" is registered as "Kim"
+    /*  Fullwidth "Ｋｉｍ" is registered as "Kim" */
     expect_ok (ask (h, true, "\xef\xbc\xab\xef\xbd\x89\xef\xbd\x8d", "pw-kim-1", "", "10.0.0.9"), "Kim");
     assert (fake->user_count == users + 1 && streq (fake->users [users].name, "Kim"));
-    //  and found at login typed either way
+    /*  and found at login typed either way */
     expect_ok (ask (h, false, "kim", "pw-kim-1", "", "10.0.0.9"), "Kim");
     expect_ok (ask (h, false, "\xef\xbd\x8b\xef\xbd\x89\xef\xbd\x8d", "pw-kim-1", "", "10.0.0.9"), "Kim");
     expect_fail (ask (h, false, "\xef\xbd\x8b\xef\xbd\x89\xef\xbd\x8d", "wrong-guess", "", "10.0.0.9"), TEXT_INVALID);
-    //  Latin with a Cyrillic letter: refused before anything is hashed
-    const char *mixed = "K\xd1\x96m";                      //  Cyrillic і
+    /*  Latin with a Cyrillic letter: refused before anything is hashed */
+    const char *mixed = "K\xd1\x96m";                      /* Cyrillic і */
     expect_fail (ask (h, true, mixed, "pw-kim-2", "", "10.0.0.9"), qms_name_spoof_check (mixed, strlen (mixed)));
     assert (qms_name_spoof_check (mixed, strlen (mixed)) != NULL);
-    //  The store finds the name too similar to a taken one
+    /*  The store finds the name too similar to a taken one */
     fake->mode = FAKE_SIMILAR;
-    expect_fail (ask (h, true, "\xce\x9a\xce\xb9\xce\xbc", "pw-kim-3", "", "10.0.0.9"), TEXT_SIMILAR);   //  Κιμ
+    expect_fail (ask (h, true, "\xce\x9a\xce\xb9\xce\xbc", "pw-kim-3", "", "10.0.0.9"), TEXT_SIMILAR);   /* Κιμ */
     fake->mode = FAKE_ANSWER;
     assert (fake->user_count == users + 1);
-    //  A name whose NFKC form breaks the rules (too long) is refused at register
+    /*  A name whose NFKC form breaks the rules (too long) is refused at register */
     char ligatures [64 * 3 + 1] = "";
     for (int i = 0; i < 40; i++)
-        strcat (ligatures, "\xef\xac\x81");            //  ﬁ: 40 characters, 80 after NFKC
+        strcat (ligatures, "\xef\xac\x81");            /* ﬁ: 40 characters, 80 after NFKC */
     expect_fail (ask (h, true, ligatures, "pw-lig-1", "", "10.0.0.9"), "Name is too long (at most 64 characters).");
 }
 

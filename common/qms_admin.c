@@ -39,8 +39,8 @@ qms_admin_socket_live (const char *path)
     if (strlen (path) >= sizeof addr.sun_path)
         return false;
     memcpy (addr.sun_path, path, strlen (path) + 1);
-    //  Non-blocking: a listener whose backlog is full (EAGAIN) is alive too,
-    //  and a frozen one must not hang the command.
+    /*  Non-blocking: a listener whose backlog is full (EAGAIN) is alive too,
+        and a frozen one must not hang the command. */
     int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return false;
@@ -64,7 +64,7 @@ qms_admin_bind (zsock_t *sock, const char *data_dir, const char *socket_name,
                   "then need --store-endpoint and --router-endpoint\"", data_dir);
         return -1;
     }
-    //  libzmq would silently take the file over from a live server.
+    /*  libzmq would silently take the file over from a live server. */
     if (qms_admin_socket_live (file)) {
         qms_warn (actor, "event=admin_socket_busy path=\"%s\" reason=\"another process listens there\"",
                   file);
@@ -75,7 +75,7 @@ qms_admin_bind (zsock_t *sock, const char *data_dir, const char *socket_name,
                   zmq_strerror (errno));
         return -1;
     }
-    //  Connecting needs write permission on the file: the server's user only.
+    /*  Connecting needs write permission on the file: the server's user only. */
     if (chmod (file, 0600)) {
         qms_warn (actor, "event=admin_socket_unusable path=\"%s\" reason=\"chmod: %s\"", file,
                   strerror (errno));
@@ -104,7 +104,7 @@ t_sockets (const char *dir)
     assert (path [0] == '/' && strstr (path, QMS_ADMIN_STORE_SOCKET));
     assert (qms_admin_socket_path ("", QMS_ADMIN_STORE_SOCKET, path, sizeof path) == -1);
     assert (qms_admin_socket_path ("/nonexistent-qms-dir", QMS_ADMIN_STORE_SOCKET, path, sizeof path) == -1);
-    //  Too long for a Unix socket: refused, and nothing is bound.
+    /*  Too long for a Unix socket: refused, and nothing is bound. */
     snprintf (longdir, sizeof longdir, "%s/%0120d", dir, 0);
     assert (mkdir (longdir, 0700) == 0);
     assert (qms_admin_socket_path (longdir, QMS_ADMIN_STORE_SOCKET, path, sizeof path) == -1);
@@ -116,7 +116,7 @@ t_sockets (const char *dir)
     assert (rmdir (longdir) == 0);
     assert (qms_admin_bind (sock, "", QMS_ADMIN_STORE_SOCKET, LOG, bound, sizeof bound) == -1);
 
-    //  Bound: live, private; a second bind is refused while it lives.
+    /*  Bound: live, private; a second bind is refused while it lives. */
     assert (qms_admin_socket_path (dir, QMS_ADMIN_ROUTER_SOCKET, path, sizeof path) == 0);
     assert (!qms_admin_socket_live (path));
     assert (qms_admin_bind (sock, dir, QMS_ADMIN_ROUTER_SOCKET, LOG, bound, sizeof bound) == 0);
@@ -131,8 +131,8 @@ t_sockets (const char *dir)
     zsock_destroy (&other);
     assert (qms_admin_socket_live (path));
 
-    //  The file outlives its socket (libzmq leaves it): dead, not live; a
-    //  new bind takes it over; qms_admin_unbind removes it.
+    /*  The file outlives its socket (libzmq leaves it): dead, not live; a
+        new bind takes it over; qms_admin_unbind removes it. */
     zsock_destroy (&sock);
     zclock_sleep (50);
     assert (stat (path, &info) == 0 && !qms_admin_socket_live (path));

@@ -295,7 +295,7 @@ qms_curve_server (zsock_t *sock, const char *endpoint)
     zsock_set_zap_domain (sock, "qms");
     if (zsock_curve_server (sock) != 1)
         return -1;
-    //  Refusals before ZAP (ZAP logs its own) go to the watch thread.
+    /*  Refusals before ZAP (ZAP logs its own) go to the watch thread. */
     char monitor [64];
     pthread_mutex_lock (&s_watch_lock);
     snprintf (monitor, sizeof monitor, "inproc://qms-curve-watch-%d", s_watches++);
@@ -392,7 +392,7 @@ qms_curve_test (bool verbose)
     char endpoint [64];
     snprintf (endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
 
-    //  The deployment's own client gets through (as qms_curve_connect keys it).
+    /*  The deployment's own client gets through (as qms_curve_connect keys it). */
     zsock_t *own = zsock_new (ZMQ_DEALER);
     assert (own && qms_curve_connect (own, endpoint) == 0);
     zstr_send (own, "hello");
@@ -405,8 +405,8 @@ qms_curve_test (bool verbose)
     zsock_set_linger (own, 0);
     zsock_destroy (&own);
 
-    //  Another deployment's client key, even with our server's public key:
-    //  refused by ZAP.  No key at all: no CURVE handshake, nothing.
+    /*  Another deployment's client key, even with our server's public key:
+        refused by ZAP.  No key at all: no CURVE handshake, nothing. */
     snprintf (path, sizeof path, "%s/client.cert", keys2);
     zcert_t *stranger = zcert_load (path);
     assert (stranger);
@@ -418,13 +418,13 @@ qms_curve_test (bool verbose)
     assert (!t_reaches (server, endpoint, NULL, NULL));
     qms_log_set_level (level);
     zcert_destroy (&stranger);
-    //  ... while a proper client still does (the test itself is sound).
+    /*  ... while a proper client still does (the test itself is sound). */
     snprintf (path, sizeof path, "%s/client.cert", keys);
     zcert_t *friend_ = zcert_load (path);
     assert (friend_ && t_reaches (server, endpoint, friend_, server_key));
     zcert_destroy (&friend_);
 
-    //  inproc:// is left alone.
+    /*  inproc:// is left alone. */
     zsock_t *local = zsock_new (ZMQ_ROUTER);
     assert (local && qms_curve_bind (local, "inproc://qms-curve-test") == 0);
     assert (zsock_curve_server (local) == 0);

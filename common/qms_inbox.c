@@ -296,14 +296,14 @@ qms_inbox_test (bool verbose)
     void *push = zmq_socket (ctx, ZMQ_PUSH);
     assert (zmq_connect (push, "inproc://qms-loop-p") == 0);
 
-    //  Seven batches wait before the loop starts: read at most three per
-    //  pass, so it takes three passes, each ending with the hook.
+    /*  Seven batches wait before the loop starts: read at most three per
+        pass, so it takes three passes, each ending with the hook. */
     for (int i = 0; i < 7; i++)
         t_send (p1, 2);
     t_send (q, 1);
     zmq_send (push, "x", 1, 0);
     zmq_send (push, "y", 1, 0);
-    //  A message of two frames is dropped, not handed on.
+    /*  A message of two frames is dropped, not handed on. */
     zmq_send (p1, "a", 1, ZMQ_SNDMORE);
     zmq_send (p1, "b", 1, 0);
     zactor_t *actor = zactor_new (t_actor, &args);
@@ -319,15 +319,15 @@ qms_inbox_test (bool verbose)
     assert (args.state.passes >= 4);            /* one before, three to drain */
     assert (args.state.pass_records == 14);     /* the pass hook ran after them */
 
-    //  An unknown command is ignored; the wait the hook asks for is kept
-    //  (10 ms: passes keep coming without traffic).
+    /*  An unknown command is ignored; the wait the hook asks for is kept
+        (10 ms: passes keep coming without traffic). */
     zstr_send (actor, "BOGUS");
     int passes = args.state.passes;
     zclock_sleep (100);
     assert (args.state.passes > passes + 3);
 
-    //  After $TERM what was sent before it is drained (counted in
-    //  thousands by the test actor), not lost.
+    /*  After $TERM what was sent before it is drained (counted in
+        thousands by the test actor), not lost. */
     args.state.wait = -1;
     zclock_sleep (30);
     t_send (q, 1);

@@ -126,20 +126,20 @@ qms_json_test (bool verbose)
     t_expect ("a\"b\\c", 5, 0, "\"a\\\"b\\\\c\"");
     t_expect ("\n\r\t\b\f\x01\x1f", 7, 0, "\"\\n\\r\\t\\b\\f\\u0001\\u001f\"");
     t_expect ("x\0y", 3, 0, "\"x\\u0000y\"");
-    //  Without flags, bytes from 0x20 up pass as they are (the gateway
-    //  checked its input is UTF-8), '<' too.
+    /*  Without flags, bytes from 0x20 up pass as they are (the gateway
+        checked its input is UTF-8), '<' too. */
     t_expect ("</script>\x7f\xc3\xa9", 12, 0, "\"</script>\x7f\xc3\xa9\"");
     t_expect ("</script>", 9, QMS_JSON_HTML, "\"\\u003c/script>\"");
-    //  CLEAN: not UTF-8 becomes U+FFFD byte by byte; DEL and C1 escaped,
-    //  valid UTF-8 kept.
+    /*  CLEAN: not UTF-8 becomes U+FFFD byte by byte; DEL and C1 escaped,
+        valid UTF-8 kept. */
     t_expect ("a\xff\xc3" "b", 4, QMS_JSON_CLEAN, "\"a\\ufffd\\ufffdb\"");
     t_expect ("\x7f\xc2\x9b\xc3\xa9\xe2\x82\xac", 8, QMS_JSON_CLEAN, "\"\\u007f\\u009b\xc3\xa9\xe2\x82\xac\"");
     t_expect ("\xed\xa0\x80", 3, QMS_JSON_CLEAN, "\"\\ufffd\\ufffd\\ufffd\"");     /* a surrogate */
     t_expect ("\xc0\xaf", 2, QMS_JSON_CLEAN, "\"\\ufffd\\ufffd\"");               /* overlong */
 
-    //  The run copy and the per-character rules agree on every byte value,
-    //  at every position of a 40-byte string (both the 16- and the 8-byte
-    //  scans see it).
+    /*  The run copy and the per-character rules agree on every byte value,
+        at every position of a 40-byte string (both the 16- and the 8-byte
+        scans see it). */
     for (int c = 0; c < 256; c++)
         for (size_t at = 0; at < 40; at++) {
             char in [40];

@@ -20,7 +20,7 @@
 
 #define TEXT_SCRIPTS    "Name mixes letters of different scripts or number systems."
 #define TEXT_UNCHECKED  "Name cannot be checked on this server: use ASCII letters."
-//  UTF-16 units: 64 code points of a name, 18 each after NFKC at most, 2 units each
+/*  UTF-16 units: 64 code points of a name, 18 each after NFKC at most, 2 units each */
 #define UNITS_MAX       (64 * 18 * 2)
 
 static USpoofChecker *s_checker;
@@ -49,7 +49,7 @@ qms_name_is_ascii (const char *name, size_t len)
     return true;
 }
 
-//  UTF-8 -> UTF-16; returns the length in units or -1.
+/*  UTF-8 -> UTF-16; returns the length in units or -1. */
 static int32_t
 s_to_utf16 (const char *in, size_t len, UChar *out, int32_t cap)
 {
@@ -58,7 +58,7 @@ s_to_utf16 (const char *in, size_t len, UChar *out, int32_t cap)
     UErrorCode status = U_ZERO_ERROR;
     int32_t n = 0;
     u_strFromUTF8WithSub (out, cap, &n, in, (int32_t) len, -1, NULL, &status);
-    //  -1 as the substitute: invalid UTF-8 is an error, never replaced
+    /*  -1 as the substitute: invalid UTF-8 is an error, never replaced */
     return U_SUCCESS (status) && status != U_STRING_NOT_TERMINATED_WARNING && n < cap ? n : -1;
 }
 
@@ -118,7 +118,7 @@ qms_name_spoof_check (const char *name, size_t len)
     return failed ? TEXT_SCRIPTS : NULL;
 }
 
-//  One case of the NFKC form (upper or lower), then its skeleton.
+/*  One case of the NFKC form (upper or lower), then its skeleton. */
 static int
 s_skeleton_of_case (const UChar *norm, int32_t n, bool upper, char *out, size_t out_size)
 {
@@ -150,7 +150,7 @@ qms_name_skeletons (const char *name, size_t len, char *lower, char *upper, size
 
 /* ------------------------------------------------------------------------ */
 
-//  The store's rule: one skeleton of a equals one of b.
+/*  The store's rule: one skeleton of a equals one of b. */
 static bool
 s_look_alike (const char *a, const char *b)
 {
@@ -167,44 +167,44 @@ qms_names_test (bool verbose)
         printf (" * qms_names: ");
     char out [QMS_NAME_NORM_MAX];
 
-    //  NFKC: ASCII unchanged, compatibility forms folded, composed accents
+    /*  NFKC: ASCII unchanged, compatibility forms folded, composed accents */
     assert (qms_name_nfkc ("Alice Smith", 11, out, sizeof out) == 0 && strcmp (out, "Alice Smith") == 0);
-    const char *fullwidth = "\xef\xbd\x82\xef\xbd\x8f\xef\xbd\x82";          //  ｂｏｂ
+    const char *fullwidth = "\xef\xbd\x82\xef\xbd\x8f\xef\xbd\x82";          /* ｂｏｂ */
     assert (qms_name_nfkc (fullwidth, strlen (fullwidth), out, sizeof out) == 0 && strcmp (out, "bob") == 0);
-    assert (qms_name_nfkc ("\xef\xac\x81x", 4, out, sizeof out) == 0 && strcmp (out, "fix") == 0);  //  ﬁ
+    assert (qms_name_nfkc ("\xef\xac\x81x", 4, out, sizeof out) == 0 && strcmp (out, "fix") == 0);  /* ﬁ */
     assert (qms_name_nfkc ("Jo\x65\xcc\x81", 5, out, sizeof out) == 0 && strcmp (out, "Jo\xc3\xa9") == 0);
-    assert (qms_name_nfkc ("\xc2\xb2", 2, out, sizeof out) == 0 && strcmp (out, "2") == 0);       //  ²
-    assert (qms_name_nfkc ("a\xff", 2, out, sizeof out) == -1);                                    //  not UTF-8
-    assert (qms_name_nfkc ("\xef\xb7\xba", 3, out, 10) == -1);                                     //  ﷺ: 18 letters
+    assert (qms_name_nfkc ("\xc2\xb2", 2, out, sizeof out) == 0 && strcmp (out, "2") == 0);       /* ² */
+    assert (qms_name_nfkc ("a\xff", 2, out, sizeof out) == -1);                                    /* not UTF-8 */
+    assert (qms_name_nfkc ("\xef\xb7\xba", 3, out, 10) == -1);                                     /* ﷺ: 18 letters */
     assert (qms_name_nfkc ("\xef\xb7\xba", 3, out, sizeof out) == 0);
 
-    //  Scripts: one script, or the mixes TR39 allows; never Latin with Cyrillic or Greek
-    const char *ok [] = { "alice", "J\xc3\xbcrgen M\xc3\xbcller", "\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd",   //  Иван
-        "\xce\x91\xce\xbb\xce\xad\xce\xbe\xce\xb7\xcf\x82",                                          //  Αλέξης
-        "\xe5\xb1\xb1\xe7\x94\xb0 \xe5\xa4\xaa\xe9\x83\x8e",                                         //  山田 太郎
-        "Tanaka \xe3\x81\x95\xe3\x82\x93", "Jos\xc3\xa9 \xf0\x9f\x9a\x80", "O'Brien-2" };            //  さん, 🚀
+    /*  Scripts: one script, or the mixes TR39 allows; never Latin with Cyrillic or Greek */
+    const char *ok [] = { "alice", "J\xc3\xbcrgen M\xc3\xbcller", "\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd",   /* Иван */
+        "\xce\x91\xce\xbb\xce\xad\xce\xbe\xce\xb7\xcf\x82",                                          /* Αλέξης */
+        "\xe5\xb1\xb1\xe7\x94\xb0 \xe5\xa4\xaa\xe9\x83\x8e",                                         /* 山田 太郎 */
+        "Tanaka \xe3\x81\x95\xe3\x82\x93", "Jos\xc3\xa9 \xf0\x9f\x9a\x80", "O'Brien-2" };            /* さん, 🚀 */
     for (size_t i = 0; i < sizeof ok / sizeof ok [0]; i++) {
         if (qms_name_spoof_check (ok [i], strlen (ok [i])))
             fprintf (stderr, "qms_names: refused '%s'\n", ok [i]);
         assert (qms_name_spoof_check (ok [i], strlen (ok [i])) == NULL);
     }
-    const char *mixed [] = { "b\xd0\xbe\x62",                     //  Latin b, Cyrillic о
-        "p\xce\xb1ypal",                                         //  Greek α inside Latin
-        "\xd0\x98\xd0\xb2\xd0\xb0n",                             //  Cyrillic then Latin n
-        "a1\xd9\xa3" };                                          //  ASCII and Arabic-Indic digits
+    const char *mixed [] = { "b\xd0\xbe\x62",                     /* Latin b, Cyrillic о */
+        "p\xce\xb1ypal",                                         /* Greek α inside Latin */
+        "\xd0\x98\xd0\xb2\xd0\xb0n",                             /* Cyrillic then Latin n */
+        "a1\xd9\xa3" };                                          /* ASCII and Arabic-Indic digits */
     for (size_t i = 0; i < sizeof mixed / sizeof mixed [0]; i++)
         assert (qms_name_spoof_check (mixed [i], strlen (mixed [i])) != NULL);
 
-    //  Skeletons: look-alikes meet, different names stay apart
-    assert (s_look_alike ("bob", "b\xd0\xbe" "b"));                                  //  Cyrillic о
-    assert (s_look_alike ("paypal", "\xd1\x80\xd0\xb0\xd1\x83\xd1\x80\xd0\xb0l"));  //  раураl
-    assert (s_look_alike ("ABE", "\xce\x91\xce\x92\xce\x95"));                   //  Greek ΑΒΕ
-    assert (s_look_alike ("abe", "\xce\x91\xce\x92\xce\x95"));                   //  same name class as ABE
-    assert (s_look_alike ("BOB", "\xd0\x92\xd0\x9e\xd0\x92"));                   //  Cyrillic ВОВ
-    assert (s_look_alike ("Bob", "bob"));                                            //  case
+    /*  Skeletons: look-alikes meet, different names stay apart */
+    assert (s_look_alike ("bob", "b\xd0\xbe" "b"));                                  /* Cyrillic о */
+    assert (s_look_alike ("paypal", "\xd1\x80\xd0\xb0\xd1\x83\xd1\x80\xd0\xb0l"));  /* раураl */
+    assert (s_look_alike ("ABE", "\xce\x91\xce\x92\xce\x95"));                   /* Greek ΑΒΕ */
+    assert (s_look_alike ("abe", "\xce\x91\xce\x92\xce\x95"));                   /* same name class as ABE */
+    assert (s_look_alike ("BOB", "\xd0\x92\xd0\x9e\xd0\x92"));                   /* Cyrillic ВОВ */
+    assert (s_look_alike ("Bob", "bob"));                                            /* case */
     assert (s_look_alike ("bob", fullwidth));
     assert (s_look_alike ("modern", "rnodern"));
-    assert (s_look_alike ("alice1", "alicel"));          //  (two ASCII names: the store keeps them apart)
+    assert (s_look_alike ("alice1", "alicel"));          /* (two ASCII names: the store keeps them apart) */
     assert (!s_look_alike ("bob", "rob"));
     assert (!s_look_alike ("\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd", "alice"));
     char up [QMS_NAME_NORM_MAX];

@@ -333,7 +333,7 @@ qms_cidr_parse (const char *text, qms_cidr_t *cidr)
         bits = (int) n;
     }
     cidr->bits = (uint8_t) (v4 ? bits + 96 : bits);
-    //  Host bits set ("10.0.0.1/8") are refused: a typo, more likely than not.
+    /*  Host bits set ("10.0.0.1/8") are refused: a typo, more likely than not. */
     for (int bit = cidr->bits; bit < 128; bit++)
         if (cidr->addr [bit / 8] & (0x80 >> (bit % 8)))
             return -1;

@@ -367,9 +367,9 @@ gw_client_address (const qms_config_t *cfg, const char *peer, const char *xff,
     snprintf (out, size, "%s", peer);
     if (!trusted (cfg, peer))
         return;                     /* only a trusted proxy may name someone else */
-    //  Right to left: each hop was appended by the one after it; the
-    //  first that is not a trusted proxy is the client.  A hop that is no
-    //  address ends the walk at the last good one.
+    /*  Right to left: each hop was appended by the one after it; the
+        first that is not a trusted proxy is the client.  A hop that is no
+        address ends the walk at the last good one. */
     const char *list = xff && *xff ? xff : forwarded;
     if (!list)
         return;
@@ -526,7 +526,7 @@ gw_conn_test (bool verbose)
         qms_config_defaults (&tc);
         char got [64];
         const char *none [][4] = {
-            //  peer, X-Forwarded-For, Forwarded, expected
+            /*  peer, X-Forwarded-For, Forwarded, expected */
             { "192.0.2.9", "198.51.100.1", NULL, "192.0.2.9" },         /* nobody is trusted */
         };
         gw_client_address (&tc, none [0][0], none [0][1], none [0][2], got, sizeof got);

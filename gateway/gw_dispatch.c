@@ -203,8 +203,8 @@ handle_login (gateway_t *self, conn_t *conn, const proto_request_t *req)
 {
     conn->receipts = req->receipts;
     conn->presence = (uint8_t) req->presence;
-    //  The client's address as its connection was counted (a proxy's
-    //  client, when the peer is a --trusted-proxy).
+    /*  The client's address as its connection was counted (a proxy's
+        client, when the peer is a --trusted-proxy). */
     const char *peer = conn->peer ? conn->peer->address : "";
     qms_rec_t rec = { .type = QMS_AUTH_LOGIN, .conn = conn->handle,
                       .num = req->action == QMS_REQ_REGISTER ? QMS_LOGIN_REGISTER : 0 };

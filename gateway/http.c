@@ -63,9 +63,9 @@ struct _http_site_t {
     http_options_t options;     /* the caller's, with pointers to our copies */
 };
 
-//  The chat address as a CSP source ("ws://host:port"), or "" when the
-//  address holds anything but a host name or an IP address (it is written
-//  into a header).
+/*  The chat address as a CSP source ("ws://host:port"), or "" when the
+    address holds anything but a host name or an IP address (it is written
+    into a header). */
 static void
 s_chat_source (const http_options_t *options, const char *address, char *out, size_t size)
 {
@@ -93,11 +93,11 @@ s_build_csp (http_site_t *self)
 {
     char chat [300];
     s_chat_source (&self->options, self->server_address, chat, sizeof chat);
-    //  'self' covers ws:/wss: to the page's own host and port (the /ws
-    //  path the UI falls back to); the chat port is another origin.
+    /*  'self' covers ws:/wss: to the page's own host and port (the /ws
+        path the UI falls back to); the chat port is another origin. */
     if (self->options.allow_inline)
-        //  --allow-inline-scripts: a page written with inline code (the
-        //  original web client); everything else stays as strict.
+        /*  --allow-inline-scripts: a page written with inline code (the
+            original web client); everything else stays as strict. */
         snprintf (self->csp, sizeof self->csp,
                   "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
                   "img-src 'self' data:; connect-src 'self'%s%s; form-action 'self'; frame-ancestors 'none'; "
@@ -116,8 +116,8 @@ http_site_csp (const http_site_t *self)
     return self->csp;
 }
 
-//  --------------------------------------------------------------------------
-//  Site
+/* ------------------------------------------------------------------------ */
+/*  Site */
 
 http_site_t *
 http_site_new (const http_options_t *options)
@@ -160,9 +160,9 @@ http_site_destroy (http_site_t **self_p)
     }
 }
 
-//  --------------------------------------------------------------------------
-//  Generated bodies: a qms_buf_t and whether anything failed on the way
-//  (checked once, at the end).
+/* ------------------------------------------------------------------------ */
+/*  Generated bodies: a qms_buf_t and whether anything failed on the way
+    (checked once, at the end). */
 
 typedef struct {
     qms_buf_t out;
@@ -182,9 +182,9 @@ buf_str (buf_t *b, const char *s)
     buf_add (b, s, strlen (s));
 }
 
-//  A JSON string literal; the names are identifiers today, but escaping
-//  keeps the output valid whatever is appended to the tables, and '<' is
-//  escaped so "</script>" can never appear in the script form.
+/*  A JSON string literal; the names are identifiers today, but escaping
+    keeps the output valid whatever is appended to the tables, and '<' is
+    escaped so "</script>" can never appear in the script form. */
 static void
 buf_json_string (buf_t *b, const char *s)
 {
@@ -192,7 +192,7 @@ buf_json_string (buf_t *b, const char *s)
         b->failed = true;
 }
 
-//  The text, NUL-terminated (for a header line); NULL if anything failed.
+/*  The text, NUL-terminated (for a header line); NULL if anything failed. */
 static const char *
 buf_cstr (buf_t *b)
 {
@@ -218,17 +218,17 @@ buf_enum_object (buf_t *b, const qms_enum_entry_t *table)
     buf_add (b, "}", 1);
 }
 
-//  --------------------------------------------------------------------------
-//  Response helpers
+/* ------------------------------------------------------------------------ */
+/*  Response helpers */
 
 static void
 s_header (http_response_t *resp, const char *name, const char *value)
 {
     size_t used = strlen (resp->headers);
     size_t need = strlen (name) + 2 + strlen (value) + 2;
-    //  Every caller adds short, fixed headers or the CSP (under
-    //  HTTP_CSP_MAX); the one long header (Location) is checked before it
-    //  gets here.
+    /*  Every caller adds short, fixed headers or the CSP (under
+        HTTP_CSP_MAX); the one long header (Location) is checked before it
+        gets here. */
     assert (used + need < sizeof resp->headers);
     snprintf (resp->headers + used, sizeof resp->headers - used, "%s: %s\r\n", name, value);
 }
@@ -240,8 +240,8 @@ s_set_type (http_response_t *resp, const char *type)
 }
 
 
-//  A status with a short text/plain body ("404 Not Found\n").  Keeps the
-//  headers already set (Allow, Location).
+/*  A status with a short text/plain body ("404 Not Found\n").  Keeps the
+    headers already set (Allow, Location). */
 static void
 s_status_page (http_response_t *resp, int status)
 {
@@ -259,7 +259,7 @@ s_status_page (http_response_t *resp, int status)
     }
 }
 
-//  The body, NUL-terminated after its length like every body here.
+/*  The body, NUL-terminated after its length like every body here. */
 static void
 s_take_body (http_response_t *resp, buf_t *b)
 {
@@ -279,8 +279,8 @@ http_response_free (http_response_t *resp)
     }
 }
 
-//  --------------------------------------------------------------------------
-//  Path resolution
+/* ------------------------------------------------------------------------ */
+/*  Path resolution */
 
 static int
 s_hexval (char c)
@@ -291,8 +291,8 @@ s_hexval (char c)
     return -1;
 }
 
-//  Percent-decode the path part of uri (up to '?' or '#') into out, once.
-//  Returns the decoded length, or -400 / -403 / -414.
+/*  Percent-decode the path part of uri (up to '?' or '#') into out, once.
+    Returns the decoded length, or -400 / -403 / -414. */
 static long
 s_decode (const char *uri, char *out, size_t out_size)
 {
@@ -308,14 +308,14 @@ s_decode (const char *uri, char *out, size_t out_size)
             p += 2;
         }
         if (c < 0x20 || c == 0x7f)
-            return -400;        //  NUL and control bytes: never a file name
+            return -400;        /* NUL and control bytes: never a file name */
         if (o + 1 >= out_size)
             return -414;
         out [o++] = (char) c;
     }
     out [o] = 0;
     if (!qms_utf8_valid (out, o))
-        return -400;            //  "%c0%ae" overlongs and other non-UTF-8
+        return -400;            /* "%c0%ae" overlongs and other non-UTF-8 */
     if (memchr (out, '\\', o))
         return -403;
     return (long) o;
@@ -332,8 +332,8 @@ http_path_resolve (const char *uri, char *out, size_t out_size)
     size_t len = (size_t) decoded;
     bool trailing_slash = len > 0 && out [len - 1] == '/';
 
-    //  Split on '/', in place: the write position never passes the read
-    //  position, so memmove within out is enough.
+    /*  Split on '/', in place: the write position never passes the read
+        position, so memmove within out is enough. */
     size_t w = 0;
     size_t r = 0;
     while (r < len) {
@@ -341,15 +341,15 @@ http_path_resolve (const char *uri, char *out, size_t out_size)
         while (r < len && out [r] != '/')
             r++;
         size_t seg_len = r - start;
-        r++;                    //  past the '/'
+        r++;                    /* past the '/' */
         if (seg_len == 0)
-            continue;           //  "//": empty segments collapse
+            continue;           /* "//": empty segments collapse */
         const char *seg = out + start;
         if ((seg_len == 1 && seg [0] == '.')
         ||  (seg_len == 2 && seg [0] == '.' && seg [1] == '.'))
             return 403;
         if (seg [0] == '.')
-            return 404;         //  hidden file or folder
+            return 404;         /* hidden file or folder */
         if (w > 0)
             out [w++] = '/';
         memmove (out + w, seg, seg_len);
@@ -367,8 +367,8 @@ http_path_resolve (const char *uri, char *out, size_t out_size)
     return 0;
 }
 
-//  --------------------------------------------------------------------------
-//  Content types and substitution
+/* ------------------------------------------------------------------------ */
+/*  Content types and substitution */
 
 typedef struct {
     const char *ext;
@@ -396,7 +396,7 @@ static const type_entry_t s_types [] = {
     { "wasm", "application/wasm" },
 };
 
-//  The extension of the last segment (after its last '.'), or NULL.
+/*  The extension of the last segment (after its last '.'), or NULL. */
 static const char *
 s_extension (const char *path)
 {
@@ -417,7 +417,7 @@ http_content_type (const char *path)
     return "application/octet-stream";
 }
 
-//  Files whose placeholders the server fills in (PROTOCOL.md).
+/*  Files whose placeholders the server fills in (PROTOCOL.md). */
 static bool
 s_substituted (const char *path)
 {
@@ -449,8 +449,8 @@ http_substitute (const http_options_t *options, const char *data, size_t len,
     };
     const size_t count = sizeof holders / sizeof holders [0];
 
-    //  Two passes over the input, one to size and one to write, so the
-    //  output is allocated once; output is never rescanned.
+    /*  Two passes over the input, one to size and one to write, so the
+        output is allocated once; output is never rescanned. */
     char *out = NULL;
     size_t total = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -497,8 +497,8 @@ http_substitute (const http_options_t *options, const char *data, size_t len,
     return out;
 }
 
-//  --------------------------------------------------------------------------
-//  Generated enums
+/* ------------------------------------------------------------------------ */
+/*  Generated enums */
 
 typedef enum { ENUMS_SCRIPT, ENUMS_MODULE, ENUMS_JSON } enums_form_t;
 
@@ -524,15 +524,15 @@ s_enums_body (enums_form_t form, buf_t *b)
         buf_enum_object (b, qms_event_names);
         buf_str (b, ");\n");
         if (form == ENUMS_SCRIPT)
-            //  Top-level var already makes window properties; this also
-            //  covers a page that loads the file as a module by mistake.
+            /*  Top-level var already makes window properties; this also
+                covers a page that loads the file as a module by mistake. */
             buf_str (b, "globalThis.Requests = Requests;\n"
                         "globalThis.Responses = Responses;\n");
     }
     return !b->failed;
 }
 
-//  Case-insensitive search for a token in a header value.
+/*  Case-insensitive search for a token in a header value. */
 static bool
 s_header_has (const char *value, const char *token)
 {
@@ -561,15 +561,15 @@ s_header_is (const char *value, const char *token)
     return true;
 }
 
-//  Answers the generated files; false if path is not one of them.
+/*  Answers the generated files; false if path is not one of them. */
 static bool
 s_serve_enums (const http_request_t *req, const char *path, http_response_t *resp)
 {
     enums_form_t form;
     bool negotiated = false;
     if (strcmp (path, "enums.js") == 0 || strcmp (path, "enum.js") == 0) {
-        //  fetch('/enums.js').then(r => r.json()) from the original README
-        //  must work, and so must <script src="enums.js"> (PROTOCOL.md).
+        /*  fetch('/enums.js').then(r => r.json()) from the original README
+            must work, and so must <script src="enums.js"> (PROTOCOL.md). */
         negotiated = true;
         form = s_header_is (req->sec_fetch_dest, "empty")
             || s_header_has (req->accept, "application/json")
@@ -599,20 +599,20 @@ s_serve_enums (const http_request_t *req, const char *path, http_response_t *res
     return true;
 }
 
-//  --------------------------------------------------------------------------
-//  Files
+/* ------------------------------------------------------------------------ */
+/*  Files */
 
 static bool
 s_inside_root (const http_site_t *self, const char *resolved)
 {
-    if (self->root_len == 1)    //  root is "/": everything is inside
+    if (self->root_len == 1)    /* root is "/": everything is inside */
         return resolved [0] == '/';
     return strncmp (resolved, self->root, self->root_len) == 0
         && (resolved [self->root_len] == '/' || resolved [self->root_len] == 0);
 }
 
-//  True if any segment of the resolved path below the root is hidden, so a
-//  symlink cannot publish a dot-folder either.
+/*  True if any segment of the resolved path below the root is hidden, so a
+    symlink cannot publish a dot-folder either. */
 static bool
 s_hidden_below_root (const http_site_t *self, const char *resolved)
 {
@@ -622,9 +622,9 @@ s_hidden_below_root (const http_site_t *self, const char *resolved)
     return false;
 }
 
-//  The descriptor really is the file we checked: a symlink swapped into the
-//  path after realpath() would show here.  Without /proc the realpath check
-//  stands alone.
+/*  The descriptor really is the file we checked: a symlink swapped into the
+    path after realpath() would show here.  Without /proc the realpath check
+    stands alone. */
 static bool
 s_fd_is (int fd, const char *resolved)
 {
@@ -637,27 +637,27 @@ s_fd_is (int fd, const char *resolved)
     ssize_t n = readlink (link, seen, want + 2);
     bool same;
     if (n < 0)
-        same = errno == ENOENT; //  no /proc mounted
+        same = errno == ENOENT; /* no /proc mounted */
     else
         same = (size_t) n == want && memcmp (seen, resolved, want) == 0;
     free (seen);
     return same;
 }
 
-//  What a failed realpath() or open() means to the client.
+/*  What a failed realpath() or open() means to the client. */
 static int
 s_errno_status (int err)
 {
     if (err == ENOENT || err == ENOTDIR || err == ENAMETOOLONG)
         return 404;
     if (err == EACCES || err == EPERM || err == ELOOP)
-        return 403;             //  includes a symlink swapped in (O_NOFOLLOW)
+        return 403;             /* includes a symlink swapped in (O_NOFOLLOW) */
     qms_warn (HTTP_ACTOR, "event=http_open_failed errno=%d", err);
     return 500;
 }
 
-//  Opens rel (relative to the root) for reading.  Returns 0 with *fd_p set,
-//  HTTP_IS_DIR, or an HTTP status.
+/*  Opens rel (relative to the root) for reading.  Returns 0 with *fd_p set,
+    HTTP_IS_DIR, or an HTTP status. */
 static int
 s_open (const http_site_t *self, const char *rel, int *fd_p, struct stat *st)
 {
@@ -694,7 +694,7 @@ s_open (const http_site_t *self, const char *rel, int *fd_p, struct stat *st)
             rc = HTTP_IS_DIR;
         else
         if (!S_ISREG (st->st_mode))
-            rc = 404;           //  FIFOs, devices, sockets: never served
+            rc = 404;           /* FIFOs, devices, sockets: never served */
     }
     free (resolved);
     if (rc != 0 && fd >= 0)
@@ -704,7 +704,7 @@ s_open (const http_site_t *self, const char *rel, int *fd_p, struct stat *st)
     return rc;
 }
 
-//  Reads the whole file into a malloc'd buffer.  Returns 0 or a status.
+/*  Reads the whole file into a malloc'd buffer.  Returns 0 or a status. */
 static int
 s_read_all (int fd, const struct stat *st, char **data_p, size_t *len_p)
 {
@@ -728,7 +728,7 @@ s_read_all (int fd, const struct stat *st, char **data_p, size_t *len_p)
             return 500;
         }
         if (n == 0)
-            break;              //  the file shrank while we read it
+            break;              /* the file shrank while we read it */
         got += (size_t) n;
     }
     data [got] = 0;
@@ -744,7 +744,7 @@ s_serve_file (http_site_t *self, char *path, size_t path_size, http_response_t *
     struct stat st;
     int rc = s_open (self, path, &fd, &st);
     if (rc == HTTP_IS_DIR) {
-        //  A folder serves its index.html, if it has one.
+        /*  A folder serves its index.html, if it has one. */
         size_t len = strlen (path);
         if (len + sizeof "/index.html" > path_size) {
             s_status_page (resp, 404);
@@ -785,11 +785,11 @@ s_serve_file (http_site_t *self, char *path, size_t path_size, http_response_t *
     resp->body_len = len;
 }
 
-//  --------------------------------------------------------------------------
-//  Redirect
+/* ------------------------------------------------------------------------ */
+/*  Redirect */
 
-//  301 to https://<address>:<port><uri>.  Bytes that could break the header
-//  line (controls, spaces, non-ASCII) are percent-encoded.
+/*  301 to https://<address>:<port><uri>.  Bytes that could break the header
+    line (controls, spaces, non-ASCII) are percent-encoded. */
 static void
 s_redirect (http_site_t *self, const char *uri, http_response_t *resp)
 {
@@ -822,7 +822,7 @@ s_redirect (http_site_t *self, const char *uri, http_response_t *resp)
         s_status_page (resp, 500);
         return;
     }
-    //  headers[] is fixed; a target too long for it gets 414.
+    /*  headers[] is fixed; a target too long for it gets 414. */
     if (strlen (resp->headers) + b.out.len + sizeof "Location: \r\n" + 64 > sizeof resp->headers) {
         qms_buf_free (&b.out);
         s_status_page (resp, 414);
@@ -833,8 +833,8 @@ s_redirect (http_site_t *self, const char *uri, http_response_t *resp)
     s_status_page (resp, 301);
 }
 
-//  --------------------------------------------------------------------------
-//  Entry point
+/* ------------------------------------------------------------------------ */
+/*  Entry point */
 
 void
 http_handle (http_site_t *self, const http_request_t *req, http_response_t *resp)
@@ -844,7 +844,7 @@ http_handle (http_site_t *self, const http_request_t *req, http_response_t *resp
     bool is_head = req->method && strcmp (req->method, "HEAD") == 0;
     resp->head_only = is_head;
     s_header (resp, "X-Content-Type-Options", "nosniff");
-    //  The page's defences, on every answer (error pages are documents too).
+    /*  The page's defences, on every answer (error pages are documents too). */
     s_header (resp, "Content-Security-Policy", self->csp);
     s_header (resp, "X-Frame-Options", "DENY");
     s_header (resp, "Cross-Origin-Opener-Policy", "same-origin");
@@ -865,8 +865,8 @@ http_handle (http_site_t *self, const http_request_t *req, http_response_t *resp
         s_status_page (resp, 405);
         return;
     }
-    //  Room for the decoded path (never longer than the URI) plus a
-    //  "/index.html" appended for a folder.
+    /*  Room for the decoded path (never longer than the URI) plus a
+        "/index.html" appended for a folder. */
     size_t path_size = uri_len + 2 * sizeof "/index.html";
     char *path = malloc (path_size);
     if (!path) {
@@ -882,8 +882,8 @@ http_handle (http_site_t *self, const http_request_t *req, http_response_t *resp
     free (path);
 }
 
-//  --------------------------------------------------------------------------
-//  Selftest
+/* ------------------------------------------------------------------------ */
+/*  Selftest */
 
 #ifndef streq
 #   define streq(a, b) (strcmp ((a), (b)) == 0)
@@ -916,15 +916,15 @@ s_symlink (const char *target, const char *dir, const char *name)
     assert (symlink (target, path) == 0);
 }
 
-//  One request; the response is left in resp for the caller to inspect
-//  and free.
+/*  One request; the response is left in resp for the caller to inspect
+    and free. */
 static int
 s_req (http_site_t *site, const char *method, const char *uri,
        const char *accept, const char *dest, http_response_t *resp)
 {
     http_request_t req = { method, uri, accept, dest, "localhost" };
     http_handle (site, &req, resp);
-    //  Every response is complete: a status, a type, the security headers.
+    /*  Every response is complete: a status, a type, the security headers. */
     assert (resp->status >= 200 && resp->status < 600);
     assert (resp->content_type [0]);
     assert (strstr (resp->headers, "X-Content-Type-Options: nosniff\r\n"));
@@ -937,7 +937,7 @@ s_req (http_site_t *site, const char *method, const char *uri,
     return resp->status;
 }
 
-//  Status of a GET, checking that no secret from outside the root leaked.
+/*  Status of a GET, checking that no secret from outside the root leaked. */
 static int
 s_get (http_site_t *site, const char *uri)
 {
@@ -945,7 +945,7 @@ s_get (http_site_t *site, const char *uri)
     int status = s_req (site, "GET", uri, NULL, NULL, &resp);
     assert (!resp.body || !strstr (resp.body, "SECRET"));
     if (status != 200) {
-        //  Errors carry a short text/plain body naming the status.
+        /*  Errors carry a short text/plain body naming the status. */
         char expect [8];
         snprintf (expect, sizeof expect, "%d ", status);
         assert (strncmp (resp.content_type, "text/plain", 10) == 0);
@@ -956,8 +956,8 @@ s_get (http_site_t *site, const char *uri)
     return status;
 }
 
-//  GET uri, expect 200 and a body equal to want (NULL: don't compare);
-//  returns nothing, checks the content type too when type is given.
+/*  GET uri, expect 200 and a body equal to want (NULL: don't compare);
+    returns nothing, checks the content type too when type is given. */
 static void
 s_get_expect (http_site_t *site, const char *uri, const char *want, const char *type)
 {
@@ -976,7 +976,7 @@ s_get_expect (http_site_t *site, const char *uri, const char *want, const char *
     http_response_free (&resp);
 }
 
-//  Removes a test tree (does not follow symlinks).
+/*  Removes a test tree (does not follow symlinks). */
 static void
 s_rm_tree (const char *path)
 {
@@ -1000,8 +1000,8 @@ s_rm_tree (const char *path)
         assert (unlink (path) == 0);
 }
 
-//  Checks one enums table against the parsed JSON object: every entry,
-//  by name and number, and nothing else.
+/*  Checks one enums table against the parsed JSON object: every entry,
+    by name and number, and nothing else. */
 static void
 s_check_enum_json (const cJSON *obj, const qms_enum_entry_t *table)
 {
@@ -1018,7 +1018,7 @@ s_check_enum_json (const cJSON *obj, const qms_enum_entry_t *table)
 static void
 s_test_building_blocks (void)
 {
-    //  http_path_resolve
+    /*  http_path_resolve */
     char out [256];
     assert (http_path_resolve ("/", out, sizeof out) == 0 && streq (out, "index.html"));
     assert (http_path_resolve ("//", out, sizeof out) == 0 && streq (out, "index.html"));
@@ -1049,13 +1049,13 @@ s_test_building_blocks (void)
     assert (http_path_resolve ("*", out, sizeof out) == 400);
     assert (http_path_resolve ("http://h/x", out, sizeof out) == 400);
     assert (http_path_resolve (NULL, out, sizeof out) == 400);
-    //  Too small an output buffer is a clean 414, never an overflow.
+    /*  Too small an output buffer is a clean 414, never an overflow. */
     char tiny [8];
     assert (http_path_resolve ("/abcdefgh", tiny, sizeof tiny) == 414);
     assert (http_path_resolve ("/", tiny, 5) == 414);
     assert (http_path_resolve ("/abc", tiny, sizeof tiny) == 0 && streq (tiny, "abc"));
 
-    //  http_content_type
+    /*  http_content_type */
     assert (streq (http_content_type ("index.html"), "text/html; charset=utf-8"));
     assert (streq (http_content_type ("a/INDEX.HTML"), "text/html; charset=utf-8"));
     assert (streq (http_content_type ("app.js"), "text/javascript; charset=utf-8"));
@@ -1079,7 +1079,7 @@ s_test_building_blocks (void)
     assert (streq (http_content_type ("dir.js/file"), "application/octet-stream"));
     assert (streq (http_content_type ("x."), "application/octet-stream"));
 
-    //  http_substitute: one pass, output never rescanned
+    /*  http_substitute: one pass, output never rescanned */
     http_options_t opts = { NULL, "%SERVER_PORT%", 12345, true, false, 0, false, false };
     const char *in = "%SERVER_PROTOCOL%://%SERVER_ADDRESS%:%SERVER_PORT%/%%SERVER_PORT%%"
                      " %SERVER_ %SERVER_PORT";
@@ -1093,7 +1093,7 @@ s_test_building_blocks (void)
     res = http_substitute (&opts, "%SERVER_PROTOCOL%", 17, &len);
     assert (res && streq (res, "ws") && len == 2);
     free (res);
-    //  Binary-safe: a NUL in the data is copied, not an end.
+    /*  Binary-safe: a NUL in the data is copied, not an end. */
     res = http_substitute (&opts, "a\0%SERVER_ADDRESS%", 18, &len);
     assert (res && len == 14 && memcmp (res, "a\0chat.example", 14) == 0);
     free (res);
@@ -1117,7 +1117,7 @@ s_test_enums (http_site_t *site)
         "Responses = Object.freeze({\"AuthorizationEvent\":0,\"LoginEvent\":1,"
         "\"MessageEvent\":2,\"InvalidUserEvent\":3,\"UserlistChangeEvent\":4,\"MessageAckEvent\":5,\"UserlistDeltaEvent\":6,\"UserLookupEvent\":7});";
 
-    //  /enums.json: exactly the documented numbers, and every table entry
+    /*  /enums.json: exactly the documented numbers, and every table entry */
     http_response_t resp;
     assert (s_req (site, "GET", "/enums.json", NULL, NULL, &resp) == 200);
     assert (streq (resp.content_type, "application/json"));
@@ -1130,7 +1130,7 @@ s_test_enums (http_site_t *site)
     assert (!strstr (resp.headers, "Vary:"));
     http_response_free (&resp);
 
-    //  /enums.mjs: an ES module
+    /*  /enums.mjs: an ES module */
     assert (s_req (site, "GET", "/enums.mjs", NULL, NULL, &resp) == 200);
     assert (streq (resp.content_type, "text/javascript; charset=utf-8"));
     assert (strstr (resp.body, "export const Requests = Object.freeze({\"LoginRequest\":0,"));
@@ -1139,9 +1139,9 @@ s_test_enums (http_site_t *site)
     assert (!strstr (resp.body, "var ") && !strstr (resp.body, "globalThis"));
     http_response_free (&resp);
 
-    //  /enums.js and /enum.js: a classic script for <script> and for
-    //  clients that say nothing; JSON for fetch() and for Accept: json.
-    //  The generated file wins over the enums.js file in the folder.
+    /*  /enums.js and /enum.js: a classic script for <script> and for
+        clients that say nothing; JSON for fetch() and for Accept: json.
+        The generated file wins over the enums.js file in the folder. */
     const char *uris [] = { "/enums.js", "/enum.js", "/enums.js?v=2" };
     for (size_t u = 0; u < 3; u++) {
         const struct { const char *accept, *dest; bool json; } cases [] = {
@@ -1178,19 +1178,19 @@ s_test_enums (http_site_t *site)
             http_response_free (&resp);
         }
     }
-    //  HEAD: same headers and length, flagged to send no body.
+    /*  HEAD: same headers and length, flagged to send no body. */
     assert (s_req (site, "HEAD", "/enums.json", NULL, NULL, &resp) == 200);
     assert (resp.head_only && resp.body_len == strlen (json));
     http_response_free (&resp);
-    //  Percent-encoded names are the same resource.
+    /*  Percent-encoded names are the same resource. */
     s_get_expect (site, "/%65nums.json", json, "application/json");
 }
 
 static void
 s_test_traversal (http_site_t *site, const char *outside_dir)
 {
-    //  The secret sits one level above the root, so a single ".." that got
-    //  through would find it (s_get asserts no body ever contains SECRET).
+    /*  The secret sits one level above the root, so a single ".." that got
+        through would find it (s_get asserts no body ever contains SECRET). */
     assert (s_get (site, "/../outside.txt") == 403);
     assert (s_get (site, "/%2e%2e/outside.txt") == 403);
     assert (s_get (site, "/%2E%2E/outside.txt") == 403);
@@ -1212,11 +1212,11 @@ s_test_traversal (http_site_t *site, const char *outside_dir)
     assert (s_get (site, "/%2e%2e%5coutside.txt") == 403);
     assert (s_get (site, "/..%5coutside.txt") == 403);
     assert (s_get (site, "/sub\\index.html") == 403);
-    //  Decoded once only: "%252e%252e" is a folder literally named "%2e%2e".
+    /*  Decoded once only: "%252e%252e" is a folder literally named "%2e%2e". */
     s_get_expect (site, "/%252e%252e/x.txt", "literal folder\n", NULL);
     assert (s_get (site, "/%252e%252e/outside.txt") == 404);
     assert (s_get (site, "/%25252e%25252e/x.txt") == 404);
-    //  NUL, control bytes, bad escapes, overlong UTF-8
+    /*  NUL, control bytes, bad escapes, overlong UTF-8 */
     assert (s_get (site, "/%00") == 400);
     assert (s_get (site, "/index.html%00.txt") == 400);
     assert (s_get (site, "/%00/../outside.txt") == 400);
@@ -1228,7 +1228,7 @@ s_test_traversal (http_site_t *site, const char *outside_dir)
     assert (s_get (site, "/%2") == 400);
     assert (s_get (site, "/%%32%65") == 400);
     assert (s_get (site, "/%zz") == 400);
-    //  Not origin-form, absolute paths
+    /*  Not origin-form, absolute paths */
     assert (s_get (site, "") == 400);
     assert (s_get (site, "outside.txt") == 400);
     assert (s_get (site, "../outside.txt") == 400);
@@ -1243,21 +1243,21 @@ s_test_traversal (http_site_t *site, const char *outside_dir)
     assert (s_get (site, uri) == 404);
     snprintf (uri, sizeof uri, "/%s/outside.txt", outside_dir + 1);
     assert (s_get (site, uri) == 404);
-    //  Hidden files and folders, also through an inside symlink
+    /*  Hidden files and folders, also through an inside symlink */
     assert (s_get (site, "/.hidden") == 404);
     assert (s_get (site, "/%2ehidden") == 404);
     assert (s_get (site, "/.hiddendir/file.txt") == 404);
     assert (s_get (site, "/sub/.hidden") == 404);
     assert (s_get (site, "/to-hidden") == 404);
-    //  Symlinks: out of the root is 403, inside is fine
+    /*  Symlinks: out of the root is 403, inside is fine */
     assert (s_get (site, "/out.txt") == 403);
     assert (s_get (site, "/outdir/outside.txt") == 403);
     assert (s_get (site, "/outdir") == 403);
-    assert (s_get (site, "/outdir/") == 404);    //  no index.html out there
+    assert (s_get (site, "/outdir/") == 404);    /* no index.html out there */
     assert (s_get (site, "/loop") == 403);
     assert (s_get (site, "/dangling") == 404);
     s_get_expect (site, "/in.html", "<p>sub 12345</p>\n", "text/html; charset=utf-8");
-    //  Only regular files
+    /*  Only regular files */
     assert (s_get (site, "/fifo") == 404);
     assert (s_get (site, "/nodir") == 404);
     assert (s_get (site, "/nodir/") == 404);
@@ -1268,7 +1268,7 @@ s_test_traversal (http_site_t *site, const char *outside_dir)
 static void
 s_test_files (http_site_t *site)
 {
-    //  index.html: placeholders replaced everywhere, no-cache
+    /*  index.html: placeholders replaced everywhere, no-cache */
     const char *index_want =
         "<p>chat.example 12345 ws</p><p>chat.example 12345 ws</p>\n";
     http_response_t resp;
@@ -1280,12 +1280,12 @@ s_test_files (http_site_t *site)
         assert (strstr (resp.headers, "Cache-Control: no-cache\r\n"));
         http_response_free (&resp);
     }
-    //  .js too; "%SERVER_" without a full name is left alone
+    /*  .js too; "%SERVER_" without a full name is left alone */
     s_get_expect (site, "/app.js", "connect(\"ws://chat.example:12345\"); // %SERVER_\n",
                   "text/javascript; charset=utf-8");
     s_get_expect (site, "/mod.mjs", "export const url = \"ws://chat.example:12345\";\n",
                   "text/javascript; charset=utf-8");
-    //  .css is served as is, and without no-cache
+    /*  .css is served as is, and without no-cache */
     const char *css = "/* %SERVER_ADDRESS% %SERVER_PORT% %SERVER_PROTOCOL% */\n";
     assert (s_req (site, "GET", "/style.css", NULL, NULL, &resp) == 200);
     assert (streq (resp.content_type, "text/css; charset=utf-8"));
@@ -1298,19 +1298,19 @@ s_test_files (http_site_t *site)
     s_get_expect (site, "/empty.txt", "", "text/plain; charset=utf-8");
     s_get_expect (site, "/a%20b.txt", "space\n", NULL);
     s_get_expect (site, "/caf%C3%A9.txt", "utf8\n", NULL);
-    //  A folder serves its index.html
+    /*  A folder serves its index.html */
     const char *sub_want = "<p>sub 12345</p>\n";
     s_get_expect (site, "/sub", sub_want, "text/html; charset=utf-8");
     s_get_expect (site, "/sub/", sub_want, NULL);
     s_get_expect (site, "//sub//", sub_want, NULL);
     s_get_expect (site, "/sub/index.html", sub_want, NULL);
-    //  Too big for this server: 500 (it does not stream)
+    /*  Too big for this server: 500 (it does not stream) */
     int level = qms_log_get_level ();
-    qms_log_set_level (QMS_LOG_ERROR);     //  the warning is expected
+    qms_log_set_level (QMS_LOG_ERROR);     /* the warning is expected */
     assert (s_get (site, "/big.bin") == 500);
     qms_log_set_level (level);
 
-    //  HEAD: same status, type and length as GET, no body to send
+    /*  HEAD: same status, type and length as GET, no body to send */
     assert (s_req (site, "HEAD", "/", NULL, NULL, &resp) == 200);
     assert (resp.head_only && resp.body_len == strlen (index_want));
     assert (streq (resp.content_type, "text/html; charset=utf-8"));
@@ -1319,7 +1319,7 @@ s_test_files (http_site_t *site)
     assert (resp.head_only);
     http_response_free (&resp);
 
-    //  Methods
+    /*  Methods */
     const char *methods [] = { "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
                                "TRACE", "CONNECT", "get", "", NULL };
     for (size_t m = 0; m < sizeof methods / sizeof methods [0]; m++) {
@@ -1329,27 +1329,27 @@ s_test_files (http_site_t *site)
         assert (!resp.head_only);
         http_response_free (&resp);
     }
-    //  Error bodies
+    /*  Error bodies */
     assert (s_req (site, "GET", "/missing", NULL, NULL, &resp) == 404);
     assert (streq (resp.body, "404 Not Found\n"));
     assert (streq (resp.content_type, "text/plain; charset=utf-8"));
     http_response_free (&resp);
 
-    //  Long URIs: handled without fixed buffers, or 414 past 8 KiB
+    /*  Long URIs: handled without fixed buffers, or 414 past 8 KiB */
     size_t n = 6000;
     char *uri = malloc (HTTP_MAX_URI + 16);
     assert (uri);
     uri [0] = '/';
     memset (uri + 1, 'a', n);
     uri [n + 1] = 0;
-    assert (s_get (site, uri) == 404);          //  name too long for the disk
+    assert (s_get (site, uri) == 404);          /* name too long for the disk */
     for (size_t i = 2; i < n; i += 2)
         uri [i] = '/';
-    assert (s_get (site, uri) == 404);          //  3000 folders deep
+    assert (s_get (site, uri) == 404);          /* 3000 folders deep */
     snprintf (uri, HTTP_MAX_URI, "/index.html?");
     memset (uri + 12, 'q', n);
     uri [12 + n] = 0;
-    s_get_expect (site, uri, index_want, NULL); //  long query
+    s_get_expect (site, uri, index_want, NULL); /* long query */
     memset (uri, '%', HTTP_MAX_URI + 8);
     uri [0] = '/';
     uri [HTTP_MAX_URI + 8] = 0;
@@ -1383,7 +1383,7 @@ s_test_redirect (const char *root)
         assert (resp.head_only == streq (cases [c].method, "HEAD"));
         http_response_free (&resp);
     }
-    //  A target too long for the Location header: 414, not a cut header
+    /*  A target too long for the Location header: 414, not a cut header */
     char *uri = malloc (2001);
     assert (uri);
     uri [0] = '/';
@@ -1395,7 +1395,7 @@ s_test_redirect (const char *root)
     free (uri);
     http_site_destroy (&site);
 
-    //  An IPv6 address gets brackets
+    /*  An IPv6 address gets brackets */
     opts.server_address = "::1";
     site = http_site_new (&opts);
     assert (site);
@@ -1418,11 +1418,11 @@ s_test_policy (const char *root)
                         "trusted-types 'none'"));
     http_response_t resp;
     assert (s_req (site, "GET", "/", NULL, NULL, &resp) == 200);
-    assert (!strstr (resp.headers, "Strict-Transport-Security"));   //  plain HTTP
+    assert (!strstr (resp.headers, "Strict-Transport-Security"));   /* plain HTTP */
     http_response_free (&resp);
     http_site_destroy (&site);
 
-    //  Over TLS: HSTS on every answer, wss in the policy; never on the redirecting site
+    /*  Over TLS: HSTS on every answer, wss in the policy; never on the redirecting site */
     opts.hsts = true;
     opts.chat_secure = true;
     site = http_site_new (&opts);
@@ -1442,7 +1442,7 @@ s_test_policy (const char *root)
     http_site_destroy (&site);
     opts.redirect_to_https = false;
 
-    //  --allow-inline-scripts: inline code may run, nothing else changes
+    /*  --allow-inline-scripts: inline code may run, nothing else changes */
     opts.allow_inline = true;
     site = http_site_new (&opts);
     assert (streq (http_site_csp (site), "default-src 'none'; script-src 'self' 'unsafe-inline'; "
@@ -1452,8 +1452,8 @@ s_test_policy (const char *root)
     http_site_destroy (&site);
     opts.allow_inline = false;
 
-    //  An IPv6 address in brackets; anything that is not a host or an
-    //  address stays out of the header (only 'self')
+    /*  An IPv6 address in brackets; anything that is not a host or an
+        address stays out of the header (only 'self') */
     opts.server_address = "::1";
     site = http_site_new (&opts);
     assert (strstr (http_site_csp (site), "connect-src 'self' wss://[::1]:12345;"));
@@ -1477,7 +1477,7 @@ http_test (bool verbose)
         printf (" * http: ");
     s_test_building_blocks ();
 
-    //  A site: tmp/site is the root, tmp/outside.txt is a secret beside it.
+    /*  A site: tmp/site is the root, tmp/outside.txt is a secret beside it. */
     char tmp [] = "/tmp/qms-http-test-XXXXXX";
     assert (mkdtemp (tmp));
     char root [64];
@@ -1511,9 +1511,9 @@ http_test (bool verbose)
     s_mkdir (root, "nodir");
     s_mkdir (root, "%2e%2e");
     s_write_file (root, "%2e%2e/x.txt", "literal folder\n");
-    s_symlink (outside, root, "out.txt");           //  absolute, leads out
-    s_symlink ("..", root, "outdir");               //  relative, leads out
-    s_symlink ("sub/index.html", root, "in.html");  //  stays inside
+    s_symlink (outside, root, "out.txt");           /* absolute, leads out */
+    s_symlink ("..", root, "outdir");               /* relative, leads out */
+    s_symlink ("sub/index.html", root, "in.html");  /* stays inside */
     s_symlink (".hiddendir/file.txt", root, "to-hidden");
     s_symlink ("loop", root, "loop");
     s_symlink ("nowhere", root, "dangling");
@@ -1523,17 +1523,17 @@ http_test (bool verbose)
     snprintf (path, sizeof path, "%s/big.bin", root);
     int fd = open (path, O_WRONLY | O_CREAT | O_EXCL, 0600);
     assert (fd >= 0);
-    assert (ftruncate (fd, (off_t) HTTP_MAX_FILE + 1) == 0);   //  sparse
+    assert (ftruncate (fd, (off_t) HTTP_MAX_FILE + 1) == 0);   /* sparse */
     close (fd);
 
-    //  Sites that cannot be
+    /*  Sites that cannot be */
     http_options_t opts = { outside, "chat.example", 12345, false, false, 0, false, false };
-    assert (http_site_new (&opts) == NULL);             //  a file
+    assert (http_site_new (&opts) == NULL);             /* a file */
     opts.html_dir = "/nonexistent/qms-html";
     assert (http_site_new (&opts) == NULL);
     assert (http_site_new (NULL) == NULL);
 
-    //  The root given with a trailing slash and a detour still works.
+    /*  The root given with a trailing slash and a detour still works. */
     snprintf (path, sizeof path, "%s/site/../site/", tmp);
     opts.html_dir = path;
     http_site_t *site = http_site_new (&opts);
@@ -1545,7 +1545,7 @@ http_test (bool verbose)
     assert (site == NULL);
     http_site_destroy (&site);
 
-    //  wss when the chat port is secure
+    /*  wss when the chat port is secure */
     opts.chat_secure = true;
     opts.server_address = "10.0.0.1";
     opts.chat_port = 443;
@@ -1558,8 +1558,8 @@ http_test (bool verbose)
     s_test_redirect (root);
     s_test_policy (root);
 
-    //  The /proc/self/fd check that catches a symlink swapped in after
-    //  realpath(): the same path passes, any other fails.
+    /*  The /proc/self/fd check that catches a symlink swapped in after
+        realpath(): the same path passes, any other fails. */
     fd = open (outside, O_RDONLY);
     assert (fd >= 0);
     assert (s_fd_is (fd, outside));

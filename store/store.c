@@ -238,8 +238,8 @@ static const outcome_t s_ok = { QMS_ST_OK, "" };
 static int
 bind_str (sqlite3_stmt *stmt, int index, qms_str_t s)
 {
-    //  Record strings are views into the received message, which outlives
-    //  the statement's use of them: no copy needed.
+    /*  Record strings are views into the received message, which outlives
+        the statement's use of them: no copy needed. */
     return sqlite3_bind_text (stmt, index, s.ptr, (int) s.len, SQLITE_STATIC);
 }
 
@@ -387,7 +387,7 @@ user_create (store_t *self, const qms_rec_t *rec)
     char skeleton [QMS_NAME_NORM_MAX], upper [QMS_NAME_NORM_MAX];
     if (qms_name_skeletons (rec->s [1].ptr, rec->s [1].len, skeleton, upper, sizeof skeleton))
         return (outcome_t) { QMS_ST_ERROR, "name without a skeleton" };
-    //  A name that looks like a taken one (common/qms_names.h).
+    /*  A name that looks like a taken one (common/qms_names.h). */
     sqlite3_stmt *similar = self->stmt [S_USER_SIMILAR];
     int rc = sqlite3_bind_text (similar, 1, skeleton, -1, SQLITE_TRANSIENT);
     if (rc == SQLITE_OK)
@@ -421,7 +421,7 @@ user_create (store_t *self, const qms_rec_t *rec)
     rc = step_once (self, S_USER_CREATE);
     if (rc == SQLITE_DONE)
         return s_ok;
-    //  The unique name key (or the primary key) settles register races.
+    /*  The unique name key (or the primary key) settles register races. */
     if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
         return (outcome_t) { QMS_ST_EXISTS, "name or id taken" };
     return (outcome_t) { QMS_ST_ERROR, (rc & 0xff) == SQLITE_READONLY ? "database is read-only" : "insert failed" };
@@ -533,7 +533,7 @@ session_del (store_t *self, const qms_rec_t *rec)
         return (outcome_t) { QMS_ST_ERROR, "neither user id nor token hash" };
     if (rc != SQLITE_DONE)
         return (outcome_t) { QMS_ST_ERROR, "delete failed" };
-    //  Deleting what is already gone is success: logout and expiry race.
+    /*  Deleting what is already gone is success: logout and expiry race. */
     return (outcome_t) { QMS_ST_OK, changes ? "deleted" : "no such session" };
 }
 
@@ -546,7 +546,7 @@ session_touch (store_t *self, const qms_rec_t *rec)
     int changes = 0;
     if (write_rows (self, S_SESSION_TOUCH, rec->s [0], NULL, &time, &changes) != SQLITE_DONE)
         return (outcome_t) { QMS_ST_ERROR, "update failed" };
-    //  A touch racing the session's deletion is harmless.
+    /*  A touch racing the session's deletion is harmless. */
     return (outcome_t) { QMS_ST_OK, changes ? "" : "no such session" };
 }
 
@@ -1175,8 +1175,8 @@ handle_batch (store_t *self, const uint8_t *identity, size_t identity_len,
     self->in_batch = exec_stmt (self, S_BEGIN);
     int rc = run_records (self, data, size);
     if (self->in_batch && (rc < 0 || !exec_stmt (self, S_COMMIT))) {
-        //  The batch as a whole could not commit: undo it and give each
-        //  record its own transaction, so every reply tells the truth.
+        /*  The batch as a whole could not commit: undo it and give each
+            record its own transaction, so every reply tells the truth. */
         qms_warn (ACTOR, "event=batch_failed action=retry_each reason=\"%s\"",
                   sqlite3_errmsg (self->db));
         if (!sqlite3_get_autocommit (self->db))
@@ -1490,7 +1490,7 @@ store_bind (store_t *self, const char *endpoint, char *reason, size_t reason_siz
         return false;
     }
     qms_socket_tune (self->router);
-    //  A reply to a peer that went away fails visibly instead of vanishing.
+    /*  A reply to a peer that went away fails visibly instead of vanishing. */
     zsock_set_router_mandatory (self->router, 1);
     if (qms_curve_bind (self->router, endpoint) < 0) {
         snprintf (reason, reason_size, "cannot bind %s: %s", endpoint, zmq_strerror (errno));
@@ -1511,7 +1511,7 @@ store_close (store_t *self)
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize (self->stmt [i]);
     if (self->prepared) {
-        //  Fold the WAL back into the database so the file stands alone.
+        /*  Fold the WAL back into the database so the file stands alone. */
         int rc = sqlite3_wal_checkpoint_v2 (self->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
         if (rc != SQLITE_OK)
             qms_warn (ACTOR, "event=checkpoint_failed reason=\"%s\"", sqlite3_errmsg (self->db));
@@ -1520,7 +1520,7 @@ store_close (store_t *self)
         qms_error (ACTOR, "event=close_failed reason=\"%s\"", sqlite3_errmsg (self->db));
     self->db = NULL;
     qms_buf_free (&self->out);
-    //  Last: no other store may open the database before it is closed.
+    /*  Last: no other store may open the database before it is closed. */
     qms_admin_unbind (self->admin_path);
     if (self->lock_fd >= 0)
         close (self->lock_fd);
@@ -1562,8 +1562,8 @@ store_loop (store_t *self, zsock_t *pipe)
     }
     qms_inbox_set_pass (loop, end_of_pass);
     qms_inbox_run (loop);
-    //  Finish: what peers sent before we were told to stop (the router's
-    //  last touches) is still written.
+    /*  Finish: what peers sent before we were told to stop (the router's
+        last touches) is still written. */
     qms_inbox_drain (loop, STORE_TERM_DRAIN_MAX);
     qms_inbox_destroy (&loop);
 }
@@ -1580,7 +1580,7 @@ store_run (zsock_t *pipe, const qms_config_t *cfg, bool local, char *reason, siz
     self.message_max_age_ms = (uint64_t) cfg->message_max_age * 86400000u;
     bool ok = store_open (&self, cfg->data_dir, reason, reason_size)
            && store_bind (&self, cfg->store_endpoint, reason, reason_size);
-    //  Without its admin socket the server still serves: a warning only.
+    /*  Without its admin socket the server still serves: a warning only. */
     if (ok && !local)
         qms_admin_bind (self.router, cfg->data_dir, QMS_ADMIN_STORE_SOCKET, ACTOR,
                     self.admin_path, sizeof self.admin_path);
@@ -1807,18 +1807,18 @@ t_users (t_client_t *c)
     assert (qms_str_eq (r.s [0], "id-alice") && qms_str_eq (r.s [1], "Alice"));
     assert (qms_str_eq (r.s [2], "phc1") && r.s [3].len == 0);
 
-    //  Names differing only in case share a key: the second one exists.
+    /*  Names differing only in case share a key: the second one exists. */
     char key [QMS_NAME_MAX_BYTES + 1];
     assert (qms_name_key ("ALICE", 5, key) == 0 && streq (key, "alice"));
     assert (t_result (c, t_req (QMS_ST_USER_CREATE, 4, 0, "id-other", "ALICE", key, "phc")) == QMS_ST_EXISTS);
-    //  A taken id is EXISTS too, and nothing of the attempt is kept.
+    /*  A taken id is EXISTS too, and nothing of the attempt is kept. */
     assert (t_result (c, t_req (QMS_ST_USER_CREATE, 5, 0, "id-alice", "Bob", "bob", "phc")) == QMS_ST_EXISTS);
     assert (t_call (c, t_req (QMS_ST_USER_GET, 6, 0, "bob", 0, 0, 0), QMS_ST_USER).num == 0);
     assert (t_result (c, t_req (QMS_ST_USER_CREATE, 7, 0, "", "Bob", "bob", "phc")) == QMS_ST_ERROR);
     assert (t_result (c, t_req (QMS_ST_USER_CREATE, 8, 0, "id-bob", "Bob", "bob", "")) == QMS_ST_ERROR);
     assert (t_result (c, t_req (QMS_ST_USER_CREATE, 9, 0, "id-bob", "Bob", "bob", "phc-bob")) == QMS_ST_OK);
 
-    //  Rehash replaces the hash; an unknown id is an error.
+    /*  Rehash replaces the hash; an unknown id is an error. */
     assert (t_result (c, t_req (QMS_ST_USER_REHASH, 10, 0, "id-alice", "phc2", 0, 0)) == QMS_ST_OK);
     r = t_call (c, t_req (QMS_ST_USER_GET, 11, 0, "alice", 0, 0, 0), QMS_ST_USER);
     assert (r.num == 1 && qms_str_eq (r.s [2], "phc2"));
@@ -1852,19 +1852,19 @@ t_sessions (t_client_t *c)
     t_session_is (c, "hx", 0, NULL, NULL);
     assert (t_result (c, t_req (QMS_ST_SESSION_START, 23, 1000, "id-alice", "", "pk", 0)) == QMS_ST_ERROR);
 
-    //  A second start replaces the first: the old hash is gone.
+    /*  A second start replaces the first: the old hash is gone. */
     assert (t_result (c, t_req (QMS_ST_SESSION_START, 24, 2000, "id-alice", "h2", "pk2", 0)) == QMS_ST_OK);
     t_session_is (c, "h1", 0, NULL, NULL);
     t_session_is (c, "h2", 2000, "id-alice", "pk2");
 
-    //  A token hash another user holds fails, and undoes the whole record
-    //  (bob's pubkey stays as it was).
+    /*  A token hash another user holds fails, and undoes the whole record
+        (bob's pubkey stays as it was). */
     assert (t_result (c, t_req (QMS_ST_SESSION_START, 25, 2000, "id-bob", "h2", "pk-bob", 0)) == QMS_ST_ERROR);
     r = t_call (c, t_req (QMS_ST_USER_GET, 26, 0, "bob", 0, 0, 0), QMS_ST_USER);
     assert (r.num == 1 && r.s [3].len == 0);
     t_session_is (c, "h2", 2000, "id-alice", "pk2");
 
-    //  Touch never moves activity backwards.
+    /*  Touch never moves activity backwards. */
     assert (t_result (c, t_req (QMS_ST_SESSION_TOUCH, 27, 5000, "id-alice", 0, 0, 0)) == QMS_ST_OK);
     t_session_is (c, "h2", 5000, "id-alice", "pk2");
     assert (t_result (c, t_req (QMS_ST_SESSION_TOUCH, 28, 3000, "id-alice", 0, 0, 0)) == QMS_ST_OK);
@@ -1872,7 +1872,7 @@ t_sessions (t_client_t *c)
     assert (t_result (c, t_req (QMS_ST_SESSION_TOUCH, 29, 3000, "id-bob", 0, 0, 0)) == QMS_ST_OK);
     assert (t_result (c, t_req (QMS_ST_SESSION_TOUCH, 30, 3000, "", 0, 0, 0)) == QMS_ST_ERROR);
 
-    //  Delete rules.
+    /*  Delete rules. */
     assert (t_result (c, t_req (QMS_ST_SESSION_DEL, 31, 0, "", "", 0, 0)) == QMS_ST_ERROR);
     assert (t_result (c, t_req (QMS_ST_SESSION_DEL, 32, 0, "id-alice", "wrong", 0, 0)) == QMS_ST_OK);
     t_session_is (c, "h2", 5000, "id-alice", "pk2");
@@ -1887,16 +1887,16 @@ t_sessions (t_client_t *c)
     assert (t_result (c, t_req (QMS_ST_SESSION_DEL, 38, 0, "id-alice", "", 0, 0)) == QMS_ST_OK);
     t_session_is (c, "h4", 0, NULL, NULL);
 
-    //  Left for the restart test.
+    /*  Left for the restart test. */
     assert (t_result (c, t_req (QMS_ST_SESSION_START, 39, 7000, "id-alice", "h5", "pk5", 0)) == QMS_ST_OK);
 }
 
 static void
 t_batches (t_client_t *c)
 {
-    //  Many requests in one message: one transaction, one reply message
-    //  with the replies in order; req 0 and unknown (newer) types answer
-    //  nothing.
+    /*  Many requests in one message: one transaction, one reply message
+        with the replies in order; req 0 and unknown (newer) types answer
+        nothing. */
     t_add (c, t_req (QMS_ST_USER_GET, 101, 0, "alice", 0, 0, 0));
     t_add (c, t_req (QMS_ST_USER_CREATE, 102, 0, "id-carol", "Carol", "carol", "phc-carol"));
     t_add (c, t_req (QMS_ST_USER_GET, 103, 0, "carol", 0, 0, 0));
@@ -1918,9 +1918,9 @@ t_batches (t_client_t *c)
     assert (c->rec [5].type == QMS_ST_RESULT && c->rec [5].num == QMS_ST_ERROR);
     assert (t_recv (c, 100) == -1);
 
-    //  A record the store does not receive (a gateway's RT_HELLO) makes
-    //  the batch wrong for this role: dropped whole, the user before it is
-    //  not created.
+    /*  A record the store does not receive (a gateway's RT_HELLO) makes
+        the batch wrong for this role: dropped whole, the user before it is
+        not created. */
     t_add (c, t_req (QMS_ST_USER_CREATE, 150, 0, "id-erin", "Erin", "erin", "phc-erin"));
     qms_rec_t hello = { .type = QMS_RT_HELLO, .num = 1, .s = { qms_str ("gw") } };
     t_add (c, hello);
@@ -1931,8 +1931,8 @@ t_batches (t_client_t *c)
     assert (t_recv (c, 5000) == 1 && c->rec [0].type == QMS_ST_USER && c->rec [0].num == 0);
     assert (t_recv (c, 100) == -1);
 
-    //  A malformed batch is dropped whole (its valid first record is not
-    //  applied), a two-frame message too; what follows is still answered.
+    /*  A malformed batch is dropped whole (its valid first record is not
+        applied), a two-frame message too; what follows is still answered. */
     t_add (c, t_req (QMS_ST_USER_CREATE, 201, 0, "id-dave", "Dave", "dave", "phc-dave"));
     uint8_t truncated [] = { QMS_ST_USER_GET, 50, 0, 0, 0, 'x' };
     assert (qms_buf_append (&c->out, truncated, sizeof truncated) == 0);
@@ -1942,13 +1942,13 @@ t_batches (t_client_t *c)
     assert (zmq_send (raw, "b", 1, 0) == 1);
     assert (t_call (c, t_req (QMS_ST_USER_GET, 202, 0, "dave", 0, 0, 0), QMS_ST_USER).num == 0);
 
-    //  req 0: done, but not answered.
+    /*  req 0: done, but not answered. */
     t_add (c, t_req (QMS_ST_USER_CREATE, 0, 0, "id-erin", "Erin", "erin", "phc-erin"));
     t_send (c);
     qms_rec_t r = t_call (c, t_req (QMS_ST_USER_GET, 301, 0, "erin", 0, 0, 0), QMS_ST_USER);
     assert (r.num == 1 && qms_str_eq (r.s [0], "id-erin"));
 
-    //  An empty batch is valid and answers nothing.
+    /*  An empty batch is valid and answers nothing. */
     t_send (c);
     assert (t_recv (c, 100) == -1);
 }
@@ -2052,36 +2052,36 @@ t_skeletons (qms_config_t *cfg, const char *root)
     assert (store);
     t_client_t c;
     t_connect (&c, cfg->store_endpoint);
-    //  Two ASCII names stay apart by more than letter case, as before ("rn" and "m").
+    /*  Two ASCII names stay apart by more than letter case, as before ("rn" and "m"). */
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 1, 0, "id-m1", "modern", "modern", "phc")) == QMS_ST_OK);
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 2, 0, "id-m2", "rnodern", "rnodern", "phc")) == QMS_ST_OK);
-    //  A name that is not ASCII and looks like a taken one: SIMILAR, nothing written.
-    const char *full = "\xef\xbc\xadodern";                                 //  fullwidth M
+    /*  A name that is not ASCII and looks like a taken one: SIMILAR, nothing written. */
+    const char *full = "\xef\xbc\xadodern";                                 /* fullwidth M */
     assert (qms_name_key (full, strlen (full), key) == 0);
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 3, 0, "id-m3", full, key, "phc")) == QMS_ST_SIMILAR);
     assert (t_db (path, "SELECT count(*) FROM users") == 2);
-    //  Cyrillic "paypal" first; then the ASCII one looks like it.
-    const char *cyr = "\xd1\x80\xd0\xb0\xd1\x83\xd1\x80\xd0\xb0l";     //  раураl
+    /*  Cyrillic "paypal" first; then the ASCII one looks like it. */
+    const char *cyr = "\xd1\x80\xd0\xb0\xd1\x83\xd1\x80\xd0\xb0l";     /* раураl */
     assert (qms_name_key (cyr, strlen (cyr), key) == 0);
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 4, 0, "id-p1", cyr, key, "phc")) == QMS_ST_OK);
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 5, 0, "id-p2", "PayPal", "paypal", "phc")) == QMS_ST_SIMILAR);
-    //  The same name key stays EXISTS.
-    const char *upper = "\xd0\xa0\xd0\x90\xd0\xa3\xd0\xa0\xd0\x90l";  //  РАУРАl
+    /*  The same name key stays EXISTS. */
+    const char *upper = "\xd0\xa0\xd0\x90\xd0\xa3\xd0\xa0\xd0\x90l";  /* РАУРАl */
     assert (qms_name_key (upper, strlen (upper), key) == 0);
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 6, 0, "id-p3", upper, key, "phc")) == QMS_ST_EXISTS);
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 7, 0, "id-b1", "bob", "bob", "phc")) == QMS_ST_OK);
-    //  Greek capitals that look like a taken ASCII name in upper case
-    const char *greek = "\xce\x9c\xce\x9f\xce\x94\xce\x95\xce\xa1\xce\x9d";   //  ΜΟΔΕΡΝ: no Δ look-alike
+    /*  Greek capitals that look like a taken ASCII name in upper case */
+    const char *greek = "\xce\x9c\xce\x9f\xce\x94\xce\x95\xce\xa1\xce\x9d";   /* ΜΟΔΕΡΝ: no Δ look-alike */
     assert (qms_name_key (greek, strlen (greek), key) == 0);
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 10, 0, "id-g1", greek, key, "phc")) == QMS_ST_OK);
-    const char *abe = "\xce\x91\xce\x92\xce\x95";                                  //  ΑΒΕ
+    const char *abe = "\xce\x91\xce\x92\xce\x95";                                  /* ΑΒΕ */
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 11, 0, "id-a1", "abe", "abe", "phc")) == QMS_ST_OK);
     assert (qms_name_key (abe, strlen (abe), key) == 0);
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 12, 0, "id-a2", abe, key, "phc")) == QMS_ST_SIMILAR);
     t_close (&c);
     zactor_destroy (&store);
 
-    //  The same users in a database of schema version 2 (no skeletons yet).
+    /*  The same users in a database of schema version 2 (no skeletons yet). */
     assert (t_db (path, "DROP INDEX users_by_skeleton") == -1);
     assert (t_db (path, "DROP INDEX users_by_skeleton_upper") == -1);
     assert (t_db (path, "ALTER TABLE users DROP COLUMN skeleton") == -1);
@@ -2094,7 +2094,7 @@ t_skeletons (qms_config_t *cfg, const char *root)
     assert (t_db (path, "SELECT count(*) FROM users WHERE skeleton IS NULL OR skeleton_upper IS NULL") == 0);
     assert (t_db (path, "SELECT count(*) FROM users") == 6);
     t_connect (&c, cfg->store_endpoint);
-    const char *bob = "b\xd0\xbe" "b";                                         //  Cyrillic о
+    const char *bob = "b\xd0\xbe" "b";                                         /* Cyrillic о */
     assert (qms_name_key (bob, strlen (bob), key) == 0);
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 8, 0, "id-b2", bob, key, "phc")) == QMS_ST_SIMILAR);
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 9, 0, "id-r1", "rob", "rob", "phc")) == QMS_ST_OK);
@@ -2117,7 +2117,7 @@ t_refusals (qms_config_t *cfg, const char *root)
 {
     char dir [256], path [300];
 
-    //  A newer schema is refused; the same file at our version opens.
+    /*  A newer schema is refused; the same file at our version opens. */
     snprintf (dir, sizeof dir, "%s/data", root);
     snprintf (path, sizeof path, "%s/users.db", dir);
     assert (t_db (path, "UPDATE schema_version SET version = 99") == -1);
@@ -2129,7 +2129,7 @@ t_refusals (qms_config_t *cfg, const char *root)
     assert (store);
     zactor_destroy (&store);
 
-    //  A file that is not a database.
+    /*  A file that is not a database. */
     snprintf (dir, sizeof dir, "%s/garbage", root);
     assert (mkdir (dir, 0700) == 0);
     snprintf (path, sizeof path, "%s/users.db", dir);
@@ -2140,9 +2140,9 @@ t_refusals (qms_config_t *cfg, const char *root)
     fclose (file);
     t_refused (cfg, dir);
 
-    //  Data dirs that cannot hold the file: a regular file, a missing
-    //  directory, and (when not root, who may write anywhere) a read-only
-    //  directory.
+    /*  Data dirs that cannot hold the file: a regular file, a missing
+        directory, and (when not root, who may write anywhere) a read-only
+        directory. */
     snprintf (path, sizeof path, "%s/afile", root);
     file = fopen (path, "w");
     assert (file);
@@ -2216,13 +2216,13 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     t_endpoint (cfg);
     zactor_t *store = qms_actor_start (store_actor, cfg, "store");
     assert (store);
-    //  The admin socket: private and live.
+    /*  The admin socket: private and live. */
     assert (qms_admin_socket_path (dir, QMS_ADMIN_STORE_SOCKET, sock, sizeof sock) == 0);
     struct stat info;
     assert (stat (sock, &info) == 0 && S_ISSOCK (info.st_mode) && (info.st_mode & 0777) == 0600);
     assert (qms_admin_socket_live (sock));
-    //  A second store on the database is refused, an admin command's too,
-    //  and neither takes the socket over.
+    /*  A second store on the database is refused, an admin command's too,
+        and neither takes the socket over. */
     qms_config_t second = *cfg;         /* no origins: nothing shared to free */
     t_endpoint (&second);
     assert (qms_actor_start (store_actor, &second, "store") == NULL);
@@ -2242,7 +2242,7 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 3, 0, "id-dave", "Dave", "dave", "phc-d")) == QMS_ST_OK);
     assert (t_result (&c, t_req (QMS_ST_SESSION_START, 4, 5000, "id-carol", "hc", "pk-c", 0)) == QMS_ST_OK);
     assert (t_result (&c, t_msg (5, "m-d", "id-dave", "c-d", 5000)) == QMS_ST_OK);
-    //  Enough users that the list streams in several messages.
+    /*  Enough users that the list streams in several messages. */
     for (int i = 0; i < 1200; i++) {
         char id [32], name [32];
         snprintf (id, sizeof id, "id-u%04d", i);
@@ -2267,7 +2267,7 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     t_admin (&c, 10, QMS_ADMIN_USER_SESSIONS, "dave", NULL, &a);
     assert (a.status == QMS_ST_OK && a.rows == 1);
 
-    //  A new password ends the session, in one go.
+    /*  A new password ends the session, in one go. */
     t_admin (&c, 11, QMS_ADMIN_USER_PASSWORD, "carol", "", &a);
     assert (a.status == QMS_ST_ERROR && a.rows == 0);
     t_admin (&c, 12, QMS_ADMIN_USER_PASSWORD, "carol", "phc-new", &a);
@@ -2281,7 +2281,7 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     assert (a.status == QMS_ST_OK && streq (a.detail, "session deleted"));
     t_session_is (&c, "hc2", 0, NULL, NULL);
 
-    //  Delete takes the messages waiting for the user along.
+    /*  Delete takes the messages waiting for the user along. */
     t_admin (&c, 17, QMS_ADMIN_USER_DELETE, "dave", NULL, &a);
     assert (a.status == QMS_ST_OK && a.rows == 1 && a.num [0] == 1);
     assert (t_call (&c, t_req (QMS_ST_USER_GET, 18, 0, "dave", 0, 0, 0), QMS_ST_USER).num == 0);
@@ -2293,7 +2293,7 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     t_admin (&c, 21, 99, NULL, NULL, &a);
     assert (a.status == QMS_ST_ERROR);
 
-    //  Backup: a new file only, a consistent copy.
+    /*  Backup: a new file only, a consistent copy. */
     t_admin (&c, 22, QMS_ADMIN_DB_BACKUP, "relative.db", NULL, &a);
     assert (a.status == QMS_ST_ERROR);
     t_admin (&c, 23, QMS_ADMIN_DB_BACKUP, copy, NULL, &a);
@@ -2304,8 +2304,8 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     assert (t_db (copy, "SELECT count(*) FROM users") == 1201);
     assert (t_db (copy, "SELECT count(*) FROM sessions") == 0);
 
-    //  Check: clean, then a session of a user that does not exist (written
-    //  beside the store, without foreign keys) is found.
+    /*  Check: clean, then a session of a user that does not exist (written
+        beside the store, without foreign keys) is found. */
     t_admin (&c, 25, QMS_ADMIN_DB_CHECK, NULL, NULL, &a);
     assert (a.status == QMS_ST_OK && a.rows == 0 && streq (a.detail, "ok"));
     assert (t_db (db, "INSERT INTO sessions VALUES ('id-ghost', 'hg', 1, 1)") == -1);
@@ -2314,8 +2314,8 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     t_close (&c);
     zactor_destroy (&store);
 
-    //  Closed: the socket file is gone and the lock free; an admin
-    //  command's store opens and binds no socket.
+    /*  Closed: the socket file is gone and the lock free; an admin
+        command's store opens and binds no socket. */
     assert (stat (sock, &info) == -1);
     t_endpoint (cfg);
     store_local_t own = { .cfg = cfg };
@@ -2352,16 +2352,16 @@ store_test (bool verbose)
     t_sessions (&client);
     t_batches (&client);
     t_messages (&client);
-    //  An old message, to be expired when the store starts again.
+    /*  An old message, to be expired when the store starts again. */
     t_add (&client, t_msg (0, "m-old", "id-alice", "c-old", 1000));
     t_send (&client);
-    //  Finish on $TERM: what was sent before it is still written.
+    /*  Finish on $TERM: what was sent before it is still written. */
     t_add (&client, t_req (QMS_ST_USER_CREATE, 0, 0, "id-frank", "Frank", "frank", "phc-frank"));
     t_send (&client);
     zactor_destroy (&store);
     t_close (&client);
 
-    //  On disk: private, at schema version 1, one version row.
+    /*  On disk: private, at schema version 1, one version row. */
     struct stat info;
     assert (stat (path, &info) == 0);
     assert ((info.st_mode & 0777) == 0600);
@@ -2369,7 +2369,7 @@ store_test (bool verbose)
     assert (t_db (path, "SELECT count(*) FROM schema_version") == 1);
     assert (t_db (path, "SELECT count(*) FROM users") == 5);
 
-    //  A restart on the same directory keeps users and sessions.
+    /*  A restart on the same directory keeps users and sessions. */
     t_endpoint (&cfg);
     store = qms_actor_start (store_actor, &cfg, "store");
     assert (store);
@@ -2378,7 +2378,7 @@ store_test (bool verbose)
     assert (r.num == 1 && qms_str_eq (r.s [0], "id-alice") && qms_str_eq (r.s [2], "phc2"));
     assert (qms_str_eq (r.s [3], "pk5"));
     t_session_is (&client, "h5", 7000, "id-alice", "pk5");
-    //  Stored messages survive the restart; the one past the age limit does not.
+    /*  Stored messages survive the restart; the one past the age limit does not. */
     t_add (&client, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 3, .num = 10, .s = { qms_str ("id-alice") } });
     t_send (&client);
     assert (t_recv (&client, 5000) == 3);
