@@ -32,9 +32,9 @@
 
 #define WS_GUID         "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-//  --------------------------------------------------------------------------
-//  Output: frames go to the thread's scratch while the client has nothing
-//  queued; client_flush sends them, keeping only the unsent tail in c->out.
+/* ------------------------------------------------------------------------ */
+/*  Output: frames go to the thread's scratch while the client has nothing
+    queued; client_flush sends them, keeping only the unsent tail in c->out. */
 
 static int
 buf_reserve (uint8_t **buf, uint32_t *cap, size_t need)
@@ -90,8 +90,8 @@ client_want (worker_t *w, client_t *c, uint32_t ev)
         c->epev = ev;
 }
 
-//  Sends what is in the scratch (if it is ours), then the queue. A short
-//  write queues the rest and asks for EPOLLOUT.
+/*  Sends what is in the scratch (if it is ours), then the queue. A short
+    write queues the rest and asks for EPOLLOUT. */
 void
 client_flush (worker_t *w, client_t *c)
 {
@@ -123,7 +123,7 @@ client_flush (worker_t *w, client_t *c)
         }
     }
     if (c->state == CS_CONNECTING)
-        return;             //  the connect completion (EPOLLOUT) flushes
+        return;             /* the connect completion (EPOLLOUT) flushes */
     while (c->out_len > c->out_off) {
         ssize_t k = send (c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
         if (k < 0) {
@@ -140,7 +140,7 @@ client_flush (worker_t *w, client_t *c)
     }
     if (c->out_off == c->out_len) {
         c->out_off = c->out_len = 0;
-        //  Buffers that a one-off burst made big are given back.
+        /*  Buffers that a one-off burst made big are given back. */
         if (c->out_cap > 4u * 1024 * 1024) {
             free (c->out);
             c->out = NULL;
@@ -150,8 +150,8 @@ client_flush (worker_t *w, client_t *c)
     client_want (w, c, EPOLLIN | (c->out_len? EPOLLOUT: 0));
 }
 
-//  --------------------------------------------------------------------------
-//  WebSocket framing (client side: every frame is masked)
+/* ------------------------------------------------------------------------ */
+/*  WebSocket framing (client side: every frame is masked) */
 
 void
 ws_mask (uint8_t *d, size_t n, const uint8_t key [4])
@@ -170,8 +170,8 @@ ws_mask (uint8_t *d, size_t n, const uint8_t key [4])
         d [i] ^= key [i & 3];
 }
 
-//  Writes a masked frame header for a payload of len bytes; returns the
-//  header length (2..14). The mask key is at dst + header - 4.
+/*  Writes a masked frame header for a payload of len bytes; returns the
+    header length (2..14). The mask key is at dst + header - 4. */
 size_t
 ws_header (worker_t *w, uint8_t *dst, int opcode, size_t len)
 {
@@ -252,7 +252,7 @@ ws_send_upgrade (worker_t *w, client_t *c)
     out_commit (w, c, (size_t) n);
 }
 
-//  Finds a header value (case-insensitive name) in an HTTP response head.
+/*  Finds a header value (case-insensitive name) in an HTTP response head. */
 static bool
 http_header (const char *head, size_t n, const char *name, span_t *val)
 {
@@ -277,7 +277,7 @@ http_header (const char *head, size_t n, const char *name, span_t *val)
     return false;
 }
 
-//  Consumes the 101 response: >0 bytes of head consumed, 0 need more, -1 dead.
+/*  Consumes the 101 response: >0 bytes of head consumed, 0 need more, -1 dead. */
 static long
 ws_upgrade_response (worker_t *w, client_t *c, const uint8_t *buf, size_t len, uint64_t now)
 {
@@ -330,12 +330,12 @@ frag_append (worker_t *w, client_t *c, const uint8_t *d, size_t n)
     c->frag_len += (uint32_t) n;
 }
 
-//  One complete frame from the server.
+/*  One complete frame from the server. */
 static void
 ws_on_frame (worker_t *w, client_t *c, int fin, int op, uint8_t *d, size_t n, uint64_t now)
 {
     if (g_nats && op <= 0x2) {
-        //  NATS is a byte stream: frame boundaries mean nothing to it.
+        /*  NATS is a byte stream: frame boundaries mean nothing to it. */
         nats_on_bytes (w, c, d, n, now);
         return;
     }
@@ -395,9 +395,9 @@ ws_on_frame (worker_t *w, client_t *c, int fin, int op, uint8_t *d, size_t n, ui
     }
 }
 
-//  Consumes whole frames (or the upgrade response) from buf; returns the
-//  bytes consumed, or -1 when the client died. c->need is set to the size
-//  of an incomplete frame so the reader can size the buffer once.
+/*  Consumes whole frames (or the upgrade response) from buf; returns the
+    bytes consumed, or -1 when the client died. c->need is set to the size
+    of an incomplete frame so the reader can size the buffer once. */
 long
 ws_consume (worker_t *w, client_t *c, uint8_t *buf, size_t len, uint64_t now)
 {
@@ -460,8 +460,8 @@ ws_consume (worker_t *w, client_t *c, uint8_t *buf, size_t len, uint64_t now)
     return (long) off;
 }
 
-//  --------------------------------------------------------------------------
-//  Connections
+/* ------------------------------------------------------------------------ */
+/*  Connections */
 
 static void
 conn_fail_reason (worker_t *w, const char *what, int err)
@@ -471,9 +471,9 @@ conn_fail_reason (worker_t *w, const char *what, int err)
     errtab_add (&w->st.conn_err, buf, (size_t) n, 1);
 }
 
-//  Ends a client. why (a failure text) goes to the connection-failure table
-//  before login, close_code: >0 a server close frame, 0 EOF, -1 socket
-//  error (errno), -2 a local decision described by why.
+/*  Ends a client. why (a failure text) goes to the connection-failure table
+    before login, close_code: >0 a server close frame, 0 EOF, -1 socket
+    error (errno), -2 a local decision described by why. */
 void
 client_die (worker_t *w, client_t *c, const char *why, int close_code)
 {
@@ -520,7 +520,7 @@ client_die (worker_t *w, client_t *c, const char *why, int close_code)
     sender_done (w, c);
     __atomic_store_n (&c->dead, 1, __ATOMIC_RELEASE);
     lookup_agent_lost (w, c);
-    qms_auth_release (w, c);            //  may start the next waiting login
+    qms_auth_release (w, c);            /* may start the next waiting login */
 }
 
 void
@@ -575,7 +575,7 @@ client_start (worker_t *w, client_t *c, uint64_t now)
         client_die (w, c, why, -2);
         return;
     }
-    P->start (w, c);                    //  queued until the connect completes
+    P->start (w, c);                    /* queued until the connect completes */
 }
 
 static void
@@ -595,8 +595,8 @@ client_connected (worker_t *w, client_t *c)
     client_flush (w, c);
 }
 
-//  Reads what the socket has: into the thread scratch (so idle connections
-//  hold no buffer), or straight into the client's buffer for a big frame.
+/*  Reads what the socket has: into the thread scratch (so idle connections
+    hold no buffer), or straight into the client's buffer for a big frame. */
 static void
 client_read (worker_t *w, client_t *c)
 {
@@ -658,7 +658,7 @@ client_read (worker_t *w, client_t *c)
             c->in_len = (uint32_t) rest;
         }
         if ((size_t) n < room)
-            return;                     //  drained the socket
+            return;                     /* drained the socket */
     }
 }
 

@@ -13,10 +13,10 @@
 
 #include "qmsbench.h"
 
-//  --------------------------------------------------------------------------
-//  JSON scanning without allocation. Spans point into the frame and keep
-//  the raw JSON string bytes (escapes included): ids and tokens are pasted
-//  back verbatim into our requests, which keeps them valid JSON.
+/* ------------------------------------------------------------------------ */
+/*  JSON scanning without allocation. Spans point into the frame and keep
+    the raw JSON string bytes (escapes included): ids and tokens are pasted
+    back verbatim into our requests, which keeps them valid JSON. */
 
 static const char *
 j_ws (const char *p, const char *e)
@@ -26,7 +26,7 @@ j_ws (const char *p, const char *e)
     return p;
 }
 
-//  p at an opening quote; returns the byte after the closing quote.
+/*  p at an opening quote; returns the byte after the closing quote. */
 static const char *
 j_str (const char *p, const char *e)
 {
@@ -78,8 +78,8 @@ j_skip (const char *p, const char *e)
     return p > s? p: NULL;
 }
 
-//  Next member of an object whose '{' was consumed: 1 and the spans, 0 at
-//  the closing brace, -1 on malformed input.
+/*  Next member of an object whose '{' was consumed: 1 and the spans, 0 at
+    the closing brace, -1 on malformed input. */
 int
 j_member (const char **pp, const char *e, span_t *key, const char **vs, const char **ve)
 {
@@ -113,7 +113,7 @@ j_member (const char **pp, const char *e, span_t *key, const char **vs, const ch
     return 1;
 }
 
-//  Next element of an array whose '[' was consumed, as for j_member.
+/*  Next element of an array whose '[' was consumed, as for j_member. */
 int
 j_element (const char **pp, const char *e, const char **vs, const char **ve)
 {

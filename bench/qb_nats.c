@@ -13,12 +13,12 @@
 
 #include "qmsbench.h"
 
-//  --------------------------------------------------------------------------
-//  Protocol layer "nats": the NATS client protocol (text lines) in masked
-//  binary WebSocket frames, against nats-server's websocket listener. Client
-//  i subscribes to PREFIX.<i> and publishes to PREFIX.<i+1>; it is ready
-//  when the PONG to its first PING says that CONNECT and SUB were done.
-//  The payload and all the accounting are the same as for "qms".
+/* ------------------------------------------------------------------------ */
+/*  Protocol layer "nats": the NATS client protocol (text lines) in masked
+    binary WebSocket frames, against nats-server's websocket listener. Client
+    i subscribes to PREFIX.<i> and publishes to PREFIX.<i+1>; it is ready
+    when the PONG to its first PING says that CONNECT and SUB were done.
+    The payload and all the accounting are the same as for "qms". */
 
 static void
 nats_send (worker_t *w, client_t *c, const char *s, size_t n)
@@ -53,7 +53,7 @@ nats_on_ready (worker_t *w, client_t *c, uint64_t now)
             return;
         }
     }
-    //  Subjects are names: nothing to learn, and no sender id to check.
+    /*  Subjects are names: nothing to learn, and no sender id to check. */
     c->self_len = c->tgt_len = c->src_len = 0;
     c->got_ids = true;
     __atomic_store_n (&c->has_tgt, 1, __ATOMIC_RELEASE);
@@ -70,8 +70,8 @@ line_is (const uint8_t *p, size_t n, const char *lit)
     return n >= l && memcmp (p, lit, l) == 0;
 }
 
-//  Whole protocol units of buf: returns the bytes used, or -1 when the
-//  client died.
+/*  Whole protocol units of buf: returns the bytes used, or -1 when the
+    client died. */
 static long
 nats_parse (worker_t *w, client_t *c, const uint8_t *buf, size_t len, uint64_t now)
 {
@@ -90,7 +90,7 @@ nats_parse (worker_t *w, client_t *c, const uint8_t *buf, size_t len, uint64_t n
         }
         size_t ll = (size_t) (nl - p), le = ll && p [ll - 1] == '\r'? ll - 1: ll;
         if (line_is (p, le, "MSG ")) {
-            //  MSG <subject> <sid> [reply-to] <#bytes>
+            /*  MSG <subject> <sid> [reply-to] <#bytes> */
             const uint8_t *e = p + le, *q = e;
             while (q > p && q [-1] != ' ')
                 q--;
@@ -158,8 +158,8 @@ nats_parse (worker_t *w, client_t *c, const uint8_t *buf, size_t len, uint64_t n
     return (long) off;
 }
 
-//  WebSocket payload bytes: parsed in place; only a partial unit at the end
-//  is kept (in c->frag) for the next frame.
+/*  WebSocket payload bytes: parsed in place; only a partial unit at the end
+    is kept (in c->frag) for the next frame. */
 void
 nats_on_bytes (worker_t *w, client_t *c, const uint8_t *d, size_t n, uint64_t now)
 {
@@ -197,9 +197,9 @@ nats_message_max (const client_t *c)
     return 14 + c->tmpl_len + 24 + bench_payload_max () + 2;
 }
 
-//  PUB <subject> <#bytes>\r\n<payload>\r\n in one masked binary frame: the
-//  payload is written first (its length depends on the digits), then the
-//  line before it, then everything moves down behind the frame header.
+/*  PUB <subject> <#bytes>\r\n<payload>\r\n in one masked binary frame: the
+    payload is written first (its length depends on the digits), then the
+    line before it, then everything moves down behind the frame header. */
 static size_t
 nats_put_message (worker_t *w, client_t *c, uint8_t *dst, uint64_t seq, uint64_t ts)
 {

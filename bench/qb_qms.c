@@ -19,10 +19,10 @@
 
 #include "qmsbench.h"
 
-//  --------------------------------------------------------------------------
-//  Protocol layer "qms": QMessageServer JSON over WebSocket (RFC 6455 above,
-//  ws_*). qms_on_open runs after the upgrade, qms_on_text parses one event;
-//  the table at the end of this section is what the core sees.
+/* ------------------------------------------------------------------------ */
+/*  Protocol layer "qms": QMessageServer JSON over WebSocket (RFC 6455 above,
+    ws_*). qms_on_open runs after the upgrade, qms_on_text parses one event;
+    the table at the end of this section is what the core sees. */
 
 const char *
 prefix_name (uint32_t idx, char *buf, size_t cap)
@@ -31,7 +31,7 @@ prefix_name (uint32_t idx, char *buf, size_t cap)
     return buf;
 }
 
-//  Password: SHA-256 hex of "bench-" + name, like the web client hashes.
+/*  Password: SHA-256 hex of "bench-" + name, like the web client hashes. */
 static void
 bench_password (const char *name, char hex [65])
 {
@@ -45,8 +45,8 @@ bench_password (const char *name, char hex [65])
     hex [64] = 0;
 }
 
-//  ,"presence":"..." for the modes that are not the default (and none at
-//  all for "full", so that the original server gets the original request).
+/*  ,"presence":"..." for the modes that are not the default (and none at
+    all for "full", so that the original server gets the original request). */
 static const char *
 qms_presence_field (void)
 {
@@ -67,7 +67,7 @@ qms_send_auth (worker_t *w, client_t *c, int action)
     client_flush (w, c);
 }
 
-//  --resume: the session of the login before, on a new connection.
+/*  --resume: the session of the login before, on a new connection. */
 static void
 qms_send_authorize (worker_t *w, client_t *c)
 {
@@ -84,14 +84,14 @@ qms_retry_login (worker_t *w, client_t *c)
     qms_send_auth (w, c, c->tried_login? 0: 1);
 }
 
-//  Register/login requests in flight are capped (--max-auth): the server
-//  hashes passwords on a small pool and throttles concurrent logins per
-//  address, and a benchmark should measure logins, not its own retries.
+/*  Register/login requests in flight are capped (--max-auth): the server
+    hashes passwords on a small pool and throttles concurrent logins per
+    address, and a benchmark should measure logins, not its own retries. */
 static void
 qms_on_open (worker_t *w, client_t *c)
 {
     if (c->resuming) {
-        qms_send_authorize (w, c);      //  no password hashing: not capped
+        qms_send_authorize (w, c);      /* no password hashing: not capped */
         return;
     }
     if (w->auth >= w->max_auth) {
@@ -102,7 +102,7 @@ qms_on_open (worker_t *w, client_t *c)
     }
     w->auth++;
     c->auth_slot = true;
-    qms_send_auth (w, c, 1);            //  RegisterRequest; LoginRequest if it exists
+    qms_send_auth (w, c, 1);            /* RegisterRequest; LoginRequest if it exists */
 }
 
 void
@@ -121,17 +121,17 @@ qms_auth_release (worker_t *w, client_t *c)
     }
 }
 
-//  The longest MessageRequest: template, payload, closing quote and brace,
-//  and the widest frame header (14 bytes).
+/*  The longest MessageRequest: template, payload, closing quote and brace,
+    and the widest frame header (14 bytes). */
 static size_t
 qms_message_max (const client_t *c)
 {
     return 14 + c->tmpl_len + (O.ids? 40: 0) + bench_payload_max () + 2;
 }
 
-//  One masked text frame holding a MessageRequest. The payload length is
-//  known only once it is written, so it is built at the widest header
-//  offset and moved down when the header is shorter.
+/*  One masked text frame holding a MessageRequest. The payload length is
+    known only once it is written, so it is built at the widest header
+    offset and moved down when the header is shorter. */
 static size_t
 qms_put_message (worker_t *w, client_t *c, uint8_t *dst, uint64_t seq, uint64_t ts)
 {
@@ -139,7 +139,7 @@ qms_put_message (worker_t *w, client_t *c, uint8_t *dst, uint64_t seq, uint64_t 
     memcpy (p, c->tmpl, c->tmpl_len);
     p += c->tmpl_len;
     if (O.ids) {
-        //  ,"id":"<seq>","message":" -- the ack names the sequence number
+        /*  ,"id":"<seq>","message":" -- the ack names the sequence number */
         memcpy (p, "\"id\":\"", 6);
         p += 6;
         p += u64_dec ((char *) p, seq);
@@ -164,14 +164,14 @@ qms_put_message (worker_t *w, client_t *c, uint8_t *dst, uint64_t seq, uint64_t 
 void
 qms_goodbye (worker_t *w, client_t *c)
 {
-    static const uint8_t bye [2] = { 0x03, 0xE8 };      //  1000, normal closure
+    static const uint8_t bye [2] = { 0x03, 0xE8 };      /* 1000, normal closure */
     if (c->upgraded && c->out_len == 0) {
         ws_send (w, c, 0x8, bye, 2);
         client_flush (w, c);
     }
 }
 
-//  The MessageRequest up to the message string, once per sender.
+/*  The MessageRequest up to the message string, once per sender. */
 static int
 qms_make_template (client_t *c)
 {
@@ -192,7 +192,7 @@ qms_make_template (client_t *c)
     return 0;
 }
 
-//  Index of a PREFIX<k> name, or -1.
+/*  Index of a PREFIX<k> name, or -1. */
 static long
 prefix_index (const char *prefix, span_t name)
 {
@@ -223,13 +223,13 @@ set_id (char *dst, uint16_t *len, span_t id, int *flag)
         __atomic_store_n (flag, 1, __ATOMIC_RELEASE);
 }
 
-//  Learns our own, our target's and our source's ids from a user list.
+/*  Learns our own, our target's and our source's ids from a user list. */
 static void
 qms_scan_users (client_t *c, const char *p, const char *e)
 {
     if (c->got_ids || !p)
         return;
-    p++;                                //  past '['
+    p++;                                /* past '[' */
     const char *vs, *ve;
     while (j_element (&p, e, &vs, &ve) == 1) {
         if (*vs != '{')
@@ -250,7 +250,7 @@ qms_scan_users (client_t *c, const char *p, const char *e)
         if ((uint32_t) i == c->idx && !c->self_len)
             set_id (c->self_id, &c->self_len, id, NULL);
         if (O.to_prefix [0])
-            continue;                   //  our target is not one of us
+            continue;                   /* our target is not one of us */
         if ((uint32_t) i == c->tgt && !c->has_tgt)
             set_id (c->tgt_id, &c->tgt_len, id, &c->has_tgt);
         if ((uint32_t) i == c->src && !c->has_src)
@@ -259,10 +259,10 @@ qms_scan_users (client_t *c, const char *p, const char *e)
     c->got_ids = c->self_len && c->has_tgt && c->has_src;
 }
 
-//  --------------------------------------------------------------------------
-//  User lookups (--presence none, --to-prefix): ids by name, in batches.
-//  The names are PREFIX<k> (our ring: client k-1 sends to k, k+1 receives
-//  from k) or TO_PREFIX<k> (client k sends there).
+/* ------------------------------------------------------------------------ */
+/*  User lookups (--presence none, --to-prefix): ids by name, in batches.
+    The names are PREFIX<k> (our ring: client k-1 sends to k, k+1 receives
+    from k) or TO_PREFIX<k> (client k sends there). */
 
 static bool owned (const worker_t *w, uint32_t idx) { return idx % O.threads == (uint32_t) w->id; }
 
@@ -276,8 +276,8 @@ lookup_push (worker_t *w, uint32_t k)
     w->lkq_tail = (w->lkq_tail + 1) % w->lkq_cap;
 }
 
-//  A client that is online asks for the ids it lacks; the first one
-//  online on the thread becomes the agent that sends the requests.
+/*  A client that is online asks for the ids it lacks; the first one
+    online on the thread becomes the agent that sends the requests. */
 static void
 lookup_want (worker_t *w, client_t *c)
 {
@@ -295,8 +295,8 @@ lookup_want (worker_t *w, client_t *c)
         w->lk_agent = c->idx;
 }
 
-//  The agent died: its questions go back to the queue, another online
-//  client of the thread takes over.
+/*  The agent died: its questions go back to the queue, another online
+    client of the thread takes over. */
 void
 lookup_agent_lost (worker_t *w, client_t *c)
 {
@@ -393,8 +393,8 @@ lookup_resolved (worker_t *w, uint32_t k, span_t id, uint64_t now)
     }
 }
 
-//  One UserLookupEvent on the agent's connection: the answer to the oldest
-//  name in flight.
+/*  One UserLookupEvent on the agent's connection: the answer to the oldest
+    name in flight. */
 static void
 lookup_on_event (worker_t *w, const jtop_t *t, uint64_t now)
 {
@@ -420,8 +420,8 @@ lookup_on_event (worker_t *w, const jtop_t *t, uint64_t now)
         lookup_resolved (w, k, id, now);
         return;
     }
-    //  Not registered yet (a fresh database: it registers in a moment), or
-    //  an answer we cannot use: ask again in 200 ms.
+    /*  Not registered yet (a fresh database: it registers in a moment), or
+        an answer we cannot use: ask again in 200 ms. */
     if (t->error.n && !span_has (t->error, "No such user"))
         errtab_add (&w->st.srv_err, t->error.p, t->error.n, 1);
     INC (w->st.lookup_retries, 1);
@@ -430,8 +430,8 @@ lookup_on_event (worker_t *w, const jtop_t *t, uint64_t now)
     w->lk_retry [w->lk_nretry++] = k;
 }
 
-//  --------------------------------------------------------------------------
-//  Acknowledgements (--ids) and receive-only clients (--expect-stored)
+/* ------------------------------------------------------------------------ */
+/*  Acknowledgements (--ids) and receive-only clients (--expect-stored) */
 
 static void
 qms_on_ack (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
@@ -467,9 +467,9 @@ qms_on_ack (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
         return;
     }
     if (!O.to_prefix [0])
-        return;                         //  the receiver (ours) credits the window
-    //  The recipients are not ours: the ack is the delivery, and the
-    //  latency histogram holds send -> ack (a "stored" ack follows the fsync).
+        return;                         /* the receiver (ours) credits the window */
+    /*  The recipients are not ours: the ack is the delivery, and the
+        latency histogram holds send -> ack (a "stored" ack follows the fsync). */
     if (has_seq && seq < c->sent && c->sent_ts)
         hist_add (&w->st.lat, now - c->sent_ts [seq & (G_tsring - 1)]);
     INC (w->st.delivered, 1);
@@ -482,8 +482,8 @@ qms_on_ack (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
         sender_wake (w, c);
 }
 
-//  --expect-stored: count what arrives; the drain time of a client runs
-//  from its login answer to its M-th message.
+/*  --expect-stored: count what arrives; the drain time of a client runs
+    from its login answer to its M-th message. */
 static void
 qms_on_expected (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
 {
@@ -539,10 +539,10 @@ qms_on_login_ok (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
     __atomic_store_n (&c->online, 1, __ATOMIC_RELEASE);
 }
 
-//  Answers that say "try again" are retried: a full hashing queue or a
-//  slow actor after a jittered, growing pause; the failed-login throttle
-//  (which also counts logins in flight per address) after the seconds it
-//  names. The handshake time-out still bounds every client.
+/*  Answers that say "try again" are retried: a full hashing queue or a
+    slow actor after a jittered, growing pause; the failed-login throttle
+    (which also counts logins in flight per address) after the seconds it
+    names. The handshake time-out still bounds every client. */
 static bool
 qms_login_retry (worker_t *w, client_t *c, span_t error, uint64_t now)
 {
@@ -566,7 +566,7 @@ qms_login_retry (worker_t *w, client_t *c, span_t error, uint64_t now)
     else
         return false;
     if (now + pause - c->t_start > (uint64_t) (O.handshake_timeout * 1e9))
-        return false;           //  would time out anyway: fail with the server's text
+        return false;           /* would time out anyway: fail with the server's text */
     c->login_tries++;
     INC (w->st.login_retries, 1);
     c->resume_at = now + pause;
@@ -577,8 +577,8 @@ qms_login_retry (worker_t *w, client_t *c, span_t error, uint64_t now)
 static void
 qms_on_error (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
 {
-    //  "Username already exists." to our first register is the expected
-    //  way to learn that we must log in: counted as "existing", not an error.
+    /*  "Username already exists." to our first register is the expected
+        way to learn that we must log in: counted as "existing", not an error. */
     if (t->event == 1 && c->state == CS_LOGIN && !c->tried_login
         && t->error.n && span_has (t->error, "already exists")) {
         c->tried_login = true;
@@ -614,14 +614,14 @@ qms_on_error (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
         return;
     }
     if (t->event == 3) {
-        //  Our session is not valid (any more): the original client logs out.
+        /*  Our session is not valid (any more): the original client logs out. */
         INC (w->st.invalid_user, 1);
         c->stop_sending = true;
     }
-    //  While we send, any other error answers one of our MessageRequests
-    //  (the server handles a connection's requests in order): that message
-    //  will not be delivered, so its window credit comes back, after a
-    //  pause (a rate limit says: slow down; flooding it measures nothing).
+    /*  While we send, any other error answers one of our MessageRequests
+        (the server handles a connection's requests in order): that message
+        will not be delivered, so its window credit comes back, after a
+        pause (a rate limit says: slow down; flooding it measures nothing). */
     if (c->sender != 0 && t->event != 0 && t->event != 1 && c->rejected < c->sent) {
         c->rejected++;
         INC (w->st.rejected, 1);
@@ -631,7 +631,7 @@ qms_on_error (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
     }
 }
 
-//  --debug: the first few error frames, verbatim, for diagnosis.
+/*  --debug: the first few error frames, verbatim, for diagnosis. */
 static void
 debug_frame (const client_t *c, const char *s, size_t n)
 {
@@ -643,9 +643,9 @@ debug_frame (const client_t *c, const char *s, size_t n)
              qb_state_name [c->state], (int) (n > 300? 300: n), s);
 }
 
-//  A user-list event that a client which knows its ids can drop unread:
-//  with n logins they add up to O(n^3) bytes, so not scanning them keeps the
-//  bench cheap. Both key orders seen in practice (ours; Qt's sorted keys).
+/*  A user-list event that a client which knows its ids can drop unread:
+    with n logins they add up to O(n^3) bytes, so not scanning them keeps the
+    bench cheap. Both key orders seen in practice (ours; Qt's sorted keys). */
 static bool
 qms_userlist_skippable (const client_t *c, const char *s, size_t n)
 {
@@ -658,9 +658,9 @@ qms_userlist_skippable (const client_t *c, const char *s, size_t n)
         || memcmp (s, d, sizeof d - 1) == 0;
 }
 
-//  --presence full: how many users a whole list (event 4, or the login
-//  answer) holds; the report says how many clients' last list was complete.
-//  Every user object has one "id" member, and nothing else in them does.
+/*  --presence full: how many users a whole list (event 4, or the login
+    answer) holds; the report says how many clients' last list was complete.
+    Every user object has one "id" member, and nothing else in them does. */
 static void
 qms_count_list (client_t *c, const char *s, size_t n)
 {
@@ -728,10 +728,10 @@ qms_on_text (worker_t *w, client_t *c, const char *s, size_t n, uint64_t now)
     if (t.users && (t.event == 1 || t.event == 4 || t.event == 6) && c->state == CS_ONLINE)
         qms_scan_users (c, t.users, t.users_end);
     if (came_online && O.to_prefix [0])
-        __atomic_store_n (&c->has_src, 1, __ATOMIC_RELEASE);   //  nobody sends to us
+        __atomic_store_n (&c->has_src, 1, __ATOMIC_RELEASE);   /* nobody sends to us */
     if (came_online && w->lk_state && !c->got_ids && !O.idle)
         lookup_want (w, c);
-    //  A client that becomes able to send after the run started joins it.
+    /*  A client that becomes able to send after the run started joins it. */
     if (phase () == PH_RUN && sender_eligible (c))
         sender_activate (w, c, now);
 }

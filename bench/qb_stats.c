@@ -20,8 +20,8 @@
 
 #include "qmsbench.h"
 
-//  --------------------------------------------------------------------------
-//  Histograms and count tables
+/* ------------------------------------------------------------------------ */
+/*  Histograms and count tables */
 
 static double
 hist_bucket_mid (unsigned i)
@@ -44,7 +44,7 @@ hist_merge (hist_t *dst, const hist_t *src)
         dst->max = src->max;
 }
 
-//  Value (ns) at quantile q; the exact max for q >= 1.
+/*  Value (ns) at quantile q; the exact max for q >= 1. */
 static double
 hist_quantile (const hist_t *h, double q)
 {
@@ -137,8 +137,8 @@ closetab_add (closetab_t *t, int code, uint64_t k)
     t->other += k;
 }
 
-//  --------------------------------------------------------------------------
-//  Totals and the report
+/* ------------------------------------------------------------------------ */
+/*  Totals and the report */
 
 static const char *s_presence_name [] = { "full", "delta", "none" };
 
@@ -190,14 +190,14 @@ merge_totals (totals_t *T)
     }
     errtab_sort (&s->srv_err);
     errtab_sort (&s->conn_err);
-    //  Loss per sender: what it sent minus what its receiver got (new or late).
+    /*  Loss per sender: what it sent minus what its receiver got (new or late). */
     T->per_sender_min = UINT64_MAX;
     for (uint32_t i = 0; i < O.clients; i++) {
         client_t *c = &G_cl [i];
         if (!c->sent)
             continue;
         client_t *r = &G_cl [c->tgt];
-        //  --to-prefix: the receivers are elsewhere; the acks tell.
+        /*  --to-prefix: the receivers are elsewhere; the acks tell. */
         uint64_t got = O.to_prefix [0]? c->acks: r->rx_unique + r->rx_late;
         T->lost += c->sent > got? c->sent - got: 0;
         T->senders++;
@@ -256,11 +256,11 @@ report (const timeline_t *tl, const totals_t *T)
 {
     const stats_t *s = &T->s;
     const char *mode = O.expect? "expect-stored": O.resume? "resume": O.idle? "idle": O.messages? "messages": "duration";
-    //  --resume: reconnect + Authorize, from the first reconnect to the last answer.
+    /*  --resume: reconnect + Authorize, from the first reconnect to the last answer. */
     double resume_s = s->last_resume > s->first_resume && s->first_resume? (double) (s->last_resume - s->first_resume) / 1e9: 0;
     double r50 = ms (hist_quantile (&s->resume, 0.5)), r99 = ms (hist_quantile (&s->resume, 0.99)),
            rmax = ms ((double) s->resume.max);
-    //  --expect-stored: from the first login attempt to the last message.
+    /*  --expect-stored: from the first login attempt to the last message. */
     double drain_s = s->last_delivery > s->first_start && O.expect? (double) (s->last_delivery - s->first_start) / 1e9: 0;
     double rx_s = s->last_delivery > s->first_rx && s->first_rx? (double) (s->last_delivery - s->first_rx) / 1e9: 0;
     double d50 = ms (hist_quantile (&s->drain, 0.5)), d99 = ms (hist_quantile (&s->drain, 0.99)),
@@ -271,7 +271,7 @@ report (const timeline_t *tl, const totals_t *T)
     double interval = tl->ran && !O.idle && t_last > tl->t_run? (double) (t_last - tl->t_run) / 1e9: 0;
     uint64_t t_send = s->last_send > tl->t_run? s->last_send: tl->t_send_end;
     double send_s = tl->ran && t_send > tl->t_run? (double) (t_send - tl->t_run) / 1e9: 0;
-    //  Rates over less than a millisecond mean nothing (e.g. one burst).
+    /*  Rates over less than a millisecond mean nothing (e.g. one burst). */
     double rate = interval >= 1e-3? (double) s->delivered / interval: 0;
     double srate = send_s >= 1e-3? (double) s->sent / send_s: 0;
     const hist_t *h = &s->lat;
@@ -287,7 +287,7 @@ report (const timeline_t *tl, const totals_t *T)
     double delta_conn = rss_ok && tl->p_start.ok && conns? ((double) tl->p_end.rss - (double) tl->p_start.rss) / (double) conns: 0;
     double srv_cpu = rss_ok && tl->p_run.ok && tl->ran? tl->p_end.cpu - tl->p_run.cpu: 0;
     double my_cpu = tl->ran? tl->cpu_end - tl->cpu_run: 0;
-    //  The connect/login phase, up to the start of the run (or the end).
+    /*  The connect/login phase, up to the start of the run (or the end). */
     double conn_s = (double) ((tl->ran? tl->t_run: tl->t_end) - tl->t0) / 1e9;
     double my_conn_cpu = (tl->ran? tl->cpu_run: tl->cpu_end) - tl->cpu_start;
     const procs_t *pe = tl->ran? &tl->p_run: &tl->p_end;
@@ -534,7 +534,7 @@ report (const timeline_t *tl, const totals_t *T)
     cJSON_AddNumberToObject (bc, "bytes_out", (double) s->bytes_out);
     cJSON_AddNumberToObject (bc, "userlists_skipped", (double) s->userlists_skipped);
     if (O.presence == PRES_FULL && !g_nats) {
-        //  Whether every client's last list names everyone (all threads are done).
+        /*  Whether every client's last list names everyone (all threads are done). */
         uint32_t complete = 0, least = UINT32_MAX;
         for (uint32_t i = 0; i < O.clients; i++) {
             uint32_t got = G_cl [i].last_list;

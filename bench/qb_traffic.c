@@ -16,12 +16,12 @@
 
 #include "qmsbench.h"
 
-//  --------------------------------------------------------------------------
-//  Senders and receivers
+/* ------------------------------------------------------------------------ */
+/*  Senders and receivers */
 
-//  The message text, the same for every protocol: "qmsb:<sender>:<seq>:<ns>:"
-//  padded with 'x' to --size bytes (longer when the header needs it). The
-//  receiver is this same process, so CLOCK_MONOTONIC ns are comparable.
+/*  The message text, the same for every protocol: "qmsb:<sender>:<seq>:<ns>:"
+    padded with 'x' to --size bytes (longer when the header needs it). The
+    receiver is this same process, so CLOCK_MONOTONIC ns are comparable. */
 size_t
 bench_payload_max (void)
 {
@@ -72,9 +72,9 @@ ready_pop (worker_t *w)
     return c;
 }
 
-//  Credit returned to a blocked sender: only the one that clears the
-//  blocked flag wakes it, directly on our thread or through the owner's
-//  mark bits (and its eventfd if it is asleep).
+/*  Credit returned to a blocked sender: only the one that clears the
+    blocked flag wakes it, directly on our thread or through the owner's
+    mark bits (and its eventfd if it is asleep). */
 void
 sender_wake (worker_t *me, client_t *s)
 {
@@ -91,8 +91,8 @@ sender_wake (worker_t *me, client_t *s)
     if (__atomic_load_n (&o->sleeping, __ATOMIC_SEQ_CST)) {
         uint64_t one = 1;
         if (write (o->efd, &one, sizeof one) < 0) {
-            //  The counter cannot overflow in practice; the loop wakes
-            //  within 100 ms anyway.
+            /*  The counter cannot overflow in practice; the loop wakes
+                within 100 ms anyway. */
         }
     }
 }
@@ -108,7 +108,7 @@ defer_push (worker_t *w, client_t *c)
         w->defer_next = c->resume_at;
 }
 
-//  Senders whose back-off is over go back to the ready ring.
+/*  Senders whose back-off is over go back to the ready ring. */
 void
 defer_take (worker_t *w, uint64_t now)
 {
@@ -192,10 +192,10 @@ sender_inflight (const client_t *c, uint64_t acked)
 }
 
 
-//  Sends what the window, the rate and --messages allow, in one write.
-//  Returns 0 when blocked on the window, 1 when the rate budget ran out,
-//  2 when this sender is done, 3 when credit came back meanwhile, 4 when
-//  it backs off after an error reply.
+/*  Sends what the window, the rate and --messages allow, in one write.
+    Returns 0 when blocked on the window, 1 when the rate budget ran out,
+    2 when this sender is done, 3 when credit came back meanwhile, 4 when
+    it backs off after an error reply. */
 static int
 sender_pump (worker_t *w, client_t *c, uint64_t now, double *tokens)
 {
@@ -260,8 +260,8 @@ sender_pump (worker_t *w, client_t *c, uint64_t now, double *tokens)
 void
 tokens_refill (double *tokens, double rate, uint64_t *last, uint64_t now)
 {
-    //  50 ms worth: enough to make up for a thread that the scheduler let
-    //  sleep long on a busy machine, small enough not to be a flood.
+    /*  50 ms worth: enough to make up for a thread that the scheduler let
+        sleep long on a busy machine, small enough not to be a flood. */
     double burst = rate / 20.0 < 1.0? 1.0: rate / 20.0;
     *tokens += rate * (double) (now - *last) / 1e9;
     if (*tokens > burst)
@@ -269,7 +269,7 @@ tokens_refill (double *tokens, double rate, uint64_t *last, uint64_t now)
     *last = now;
 }
 
-//  Runs the ready ring; returns ms until the rate allows more, or -1.
+/*  Runs the ready ring; returns ms until the rate allows more, or -1. */
 int
 pump_all (worker_t *w, uint64_t now)
 {
@@ -297,8 +297,8 @@ pump_all (worker_t *w, uint64_t now)
     return -1;
 }
 
-//  Receiver-side dedup over a sliding bitmap of sequence numbers:
-//  0 new, 1 duplicate, 2 older than the window (late; counted, not deduped).
+/*  Receiver-side dedup over a sliding bitmap of sequence numbers:
+    0 new, 1 duplicate, 2 older than the window (late; counted, not deduped). */
 static int
 rx_mark (client_t *r, uint64_t seq)
 {
@@ -322,7 +322,7 @@ rx_mark (client_t *r, uint64_t seq)
     return 0;
 }
 
-//  A MessageEvent for receiver r: check, count, credit the sender.
+/*  A MessageEvent for receiver r: check, count, credit the sender. */
 void
 on_chat_message (worker_t *w, client_t *r, span_t sender, span_t msg, uint64_t now)
 {
@@ -378,8 +378,8 @@ on_chat_message (worker_t *w, client_t *r, span_t sender, span_t msg, uint64_t n
         return;
     }
     r->rx_next = seq + 1;
-    //  seq_cst store then load, against the sender's store of blocked then
-    //  load of acked: one of the two sides always sees the other.
+    /*  seq_cst store then load, against the sender's store of blocked then
+        load of acked: one of the two sides always sees the other. */
     __atomic_store_n (&s->acked, r->rx_next, __ATOMIC_SEQ_CST);
     if (__atomic_load_n (&s->blocked, __ATOMIC_SEQ_CST))
         sender_wake (w, s);

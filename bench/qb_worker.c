@@ -17,8 +17,8 @@
 
 #include "qmsbench.h"
 
-//  --------------------------------------------------------------------------
-//  Worker loop
+/* ------------------------------------------------------------------------ */
+/*  Worker loop */
 
 static void
 start_connections (worker_t *w, uint64_t now)
@@ -33,14 +33,14 @@ start_connections (worker_t *w, uint64_t now)
         client_t *c = &G_cl [(uint64_t) w->next_start * O.threads + (uint64_t) w->id];
         w->next_start++;
         if (c->state != CS_NEW)
-            continue;                   //  --resume: one that did not log in
+            continue;                   /* --resume: one that did not log in */
         client_start (w, c, now);
     }
 }
 
-//  Time-outs of handshakes and, while running, windows that stalled on a
-//  lost message: after --stall seconds without progress the outstanding
-//  messages are presumed lost and the window reopens (counted as a stall).
+/*  Time-outs of handshakes and, while running, windows that stalled on a
+    lost message: after --stall seconds without progress the outstanding
+    messages are presumed lost and the window reopens (counted as a stall). */
 static void
 periodic_scan (worker_t *w, uint64_t now, int ph)
 {
@@ -74,8 +74,8 @@ periodic_scan (worker_t *w, uint64_t now, int ph)
     }
 }
 
-//  --resume: the connection ends (close 1000), the session stays; the
-//  client starts again from a new TCP connection and sends Authorize.
+/*  --resume: the connection ends (close 1000), the session stays; the
+    client starts again from a new TCP connection and sends Authorize. */
 static void
 client_reset_for_resume (worker_t *w, client_t *c)
 {
@@ -152,7 +152,7 @@ worker_main (void *arg)
         }
         if (ph == PH_CONNECT || ph == PH_RESUME)
             start_connections (w, now);
-        //  Handshake time-outs and window stalls; an idle hold needs neither.
+        /*  Handshake time-outs and window stalls; an idle hold needs neither. */
         if (now >= next_scan && !(O.idle && ph != PH_CONNECT && ph != PH_RESUME)) {
             periodic_scan (w, now, ph);
             next_scan = now + 250 * MS;
@@ -188,7 +188,7 @@ worker_main (void *arg)
             if (evs [i].data.u64 == UINT64_MAX) {
                 uint64_t v;
                 if (read (w->efd, &v, sizeof v) < 0) {
-                    //  Spurious wake: nothing to drain.
+                    /*  Spurious wake: nothing to drain. */
                 }
                 continue;
             }

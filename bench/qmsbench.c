@@ -57,23 +57,23 @@
 
 #include "qmsbench.h"
 
-//  --------------------------------------------------------------------------
-//  State shared by the parts (declared in qmsbench.h)
+/* ------------------------------------------------------------------------ */
+/*  State shared by the parts (declared in qmsbench.h) */
 
 opts_t O;
 const proto_t *P;
-bool g_nats;                        //  --proto nats
+bool g_nats;                        /* --proto nats */
 client_t *G_cl;
 worker_t *G_w;
-uint64_t G_rxbits;                  //  dedup window in sequence numbers (power of two)
-uint64_t G_tsring;                  //  --ids: send times kept per sender (power of two)
+uint64_t G_rxbits;                  /* dedup window in sequence numbers (power of two) */
+uint64_t G_tsring;                  /* --ids: send times kept per sender (power of two) */
 int g_phase = PH_CONNECT;
 const char *qb_state_name [] = { "not-started", "connecting", "upgrading", "login", "online", "closed" };
 
 static volatile sig_atomic_t g_signal;
 
-//  --------------------------------------------------------------------------
-//  Server process sampling (--pid)
+/* ------------------------------------------------------------------------ */
+/*  Server process sampling (--pid) */
 
 static long
 proc_rss_kib (int pid)
@@ -93,7 +93,7 @@ proc_rss_kib (int pid)
     return kib;
 }
 
-//  utime + stime in seconds, or -1.
+/*  utime + stime in seconds, or -1. */
 static double
 proc_cpu_s (int pid)
 {
@@ -109,7 +109,7 @@ proc_cpu_s (int pid)
     if (!p)
         return -1;
     unsigned long ut = 0, st = 0;
-    //  Fields after the command: state(3) ... utime(14) stime(15).
+    /*  Fields after the command: state(3) ... utime(14) stime(15). */
     if (sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
         return -1;
     return (double) (ut + st) / (double) sysconf (_SC_CLK_TCK);
@@ -141,8 +141,8 @@ self_cpu_s (void)
          + (double) ru.ru_stime.tv_sec + (double) ru.ru_stime.tv_usec / 1e6;
 }
 
-//  --------------------------------------------------------------------------
-//  Option parsing
+/* ------------------------------------------------------------------------ */
+/*  Option parsing */
 
 static void
 usage (FILE *f)
@@ -213,7 +213,7 @@ addr_is_loopback (const struct sockaddr_storage *ss)
     return false;
 }
 
-//  A literal loopback address (or "localhost") into ss, port 0.
+/*  A literal loopback address (or "localhost") into ss, port 0. */
 static int
 parse_loopback (const char *s, struct sockaddr_storage *ss)
 {
@@ -295,7 +295,7 @@ parse_opts (int argc, char **argv)
         switch (ch) {
             case O_HOST: host = optarg; break;
             case O_PORT: {
-                //  One port, or several: client i uses the (i % n)-th.
+                /*  One port, or several: client i uses the (i % n)-th. */
                 char *copy = strdup (optarg), *save = NULL;
                 O.nports = 0;
                 for (char *t = strtok_r (copy, ",", &save); t; t = strtok_r (NULL, ",", &save)) {
@@ -458,7 +458,7 @@ parse_opts (int argc, char **argv)
         O.window = 1;
     }
     if (O.messages && !duration_set)
-        O.duration = 0;                 //  run until the messages are sent
+        O.duration = 0;                 /* run until the messages are sent */
     if (O.idle && O.messages)
         BAD ("--idle does not send messages: use --duration");
     if (O.threads > O.clients)
@@ -474,18 +474,18 @@ parse_opts (int argc, char **argv)
             BAD ("--to-prefix sends messages: not with --idle");
         if (strcmp (O.to_prefix, O.prefix) == 0)
             BAD ("--to-prefix must differ from --prefix");
-        O.ids = true;                   //  the acks are what we count
+        O.ids = true;                   /* the acks are what we count */
     }
     if (O.expect) {
         if (O.messages || O.to_prefix [0])
             BAD ("--expect-stored only receives: not with --messages or --to-prefix");
-        O.idle = true;                  //  nobody sends
+        O.idle = true;                  /* nobody sends */
     }
     return 0;
 }
 
-//  --------------------------------------------------------------------------
-//  Main thread: set-up, phases, progress (the report: qb_stats.c)
+/* ------------------------------------------------------------------------ */
+/*  Main thread: set-up, phases, progress (the report: qb_stats.c) */
 
 static void
 on_signal (int sig)
@@ -501,7 +501,7 @@ set_phase (int ph)
     for (uint32_t t = 0; t < O.threads; t++) {
         uint64_t one = 1;
         if (write (G_w [t].efd, &one, sizeof one) < 0) {
-            //  The worker notices within its 100 ms poll anyway.
+            /*  The worker notices within its 100 ms poll anyway. */
         }
     }
 }
@@ -532,8 +532,8 @@ live_totals (void)
     return l;
 }
 
-//  Readiness from the flags every client publishes: a client is settled
-//  when it is dead, or online with whatever its pair needs.
+/*  Readiness from the flags every client publishes: a client is settled
+    when it is dead, or online with whatever its pair needs. */
 static readiness_t
 readiness_scan (void)
 {
@@ -644,7 +644,7 @@ run_main_loop (timeline_t *tl)
                 if (r.online == 0 || (!O.idle && r.senders == 0))
                     break;
                 if (O.resume && ph == PH_CONNECT) {
-                    //  Everyone who logged in reconnects with its token.
+                    /*  Everyone who logged in reconnects with its token. */
                     tl->t_resume = now_ns ();
                     tl->resume_from = r.online;
                     memset (&prev, 0, sizeof prev);
@@ -696,7 +696,7 @@ run_main_loop (timeline_t *tl)
         tl->ready_at_run = readiness_scan ();
     if (!tl->t_send_end)
         tl->t_send_end = now_ns ();
-    //  Measure the server with every connection still open.
+    /*  Measure the server with every connection still open. */
     tl->p_end = procs_sample ();
     tl->cpu_end = self_cpu_s ();
     tl->t_end = now_ns ();

@@ -32,15 +32,15 @@
 #define SERVER_ADDRESS  "fuzz.example"
 #define HTTPS_PORT      8443
 
-static char s_base [PATH_MAX];          //  temp folder: site/, secret.txt, site-evil/
-//  What set-up made, in order, so it can be removed in reverse.
+static char s_base [PATH_MAX];          /* temp folder: site/, secret.txt, site-evil/ */
+/*  What set-up made, in order, so it can be removed in reverse. */
 #define MAX_MADE 64
 static char *s_made [MAX_MADE];
 static size_t s_made_count;
 static http_site_t *s_site;
 static http_site_t *s_redirect_site;
 
-//  The bodies a 200 may carry: every file and generated form the site has.
+/*  The bodies a 200 may carry: every file and generated form the site has. */
 #define MAX_BODIES 32
 static struct {
     char *data;
@@ -48,8 +48,8 @@ static struct {
 } s_bodies [MAX_BODIES];
 static size_t s_body_count;
 
-//  --------------------------------------------------------------------------
-//  The site
+/* ------------------------------------------------------------------------ */
+/*  The site */
 
 static void
 made (const char *path)
@@ -136,7 +136,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
     atexit (remove_site);
 
     write_file ("secret.txt", SECRET_OUTSIDE "\n");
-    make_dir ("site-evil");                 //  shares the site's name as a prefix
+    make_dir ("site-evil");                 /* shares the site's name as a prefix */
     write_file ("site-evil/secret.txt", SECRET_OUTSIDE "\n");
     make_dir ("site");
     write_file ("site/index.html", "<html>%SERVER_PROTOCOL%://%SERVER_ADDRESS%:%SERVER_PORT%</html>\n");
@@ -146,7 +146,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
     make_dir ("site/sub");
     write_file ("site/sub/index.html", "<p>sub %SERVER_PORT%</p>\n");
     write_file ("site/sub/data.json", "{\"ok\":true}\n");
-    make_dir ("site/empty");                //  a folder without index.html
+    make_dir ("site/empty");                /* a folder without index.html */
     write_file ("site/.htpasswd", SECRET_HIDDEN "\n");
     make_dir ("site/.git");
     write_file ("site/.git/config", SECRET_HIDDEN "\n");
@@ -180,7 +180,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
     remember_body ("GET", "/caf%C3%A9%20menu.txt", NULL, NULL);
     remember_body ("GET", "/sub/", NULL, NULL);
     remember_body ("GET", "/sub/data.json", NULL, NULL);
-    remember_body ("GET", "/link_in", NULL, NULL);      //  unsubstituted: no extension
+    remember_body ("GET", "/link_in", NULL, NULL);      /* unsubstituted: no extension */
     remember_body ("GET", "/enums.js", NULL, NULL);
     remember_body ("GET", "/enums.js", "application/json", NULL);
     remember_body ("GET", "/enums.mjs", NULL, NULL);
@@ -188,9 +188,9 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
     return 0;
 }
 
-//  --------------------------------------------------------------------------
-//  The reference resolver: the rules of http.c's header comment, written
-//  independently.  Returns 0 with the path in out (big enough), or a status.
+/* ------------------------------------------------------------------------ */
+/*  The reference resolver: the rules of http.c's header comment, written
+    independently.  Returns 0 with the path in out (big enough), or a status. */
 
 static int
 hexval (uint8_t c)
@@ -201,8 +201,8 @@ hexval (uint8_t c)
     return -1;
 }
 
-//  Decoded path part of uri into dec; returns its length, or -400.  A NUL
-//  decoded from %00 is kept in dec (and refused): *had_nul says so.
+/*  Decoded path part of uri into dec; returns its length, or -400.  A NUL
+    decoded from %00 is kept in dec (and refused): *had_nul says so. */
 static long
 ref_decode (const char *uri, char *dec, bool *had_nul)
 {
@@ -278,8 +278,8 @@ ref_resolve (const char *uri, char *out)
     return rc;
 }
 
-//  --------------------------------------------------------------------------
-//  1. Path resolution
+/* ------------------------------------------------------------------------ */
+/*  1. Path resolution */
 
 static void
 check_resolved_path (const char *path, size_t size)
@@ -291,7 +291,7 @@ check_resolved_path (const char *path, size_t size)
     FUZZ_CHECK (qms_utf8_valid (path, len));
     for (size_t i = 0; i < len; i++)
         FUZZ_CHECK ((uint8_t) path [i] >= 0x20 && (uint8_t) path [i] != 0x7f);
-    //  Segment by segment: none empty, none "." or "..", none hidden.
+    /*  Segment by segment: none empty, none "." or "..", none hidden. */
     const char *seg = path;
     while (true) {
         const char *slash = strchr (seg, '/');
@@ -310,7 +310,7 @@ static void
 fuzz_resolve (const char *uri, size_t small_size)
 {
     size_t uri_len = strlen (uri);
-    //  Exactly what http_handle() allocates.
+    /*  Exactly what http_handle() allocates. */
     size_t size = uri_len + 2 * sizeof "/index.html";
     char *out = malloc (size);
     FUZZ_CHECK (out);
@@ -331,8 +331,8 @@ fuzz_resolve (const char *uri, size_t small_size)
 
     if (rc == 0) {
         check_resolved_path (out, size);
-        //  Resolving the result again gives itself, when nothing in it
-        //  would be read differently the second time.
+        /*  Resolving the result again gives itself, when nothing in it
+            would be read differently the second time. */
         if (!strpbrk (out, "%?#")) {
             size_t again_size = strlen (out) + 2 + 2 * sizeof "/index.html";
             char *again_uri = malloc (again_size);
@@ -346,7 +346,7 @@ fuzz_resolve (const char *uri, size_t small_size)
         }
     }
 
-    //  A small buffer: the same answer, or 414 when it does not fit.
+    /*  A small buffer: the same answer, or 414 when it does not fit. */
     char *small = malloc (small_size);
     FUZZ_CHECK (small);
     int small_rc = http_path_resolve (uri, small, small_size);
@@ -361,16 +361,16 @@ fuzz_resolve (const char *uri, size_t small_size)
     free (out);
 }
 
-//  --------------------------------------------------------------------------
-//  2. Whole answers
+/* ------------------------------------------------------------------------ */
+/*  2. Whole answers */
 
 static void
 check_headers (const http_response_t *resp)
 {
     FUZZ_CHECK (memchr (resp->headers, 0, sizeof resp->headers));
     FUZZ_CHECK (strstr (resp->headers, "X-Content-Type-Options: nosniff\r\n"));
-    //  The page's security headers are on every answer, the redirect too.
-    //  (The policy is fixed per site; the request can reach no part of it.)
+    /*  The page's security headers are on every answer, the redirect too.
+        (The policy is fixed per site; the request can reach no part of it.) */
     const char *csp = strstr (resp->headers, "Content-Security-Policy: ");
     FUZZ_CHECK (csp && strncmp (csp + strlen ("Content-Security-Policy: "), http_site_csp (s_site),
                                 strlen (http_site_csp (s_site))) == 0);
@@ -378,7 +378,7 @@ check_headers (const http_response_t *resp)
     FUZZ_CHECK (strstr (http_site_csp (s_site), "frame-ancestors 'none'") && !strstr (http_site_csp (s_site), "unsafe-"));
     FUZZ_CHECK (strstr (resp->headers, "X-Frame-Options: DENY\r\n"));
     FUZZ_CHECK (strstr (resp->headers, "Cross-Origin-Opener-Policy: same-origin\r\n"));
-    //  Every line is "Name: value\r\n" with nothing that could split it.
+    /*  Every line is "Name: value\r\n" with nothing that could split it. */
     const char *line = resp->headers;
     while (*line) {
         const char *crlf = strstr (line, "\r\n");
@@ -450,8 +450,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     size_t small_size = (size_t) fuzz_u8 (&in) % 48 + 1;
     size_t len;
     const uint8_t *rest = fuzz_rest (&in, &len);
-    //  Targets start with '/' when flag 8 says so: most of the interesting
-    //  ones do, and the fuzzer need not find that out each time.
+    /*  Targets start with '/' when flag 8 says so: most of the interesting
+        ones do, and the fuzzer need not find that out each time. */
     bool slash = flags & 8;
     char *uri = malloc (len + 2);
     FUZZ_CHECK (uri);

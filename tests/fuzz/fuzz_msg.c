@@ -79,7 +79,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         qms_buf_reset (&one);
         FUZZ_CHECK (qms_rec_encode (&one, &rec) == 0);
         FUZZ_CHECK (one.len >= 5 && one.data [0] == rec.type);
-        //  A record may carry fields a newer release appended; never fewer.
+        /*  A record may carry fields a newer release appended; never fewer. */
         size_t body = (size_t) one.data [1] | (size_t) one.data [2] << 8
                     | (size_t) one.data [3] << 16 | (size_t) one.data [4] << 24;
         FUZZ_CHECK (body == one.len - 5);
@@ -99,14 +99,14 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 
         FUZZ_CHECK (qms_rec_encode (&batch, &rec) == 0);
         if (count < MAX_RECORDS)
-            memcpy (&recs [count++], &rec, sizeof rec);     //  padding too
+            memcpy (&recs [count++], &rec, sizeof rec);     /* padding too */
     }
     FUZZ_CHECK (rc == 0 || rc == -1);
     if (rc == 0)
         FUZZ_CHECK (offset == size);
 
-    //  The known records, re-batched, read back in order.  The re-encoded
-    //  batch is never longer than what they were read from.
+    /*  The known records, re-batched, read back in order.  The re-encoded
+        batch is never longer than what they were read from. */
     FUZZ_CHECK (batch.len <= size);
     size_t at = 0;
     for (size_t i = 0; i < count; i++) {

@@ -148,7 +148,7 @@ check_request (const uint8_t *data, size_t size, const proto_request_t *req)
                 break;
             }
             default:
-                break;          //  later extensions: their own rules
+                break;          /* later extensions: their own rules */
         }
         /*  The known bug this guards against: {"message":"hi<NUL>there"}
             was carried out as the message "hi". */
@@ -202,12 +202,12 @@ take_json (qms_buf_t *out)
     FUZZ_CHECK (frame.len >= 2 && frame.data [0] == 0x81);
     size_t head = 2;
     uint64_t len = frame.data [1];
-    FUZZ_CHECK ((len & 0x80) == 0);             //  server frames are never masked
+    FUZZ_CHECK ((len & 0x80) == 0);             /* server frames are never masked */
     if (len == 126) {
         FUZZ_CHECK (frame.len >= 4);
         len = (uint64_t) frame.data [2] << 8 | frame.data [3];
         head = 4;
-        FUZZ_CHECK (len >= 126);                //  shortest form only
+        FUZZ_CHECK (len >= 126);                /* shortest form only */
     }
     else
     if (len == 127) {
@@ -295,7 +295,7 @@ reencode (const proto_request_t *req)
         qms_str_t target = qms_strn (req->target.ptr, req->target.len);
         qms_str_t message = qms_strn (req->message.ptr, req->message.len);
         qms_str_t client_id = qms_strn (req->client_id.ptr, req->client_id.len);
-        //  A time from the input, so every size of number is written.
+        /*  A time from the input, so every size of number is written. */
         uint64_t time = (uint64_t) message.len * 0x9e3779b97f4a7c15ull ^ token.len;
         if (s_skip_timestamp)
             time %= 10000000000000ull;
@@ -356,7 +356,7 @@ reencode (const proto_request_t *req)
             FUZZ_CHECK (cJSON_IsString (st) && st->valuestring);
             if (rejected) {
                 FUZZ_CHECK (strcmp (st->valuestring, "rejected") == 0);
-                //  the reason is a key (QMS_REASON_*): the client reads its words
+                /*  the reason is a key (QMS_REASON_*): the client reads its words */
                 check_item (doc, "error", qms_str (proto_reason_text (message)));
             }
             else {
@@ -366,7 +366,7 @@ reencode (const proto_request_t *req)
             cJSON_Delete (doc);
         }
 
-        //  Presence changes (ext): a join and a leave.
+        /*  Presence changes (ext): a join and a leave. */
         qms_buf_t changes;
         qms_buf_init (&changes);
         FUZZ_CHECK (proto_change_join (&changes, name, password, pubkey) == 0);
@@ -385,7 +385,7 @@ reencode (const proto_request_t *req)
         check_item (leave, "id", token);
         cJSON_Delete (doc);
 
-        //  Lookup answers (ext): not found, found offline, found online.
+        /*  Lookup answers (ext): not found, found offline, found online. */
         for (int kind = 0; kind < 3; kind++) {
             FUZZ_CHECK (proto_lookup_event (&out, kind > 0, kind > 1, name, target, message, pubkey) == 0);
             doc = take_json (&out);

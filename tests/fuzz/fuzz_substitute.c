@@ -19,13 +19,13 @@
 typedef struct {
     const char *token;
     const char *value;
-    size_t count;               //  how many the reference replaced
+    size_t count;               /* how many the reference replaced */
 } holder_t;
 
 #define HOLDERS 3
 
-//  The reference: at each byte, a placeholder starting here is replaced,
-//  anything else is copied.  Returns a malloc'd buffer.
+/*  The reference: at each byte, a placeholder starting here is replaced,
+    anything else is copied.  Returns a malloc'd buffer. */
 static char *
 reference (holder_t *holders, const uint8_t *data, size_t len, size_t *out_len)
 {
@@ -78,7 +78,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         }
         case 1: address_p = "chat.example.org"; break;
         case 2: address_p = "::1"; break;
-        default: address_p = NULL; break;       //  means localhost
+        default: address_p = NULL; break;       /* means localhost */
     }
     http_options_t options = { .server_address = address_p, .chat_port = port,
                                .chat_secure = flags & 1 };
@@ -104,7 +104,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     FUZZ_CHECK (out_len == ref_len);
     FUZZ_CHECK (memcmp (out, ref, out_len) == 0);
 
-    //  Length arithmetic, done the other way round.
+    /*  Length arithmetic, done the other way round. */
     long long expect = (long long) len;
     for (int h = 0; h < HOLDERS; h++)
         expect += (long long) holders [h].count
@@ -117,7 +117,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         for (int h = 0; h < HOLDERS; h++)
             FUZZ_CHECK (!fuzz_contains (out, out_len, holders [h].token, strlen (holders [h].token)));
 
-    //  Without a placeholder in the input, the output is the input.
+    /*  Without a placeholder in the input, the output is the input. */
     bool any = false;
     for (int h = 0; h < HOLDERS; h++)
         any = any || fuzz_contains (file, len, holders [h].token, strlen (holders [h].token));
