@@ -126,6 +126,8 @@ static const opt_t s_options [] = {
       "also accept WebSocket handshakes from this browser origin (repeatable)", 0 },
     { { "trusted-proxy" }, OPT_CIDR, 0, 0, 0, 0, "CIDR",
       "a load balancer at these addresses names the client in X-Forwarded-For (repeatable; default none)", 0 },
+    { { "proxy-protocol" }, OPT_FLAG, OFF (proxy_protocol), 0, 0, 0, NULL,
+      "a --trusted-proxy connecting to the chat port starts with a PROXY protocol v2 header naming the client", 0 },
     { { "store-endpoint" }, OPT_STRING, OFF (store_endpoint), SZ (store_endpoint), 0, 0, "URL",
       "ZeroMQ endpoint of the store actor", 0 },
     { { "auth-endpoint" }, OPT_STRING, OFF (auth_endpoint), SZ (auth_endpoint), 0, 0, "URL",
@@ -737,6 +739,12 @@ finish (qms_config_t *cfg, char *err, size_t err_size)
         describe (cfg, OFF (https_port), c, sizeof c);
         set_err (err, err_size, "the chat, HTTP and HTTPS ports must differ: %s, %s%s%s",
                  a, b, https ? ", " : "", https ? c : "");
+        return -1;
+    }
+    if (cfg->proxy_protocol && !cfg->trusted_count) {
+        describe (cfg, OFF (proxy_protocol), a, sizeof a);
+        set_err (err, err_size, "--proxy-protocol takes the header only from a --trusted-proxy: "
+                 "give the load balancer's addresses (%s)", a);
         return -1;
     }
     if (cfg->rate_burst < cfg->rate_messages / 10)
@@ -1439,6 +1447,14 @@ test_precedence (void)
     assert (strstr (err, "chatServerPort 7000 from file ") && strstr (err, "httpServerPort 7000 from flag"));
     /*  A file may set what a flag then makes consistent. */
     assert (load_words (&cfg, err, sizeof err, NULL, 0, "--config", path, "-cp", "7002", NULL) == 0);
+    qms_config_free (&cfg);
+    /*  A PROXY header is taken only from a trusted proxy: none, none taken. */
+    assert (load_words (&cfg, err, sizeof err, NULL, 0, "--config", path, "-cp", "7002",
+                        "--proxy-protocol", NULL) == -1);
+    assert (strstr (err, "--proxy-protocol takes the header only from a --trusted-proxy"));
+    assert (load_words (&cfg, err, sizeof err, NULL, 0, "--config", path, "-cp", "7002",
+                        "--proxy-protocol", "--trusted-proxy", "10.0.0.0/8", NULL) == 0);
+    assert (cfg.proxy_protocol && cfg.trusted_count == 1);
     qms_config_free (&cfg);
     t_env_clear ();
     unlink (path);

@@ -91,6 +91,8 @@ typedef struct {
     qms_cidr_t trusted [QMS_MAX_TRUSTED]; /* --trusted-proxy, repeatable: whose
                                            X-Forwarded-For names the client */
     int trusted_count;
+    bool proxy_protocol;        /* --proxy-protocol: a trusted peer on the chat
+                                   port sends a PROXY v2 header first */
 
     /* actor endpoints (inproc:// in the embedded default; environment
        QMS_STORE_ENDPOINT etc. give defaults, see qms_config_env) */

@@ -154,6 +154,9 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
                 outq_clear (&conn->out);
             break;
 
+        case LWS_CALLBACK_WSI_DESTROY:
+            gw_listen_forget (wsi);
+            break;
         case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
             return gw_filter_handshake (self, wsi);
         case LWS_CALLBACK_ESTABLISHED:
@@ -438,6 +441,7 @@ gateway_destroy (gateway_t **self_p)
         lws_sul_cancel (&self->sul_flush);
         lws_sul_cancel (&self->sul_stop);
         lws_sul_cancel (&self->sul_presence);
+        gw_proxy_waits_close (self);
         lws_context_destroy (self->ctx);    /* closes connections and adopted fds */
         self->ctx = NULL;
     }

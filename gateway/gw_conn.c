@@ -319,8 +319,8 @@ gw_match_peer (const void *item, const void *key)
     return strcmp (((const peer_t *) item)->address, (const char *) key) == 0;
 }
 
-static bool
-trusted (const qms_config_t *cfg, const char *address)
+bool
+gw_trusted (const qms_config_t *cfg, const char *address)
 {
     for (int i = 0; i < cfg->trusted_count; i++)
         if (qms_cidr_contains (&cfg->trusted [i], address))
@@ -365,7 +365,7 @@ gw_client_address (const qms_config_t *cfg, const char *peer, const char *xff,
                    const char *forwarded, char *out, size_t size)
 {
     snprintf (out, size, "%s", peer);
-    if (!trusted (cfg, peer))
+    if (!gw_trusted (cfg, peer))
         return;                     /* only a trusted proxy may name someone else */
     /*  Right to left: each hop was appended by the one after it; the
         first that is not a trusted proxy is the client.  A hop that is no
@@ -397,7 +397,7 @@ gw_client_address (const qms_config_t *cfg, const char *peer, const char *xff,
         if (!hop_address (hop, len, address, sizeof address))
             return;
         snprintf (out, size, "%s", address);
-        if (!trusted (cfg, address))
+        if (!gw_trusted (cfg, address))
             return;
         end = start ? start - 1 : 0;
     }
@@ -408,8 +408,12 @@ static void
 wsi_client_address (gateway_t *self, struct lws *wsi, char *out, size_t size)
 {
     char peer [64] = "";
-    lws_get_peer_simple (wsi, peer, sizeof peer);
-    if (!self->cfg->trusted_count || !trusted (self->cfg, peer)) {
+    const char *proxied = gw_proxied_address (wsi);
+    if (proxied)
+        snprintf (peer, sizeof peer, "%s", proxied);    /* the PROXY header's */
+    else
+        lws_get_peer_simple (wsi, peer, sizeof peer);
+    if (!self->cfg->trusted_count || !gw_trusted (self->cfg, peer)) {
         snprintf (out, size, "%s", peer);
         return;
     }

@@ -140,6 +140,29 @@ typedef struct {
 
 typedef enum { VH_CHAT, VH_HTTP, VH_HTTPS, VH_METRICS } vhost_kind_t;
 
+/*  What a connection we accepted ourselves carries (lws's opaque user
+    data): the port it came in on and, when a trusted proxy's PROXY header
+    named one, the client's address (then it is ours to free). */
+typedef struct {
+    vhost_kind_t kind;
+    bool owned;
+    char address [48];
+} accepted_t;
+
+/*  A connection from a --trusted-proxy on the chat port, its PROXY
+    protocol header not yet whole (--proxy-protocol). */
+#define PROXY_HEAD_MAX  (16 + 512)
+#define PROXY_WAITS     256
+#define PROXY_WAIT_MS   5000
+typedef struct {
+    int fd;
+    int listener;
+    uint64_t deadline;          /* monotonic ms */
+    size_t have;
+    uint8_t head [PROXY_HEAD_MAX];
+    char peer [48];
+} proxy_wait_t;
+
 /*  Per-connection state, sized once by lws (protocol per_session_data). */
 typedef struct {
     struct lws *wsi;
@@ -222,6 +245,9 @@ struct _gateway_t {
         vhost_kind_t kind;
     } listeners [4];
     int listener_count;
+    proxy_wait_t *proxy_waits [PROXY_WAITS];
+    int proxy_count;
+    lws_sorted_usec_list_t sul_proxy;
     uint64_t tick_ms;               /* monotonic ms of the last tick (100 ms) */
     uint64_t next_ping_scan;
     /* the store, asked only for its figures and as a liveness check */
@@ -235,6 +261,7 @@ struct _gateway_t {
     /* our own figures (docs/OPERATIONS.md lists them) */
     struct {
         uint64_t opened, requests [QMS_REQ_COUNT], malformed, invalid_user, rate_limited;
+        uint64_t proxy_bad;         /* connections closed for a bad or missing PROXY header */
         uint64_t bad_batches;           /* from the actors, dropped whole */
         uint64_t bytes_in, bytes_out, closes [6], logins_ok, logins_failed;
         uint64_t events_message, events_stored, acks, http [6], pings, idle_closed;
@@ -315,6 +342,17 @@ vhost_kind_t gw_vhost_kind (gateway_t *self, struct lws *wsi);
 /*  If wsi is one of our own listening sockets, accept what waits on it
     and return true. */
 bool gw_listen_accept (gateway_t *self, struct lws *wsi);
+/*  The client address a PROXY header named for wsi's connection, or NULL. */
+const char *gw_proxied_address (struct lws *wsi);
+/*  wsi is going: free what gw_listen_accept gave it. */
+void gw_listen_forget (struct lws *wsi);
+/*  Close the connections still waiting for their PROXY header. */
+void gw_proxy_waits_close (gateway_t *self);
+/*  Parse a whole PROXY protocol header (version 1's line with its CRLF,
+    or version 2's 16 bytes and what they say follows): 0 with the
+    client's address in out (the peer's own for LOCAL, UNKNOWN and an
+    address family we do not read), -1 when it is not one. */
+int gw_proxy_parse (const uint8_t *head, size_t len, const char *peer, char *out, size_t size);
 /*  SIGHUP: reload the settings that may change, and the certificate. */
 void gw_reload (gateway_t *self);
 
@@ -338,6 +376,8 @@ int gw_conn_writeable (gateway_t *self, conn_t *conn);
 void gw_conn_scan (gateway_t *self, uint64_t now);
 bool gw_match_peer (const void *item, const void *key);
 bool gw_peer_enter (gateway_t *self, conn_t *conn);
+/*  Whether address is in a --trusted-proxy range. */
+bool gw_trusted (const qms_config_t *cfg, const char *address);
 /*  The client's address: the peer's, or, when the peer is a --trusted-proxy,
     the nearest address in X-Forwarded-For (else Forwarded: for=) that is
     not one; pure, for the selftest. */

@@ -56,12 +56,13 @@ gateway_check_tls (const qms_config_t *cfg, char *err, size_t err_size)
     return rc;
 }
 
-/*  A listening socket with SO_REUSEPORT, which Debian's lws 4.1 cannot
-    make (it sets the option only with more than one service thread, and
-    is built with one): several gateway processes on one host bind the
-    same port and the kernel spreads new connections between them. */
+/*  A listening socket of our own, for two things lws 4.1 cannot do:
+    SO_REUSEPORT (Debian's lws sets it only with more than one service
+    thread, and is built with one), so that several gateway processes on
+    one host bind the same port and the kernel spreads new connections
+    between them; and reading a PROXY header before lws sees a byte. */
 static int
-listen_shared (gateway_t *self, struct lws_vhost *vh, int port, vhost_kind_t kind)
+listen_own (gateway_t *self, struct lws_vhost *vh, int port, vhost_kind_t kind, bool reuse)
 {
     const char *bind_to = self->cfg->bind_address;
     bool v6 = !bind_to [0] || strchr (bind_to, ':');
@@ -70,7 +71,8 @@ listen_shared (gateway_t *self, struct lws_vhost *vh, int port, vhost_kind_t kin
         return -1;
     int one = 1, zero = 0;
     setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt (fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (reuse)
+        setsockopt (fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     int rc;
     if (v6) {
         struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_port = htons ((uint16_t) port) };
@@ -116,7 +118,8 @@ gw_create_vhost (gateway_t *self, const char *name, int port, bool tls, vhost_ki
     struct lws_context_creation_info info;
     memset (&info, 0, sizeof info);
     info.vhost_name = name;
-    info.port = cfg->reuse_port ? CONTEXT_PORT_NO_LISTEN_SERVER : port;
+    bool own = cfg->reuse_port || (kind == VH_CHAT && cfg->proxy_protocol);
+    info.port = own ? CONTEXT_PORT_NO_LISTEN_SERVER : port;
     info.protocols = gw_protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     if (cfg->bind_address [0]) {
@@ -146,15 +149,16 @@ gw_create_vhost (gateway_t *self, const char *name, int port, bool tls, vhost_ki
         info.alpn = "http/1.1";
     }
     struct lws_vhost *vh = lws_create_vhost (self->ctx, &info);
-    if (vh && cfg->reuse_port && listen_shared (self, vh, port, kind))
+    if (vh && own && listen_own (self, vh, port, kind, cfg->reuse_port))
         vh = NULL;              /* lws frees its vhosts with the context */
     if (!vh)
         qms_error (ACTOR, "event=listen_failed vhost=%s port=%d reason=\"cannot bind (port in use or address not available)\"",
                    name, port);
     else
-        qms_info (ACTOR, "event=listening vhost=%s port=%d tls=%s bind=%s shared=%s", name, port,
+        qms_info (ACTOR, "event=listening vhost=%s port=%d tls=%s bind=%s shared=%s%s", name, port,
                   tls ? "yes" : "no", cfg->bind_address [0] ? cfg->bind_address : "*",
-                  cfg->reuse_port ? "yes" : "no");
+                  cfg->reuse_port ? "yes" : "no",
+                  kind == VH_CHAT && cfg->proxy_protocol ? " proxy_protocol=v2" : "");
     return vh;
 }
 
@@ -162,23 +166,298 @@ gw_create_vhost (gateway_t *self, const char *name, int port, bool tls, vhost_ki
 /*  Our own listening sockets (--reuse-port), and which port a connection
     came in on. */
 
-static const vhost_kind_t s_kinds [4] = { VH_CHAT, VH_HTTP, VH_HTTPS, VH_METRICS };
+static const accepted_t s_accepted [4] = {
+    { VH_CHAT, false, "" }, { VH_HTTP, false, "" }, { VH_HTTPS, false, "" }, { VH_METRICS, false, "" }
+};
+
+static const accepted_t *
+accepted_of (struct lws *wsi)
+{
+    for (struct lws *w = wsi; w; w = lws_get_parent (w)) {
+        const accepted_t *accepted = (const accepted_t *) lws_get_opaque_user_data (w);
+        if (accepted)
+            return accepted;
+    }
+    return NULL;
+}
 
 /*  Which port a connection came in on.  Connections we accepted ourselves
-    (--reuse-port) carry it, because lws may move them to another of our
-    vhosts: all of them "listen" on no port of lws's, and lws picks a vhost
-    by Host header and port.  An HTTP/2 stream asks its connection. */
+    (--reuse-port, --proxy-protocol) carry it, because lws may move them to
+    another of our vhosts: all of them "listen" on no port of lws's, and lws
+    picks a vhost by Host header and port.  An HTTP/2 stream asks its
+    connection. */
 vhost_kind_t
 gw_vhost_kind (gateway_t *self, struct lws *wsi)
 {
-    for (struct lws *w = wsi; w; w = lws_get_parent (w)) {
-        const vhost_kind_t *kind = (const vhost_kind_t *) lws_get_opaque_user_data (w);
-        if (kind)
-            return *kind;
-    }
+    const accepted_t *accepted = accepted_of (wsi);
+    if (accepted)
+        return accepted->kind;
     struct lws_vhost *vh = lws_get_vhost (wsi);
     return vh == self->vh_chat ? VH_CHAT : vh == self->vh_https ? VH_HTTPS
          : vh && vh == self->vh_metrics ? VH_METRICS : VH_HTTP;
+}
+
+const char *
+gw_proxied_address (struct lws *wsi)
+{
+    const accepted_t *accepted = accepted_of (wsi);
+    return accepted && accepted->owned ? accepted->address : NULL;
+}
+
+void
+gw_listen_forget (struct lws *wsi)
+{
+    accepted_t *accepted = (accepted_t *) lws_get_opaque_user_data (wsi);
+    if (accepted && accepted->owned) {
+        lws_set_opaque_user_data (wsi, NULL);
+        free (accepted);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/*  The PROXY protocol (HAProxy's specification, "The PROXY protocol"),
+    read with --proxy-protocol from a --trusted-proxy on the chat port
+    before lws sees any byte; every other peer speaks to lws directly, so a
+    PROXY header from anyone else is only a bad request.  Both versions,
+    told apart by their first bytes as the specification says a receiver
+    does: version 1 is one text line, "PROXY TCP4 <src> <dst> <sport>
+    <dport>\r\n" (TCP6, or UNKNOWN), at most 107 bytes, which nginx's
+    stream module sends; version 2 is a 12-byte signature, a version and
+    command byte, an address family and transport byte, the length of what
+    follows (big-endian), then the addresses and ports and optional TLVs
+    (skipped), which HAProxy sends with send-proxy-v2. */
+
+static const uint8_t s_proxy_sig [12] = {
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A
+};
+#define PROXY_V1_MAX    107
+
+/*  "PROXY TCP4 198.51.100.7 10.0.0.1 40000 12345\r\n" */
+static int
+proxy_parse_v1 (const uint8_t *head, size_t len, const char *peer, char *out, size_t size)
+{
+    char line [PROXY_V1_MAX + 1];
+    if (len < 8 || len > PROXY_V1_MAX || head [len - 2] != '\r' || head [len - 1] != '\n')
+        return -1;
+    memcpy (line, head, len - 2);
+    line [len - 2] = 0;
+    if (strlen (line) != len - 2)
+        return -1;              /* a NUL inside */
+    char proto [8], src [48], dst [48];
+    unsigned sport, dport;
+    char extra;
+    if (strncmp (line, "PROXY UNKNOWN", 13) == 0 && (line [13] == 0 || line [13] == ' ')) {
+        snprintf (out, size, "%s", peer);
+        return 0;
+    }
+    if (sscanf (line, "PROXY %7s %47s %47s %u %u%c", proto, src, dst, &sport, &dport, &extra) != 5
+    ||  sport > 65535 || dport > 65535)
+        return -1;
+    int family = streq (proto, "TCP4") ? AF_INET : streq (proto, "TCP6") ? AF_INET6 : -1;
+    uint8_t from [16], to [16];
+    if (family < 0 || inet_pton (family, src, from) != 1 || inet_pton (family, dst, to) != 1)
+        return -1;
+    return inet_ntop (family, from, out, (socklen_t) size) ? 0 : -1;
+}
+
+int
+gw_proxy_parse (const uint8_t *head, size_t len, const char *peer, char *out, size_t size)
+{
+    if (len >= 6 && memcmp (head, "PROXY ", 6) == 0)
+        return proxy_parse_v1 (head, len, peer, out, size);
+    if (len < 16 || memcmp (head, s_proxy_sig, 12) || (head [12] >> 4) != 2)
+        return -1;
+    size_t body = (size_t) head [14] << 8 | head [15];
+    if (len != 16 + body)
+        return -1;
+    int command = head [12] & 0x0F;
+    if (command > 1)
+        return -1;
+    snprintf (out, size, "%s", peer);
+    if (command == 0)
+        return 0;               /* LOCAL: the proxy's own (a health check) */
+    int family = head [13] >> 4;
+    if (family == 1 && body >= 12)
+        return inet_ntop (AF_INET, head + 16, out, (socklen_t) size) ? 0 : -1;
+    if (family == 2 && body >= 36)
+        return inet_ntop (AF_INET6, head + 16, out, (socklen_t) size) ? 0 : -1;
+    if (family == 1 || family == 2)
+        return -1;              /* too short for its family */
+    return 0;                   /* UNSPEC or UNIX: the connection is the proxy's */
+}
+
+/*  How long w's header is, from what has arrived (looked at, not taken:
+    what follows the header is lws's).  >0: its length, and that much has
+    arrived; 0: more to come; -1: not a header; -2: closed before a byte. */
+static int
+proxy_peek (proxy_wait_t *w)
+{
+    ssize_t n = recv (w->fd, w->head, sizeof w->head, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0)
+        return -2;
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    size_t got = (size_t) n;
+    w->have = got;
+    if (w->head [0] == 'P') {                           /* version 1 */
+        if (memcmp (w->head, "PROXY ", got < 6 ? got : 6))
+            return -1;
+        for (size_t i = 1; i < got && i < PROXY_V1_MAX; i++)
+            if (w->head [i - 1] == '\r' && w->head [i] == '\n')
+                return (int) i + 1;
+        return got >= PROXY_V1_MAX ? -1 : 0;
+    }
+    if (memcmp (w->head, s_proxy_sig, got < 12 ? got : 12))
+        return -1;                                      /* version 2 */
+    if (got < 16)
+        return 0;
+    size_t need = 16 + ((size_t) w->head [14] << 8 | w->head [15]);
+    if ((w->head [12] >> 4) != 2 || need > PROXY_HEAD_MAX)
+        return -1;
+    return got >= need ? (int) need : 0;
+}
+
+/*  Take w's header off the socket, once all of it has arrived.  1: whole
+    (in w->head, w->have long), 0: more to come, -1: not a header or gone,
+    -2: closed before a byte. */
+static int
+proxy_read (proxy_wait_t *w)
+{
+    int len = proxy_peek (w);
+    if (len <= 0)
+        return len;
+    if (recv (w->fd, w->head, (size_t) len, MSG_DONTWAIT) != len)
+        return -1;
+    w->have = (size_t) len;
+    return 1;
+}
+
+/*  Hand a connection to lws, marked with the port it came in on and, when
+    a PROXY header named one, the client's address. */
+static bool
+adopt_accepted (gateway_t *self, int listener, int fd, const char *address)
+{
+    vhost_kind_t kind = self->listeners [listener].kind;
+    accepted_t *accepted = (accepted_t *) &s_accepted [kind];
+    if (address) {
+        accepted = calloc (1, sizeof *accepted);
+        if (!accepted)
+            return false;
+        accepted->kind = kind;
+        accepted->owned = true;
+        snprintf (accepted->address, sizeof accepted->address, "%s", address);
+    }
+    struct lws *conn = self->stopping ? NULL : lws_adopt_socket_vhost (self->listeners [listener].vh, fd);
+    if (!conn) {
+        if (address)
+            free (accepted);
+        return false;
+    }
+    lws_set_opaque_user_data (conn, accepted);
+    return true;
+}
+
+static void
+proxy_wait_drop (gateway_t *self, int i, const char *why)
+{
+    proxy_wait_t *w = self->proxy_waits [i];
+    if (why) {
+        self->m.proxy_bad++;
+        qms_warn (ACTOR, "event=proxy_header_refused peer=%s reason=\"%s\"", w->peer, why);
+    }
+    close (w->fd);
+    free (w);
+    self->proxy_waits [i] = self->proxy_waits [--self->proxy_count];
+}
+
+/*  Every waiting connection: read; a whole header hands it to lws. */
+static void
+proxy_service (gateway_t *self)
+{
+    uint64_t now = qms_mono_ms ();
+    for (int i = 0; i < self->proxy_count; ) {
+        proxy_wait_t *w = self->proxy_waits [i];
+        int rc = proxy_read (w);
+        char address [48];
+        if (rc == 1 && gw_proxy_parse (w->head, w->have, w->peer, address, sizeof address) == 0) {
+            self->proxy_waits [i] = self->proxy_waits [--self->proxy_count];
+            if (!adopt_accepted (self, w->listener, w->fd, address))
+                close (w->fd);
+            free (w);
+            continue;
+        }
+        if (rc == -2)
+            proxy_wait_drop (self, i, NULL);    /* a connect-only probe */
+        else
+        if (rc != 0)
+            proxy_wait_drop (self, i, "not a PROXY protocol header");
+        else
+        if (now >= w->deadline)
+            proxy_wait_drop (self, i, "no whole PROXY header within 5 s");
+        else
+            i++;
+    }
+}
+
+static void
+sul_proxy_cb (lws_sorted_usec_list_t *sul)
+{
+    gateway_t *self = lws_container_of (sul, gateway_t, sul_proxy);
+    proxy_service (self);
+    /*  A proxy sends its header at once; what is still missing is looked
+        for every 2 ms while anything waits. */
+    if (self->proxy_count)
+        lws_sul_schedule (self->ctx, 0, &self->sul_proxy, sul_proxy_cb, 2 * LWS_US_PER_MS);
+}
+
+void
+gw_proxy_waits_close (gateway_t *self)
+{
+    while (self->proxy_count)
+        proxy_wait_drop (self, self->proxy_count - 1, NULL);
+}
+
+/*  A connection from a trusted proxy waits for its header, read by us. */
+static void
+proxy_wait (gateway_t *self, int listener, int fd, const char *peer)
+{
+    proxy_wait_t *w = self->proxy_count < PROXY_WAITS ? calloc (1, sizeof *w) : NULL;
+    if (!w) {
+        qms_warn (ACTOR, "event=proxy_header_refused peer=%s reason=\"%d connections already wait for theirs\"",
+                  peer, PROXY_WAITS);
+        self->m.proxy_bad++;
+        close (fd);
+        return;
+    }
+    w->fd = fd;
+    w->listener = listener;
+    w->deadline = qms_mono_ms () + PROXY_WAIT_MS;
+    snprintf (w->peer, sizeof w->peer, "%s", peer);
+    self->proxy_waits [self->proxy_count++] = w;
+    proxy_service (self);       /* usually there already */
+    if (self->proxy_count)
+        lws_sul_schedule (self->ctx, 0, &self->sul_proxy, sul_proxy_cb, 2 * LWS_US_PER_MS);
+}
+
+/*  The peer's address as text ("" when unknown). */
+static void
+peer_text (int fd, char *out, size_t size)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    out [0] = 0;
+    if (getpeername (fd, (struct sockaddr *) &ss, &len))
+        return;
+    if (ss.ss_family == AF_INET)
+        inet_ntop (AF_INET, &((struct sockaddr_in *) &ss)->sin_addr, out, (socklen_t) size);
+    else
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *) &ss)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED (a))
+            inet_ntop (AF_INET, a->s6_addr + 12, out, (socklen_t) size);
+        else
+            inet_ntop (AF_INET6, a, out, (socklen_t) size);
+    }
 }
 
 bool
@@ -187,15 +466,21 @@ gw_listen_accept (gateway_t *self, struct lws *wsi)
     for (int i = 0; i < self->listener_count; i++)
         if (wsi == self->listeners [i].wsi) {
             /*  Our own listening socket: hand every new connection to lws
-                as if lws had accepted it. */
+                as if lws had accepted it, or, from a trusted proxy that
+                sends a PROXY header, once we have read the header. */
+            bool proxy = self->cfg->proxy_protocol && self->listeners [i].kind == VH_CHAT;
             int fd;
-            while ((fd = accept4 (self->listeners [i].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0)
-            {
-                struct lws *conn = self->stopping ? NULL : lws_adopt_socket_vhost (self->listeners [i].vh, fd);
-                if (!conn)
+            while ((fd = accept4 (self->listeners [i].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+                char peer [48];
+                if (proxy && !self->stopping) {
+                    peer_text (fd, peer, sizeof peer);
+                    if (gw_trusted (self->cfg, peer)) {
+                        proxy_wait (self, i, fd, peer);
+                        continue;
+                    }
+                }
+                if (!adopt_accepted (self, i, fd, NULL))
                     close (fd);
-                else
-                    lws_set_opaque_user_data (conn, (void *) &s_kinds [self->listeners [i].kind]);
             }
             return true;
         }
@@ -304,6 +589,54 @@ gw_listen_test (bool verbose)
 {
     if (verbose)
         printf (" * gw_listen: ");
+    /*  PROXY v2 headers: what each names, and what is none. */
+    uint8_t head [16 + 36];
+    char got [48];
+    memcpy (head, s_proxy_sig, 12);
+    head [12] = 0x21;                               /* version 2, PROXY */
+    head [13] = 0x11;                               /* TCP over IPv4 */
+    head [14] = 0;
+    head [15] = 12;
+    memcpy (head + 16, (uint8_t []) { 198, 51, 100, 7, 10, 0, 0, 1, 0x30, 0x39, 0x30, 0x39 }, 12);
+    assert (gw_proxy_parse (head, 28, "10.0.0.2", got, sizeof got) == 0 && streq (got, "198.51.100.7"));
+    assert (gw_proxy_parse (head, 27, "10.0.0.2", got, sizeof got) == -1);     /* shorter than it says */
+    head [15] = 8;                                  /* too short for IPv4 addresses */
+    assert (gw_proxy_parse (head, 24, "10.0.0.2", got, sizeof got) == -1);
+    head [12] = 0x20;                               /* LOCAL: the proxy itself */
+    assert (gw_proxy_parse (head, 24, "10.0.0.2", got, sizeof got) == 0 && streq (got, "10.0.0.2"));
+    head [12] = 0x22;                               /* no such command */
+    assert (gw_proxy_parse (head, 24, "10.0.0.2", got, sizeof got) == -1);
+    head [12] = 0x11;                               /* version 1 in binary form: none */
+    assert (gw_proxy_parse (head, 24, "10.0.0.2", got, sizeof got) == -1);
+    head [12] = 0x21;
+    head [13] = 0x21;                               /* TCP over IPv6 */
+    head [15] = 36;
+    memset (head + 16, 0, 36);
+    head [16] = 0x20; head [17] = 0x01; head [18] = 0x0d; head [19] = 0xb8; head [31] = 5;
+    assert (gw_proxy_parse (head, 52, "10.0.0.2", got, sizeof got) == 0 && streq (got, "2001:db8::5"));
+    head [13] = 0x00;                               /* UNSPEC: the connection is the proxy's */
+    assert (gw_proxy_parse (head, 52, "10.0.0.2", got, sizeof got) == 0 && streq (got, "10.0.0.2"));
+    head [0] = 'G';                                 /* not the signature */
+    assert (gw_proxy_parse (head, 52, "10.0.0.2", got, sizeof got) == -1);
+    /*  Version 1: one line. */
+    static const struct { const char *line; const char *want; } v1 [] = {
+        { "PROXY TCP4 198.51.100.7 10.0.0.1 40000 12345\r\n", "198.51.100.7" },
+        { "PROXY TCP6 2001:db8::7 2001:db8::1 40000 12345\r\n", "2001:db8::7" },
+        { "PROXY UNKNOWN\r\n", "10.0.0.2" },
+        { "PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n", "10.0.0.2" },
+        { "PROXY TCP4 2001:db8::7 10.0.0.1 40000 12345\r\n", NULL },     /* not its family */
+        { "PROXY TCP4 198.51.100.7 10.0.0.1 40000\r\n", NULL },           /* a port short */
+        { "PROXY TCP4 198.51.100.7 10.0.0.1 40000 99999\r\n", NULL },
+        { "PROXY TCP4 198.51.100.7 10.0.0.1 1 2 3\r\n", NULL },
+        { "PROXY UDP4 198.51.100.7 10.0.0.1 1 2\r\n", NULL },
+        { "PROXY TCP4 198.51.100.7 10.0.0.1 40000 12345\n", NULL },        /* no CR */
+    };
+    for (size_t i = 0; i < sizeof v1 / sizeof v1 [0]; i++) {
+        int rc = gw_proxy_parse ((const uint8_t *) v1 [i].line, strlen (v1 [i].line), "10.0.0.2",
+                                 got, sizeof got);
+        assert (v1 [i].want ? rc == 0 && streq (got, v1 [i].want) : rc == -1);
+    }
+
     char dir [] = "/tmp/qms-gw-listen-XXXXXX";
     assert (mkdtemp (dir));
     char path [PATH_MAX];

@@ -38,6 +38,8 @@ gateway_metrics (gateway_t *self, qms_buf_t *out)
     qms_metrics_value (out, "qms_bad_batches_total", "actor=\"gateway\"", (double) self->m.bad_batches);
     qms_metrics_head (out, "qms_rate_limited_total", "counter", "Requests refused by the per-connection rate limit.");
     qms_metrics_value (out, "qms_rate_limited_total", "actor=\"gateway\"", (double) self->m.rate_limited);
+    qms_metrics_head (out, "qms_proxy_headers_refused_total", "counter", "Connections from a --trusted-proxy closed for a bad or missing PROXY header (--proxy-protocol).");
+    qms_metrics_value (out, "qms_proxy_headers_refused_total", "actor=\"gateway\"", (double) self->m.proxy_bad);
     qms_metrics_head (out, "qms_pings_sent_total", "counter", "Pings sent to silent WebSocket connections (--ping-interval).");
     qms_metrics_value (out, "qms_pings_sent_total", "actor=\"gateway\"", (double) self->m.pings);
     qms_metrics_head (out, "qms_idle_closed_total", "counter", "WebSocket connections dropped for answering no ping.");

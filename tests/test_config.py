@@ -34,7 +34,7 @@ ALL_KEYS = [
     "write-timeout", "output-budget", "drain-timeout",
     "login-fail-limit", "login-fail-window", "message-quota", "message-max-age",
     "presence-interval", "ping-interval", "max-connections-per-address", "allow-origin", "trusted-proxy",
-    "store-endpoint", "auth-endpoint", "router-endpoint", "curve-keys", "log-endpoint", "filter-actor",
+    "proxy-protocol", "store-endpoint", "auth-endpoint", "router-endpoint", "curve-keys", "log-endpoint", "filter-actor",
     "filter-level",
 ]
 
