@@ -42,7 +42,7 @@ except ImportError:
                      "apt-get install -y --no-install-recommends python3-kubernetes (scripts/test installs it)")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qmslib import BINARY, SOURCE_DIR  # noqa: E402
+from qmslib import BINARY, SOURCE_DIR, free_port  # noqa: E402
 
 K8S_DIR = os.path.join(SOURCE_DIR, "deploy", "k8s")
 ROLES = {"store": 5555, "auth": 5556, "router": 5557, "monitor": 5558}
@@ -124,6 +124,26 @@ def pod_specs(docs):
             if d["kind"] in ("Deployment", "StatefulSet")}
 
 
+# What `qmessageserver keys DIR` writes, as file -> the Secret key it comes
+# from (the Secret is made from DIR's files; clients/ holds the public
+# client key again).
+CURVE_LAYOUT = {"server.cert": "server.cert", "server.cert_secret": "server.cert_secret",
+                "client.cert": "client.cert", "client.cert_secret": "client.cert_secret",
+                "clients/client.cert": "client.cert"}
+
+
+def curve_layout(tmpl, keys_dir):
+    """The files a pod's container sees under keys_dir, each with the key of
+    the Secret qms-curve-keys it comes from ({} when none is mounted)."""
+    c = tmpl["spec"]["containers"][0]
+    names = [m["name"] for m in c.get("volumeMounts", []) if m.get("mountPath") == keys_dir]
+    for v in tmpl["spec"].get("volumes", []):
+        secret = v.get("secret") or {}
+        if v["name"] in names and secret.get("secretName") == "qms-curve-keys":
+            return {i["path"]: i["key"] for i in secret.get("items", [])}
+    return {}
+
+
 def project_errors(docs):
     errors = []
     objs = [d for _, d in docs]
@@ -188,8 +208,22 @@ def project_errors(docs):
         if ("Service", "gateway") not in by:
             errors.append("no gateway Service")
 
+    # CURVE: every role reads the deployment's keys where QMS_CURVE_KEYS says,
+    # from the Secret, laid out as `qmessageserver keys` writes them.
+    keys_dir = endpoints.get("QMS_CURVE_KEYS")
+    if not keys_dir:
+        errors.append("QMS_CURVE_KEYS is not set: the links between roles are not authenticated")
+    for name, (_, tmpl) in workloads.items():
+        got = curve_layout(tmpl, keys_dir)
+        if got != CURVE_LAYOUT:
+            errors.append("%s: the keys at %s would be %r, not %r" % (name, keys_dir, got, CURVE_LAYOUT))
+        if tmpl["spec"].get("securityContext", {}).get("fsGroup") != 10001:
+            errors.append("%s: no fsGroup 10001: the pod's user cannot read the keys" % name)
+
     # Endpoints: each names a Service on the right port; each role binds its own on '*'.
     for var, value in endpoints.items():
+        if not var.endswith("_ENDPOINT"):
+            continue
         m = re.match(r"^tcp://([a-z0-9-]+):(\d+)$", value)
         if not m:
             errors.append("%s=%s is not tcp://SERVICE:PORT" % (var, value))
@@ -217,13 +251,15 @@ def binary_errors(docs, tmp):
     for _, d in docs:
         if d["kind"] == "ConfigMap":
             endpoints.update(d.get("data", {}))
-    local = {"/data": tmp, "/usr/share/qmessageserver/html": os.path.join(SOURCE_DIR, "html")}
+    local = {"/data": tmp, "/usr/share/qmessageserver/html": os.path.join(SOURCE_DIR, "html"),
+             "/keys": os.path.join(tmp, "keys")}
     for name, (_, tmpl) in pod_specs(docs).items():
         for c in tmpl["spec"]["containers"]:
             args = [local.get(a, a) for a in c.get("args", [])]
             env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
             env.update(endpoints)
             env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
+            env = {k: local.get(v, v) for k, v in env.items()}
             p = subprocess.run([BINARY] + args + ["--print-config"], capture_output=True, text=True,
                                env=env, cwd=tmp, timeout=30)
             if p.returncode != 0:
@@ -278,6 +314,53 @@ class Manifests(unittest.TestCase):
                   for c in d["spec"]["template"]["spec"]["containers"]}
         self.assertEqual(len(images), 1, images)
         self.assertNotEqual(images, {"qmessageserver"}, "kustomization's images: sets the registry")
+
+
+class CurveKeys(unittest.TestCase):
+    """The keys as the manifests mount them (made by the real binary, laid
+    out from the Secret's items) are what a role needs: it starts with
+    CURVE on, and a peer without them is refused."""
+
+    def test_a_role_runs_on_the_mounted_keys(self):
+        tmp = tempfile.mkdtemp(prefix="qms-k8s-keys-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        made = os.path.join(tmp, "made")
+        subprocess.run([BINARY, "keys", made], check=True, capture_output=True, timeout=30)
+        kust, docs = load(K8S_DIR)
+        layout = curve_layout(pod_specs(docs)["store"][1], "/keys")
+        mounted = os.path.join(tmp, "keys")
+        for path, key in layout.items():        # what kubelet writes, mode 0440
+            os.makedirs(os.path.dirname(os.path.join(mounted, path)), exist_ok=True)
+            shutil.copy(os.path.join(made, key), os.path.join(mounted, path))
+            os.chmod(os.path.join(mounted, path), 0o440)
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
+        env.update(QMS_CURVE_KEYS=mounted, QMS_STORE_ENDPOINT="tcp://127.0.0.1:%d" % port)
+        os.makedirs(os.path.join(tmp, "data"))
+        proc = subprocess.Popen([BINARY, "store", "--data-dir", os.path.join(tmp, "data")], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            lines = []
+            for line in proc.stdout:
+                lines.append(line)
+                if "event=ready" in line or "event=exit" in line:
+                    break
+            log = "".join(lines)
+            self.assertIn("event=ready", log)
+            self.assertIn('event=on keys="%s" clients=1' % mounted, log)
+            self.assertNotIn("links_unauthenticated", log)
+            # a probe without the keys gets no answer from a CURVE store
+            probe = subprocess.run([BINARY, "--health", "store", "--store-endpoint", "tcp://127.0.0.1:%d" % port],
+                                   env={k: v for k, v in env.items() if k != "QMS_CURVE_KEYS"},
+                                   capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(probe.returncode, 0, probe.stdout + probe.stderr)
+            probe = subprocess.run([BINARY, "--health", "store", "--store-endpoint", "tcp://127.0.0.1:%d" % port],
+                                   env=env, capture_output=True, text=True, timeout=30)
+            self.assertEqual(probe.returncode, 0, probe.stdout + probe.stderr)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+            proc.stdout.close()
 
 
 class Broken(unittest.TestCase):
@@ -349,6 +432,20 @@ class Broken(unittest.TestCase):
     def test_role_binding_a_service_name(self):
         self.edit("router.yaml", lambda d: d["kind"] == "Deployment" and self.container(d).pop("env"))
         self.expect(r"router: binds None")
+
+    def test_keys_not_mounted(self):
+        self.edit("auth.yaml", lambda d: d["kind"] == "Deployment" and self.container(d).pop("volumeMounts"))
+        self.expect(r"auth: the keys at /keys would be \{\}")
+
+    def test_keys_without_the_clients_list(self):
+        self.edit("router.yaml", lambda d: d["kind"] == "Deployment"
+                  and d["spec"]["template"]["spec"]["volumes"][0]["secret"]["items"].pop())
+        self.expect(r"router: the keys at /keys would be")
+
+    def test_keys_the_user_cannot_read(self):
+        self.edit("gateway.yaml", lambda d: d["kind"] == "Deployment"
+                  and d["spec"]["template"]["spec"]["securityContext"].pop("fsGroup"))
+        self.expect(r"gateway: no fsGroup 10001")
 
     def test_argument_the_binary_refuses(self):
         self.edit("gateway.yaml", lambda d: d["kind"] == "Deployment"
