@@ -122,10 +122,10 @@ static const schema_t qms_schema [QMS_TYPE_COUNT] = {
         QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
         "conn",
         "the session ended (logout)" },
-    [QMS_GW_DELIVER] = { "GW_DELIVER", F_CONN | F_TIME, 3,
+    [QMS_GW_DELIVER] = { "GW_DELIVER", F_CONN | F_TIME, 4,
         QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
-        "conn (target), time sent, s0 sender id, s1 message, s2 message id",
-        "write a MessageEvent" },
+        "conn (target), time sent, s0 sender id, s1 message, s2 message id, s3 recipient id",
+        "write a MessageEvent (connection closed: RT_UNDELIVERED)" },
     [QMS_GW_USERS] = { "GW_USERS", F_NUM, 0,
         QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
         "num count; count GW_USER records follow in the same batch",
@@ -242,6 +242,10 @@ static const schema_t qms_schema [QMS_TYPE_COUNT] = {
         QMS_ROLE_AUTH | QMS_ROLE_ROUTER | QMS_ROLE_STORE, QMS_ROLE_GATEWAY | QMS_ROLE_OPS,
         "req, s0 Prometheus text",
         "the answer" },
+    [QMS_RT_UNDELIVERED] = { "RT_UNDELIVERED", F_TIME, 4,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "time sent, s0 recipient id, s1 sender id, s2 message, s3 message id",
+        "a GW_DELIVER that found its connection closed: delivered again or stored" },
 };
 
 /* ------------------------------------------------------------------------ */

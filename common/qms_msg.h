@@ -104,7 +104,8 @@ typedef enum {
     QMS_GW_KICK,            /* conn, num=WebSocket close code, s0=reason */
     QMS_GW_UNBIND,          /* conn: the session ended (logout) */
     QMS_GW_DELIVER,         /* conn (the target), time=sent, s0=sender
-                               user id s1=message s2=message id */
+                               user id s1=message s2=message id
+                               s3=recipient user id */
     QMS_GW_USERS,           /* num=count: a user list follows as count
                                QMS_GW_USER records in the same batch */
     QMS_GW_USER,            /* s0=user id s1=name s2=pubkey */
@@ -179,6 +180,13 @@ typedef enum {
                                store: whether the database takes writes) */
     QMS_STATS,              /* actor ->: req, s0=its metrics, Prometheus
                                text exposition lines */
+
+    /* partitions (appended) */
+    QMS_RT_UNDELIVERED,     /* gateway -> router: time=sent, s0=recipient
+                               id s1=sender id s2=message s3=message id: a
+                               GW_DELIVER whose connection had closed when
+                               it arrived; the router delivers it again or
+                               stores it */
 
     QMS_TYPE_COUNT
 } qms_type_t;

@@ -475,8 +475,21 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
         return;
     }
     conn_t *conn = gw_conn_lookup (self, rec->conn);
-    if (!conn)
-        return;                         /* closed meanwhile */
+    if (!conn) {
+        /*  Closed meanwhile.  A live message was acknowledged "delivered"
+            to its sender when the router sent it: it goes back to the
+            router, which finds the recipient's connection now or stores
+            it. */
+        if (rec->type == QMS_GW_DELIVER) {
+            qms_rec_t back = { .type = QMS_RT_UNDELIVERED, .time = rec->time };
+            back.s [0] = rec->s [3];
+            back.s [1] = rec->s [0];
+            back.s [2] = rec->s [1];
+            back.s [3] = rec->s [2];
+            gw_to_router (self, &back);
+        }
+        return;
+    }
     switch (rec->type) {
         case QMS_GW_BOUND:
             handle_bound (self, conn, rec);

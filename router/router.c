@@ -414,6 +414,7 @@ message_from (router_t *self, session_t *s, uint32_t gw, uint64_t conn,
         rec.s [0] = s->id;
         rec.s [1] = message;
         rec.s [2] = qms_strn (msg_id, MSG_ID_CHARS);
+        rec.s [3] = t->id;
         gw_emit (self, t->gw, &rec);
         self->m.delivered++;
         if (client_id.len) {
@@ -933,6 +934,7 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
             case QMS_RT_RECEIPT:   router_sf_on_receipt (self, (uint32_t) gw, &rec); break;
             case QMS_RT_SYNCED:    router_sf_on_synced (self, (uint32_t) gw, &rec); break;
             case QMS_RT_LOOKUP:    router_sf_on_lookup (self, (uint32_t) gw, &rec); break;
+            case QMS_RT_UNDELIVERED: router_sf_on_undelivered (self, &rec); break;
             case QMS_STATS_GET:    on_stats (self, (uint32_t) gw, &rec); break;
             case QMS_NONE:         break;      /* a newer type: skipped */
             default:

@@ -459,6 +459,7 @@ void router_sf_drain_start (router_t *self, session_t *s);
 void router_sf_on_synced (router_t *self, uint32_t gw, const qms_rec_t *rec);
 void router_sf_on_receipt (router_t *self, uint32_t gw, const qms_rec_t *rec);
 void router_sf_on_lookup (router_t *self, uint32_t gw, const qms_rec_t *rec);
+void router_sf_on_undelivered (router_t *self, const qms_rec_t *rec);
 /*  A store answer about messages; false if req is not one of ours. */
 bool router_sf_msgreq_reply (router_t *self, const qms_rec_t *rec);
 /*  The store did not answer in time (mono: monotonic ms now). */

@@ -153,6 +153,7 @@ router_sf_held_release (router_t *self, session_t *t)
             rec.s [0] = h->sender;
             rec.s [1] = h->message;
             rec.s [2] = msg_id;
+            rec.s [3] = t->id;
             gw_emit (self, t->gw, &rec);
             self->m.delivered++;
             session_t *sender = find_by_id (self, h->sender);
@@ -376,6 +377,66 @@ router_sf_on_receipt (router_t *self, uint32_t gw, const qms_rec_t *rec)
     del.s [0] = s->id;
     del.s [1] = msg_id;
     store_emit (self, &del);
+}
+
+/* ------------------------------------------------------------------------
+    Live messages a gateway could not write */
+
+/*  A GW_DELIVER reached its gateway after the recipient's connection had
+    closed: the recipient moved to another gateway while the link to this
+    one was down (its queued deliveries arrive when the link comes back),
+    or it left just then.  The sender was already told "delivered", so the
+    message is not dropped: it goes to the recipient's connection if it has
+    one now, else to the store as for a recipient offline.  No ack follows
+    (the sender has had its answer), and there is no client id to dedupe
+    on: the message id stays the same, so a client can drop a copy it got
+    twice. */
+void
+router_sf_on_undelivered (router_t *self, const qms_rec_t *rec)
+{
+    qms_str_t target = rec->s [0], sender_id = rec->s [1], message = rec->s [2], msg_id = rec->s [3];
+    if (target.len == 0 || target.len > MAX_ID_BYTES || sender_id.len == 0
+    ||  sender_id.len > MAX_ID_BYTES || msg_id.len != MSG_ID_CHARS) {
+        qms_warn (LOG, "event=bad_record type=RT_UNDELIVERED");
+        return;
+    }
+    session_t *t = find_by_id (self, target);
+    if (t && t->bound && !t->draining) {
+        qms_rec_t out = { .type = QMS_GW_DELIVER, .conn = t->conn, .time = rec->time };
+        out.s [0] = sender_id;
+        out.s [1] = message;
+        out.s [2] = msg_id;
+        out.s [3] = t->id;
+        gw_emit (self, t->gw, &out);
+        self->m.delivered++;
+        qms_info (LOG, "event=undelivered_resent user=%.*s gateway=%u", (int) target.len, target.ptr, t->gw);
+        return;
+    }
+    /*  Stored: ST_MSG_STORE needs the sender's name (and key) as they are
+        now, which only its session in memory has. */
+    session_t *sender = find_by_id (self, sender_id);
+    msgreq_t *m = sender ? msgreq_store (self, sender_id, message.len + target.len) : NULL;
+    if (!m) {
+        qms_warn (LOG, "event=undelivered_lost user=%.*s reason=%s", (int) target.len, target.ptr,
+                  sender ? "store_busy" : "sender_unknown");
+        return;
+    }
+    if (t && t->draining)
+        t->stored_gen++;        /* the drain fetches once more before it ends */
+    m->gw = UINT32_MAX;         /* no gateway: nobody is answered */
+    m->conn = 0;
+    m->time = rec->time;
+    qms_str_copy (msg_id, m->msg_id, sizeof m->msg_id);
+    qms_rec_t out = { .type = QMS_ST_MSG_STORE, .req = m->req, .time = rec->time };
+    out.s [0] = msg_id;
+    out.s [1] = target;
+    out.s [2] = sender_id;
+    out.s [3] = sender->name;
+    out.s [4] = sender->pubkey;
+    out.s [5] = message;
+    out.s [6] = qms_str (NULL);
+    store_emit (self, &out);
+    qms_info (LOG, "event=undelivered_stored user=%.*s", (int) target.len, target.ptr);
 }
 
 /* ------------------------------------------------------------------------
@@ -892,6 +953,52 @@ t_drain (router_t *self)
     t_router_destroy (self, sessions, 2);
 }
 
+/*  A delivery that found its connection closed comes back: to the
+    recipient's connection if it has one now, else to the store, with no
+    ack for anyone. */
+static void
+t_undelivered (router_t *self)
+{
+    session_t *alice = t_session (self, "id-alice", 0, 11);
+    session_t *bob = t_session (self, "id-bob", 1, 22);
+    qms_rec_t back = { .type = QMS_RT_UNDELIVERED, .time = 9 };
+    back.s [0] = qms_str ("id-bob");
+    back.s [1] = qms_str ("id-alice");
+    back.s [2] = qms_str ("late");
+    back.s [3] = qms_str ("MMMMMMMMMMMMMMMM");
+    qms_rec_t out [4];
+    router_sf_on_undelivered (self, &back);     /* bob is online (again) */
+    assert (t_records (&self->gateways [1]->out, out, 4) == 1);
+    assert (out [0].type == QMS_GW_DELIVER && out [0].conn == 22 && out [0].time == 9);
+    assert (t_str_is (out [0].s [0], "id-alice") && t_str_is (out [0].s [1], "late"));
+    assert (t_str_is (out [0].s [2], "MMMMMMMMMMMMMMMM") && t_str_is (out [0].s [3], "id-bob"));
+    assert (self->gateways [0]->out.len == 0 && self->backend_out.len == 0);
+    t_reset (self);
+
+    t_unbind (self, bob);                       /* offline: stored */
+    router_sf_on_undelivered (self, &back);
+    assert (self->gateways [0]->out.len == 0 && self->gateways [1]->out.len == 0);
+    assert (t_records (&self->backend_out, out, 4) == 1);
+    assert (out [0].type == QMS_ST_MSG_STORE && out [0].time == 9);
+    assert (t_str_is (out [0].s [0], "MMMMMMMMMMMMMMMM") && t_str_is (out [0].s [1], "id-bob"));
+    assert (t_str_is (out [0].s [2], "id-alice") && t_str_is (out [0].s [3], "id-alice"));
+    assert (t_str_is (out [0].s [5], "late") && out [0].s [6].len == 0);
+    qms_rec_t ok = { .type = QMS_ST_RESULT, .req = out [0].req, .num = QMS_ST_OK };
+    t_reset (self);
+    assert (router_sf_msgreq_reply (self, &ok));
+    assert (self->gateways [0]->out.len == 0 && self->gateways [1]->out.len == 0);
+
+    back.s [1] = qms_str ("id-nobody");         /* the sender's session is gone */
+    router_sf_on_undelivered (self, &back);
+    back.s [1] = qms_str ("id-alice");
+    back.s [3] = qms_str ("short");             /* not a message id */
+    router_sf_on_undelivered (self, &back);
+    assert (self->backend_out.len == 0 && list_empty (&self->msgreqs));
+
+    session_t *sessions [] = { alice, bob };
+    t_router_destroy (self, sessions, 2);
+}
+
 void
 router_sf_test (bool verbose)
 {
@@ -901,5 +1008,6 @@ router_sf_test (bool verbose)
     t_receipts (t_router_new ());
     t_held (t_router_new ());
     t_drain (t_router_new ());
+    t_undelivered (t_router_new ());
     printf ("OK\n");
 }
