@@ -21,6 +21,7 @@
 */
 #define _GNU_SOURCE
 #include "gw_internal.h"
+#include "lws_fd.h"
 #include "qms_curve.h"
 
 #include <assert.h>
@@ -236,32 +237,6 @@ const struct lws_protocols gw_protocols [] = {
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
-static struct lws *
-adopt_fd (gateway_t *self, int fd)
-{
-    lws_sock_file_fd_type desc;
-    desc.filefd = fd;
-    return lws_adopt_descriptor_vhost (self->vh_chat, LWS_ADOPT_RAW_FILE_DESC, desc, "qms-raw", NULL);
-}
-
-/*  Adopt a ZeroMQ socket's notification fd.  lws closes what it adopts,
-    and that fd belongs to libzmq, so lws gets a duplicate. */
-static struct lws *
-adopt_zmq (gateway_t *self, void *raw)
-{
-    int fd;
-    size_t size = sizeof fd;
-    if (zmq_getsockopt (raw, ZMQ_FD, &fd, &size))
-        return NULL;
-    int copy = dup (fd);
-    if (copy < 0)
-        return NULL;
-    struct lws *wsi = adopt_fd (self, copy);
-    if (!wsi)
-        close (copy);
-    return wsi;
-}
-
 gateway_t *
 gateway_new (const qms_config_t *cfg, bool watch_hup)
 {
@@ -359,11 +334,11 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
         zsock_set_sndhwm (self->store, 100);
         if (qms_curve_connect (self->store, cfg->store_endpoint) == 0) {
             self->store_raw = zsock_resolve (self->store);
-            self->store_wsi = adopt_zmq (self, self->store_raw);
+            self->store_wsi = lws_fd_adopt_zmq (self->vh_chat, self->store_raw, "qms-raw");
         }
     }
-    self->router_wsi = adopt_zmq (self, self->router_raw);
-    self->auth_wsi = adopt_zmq (self, self->auth_raw);
+    self->router_wsi = lws_fd_adopt_zmq (self->vh_chat, self->router_raw, "qms-raw");
+    self->auth_wsi = lws_fd_adopt_zmq (self->vh_chat, self->auth_raw, "qms-raw");
     if (!self->router_wsi || !self->auth_wsi) {
         qms_error (ACTOR, "event=start_failed reason=\"cannot watch the ZeroMQ sockets\"");
         goto fail;
@@ -383,7 +358,7 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
         sigemptyset (&set);
         sigaddset (&set, SIGHUP);       /* reload (blocked by main, read here) */
         self->signal_fd = signalfd (-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-        if (self->signal_fd < 0 || !(self->signal_wsi = adopt_fd (self, self->signal_fd))) {
+        if (self->signal_fd < 0 || !(self->signal_wsi = lws_fd_adopt (self->vh_chat, self->signal_fd, "qms-raw"))) {
             qms_error (ACTOR, "event=start_failed reason=\"cannot watch signals\"");
             goto fail;
         }

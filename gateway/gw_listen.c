@@ -6,6 +6,7 @@
 */
 #define _GNU_SOURCE
 #include "gw_internal.h"
+#include "lws_fd.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -96,9 +97,7 @@ listen_own (gateway_t *self, struct lws_vhost *vh, int port, vhost_kind_t kind, 
         close (fd);
         return -1;
     }
-    lws_sock_file_fd_type desc;
-    desc.filefd = fd;
-    struct lws *wsi = lws_adopt_descriptor_vhost (vh, LWS_ADOPT_RAW_FILE_DESC, desc, "qms-raw", NULL);
+    struct lws *wsi = lws_fd_adopt (vh, fd, "qms-raw");
     if (!wsi) {
         close (fd);
         return -1;

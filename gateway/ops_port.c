@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include "ops_port.h"
 #include "gateway.h"
+#include "lws_fd.h"
 #include "qms_actor.h"
 #include "qms_curve.h"
 #include "qms_log.h"
@@ -352,14 +353,6 @@ static const struct lws_protocols s_protocols [] = {
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
-static struct lws *
-adopt_fd (ops_port_t *self, int fd)
-{
-    lws_sock_file_fd_type desc;
-    desc.filefd = fd;
-    return lws_adopt_descriptor_vhost (self->vh, LWS_ADOPT_RAW_FILE_DESC, desc, "ops-raw", NULL);
-}
-
 static void *
 run (void *arg)
 {
@@ -431,25 +424,6 @@ listen_on (const char *address, int port, int *bound_port, char *err, size_t err
     return fd;
 }
 
-/*  The DEALER's notification descriptor, in the loop.  lws closes what it
-    adopts, and that descriptor belongs to libzmq: lws gets a duplicate. */
-static int
-adopt_dealer (ops_port_t *self)
-{
-    int fd;
-    size_t size = sizeof fd;
-    if (zmq_getsockopt (zsock_resolve (self->dealer), ZMQ_FD, &fd, &size))
-        return -1;
-    int copy = dup (fd);
-    if (copy < 0)
-        return -1;
-    if (!adopt_fd (self, copy)) {
-        close (copy);
-        return -1;
-    }
-    return 0;
-}
-
 ops_port_t *
 ops_port_new (const ops_port_options_t *options, char *err, size_t err_size)
 {
@@ -492,7 +466,7 @@ ops_port_new (const ops_port_options_t *options, char *err, size_t err_size)
         snprintf (err, err_size, "cannot create a libwebsockets vhost");
         goto fail;
     }
-    self->listen_wsi = adopt_fd (self, self->listen_fd);
+    self->listen_wsi = lws_fd_adopt (self->vh, self->listen_fd, "ops-raw");
     if (!self->listen_wsi) {
         snprintf (err, err_size, "cannot serve the listening socket");
         goto fail;
@@ -502,7 +476,7 @@ ops_port_new (const ops_port_options_t *options, char *err, size_t err_size)
         which pthread_create is). */
     self->dealer = zsock_new (ZMQ_DEALER);
     if (!self->dealer || (qms_socket_tune (self->dealer), qms_curve_connect (self->dealer, self->endpoint))
-    ||  adopt_dealer (self)) {
+    ||  !lws_fd_adopt_zmq (self->vh, zsock_resolve (self->dealer), "ops-raw")) {
         snprintf (err, err_size, "cannot connect to %s", self->endpoint);
         goto fail;
     }

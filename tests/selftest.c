@@ -11,6 +11,7 @@
 #include "qms_metrics.h"
 #include "qms_ops.h"
 #include "ops_port.h"
+#include "lws_fd.h"
 #include "qms_watchdog.h"
 #include "qms_password.h"
 #include "qms_admin.h"
@@ -64,6 +65,7 @@ static const selftest_t s_tests [] = {
     { "gw_presence", gw_presence_test },
     { "gw_ops", gw_ops_test },
     { "ops_port", ops_port_test },
+    { "lws_fd", lws_fd_test },
     { "gw_http", gw_http_test },
     { "tls", tls_test },
     { "monitor", monitor_test },
