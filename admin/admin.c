@@ -180,7 +180,7 @@ admin_call (admin_t *self, zsock_t *sock, qms_rec_t *ask, int timeout_ms, row_fn
                 if (rec.type == QMS_ADMIN_DONE) {
                     done->answered = true;
                     done->status = rec.num;
-                    qms_str_copy (rec.s [0], done->detail, sizeof done->detail);
+                    qms_str_copy (rec.s [QMS_RESULT_DETAIL], done->detail, sizeof done->detail);
                 }
             }
         }
@@ -323,8 +323,8 @@ admin_kick (admin_t *self, const char *user_id, const char *name, bool *closed)
         reachable = false;
     zsock_t *router = reachable ? admin_dealer (endpoint) : NULL;
     qms_rec_t kick = { .type = QMS_RT_KICK_USER };
-    kick.s [0] = qms_str (user_id);
-    kick.s [1] = qms_str (ADMIN_KICK_REASON);
+    kick.s [QMS_KICK_USER_ID] = qms_str (user_id);
+    kick.s [QMS_KICK_USER_REASON] = qms_str (ADMIN_KICK_REASON);
     done_t done = { .answered = false };
     int rc = router ? admin_call (self, router, &kick, ADMIN_KICK_MS, NULL, &done) : -1;
     zsock_destroy (&router);
@@ -388,9 +388,9 @@ static void
 keep_user (const qms_rec_t *row)
 {
     s_user.seen = true;
-    qms_str_copy (row->s [0], s_user.id, sizeof s_user.id);
-    qms_str_copy (row->s [1], s_user.name, sizeof s_user.name);
-    s_user.session = row->s [3].len > 0;
+    qms_str_copy (row->s [QMS_ROW_ID], s_user.id, sizeof s_user.id);
+    qms_str_copy (row->s [QMS_ROW_NAME], s_user.name, sizeof s_user.name);
+    s_user.session = row->s [QMS_ROW_ACTIVE].len > 0;
     s_user.waiting = row->num;
 }
 
@@ -402,9 +402,9 @@ on_list_row (admin_t *self, const qms_rec_t *row)
                  "CREATED", "LAST ACTIVE", "WAITING");
     char created [40], active [40];
     format_time (row->time, created, sizeof created);
-    format_time (str_u64 (row->s [3]), active, sizeof active);
-    print_name (self->out, row->s [1], ADMIN_NAME_WIDTH);
-    fprintf (self->out, "  %-36.*s  %-23s  %-23s  %llu\n", (int) row->s [0].len, row->s [0].ptr,
+    format_time (str_u64 (row->s [QMS_ROW_ACTIVE]), active, sizeof active);
+    print_name (self->out, row->s [QMS_ROW_NAME], ADMIN_NAME_WIDTH);
+    fprintf (self->out, "  %-36.*s  %-23s  %-23s  %llu\n", (int) row->s [QMS_ROW_ID].len, row->s [QMS_ROW_ID].ptr,
              created, active, (unsigned long long) row->num);
 }
 
@@ -414,15 +414,15 @@ on_show_row (admin_t *self, const qms_rec_t *row)
     keep_user (row);
     char created [40], active [40];
     format_time (row->time, created, sizeof created);
-    format_time (str_u64 (row->s [3]), active, sizeof active);
-    fprintf (self->out, "name:        %.*s\n", (int) row->s [1].len, row->s [1].ptr);
-    fprintf (self->out, "id:          %.*s\n", (int) row->s [0].len, row->s [0].ptr);
+    format_time (str_u64 (row->s [QMS_ROW_ACTIVE]), active, sizeof active);
+    fprintf (self->out, "name:        %.*s\n", (int) row->s [QMS_ROW_NAME].len, row->s [QMS_ROW_NAME].ptr);
+    fprintf (self->out, "id:          %.*s\n", (int) row->s [QMS_ROW_ID].len, row->s [QMS_ROW_ID].ptr);
     fprintf (self->out, "created:     %s\n", created);
-    if (row->s [2].len)
-        fprintf (self->out, "public key:  %.*s\n", (int) row->s [2].len, row->s [2].ptr);
+    if (row->s [QMS_ROW_PUBKEY].len)
+        fprintf (self->out, "public key:  %.*s\n", (int) row->s [QMS_ROW_PUBKEY].len, row->s [QMS_ROW_PUBKEY].ptr);
     else
         fprintf (self->out, "public key:  (none)\n");
-    if (row->s [3].len)
+    if (row->s [QMS_ROW_ACTIVE].len)
         fprintf (self->out, "session:     yes, last active %s\n", active);
     else
         fprintf (self->out, "session:     none\n");
@@ -442,7 +442,7 @@ on_sessions_row (admin_t *self, const qms_rec_t *row)
     format_time (row->num, active, sizeof active);
     if (self->rows++ == 0)
         fprintf (self->out, "%-23s  %-23s  %s\n", "CREATED", "LAST ACTIVE", "TOKEN HASH (SHA-256)");
-    fprintf (self->out, "%-23s  %-23s  %.*s\n", created, active, (int) row->s [2].len, row->s [2].ptr);
+    fprintf (self->out, "%-23s  %-23s  %.*s\n", created, active, (int) row->s [QMS_ROW_HASH].len, row->s [QMS_ROW_HASH].ptr);
 }
 
 static void
@@ -456,7 +456,7 @@ static void
 on_check_row (admin_t *self, const qms_rec_t *row)
 {
     self->rows++;
-    fprintf (self->out, "%.*s\n", (int) row->s [0].len, row->s [0].ptr);
+    fprintf (self->out, "%.*s\n", (int) row->s [QMS_ROW_PROBLEM].len, row->s [QMS_ROW_PROBLEM].ptr);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -618,7 +618,7 @@ run_user_write (admin_t *self, qms_rec_t *ask)
     char phc [QMS_PHC_MAX] = "";
     if (self->cmd->kind == CMD_PASSWORD) {
         /*  Fail on an unknown name before asking for a password. */
-        qms_rec_t show = { .type = QMS_ST_ADMIN, .num = QMS_ADMIN_USER_SHOW, .s = { ask->s [0] } };
+        qms_rec_t show = { .type = QMS_ST_ADMIN, .num = QMS_ADMIN_USER_SHOW, .s = { [QMS_ADMIN_ARG_KEY] = ask->s [QMS_ADMIN_ARG_KEY] } };
         done_t done;
         int rc = user_status (self, admin_call (self, self->store, &show, ADMIN_REPLY_MS, NULL, &done),
                               &done);
@@ -626,7 +626,7 @@ run_user_write (admin_t *self, qms_rec_t *ask)
             rc = new_password_phc (self, phc, sizeof phc);
         if (rc)
             return rc;
-        ask->s [1] = qms_str (phc);
+        ask->s [QMS_ADMIN_ARG_PHC] = qms_str (phc);
     }
     done_t done;
     int rc = user_status (self, admin_call (self, self->store, ask, ADMIN_REPLY_MS, on_user_row, &done),
@@ -663,10 +663,10 @@ run_command (admin_t *self)
             fprintf (self->err, "qmessageserver: no user named '%s'\n", self->arg);
             return ADMIN_EXIT_FAILED;
         }
-        ask.s [0] = qms_str (key);
+        ask.s [QMS_ADMIN_ARG_KEY] = qms_str (key);
     }
     if (self->cmd->kind == CMD_BACKUP)
-        ask.s [0] = qms_str (self->arg);
+        ask.s [QMS_ADMIN_ARG_FILE] = qms_str (self->arg);
     done_t done;
     int rc;
     switch (self->cmd->kind) {
@@ -944,7 +944,7 @@ t_commands (const char *dir)
     zsock_t *dealer = admin_dealer (cfg.store_endpoint);
     assert (dealer);
     qms_rec_t create = { .type = QMS_ST_USER_CREATE, .req = 1,
-                         .s = { qms_str ("id-zoe"), qms_str ("Zoë"), qms_str ("zoë"), qms_str ("phc") } };
+                         .s = { [QMS_CREATE_ID] = qms_str ("id-zoe"), [QMS_CREATE_NAME] = qms_str ("Zoë"), [QMS_CREATE_KEY] = qms_str ("zoë"), [QMS_CREATE_PHC] = qms_str ("phc") } };
     assert (qms_rec_send (zsock_resolve (dealer), NULL, 0, &create) == 0);
     zmq_pollitem_t item = { zsock_resolve (dealer), 0, ZMQ_POLLIN, 0 };
     assert (zmq_poll (&item, 1, 5000) == 1);

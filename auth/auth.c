@@ -181,7 +181,7 @@ answer_stats (auth_t *self, const uint8_t *gw, size_t gw_len, uint64_t req)
     qms_metrics_value (&text, "qms_auth_pending", "actor=\"auth\",of=\"logins_in_flight\"",
                        (double) zhashx_size (self->pending));
     qms_rec_t stats = { .type = QMS_STATS, .req = req };
-    stats.s [0] = qms_strn ((const char *) text.data, text.len);
+    stats.s [QMS_STATS_TEXT] = qms_strn ((const char *) text.data, text.len);
     qms_buf_t *buf = gw_out (self, gw, gw_len);
     if (buf)
         qms_rec_encode (buf, &stats);
@@ -231,7 +231,7 @@ static void
 answer_fail (auth_t *self, const uint8_t *gw, size_t gw_len, uint64_t conn, const char *text)
 {
     qms_rec_t rec = { .type = QMS_AUTH_FAIL, .conn = conn };
-    rec.s [0] = qms_str (text);
+    rec.s [QMS_AUTH_FAIL_TEXT] = qms_str (text);
     qms_buf_t *buf = gw_out (self, gw, gw_len);
     if (!buf || qms_rec_encode (buf, &rec))
         qms_error (AUTH_ACTOR, "event=answer_lost conn=%" PRIu64 " reason=\"out of memory\"", conn);
@@ -241,10 +241,10 @@ static void
 answer_ok (auth_t *self, const login_t *login)
 {
     qms_rec_t rec = { .type = QMS_AUTH_OK, .conn = login->conn };
-    rec.s [0] = qms_str (login->user_id);
-    rec.s [1] = qms_str (login->name);
-    rec.s [2] = qms_str (login->token);
-    rec.s [3] = qms_strn (login->pubkey, login->pubkey_len);
+    rec.s [QMS_AUTH_OK_ID] = qms_str (login->user_id);
+    rec.s [QMS_AUTH_OK_NAME] = qms_str (login->name);
+    rec.s [QMS_AUTH_OK_TOKEN] = qms_str (login->token);
+    rec.s [QMS_AUTH_OK_PUBKEY] = qms_strn (login->pubkey, login->pubkey_len);
     qms_buf_t *buf = gw_out (self, login->gw, login->gw_len);
     if (!buf || qms_rec_encode (buf, &rec))
         qms_error (AUTH_ACTOR, "event=answer_lost conn=%" PRIu64 " reason=\"out of memory\"",
@@ -377,7 +377,7 @@ static void
 request_user (auth_t *self, login_t *login)
 {
     qms_rec_t rec = { .type = QMS_ST_USER_GET };
-    rec.s [0] = qms_str (login->key);
+    rec.s [QMS_FIND_KEY] = qms_str (login->key);
     store_request (self, login, &rec, STAGE_GET);
 }
 
@@ -389,10 +389,10 @@ request_create (auth_t *self, login_t *login)
         return;
     }
     qms_rec_t rec = { .type = QMS_ST_USER_CREATE };
-    rec.s [0] = qms_str (login->user_id);
-    rec.s [1] = qms_str (login->name);
-    rec.s [2] = qms_str (login->key);
-    rec.s [3] = qms_str (login->phc);
+    rec.s [QMS_CREATE_ID] = qms_str (login->user_id);
+    rec.s [QMS_CREATE_NAME] = qms_str (login->name);
+    rec.s [QMS_CREATE_KEY] = qms_str (login->key);
+    rec.s [QMS_CREATE_PHC] = qms_str (login->phc);
     store_request (self, login, &rec, STAGE_CREATE);
 }
 
@@ -407,9 +407,9 @@ request_session (auth_t *self, login_t *login)
     char hash [QMS_HASH_HEX + 1];
     qms_sha256_hex (login->token, QMS_TOKEN_CHARS, hash);
     qms_rec_t rec = { .type = QMS_ST_SESSION_START, .time = qms_now_ms () };
-    rec.s [0] = qms_str (login->user_id);
-    rec.s [1] = qms_str (hash);
-    rec.s [2] = qms_strn (login->pubkey, login->pubkey_len);
+    rec.s [QMS_START_ID] = qms_str (login->user_id);
+    rec.s [QMS_START_HASH] = qms_str (hash);
+    rec.s [QMS_START_PUBKEY] = qms_strn (login->pubkey, login->pubkey_len);
     store_request (self, login, &rec, STAGE_SESSION);
 }
 
@@ -419,8 +419,8 @@ static void
 request_rehash (auth_t *self, const login_t *login, const char *phc)
 {
     qms_rec_t rec = { .type = QMS_ST_USER_REHASH, .req = ++self->next_req };
-    rec.s [0] = qms_str (login->user_id);
-    rec.s [1] = qms_str (phc);
+    rec.s [QMS_REHASH_ID] = qms_str (login->user_id);
+    rec.s [QMS_REHASH_PHC] = qms_str (phc);
     if (qms_rec_encode (&self->store_out, &rec) == 0)
         qms_info (AUTH_ACTOR, "event=rehash user=%s", login->user_id);
 }
@@ -536,7 +536,7 @@ reject (auth_t *self, const uint8_t *gw, size_t gw_len, const qms_rec_t *rec,
 {
     answer_fail (self, gw, gw_len, rec->conn, text);
     count_outcome (self, reg, reason);
-    log_outcome (reg, rec->s [0], reason, NULL);
+    log_outcome (reg, rec->s [QMS_LOGIN_NAME], reason, NULL);
 }
 
 /*  Seconds a login must wait because of its name or address, or 0. */
@@ -560,13 +560,13 @@ login_new (const uint8_t *gw, size_t gw_len, const qms_rec_t *rec, bool reg,
     login->conn = rec->conn;
     memcpy (login->gw, gw, gw_len);
     login->gw_len = gw_len;
-    qms_str_copy (rec->s [0], login->name, sizeof login->name);
+    qms_str_copy (rec->s [QMS_LOGIN_NAME], login->name, sizeof login->name);
     snprintf (login->key, sizeof login->key, "%s", key);
     snprintf (login->address, sizeof login->address, "%s", address);
-    login->pubkey = qms_str_dup (rec->s [2]);
-    login->pubkey_len = rec->s [2].len;
-    login->password = qms_str_dup (rec->s [1]);
-    login->password_len = rec->s [1].len;
+    login->pubkey = qms_str_dup (rec->s [QMS_LOGIN_PUBKEY]);
+    login->pubkey_len = rec->s [QMS_LOGIN_PUBKEY].len;
+    login->password = qms_str_dup (rec->s [QMS_LOGIN_PASSWORD]);
+    login->password_len = rec->s [QMS_LOGIN_PASSWORD].len;
     if (!login->pubkey || !login->password)
         login_destroy (&login);
     return login;
@@ -576,7 +576,7 @@ static void
 on_login (auth_t *self, const uint8_t *gw, size_t gw_len, const qms_rec_t *rec)
 {
     bool reg = (rec->num & QMS_LOGIN_REGISTER) != 0;
-    qms_str_t name = rec->s [0], password = rec->s [1];
+    qms_str_t name = rec->s [QMS_LOGIN_NAME], password = rec->s [QMS_LOGIN_PASSWORD];
     if (name.len == 0 || password.len == 0) {
         reject (self, gw, gw_len, rec, reg, "empty_fields", TEXT_FIELDS);
         return;
@@ -612,7 +612,7 @@ on_login (auth_t *self, const uint8_t *gw, size_t gw_len, const qms_rec_t *rec)
             nfkc_key [0] = 0;
     }
     char address [ADDRESS_MAX + 1];
-    qms_str_copy (qms_strn (rec->s [3].ptr, rec->s [3].len > ADDRESS_MAX ? ADDRESS_MAX : rec->s [3].len),
+    qms_str_copy (qms_strn (rec->s [QMS_LOGIN_ADDRESS].ptr, rec->s [QMS_LOGIN_ADDRESS].len > ADDRESS_MAX ? ADDRESS_MAX : rec->s [QMS_LOGIN_ADDRESS].len),
                   address, sizeof address);
 
     if (reg && bad) {
@@ -731,9 +731,9 @@ on_user (auth_t *self, login_t *login, const qms_rec_t *rec)
         dispatch (self, login, AUTH_JOB_VERIFY, self->dummy_phc, false);
         return;
     }
-    if (!qms_str_copy (rec->s [0], login->user_id, sizeof login->user_id)
-    ||  !qms_str_copy (rec->s [1], login->name, sizeof login->name)
-    ||  !qms_str_copy (rec->s [2], login->phc, sizeof login->phc)) {
+    if (!qms_str_copy (rec->s [QMS_USER_ID], login->user_id, sizeof login->user_id)
+    ||  !qms_str_copy (rec->s [QMS_USER_NAME], login->name, sizeof login->name)
+    ||  !qms_str_copy (rec->s [QMS_USER_PHC], login->phc, sizeof login->phc)) {
         qms_warn (AUTH_ACTOR, "event=bad_user_record req=%" PRIu64, rec->req);
         login_finish (self, login, "store_error", TEXT_UNAVAILABLE);
         return;
@@ -771,7 +771,7 @@ on_store_record (auth_t *self, const qms_rec_t *rec)
         login_finish (self, login, NULL, NULL);
     else {
         char detail [120];
-        log_name (rec->s [0], detail, sizeof detail);
+        log_name (rec->s [QMS_RESULT_DETAIL], detail, sizeof detail);
         qms_warn (AUTH_ACTOR, "event=store_error type=%s status=%" PRIu64 " detail=\"%s\"",
                   qms_type_name (rec->type), rec->num, detail);
         login_finish (self, login, "store_error", TEXT_UNAVAILABLE);
@@ -1036,19 +1036,19 @@ static void
 fake_result (qms_buf_t *out, uint64_t req, uint64_t status)
 {
     qms_rec_t reply = { .type = QMS_ST_RESULT, .req = req, .num = status };
-    reply.s [0] = qms_str (status == QMS_ST_OK ? "" : "fake");
+    reply.s [QMS_RESULT_DETAIL] = qms_str (status == QMS_ST_OK ? "" : "fake");
     assert (qms_rec_encode (out, &reply) == 0);
 }
 
 static void
 fake_user_get (fake_store_t *fake, const qms_rec_t *rec, qms_buf_t *out)
 {
-    fake_user_t *user = fake->mode == FAKE_HIDE ? NULL : fake_find (fake, rec->s [0], false);
+    fake_user_t *user = fake->mode == FAKE_HIDE ? NULL : fake_find (fake, rec->s [QMS_FIND_KEY], false);
     qms_rec_t reply = { .type = QMS_ST_USER, .req = rec->req, .num = user != NULL };
     if (user) {
-        reply.s [0] = qms_str (user->id);
-        reply.s [1] = qms_str (user->name);
-        reply.s [2] = qms_str (user->phc);
+        reply.s [QMS_USER_ID] = qms_str (user->id);
+        reply.s [QMS_USER_NAME] = qms_str (user->name);
+        reply.s [QMS_USER_PHC] = qms_str (user->phc);
     }
     assert (qms_rec_encode (out, &reply) == 0);
 }
@@ -1056,17 +1056,17 @@ fake_user_get (fake_store_t *fake, const qms_rec_t *rec, qms_buf_t *out)
 static void
 fake_user_create (fake_store_t *fake, const qms_rec_t *rec, qms_buf_t *out)
 {
-    assert (rec->s [0].len == QMS_UUID_CHARS);
-    if (fake_find (fake, rec->s [2], false)) {
+    assert (rec->s [QMS_CREATE_ID].len == QMS_UUID_CHARS);
+    if (fake_find (fake, rec->s [QMS_CREATE_KEY], false)) {
         fake_result (out, rec->req, QMS_ST_EXISTS);
         return;
     }
     assert (fake->user_count < 8);
     fake_user_t *user = &fake->users [fake->user_count++];
-    assert (qms_str_copy (rec->s [0], user->id, sizeof user->id));
-    assert (qms_str_copy (rec->s [1], user->name, sizeof user->name));
-    assert (qms_str_copy (rec->s [2], user->key, sizeof user->key));
-    assert (qms_str_copy (rec->s [3], user->phc, sizeof user->phc));
+    assert (qms_str_copy (rec->s [QMS_CREATE_ID], user->id, sizeof user->id));
+    assert (qms_str_copy (rec->s [QMS_CREATE_NAME], user->name, sizeof user->name));
+    assert (qms_str_copy (rec->s [QMS_CREATE_KEY], user->key, sizeof user->key));
+    assert (qms_str_copy (rec->s [QMS_CREATE_PHC], user->phc, sizeof user->phc));
     fake_result (out, rec->req, QMS_ST_OK);
 }
 
@@ -1075,10 +1075,10 @@ fake_session_start (fake_store_t *fake, const qms_rec_t *rec, qms_buf_t *out)
 {
     uint64_t now = qms_now_ms ();
     assert (rec->time <= now && rec->time + 10000 > now);
-    assert (rec->s [1].len == QMS_HASH_HEX);
-    assert (qms_str_copy (rec->s [0], fake->session_user, sizeof fake->session_user));
-    assert (qms_str_copy (rec->s [1], fake->session_hash, sizeof fake->session_hash));
-    assert (qms_str_copy (rec->s [2], fake->session_pubkey, sizeof fake->session_pubkey));
+    assert (rec->s [QMS_START_HASH].len == QMS_HASH_HEX);
+    assert (qms_str_copy (rec->s [QMS_START_ID], fake->session_user, sizeof fake->session_user));
+    assert (qms_str_copy (rec->s [QMS_START_HASH], fake->session_hash, sizeof fake->session_hash));
+    assert (qms_str_copy (rec->s [QMS_START_PUBKEY], fake->session_pubkey, sizeof fake->session_pubkey));
     fake->sessions++;
     fake_result (out, rec->req, QMS_ST_OK);
 }
@@ -1111,9 +1111,9 @@ fake_answer (fake_store_t *fake, zmsg_t *msg)
             fake_session_start (fake, &rec, &out);
         else {
             assert (rec.type == QMS_ST_USER_REHASH);
-            fake_user_t *user = fake_find (fake, rec.s [0], true);
+            fake_user_t *user = fake_find (fake, rec.s [QMS_REHASH_ID], true);
             assert (user);
-            assert (qms_str_copy (rec.s [1], user->phc, sizeof user->phc));
+            assert (qms_str_copy (rec.s [QMS_REHASH_PHC], user->phc, sizeof user->phc));
             fake->rehashes++;
             fake_result (&out, rec.req, QMS_ST_OK);
         }
@@ -1178,10 +1178,10 @@ add_login (qms_buf_t *batch, uint64_t conn, bool reg, const char *name,
            qms_str_t password, const char *pubkey, const char *address)
 {
     qms_rec_t rec = { .type = QMS_AUTH_LOGIN, .conn = conn, .num = reg ? QMS_LOGIN_REGISTER : 0 };
-    rec.s [0] = qms_str (name);
-    rec.s [1] = password;
-    rec.s [2] = qms_str (pubkey);
-    rec.s [3] = qms_str (address);
+    rec.s [QMS_LOGIN_NAME] = qms_str (name);
+    rec.s [QMS_LOGIN_PASSWORD] = password;
+    rec.s [QMS_LOGIN_PUBKEY] = qms_str (pubkey);
+    rec.s [QMS_LOGIN_ADDRESS] = qms_str (address);
     assert (qms_rec_encode (batch, &rec) == 0);
 }
 
@@ -1241,22 +1241,22 @@ static void
 expect_fail (answer_t a, const char *text)
 {
     assert (a.type == QMS_AUTH_FAIL);
-    assert (streq (a.s [0], text));
+    assert (streq (a.s [QMS_AUTH_FAIL_TEXT], text));
 }
 
 static void
 expect_ok (answer_t a, const char *name)
 {
     assert (a.type == QMS_AUTH_OK);
-    assert (streq (a.s [1], name));
+    assert (streq (a.s [QMS_AUTH_OK_NAME], name));
     /*  A version 4 UUID and a 43-character base64url token. */
-    assert (strlen (a.s [0]) == QMS_UUID_CHARS);
+    assert (strlen (a.s [QMS_AUTH_OK_ID]) == QMS_UUID_CHARS);
     for (int i = 0; i < QMS_UUID_CHARS; i++)
         assert (i == 8 || i == 13 || i == 18 || i == 23
-                ? a.s [0][i] == '-' : strchr ("0123456789abcdef", a.s [0][i]) != NULL);
-    assert (a.s [0][14] == '4');
-    assert (strlen (a.s [2]) == QMS_TOKEN_CHARS);
-    assert (strspn (a.s [2], "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+                ? a.s [QMS_AUTH_OK_ID][i] == '-' : strchr ("0123456789abcdef", a.s [QMS_AUTH_OK_ID][i]) != NULL);
+    assert (a.s [QMS_AUTH_OK_ID][14] == '4');
+    assert (strlen (a.s [QMS_AUTH_OK_TOKEN]) == QMS_TOKEN_CHARS);
+    assert (strspn (a.s [QMS_AUTH_OK_TOKEN], "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
             == QMS_TOKEN_CHARS);
 }
 
@@ -1323,17 +1323,17 @@ test_register_login (harness_t *h, char tokens [][QMS_TOKEN_CHARS + 1], int *tok
     /*  Register: the session holds the token's hash, never the token. */
     answer_t a = ask (h, true, "Alice", "pw-alpha-1", "pk-alice", "10.0.0.1");
     expect_ok (a, "Alice");
-    assert (streq (a.s [3], "pk-alice"));
+    assert (streq (a.s [QMS_AUTH_OK_PUBKEY], "pk-alice"));
     char hash [QMS_HASH_HEX + 1];
-    qms_sha256_hex (a.s [2], strlen (a.s [2]), hash);
+    qms_sha256_hex (a.s [QMS_AUTH_OK_TOKEN], strlen (a.s [QMS_AUTH_OK_TOKEN]), hash);
     assert (fake->sessions == 1 && streq (fake->session_hash, hash));
-    assert (streq (fake->session_user, a.s [0]) && streq (fake->session_pubkey, "pk-alice"));
+    assert (streq (fake->session_user, a.s [QMS_AUTH_OK_ID]) && streq (fake->session_pubkey, "pk-alice"));
     assert (fake->user_count == 1 && streq (fake->users [0].key, "alice"));
     assert (strncmp (fake->users [0].phc, "$argon2id$v=19$m=256,t=1,p=1$", 29) == 0);
     assert (argon2id_verify (fake->users [0].phc, "pw-alpha-1", 10) == ARGON2_OK);
     char alice_id [QMS_UUID_CHARS + 1];
-    strcpy (alice_id, a.s [0]);
-    strcpy (tokens [(*token_count)++], a.s [2]);
+    strcpy (alice_id, a.s [QMS_AUTH_OK_ID]);
+    strcpy (tokens [(*token_count)++], a.s [QMS_AUTH_OK_TOKEN]);
 
     /*  Names are unique case-insensitively, found first or by the store. */
     expect_fail (ask (h, true, "ALICE", "other-pw", "", "10.0.0.1"), TEXT_EXISTS);
@@ -1345,10 +1345,10 @@ test_register_login (harness_t *h, char tokens [][QMS_TOKEN_CHARS + 1], int *tok
     /*  Login in another case: the name comes back as registered. */
     a = ask (h, false, "aLiCe", "pw-alpha-1", "pk-2", "10.0.0.1");
     expect_ok (a, "Alice");
-    assert (streq (a.s [0], alice_id) && streq (a.s [3], "pk-2"));
-    assert (!streq (a.s [2], tokens [0]));
+    assert (streq (a.s [QMS_AUTH_OK_ID], alice_id) && streq (a.s [QMS_AUTH_OK_PUBKEY], "pk-2"));
+    assert (!streq (a.s [QMS_AUTH_OK_TOKEN], tokens [0]));
     assert (fake->sessions == 2 && streq (fake->session_pubkey, "pk-2"));
-    strcpy (tokens [(*token_count)++], a.s [2]);
+    strcpy (tokens [(*token_count)++], a.s [QMS_AUTH_OK_TOKEN]);
 
     /*  Wrong password and unknown name read the same. */
     expect_fail (ask (h, false, "Alice", "wrong-guess", "", "10.0.0.1"), TEXT_INVALID);
@@ -1373,8 +1373,8 @@ test_register_login (harness_t *h, char tokens [][QMS_TOKEN_CHARS + 1], int *tok
     /*  A long password within the limit registers; no pubkey is fine. */
     a = ask (h, true, "Zed", long_pw, "", "10.0.0.1");
     expect_ok (a, "Zed");
-    assert (streq (a.s [3], ""));
-    strcpy (tokens [(*token_count)++], a.s [2]);
+    assert (streq (a.s [QMS_AUTH_OK_PUBKEY], ""));
+    strcpy (tokens [(*token_count)++], a.s [QMS_AUTH_OK_TOKEN]);
     /*  Alice has two failures; a success clears them. */
     expect_ok (ask (h, false, "alice", "pw-alpha-1", "", "10.0.0.1"), "Alice");
 }
@@ -1396,11 +1396,11 @@ test_throttle (harness_t *h)
     answer_t a = ask (h, false, "CAROL", "pw-carol-1", "", "10.0.0.9");
     assert (a.type == QMS_AUTH_FAIL);
     int seconds = 0;
-    assert (sscanf (a.s [0], TEXT_THROTTLED, &seconds) == 1);
+    assert (sscanf (a.s [QMS_AUTH_FAIL_TEXT], TEXT_THROTTLED, &seconds) == 1);
     assert (seconds >= 1 && seconds <= h->cfg.login_fail_window);
     char text [100];
     snprintf (text, sizeof text, TEXT_THROTTLED, seconds);
-    assert (streq (a.s [0], text));
+    assert (streq (a.s [QMS_AUTH_FAIL_TEXT], text));
     /*  Other names from the same address are not blocked. */
     expect_ok (ask (h, false, "Alice", "pw-alpha-1", "", "10.0.0.2"), "Alice");
 
@@ -1420,7 +1420,7 @@ test_throttle (harness_t *h)
     for (int i = 0; i < count; i++)
         expect_fail (answers [i], TEXT_INVALID);
     a = ask (h, false, "Alice", "pw-alpha-1", "", "10.0.0.3");
-    assert (a.type == QMS_AUTH_FAIL && strncmp (a.s [0], "Too many failed login attempts.", 31) == 0);
+    assert (a.type == QMS_AUTH_FAIL && strncmp (a.s [QMS_AUTH_FAIL_TEXT], "Too many failed login attempts.", 31) == 0);
     expect_ok (ask (h, false, "Alice", "pw-alpha-1", "", "10.0.0.4"), "Alice");
 }
 
@@ -1477,8 +1477,8 @@ test_busy (harness_t *h)
         assert (answers [i].conn >= 5000 && answers [i].conn < 5000 + FLOOD);
         assert (!seen [answers [i].conn - 5000]);
         seen [answers [i].conn - 5000] = true;
-        busy += streq (answers [i].s [0], TEXT_BUSY);
-        invalid += streq (answers [i].s [0], TEXT_INVALID);
+        busy += streq (answers [i].s [QMS_AUTH_FAIL_TEXT], TEXT_BUSY);
+        invalid += streq (answers [i].s [QMS_AUTH_FAIL_TEXT], TEXT_INVALID);
     }
     assert (invalid == QUEUE_PER_WORKER && busy == FLOOD - QUEUE_PER_WORKER);
     free (answers);

@@ -1,8 +1,8 @@
 /*  qms_msg.c - encoding and decoding of the actor messages (see qms_msg.h).
 
     One schema table drives one encoder and one decoder, so adding a message
-    type is one line here and one enum value in the header; the selftest
-    round-trips every type.
+    type is one line here and, in the header, one enum value and the names of
+    its strings; the selftest round-trips every type.
 */
 #include "qms_msg.h"
 

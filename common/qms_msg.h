@@ -23,7 +23,8 @@
 
     The schema of each type is the table qms_schema[] in qms_msg.c; the
     meaning of each field is documented beside the type below and in
-    docs/ARCHITECTURE.md.
+    docs/ARCHITECTURE.md; the strings are named by the enums that follow
+    the types (rec->s [QMS_LOGIN_NAME]).
 */
 #ifndef QMS_MSG_H_INCLUDED
 #define QMS_MSG_H_INCLUDED
@@ -190,6 +191,109 @@ typedef enum {
 
     QMS_TYPE_COUNT
 } qms_type_t;
+
+/*  The string fields of each type, by name: code reads rec->s [QMS_LOGIN_NAME],
+    never rec->s [0].  One enum per type, or per types that share a layout
+    and whose names are true for each; the values are the positions above. */
+
+/*  QMS_AUTH_LOGIN */
+enum { QMS_LOGIN_NAME, QMS_LOGIN_PASSWORD, QMS_LOGIN_PUBKEY, QMS_LOGIN_ADDRESS };
+/*  QMS_AUTH_OK: the token is the raw token */
+enum { QMS_AUTH_OK_ID, QMS_AUTH_OK_NAME, QMS_AUTH_OK_TOKEN, QMS_AUTH_OK_PUBKEY };
+/*  QMS_AUTH_FAIL: the error text for the client */
+enum { QMS_AUTH_FAIL_TEXT };
+/*  QMS_ST_USER_GET and QMS_ST_USER_FIND: the name key looked up */
+enum { QMS_FIND_KEY };
+/*  QMS_ST_USER: the PHC is empty in the answer to QMS_ST_USER_FIND */
+enum { QMS_USER_ID, QMS_USER_NAME, QMS_USER_PHC, QMS_USER_PUBKEY };
+/*  QMS_ST_USER_CREATE */
+enum { QMS_CREATE_ID, QMS_CREATE_NAME, QMS_CREATE_KEY, QMS_CREATE_PHC };
+/*  QMS_ST_USER_REHASH: the user id and the new PHC */
+enum { QMS_REHASH_ID, QMS_REHASH_PHC };
+/*  QMS_ST_SESSION_START: the user id, the token hash, the pubkey */
+enum { QMS_START_ID, QMS_START_HASH, QMS_START_PUBKEY };
+/*  QMS_ST_SESSION_GET: the token hash */
+enum { QMS_SESSION_GET_HASH };
+/*  QMS_ST_SESSION: the session's user */
+enum { QMS_SESSION_ID, QMS_SESSION_NAME, QMS_SESSION_PUBKEY };
+/*  QMS_ST_SESSION_DEL: the user id, the token hash (empty = any) */
+enum { QMS_SESSION_DEL_ID, QMS_SESSION_DEL_HASH };
+/*  QMS_ST_SESSION_TOUCH: the user id */
+enum { QMS_TOUCH_ID };
+/*  QMS_ST_RESULT and QMS_ADMIN_DONE: the detail.  After QMS_ST_MSG_STORE,
+    an EXISTS result carries there the id stored before instead. */
+enum { QMS_RESULT_DETAIL, QMS_RESULT_STORED_ID = QMS_RESULT_DETAIL };
+/*  QMS_RT_HELLO: the gateway's name */
+enum { QMS_HELLO_NAME };
+/*  QMS_RT_ONLINE: the user, then the token hash */
+enum { QMS_ONLINE_ID, QMS_ONLINE_NAME, QMS_ONLINE_PUBKEY, QMS_ONLINE_HASH };
+/*  QMS_RT_AUTHORIZE: the token hash */
+enum { QMS_AUTHORIZE_HASH };
+/*  QMS_RT_LOGOUT: the token hash */
+enum { QMS_LOGOUT_HASH };
+/*  QMS_RT_MESSAGE: the target user id, the message, the token hash (empty:
+    the one bound to conn), the client's message id (empty: none) */
+enum { QMS_MESSAGE_TARGET, QMS_MESSAGE_TEXT, QMS_MESSAGE_HASH, QMS_MESSAGE_CLIENT_ID };
+/*  QMS_GW_BOUND: the user conn now belongs to */
+enum { QMS_BOUND_ID, QMS_BOUND_NAME };
+/*  QMS_GW_KICK: the close reason */
+enum { QMS_KICK_REASON };
+/*  QMS_GW_DELIVER: the sender's user id, the message, the message id, the
+    recipient's user id */
+enum { QMS_DELIVER_SENDER, QMS_DELIVER_TEXT, QMS_DELIVER_MSG_ID, QMS_DELIVER_RECIPIENT };
+/*  QMS_GW_USER, QMS_GW_JOIN and QMS_GW_LEAVE (the id only): a user online */
+enum { QMS_PRESENCE_ID, QMS_PRESENCE_NAME, QMS_PRESENCE_PUBKEY };
+/*  QMS_GW_ERROR: why (a QMS_REASON_*) */
+enum { QMS_ERROR_REASON };
+/*  QMS_RT_RECEIPT and QMS_RT_LOOKUP, one layout (the gateway fills both in
+    one place): the token hash or empty (the one bound to conn), then what
+    is asked about: the message id confirmed, or the name looked up. */
+enum { QMS_ASK_HASH, QMS_ASK_ITEM,
+       QMS_RECEIPT_MSG_ID = QMS_ASK_ITEM, QMS_LOOKUP_NAME = QMS_ASK_ITEM };
+/*  QMS_GW_DELIVER_STORED: the sender's user id, the message, the message
+    id, the sender's name and key */
+enum { QMS_STORED_SENDER, QMS_STORED_TEXT, QMS_STORED_MSG_ID,
+       QMS_STORED_SENDER_NAME, QMS_STORED_SENDER_KEY };
+/*  QMS_GW_ACK: the client's message id, the message id, why it was
+    rejected (a QMS_REASON_*) */
+enum { QMS_ACK_CLIENT_ID, QMS_ACK_MSG_ID, QMS_ACK_REASON };
+/*  QMS_ST_MSG_STORE: the message id, the recipient's user id, the sender's
+    user id, name and key, the message, the client's message id */
+enum { QMS_STORE_MSG_ID, QMS_STORE_RECIPIENT, QMS_STORE_SENDER, QMS_STORE_SENDER_NAME,
+       QMS_STORE_SENDER_KEY, QMS_STORE_TEXT, QMS_STORE_CLIENT_ID };
+/*  QMS_ST_MSG_FETCH: the recipient's user id */
+enum { QMS_FETCH_RECIPIENT };
+/*  QMS_ST_MSG: the message id, the sender's user id, name and key, the
+    message, the client's message id */
+enum { QMS_MSG_ID, QMS_MSG_SENDER, QMS_MSG_SENDER_NAME, QMS_MSG_SENDER_KEY,
+       QMS_MSG_TEXT, QMS_MSG_CLIENT_ID };
+/*  QMS_ST_MSG_DEL: the recipient's user id, the message id */
+enum { QMS_DEL_RECIPIENT, QMS_DEL_MSG_ID };
+/*  QMS_ST_MSG_DELETED: the message id, the sender's user id, the client's
+    message id */
+enum { QMS_DELETED_MSG_ID, QMS_DELETED_SENDER, QMS_DELETED_CLIENT_ID };
+/*  QMS_ST_MSG_DEL_UPTO: the recipient's user id */
+enum { QMS_UPTO_RECIPIENT };
+/*  QMS_GW_LOOKUP: the user found, then the name asked */
+enum { QMS_FOUND_ID, QMS_FOUND_NAME, QMS_FOUND_PUBKEY, QMS_FOUND_ASKED };
+/*  QMS_ST_ADMIN: the arguments (common/qms_admin.h): a name key and, for
+    QMS_ADMIN_USER_PASSWORD, the new PHC; or, for QMS_ADMIN_DB_BACKUP, the
+    backup file's path */
+enum { QMS_ADMIN_ARG_KEY, QMS_ADMIN_ARG_PHC, QMS_ADMIN_ARG_FILE = QMS_ADMIN_ARG_KEY };
+/*  QMS_ST_ADMIN_ROW (common/qms_admin.h): a user row is the user's id,
+    name and public key and the session's last activity (ms as decimal
+    text, "" for none); a session row has the user id and the token hash;
+    a QMS_ADMIN_DB_CHECK row has the problem's text. */
+enum { QMS_ROW_ID, QMS_ROW_NAME, QMS_ROW_PUBKEY, QMS_ROW_ACTIVE,
+       QMS_ROW_HASH = QMS_ROW_PUBKEY, QMS_ROW_PROBLEM = QMS_ROW_ID };
+/*  QMS_RT_KICK_USER: the user id, the close reason */
+enum { QMS_KICK_USER_ID, QMS_KICK_USER_REASON };
+/*  QMS_STATS: the metrics, Prometheus text exposition lines */
+enum { QMS_STATS_TEXT };
+/*  QMS_RT_UNDELIVERED: the recipient's user id, the sender's user id, the
+    message, the message id */
+enum { QMS_UNDELIVERED_RECIPIENT, QMS_UNDELIVERED_SENDER, QMS_UNDELIVERED_TEXT,
+       QMS_UNDELIVERED_MSG_ID };
 
 /* QMS_AUTH_LOGIN flags */
 #define QMS_LOGIN_REGISTER   1u

@@ -174,7 +174,7 @@ reannounce (gateway_t *self)
         qms_sha256_hex (conn->token, conn->token_len, hash);
         qms_rec_t rec = { .type = QMS_RT_AUTHORIZE, .conn = conn->handle,
                           .num = QMS_SESSION_SILENT | (conn->receipts ? QMS_SESSION_RECEIPTS : 0) };
-        rec.s [0] = qms_str (hash);
+        rec.s [QMS_AUTHORIZE_HASH] = qms_str (hash);
         gw_to_router (self, &rec);
         count++;
     }
@@ -185,7 +185,7 @@ reannounce (gateway_t *self)
 void
 gw_heartbeat (gateway_t *self)
 {
-    qms_rec_t hello = { .type = QMS_RT_HELLO, .num = self->nonce, .s = { qms_str (self->name) } };
+    qms_rec_t hello = { .type = QMS_RT_HELLO, .num = self->nonce, .s = { [QMS_HELLO_NAME] = qms_str (self->name) } };
     gw_to_router (self, &hello);
     qms_rec_t ping = { .type = QMS_AUTH_PING };
     gw_to_auth (self, &ping);
@@ -208,10 +208,10 @@ handle_login (gateway_t *self, conn_t *conn, const proto_request_t *req)
     const char *peer = conn->peer ? conn->peer->address : "";
     qms_rec_t rec = { .type = QMS_AUTH_LOGIN, .conn = conn->handle,
                       .num = req->action == QMS_REQ_REGISTER ? QMS_LOGIN_REGISTER : 0 };
-    rec.s [0] = req->name;
-    rec.s [1] = req->password;
-    rec.s [2] = req->pubkey;
-    rec.s [3] = qms_str (peer);
+    rec.s [QMS_LOGIN_NAME] = req->name;
+    rec.s [QMS_LOGIN_PASSWORD] = req->password;
+    rec.s [QMS_LOGIN_PUBKEY] = req->pubkey;
+    rec.s [QMS_LOGIN_ADDRESS] = qms_str (peer);
     gw_to_auth (self, &rec);
 }
 
@@ -291,32 +291,32 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
             qms_sha256_hex (req.token.ptr, req.token.len, hash);
             rec.type = QMS_RT_AUTHORIZE;
             rec.num = req.receipts ? QMS_SESSION_RECEIPTS : 0;
-            rec.s [0] = qms_str (hash);
+            rec.s [QMS_AUTHORIZE_HASH] = qms_str (hash);
             gw_to_router (self, &rec);
             wait_begin (self, conn, WAIT_AUTHORIZE);
             break;
         case QMS_REQ_LOGOUT:
             qms_sha256_hex (req.token.ptr, req.token.len, hash);
             rec.type = QMS_RT_LOGOUT;
-            rec.s [0] = qms_str (hash);
+            rec.s [QMS_LOGOUT_HASH] = qms_str (hash);
             gw_to_router (self, &rec);
             break;
         case QMS_REQ_RECEIPT:
         case QMS_REQ_USER_LOOKUP:
             /*  One record per message id or name. */
             rec.type = req.action == QMS_REQ_RECEIPT ? QMS_RT_RECEIPT : QMS_RT_LOOKUP;
-            rec.s [0] = token_ref (conn, req.token, hash);
+            rec.s [QMS_ASK_HASH] = token_ref (conn, req.token, hash);
             for (size_t i = 0; i < proto_receipt_count (&req); i++) {
-                rec.s [1] = proto_receipt_id (&req, i);
+                rec.s [QMS_ASK_ITEM] = proto_receipt_id (&req, i);
                 gw_to_router (self, &rec);
             }
             break;
         case QMS_REQ_MESSAGE:
             rec.type = QMS_RT_MESSAGE;
-            rec.s [0] = req.target;
-            rec.s [1] = req.message;
-            rec.s [3] = req.client_id;
-            rec.s [2] = token_ref (conn, req.token, hash);
+            rec.s [QMS_MESSAGE_TARGET] = req.target;
+            rec.s [QMS_MESSAGE_TEXT] = req.message;
+            rec.s [QMS_MESSAGE_CLIENT_ID] = req.client_id;
+            rec.s [QMS_MESSAGE_HASH] = token_ref (conn, req.token, hash);
             gw_to_router (self, &rec);
             break;
     }
@@ -411,18 +411,18 @@ handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
     conn->bound = true;
     bool login = rec->num == QMS_BOUND_LOGIN;
     if (login && conn->presence != PROTO_PRESENCE_NONE)
-        gw_conn_queue_list_now (self, conn, &rec->s [1]);
+        gw_conn_queue_list_now (self, conn, &rec->s [QMS_BOUND_NAME]);
     else {
         if (login) {
             /*  No presence: the answer names only the caller. */
             qms_buf_t mine;
             qms_buf_init (&mine);
-            user_t *me = gw_user_find (self, rec->s [0]);
+            user_t *me = gw_user_find (self, rec->s [QMS_BOUND_ID]);
             proto_users_begin (&mine);
             if (me)
                 proto_users_add (&mine, me->id, me->name, me->pubkey);
             proto_users_end (&mine);
-            proto_login_ok (&self->scratch, qms_strn (conn->token, conn->token_len), rec->s [1],
+            proto_login_ok (&self->scratch, qms_strn (conn->token, conn->token_len), rec->s [QMS_BOUND_NAME],
                             (const char *) mine.data, mine.len);
             qms_buf_free (&mine);
         }
@@ -450,20 +450,20 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
         return;
     }
     if (rec->type == QMS_GW_USER) {
-        gw_user_add (self, rec->s [0], rec->s [1], rec->s [2]);
+        gw_user_add (self, rec->s [QMS_PRESENCE_ID], rec->s [QMS_PRESENCE_NAME], rec->s [QMS_PRESENCE_PUBKEY]);
         return;
     }
     if (rec->type == QMS_GW_JOIN) {
-        gw_user_add (self, rec->s [0], rec->s [1], rec->s [2]);
-        proto_change_join (&self->changes, rec->s [0], rec->s [1], rec->s [2]);
+        gw_user_add (self, rec->s [QMS_PRESENCE_ID], rec->s [QMS_PRESENCE_NAME], rec->s [QMS_PRESENCE_PUBKEY]);
+        proto_change_join (&self->changes, rec->s [QMS_PRESENCE_ID], rec->s [QMS_PRESENCE_NAME], rec->s [QMS_PRESENCE_PUBKEY]);
         gw_users_changed (self);
         return;
     }
     if (rec->type == QMS_GW_LEAVE) {
-        user_t *u = gw_user_find (self, rec->s [0]);
+        user_t *u = gw_user_find (self, rec->s [QMS_PRESENCE_ID]);
         if (u) {
             gw_user_remove (self, u);
-            proto_change_leave (&self->changes, rec->s [0]);
+            proto_change_leave (&self->changes, rec->s [QMS_PRESENCE_ID]);
             gw_users_changed (self);
         }
         return;
@@ -482,10 +482,10 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             it. */
         if (rec->type == QMS_GW_DELIVER) {
             qms_rec_t back = { .type = QMS_RT_UNDELIVERED, .time = rec->time };
-            back.s [0] = rec->s [3];
-            back.s [1] = rec->s [0];
-            back.s [2] = rec->s [1];
-            back.s [3] = rec->s [2];
+            back.s [QMS_UNDELIVERED_RECIPIENT] = rec->s [QMS_DELIVER_RECIPIENT];
+            back.s [QMS_UNDELIVERED_SENDER] = rec->s [QMS_DELIVER_SENDER];
+            back.s [QMS_UNDELIVERED_TEXT] = rec->s [QMS_DELIVER_TEXT];
+            back.s [QMS_UNDELIVERED_MSG_ID] = rec->s [QMS_DELIVER_MSG_ID];
             gw_to_router (self, &back);
         }
         return;
@@ -506,7 +506,7 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             wait_end (conn);
             conn->bound = false;
             char reason [64];
-            qms_str_copy (rec->s [0], reason, sizeof reason);
+            qms_str_copy (rec->s [QMS_KICK_REASON], reason, sizeof reason);
             gw_conn_close (conn, (uint16_t) rec->num, reason);
             break;
         }
@@ -515,23 +515,23 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             break;
         case QMS_GW_DELIVER:
             self->m.events_message++;
-            proto_message_event (&self->scratch, rec->s [0], rec->s [1], rec->s [2], rec->time);
+            proto_message_event (&self->scratch, rec->s [QMS_DELIVER_SENDER], rec->s [QMS_DELIVER_TEXT], rec->s [QMS_DELIVER_MSG_ID], rec->time);
             gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_DELIVER_STORED:
             self->m.events_stored++;
-            proto_stored_message_event (&self->scratch, rec->s [0], rec->s [1], rec->s [2], rec->time,
-                                        rec->s [3], rec->s [4]);
+            proto_stored_message_event (&self->scratch, rec->s [QMS_STORED_SENDER], rec->s [QMS_STORED_TEXT], rec->s [QMS_STORED_MSG_ID], rec->time,
+                                        rec->s [QMS_STORED_SENDER_NAME], rec->s [QMS_STORED_SENDER_KEY]);
             gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_ACK:
             self->m.acks++;
-            proto_ack (&self->scratch, rec->num, rec->s [0], rec->s [1], rec->time, rec->s [2]);
+            proto_ack (&self->scratch, rec->num, rec->s [QMS_ACK_CLIENT_ID], rec->s [QMS_ACK_MSG_ID], rec->time, rec->s [QMS_ACK_REASON]);
             gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_LOOKUP:
-            proto_lookup_event (&self->scratch, rec->num == 1, rec->req == 1, rec->s [3],
-                                rec->s [0], rec->s [1], rec->s [2]);
+            proto_lookup_event (&self->scratch, rec->num == 1, rec->req == 1, rec->s [QMS_FOUND_ASKED],
+                                rec->s [QMS_FOUND_ID], rec->s [QMS_FOUND_NAME], rec->s [QMS_FOUND_PUBKEY]);
             gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_SYNC:
@@ -541,7 +541,7 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             break;
         case QMS_GW_ERROR:
             wait_end (conn);
-            proto_actor_error (&self->scratch, rec->num, rec->s [0]);
+            proto_actor_error (&self->scratch, rec->num, rec->s [QMS_ERROR_REASON]);
             gw_conn_queue_scratch (self, conn);
             break;
         default:
@@ -564,7 +564,7 @@ handle_auth_record (gateway_t *self, const qms_rec_t *rec)
             qms_hist_observe (&self->m.login_ms, (double) (qms_mono_ms () - conn->wait_started));
         self->m.logins_failed++;
         wait_end (conn);
-        proto_error (&self->scratch, QMS_EV_LOGIN, rec->s [0].ptr, rec->s [0].len);
+        proto_error (&self->scratch, QMS_EV_LOGIN, rec->s [QMS_AUTH_FAIL_TEXT].ptr, rec->s [QMS_AUTH_FAIL_TEXT].len);
         gw_conn_queue_scratch (self, conn);
     }
     else
@@ -574,18 +574,18 @@ handle_auth_record (gateway_t *self, const qms_rec_t *rec)
         qms_warn (ACTOR, "event=late_login handle=%llu", (unsigned long long) conn->handle);
     }
     else
-    if (rec->type == QMS_AUTH_OK && rec->s [2].len == QMS_TOKEN_CHARS) {
+    if (rec->type == QMS_AUTH_OK && rec->s [QMS_AUTH_OK_TOKEN].len == QMS_TOKEN_CHARS) {
         /*  Keep the token until the router has bound the session. */
-        memcpy (conn->pending, rec->s [2].ptr, QMS_TOKEN_CHARS);
+        memcpy (conn->pending, rec->s [QMS_AUTH_OK_TOKEN].ptr, QMS_TOKEN_CHARS);
         conn->pending_len = QMS_TOKEN_CHARS;
         char hash [QMS_HASH_HEX + 1];
-        qms_sha256_hex (rec->s [2].ptr, rec->s [2].len, hash);
+        qms_sha256_hex (rec->s [QMS_AUTH_OK_TOKEN].ptr, rec->s [QMS_AUTH_OK_TOKEN].len, hash);
         qms_rec_t online = { .type = QMS_RT_ONLINE, .conn = conn->handle,
                              .num = conn->receipts ? QMS_SESSION_RECEIPTS : 0 };
-        online.s [0] = rec->s [0];
-        online.s [1] = rec->s [1];
-        online.s [2] = rec->s [3];
-        online.s [3] = qms_str (hash);
+        online.s [QMS_ONLINE_ID] = rec->s [QMS_AUTH_OK_ID];
+        online.s [QMS_ONLINE_NAME] = rec->s [QMS_AUTH_OK_NAME];
+        online.s [QMS_ONLINE_PUBKEY] = rec->s [QMS_AUTH_OK_PUBKEY];
+        online.s [QMS_ONLINE_HASH] = qms_str (hash);
         gw_to_router (self, &online);
     }
     else
@@ -697,10 +697,10 @@ gw_dispatch_test (bool verbose)
     qms_rec_t rec;
     assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 1);
     assert (rec.type == QMS_RT_MESSAGE && rec.conn == 77);
-    assert (qms_str_eq (rec.s [0], "bob") && qms_str_eq (rec.s [1], "hi") && rec.s [2].len == 0);
+    assert (qms_str_eq (rec.s [QMS_MESSAGE_TARGET], "bob") && qms_str_eq (rec.s [QMS_MESSAGE_TEXT], "hi") && rec.s [QMS_MESSAGE_HASH].len == 0);
     assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 1);
     qms_sha256_hex (token, QMS_TOKEN_CHARS, expect);
-    assert (rec.type == QMS_RT_LOGOUT && rec.conn == 77 && qms_str_eq (rec.s [0], expect));
+    assert (rec.type == QMS_RT_LOGOUT && rec.conn == 77 && qms_str_eq (rec.s [QMS_LOGOUT_HASH], expect));
     assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 0);
     assert (self.m.requests [QMS_REQ_MESSAGE] == 1 && self.m.requests [QMS_REQ_LOGOUT] == 1);
     assert (self.to_auth.len == 0);
@@ -727,21 +727,21 @@ gw_dispatch_test (bool verbose)
 
     /*  Presence records keep the list and the changes for the next push. */
     uint64_t gen = self.users_gen;
-    qms_rec_t join = { .type = QMS_GW_JOIN, .s = { qms_str ("id1"), qms_str ("ann"), qms_str ("k") } };
+    qms_rec_t join = { .type = QMS_GW_JOIN, .s = { [QMS_PRESENCE_ID] = qms_str ("id1"), [QMS_PRESENCE_NAME] = qms_str ("ann"), [QMS_PRESENCE_PUBKEY] = qms_str ("k") } };
     handle_router_record (&self, &join);
     assert (self.user_count == 1 && gw_user_find (&self, qms_str ("id1")) && self.users_gen == gen + 1);
     assert (memmem (self.changes.data, self.changes.len, "ann", 3));
-    qms_rec_t leave = { .type = QMS_GW_LEAVE, .s = { qms_str ("id1") } };
+    qms_rec_t leave = { .type = QMS_GW_LEAVE, .s = { [QMS_PRESENCE_ID] = qms_str ("id1") } };
     handle_router_record (&self, &leave);
     assert (self.user_count == 0 && self.users_gen == gen + 2);
     handle_router_record (&self, &leave);            /* unknown: no change */
     assert (self.users_gen == gen + 2);
     qms_rec_t users = { .type = QMS_GW_USERS, .num = 2 };
-    qms_rec_t user = { .type = QMS_GW_USER, .s = { qms_str ("id2"), qms_str ("bo"), qms_str ("") } };
+    qms_rec_t user = { .type = QMS_GW_USER, .s = { [QMS_PRESENCE_ID] = qms_str ("id2"), [QMS_PRESENCE_NAME] = qms_str ("bo"), [QMS_PRESENCE_PUBKEY] = qms_str ("") } };
     handle_router_record (&self, &users);
     assert (self.changes.len == 0);
     handle_router_record (&self, &user);
-    user.s [0] = qms_str ("id3");
+    user.s [QMS_PRESENCE_ID] = qms_str ("id3");
     handle_router_record (&self, &user);
     assert (self.user_count == 2 && self.changes.len == 0);
 
@@ -773,7 +773,7 @@ gw_dispatch_test (bool verbose)
     void *ours = zmq_socket (ctx, ZMQ_PAIR), *router = zmq_socket (ctx, ZMQ_PAIR);
     assert (zmq_bind (ours, "inproc://gw-dispatch-test") == 0);
     assert (zmq_connect (router, "inproc://gw-dispatch-test") == 0);
-    qms_rec_t join9 = { .type = QMS_GW_JOIN, .s = { qms_str ("id9"), qms_str ("nine"), qms_str ("k") } };
+    qms_rec_t join9 = { .type = QMS_GW_JOIN, .s = { [QMS_PRESENCE_ID] = qms_str ("id9"), [QMS_PRESENCE_NAME] = qms_str ("nine"), [QMS_PRESENCE_PUBKEY] = qms_str ("k") } };
     qms_rec_t login = { .type = QMS_AUTH_LOGIN, .conn = 1 };
     uint64_t bad = self.m.bad_batches;
     for (int round = 0; round < 3; round++) {

@@ -152,7 +152,7 @@ gw_stats_answer (gateway_t *self, peer_kind_t from, const qms_rec_t *rec)
     if (rec->req == 0) {
         if (from == PEER_STORE) {
             self->store_seen = qms_mono_ms ();
-            self->store_writable = memmem (rec->s [0].ptr, rec->s [0].len,
+            self->store_writable = memmem (rec->s [QMS_STATS_TEXT].ptr, rec->s [QMS_STATS_TEXT].len,
                                            "qms_store_writable 1", 20) != NULL;
         }
         return;
@@ -160,7 +160,7 @@ gw_stats_answer (gateway_t *self, peer_kind_t from, const qms_rec_t *rec)
     for (int i = 0; i < MAX_STATS_WAIT; i++) {
         stats_wait_t *w = &self->stats [i];
         if (w->conn && w->req == rec->req) {
-            qms_buf_append (&w->body, rec->s [0].ptr, rec->s [0].len);
+            qms_buf_append (&w->body, rec->s [QMS_STATS_TEXT].ptr, rec->s [QMS_STATS_TEXT].len);
             if (--w->waiting == 0)
                 stats_finish (self, i);
             return;
@@ -332,7 +332,7 @@ gw_ops_test (bool verbose)
     http_response_free (&resp);
 
     /*  The store's answer to req 0 is its liveness and writability. */
-    qms_rec_t rec = { .type = QMS_STATS, .req = 0, .s = { qms_str ("qms_store_writable 1\n") } };
+    qms_rec_t rec = { .type = QMS_STATS, .req = 0, .s = { [QMS_STATS_TEXT] = qms_str ("qms_store_writable 1\n") } };
     gw_stats_answer (&self, PEER_ROUTER, &rec);
     assert (!self.store_seen && !self.store_writable);
     gw_stats_answer (&self, PEER_STORE, &rec);
@@ -349,7 +349,7 @@ gw_ops_test (bool verbose)
     assert (gw_serve_ops (&self, &conn, "/readyz", "GET") && resp.status == 503);
     assert (strstr (resp.body, "\"reason\":\"stopping\""));
     http_response_free (&resp);
-    rec.s [0] = qms_str ("qms_store_writable 0\n");
+    rec.s [QMS_STATS_TEXT] = qms_str ("qms_store_writable 0\n");
     gw_stats_answer (&self, PEER_STORE, &rec);
     assert (!self.store_writable);
     if (verbose)

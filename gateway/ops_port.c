@@ -221,7 +221,7 @@ drain_actor (ops_port_t *self)
                     txn_t *txn = wsi ? (txn_t *) lws_wsi_user (wsi) : NULL;
                     if (txn && txn->req == rec.req) {
                         self->waiting [i] = NULL;
-                        answer (self, wsi, txn, rec.s [0].ptr ? rec.s [0].ptr : "", rec.s [0].len);
+                        answer (self, wsi, txn, rec.s [QMS_STATS_TEXT].ptr ? rec.s [QMS_STATS_TEXT].ptr : "", rec.s [QMS_STATS_TEXT].len);
                     }
                 }
             }
@@ -575,7 +575,7 @@ t_exchange (zsock_t *actor, int fd, const char *request, const char *text, uint6
         qms_rec_t rec;
         assert (qms_rec_next (zmq_msg_data (&body), zmq_msg_size (&body), &offset, &rec) == 1);
         assert (rec.type == QMS_STATS_GET && rec.req != 0 && (rec.req & QMS_STATS_BRIEF) == want_brief);
-        qms_rec_t reply = { .type = QMS_STATS, .req = rec.req, .s = { qms_str (text) } };
+        qms_rec_t reply = { .type = QMS_STATS, .req = rec.req, .s = { [QMS_STATS_TEXT] = qms_str (text) } };
         assert (qms_rec_send (sock, id, id_len, &reply) == 0);
         zmq_msg_close (&body);
     }

@@ -110,7 +110,7 @@ static void
 send_kick (router_t *self, const session_t *s, const char *reason)
 {
     qms_rec_t rec = { .type = QMS_GW_KICK, .conn = s->conn, .num = CLOSE_REPLACED };
-    rec.s [0] = qms_str (reason);
+    rec.s [QMS_KICK_REASON] = qms_str (reason);
     gw_emit (self, s->gw, &rec);
 }
 
@@ -120,8 +120,8 @@ static void
 send_bound (router_t *self, uint32_t gw, uint64_t conn, uint64_t kind, const session_t *s)
 {
     qms_rec_t rec = { .type = QMS_GW_BOUND, .conn = conn, .num = kind };
-    rec.s [0] = s->id;
-    rec.s [1] = s->name;
+    rec.s [QMS_BOUND_ID] = s->id;
+    rec.s [QMS_BOUND_NAME] = s->name;
     gw_emit (self, gw, &rec);
 }
 
@@ -129,8 +129,8 @@ static void
 store_del (router_t *self, qms_str_t id, const char *hash)
 {
     qms_rec_t rec = { .type = QMS_ST_SESSION_DEL, .req = 0 };
-    rec.s [0] = id;
-    rec.s [1] = qms_strn (hash, QMS_HASH_HEX);
+    rec.s [QMS_SESSION_DEL_ID] = id;
+    rec.s [QMS_SESSION_DEL_HASH] = qms_strn (hash, QMS_HASH_HEX);
     store_emit (self, &rec);
 }
 
@@ -144,9 +144,9 @@ build_users (router_t *self)
     for (link_t *l = self->online.next; l != &self->online; l = l->next) {
         session_t *s = CONTAINER (l, session_t, online);
         qms_rec_t rec = { .type = QMS_GW_USER };
-        rec.s [0] = s->id;
-        rec.s [1] = s->name;
-        rec.s [2] = s->pubkey;
+        rec.s [QMS_PRESENCE_ID] = s->id;
+        rec.s [QMS_PRESENCE_NAME] = s->name;
+        rec.s [QMS_PRESENCE_PUBKEY] = s->pubkey;
         if (qms_rec_encode (&self->users, &rec))
             return -1;
     }
@@ -243,9 +243,9 @@ session_bind (router_t *self, session_t *s, uint32_t gw, uint64_t conn)
     list_append (&self->online, &s->online);
     self->online_count++;
     qms_rec_t join = { .type = QMS_GW_JOIN };
-    join.s [0] = s->id;
-    join.s [1] = s->name;
-    join.s [2] = s->pubkey;
+    join.s [QMS_PRESENCE_ID] = s->id;
+    join.s [QMS_PRESENCE_NAME] = s->name;
+    join.s [QMS_PRESENCE_PUBKEY] = s->pubkey;
     presence_emit (self, &join);
     return 0;
 }
@@ -264,7 +264,7 @@ session_offline (router_t *self, session_t *s)
         self->online_count--;
         s->bound = false;
         qms_rec_t leave = { .type = QMS_GW_LEAVE };
-        leave.s [0] = s->id;
+        leave.s [QMS_PRESENCE_ID] = s->id;
         presence_emit (self, &leave);
     }
     router_sf_held_release (self, s);     /* unbound now: held messages are stored */
@@ -411,10 +411,10 @@ message_from (router_t *self, session_t *s, uint32_t gw, uint64_t conn,
         /*  The hot path: straight to the recipient's connection; the store
             is not touched. */
         qms_rec_t rec = { .type = QMS_GW_DELIVER, .conn = t->conn, .time = now };
-        rec.s [0] = s->id;
-        rec.s [1] = message;
-        rec.s [2] = qms_strn (msg_id, MSG_ID_CHARS);
-        rec.s [3] = t->id;
+        rec.s [QMS_DELIVER_SENDER] = s->id;
+        rec.s [QMS_DELIVER_TEXT] = message;
+        rec.s [QMS_DELIVER_MSG_ID] = qms_strn (msg_id, MSG_ID_CHARS);
+        rec.s [QMS_DELIVER_RECIPIENT] = t->id;
         gw_emit (self, t->gw, &rec);
         self->m.delivered++;
         if (client_id.len) {
@@ -472,7 +472,7 @@ pending_new (router_t *self, pending_kind_t kind, uint32_t gw, uint64_t conn,
     self->pending_count++;
 
     qms_rec_t rec = { .type = QMS_ST_SESSION_GET, .req = p->req };
-    rec.s [0] = hash;
+    rec.s [QMS_SESSION_GET_HASH] = hash;
     store_emit (self, &rec);
     return true;
 }
@@ -489,7 +489,7 @@ pending_destroy (router_t *self, pending_t *p)
 static void
 on_online (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
 {
-    qms_str_t id = rec->s [0], hash = rec->s [3];
+    qms_str_t id = rec->s [QMS_ONLINE_ID], hash = rec->s [QMS_ONLINE_HASH];
     if (id.len == 0 || id.len > MAX_ID_BYTES || hash.len != QMS_HASH_HEX) {
         qms_warn (LOG, "event=bad_record type=RT_ONLINE gateway=%u", gw);
         send_error (self, gw, rec->conn, QMS_RT_ONLINE, k_unavailable);
@@ -506,7 +506,7 @@ on_online (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
     if (holder)
         session_offline (self, holder);
 
-    session_t *s = session_new (self, id, rec->s [1], rec->s [2], hash, now);
+    session_t *s = session_new (self, id, rec->s [QMS_ONLINE_NAME], rec->s [QMS_ONLINE_PUBKEY], hash, now);
     if (!s || session_bind (self, s, gw, rec->conn)) {
         if (s)
             session_destroy (self, s);
@@ -523,7 +523,7 @@ on_online (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
 static void
 on_authorize (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
 {
-    qms_str_t hash = rec->s [0];
+    qms_str_t hash = rec->s [QMS_AUTHORIZE_HASH];
     if (hash.len != QMS_HASH_HEX) {
         send_invalid (self, gw, rec->conn, 0);
         return;
@@ -540,7 +540,7 @@ on_authorize (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
 static void
 on_message (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
 {
-    qms_str_t hash = rec->s [2];
+    qms_str_t hash = rec->s [QMS_MESSAGE_HASH];
     session_t *s;
     if (hash.len == 0) {
         /*  The fast path: the gateway vouched that the token is the one
@@ -565,19 +565,19 @@ on_message (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
         }
         s = find_by_hash (self, hash);
         if (!s) {
-            if (!pending_new (self, PENDING_MESSAGE, gw, rec->conn, hash, rec->s [0], rec->s [1],
-                              rec->s [3], 0))
+            if (!pending_new (self, PENDING_MESSAGE, gw, rec->conn, hash, rec->s [QMS_MESSAGE_TARGET], rec->s [QMS_MESSAGE_TEXT],
+                              rec->s [QMS_MESSAGE_CLIENT_ID], 0))
                 send_error (self, gw, rec->conn, QMS_RT_MESSAGE, k_unavailable);
             return;
         }
     }
-    message_from (self, s, gw, rec->conn, rec->s [0], rec->s [1], rec->s [3], now);
+    message_from (self, s, gw, rec->conn, rec->s [QMS_MESSAGE_TARGET], rec->s [QMS_MESSAGE_TEXT], rec->s [QMS_MESSAGE_CLIENT_ID], now);
 }
 
 static void
 on_logout (router_t *self, const qms_rec_t *rec)
 {
-    qms_str_t hash = rec->s [0];
+    qms_str_t hash = rec->s [QMS_LOGOUT_HASH];
     if (hash.len != QMS_HASH_HEX)
         return;
     pending_mark_deleted (self, hash.ptr);
@@ -646,8 +646,8 @@ on_hello (router_t *self, uint32_t gw, const qms_rec_t *rec)
 {
     gateway_t *g = self->gateways [gw];
     char name [MAX_GATEWAY_NAME + 1];
-    size_t len = rec->s [0].len > MAX_GATEWAY_NAME ? MAX_GATEWAY_NAME : rec->s [0].len;
-    memcpy (name, rec->s [0].ptr, len);
+    size_t len = rec->s [QMS_HELLO_NAME].len > MAX_GATEWAY_NAME ? MAX_GATEWAY_NAME : rec->s [QMS_HELLO_NAME].len;
+    memcpy (name, rec->s [QMS_HELLO_NAME].ptr, len);
     name [len] = 0;
 
     if (g->hello && g->nonce != rec->num) {
@@ -770,7 +770,7 @@ on_stats (router_t *self, uint32_t gw, const qms_rec_t *rec)
     qms_buf_init (&text);
     stats_text (self, &text);
     qms_rec_t answer = { .type = QMS_STATS, .req = rec->req };
-    answer.s [0] = qms_strn ((const char *) text.data, text.len);
+    answer.s [QMS_STATS_TEXT] = qms_strn ((const char *) text.data, text.len);
     gw_emit (self, gw, &answer);
     qms_buf_free (&text);
 }
@@ -816,7 +816,7 @@ stats_batch (router_t *self, const uint8_t *identity, size_t identity_len,
     qms_rec_t rec;
     while (qms_rec_next (data, size, &offset, &rec) == 1) {
         qms_rec_t answer = { .type = QMS_STATS, .req = rec.req };
-        answer.s [0] = qms_strn ((const char *) text.data, text.len);
+        answer.s [QMS_STATS_TEXT] = qms_strn ((const char *) text.data, text.len);
         if (qms_rec_encode (&answers, &answer))
             qms_warn (LOG, "event=encode_failed type=STATS");
     }
@@ -832,22 +832,22 @@ stats_batch (router_t *self, const uint8_t *identity, size_t identity_len,
 static void
 on_kick_user (router_t *self, const qms_rec_t *rec, qms_rec_t *done)
 {
-    qms_str_t id = rec->s [0];
+    qms_str_t id = rec->s [QMS_KICK_USER_ID];
     if (id.len == 0 || id.len > MAX_ID_BYTES) {
         done->num = QMS_ST_ERROR;
-        done->s [0] = qms_str ("no user id");
+        done->s [QMS_RESULT_DETAIL] = qms_str ("no user id");
         return;
     }
     session_t *s = find_by_id (self, id);
     if (!s) {
         done->num = QMS_ST_NO_USER;
-        done->s [0] = qms_str ("no session in memory");
+        done->s [QMS_RESULT_DETAIL] = qms_str ("no session in memory");
         return;
     }
     bool online = s->bound;
     if (online) {
         char reason [64] = "Removed by an administrator";
-        if (rec->s [1].len && !qms_str_copy (rec->s [1], reason, sizeof reason))
+        if (rec->s [QMS_KICK_USER_REASON].len && !qms_str_copy (rec->s [QMS_KICK_USER_REASON], reason, sizeof reason))
             snprintf (reason, sizeof reason, "Removed by an administrator");
         send_kick (self, s, reason);
     }
@@ -857,7 +857,7 @@ on_kick_user (router_t *self, const qms_rec_t *rec, qms_rec_t *done)
               online ? "yes" : "no");
     session_destroy (self, s);
     done->num = QMS_ST_OK;
-    done->s [0] = qms_str (online ? "session ended, connection closed" : "session ended");
+    done->s [QMS_RESULT_DETAIL] = qms_str (online ? "session ended, connection closed" : "session ended");
 }
 
 /*  A batch from an administration command: answered to its sender, who is
@@ -947,7 +947,7 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
 static session_t *
 session_from_store (router_t *self, const pending_t *p, const qms_rec_t *rec, uint64_t now)
 {
-    qms_str_t id = rec->s [0];
+    qms_str_t id = rec->s [QMS_SESSION_ID];
     if (id.len == 0 || id.len > MAX_ID_BYTES) {
         qms_warn (LOG, "event=bad_record type=ST_SESSION");
         return NULL;
@@ -964,7 +964,7 @@ session_from_store (router_t *self, const pending_t *p, const qms_rec_t *rec, ui
         return NULL;
     }
     qms_str_t hash = qms_strn (p->hash, QMS_HASH_HEX);
-    session_t *s = session_new (self, id, rec->s [1], rec->s [2], hash, now);
+    session_t *s = session_new (self, id, rec->s [QMS_SESSION_NAME], rec->s [QMS_SESSION_PUBKEY], hash, now);
     if (!s)
         qms_warn (LOG, "event=out_of_memory what=session");
     return s;
@@ -1018,7 +1018,7 @@ store_batch (router_t *self, const uint8_t *data, size_t size)
         if (rec.type == QMS_ST_RESULT) {
             if (rec.num != QMS_ST_OK)
                 qms_warn (LOG, "event=store_write_failed status=%llu detail=\"%.*s\"",
-                          (unsigned long long) rec.num, (int) rec.s [0].len, rec.s [0].ptr);
+                          (unsigned long long) rec.num, (int) rec.s [QMS_RESULT_DETAIL].len, rec.s [QMS_RESULT_DETAIL].ptr);
         }
         else
         if (rec.type != QMS_NONE)
@@ -1084,7 +1084,7 @@ flush_touches (router_t *self)
     while (!list_empty (&self->dirty)) {
         session_t *s = CONTAINER (self->dirty.next, session_t, dirty);
         qms_rec_t rec = { .type = QMS_ST_SESSION_TOUCH, .req = 0, .time = s->last_active };
-        rec.s [0] = s->id;
+        rec.s [QMS_TOUCH_ID] = s->id;
         store_emit (self, &rec);
         list_remove (&s->dirty);
     }
@@ -1375,7 +1375,7 @@ static void
 t_mirror_apply (t_mirror_t *m, const qms_rec_t *rec)
 {
     for (size_t i = 0; i < m->count; i++)
-        if (qms_str_eq (rec->s [0], m->ids [i])) {
+        if (qms_str_eq (rec->s [QMS_PRESENCE_ID], m->ids [i])) {
             assert (rec->type == QMS_GW_LEAVE);     /* never joins twice */
             memmove (m->ids [i], m->ids [i + 1], (m->count - i - 1) * sizeof m->ids [0]);
             memmove (m->names [i], m->names [i + 1], (m->count - i - 1) * sizeof m->names [0]);
@@ -1386,9 +1386,9 @@ t_mirror_apply (t_mirror_t *m, const qms_rec_t *rec)
     if (rec->type == QMS_GW_LEAVE)
         return;     /* a gateway that has not had its first list yet: ignored */
     assert (m->count < T_MAX_USERS);
-    assert (qms_str_copy (rec->s [1], m->names [m->count], sizeof m->names [0]));
-    assert (qms_str_copy (rec->s [2], m->keys [m->count], sizeof m->keys [0]));
-    assert (qms_str_copy (rec->s [0], m->ids [m->count++], sizeof m->ids [0]));
+    assert (qms_str_copy (rec->s [QMS_PRESENCE_NAME], m->names [m->count], sizeof m->names [0]));
+    assert (qms_str_copy (rec->s [QMS_PRESENCE_PUBKEY], m->keys [m->count], sizeof m->keys [0]));
+    assert (qms_str_copy (rec->s [QMS_PRESENCE_ID], m->ids [m->count++], sizeof m->ids [0]));
 }
 
 static bool
@@ -1419,8 +1419,8 @@ t_recv (zsock_t *sock, bool router, t_batch_t *b, int timeout)
                 qms_rec_t head = { .type = QMS_GW_USERS, .num = mirror->count };
                 b->rec [b->count++] = head;
                 for (size_t i = 0; i < mirror->count; i++) {
-                    qms_rec_t user = { .type = QMS_GW_USER, .s = { qms_str (mirror->ids [i]),
-                                       qms_str (mirror->names [i]), qms_str (mirror->keys [i]) } };
+                    qms_rec_t user = { .type = QMS_GW_USER, .s = { [QMS_PRESENCE_ID] = qms_str (mirror->ids [i]),
+                                       [QMS_PRESENCE_NAME] = qms_str (mirror->names [i]), [QMS_PRESENCE_PUBKEY] = qms_str (mirror->keys [i]) } };
                     assert (b->count < 64);
                     b->rec [b->count++] = user;
                 }
@@ -1442,9 +1442,9 @@ t_recv (zsock_t *sock, bool router, t_batch_t *b, int timeout)
                 mirror->count = 0;
             if (mirror && rec.type == QMS_GW_USER) {
                 assert (mirror->count < T_MAX_USERS);
-                qms_str_copy (rec.s [1], mirror->names [mirror->count], sizeof mirror->names [0]);
-                qms_str_copy (rec.s [2], mirror->keys [mirror->count], sizeof mirror->keys [0]);
-                qms_str_copy (rec.s [0], mirror->ids [mirror->count++], sizeof mirror->ids [0]);
+                qms_str_copy (rec.s [QMS_PRESENCE_NAME], mirror->names [mirror->count], sizeof mirror->names [0]);
+                qms_str_copy (rec.s [QMS_PRESENCE_PUBKEY], mirror->keys [mirror->count], sizeof mirror->keys [0]);
+                qms_str_copy (rec.s [QMS_PRESENCE_ID], mirror->ids [mirror->count++], sizeof mirror->ids [0]);
             }
             assert (b->count < 64);
             b->rec [b->count++] = rec;
@@ -1641,7 +1641,7 @@ t_sync (zsock_t *gw)
     t_get (gw, false, &b);
     assert (b.count == 1 && b.rec [0].conn == 0xFFFF);
     assert ((b.rec [0].type == QMS_GW_INVALID && b.rec [0].num == 1)
-         || (b.rec [0].type == QMS_GW_ERROR && qms_str_eq (b.rec [0].s [0], k_unavailable)));
+         || (b.rec [0].type == QMS_GW_ERROR && qms_str_eq (b.rec [0].s [QMS_ERROR_REASON], k_unavailable)));
     t_done (&b);
 }
 
@@ -1762,7 +1762,7 @@ t_sessions (t_env_t *env, const char *ha, const char *ha2, const char *hb)
     t_send1 (env->gw_a, t_rec (QMS_RT_ONLINE, 1, "id-alice", "alice", "pk-alice", ha));
     t_get (env->gw_a, false, &b);
     at = t_users (&b, 0, T_IDS ("id-alice"));
-    assert (qms_str_eq (b.rec [1].s [1], "alice") && qms_str_eq (b.rec [1].s [2], "pk-alice"));
+    assert (qms_str_eq (b.rec [1].s [QMS_PRESENCE_NAME], "alice") && qms_str_eq (b.rec [1].s [QMS_PRESENCE_PUBKEY], "pk-alice"));
     assert (at + 1 == b.count);
     t_is (&b.rec [at], QMS_GW_BOUND, 1, QMS_BOUND_LOGIN, "id-alice", "alice");
     t_done (&b);
@@ -1810,7 +1810,7 @@ t_sessions (t_env_t *env, const char *ha, const char *ha2, const char *hb)
     t_done (&b);
     t_get (env->gw_b, false, &b);
     at = t_users (&b, 0, T_IDS ("id-bob", "id-alice"));
-    assert (qms_str_eq (b.rec [2].s [2], "pk-alice2"));
+    assert (qms_str_eq (b.rec [2].s [QMS_PRESENCE_PUBKEY], "pk-alice2"));
     assert (at + 1 == b.count);
     t_is (&b.rec [at], QMS_GW_BOUND, 8, QMS_BOUND_LOGIN, "id-alice", "alice");
     t_done (&b);
@@ -2103,7 +2103,7 @@ t_gateway_loss (void)
         t_send1 (env.gw_b, hello);
         while (t_recv (env.gw_b, false, &b, 100)) {
             if (b.rec [0].type == QMS_GW_USERS && b.rec [0].num == 1
-            &&  qms_str_eq (b.rec [1].s [0], "id-bob"))
+            &&  qms_str_eq (b.rec [1].s [QMS_PRESENCE_ID], "id-bob"))
                 alice_gone = true;
             t_done (&b);
         }
@@ -2160,7 +2160,7 @@ t_main (void)
         t_is (&b.rec [i], QMS_ST_SESSION_TOUCH, 0, 0, NULL, NULL);
         assert (b.rec [i].req == 0 && b.rec [i].time > 0);
         for (int k = 0; k < 3; k++)
-            if (qms_str_eq (b.rec [i].s [0], ids [k]))
+            if (qms_str_eq (b.rec [i].s [QMS_TOUCH_ID], ids [k]))
                 seen [k] = true;
     }
     assert (seen [0] && seen [1] && seen [2]);
@@ -2200,7 +2200,7 @@ t_timers (void)
         t_get (env.gw_a, false, &b);
         for (size_t i = 0; i < b.count; i++) {
             assert (b.rec [i].type == QMS_GW_ERROR);
-            assert (qms_str_eq (b.rec [i].s [0], QMS_REASON_UNAVAILABLE));
+            assert (qms_str_eq (b.rec [i].s [QMS_ERROR_REASON], QMS_REASON_UNAVAILABLE));
             if (b.rec [i].conn == 1 && b.rec [i].num == QMS_RT_AUTHORIZE)
                 seen_auth = true;
             else

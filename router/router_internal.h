@@ -324,7 +324,7 @@ static inline void
 send_error (router_t *self, uint32_t gw, uint64_t conn, int request, const char *reason)
 {
     qms_rec_t rec = { .type = QMS_GW_ERROR, .conn = conn, .num = (uint64_t) request };
-    rec.s [0] = qms_str (reason);
+    rec.s [QMS_ERROR_REASON] = qms_str (reason);
     gw_emit (self, gw, &rec);
 }
 
@@ -359,9 +359,9 @@ send_ack (router_t *self, uint32_t gw, uint64_t conn, uint64_t status, qms_str_t
     if (client_id.len == 0)
         return;                 /* no id, no ack: the original behaviour */
     qms_rec_t rec = { .type = QMS_GW_ACK, .conn = conn, .num = status, .time = time };
-    rec.s [0] = client_id;
-    rec.s [1] = msg_id;
-    rec.s [2] = qms_str (reason);
+    rec.s [QMS_ACK_CLIENT_ID] = client_id;
+    rec.s [QMS_ACK_MSG_ID] = msg_id;
+    rec.s [QMS_ACK_REASON] = qms_str (reason);
     gw_emit (self, gw, &rec);
 }
 

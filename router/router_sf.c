@@ -96,13 +96,13 @@ router_sf_store_message (router_t *self, session_t *s, uint32_t gw, uint64_t con
     qms_str_copy (client_id, m->client_id, sizeof m->client_id);
     snprintf (m->msg_id, sizeof m->msg_id, "%s", msg_id);
     qms_rec_t rec = { .type = QMS_ST_MSG_STORE, .req = m->req, .time = now };
-    rec.s [0] = qms_str (msg_id);
-    rec.s [1] = target;
-    rec.s [2] = s->id;
-    rec.s [3] = s->name;
-    rec.s [4] = s->pubkey;
-    rec.s [5] = message;
-    rec.s [6] = client_id;
+    rec.s [QMS_STORE_MSG_ID] = qms_str (msg_id);
+    rec.s [QMS_STORE_RECIPIENT] = target;
+    rec.s [QMS_STORE_SENDER] = s->id;
+    rec.s [QMS_STORE_SENDER_NAME] = s->name;
+    rec.s [QMS_STORE_SENDER_KEY] = s->pubkey;
+    rec.s [QMS_STORE_TEXT] = message;
+    rec.s [QMS_STORE_CLIENT_ID] = client_id;
     store_emit (self, &rec);
 }
 
@@ -150,10 +150,10 @@ router_sf_held_release (router_t *self, session_t *t)
         qms_str_t msg_id = qms_strn (h->msg_id, MSG_ID_CHARS);
         if (t->bound) {
             qms_rec_t rec = { .type = QMS_GW_DELIVER, .conn = t->conn, .time = h->time };
-            rec.s [0] = h->sender;
-            rec.s [1] = h->message;
-            rec.s [2] = msg_id;
-            rec.s [3] = t->id;
+            rec.s [QMS_DELIVER_SENDER] = h->sender;
+            rec.s [QMS_DELIVER_TEXT] = h->message;
+            rec.s [QMS_DELIVER_MSG_ID] = msg_id;
+            rec.s [QMS_DELIVER_RECIPIENT] = t->id;
             gw_emit (self, t->gw, &rec);
             self->m.delivered++;
             session_t *sender = find_by_id (self, h->sender);
@@ -174,13 +174,13 @@ router_sf_held_release (router_t *self, session_t *t)
                 qms_str_copy (h->client_id, m->client_id, sizeof m->client_id);
                 snprintf (m->msg_id, sizeof m->msg_id, "%s", h->msg_id);
                 qms_rec_t rec = { .type = QMS_ST_MSG_STORE, .req = m->req, .time = h->time };
-                rec.s [0] = msg_id;
-                rec.s [1] = t->id;
-                rec.s [2] = h->sender;
-                rec.s [3] = h->sender_name;
-                rec.s [4] = h->sender_key;
-                rec.s [5] = h->message;
-                rec.s [6] = h->client_id;
+                rec.s [QMS_STORE_MSG_ID] = msg_id;
+                rec.s [QMS_STORE_RECIPIENT] = t->id;
+                rec.s [QMS_STORE_SENDER] = h->sender;
+                rec.s [QMS_STORE_SENDER_NAME] = h->sender_name;
+                rec.s [QMS_STORE_SENDER_KEY] = h->sender_key;
+                rec.s [QMS_STORE_TEXT] = h->message;
+                rec.s [QMS_STORE_CLIENT_ID] = h->client_id;
                 store_emit (self, &rec);
             }
             else
@@ -206,10 +206,10 @@ on_stored (router_t *self, msgreq_t *m, const qms_rec_t *rec)
         case QMS_ST_OK:
         case QMS_ST_EXISTS: {
             self->m.stored += rec->num == QMS_ST_OK;
-            const char *id = rec->num == QMS_ST_EXISTS && rec->s [0].len ? NULL : m->msg_id;
+            const char *id = rec->num == QMS_ST_EXISTS && rec->s [QMS_RESULT_STORED_ID].len ? NULL : m->msg_id;
             char existing [MSG_ID_CHARS + 1];
             if (!id) {
-                qms_str_copy (rec->s [0], existing, sizeof existing);
+                qms_str_copy (rec->s [QMS_RESULT_STORED_ID], existing, sizeof existing);
                 id = existing;
             }
             if (sender)
@@ -229,7 +229,7 @@ on_stored (router_t *self, msgreq_t *m, const qms_rec_t *rec)
                 send_rejected (self, m->gw, m->conn, client_id, k_unknown_recipient);
             break;
         default:
-            qms_warn (LOG, "event=store_message_failed detail=\"%.*s\"", (int) rec->s [0].len, rec->s [0].ptr);
+            qms_warn (LOG, "event=store_message_failed detail=\"%.*s\"", (int) rec->s [QMS_RESULT_DETAIL].len, rec->s [QMS_RESULT_DETAIL].ptr);
             if (answer)
                 send_rejected (self, m->gw, m->conn, client_id, k_unavailable);
     }
@@ -253,7 +253,7 @@ drain_fetch (router_t *self, session_t *s)
     s->fetch_gen = s->stored_gen;
     s->page_text = 0;
     qms_rec_t rec = { .type = QMS_ST_MSG_FETCH, .req = m->req, .num = FETCH_PAGE, .seq = s->drain_seq };
-    rec.s [0] = s->id;
+    rec.s [QMS_FETCH_RECIPIENT] = s->id;
     store_emit (self, &rec);
 }
 
@@ -291,14 +291,14 @@ on_stored_message (router_t *self, msgreq_t *m, const qms_rec_t *rec)
     if (!s)
         return;                 /* gone offline or restarted meanwhile */
     qms_rec_t out = { .type = QMS_GW_DELIVER_STORED, .conn = s->conn, .time = rec->time };
-    out.s [0] = rec->s [1];
-    out.s [1] = rec->s [4];
-    out.s [2] = rec->s [0];
-    out.s [3] = rec->s [2];
-    out.s [4] = rec->s [3];
+    out.s [QMS_STORED_SENDER] = rec->s [QMS_MSG_SENDER];
+    out.s [QMS_STORED_TEXT] = rec->s [QMS_MSG_TEXT];
+    out.s [QMS_STORED_MSG_ID] = rec->s [QMS_MSG_ID];
+    out.s [QMS_STORED_SENDER_NAME] = rec->s [QMS_MSG_SENDER_NAME];
+    out.s [QMS_STORED_SENDER_KEY] = rec->s [QMS_MSG_SENDER_KEY];
     gw_emit (self, s->gw, &out);
     s->drain_seq = rec->seq;
-    s->page_text += rec->s [4].len;
+    s->page_text += rec->s [QMS_MSG_TEXT].len;
 }
 
 static void
@@ -331,7 +331,7 @@ router_sf_on_synced (router_t *self, uint32_t gw, const qms_rec_t *rec)
         /*  A client that sends no receipts: what was written to its
             connection is the best we can know, so it leaves the store. */
         qms_rec_t del = { .type = QMS_ST_MSG_DEL_UPTO, .req = 0, .seq = s->drain_seq };
-        del.s [0] = s->id;
+        del.s [QMS_UPTO_RECIPIENT] = s->id;
         store_emit (self, &del);
     }
     drain_next (self, s);
@@ -354,11 +354,11 @@ ack_received (router_t *self, qms_str_t sender_id, qms_str_t client_id, qms_str_
 void
 router_sf_on_receipt (router_t *self, uint32_t gw, const qms_rec_t *rec)
 {
-    session_t *s = rec->s [0].len ? find_by_hash (self, rec->s [0])
+    session_t *s = rec->s [QMS_ASK_HASH].len ? find_by_hash (self, rec->s [QMS_ASK_HASH])
                                   : find_by_conn (self, conn_key (gw, rec->conn));
-    qms_str_t msg_id = rec->s [1];
+    qms_str_t msg_id = rec->s [QMS_RECEIPT_MSG_ID];
     if (!s) {
-        send_invalid (self, gw, rec->conn, rec->s [0].len ? 0 : 1);
+        send_invalid (self, gw, rec->conn, rec->s [QMS_ASK_HASH].len ? 0 : 1);
         return;
     }
     if (msg_id.len == 0 || msg_id.len > MSG_ID_CHARS)
@@ -374,8 +374,8 @@ router_sf_on_receipt (router_t *self, uint32_t gw, const qms_rec_t *rec)
     if (!m)
         return;
     qms_rec_t del = { .type = QMS_ST_MSG_DEL, .req = m->req };
-    del.s [0] = s->id;
-    del.s [1] = msg_id;
+    del.s [QMS_DEL_RECIPIENT] = s->id;
+    del.s [QMS_DEL_MSG_ID] = msg_id;
     store_emit (self, &del);
 }
 
@@ -394,7 +394,7 @@ router_sf_on_receipt (router_t *self, uint32_t gw, const qms_rec_t *rec)
 void
 router_sf_on_undelivered (router_t *self, const qms_rec_t *rec)
 {
-    qms_str_t target = rec->s [0], sender_id = rec->s [1], message = rec->s [2], msg_id = rec->s [3];
+    qms_str_t target = rec->s [QMS_UNDELIVERED_RECIPIENT], sender_id = rec->s [QMS_UNDELIVERED_SENDER], message = rec->s [QMS_UNDELIVERED_TEXT], msg_id = rec->s [QMS_UNDELIVERED_MSG_ID];
     if (target.len == 0 || target.len > MAX_ID_BYTES || sender_id.len == 0
     ||  sender_id.len > MAX_ID_BYTES || msg_id.len != MSG_ID_CHARS) {
         qms_warn (LOG, "event=bad_record type=RT_UNDELIVERED");
@@ -403,10 +403,10 @@ router_sf_on_undelivered (router_t *self, const qms_rec_t *rec)
     session_t *t = find_by_id (self, target);
     if (t && t->bound && !t->draining) {
         qms_rec_t out = { .type = QMS_GW_DELIVER, .conn = t->conn, .time = rec->time };
-        out.s [0] = sender_id;
-        out.s [1] = message;
-        out.s [2] = msg_id;
-        out.s [3] = t->id;
+        out.s [QMS_DELIVER_SENDER] = sender_id;
+        out.s [QMS_DELIVER_TEXT] = message;
+        out.s [QMS_DELIVER_MSG_ID] = msg_id;
+        out.s [QMS_DELIVER_RECIPIENT] = t->id;
         gw_emit (self, t->gw, &out);
         self->m.delivered++;
         qms_info (LOG, "event=undelivered_resent user=%.*s gateway=%u", (int) target.len, target.ptr, t->gw);
@@ -428,13 +428,13 @@ router_sf_on_undelivered (router_t *self, const qms_rec_t *rec)
     m->time = rec->time;
     qms_str_copy (msg_id, m->msg_id, sizeof m->msg_id);
     qms_rec_t out = { .type = QMS_ST_MSG_STORE, .req = m->req, .time = rec->time };
-    out.s [0] = msg_id;
-    out.s [1] = target;
-    out.s [2] = sender_id;
-    out.s [3] = sender->name;
-    out.s [4] = sender->pubkey;
-    out.s [5] = message;
-    out.s [6] = qms_str (NULL);
+    out.s [QMS_STORE_MSG_ID] = msg_id;
+    out.s [QMS_STORE_RECIPIENT] = target;
+    out.s [QMS_STORE_SENDER] = sender_id;
+    out.s [QMS_STORE_SENDER_NAME] = sender->name;
+    out.s [QMS_STORE_SENDER_KEY] = sender->pubkey;
+    out.s [QMS_STORE_TEXT] = message;
+    out.s [QMS_STORE_CLIENT_ID] = qms_str (NULL);
     store_emit (self, &out);
     qms_info (LOG, "event=undelivered_stored user=%.*s", (int) target.len, target.ptr);
 }
@@ -447,27 +447,27 @@ router_sf_on_undelivered (router_t *self, const qms_rec_t *rec)
 void
 router_sf_on_lookup (router_t *self, uint32_t gw, const qms_rec_t *rec)
 {
-    session_t *s = rec->s [0].len ? find_by_hash (self, rec->s [0])
+    session_t *s = rec->s [QMS_ASK_HASH].len ? find_by_hash (self, rec->s [QMS_ASK_HASH])
                                   : find_by_conn (self, conn_key (gw, rec->conn));
     if (!s) {
-        send_invalid (self, gw, rec->conn, rec->s [0].len ? 0 : 1);
+        send_invalid (self, gw, rec->conn, rec->s [QMS_ASK_HASH].len ? 0 : 1);
         return;
     }
     char key [QMS_NAME_MAX_BYTES + 1];
     msgreq_t *m = NULL;
-    if (rec->s [1].len <= QMS_NAME_MAX_BYTES && qms_name_check (rec->s [1].ptr, rec->s [1].len) == NULL
-    &&  qms_name_key (rec->s [1].ptr, rec->s [1].len, key) == 0)
-        m = msgreq_new (self, MSGREQ_LOOKUP, rec->s [1]);
+    if (rec->s [QMS_LOOKUP_NAME].len <= QMS_NAME_MAX_BYTES && qms_name_check (rec->s [QMS_LOOKUP_NAME].ptr, rec->s [QMS_LOOKUP_NAME].len) == NULL
+    &&  qms_name_key (rec->s [QMS_LOOKUP_NAME].ptr, rec->s [QMS_LOOKUP_NAME].len, key) == 0)
+        m = msgreq_new (self, MSGREQ_LOOKUP, rec->s [QMS_LOOKUP_NAME]);
     if (!m) {
         qms_rec_t none = { .type = QMS_GW_LOOKUP, .conn = rec->conn };
-        none.s [3] = rec->s [1];
+        none.s [QMS_FOUND_ASKED] = rec->s [QMS_LOOKUP_NAME];
         gw_emit (self, gw, &none);
         return;
     }
     m->gw = gw;
     m->conn = rec->conn;
     qms_rec_t find = { .type = QMS_ST_USER_FIND, .req = m->req };
-    find.s [0] = qms_str (key);
+    find.s [QMS_FIND_KEY] = qms_str (key);
     store_emit (self, &find);
 }
 
@@ -476,13 +476,13 @@ on_lookup_reply (router_t *self, msgreq_t *m, const qms_rec_t *rec)
 {
     qms_rec_t out = { .type = QMS_GW_LOOKUP, .conn = m->conn, .num = rec->num == 1 };
     if (rec->num == 1) {
-        out.s [0] = rec->s [0];
-        out.s [1] = rec->s [1];
-        out.s [2] = rec->s [3];
-        session_t *t = find_by_id (self, rec->s [0]);
+        out.s [QMS_FOUND_ID] = rec->s [QMS_USER_ID];
+        out.s [QMS_FOUND_NAME] = rec->s [QMS_USER_NAME];
+        out.s [QMS_FOUND_PUBKEY] = rec->s [QMS_USER_PUBKEY];
+        session_t *t = find_by_id (self, rec->s [QMS_USER_ID]);
         out.req = t && t->bound;
     }
-    out.s [3] = qms_str (m->user);
+    out.s [QMS_FOUND_ASKED] = qms_str (m->user);
     gw_emit (self, m->gw, &out);
 }
 
@@ -490,7 +490,7 @@ static void
 on_deleted (router_t *self, const qms_rec_t *rec)
 {
     if (rec->num == 1)
-        ack_received (self, rec->s [1], rec->s [2], rec->s [0]);
+        ack_received (self, rec->s [QMS_DELETED_SENDER], rec->s [QMS_DELETED_CLIENT_ID], rec->s [QMS_DELETED_MSG_ID]);
 }
 
 /* ------------------------------------------------------------------------
@@ -536,7 +536,7 @@ router_sf_expire_msgreqs (router_t *self, uint64_t mono)
             break;
         if (m->kind == MSGREQ_LOOKUP) {
             qms_rec_t none = { .type = QMS_GW_LOOKUP, .conn = m->conn };
-            none.s [3] = qms_str (m->user);
+            none.s [QMS_FOUND_ASKED] = qms_str (m->user);
             gw_emit (self, m->gw, &none);
         }
         else
@@ -760,11 +760,11 @@ t_receipts (router_t *self)
 
     /*  Bob confirms the first, on his connection (no token). */
     qms_rec_t receipt = { .type = QMS_RT_RECEIPT, .conn = 22 };
-    receipt.s [1] = qms_str ("AAAAAAAAAAAAAAAA");
+    receipt.s [QMS_RECEIPT_MSG_ID] = qms_str ("AAAAAAAAAAAAAAAA");
     router_sf_on_receipt (self, 1, &receipt);
     assert (t_records (&self->gateways [0]->out, out, 8) == 1);
     assert (out [0].type == QMS_GW_ACK && out [0].conn == 11 && out [0].num == QMS_ACK_RECEIVED);
-    assert (t_str_is (out [0].s [0], "c1") && t_str_is (out [0].s [1], "AAAAAAAAAAAAAAAA"));
+    assert (t_str_is (out [0].s [QMS_ACK_CLIENT_ID], "c1") && t_str_is (out [0].s [QMS_ACK_MSG_ID], "AAAAAAAAAAAAAAAA"));
     assert (self->live_receipt_count == 1 && self->m.received == 1);
     assert (self->backend_out.len == 0 && list_empty (&self->msgreqs));
     t_reset (self);
@@ -774,14 +774,14 @@ t_receipts (router_t *self)
     assert (self->gateways [0]->out.len == 0);
     assert (t_records (&self->backend_out, out, 8) == 1);
     assert (out [0].type == QMS_ST_MSG_DEL && out [0].req != 0);
-    assert (t_str_is (out [0].s [0], "id-bob") && t_str_is (out [0].s [1], "AAAAAAAAAAAAAAAA"));
+    assert (t_str_is (out [0].s [QMS_DEL_RECIPIENT], "id-bob") && t_str_is (out [0].s [QMS_DEL_MSG_ID], "AAAAAAAAAAAAAAAA"));
     uint64_t req = out [0].req;
     t_reset (self);
     /*  The store deleted it: the sender it names hears "received". */
     qms_rec_t deleted = { .type = QMS_ST_MSG_DELETED, .req = req, .num = 1 };
-    deleted.s [0] = qms_str ("AAAAAAAAAAAAAAAA");
-    deleted.s [1] = qms_str ("id-alice");
-    deleted.s [2] = qms_str ("c1");
+    deleted.s [QMS_DELETED_MSG_ID] = qms_str ("AAAAAAAAAAAAAAAA");
+    deleted.s [QMS_DELETED_SENDER] = qms_str ("id-alice");
+    deleted.s [QMS_DELETED_CLIENT_ID] = qms_str ("c1");
     assert (router_sf_msgreq_reply (self, &deleted));
     assert (t_records (&self->gateways [0]->out, out, 8) == 1);
     assert (out [0].type == QMS_GW_ACK && out [0].conn == 11 && out [0].num == QMS_ACK_RECEIVED);
@@ -791,11 +791,11 @@ t_receipts (router_t *self)
 
     /*  A receipt from someone who is not the recipient does not count. */
     receipt.conn = 11;
-    receipt.s [1] = qms_str ("BBBBBBBBBBBBBBBB");
+    receipt.s [QMS_RECEIPT_MSG_ID] = qms_str ("BBBBBBBBBBBBBBBB");
     router_sf_on_receipt (self, 0, &receipt);
     assert (self->live_receipt_count == 1 && self->m.received == 2);
     assert (t_records (&self->backend_out, out, 8) == 1 && out [0].type == QMS_ST_MSG_DEL);
-    assert (t_str_is (out [0].s [0], "id-alice"));
+    assert (t_str_is (out [0].s [QMS_DEL_RECIPIENT], "id-alice"));
     t_reset (self);
 
     /*  An unknown connection is told it has no session; a bad id is ignored. */
@@ -805,7 +805,7 @@ t_receipts (router_t *self)
     assert (out [0].type == QMS_GW_INVALID && out [0].conn == 99 && out [0].num == 1);
     t_reset (self);
     receipt.conn = 22;
-    receipt.s [1] = qms_str ("far-too-long-for-a-message-id");
+    receipt.s [QMS_RECEIPT_MSG_ID] = qms_str ("far-too-long-for-a-message-id");
     router_sf_on_receipt (self, 1, &receipt);
     assert (self->backend_out.len == 0 && self->gateways [0]->out.len == 0);
 
@@ -839,13 +839,13 @@ t_held (router_t *self)
     assert (t_records (&self->gateways [1]->out, out, 8) == 3);
     for (int i = 0; i < 3; i++) {
         assert (out [i].type == QMS_GW_DELIVER && out [i].conn == 22 && out [i].time == 1000 + (uint64_t) i);
-        assert (t_str_is (out [i].s [0], "id-alice") && t_str_is (out [i].s [1], texts [i]));
-        assert (t_str_is (out [i].s [2], ids [i]));
+        assert (t_str_is (out [i].s [QMS_DELIVER_SENDER], "id-alice") && t_str_is (out [i].s [QMS_DELIVER_TEXT], texts [i]));
+        assert (t_str_is (out [i].s [QMS_DELIVER_MSG_ID], ids [i]));
     }
     assert (t_records (&self->gateways [0]->out, out, 8) == 2);
     for (int i = 0; i < 2; i++) {
         assert (out [i].type == QMS_GW_ACK && out [i].conn == 11 && out [i].num == QMS_ACK_DELIVERED);
-        assert (t_str_is (out [i].s [0], cids [i]) && t_str_is (out [i].s [1], ids [i]));
+        assert (t_str_is (out [i].s [QMS_ACK_CLIENT_ID], cids [i]) && t_str_is (out [i].s [QMS_ACK_MSG_ID], ids [i]));
     }
     recent_entry_t *e = recent_find (alice, qms_str ("h2"));
     assert (e && e->status == QMS_ACK_DELIVERED && streq (e->msg_id, ids [1]));
@@ -865,9 +865,9 @@ t_held (router_t *self)
     size_t bytes = 0;
     for (int i = 0; i < 2; i++) {
         assert (out [i].type == QMS_ST_MSG_STORE && out [i].req && out [i].time == 2000 + (uint64_t) i);
-        assert (t_str_is (out [i].s [0], ids [i]) && t_str_is (out [i].s [1], "id-bob"));
-        assert (t_str_is (out [i].s [2], "id-alice") && t_str_is (out [i].s [5], texts [i]));
-        assert (t_str_is (out [i].s [6], cids [i]));
+        assert (t_str_is (out [i].s [QMS_STORE_MSG_ID], ids [i]) && t_str_is (out [i].s [QMS_STORE_RECIPIENT], "id-bob"));
+        assert (t_str_is (out [i].s [QMS_STORE_SENDER], "id-alice") && t_str_is (out [i].s [QMS_STORE_TEXT], texts [i]));
+        assert (t_str_is (out [i].s [QMS_STORE_CLIENT_ID], cids [i]));
         bytes += strlen (texts [i]) + strlen ("id-bob") + strlen (cids [i]);
     }
     assert (self->store_inflight == bytes);
@@ -878,8 +878,8 @@ t_held (router_t *self)
     assert (router_sf_msgreq_reply (self, &quota));
     assert (self->store_inflight == 0 && list_empty (&self->msgreqs));
     assert (t_records (&self->gateways [0]->out, out, 8) == 2);
-    assert (out [0].type == QMS_GW_ACK && out [0].num == QMS_ACK_STORED && t_str_is (out [0].s [1], ids [0]));
-    assert (out [1].type == QMS_GW_ACK && out [1].num == QMS_ACK_REJECTED && t_str_is (out [1].s [2], k_quota_full));
+    assert (out [0].type == QMS_GW_ACK && out [0].num == QMS_ACK_STORED && t_str_is (out [0].s [QMS_ACK_MSG_ID], ids [0]));
+    assert (out [1].type == QMS_GW_ACK && out [1].num == QMS_ACK_REJECTED && t_str_is (out [1].s [QMS_ACK_REASON], k_quota_full));
     e = recent_find (alice, qms_str ("h1"));
     assert (e && e->status == QMS_ACK_STORED);
     assert (self->m.stored == 1 && self->m.rejected == 1);
@@ -892,7 +892,7 @@ t_held (router_t *self)
     self->store_inflight = 0;
     assert (self->backend_out.len == 0 && list_empty (&self->msgreqs) && self->m.store_busy == 1);
     assert (t_records (&self->gateways [0]->out, out, 8) == 1);
-    assert (out [0].num == QMS_ACK_REJECTED && t_str_is (out [0].s [2], k_unavailable));
+    assert (out [0].num == QMS_ACK_REJECTED && t_str_is (out [0].s [QMS_ACK_REASON], k_unavailable));
 
     session_t *sessions [] = { alice, bob };
     t_router_destroy (self, sessions, 2);
@@ -910,23 +910,23 @@ t_drain (router_t *self)
     assert (bob->draining && bob->fetch_req);
     assert (t_records (&self->backend_out, out, 8) == 1);
     assert (out [0].type == QMS_ST_MSG_FETCH && out [0].req == bob->fetch_req);
-    assert (out [0].num == FETCH_PAGE && out [0].seq == 0 && t_str_is (out [0].s [0], "id-bob"));
+    assert (out [0].num == FETCH_PAGE && out [0].seq == 0 && t_str_is (out [0].s [QMS_FETCH_RECIPIENT], "id-bob"));
     uint64_t fetch = bob->fetch_req;
     t_reset (self);
     assert (router_sf_held_add (bob, alice, 0, 11, qms_str ("live"), qms_str ("c1"), "LLLLLLLLLLLLLLLL", 5));
 
     qms_rec_t msg = { .type = QMS_ST_MSG, .req = fetch, .seq = 7, .time = 3 };
-    msg.s [0] = qms_str ("SSSSSSSSSSSSSSSS");
-    msg.s [1] = qms_str ("id-alice");
-    msg.s [4] = qms_str ("stored");
+    msg.s [QMS_MSG_ID] = qms_str ("SSSSSSSSSSSSSSSS");
+    msg.s [QMS_MSG_SENDER] = qms_str ("id-alice");
+    msg.s [QMS_MSG_TEXT] = qms_str ("stored");
     assert (router_sf_msgreq_reply (self, &msg));
     qms_rec_t end = { .type = QMS_ST_MSG_END, .req = fetch, .num = 1 };
     assert (router_sf_msgreq_reply (self, &end));
     assert (list_empty (&self->msgreqs) && bob->fetch_req == 0 && !bob->page_full);
     assert (t_records (&self->gateways [1]->out, out, 8) == 2);
     assert (out [0].type == QMS_GW_DELIVER_STORED && out [0].conn == 22 && out [0].time == 3);
-    assert (t_str_is (out [0].s [0], "id-alice") && t_str_is (out [0].s [1], "stored"));
-    assert (t_str_is (out [0].s [2], "SSSSSSSSSSSSSSSS"));
+    assert (t_str_is (out [0].s [QMS_STORED_SENDER], "id-alice") && t_str_is (out [0].s [QMS_STORED_TEXT], "stored"));
+    assert (t_str_is (out [0].s [QMS_STORED_MSG_ID], "SSSSSSSSSSSSSSSS"));
     assert (out [1].type == QMS_GW_SYNC && out [1].conn == 22 && out [1].req == bob->sync_req);
     qms_rec_t synced = { .type = QMS_RT_SYNCED, .conn = 22, .req = bob->sync_req + 1 };
     t_reset (self);
@@ -937,9 +937,9 @@ t_drain (router_t *self)
     router_sf_on_synced (self, 1, &synced);
     assert (!bob->draining && bob->sync_req == 0 && bob->held == NULL);
     assert (t_records (&self->backend_out, out, 8) == 1);
-    assert (out [0].type == QMS_ST_MSG_DEL_UPTO && out [0].seq == 7 && t_str_is (out [0].s [0], "id-bob"));
+    assert (out [0].type == QMS_ST_MSG_DEL_UPTO && out [0].seq == 7 && t_str_is (out [0].s [QMS_UPTO_RECIPIENT], "id-bob"));
     assert (t_records (&self->gateways [1]->out, out, 8) == 1);
-    assert (out [0].type == QMS_GW_DELIVER && t_str_is (out [0].s [1], "live"));
+    assert (out [0].type == QMS_GW_DELIVER && t_str_is (out [0].s [QMS_DELIVER_TEXT], "live"));
     t_reset (self);
 
     /*  The store does not answer: the drain stops, the rest waits for the
@@ -962,16 +962,16 @@ t_undelivered (router_t *self)
     session_t *alice = t_session (self, "id-alice", 0, 11);
     session_t *bob = t_session (self, "id-bob", 1, 22);
     qms_rec_t back = { .type = QMS_RT_UNDELIVERED, .time = 9 };
-    back.s [0] = qms_str ("id-bob");
-    back.s [1] = qms_str ("id-alice");
-    back.s [2] = qms_str ("late");
-    back.s [3] = qms_str ("MMMMMMMMMMMMMMMM");
+    back.s [QMS_UNDELIVERED_RECIPIENT] = qms_str ("id-bob");
+    back.s [QMS_UNDELIVERED_SENDER] = qms_str ("id-alice");
+    back.s [QMS_UNDELIVERED_TEXT] = qms_str ("late");
+    back.s [QMS_UNDELIVERED_MSG_ID] = qms_str ("MMMMMMMMMMMMMMMM");
     qms_rec_t out [4];
     router_sf_on_undelivered (self, &back);     /* bob is online (again) */
     assert (t_records (&self->gateways [1]->out, out, 4) == 1);
     assert (out [0].type == QMS_GW_DELIVER && out [0].conn == 22 && out [0].time == 9);
-    assert (t_str_is (out [0].s [0], "id-alice") && t_str_is (out [0].s [1], "late"));
-    assert (t_str_is (out [0].s [2], "MMMMMMMMMMMMMMMM") && t_str_is (out [0].s [3], "id-bob"));
+    assert (t_str_is (out [0].s [QMS_DELIVER_SENDER], "id-alice") && t_str_is (out [0].s [QMS_DELIVER_TEXT], "late"));
+    assert (t_str_is (out [0].s [QMS_DELIVER_MSG_ID], "MMMMMMMMMMMMMMMM") && t_str_is (out [0].s [QMS_DELIVER_RECIPIENT], "id-bob"));
     assert (self->gateways [0]->out.len == 0 && self->backend_out.len == 0);
     t_reset (self);
 
@@ -980,18 +980,18 @@ t_undelivered (router_t *self)
     assert (self->gateways [0]->out.len == 0 && self->gateways [1]->out.len == 0);
     assert (t_records (&self->backend_out, out, 4) == 1);
     assert (out [0].type == QMS_ST_MSG_STORE && out [0].time == 9);
-    assert (t_str_is (out [0].s [0], "MMMMMMMMMMMMMMMM") && t_str_is (out [0].s [1], "id-bob"));
-    assert (t_str_is (out [0].s [2], "id-alice") && t_str_is (out [0].s [3], "id-alice"));
-    assert (t_str_is (out [0].s [5], "late") && out [0].s [6].len == 0);
+    assert (t_str_is (out [0].s [QMS_STORE_MSG_ID], "MMMMMMMMMMMMMMMM") && t_str_is (out [0].s [QMS_STORE_RECIPIENT], "id-bob"));
+    assert (t_str_is (out [0].s [QMS_STORE_SENDER], "id-alice") && t_str_is (out [0].s [QMS_STORE_SENDER_NAME], "id-alice"));
+    assert (t_str_is (out [0].s [QMS_STORE_TEXT], "late") && out [0].s [QMS_STORE_CLIENT_ID].len == 0);
     qms_rec_t ok = { .type = QMS_ST_RESULT, .req = out [0].req, .num = QMS_ST_OK };
     t_reset (self);
     assert (router_sf_msgreq_reply (self, &ok));
     assert (self->gateways [0]->out.len == 0 && self->gateways [1]->out.len == 0);
 
-    back.s [1] = qms_str ("id-nobody");         /* the sender's session is gone */
+    back.s [QMS_UNDELIVERED_SENDER] = qms_str ("id-nobody");         /* the sender's session is gone */
     router_sf_on_undelivered (self, &back);
-    back.s [1] = qms_str ("id-alice");
-    back.s [3] = qms_str ("short");             /* not a message id */
+    back.s [QMS_UNDELIVERED_SENDER] = qms_str ("id-alice");
+    back.s [QMS_UNDELIVERED_MSG_ID] = qms_str ("short");             /* not a message id */
     router_sf_on_undelivered (self, &back);
     assert (self->backend_out.len == 0 && list_empty (&self->msgreqs));
 

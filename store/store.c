@@ -315,7 +315,7 @@ user_get (store_t *self, const qms_rec_t *rec)
         return;                 /* a read nobody waits for */
     sqlite3_stmt *stmt = self->stmt [S_USER_GET];
     qms_rec_t answer = { .type = QMS_ST_USER, .req = rec->req };
-    int rc = bind_str (stmt, 1, rec->s [0]);
+    int rc = bind_str (stmt, 1, rec->s [QMS_FIND_KEY]);
     if (rc == SQLITE_OK)
         rc = sqlite3_step (stmt);
     if (rc == SQLITE_ROW) {
@@ -337,7 +337,7 @@ session_get (store_t *self, const qms_rec_t *rec)
         return;
     sqlite3_stmt *stmt = self->stmt [S_SESSION_GET];
     qms_rec_t answer = { .type = QMS_ST_SESSION, .req = rec->req };
-    int rc = bind_str (stmt, 1, rec->s [0]);
+    int rc = bind_str (stmt, 1, rec->s [QMS_SESSION_GET_HASH]);
     if (rc == SQLITE_OK)
         rc = sqlite3_step (stmt);
     if (rc == SQLITE_ROW) {
@@ -362,14 +362,14 @@ user_find (store_t *self, const qms_rec_t *rec)
         return;
     sqlite3_stmt *stmt = self->stmt [S_USER_GET];
     qms_rec_t answer = { .type = QMS_ST_USER, .req = rec->req };
-    int rc = bind_str (stmt, 1, rec->s [0]);
+    int rc = bind_str (stmt, 1, rec->s [QMS_FIND_KEY]);
     if (rc == SQLITE_OK)
         rc = sqlite3_step (stmt);
     if (rc == SQLITE_ROW) {
         answer.num = 1;
-        answer.s [0] = col_str (stmt, 0);
-        answer.s [1] = col_str (stmt, 1);
-        answer.s [3] = col_str (stmt, 3);
+        answer.s [QMS_USER_ID] = col_str (stmt, 0);
+        answer.s [QMS_USER_NAME] = col_str (stmt, 1);
+        answer.s [QMS_USER_PUBKEY] = col_str (stmt, 3);
     }
     else
     if (rc != SQLITE_DONE)
@@ -385,15 +385,15 @@ user_create (store_t *self, const qms_rec_t *rec)
         if (rec->s [i].len == 0)
             return (outcome_t) { QMS_ST_ERROR, "missing field" };
     char skeleton [QMS_NAME_NORM_MAX], upper [QMS_NAME_NORM_MAX];
-    if (qms_name_skeletons (rec->s [1].ptr, rec->s [1].len, skeleton, upper, sizeof skeleton))
+    if (qms_name_skeletons (rec->s [QMS_CREATE_NAME].ptr, rec->s [QMS_CREATE_NAME].len, skeleton, upper, sizeof skeleton))
         return (outcome_t) { QMS_ST_ERROR, "name without a skeleton" };
     /*  A name that looks like a taken one (common/qms_names.h). */
     sqlite3_stmt *similar = self->stmt [S_USER_SIMILAR];
     int rc = sqlite3_bind_text (similar, 1, skeleton, -1, SQLITE_TRANSIENT);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int (similar, 2, !qms_name_is_ascii (rec->s [1].ptr, rec->s [1].len));
+        rc = sqlite3_bind_int (similar, 2, !qms_name_is_ascii (rec->s [QMS_CREATE_NAME].ptr, rec->s [QMS_CREATE_NAME].len));
     if (rc == SQLITE_OK)
-        rc = bind_str (similar, 3, rec->s [2]);
+        rc = bind_str (similar, 3, rec->s [QMS_CREATE_KEY]);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_text (similar, 4, upper, -1, SQLITE_TRANSIENT);
     if (rc == SQLITE_OK)
@@ -451,10 +451,10 @@ write_rows (store_t *self, stmt_id_t id, qms_str_t a, const qms_str_t *b,
 static outcome_t
 user_rehash (store_t *self, const qms_rec_t *rec)
 {
-    if (rec->s [0].len == 0 || rec->s [1].len == 0)
+    if (rec->s [QMS_REHASH_ID].len == 0 || rec->s [QMS_REHASH_PHC].len == 0)
         return (outcome_t) { QMS_ST_ERROR, "missing field" };
     int changes = 0;
-    if (write_rows (self, S_USER_REHASH, rec->s [0], &rec->s [1], NULL, &changes) != SQLITE_DONE)
+    if (write_rows (self, S_USER_REHASH, rec->s [QMS_REHASH_ID], &rec->s [QMS_REHASH_PHC], NULL, &changes) != SQLITE_DONE)
         return (outcome_t) { QMS_ST_ERROR, "update failed" };
     return changes ? s_ok : (outcome_t) { QMS_ST_ERROR, "no such user" };
 }
@@ -464,16 +464,16 @@ static outcome_t
 session_put (store_t *self, const qms_rec_t *rec)
 {
     int changes = 0;
-    if (write_rows (self, S_USER_PUBKEY, rec->s [0], &rec->s [2], NULL, &changes) != SQLITE_DONE)
+    if (write_rows (self, S_USER_PUBKEY, rec->s [QMS_START_ID], &rec->s [QMS_START_PUBKEY], NULL, &changes) != SQLITE_DONE)
         return (outcome_t) { QMS_ST_ERROR, "update failed" };
     if (changes == 0)
         return (outcome_t) { QMS_ST_ERROR, "no such user" };
 
     sqlite3_stmt *stmt = self->stmt [S_SESSION_PUT];
     sqlite3_int64 now = db_time (rec->time ? rec->time : qms_now_ms ());
-    int rc = bind_str (stmt, 1, rec->s [0]);
+    int rc = bind_str (stmt, 1, rec->s [QMS_START_ID]);
     if (rc == SQLITE_OK)
-        rc = bind_str (stmt, 2, rec->s [1]);
+        rc = bind_str (stmt, 2, rec->s [QMS_START_HASH]);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64 (stmt, 3, now);
     if (rc != SQLITE_OK) {
@@ -503,7 +503,7 @@ record_rollback (store_t *self)
 static outcome_t
 session_start (store_t *self, const qms_rec_t *rec)
 {
-    if (rec->s [0].len == 0 || rec->s [1].len == 0)
+    if (rec->s [QMS_START_ID].len == 0 || rec->s [QMS_START_HASH].len == 0)
         return (outcome_t) { QMS_ST_ERROR, "missing field" };
     if (!exec_stmt (self, S_SAVEPOINT))
         return (outcome_t) { QMS_ST_ERROR, "savepoint failed" };
@@ -519,7 +519,7 @@ session_start (store_t *self, const qms_rec_t *rec)
 static outcome_t
 session_del (store_t *self, const qms_rec_t *rec)
 {
-    qms_str_t user = rec->s [0], hash = rec->s [1];
+    qms_str_t user = rec->s [QMS_SESSION_DEL_ID], hash = rec->s [QMS_SESSION_DEL_HASH];
     int changes = 0, rc;
     if (user.len && hash.len)
         rc = write_rows (self, S_SESSION_DEL_BOTH, user, &hash, NULL, &changes);
@@ -540,11 +540,11 @@ session_del (store_t *self, const qms_rec_t *rec)
 static outcome_t
 session_touch (store_t *self, const qms_rec_t *rec)
 {
-    if (rec->s [0].len == 0)
+    if (rec->s [QMS_TOUCH_ID].len == 0)
         return (outcome_t) { QMS_ST_ERROR, "missing field" };
     sqlite3_int64 time = db_time (rec->time);
     int changes = 0;
-    if (write_rows (self, S_SESSION_TOUCH, rec->s [0], NULL, &time, &changes) != SQLITE_DONE)
+    if (write_rows (self, S_SESSION_TOUCH, rec->s [QMS_TOUCH_ID], NULL, &time, &changes) != SQLITE_DONE)
         return (outcome_t) { QMS_ST_ERROR, "update failed" };
     /*  A touch racing the session's deletion is harmless. */
     return (outcome_t) { QMS_ST_OK, changes ? "" : "no such session" };
@@ -567,16 +567,16 @@ static outcome_t
 msg_store (store_t *self, const qms_rec_t *rec)
 {
     for (int i = 0; i < 6; i++)
-        if (i != 4 && rec->s [i].len == 0)      /* the sender's key may be empty */
+        if (i != QMS_STORE_SENDER_KEY && rec->s [i].len == 0)      /* the sender's key may be empty */
             return (outcome_t) { QMS_ST_ERROR, "missing field" };
     /*  The same sender and client id again: a retry, answered with the
         message already stored. */
-    if (rec->s [6].len) {
+    if (rec->s [QMS_STORE_CLIENT_ID].len) {
         sqlite3_stmt *stmt = self->stmt [S_MSG_BY_CLIENT];
-        qms_str_t key [2] = { rec->s [2], rec->s [6] };
+        qms_str_t key [2] = { rec->s [QMS_STORE_SENDER], rec->s [QMS_STORE_CLIENT_ID] };
         if (bind_strs (stmt, key, 2) == SQLITE_OK && sqlite3_step (stmt) == SQLITE_ROW) {
             qms_rec_t answer = { .type = QMS_ST_RESULT, .req = rec->req, .num = QMS_ST_EXISTS };
-            answer.s [0] = col_str (stmt, 0);
+            answer.s [QMS_RESULT_STORED_ID] = col_str (stmt, 0);
             if (rec->req)
                 reply (self, &answer);
             stmt_done (stmt);
@@ -585,13 +585,13 @@ msg_store (store_t *self, const qms_rec_t *rec)
         stmt_done (stmt);
     }
     sqlite3_stmt *stmt = self->stmt [S_USER_EXISTS];
-    bool known = bind_str (stmt, 1, rec->s [1]) == SQLITE_OK && sqlite3_step (stmt) == SQLITE_ROW;
+    bool known = bind_str (stmt, 1, rec->s [QMS_STORE_RECIPIENT]) == SQLITE_OK && sqlite3_step (stmt) == SQLITE_ROW;
     stmt_done (stmt);
     if (!known)
         return (outcome_t) { QMS_ST_NO_USER, "no such recipient" };
 
     stmt = self->stmt [S_MSG_COUNT];
-    sqlite3_int64 count = bind_str (stmt, 1, rec->s [1]) == SQLITE_OK
+    sqlite3_int64 count = bind_str (stmt, 1, rec->s [QMS_STORE_RECIPIENT]) == SQLITE_OK
                         && sqlite3_step (stmt) == SQLITE_ROW ? sqlite3_column_int64 (stmt, 0) : -1;
     stmt_done (stmt);
     if (count < 0)
@@ -600,8 +600,8 @@ msg_store (store_t *self, const qms_rec_t *rec)
         return (outcome_t) { QMS_ST_QUOTA, "recipient's quota is full" };
 
     stmt = self->stmt [S_MSG_INSERT];
-    qms_str_t values [7] = { rec->s [0], rec->s [1], rec->s [2], rec->s [3],
-                             rec->s [4], rec->s [6], rec->s [5] };
+    qms_str_t values [7] = { rec->s [QMS_STORE_MSG_ID], rec->s [QMS_STORE_RECIPIENT], rec->s [QMS_STORE_SENDER], rec->s [QMS_STORE_SENDER_NAME],
+                             rec->s [QMS_STORE_SENDER_KEY], rec->s [QMS_STORE_CLIENT_ID], rec->s [QMS_STORE_TEXT] };
     int rc = bind_strs (stmt, values, 7);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64 (stmt, 8, db_time (rec->time ? rec->time : qms_now_ms ()));
@@ -625,7 +625,7 @@ msg_fetch (store_t *self, const qms_rec_t *rec)
     sqlite3_stmt *stmt = self->stmt [S_MSG_FETCH];
     uint64_t limit = rec->num == 0 || rec->num > STORE_FETCH_MAX ? STORE_FETCH_MAX : rec->num;
     qms_rec_t end = { .type = QMS_ST_MSG_END, .req = rec->req, .seq = rec->seq };
-    int rc = bind_str (stmt, 1, rec->s [0]);
+    int rc = bind_str (stmt, 1, rec->s [QMS_FETCH_RECIPIENT]);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64 (stmt, 2, (sqlite3_int64) (rec->seq > INT64_MAX ? INT64_MAX : rec->seq));
     if (rc == SQLITE_OK)
@@ -638,7 +638,7 @@ msg_fetch (store_t *self, const qms_rec_t *rec)
         for (int i = 0; i < 6; i++)
             msg.s [i] = col_str (stmt, i + 2);
         reply (self, &msg);
-        text += msg.s [4].len;
+        text += msg.s [QMS_MSG_TEXT].len;
         end.num++;
         end.seq = msg.seq;
         rc = SQLITE_OK;
@@ -653,7 +653,7 @@ msg_fetch (store_t *self, const qms_rec_t *rec)
 static void
 msg_del (store_t *self, const qms_rec_t *rec)
 {
-    qms_rec_t answer = { .type = QMS_ST_MSG_DELETED, .req = rec->req, .s = { rec->s [1] } };
+    qms_rec_t answer = { .type = QMS_ST_MSG_DELETED, .req = rec->req, .s = { [QMS_DELETED_MSG_ID] = rec->s [QMS_DEL_MSG_ID] } };
     char sender [256] = "", client [256] = "";
     sqlite3_stmt *stmt = self->stmt [S_MSG_GET];
     if (bind_strs (stmt, rec->s, 2) == SQLITE_OK && sqlite3_step (stmt) == SQLITE_ROW) {
@@ -672,8 +672,8 @@ msg_del (store_t *self, const qms_rec_t *rec)
         if (step_once (self, S_MSG_DEL) != SQLITE_DONE)
             answer.num = 0;
     }
-    answer.s [1] = qms_str (sender);
-    answer.s [2] = qms_str (client);
+    answer.s [QMS_DELETED_SENDER] = qms_str (sender);
+    answer.s [QMS_DELETED_CLIENT_ID] = qms_str (client);
     if (rec->req)
         reply (self, &answer);
 }
@@ -682,7 +682,7 @@ static outcome_t
 msg_del_upto (store_t *self, const qms_rec_t *rec)
 {
     sqlite3_stmt *stmt = self->stmt [S_MSG_DEL_UPTO];
-    int rc = bind_str (stmt, 1, rec->s [0]);
+    int rc = bind_str (stmt, 1, rec->s [QMS_UPTO_RECIPIENT]);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64 (stmt, 2, (sqlite3_int64) (rec->seq > INT64_MAX ? INT64_MAX : rec->seq));
     if (rc != SQLITE_OK) {
@@ -779,7 +779,7 @@ stats (store_t *self, const qms_rec_t *rec)
             }
     }
     qms_rec_t answer = { .type = QMS_STATS, .req = rec->req };
-    answer.s [0] = qms_strn ((const char *) text.data, text.len);
+    answer.s [QMS_STATS_TEXT] = qms_strn ((const char *) text.data, text.len);
     reply (self, &answer);
     qms_buf_free (&text);
 }
@@ -830,7 +830,7 @@ run_record (store_t *self, const qms_rec_t *rec)
                   qms_type_name (rec->type), rec->req, outcome.detail);
     if (rec->req) {
         qms_rec_t answer = { .type = QMS_ST_RESULT, .req = rec->req,
-                             .num = outcome.status, .s = { qms_str (outcome.detail) } };
+                             .num = outcome.status, .s = { [QMS_RESULT_DETAIL] = qms_str (outcome.detail) } };
         reply (self, &answer);
     }
 }
@@ -852,7 +852,7 @@ admin_flush (store_t *self)
 static void
 admin_done (store_t *self, uint64_t req, uint64_t status, const char *detail)
 {
-    qms_rec_t done = { .type = QMS_ADMIN_DONE, .req = req, .num = status, .s = { qms_str (detail) } };
+    qms_rec_t done = { .type = QMS_ADMIN_DONE, .req = req, .num = status, .s = { [QMS_RESULT_DETAIL] = qms_str (detail) } };
     reply (self, &done);
 }
 
@@ -894,7 +894,7 @@ static int
 admin_find (store_t *self, const qms_rec_t *rec, char *id, size_t id_size, bool *session)
 {
     sqlite3_stmt *stmt = self->stmt [S_ADMIN_USER];
-    int rc = bind_str (stmt, 1, rec->s [0]);
+    int rc = bind_str (stmt, 1, rec->s [QMS_ADMIN_ARG_KEY]);
     if (rc == SQLITE_OK)
         rc = sqlite3_step (stmt);
     if (rc == SQLITE_ROW) {
@@ -928,13 +928,13 @@ admin_show (store_t *self, const qms_rec_t *rec)
     }
     if (rec->num == QMS_ADMIN_USER_SESSIONS) {
         sqlite3_stmt *stmt = self->stmt [S_ADMIN_SESSIONS];
-        rc = bind_str (stmt, 1, rec->s [0]);
+        rc = bind_str (stmt, 1, rec->s [QMS_ADMIN_ARG_KEY]);
         while (rc == SQLITE_OK && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
             qms_rec_t row = { .type = QMS_ST_ADMIN_ROW, .req = rec->req };
             row.time = (uint64_t) sqlite3_column_int64 (stmt, 0);
             row.num = (uint64_t) sqlite3_column_int64 (stmt, 1);
-            row.s [0] = col_str (stmt, 2);
-            row.s [2] = col_str (stmt, 3);
+            row.s [QMS_ROW_ID] = col_str (stmt, 2);
+            row.s [QMS_ROW_HASH] = col_str (stmt, 3);
             reply (self, &row);
             rc = SQLITE_OK;
         }
@@ -952,7 +952,7 @@ admin_show (store_t *self, const qms_rec_t *rec)
 static void
 admin_user_write (store_t *self, const qms_rec_t *rec)
 {
-    if (rec->num == QMS_ADMIN_USER_PASSWORD && rec->s [1].len == 0) {
+    if (rec->num == QMS_ADMIN_USER_PASSWORD && rec->s [QMS_ADMIN_ARG_PHC].len == 0) {
         admin_done (self, rec->req, QMS_ST_ERROR, "no password hash");
         return;
     }
@@ -972,7 +972,7 @@ admin_user_write (store_t *self, const qms_rec_t *rec)
     if (rc == SQLITE_ROW) {
         rc = SQLITE_DONE;
         if (rec->num == QMS_ADMIN_USER_PASSWORD)
-            rc = write_rows (self, S_USER_REHASH, qms_str (id), &rec->s [1], NULL, &changes);
+            rc = write_rows (self, S_USER_REHASH, qms_str (id), &rec->s [QMS_ADMIN_ARG_PHC], NULL, &changes);
         if (rc == SQLITE_DONE)
             rc = write_rows (self, S_SESSION_DEL_USER, qms_str (id), NULL, NULL, &changes);
     }
@@ -1001,7 +1001,7 @@ static void
 admin_backup (store_t *self, const qms_rec_t *rec)
 {
     char path [1100], detail [1400];
-    qms_str_t file = rec->s [0];
+    qms_str_t file = rec->s [QMS_ADMIN_ARG_FILE];
     if (file.len == 0 || file.ptr [0] != '/' || memchr (file.ptr, 0, file.len)
     ||  !qms_str_copy (file, path, sizeof path)) {
         admin_done (self, rec->req, QMS_ST_ERROR, "give the backup file as an absolute path");
@@ -1046,7 +1046,7 @@ admin_backup (store_t *self, const qms_rec_t *rec)
 static void
 admin_problem (store_t *self, uint64_t req, const char *text, int *problems)
 {
-    qms_rec_t row = { .type = QMS_ST_ADMIN_ROW, .req = req, .s = { qms_str (text) } };
+    qms_rec_t row = { .type = QMS_ST_ADMIN_ROW, .req = req, .s = { [QMS_ROW_PROBLEM] = qms_str (text) } };
     reply (self, &row);
     if (++*problems % STORE_ADMIN_ROWS == 0)
         admin_flush (self);
@@ -1715,7 +1715,7 @@ t_stats_writable (t_client_t *c, uint64_t req, bool *rows)
     /*  A batch waits up to the busy timeout for the write lock. */
     assert (t_recv (c, STORE_BUSY_TIMEOUT_MS + 5000) == 1);
     assert (c->rec [0].type == QMS_STATS && c->rec [0].req == req);
-    char *text = strndup (c->rec [0].s [0].ptr, c->rec [0].s [0].len);
+    char *text = strndup (c->rec [0].s [QMS_STATS_TEXT].ptr, c->rec [0].s [QMS_STATS_TEXT].len);
     assert (text);
     *rows = strstr (text, "qms_store_rows{") != NULL;
     bool one = strstr (text, "\nqms_store_writable 1\n") != NULL;
@@ -1804,8 +1804,8 @@ t_users (t_client_t *c)
     assert (t_result (c, t_req (QMS_ST_USER_CREATE, 2, 0, "id-alice", "Alice", "alice", "phc1")) == QMS_ST_OK);
     r = t_call (c, t_req (QMS_ST_USER_GET, 3, 0, "alice", 0, 0, 0), QMS_ST_USER);
     assert (r.num == 1);
-    assert (qms_str_eq (r.s [0], "id-alice") && qms_str_eq (r.s [1], "Alice"));
-    assert (qms_str_eq (r.s [2], "phc1") && r.s [3].len == 0);
+    assert (qms_str_eq (r.s [QMS_USER_ID], "id-alice") && qms_str_eq (r.s [QMS_USER_NAME], "Alice"));
+    assert (qms_str_eq (r.s [QMS_USER_PHC], "phc1") && r.s [QMS_USER_PUBKEY].len == 0);
 
     /*  Names differing only in case share a key: the second one exists. */
     char key [QMS_NAME_MAX_BYTES + 1];
@@ -1821,7 +1821,7 @@ t_users (t_client_t *c)
     /*  Rehash replaces the hash; an unknown id is an error. */
     assert (t_result (c, t_req (QMS_ST_USER_REHASH, 10, 0, "id-alice", "phc2", 0, 0)) == QMS_ST_OK);
     r = t_call (c, t_req (QMS_ST_USER_GET, 11, 0, "alice", 0, 0, 0), QMS_ST_USER);
-    assert (r.num == 1 && qms_str_eq (r.s [2], "phc2"));
+    assert (r.num == 1 && qms_str_eq (r.s [QMS_USER_PHC], "phc2"));
     assert (t_result (c, t_req (QMS_ST_USER_REHASH, 12, 0, "id-nobody", "phc", 0, 0)) == QMS_ST_ERROR);
     assert (t_result (c, t_req (QMS_ST_USER_REHASH, 13, 0, "id-alice", "", 0, 0)) == QMS_ST_ERROR);
 }
@@ -1836,9 +1836,9 @@ t_session_is (t_client_t *c, const char *hash, uint64_t last_active, const char 
     }
     assert (r.num == 1);
     assert (r.time == last_active);
-    assert (qms_str_eq (r.s [0], user));
-    assert (qms_str_eq (r.s [1], streq (user, "id-alice") ? "Alice" : "Bob"));
-    assert (qms_str_eq (r.s [2], pubkey));
+    assert (qms_str_eq (r.s [QMS_SESSION_ID], user));
+    assert (qms_str_eq (r.s [QMS_SESSION_NAME], streq (user, "id-alice") ? "Alice" : "Bob"));
+    assert (qms_str_eq (r.s [QMS_SESSION_PUBKEY], pubkey));
 }
 
 static void
@@ -1847,7 +1847,7 @@ t_sessions (t_client_t *c)
     assert (t_result (c, t_req (QMS_ST_SESSION_START, 20, 1000, "id-alice", "h1", "pk1", 0)) == QMS_ST_OK);
     t_session_is (c, "h1", 1000, "id-alice", "pk1");
     qms_rec_t r = t_call (c, t_req (QMS_ST_USER_GET, 21, 0, "alice", 0, 0, 0), QMS_ST_USER);
-    assert (qms_str_eq (r.s [3], "pk1"));
+    assert (qms_str_eq (r.s [QMS_USER_PUBKEY], "pk1"));
     assert (t_result (c, t_req (QMS_ST_SESSION_START, 22, 1000, "id-nobody", "hx", "pk", 0)) == QMS_ST_ERROR);
     t_session_is (c, "hx", 0, NULL, NULL);
     assert (t_result (c, t_req (QMS_ST_SESSION_START, 23, 1000, "id-alice", "", "pk", 0)) == QMS_ST_ERROR);
@@ -1861,7 +1861,7 @@ t_sessions (t_client_t *c)
         (bob's pubkey stays as it was). */
     assert (t_result (c, t_req (QMS_ST_SESSION_START, 25, 2000, "id-bob", "h2", "pk-bob", 0)) == QMS_ST_ERROR);
     r = t_call (c, t_req (QMS_ST_USER_GET, 26, 0, "bob", 0, 0, 0), QMS_ST_USER);
-    assert (r.num == 1 && r.s [3].len == 0);
+    assert (r.num == 1 && r.s [QMS_USER_PUBKEY].len == 0);
     t_session_is (c, "h2", 2000, "id-alice", "pk2");
 
     /*  Touch never moves activity backwards. */
@@ -1912,7 +1912,7 @@ t_batches (t_client_t *c)
         assert (c->rec [i].req == 101u + (uint64_t) i);
     assert (c->rec [0].type == QMS_ST_USER && c->rec [0].num == 1);
     assert (c->rec [1].type == QMS_ST_RESULT && c->rec [1].num == QMS_ST_OK);
-    assert (c->rec [2].type == QMS_ST_USER && c->rec [2].num == 1 && qms_str_eq (c->rec [2].s [0], "id-carol"));
+    assert (c->rec [2].type == QMS_ST_USER && c->rec [2].num == 1 && qms_str_eq (c->rec [2].s [QMS_USER_ID], "id-carol"));
     assert (c->rec [3].type == QMS_ST_RESULT && c->rec [3].num == QMS_ST_OK);
     assert (c->rec [4].type == QMS_ST_SESSION && c->rec [4].num == 1 && c->rec [4].time == 9000);
     assert (c->rec [5].type == QMS_ST_RESULT && c->rec [5].num == QMS_ST_ERROR);
@@ -1922,7 +1922,7 @@ t_batches (t_client_t *c)
         the batch wrong for this role: dropped whole, the user before it is
         not created. */
     t_add (c, t_req (QMS_ST_USER_CREATE, 150, 0, "id-erin", "Erin", "erin", "phc-erin"));
-    qms_rec_t hello = { .type = QMS_RT_HELLO, .num = 1, .s = { qms_str ("gw") } };
+    qms_rec_t hello = { .type = QMS_RT_HELLO, .num = 1, .s = { [QMS_HELLO_NAME] = qms_str ("gw") } };
     t_add (c, hello);
     t_send (c);
     assert (t_recv (c, 300) == -1);
@@ -1946,7 +1946,7 @@ t_batches (t_client_t *c)
     t_add (c, t_req (QMS_ST_USER_CREATE, 0, 0, "id-erin", "Erin", "erin", "phc-erin"));
     t_send (c);
     qms_rec_t r = t_call (c, t_req (QMS_ST_USER_GET, 301, 0, "erin", 0, 0, 0), QMS_ST_USER);
-    assert (r.num == 1 && qms_str_eq (r.s [0], "id-erin"));
+    assert (r.num == 1 && qms_str_eq (r.s [QMS_USER_ID], "id-erin"));
 
     /*  An empty batch is valid and answers nothing. */
     t_send (c);
@@ -1963,13 +1963,13 @@ t_msg (uint64_t req, const char *id, const char *recipient, const char *client_i
     if (!s_t_base)
         s_t_base = qms_now_ms () - 60000;
     qms_rec_t rec = { .type = QMS_ST_MSG_STORE, .req = req, .time = time > 1000 ? s_t_base + time : time };
-    rec.s [0] = qms_str (id);
-    rec.s [1] = qms_str (recipient);
-    rec.s [2] = qms_str ("id-bob");
-    rec.s [3] = qms_str ("Bob");
-    rec.s [4] = qms_str ("bob-key");
-    rec.s [5] = qms_str ("ciphertext \"quoted\"");
-    rec.s [6] = qms_str (client_id);
+    rec.s [QMS_STORE_MSG_ID] = qms_str (id);
+    rec.s [QMS_STORE_RECIPIENT] = qms_str (recipient);
+    rec.s [QMS_STORE_SENDER] = qms_str ("id-bob");
+    rec.s [QMS_STORE_SENDER_NAME] = qms_str ("Bob");
+    rec.s [QMS_STORE_SENDER_KEY] = qms_str ("bob-key");
+    rec.s [QMS_STORE_TEXT] = qms_str ("ciphertext \"quoted\"");
+    rec.s [QMS_STORE_CLIENT_ID] = qms_str (client_id);
     return rec;
 }
 
@@ -1982,7 +1982,7 @@ t_messages (t_client_t *c)
     assert (t_result (c, t_msg (2, "m2", "id-alice", "", 6000)) == QMS_ST_OK);
     /*  The same sender and client id: EXISTS, naming the stored message. */
     qms_rec_t r = t_call (c, t_msg (3, "m9", "id-alice", "c1", 7000), QMS_ST_RESULT);
-    assert (r.num == QMS_ST_EXISTS && qms_str_eq (r.s [0], "m1"));
+    assert (r.num == QMS_ST_EXISTS && qms_str_eq (r.s [QMS_RESULT_STORED_ID], "m1"));
     assert (t_result (c, t_msg (4, "m4", "id-nobody", "c4", 7000)) == QMS_ST_NO_USER);
     qms_rec_t missing = t_msg (5, "", "id-alice", "", 1);
     assert (t_result (c, missing) == QMS_ST_ERROR);
@@ -1990,49 +1990,49 @@ t_messages (t_client_t *c)
     assert (t_result (c, t_msg (7, "m5", "id-alice", "c5", 9000)) == QMS_ST_QUOTA);
 
     /*  Fetch: oldest first, fields intact, a page limit, then after a seq. */
-    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 8, .num = 2, .s = { qms_str ("id-alice") } });
+    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 8, .num = 2, .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-alice") } });
     t_send (c);
     assert (t_recv (c, 5000) == 3);
-    assert (c->rec [0].type == QMS_ST_MSG && qms_str_eq (c->rec [0].s [0], "m1"));
-    assert (c->rec [0].time == s_t_base + 5000 && qms_str_eq (c->rec [0].s [1], "id-bob"));
-    assert (qms_str_eq (c->rec [0].s [2], "Bob") && qms_str_eq (c->rec [0].s [3], "bob-key"));
-    assert (qms_str_eq (c->rec [0].s [4], "ciphertext \"quoted\"") && qms_str_eq (c->rec [0].s [5], "c1"));
-    assert (qms_str_eq (c->rec [1].s [0], "m2") && c->rec [1].s [5].len == 0);
+    assert (c->rec [0].type == QMS_ST_MSG && qms_str_eq (c->rec [0].s [QMS_MSG_ID], "m1"));
+    assert (c->rec [0].time == s_t_base + 5000 && qms_str_eq (c->rec [0].s [QMS_MSG_SENDER], "id-bob"));
+    assert (qms_str_eq (c->rec [0].s [QMS_MSG_SENDER_NAME], "Bob") && qms_str_eq (c->rec [0].s [QMS_MSG_SENDER_KEY], "bob-key"));
+    assert (qms_str_eq (c->rec [0].s [QMS_MSG_TEXT], "ciphertext \"quoted\"") && qms_str_eq (c->rec [0].s [QMS_MSG_CLIENT_ID], "c1"));
+    assert (qms_str_eq (c->rec [1].s [QMS_MSG_ID], "m2") && c->rec [1].s [QMS_MSG_CLIENT_ID].len == 0);
     assert (c->rec [2].type == QMS_ST_MSG_END && c->rec [2].num == 2 && c->rec [2].seq == c->rec [1].seq);
     uint64_t after = c->rec [1].seq, first = c->rec [0].seq;
     t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 9, .num = 10, .seq = after,
-                            .s = { qms_str ("id-alice") } });
+                            .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-alice") } });
     t_send (c);
     assert (t_recv (c, 5000) == 2);
-    assert (qms_str_eq (c->rec [0].s [0], "m3") && c->rec [1].num == 1);
+    assert (qms_str_eq (c->rec [0].s [QMS_MSG_ID], "m3") && c->rec [1].num == 1);
 
     /*  A receipt deletes one message and names its sender; a second receipt,
         or someone else's, finds nothing. */
-    qms_rec_t del = { .type = QMS_ST_MSG_DEL, .req = 10, .s = { qms_str ("id-alice"), qms_str ("m3") } };
+    qms_rec_t del = { .type = QMS_ST_MSG_DEL, .req = 10, .s = { [QMS_DEL_RECIPIENT] = qms_str ("id-alice"), [QMS_DEL_MSG_ID] = qms_str ("m3") } };
     r = t_call (c, del, QMS_ST_MSG_DELETED);
-    assert (r.num == 1 && qms_str_eq (r.s [0], "m3") && qms_str_eq (r.s [1], "id-bob") && qms_str_eq (r.s [2], "c3"));
+    assert (r.num == 1 && qms_str_eq (r.s [QMS_DELETED_MSG_ID], "m3") && qms_str_eq (r.s [QMS_DELETED_SENDER], "id-bob") && qms_str_eq (r.s [QMS_DELETED_CLIENT_ID], "c3"));
     del.req = 11;
     assert (t_call (c, del, QMS_ST_MSG_DELETED).num == 0);
     del.req = 12;
-    del.s [0] = qms_str ("id-carol");
-    del.s [1] = qms_str ("m1");
+    del.s [QMS_DEL_RECIPIENT] = qms_str ("id-carol");
+    del.s [QMS_DEL_MSG_ID] = qms_str ("m1");
     assert (t_call (c, del, QMS_ST_MSG_DELETED).num == 0);
 
     /*  A user found by name key for others: id, name and key, no hash. */
-    qms_rec_t find = { .type = QMS_ST_USER_FIND, .req = 16, .s = { qms_str ("alice") } };
+    qms_rec_t find = { .type = QMS_ST_USER_FIND, .req = 16, .s = { [QMS_FIND_KEY] = qms_str ("alice") } };
     r = t_call (c, find, QMS_ST_USER);
-    assert (r.num == 1 && qms_str_eq (r.s [0], "id-alice") && r.s [2].len == 0 && r.s [1].len > 0);
+    assert (r.num == 1 && qms_str_eq (r.s [QMS_USER_ID], "id-alice") && r.s [QMS_USER_PHC].len == 0 && r.s [QMS_USER_NAME].len > 0);
     find.req = 17;
-    find.s [0] = qms_str ("nobody-at-all");
+    find.s [QMS_FIND_KEY] = qms_str ("nobody-at-all");
     assert (t_call (c, find, QMS_ST_USER).num == 0);
 
     /*  Delete up to a seq: m1 goes, m2 stays. */
-    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_DEL_UPTO, .req = 13, .seq = first, .s = { qms_str ("id-alice") } });
+    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_DEL_UPTO, .req = 13, .seq = first, .s = { [QMS_UPTO_RECIPIENT] = qms_str ("id-alice") } });
     t_send (c);
     assert (t_recv (c, 5000) == 1 && c->rec [0].num == QMS_ST_OK);
-    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 14, .num = 10, .s = { qms_str ("id-alice") } });
+    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 14, .num = 10, .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-alice") } });
     t_send (c);
-    assert (t_recv (c, 5000) == 2 && qms_str_eq (c->rec [0].s [0], "m2"));
+    assert (t_recv (c, 5000) == 2 && qms_str_eq (c->rec [0].s [QMS_MSG_ID], "m2"));
     /*  Room again under the quota. */
     assert (t_result (c, t_msg (15, "m3", "id-alice", "c3b", 8500)) == QMS_ST_OK);
 }
@@ -2197,7 +2197,7 @@ t_admin (t_client_t *c, uint64_t req, uint64_t op, const char *s0, const char *s
             assert (rec.type == QMS_ADMIN_DONE);
             done = true;
             a->status = rec.num;
-            assert (qms_str_copy (rec.s [0], a->detail, sizeof a->detail));
+            assert (qms_str_copy (rec.s [QMS_RESULT_DETAIL], a->detail, sizeof a->detail));
         }
         zmq_msg_close (&msg);
     }
@@ -2253,17 +2253,17 @@ t_admin_ops (qms_config_t *cfg, const char *root)
 
     t_admin (&c, 6, QMS_ADMIN_USER_LIST, NULL, NULL, &a);
     assert (a.status == QMS_ST_OK && a.rows == 1202 && streq (a.detail, "1202 users"));
-    assert (streq (a.s [0][0], "id-carol") && streq (a.s [0][1], "Carol") && streq (a.s [0][2], "pk-c"));
-    assert (streq (a.s [0][3], "5000") && a.num [0] == 0 && a.time [0] > 0);
-    assert (streq (a.s [1][1], "Dave") && a.s [1][3][0] == 0 && a.num [1] == 1);
-    assert (streq (a.s [2][1], "u0000"));
+    assert (streq (a.s [0][QMS_ROW_ID], "id-carol") && streq (a.s [0][QMS_ROW_NAME], "Carol") && streq (a.s [0][QMS_ROW_PUBKEY], "pk-c"));
+    assert (streq (a.s [0][QMS_ROW_ACTIVE], "5000") && a.num [0] == 0 && a.time [0] > 0);
+    assert (streq (a.s [1][QMS_ROW_NAME], "Dave") && a.s [1][QMS_ROW_ACTIVE][0] == 0 && a.num [1] == 1);
+    assert (streq (a.s [2][QMS_ROW_NAME], "u0000"));
     t_admin (&c, 7, QMS_ADMIN_USER_SHOW, "dave", NULL, &a);
-    assert (a.status == QMS_ST_OK && a.rows == 1 && streq (a.s [0][0], "id-dave") && a.num [0] == 1);
+    assert (a.status == QMS_ST_OK && a.rows == 1 && streq (a.s [0][QMS_ROW_ID], "id-dave") && a.num [0] == 1);
     t_admin (&c, 8, QMS_ADMIN_USER_SHOW, "nobody", NULL, &a);
     assert (a.status == QMS_ST_NO_USER && a.rows == 0);
     t_admin (&c, 9, QMS_ADMIN_USER_SESSIONS, "carol", NULL, &a);
-    assert (a.status == QMS_ST_OK && a.rows == 2 && streq (a.s [1][0], "id-carol"));
-    assert (a.time [1] == 5000 && a.num [1] == 5000 && streq (a.s [1][2], "hc"));
+    assert (a.status == QMS_ST_OK && a.rows == 2 && streq (a.s [1][QMS_ROW_ID], "id-carol"));
+    assert (a.time [1] == 5000 && a.num [1] == 5000 && streq (a.s [1][QMS_ROW_HASH], "hc"));
     t_admin (&c, 10, QMS_ADMIN_USER_SESSIONS, "dave", NULL, &a);
     assert (a.status == QMS_ST_OK && a.rows == 1);
 
@@ -2272,7 +2272,7 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     assert (a.status == QMS_ST_ERROR && a.rows == 0);
     t_admin (&c, 12, QMS_ADMIN_USER_PASSWORD, "carol", "phc-new", &a);
     assert (a.status == QMS_ST_OK && a.rows == 1 && streq (a.detail, "session deleted"));
-    assert (qms_str_eq (t_call (&c, t_req (QMS_ST_USER_GET, 13, 0, "carol", 0, 0, 0), QMS_ST_USER).s [2], "phc-new"));
+    assert (qms_str_eq (t_call (&c, t_req (QMS_ST_USER_GET, 13, 0, "carol", 0, 0, 0), QMS_ST_USER).s [QMS_USER_PHC], "phc-new"));
     t_session_is (&c, "hc", 0, NULL, NULL);
     t_admin (&c, 14, QMS_ADMIN_USER_LOGOUT, "carol", NULL, &a);
     assert (a.status == QMS_ST_OK && a.rows == 1 && streq (a.detail, "no session"));
@@ -2285,7 +2285,7 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     t_admin (&c, 17, QMS_ADMIN_USER_DELETE, "dave", NULL, &a);
     assert (a.status == QMS_ST_OK && a.rows == 1 && a.num [0] == 1);
     assert (t_call (&c, t_req (QMS_ST_USER_GET, 18, 0, "dave", 0, 0, 0), QMS_ST_USER).num == 0);
-    t_add (&c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 19, .num = 10, .s = { qms_str ("id-dave") } });
+    t_add (&c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 19, .num = 10, .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-dave") } });
     t_send (&c);
     assert (t_recv (&c, 5000) == 1 && c.rec [0].type == QMS_ST_MSG_END && c.rec [0].num == 0);
     t_admin (&c, 20, QMS_ADMIN_USER_DELETE, "dave", NULL, &a);
@@ -2310,7 +2310,7 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     assert (a.status == QMS_ST_OK && a.rows == 0 && streq (a.detail, "ok"));
     assert (t_db (db, "INSERT INTO sessions VALUES ('id-ghost', 'hg', 1, 1)") == -1);
     t_admin (&c, 26, QMS_ADMIN_DB_CHECK, NULL, NULL, &a);
-    assert (a.status == QMS_ST_ERROR && a.rows == 1 && strstr (a.s [0][0], "foreign key: sessions"));
+    assert (a.status == QMS_ST_ERROR && a.rows == 1 && strstr (a.s [0][QMS_ROW_PROBLEM], "foreign key: sessions"));
     t_close (&c);
     zactor_destroy (&store);
 
@@ -2375,17 +2375,17 @@ store_test (bool verbose)
     assert (store);
     t_connect (&client, cfg.store_endpoint);
     qms_rec_t r = t_call (&client, t_req (QMS_ST_USER_GET, 1, 0, "alice", 0, 0, 0), QMS_ST_USER);
-    assert (r.num == 1 && qms_str_eq (r.s [0], "id-alice") && qms_str_eq (r.s [2], "phc2"));
-    assert (qms_str_eq (r.s [3], "pk5"));
+    assert (r.num == 1 && qms_str_eq (r.s [QMS_USER_ID], "id-alice") && qms_str_eq (r.s [QMS_USER_PHC], "phc2"));
+    assert (qms_str_eq (r.s [QMS_USER_PUBKEY], "pk5"));
     t_session_is (&client, "h5", 7000, "id-alice", "pk5");
     /*  Stored messages survive the restart; the one past the age limit does not. */
-    t_add (&client, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 3, .num = 10, .s = { qms_str ("id-alice") } });
+    t_add (&client, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 3, .num = 10, .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-alice") } });
     t_send (&client);
     assert (t_recv (&client, 5000) == 3);
-    assert (qms_str_eq (client.rec [0].s [0], "m2") && qms_str_eq (client.rec [1].s [0], "m3"));
+    assert (qms_str_eq (client.rec [0].s [QMS_MSG_ID], "m2") && qms_str_eq (client.rec [1].s [QMS_MSG_ID], "m3"));
     assert (client.rec [2].type == QMS_ST_MSG_END && client.rec [2].num == 2);
     r = t_call (&client, t_req (QMS_ST_SESSION_GET, 2, 0, "h6", 0, 0, 0), QMS_ST_SESSION);
-    assert (r.num == 1 && r.time == 9000 && qms_str_eq (r.s [1], "Carol"));
+    assert (r.num == 1 && r.time == 9000 && qms_str_eq (r.s [QMS_SESSION_NAME], "Carol"));
     t_writable_probe (&client, path);
     t_close (&client);
     zactor_destroy (&store);

@@ -69,7 +69,7 @@ main (int argc, char **argv)
     const char *names [] = { "alice", "Bob", "J\xc3\xbcrgen" };
     for (int i = 0; i < 3; i++) {
         fill (&rec, QMS_GW_USER);
-        rec.s [1] = qms_str (names [i]);
+        rec.s [QMS_PRESENCE_NAME] = qms_str (names [i]);
         assert (qms_rec_encode (&buf, &rec) == 0);
     }
     save ("batch-userlist", &buf, buf.len);
