@@ -618,7 +618,8 @@ run_user_write (admin_t *self, qms_rec_t *ask)
     char phc [QMS_PHC_MAX] = "";
     if (self->cmd->kind == CMD_PASSWORD) {
         /*  Fail on an unknown name before asking for a password. */
-        qms_rec_t show = { .type = QMS_ST_ADMIN, .num = QMS_ADMIN_USER_SHOW, .s = { [QMS_ADMIN_ARG_KEY] = ask->s [QMS_ADMIN_ARG_KEY] } };
+        qms_rec_t show = { .type = QMS_ST_ADMIN, .num = QMS_ADMIN_USER_SHOW,
+                           .s = { [QMS_ADMIN_ARG_KEY] = ask->s [QMS_ADMIN_ARG_KEY] } };
         done_t done;
         int rc = user_status (self, admin_call (self, self->store, &show, ADMIN_REPLY_MS, NULL, &done),
                               &done);
@@ -944,7 +945,8 @@ t_commands (const char *dir)
     zsock_t *dealer = admin_dealer (cfg.store_endpoint);
     assert (dealer);
     qms_rec_t create = { .type = QMS_ST_USER_CREATE, .req = 1,
-                         .s = { [QMS_CREATE_ID] = qms_str ("id-zoe"), [QMS_CREATE_NAME] = qms_str ("Zoë"), [QMS_CREATE_KEY] = qms_str ("zoë"), [QMS_CREATE_PHC] = qms_str ("phc") } };
+                         .s = { [QMS_CREATE_ID] = qms_str ("id-zoe"), [QMS_CREATE_NAME] = qms_str ("Zoë"),
+                                [QMS_CREATE_KEY] = qms_str ("zoë"), [QMS_CREATE_PHC] = qms_str ("phc") } };
     assert (qms_rec_send (zsock_resolve (dealer), NULL, 0, &create) == 0);
     zmq_pollitem_t item = { zsock_resolve (dealer), 0, ZMQ_POLLIN, 0 };
     assert (zmq_poll (&item, 1, 5000) == 1);

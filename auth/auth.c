@@ -612,7 +612,8 @@ on_login (auth_t *self, const uint8_t *gw, size_t gw_len, const qms_rec_t *rec)
             nfkc_key [0] = 0;
     }
     char address [ADDRESS_MAX + 1];
-    qms_str_copy (qms_strn (rec->s [QMS_LOGIN_ADDRESS].ptr, rec->s [QMS_LOGIN_ADDRESS].len > ADDRESS_MAX ? ADDRESS_MAX : rec->s [QMS_LOGIN_ADDRESS].len),
+    qms_str_copy (qms_strn (rec->s [QMS_LOGIN_ADDRESS].ptr,
+                            rec->s [QMS_LOGIN_ADDRESS].len > ADDRESS_MAX ? ADDRESS_MAX : rec->s [QMS_LOGIN_ADDRESS].len),
                   address, sizeof address);
 
     if (reg && bad) {

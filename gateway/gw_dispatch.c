@@ -515,18 +515,21 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             break;
         case QMS_GW_DELIVER:
             self->m.events_message++;
-            proto_message_event (&self->scratch, rec->s [QMS_DELIVER_SENDER], rec->s [QMS_DELIVER_TEXT], rec->s [QMS_DELIVER_MSG_ID], rec->time);
+            proto_message_event (&self->scratch, rec->s [QMS_DELIVER_SENDER], rec->s [QMS_DELIVER_TEXT],
+                                 rec->s [QMS_DELIVER_MSG_ID], rec->time);
             gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_DELIVER_STORED:
             self->m.events_stored++;
-            proto_stored_message_event (&self->scratch, rec->s [QMS_STORED_SENDER], rec->s [QMS_STORED_TEXT], rec->s [QMS_STORED_MSG_ID], rec->time,
+            proto_stored_message_event (&self->scratch, rec->s [QMS_STORED_SENDER], rec->s [QMS_STORED_TEXT],
+                                        rec->s [QMS_STORED_MSG_ID], rec->time,
                                         rec->s [QMS_STORED_SENDER_NAME], rec->s [QMS_STORED_SENDER_KEY]);
             gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_ACK:
             self->m.acks++;
-            proto_ack (&self->scratch, rec->num, rec->s [QMS_ACK_CLIENT_ID], rec->s [QMS_ACK_MSG_ID], rec->time, rec->s [QMS_ACK_REASON]);
+            proto_ack (&self->scratch, rec->num, rec->s [QMS_ACK_CLIENT_ID], rec->s [QMS_ACK_MSG_ID], rec->time,
+                       rec->s [QMS_ACK_REASON]);
             gw_conn_queue_scratch (self, conn);
             break;
         case QMS_GW_LOOKUP:
@@ -697,7 +700,8 @@ gw_dispatch_test (bool verbose)
     qms_rec_t rec;
     assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 1);
     assert (rec.type == QMS_RT_MESSAGE && rec.conn == 77);
-    assert (qms_str_eq (rec.s [QMS_MESSAGE_TARGET], "bob") && qms_str_eq (rec.s [QMS_MESSAGE_TEXT], "hi") && rec.s [QMS_MESSAGE_HASH].len == 0);
+    assert (qms_str_eq (rec.s [QMS_MESSAGE_TARGET], "bob") && qms_str_eq (rec.s [QMS_MESSAGE_TEXT], "hi")
+            && rec.s [QMS_MESSAGE_HASH].len == 0);
     assert (qms_rec_next (self.to_router.data, self.to_router.len, &offset, &rec) == 1);
     qms_sha256_hex (token, QMS_TOKEN_CHARS, expect);
     assert (rec.type == QMS_RT_LOGOUT && rec.conn == 77 && qms_str_eq (rec.s [QMS_LOGOUT_HASH], expect));
@@ -727,7 +731,9 @@ gw_dispatch_test (bool verbose)
 
     /*  Presence records keep the list and the changes for the next push. */
     uint64_t gen = self.users_gen;
-    qms_rec_t join = { .type = QMS_GW_JOIN, .s = { [QMS_PRESENCE_ID] = qms_str ("id1"), [QMS_PRESENCE_NAME] = qms_str ("ann"), [QMS_PRESENCE_PUBKEY] = qms_str ("k") } };
+    qms_rec_t join = { .type = QMS_GW_JOIN,
+                       .s = { [QMS_PRESENCE_ID] = qms_str ("id1"), [QMS_PRESENCE_NAME] = qms_str ("ann"),
+                              [QMS_PRESENCE_PUBKEY] = qms_str ("k") } };
     handle_router_record (&self, &join);
     assert (self.user_count == 1 && gw_user_find (&self, qms_str ("id1")) && self.users_gen == gen + 1);
     assert (memmem (self.changes.data, self.changes.len, "ann", 3));
@@ -737,7 +743,9 @@ gw_dispatch_test (bool verbose)
     handle_router_record (&self, &leave);            /* unknown: no change */
     assert (self.users_gen == gen + 2);
     qms_rec_t users = { .type = QMS_GW_USERS, .num = 2 };
-    qms_rec_t user = { .type = QMS_GW_USER, .s = { [QMS_PRESENCE_ID] = qms_str ("id2"), [QMS_PRESENCE_NAME] = qms_str ("bo"), [QMS_PRESENCE_PUBKEY] = qms_str ("") } };
+    qms_rec_t user = { .type = QMS_GW_USER,
+                       .s = { [QMS_PRESENCE_ID] = qms_str ("id2"), [QMS_PRESENCE_NAME] = qms_str ("bo"),
+                              [QMS_PRESENCE_PUBKEY] = qms_str ("") } };
     handle_router_record (&self, &users);
     assert (self.changes.len == 0);
     handle_router_record (&self, &user);
@@ -773,7 +781,9 @@ gw_dispatch_test (bool verbose)
     void *ours = zmq_socket (ctx, ZMQ_PAIR), *router = zmq_socket (ctx, ZMQ_PAIR);
     assert (zmq_bind (ours, "inproc://gw-dispatch-test") == 0);
     assert (zmq_connect (router, "inproc://gw-dispatch-test") == 0);
-    qms_rec_t join9 = { .type = QMS_GW_JOIN, .s = { [QMS_PRESENCE_ID] = qms_str ("id9"), [QMS_PRESENCE_NAME] = qms_str ("nine"), [QMS_PRESENCE_PUBKEY] = qms_str ("k") } };
+    qms_rec_t join9 = { .type = QMS_GW_JOIN,
+                        .s = { [QMS_PRESENCE_ID] = qms_str ("id9"), [QMS_PRESENCE_NAME] = qms_str ("nine"),
+                               [QMS_PRESENCE_PUBKEY] = qms_str ("k") } };
     qms_rec_t login = { .type = QMS_AUTH_LOGIN, .conn = 1 };
     uint64_t bad = self.m.bad_batches;
     for (int round = 0; round < 3; round++) {

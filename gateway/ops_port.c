@@ -221,7 +221,8 @@ drain_actor (ops_port_t *self)
                     txn_t *txn = wsi ? (txn_t *) lws_wsi_user (wsi) : NULL;
                     if (txn && txn->req == rec.req) {
                         self->waiting [i] = NULL;
-                        answer (self, wsi, txn, rec.s [QMS_STATS_TEXT].ptr ? rec.s [QMS_STATS_TEXT].ptr : "", rec.s [QMS_STATS_TEXT].len);
+                        answer (self, wsi, txn, rec.s [QMS_STATS_TEXT].ptr ? rec.s [QMS_STATS_TEXT].ptr : "",
+                                rec.s [QMS_STATS_TEXT].len);
                     }
                 }
             }

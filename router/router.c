@@ -571,7 +571,8 @@ on_message (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
             return;
         }
     }
-    message_from (self, s, gw, rec->conn, rec->s [QMS_MESSAGE_TARGET], rec->s [QMS_MESSAGE_TEXT], rec->s [QMS_MESSAGE_CLIENT_ID], now);
+    message_from (self, s, gw, rec->conn, rec->s [QMS_MESSAGE_TARGET], rec->s [QMS_MESSAGE_TEXT],
+                  rec->s [QMS_MESSAGE_CLIENT_ID], now);
 }
 
 static void
@@ -1420,7 +1421,8 @@ t_recv (zsock_t *sock, bool router, t_batch_t *b, int timeout)
                 b->rec [b->count++] = head;
                 for (size_t i = 0; i < mirror->count; i++) {
                     qms_rec_t user = { .type = QMS_GW_USER, .s = { [QMS_PRESENCE_ID] = qms_str (mirror->ids [i]),
-                                       [QMS_PRESENCE_NAME] = qms_str (mirror->names [i]), [QMS_PRESENCE_PUBKEY] = qms_str (mirror->keys [i]) } };
+                                       [QMS_PRESENCE_NAME] = qms_str (mirror->names [i]),
+                                       [QMS_PRESENCE_PUBKEY] = qms_str (mirror->keys [i]) } };
                     assert (b->count < 64);
                     b->rec [b->count++] = user;
                 }

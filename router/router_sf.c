@@ -229,7 +229,8 @@ on_stored (router_t *self, msgreq_t *m, const qms_rec_t *rec)
                 send_rejected (self, m->gw, m->conn, client_id, k_unknown_recipient);
             break;
         default:
-            qms_warn (LOG, "event=store_message_failed detail=\"%.*s\"", (int) rec->s [QMS_RESULT_DETAIL].len, rec->s [QMS_RESULT_DETAIL].ptr);
+            qms_warn (LOG, "event=store_message_failed detail=\"%.*s\"", (int) rec->s [QMS_RESULT_DETAIL].len,
+                      rec->s [QMS_RESULT_DETAIL].ptr);
             if (answer)
                 send_rejected (self, m->gw, m->conn, client_id, k_unavailable);
     }
@@ -394,7 +395,8 @@ router_sf_on_receipt (router_t *self, uint32_t gw, const qms_rec_t *rec)
 void
 router_sf_on_undelivered (router_t *self, const qms_rec_t *rec)
 {
-    qms_str_t target = rec->s [QMS_UNDELIVERED_RECIPIENT], sender_id = rec->s [QMS_UNDELIVERED_SENDER], message = rec->s [QMS_UNDELIVERED_TEXT], msg_id = rec->s [QMS_UNDELIVERED_MSG_ID];
+    qms_str_t target = rec->s [QMS_UNDELIVERED_RECIPIENT], sender_id = rec->s [QMS_UNDELIVERED_SENDER],
+              message = rec->s [QMS_UNDELIVERED_TEXT], msg_id = rec->s [QMS_UNDELIVERED_MSG_ID];
     if (target.len == 0 || target.len > MAX_ID_BYTES || sender_id.len == 0
     ||  sender_id.len > MAX_ID_BYTES || msg_id.len != MSG_ID_CHARS) {
         qms_warn (LOG, "event=bad_record type=RT_UNDELIVERED");
@@ -455,7 +457,8 @@ router_sf_on_lookup (router_t *self, uint32_t gw, const qms_rec_t *rec)
     }
     char key [QMS_NAME_MAX_BYTES + 1];
     msgreq_t *m = NULL;
-    if (rec->s [QMS_LOOKUP_NAME].len <= QMS_NAME_MAX_BYTES && qms_name_check (rec->s [QMS_LOOKUP_NAME].ptr, rec->s [QMS_LOOKUP_NAME].len) == NULL
+    if (rec->s [QMS_LOOKUP_NAME].len <= QMS_NAME_MAX_BYTES
+    &&  qms_name_check (rec->s [QMS_LOOKUP_NAME].ptr, rec->s [QMS_LOOKUP_NAME].len) == NULL
     &&  qms_name_key (rec->s [QMS_LOOKUP_NAME].ptr, rec->s [QMS_LOOKUP_NAME].len, key) == 0)
         m = msgreq_new (self, MSGREQ_LOOKUP, rec->s [QMS_LOOKUP_NAME]);
     if (!m) {
@@ -971,7 +974,8 @@ t_undelivered (router_t *self)
     assert (t_records (&self->gateways [1]->out, out, 4) == 1);
     assert (out [0].type == QMS_GW_DELIVER && out [0].conn == 22 && out [0].time == 9);
     assert (t_str_is (out [0].s [QMS_DELIVER_SENDER], "id-alice") && t_str_is (out [0].s [QMS_DELIVER_TEXT], "late"));
-    assert (t_str_is (out [0].s [QMS_DELIVER_MSG_ID], "MMMMMMMMMMMMMMMM") && t_str_is (out [0].s [QMS_DELIVER_RECIPIENT], "id-bob"));
+    assert (t_str_is (out [0].s [QMS_DELIVER_MSG_ID], "MMMMMMMMMMMMMMMM")
+            && t_str_is (out [0].s [QMS_DELIVER_RECIPIENT], "id-bob"));
     assert (self->gateways [0]->out.len == 0 && self->backend_out.len == 0);
     t_reset (self);
 

@@ -600,8 +600,9 @@ msg_store (store_t *self, const qms_rec_t *rec)
         return (outcome_t) { QMS_ST_QUOTA, "recipient's quota is full" };
 
     stmt = self->stmt [S_MSG_INSERT];
-    qms_str_t values [7] = { rec->s [QMS_STORE_MSG_ID], rec->s [QMS_STORE_RECIPIENT], rec->s [QMS_STORE_SENDER], rec->s [QMS_STORE_SENDER_NAME],
-                             rec->s [QMS_STORE_SENDER_KEY], rec->s [QMS_STORE_CLIENT_ID], rec->s [QMS_STORE_TEXT] };
+    qms_str_t values [7] = { rec->s [QMS_STORE_MSG_ID], rec->s [QMS_STORE_RECIPIENT], rec->s [QMS_STORE_SENDER],
+                             rec->s [QMS_STORE_SENDER_NAME], rec->s [QMS_STORE_SENDER_KEY],
+                             rec->s [QMS_STORE_CLIENT_ID], rec->s [QMS_STORE_TEXT] };
     int rc = bind_strs (stmt, values, 7);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64 (stmt, 8, db_time (rec->time ? rec->time : qms_now_ms ()));
@@ -1990,13 +1991,15 @@ t_messages (t_client_t *c)
     assert (t_result (c, t_msg (7, "m5", "id-alice", "c5", 9000)) == QMS_ST_QUOTA);
 
     /*  Fetch: oldest first, fields intact, a page limit, then after a seq. */
-    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 8, .num = 2, .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-alice") } });
+    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 8, .num = 2,
+                            .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-alice") } });
     t_send (c);
     assert (t_recv (c, 5000) == 3);
     assert (c->rec [0].type == QMS_ST_MSG && qms_str_eq (c->rec [0].s [QMS_MSG_ID], "m1"));
     assert (c->rec [0].time == s_t_base + 5000 && qms_str_eq (c->rec [0].s [QMS_MSG_SENDER], "id-bob"));
     assert (qms_str_eq (c->rec [0].s [QMS_MSG_SENDER_NAME], "Bob") && qms_str_eq (c->rec [0].s [QMS_MSG_SENDER_KEY], "bob-key"));
-    assert (qms_str_eq (c->rec [0].s [QMS_MSG_TEXT], "ciphertext \"quoted\"") && qms_str_eq (c->rec [0].s [QMS_MSG_CLIENT_ID], "c1"));
+    assert (qms_str_eq (c->rec [0].s [QMS_MSG_TEXT], "ciphertext \"quoted\"")
+            && qms_str_eq (c->rec [0].s [QMS_MSG_CLIENT_ID], "c1"));
     assert (qms_str_eq (c->rec [1].s [QMS_MSG_ID], "m2") && c->rec [1].s [QMS_MSG_CLIENT_ID].len == 0);
     assert (c->rec [2].type == QMS_ST_MSG_END && c->rec [2].num == 2 && c->rec [2].seq == c->rec [1].seq);
     uint64_t after = c->rec [1].seq, first = c->rec [0].seq;
@@ -2008,9 +2011,11 @@ t_messages (t_client_t *c)
 
     /*  A receipt deletes one message and names its sender; a second receipt,
         or someone else's, finds nothing. */
-    qms_rec_t del = { .type = QMS_ST_MSG_DEL, .req = 10, .s = { [QMS_DEL_RECIPIENT] = qms_str ("id-alice"), [QMS_DEL_MSG_ID] = qms_str ("m3") } };
+    qms_rec_t del = { .type = QMS_ST_MSG_DEL, .req = 10, .s = { [QMS_DEL_RECIPIENT] = qms_str ("id-alice"),
+                                                                [QMS_DEL_MSG_ID] = qms_str ("m3") } };
     r = t_call (c, del, QMS_ST_MSG_DELETED);
-    assert (r.num == 1 && qms_str_eq (r.s [QMS_DELETED_MSG_ID], "m3") && qms_str_eq (r.s [QMS_DELETED_SENDER], "id-bob") && qms_str_eq (r.s [QMS_DELETED_CLIENT_ID], "c3"));
+    assert (r.num == 1 && qms_str_eq (r.s [QMS_DELETED_MSG_ID], "m3")
+            && qms_str_eq (r.s [QMS_DELETED_SENDER], "id-bob") && qms_str_eq (r.s [QMS_DELETED_CLIENT_ID], "c3"));
     del.req = 11;
     assert (t_call (c, del, QMS_ST_MSG_DELETED).num == 0);
     del.req = 12;
@@ -2021,16 +2026,19 @@ t_messages (t_client_t *c)
     /*  A user found by name key for others: id, name and key, no hash. */
     qms_rec_t find = { .type = QMS_ST_USER_FIND, .req = 16, .s = { [QMS_FIND_KEY] = qms_str ("alice") } };
     r = t_call (c, find, QMS_ST_USER);
-    assert (r.num == 1 && qms_str_eq (r.s [QMS_USER_ID], "id-alice") && r.s [QMS_USER_PHC].len == 0 && r.s [QMS_USER_NAME].len > 0);
+    assert (r.num == 1 && qms_str_eq (r.s [QMS_USER_ID], "id-alice") && r.s [QMS_USER_PHC].len == 0
+            && r.s [QMS_USER_NAME].len > 0);
     find.req = 17;
     find.s [QMS_FIND_KEY] = qms_str ("nobody-at-all");
     assert (t_call (c, find, QMS_ST_USER).num == 0);
 
     /*  Delete up to a seq: m1 goes, m2 stays. */
-    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_DEL_UPTO, .req = 13, .seq = first, .s = { [QMS_UPTO_RECIPIENT] = qms_str ("id-alice") } });
+    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_DEL_UPTO, .req = 13, .seq = first,
+                            .s = { [QMS_UPTO_RECIPIENT] = qms_str ("id-alice") } });
     t_send (c);
     assert (t_recv (c, 5000) == 1 && c->rec [0].num == QMS_ST_OK);
-    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 14, .num = 10, .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-alice") } });
+    t_add (c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 14, .num = 10,
+                            .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-alice") } });
     t_send (c);
     assert (t_recv (c, 5000) == 2 && qms_str_eq (c->rec [0].s [QMS_MSG_ID], "m2"));
     /*  Room again under the quota. */
@@ -2253,7 +2261,8 @@ t_admin_ops (qms_config_t *cfg, const char *root)
 
     t_admin (&c, 6, QMS_ADMIN_USER_LIST, NULL, NULL, &a);
     assert (a.status == QMS_ST_OK && a.rows == 1202 && streq (a.detail, "1202 users"));
-    assert (streq (a.s [0][QMS_ROW_ID], "id-carol") && streq (a.s [0][QMS_ROW_NAME], "Carol") && streq (a.s [0][QMS_ROW_PUBKEY], "pk-c"));
+    assert (streq (a.s [0][QMS_ROW_ID], "id-carol") && streq (a.s [0][QMS_ROW_NAME], "Carol")
+            && streq (a.s [0][QMS_ROW_PUBKEY], "pk-c"));
     assert (streq (a.s [0][QMS_ROW_ACTIVE], "5000") && a.num [0] == 0 && a.time [0] > 0);
     assert (streq (a.s [1][QMS_ROW_NAME], "Dave") && a.s [1][QMS_ROW_ACTIVE][0] == 0 && a.num [1] == 1);
     assert (streq (a.s [2][QMS_ROW_NAME], "u0000"));
@@ -2285,7 +2294,8 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     t_admin (&c, 17, QMS_ADMIN_USER_DELETE, "dave", NULL, &a);
     assert (a.status == QMS_ST_OK && a.rows == 1 && a.num [0] == 1);
     assert (t_call (&c, t_req (QMS_ST_USER_GET, 18, 0, "dave", 0, 0, 0), QMS_ST_USER).num == 0);
-    t_add (&c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 19, .num = 10, .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-dave") } });
+    t_add (&c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 19, .num = 10,
+                             .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-dave") } });
     t_send (&c);
     assert (t_recv (&c, 5000) == 1 && c.rec [0].type == QMS_ST_MSG_END && c.rec [0].num == 0);
     t_admin (&c, 20, QMS_ADMIN_USER_DELETE, "dave", NULL, &a);
@@ -2379,7 +2389,8 @@ store_test (bool verbose)
     assert (qms_str_eq (r.s [QMS_USER_PUBKEY], "pk5"));
     t_session_is (&client, "h5", 7000, "id-alice", "pk5");
     /*  Stored messages survive the restart; the one past the age limit does not. */
-    t_add (&client, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 3, .num = 10, .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-alice") } });
+    t_add (&client, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 3, .num = 10,
+                                  .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-alice") } });
     t_send (&client);
     assert (t_recv (&client, 5000) == 3);
     assert (qms_str_eq (client.rec [0].s [QMS_MSG_ID], "m2") && qms_str_eq (client.rec [1].s [QMS_MSG_ID], "m3"));
