@@ -136,7 +136,7 @@ static const schema_t qms_schema [QMS_TYPE_COUNT] = {
         "one user of GW_USERS" },
     [QMS_GW_ERROR] = { "GW_ERROR", F_CONN | F_NUM, 1,
         QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
-        "conn, num error code (QMS_ERR_*), s0 detail",
+        "conn, num the type of the request that failed (RT_ONLINE, RT_AUTHORIZE, RT_MESSAGE), s0 reason key (QMS_REASON_*)",
         "an error for the client; the gateway chooses event and text" },
     [QMS_RT_RECEIPT] = { "RT_RECEIPT", F_CONN, 2,
         QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
