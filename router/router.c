@@ -744,6 +744,8 @@ stats_text (router_t *self, qms_buf_t *out)
     qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"received\"", (double) self->m.received);
     qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"refused_store_busy\"",
                        (double) self->m.store_busy);
+    qms_metrics_value (out, "qms_messages_total", "actor=\"router\",result=\"refused_store_timeout\"",
+                       (double) self->m.store_cancelled);
     qms_metrics_head (out, "qms_store_inflight_bytes", "gauge", "Message bytes on their way to the store.");
     qms_metrics_value (out, "qms_store_inflight_bytes", "actor=\"router\"", (double) self->store_inflight);
     qms_metrics_head (out, "qms_session_ends_total", "counter", "Sessions ended by the router.");

@@ -164,6 +164,7 @@ typedef struct {
     uint64_t time;              /* STORE: when it was sent */
     char user [MAX_ID_BYTES + 1];   /* STORE: sender; FETCH, DEL: recipient;
                                        LOOKUP: the name asked for */
+    char recipient [MAX_ID_BYTES + 1];  /* STORE: to whom */
     char client_id [MAX_CLIENT_ID + 1];
     char msg_id [MSG_ID_CHARS + 1];
     size_t bytes;               /* STORE: counted in store_inflight */
@@ -207,6 +208,7 @@ typedef struct {
     struct {                    /* figures for /metrics */
         uint64_t delivered, held, store_requests, stored, rejected, received, kicks, expired;
         uint64_t store_busy;
+        uint64_t store_cancelled;   /* timed-out store requests taken back */
     } m;
     size_t online_count, session_count, pending_count;
     size_t store_inflight;      /* bytes of MSGREQ_STORE not answered yet */

@@ -60,7 +60,7 @@ router_sf_msgreq_destroy (router_t *self, msgreq_t *m)
 /*  A store request for a message of this many bytes, if the store's
     backlog has room for it. */
 static msgreq_t *
-msgreq_store (router_t *self, qms_str_t sender, size_t bytes)
+msgreq_store (router_t *self, qms_str_t sender, qms_str_t recipient, size_t bytes)
 {
     if (self->store_inflight + bytes > STORE_INFLIGHT_MAX) {
         self->m.store_busy++;
@@ -70,6 +70,7 @@ msgreq_store (router_t *self, qms_str_t sender, size_t bytes)
     if (m) {
         m->bytes = bytes;
         self->store_inflight += bytes;
+        qms_str_copy (recipient, m->recipient, sizeof m->recipient);
     }
     return m;
 }
@@ -85,7 +86,7 @@ router_sf_store_message (router_t *self, session_t *s, uint32_t gw, uint64_t con
                          qms_str_t target, qms_str_t message, qms_str_t client_id,
                          const char *msg_id, uint64_t now)
 {
-    msgreq_t *m = msgreq_store (self, s->id, message.len + target.len + client_id.len);
+    msgreq_t *m = msgreq_store (self, s->id, target, message.len + target.len + client_id.len);
     if (!m) {
         send_rejected (self, gw, conn, client_id, k_unavailable);
         return;
@@ -166,7 +167,7 @@ router_sf_held_release (router_t *self, session_t *t)
             }
         }
         else {
-            msgreq_t *m = msgreq_store (self, h->sender, h->message.len + t->id.len + h->client_id.len);
+            msgreq_t *m = msgreq_store (self, h->sender, t->id, h->message.len + t->id.len + h->client_id.len);
             if (m) {
                 m->gw = h->sender_gw;
                 m->conn = h->sender_conn;
@@ -417,7 +418,7 @@ router_sf_on_undelivered (router_t *self, const qms_rec_t *rec)
     /*  Stored: ST_MSG_STORE needs the sender's name (and key) as they are
         now, which only its session in memory has. */
     session_t *sender = find_by_id (self, sender_id);
-    msgreq_t *m = sender ? msgreq_store (self, sender_id, message.len + target.len) : NULL;
+    msgreq_t *m = sender ? msgreq_store (self, sender_id, target, message.len + target.len) : NULL;
     if (!m) {
         qms_warn (LOG, "event=undelivered_lost user=%.*s reason=%s", (int) target.len, target.ptr,
                   sender ? "store_busy" : "sender_unknown");
@@ -545,6 +546,19 @@ router_sf_expire_msgreqs (router_t *self, uint64_t mono)
         else
         if (m->kind == MSGREQ_STORE) {
             send_rejected (self, m->gw, m->conn, qms_str (m->client_id), k_unavailable);
+            /*  The sender is told the message was not kept, so the store
+                must not keep it when the request reaches it after all (a
+                cut link delivers what it held once it heals): a delete
+                follows it on the same link, unanswered (req 0).  A message
+                that came back undelivered had been acknowledged already:
+                that one is not taken back. */
+            if (m->gw != UINT32_MAX) {
+                qms_rec_t cancel = { .type = QMS_ST_MSG_DEL };
+                cancel.s [QMS_DEL_RECIPIENT] = qms_str (m->recipient);
+                cancel.s [QMS_DEL_MSG_ID] = qms_str (m->msg_id);
+                store_emit (self, &cancel);
+                self->m.store_cancelled++;
+            }
         }
         else
         if (m->kind == MSGREQ_FETCH) {
@@ -992,6 +1006,14 @@ t_undelivered (router_t *self)
     assert (router_sf_msgreq_reply (self, &ok));
     assert (self->gateways [0]->out.len == 0 && self->gateways [1]->out.len == 0);
 
+    /*  One that the store does not answer in time is not taken back: its
+        sender had "delivered". */
+    router_sf_on_undelivered (self, &back);
+    assert (t_records (&self->backend_out, out, 4) == 1 && out [0].type == QMS_ST_MSG_STORE);
+    t_reset (self);
+    router_sf_expire_msgreqs (self, qms_mono_ms () + self->store_timeout_ms);
+    assert (list_empty (&self->msgreqs) && self->backend_out.len == 0 && self->m.store_cancelled == 0);
+
     back.s [QMS_UNDELIVERED_SENDER] = qms_str ("id-nobody");         /* the sender's session is gone */
     router_sf_on_undelivered (self, &back);
     back.s [QMS_UNDELIVERED_SENDER] = qms_str ("id-alice");
@@ -999,6 +1021,34 @@ t_undelivered (router_t *self)
     router_sf_on_undelivered (self, &back);
     assert (self->backend_out.len == 0 && list_empty (&self->msgreqs));
 
+    session_t *sessions [] = { alice, bob };
+    t_router_destroy (self, sessions, 2);
+}
+
+/*  A message for someone offline that the store does not take in time:
+    the sender hears "unavailable", and a delete follows the store request
+    on the same link, so a store that gets both (a cut that heals) keeps
+    nothing the sender was told it did not. */
+static void
+t_store_timeout (router_t *self)
+{
+    session_t *alice = t_session (self, "id-alice", 0, 11);
+    session_t *bob = t_session (self, "id-bob", 1, 22);
+    t_unbind (self, bob);
+    router_sf_store_message (self, alice, 0, 11, qms_str ("id-bob"), qms_str ("to keep"), qms_str ("c9"),
+                             "SSSSSSSSSSSSSSSS", 77);
+    qms_rec_t out [4];
+    assert (t_records (&self->backend_out, out, 4) == 1 && out [0].type == QMS_ST_MSG_STORE);
+    t_reset (self);
+    router_sf_expire_msgreqs (self, qms_mono_ms () + self->store_timeout_ms);
+    assert (list_empty (&self->msgreqs) && self->store_inflight == 0);
+    assert (t_records (&self->gateways [0]->out, out, 4) == 1);
+    assert (out [0].type == QMS_GW_ACK && out [0].conn == 11 && out [0].num == QMS_ACK_REJECTED);
+    assert (t_str_is (out [0].s [QMS_ACK_CLIENT_ID], "c9") && t_str_is (out [0].s [QMS_ACK_REASON], k_unavailable));
+    assert (t_records (&self->backend_out, out, 4) == 1);
+    assert (out [0].type == QMS_ST_MSG_DEL && out [0].req == 0);
+    assert (t_str_is (out [0].s [QMS_DEL_RECIPIENT], "id-bob") && t_str_is (out [0].s [QMS_DEL_MSG_ID], "SSSSSSSSSSSSSSSS"));
+    assert (self->m.store_cancelled == 1);
     session_t *sessions [] = { alice, bob };
     t_router_destroy (self, sessions, 2);
 }
@@ -1013,5 +1063,6 @@ router_sf_test (bool verbose)
     t_held (t_router_new ());
     t_drain (t_router_new ());
     t_undelivered (t_router_new ());
+    t_store_timeout (t_router_new ());
     printf ("OK\n");
 }
