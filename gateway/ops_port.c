@@ -284,6 +284,10 @@ callback_http (struct lws *wsi, enum lws_callback_reasons reason, void *user, vo
     (void) len;
     switch (reason) {
         case LWS_CALLBACK_HTTP: {
+            /*  A new request, maybe on a kept-alive connection: nothing of
+                the last one's answer carries over. */
+            free (txn->out);
+            memset (txn, 0, sizeof *txn);
             const char *path = (const char *) in;
             bool get = lws_hdr_total_length (wsi, WSI_TOKEN_GET_URI) > 0;
             txn->head_only = lws_hdr_total_length (wsi, WSI_TOKEN_HEAD_URI) > 0;

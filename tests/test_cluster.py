@@ -28,11 +28,12 @@ STOP_LIMIT = 5.0          # SIGTERM to exit, for every role
 FAST_ARGON2 = ["--argon2-memory", "256", "--argon2-iterations", "1"]
 
 
-def run(args, env=None, timeout=20):
-    """Run the binary to completion: (exit code, stdout, stderr)."""
+def run(args, env=None, timeout=20, prefix=()):
+    """Run the binary to completion (behind prefix, a command that execs it,
+    such as `ip netns exec NS`): (exit code, stdout, stderr)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    p = subprocess.run([BINARY] + args, stdin=subprocess.DEVNULL, capture_output=True,
+    p = subprocess.run(list(prefix) + [BINARY] + args, stdin=subprocess.DEVNULL, capture_output=True,
                        env=full_env, timeout=timeout)
     out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
     for marker in SANITIZER_MARKERS:
@@ -83,21 +84,26 @@ class Cluster:
                     str(self.gateway_ports[int(name[7:]) - 1][1])]
         return ["--health", name]
 
+    def prefix(self, name):
+        """What runs a role's process (it execs the binary): nothing here."""
+        return []
+
     def health(self, name, timeout=20):
-        return run(self.health_args(name), self.env, timeout)
+        return run(self.health_args(name), self.env, timeout, self.prefix(name))
 
     def start(self, name):
         env = dict(os.environ)
         env.update(self.env)
         log_path = os.path.join(self.tmp, name + ".log")
         self.logs[name] = log_path
+        command = self.prefix(name) + [BINARY] + self.role_args(name)
         with open(log_path, "ab") as log:
             if name == "monitor":
                 with open(self.monitor_out, "ab") as out:
-                    proc = subprocess.Popen([BINARY] + self.role_args(name), stdin=subprocess.DEVNULL,
+                    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                             stdout=out, stderr=log, env=env, cwd=self.tmp)
             else:
-                proc = subprocess.Popen([BINARY] + self.role_args(name), stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.tmp)
         self.procs[name] = proc
         deadline = time.monotonic() + START_TIMEOUT

@@ -60,17 +60,15 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qmslib import (AUTHORIZE, BINARY, EV_AUTHORIZATION, EV_INVALID_USER, EV_LOGIN, EV_MESSAGE,
-                    HTML_DIR, LOGIN, MESSAGE, REGISTER, SANITIZER_MARKERS, HandshakeError,
+from qmslib import (AUTHORIZE, EV_AUTHORIZATION, EV_INVALID_USER, EV_LOGIN, EV_MESSAGE,
+                    HTML_DIR, LOGIN, MESSAGE, REGISTER, HandshakeError,
                     QmsTestCase, WebSocketClosed, connect, free_port, http_get, uniq)
+from test_cluster import FAST_ARGON2, STOP_LIMIT, Cluster  # noqa: E402
 
 SKIP = 77
 EV_ACK = 5
 UNAVAILABLE = "Service temporarily unavailable."
 PASSWORD = "netns-pw"
-FAST_ARGON2 = ["--argon2-memory", "256", "--argon2-iterations", "1"]
-START_TIMEOUT = 15.0
-STOP_LIMIT = 5.0
 
 # Bounds asserted (the design, docs/CLUSTER.md "Recovery": a gateway hears
 # from the router every second and takes it for gone after 3 s; the router
@@ -260,17 +258,20 @@ class Topology:
 # The cluster in the namespaces
 
 
-class NetnsCluster:
+class NetnsCluster(Cluster):
     """Store, auth, router and two gateways, each its own process of the real
-    binary in its own namespace."""
+    binary in its own namespace.  Starting, stopping and the logs are
+    test_cluster's Cluster's; what differs is where each role runs and
+    listens."""
 
     ROLES = ["store", "auth", "router", "gateway1", "gateway2"]
 
-    def __init__(self, topo):
+    def __init__(self, topo):   # not Cluster's: no loopback endpoints, no monitor
         self.topo = topo
         self.tmp = tempfile.mkdtemp(prefix="qms-netns-")
         self.data_dir = os.path.join(self.tmp, "data")
         os.makedirs(self.data_dir)
+        self.monitor_out = os.path.join(self.tmp, "monitor.out")
         b = Topology.BACKEND
         # ports from the test library's allocator (each namespace has its
         # own port space, but the rule is the same everywhere)
@@ -314,58 +315,13 @@ class NetnsCluster:
                     str(self.gateway_ports[name][1])]
         return ["--health", name]
 
-    def in_ns(self, name, args):
-        return ["ip", "netns", "exec", self.topo.ns[name], BINARY] + args
-
-    def full_env(self):
-        env = dict(os.environ)
-        env.update(self.env)
-        return env
-
-    def health(self, name, timeout=20):
-        p = subprocess.run(self.in_ns(name, self.health_args(name)), stdin=subprocess.DEVNULL,
-                           capture_output=True, env=self.full_env(), timeout=timeout)
-        return p.returncode, p.stdout.decode("utf-8", "replace") + p.stderr.decode("utf-8", "replace")
-
-    def start(self, name):
-        log_path = os.path.join(self.tmp, name + ".log")
-        self.logs[name] = log_path
-        with open(log_path, "ab") as log:
-            # ip netns exec execs the binary itself: the pid is the server's
-            proc = subprocess.Popen(self.in_ns(name, self.role_args(name)), stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, env=self.full_env(), cwd=self.tmp)
-        self.procs[name] = proc
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError("%s exited with %s while starting\n%s"
-                                     % (name, proc.returncode, self.log_tail(name)))
-            code, out = self.health(name)
-            if code == 0:
-                return proc
-            if time.monotonic() > deadline:
-                raise AssertionError("%s not healthy within %.0f s: %s\n%s"
-                                     % (name, START_TIMEOUT, out, self.log_tail(name)))
-            time.sleep(0.1)
+    def prefix(self, name):
+        return ["ip", "netns", "exec", self.topo.ns[name]]
 
     def start_all(self):
         for name in self.ROLES:
             self.start(name)
         return self
-
-    def stop(self, name):
-        """SIGTERM; (exit code, seconds)."""
-        proc = self.procs[name]
-        began = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(STOP_LIMIT + 5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            raise AssertionError("%s did not exit within %.0f s of SIGTERM\n%s"
-                                 % (name, STOP_LIMIT + 5, self.log_tail(name)))
-        return code, time.monotonic() - began
 
     def assert_running(self):
         for name in self.ROLES:
@@ -373,20 +329,6 @@ class NetnsCluster:
             if proc is None or proc.poll() is not None:
                 raise AssertionError("%s is not running (exit code %s)\n%s"
                                      % (name, None if proc is None else proc.returncode, self.log_tail(name)))
-
-    def kill_all(self):
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
-
-    def cleanup(self):
-        self.kill_all()
-        if not os.environ.get("QMS_KEEP_TMP"):
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- HTTP ----------------------------------------------------------------
 
@@ -397,32 +339,6 @@ class NetnsCluster:
             return status, body.decode("utf-8", "replace")
         except OSError as e:
             return None, repr(e)
-
-    # -- logs ----------------------------------------------------------------
-
-    def read(self, name):
-        try:
-            with open(self.logs[name], "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except (OSError, KeyError):
-            return ""
-
-    def log_tail(self, name, lines=60):
-        text = self.read(name).splitlines()
-        return "----- %s log (last %d lines) -----\n%s\n----- end -----" % (
-            name, lines, "\n".join(text[-lines:]))
-
-    def check_logs(self):
-        for name in self.logs:
-            text = self.read(name)
-            for marker in SANITIZER_MARKERS:
-                if marker in text:
-                    raise AssertionError("%s log shows a sanitizer report (%r)\n%s"
-                                         % (name, marker, self.log_tail(name, 300)))
-
-    def dump(self):
-        for name in self.logs:
-            sys.stderr.write("\n" + self.log_tail(name) + "\n")
 
 
 # ---------------------------------------------------------------------------
@@ -755,8 +671,8 @@ class PartitionCase(QmsTestCase):
         """Every process still runs, answers --health and stops with 0."""
         self.c.assert_running()
         for name in self.c.ROLES:
-            code, out = self.c.health(name)
-            self.assertEqual(code, 0, "--health %s at the end: %s\n%s" % (name, out, self.c.log_tail(name)))
+            code, out, err = self.c.health(name)
+            self.assertEqual(code, 0, "--health %s at the end: %s%s\n%s" % (name, out, err, self.c.log_tail(name)))
         for p in self.peers:
             if p.ws is not None:
                 p.ws.abort()

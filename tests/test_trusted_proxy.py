@@ -338,23 +338,26 @@ class ProxyProtocol(QmsTestCase):
                 ws.expect_close(0.3)
         return held
 
+    def assert_counts_clients(self, srv, front):
+        """Behind a TCP front every connection is the front's; its PROXY
+        header names the client: the limits count clients, and chat works
+        through it."""
+        TrustedProxy.hold(self, front.port, "127.0.1.1", 2)
+        self.assertTrue(refused(front.port, "127.0.1.1"), "a third connection of the same client")
+        self.assertIn("reason=max_per_address address=127.0.1.1 limit=2", srv.log_text())
+        TrustedProxy.hold(self, front.port, "127.0.1.2", 2)
+        with FromAddress("127.0.1.3"):
+            a = Client(front.port, test=self)
+            b = Client(front.port, test=self)
+        a.send(b, "through the front")
+        b.expect_message(a, "through the front")
+
     def test_nginx_stream_names_each_client(self):
-        """Behind nginx's stream module every TCP connection is nginx's; its
-        PROXY header (version 1) names the client, and the limits count
-        clients."""
+        """nginx's stream module: version 1, the text line."""
         srv = self.start_server(self.ARGS)
         nginx = Nginx(srv.chat_port, STREAM_CONF)
         self.addCleanup(nginx.stop)
-        TrustedProxy.hold(self, nginx.port, "127.0.1.1", 2)
-        self.assertTrue(refused(nginx.port, "127.0.1.1"), "a third connection of the same client")
-        self.assertIn("reason=max_per_address address=127.0.1.1 limit=2", srv.log_text())
-        TrustedProxy.hold(self, nginx.port, "127.0.1.2", 2)
-        # and chat works through it
-        with FromAddress("127.0.1.3"):
-            a = Client(nginx.port, test=self)
-            b = Client(nginx.port, test=self)
-        a.send(b, "through the stream front")
-        b.expect_message(a, "through the stream front")
+        self.assert_counts_clients(srv, nginx)
 
     def test_haproxy_names_each_client(self):
         """HAProxy's send-proxy-v2: the binary header, from a real sender."""
@@ -362,14 +365,7 @@ class ProxyProtocol(QmsTestCase):
         srv = self.start_server(self.ARGS)
         front = HAProxy(srv.chat_port)
         self.addCleanup(front.stop)
-        TrustedProxy.hold(self, front.port, "127.0.1.1", 2)
-        self.assertTrue(refused(front.port, "127.0.1.1"), "a third connection of the same client")
-        self.assertIn("reason=max_per_address address=127.0.1.1 limit=2", srv.log_text())
-        with FromAddress("127.0.1.3"):
-            a = Client(front.port, test=self)
-            b = Client(front.port, test=self)
-        a.send(b, "through haproxy")
-        b.expect_message(a, "through haproxy")
+        self.assert_counts_clients(srv, front)
 
     def test_a_header_from_anyone_else_is_not_believed(self):
         """A client that is no trusted proxy cannot name itself someone else
