@@ -487,6 +487,90 @@ def render(recs, docdir, results_name):
                                 "%.2fx the bound" % (peak_kib / target_kib if target_kib else 0)))
         w()
 
+    # (i) many connections, modest rates
+    iruns = [r for r in R.recs if r.get("scenario") == "i" and "tool" in r and r.get("mode") in ("idle", "duration")
+             and not r.get("label", "").endswith(", register")]
+    if iruns:
+        counts = sorted({int(g(r, "config.clients")) for r in iruns})
+        irates = sorted({int(g(r, "config.rate")) for r in iruns if r.get("mode") != "idle"})
+        secs = max(g(r, "config.duration_s") for r in iruns)
+        w("## (i) Many connections, modest rates: server CPU per message")
+        w()
+        w("N clients log in, then send for %s s at a fixed total rate (client *i* to *i+1*, 64 bytes, window 16), "
+          "or hold the same logins idle for as long. *CPU/msg* = (the server's CPU in the message phase − the idle "
+          "run's, at its rate, over as long) / delivered messages: the message phase runs from the moment every "
+          "client is ready to the last delivery (at most 2 s after sending stops), so logins and closes are not "
+          "in it. *Run CPU %%* is the message phase's server CPU, *idle CPU %%* the idle run's, in %% of one core. "
+          "Ours pings a connection after 30 s of silence (`--ping-interval`), NATS every 2 minutes "
+          "(`ping_interval`): the idle runs are shorter, so they measure holding the connections. Ours with "
+          "`--argon2-memory 256 --argon2-iterations 1` (benchmark-only; the users registered in a run before); "
+          "at most 900 connections per source address. One run each, alternating ours/NATS, each server kept "
+          "across the runs of one count." % f0(secs))
+        w()
+        w("| connections | msg/s | ours CPU/msg µs | NATS CPU/msg µs | ours p50 / p99 / p99.9 ms | NATS p50 / p99 / p99.9 ms "
+          "| ours run CPU % | NATS run CPU % | ours idle CPU % | NATS idle CPU % | lost (ours / NATS) | load1 (ours / NATS) |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+        def last(system, label):
+            rs = R.runs("i", system, label)
+            return rs[-1] if rs else None
+
+        def per_msg(r, idle):
+            """Server CPU per delivered message in µs above idle, or None."""
+            if not r or not idle or not g(r, "server.sampled") or not g(idle, "server.sampled"):
+                return None
+            run, irun, n = g(r, "bench.run_s"), g(idle, "bench.run_s"), g(r, "messages.delivered")
+            if not run or not irun or not n:
+                return None
+            return 1e6 * (g(r, "server.cpu_s") - g(idle, "server.cpu_s") * run / irun) / n
+
+        def opt(r, fmt):
+            return fmt(r) if r else "-"
+
+        def lat(r):
+            return "%s / %s / %s" % (f3(g(r, "latency_ms.p50")), f3(g(r, "latency_ms.p99")), f3(g(r, "latency_ms.p999")))
+
+        fewest = 0
+        for n in counts:
+            oi, ti = last("ours", "%d clients, idle" % n), last("nats", "%d clients, idle" % n)
+            for x in irates:
+                lab = "%d clients, %d msg/s" % (n, x)
+                o, t = last("ours", lab), last("nats", lab)
+                if not o and not t:
+                    continue
+                om, tm = per_msg(o, oi), per_msg(t, ti)
+                w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s |" % (
+                    f0(n), f0(x), f1(om) if om is not None else "-", f1(tm) if tm is not None else "-",
+                    opt(o, lat), opt(t, lat), opt(o, lambda r: f1(cpu_pct(r, "server"))),
+                    opt(t, lambda r: f1(cpu_pct(r, "server"))), opt(oi, lambda r: f1(cpu_pct(r, "server"))),
+                    opt(ti, lambda r: f1(cpu_pct(r, "server"))), opt(o, lambda r: "%d" % g(r, "messages.lost")),
+                    opt(t, lambda r: "%d" % g(r, "messages.lost")), opt(o, load1), opt(t, load1)))
+                for r in (o, t):
+                    if r and g(r, "messages.delivered") and (not fewest or g(r, "messages.delivered") < fewest):
+                        fewest = g(r, "messages.delivered")
+        w()
+        if fewest:
+            tick = 1.0 / os.sysconf("SC_CLK_TCK")
+            w("Server CPU is read from /proc in clock ticks (%s ms): at the fewest messages of a run here (%s), one "
+              "tick is %s µs per message." % (f0(tick * 1000), f0(fewest), f1(1e6 * tick / fewest)))
+            w()
+        w("All runs (the message phase includes the drain after sending stops):")
+        w()
+        w("| connections | traffic | system | delivered | delivered msg/s | message phase s | server CPU s | "
+          "connect phase s (server CPU s) | bench CPU % | problems | load1 |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        for n in counts:
+            for what in ["idle"] + ["%d msg/s" % x for x in irates]:
+                for s in ("ours", "nats"):
+                    for r in R.runs("i", s, "%d clients, %s" % (n, what)):
+                        w("| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %.0f | %s | %s |" % (
+                            f0(n), what, s, f0(g(r, "messages.delivered")) if what != "idle" else "-",
+                            f0(g(r, "throughput.delivered_per_s")) if what != "idle" else "-",
+                            f2(g(r, "bench.run_s")), f2(g(r, "server.cpu_s")), f1(g(r, "bench.connect_phase_s")),
+                            f2(g(r, "server.connect_phase_cpu_s")), cpu_pct(r, "bench"),
+                            "; ".join(problems(r)) or "none", load1(r)))
+        w()
+
     # targets
     if targets:
         w("## Targets")
