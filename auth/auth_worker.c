@@ -56,6 +56,7 @@ auth_job_send (void *socket, const auth_job_t *job)
         memcpy (p + sizeof header, job->password.ptr, header.password_len);
     if (header.phc_len)
         memcpy (p + sizeof header + header.password_len, job->phc.ptr, header.phc_len);
+    qms_sent_mark (socket);
     if (zmq_msg_send (&msg, socket, ZMQ_DONTWAIT) < 0) {
         OPENSSL_cleanse (zmq_msg_data (&msg), size);
         zmq_msg_close (&msg);

@@ -591,10 +591,39 @@ qms_msg_print_table (FILE *out)
 
 /* ------------------------------------------------------------------------ */
 
+#define SENT_MARKS 8
+
+static _Thread_local void *s_sent [SENT_MARKS];
+static _Thread_local int s_sent_count;      /* SENT_MARKS + 1: more than that */
+
+void
+qms_sent_mark (void *socket)
+{
+    for (int i = 0; i < s_sent_count && i < SENT_MARKS; i++)
+        if (s_sent [i] == socket)
+            return;
+    if (s_sent_count < SENT_MARKS)
+        s_sent [s_sent_count++] = socket;
+    else
+        s_sent_count = SENT_MARKS + 1;
+}
+
+int
+qms_sent_take (void **out, int max)
+{
+    int count = s_sent_count;
+    s_sent_count = 0;
+    if (count > SENT_MARKS || count > max)
+        return -1;
+    memcpy (out, s_sent, (size_t) count * sizeof *out);
+    return count;
+}
+
 int
 qms_batch_send (void *socket, const void *identity, size_t identity_len,
                 const qms_buf_t *batch)
 {
+    qms_sent_mark (socket);
     if (identity
     &&  zmq_send (socket, identity, identity_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         return -1;

@@ -429,6 +429,17 @@ void qms_msg_print_table (FILE *out);
 int qms_batch_send (void *socket, const void *identity, size_t identity_len,
                     const qms_buf_t *batch);
 
+/*  The sockets this thread has sent on since it last asked.  A send may
+    take in the news that ZMQ_FD would have given of an arrival on the same
+    socket (ZMQ_FD tells only of what comes after the socket was last found
+    empty), so a loop that waits on ZMQ_FD checks these before it waits.
+    qms_batch_send marks what it sends on; other sends call qms_sent_mark.
+    qms_sent_take copies up to max marked sockets into out and clears the
+    marks: how many, or -1 when more were marked than it keeps (then check
+    every socket). */
+void qms_sent_mark (void *socket);
+int qms_sent_take (void **out, int max);
+
 /*  Encode one record and send it as a batch of one.  Cold paths only. */
 int qms_rec_send (void *socket, const void *identity, size_t identity_len,
                   const qms_rec_t *rec);
