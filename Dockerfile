@@ -26,7 +26,7 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQMS_WERROR=ON \
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libwebsockets17 libczmq4 libzmq5 libcjson1 libsqlite3-0 libssl3 libargon2-1 libicu72 \
+      libwebsockets17 libwebsockets-evlib-uv libuv1 libczmq4 libzmq5 libcjson1 libsqlite3-0 libssl3 libargon2-1 libicu72 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 qms \
  && useradd --system --uid 10001 --gid qms --home-dir /data --shell /usr/sbin/nologin qms \

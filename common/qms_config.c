@@ -58,6 +58,9 @@ static const opt_t s_options [] = {
       "HTTPS and WSS with a certificate made once in the data directory (development)", 0 },
     { { "reuse-port" }, OPT_FLAG, OFF (reuse_port), 0, 0, 0, NULL,
       "let several gateways on this host listen on the same ports (SO_REUSEPORT; the kernel spreads connections)", 0 },
+    { { "poll-loop" }, OPT_FLAG, OFF (poll_loop), 0, 0, 0, NULL,
+      "run the gateway on libwebsockets' own poll() loop instead of libuv's epoll (costs CPU per open "
+      "connection on every wake-up; for comparison)", 0 },
     { { "help", "h" }, OPT_HELP, 0, 0, 0, 0, NULL, "this text", OPT_CLI },
     { { "config" }, OPT_FILE, OFF (config_file), SZ (config_file), 0, 0, "FILE",
       "read settings from this file first (key = value lines; flags and QMS_* variables win)",

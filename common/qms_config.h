@@ -54,6 +54,7 @@ typedef struct {
     bool disable_wss;
     bool self_signed;           /* --self-signed: make (once) and use a development certificate */
     bool reuse_port;            /* --reuse-port: gateways on one host share their ports */
+    bool poll_loop;             /* --poll-loop: lws's poll() loop, not libuv */
 
     /* ours */
     char bind_address [256];    /* --bind: "" = every interface */

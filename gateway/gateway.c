@@ -225,8 +225,18 @@ callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
         }
         return 0;
     }
-    gw_drain_zmq (self);
+    gw_drain_peer (self, wsi == self->router_wsi ? PEER_ROUTER : wsi == self->auth_wsi ? PEER_AUTH : PEER_STORE);
     return 0;
+}
+
+/*  Before the loop waits: stop it here when told to, so that a stop set
+    by a timer does not wait for the next wake-up. */
+static void
+uv_before_sleep_cb (uv_prepare_t *handle)
+{
+    gateway_t *self = (gateway_t *) handle->data;
+    if (self->interrupted)
+        uv_stop (&self->uv);
 }
 
 const struct lws_protocols gw_protocols [] = {
@@ -291,7 +301,27 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
     info.fd_limit_per_thread = 0;
     info.gid = -1;
     info.uid = -1;
+    info.pcontext = &self->ctx;         /* NULL again once lws has let go of it */
+    /*  lws's own loop calls poll() over every open descriptor at each
+        wake-up; on libuv (epoll) a wake-up costs what is ready.  lws
+        drives a loop of ours through its libuv plugin (Debian:
+        libwebsockets-evlib-uv); without it, poll() it is. */
+    void *foreign [1] = { &self->uv };
+    if (!cfg->poll_loop && uv_loop_init (&self->uv) == 0) {
+        self->uv_on = true;
+        info.options |= LWS_SERVER_OPTION_LIBUV;
+        info.foreign_loops = foreign;
+    }
     self->ctx = lws_create_context (&info);
+    if (!self->ctx && self->uv_on) {
+        qms_warn (ACTOR, "event=event_loop loop=poll reason=\"libwebsockets could not load its libuv plugin "
+                  "(package libwebsockets-evlib-uv)\"");
+        uv_loop_close (&self->uv);
+        self->uv_on = false;
+        info.options &= ~(uint64_t) LWS_SERVER_OPTION_LIBUV;
+        info.foreign_loops = NULL;
+        self->ctx = lws_create_context (&info);
+    }
     if (!self->ctx) {
         qms_error (ACTOR, "event=start_failed reason=\"cannot create the libwebsockets context\"");
         goto fail;
@@ -363,6 +393,12 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
             goto fail;
         }
     }
+    if (self->uv_on) {
+        uv_prepare_init (&self->uv, &self->uv_before_sleep);
+        self->uv_before_sleep.data = self;
+        uv_prepare_start (&self->uv_before_sleep, uv_before_sleep_cb);
+    }
+    qms_info (ACTOR, "event=event_loop loop=%s", self->uv_on ? "libuv" : "poll");
     self->loop.name = "gateway";
     self->tick_ms = qms_mono_ms ();    /* the clock of out_since and heard_ms, until the first tick */
     unsigned long calls = lws_sorted_calls;
@@ -391,7 +427,9 @@ gateway_run (gateway_t *self)
     while (!self->interrupted) {
         self->pass_began_us = 0;
         qms_loop_enter (&self->loop);
-        int rc = lws_service (self->ctx, 0);
+        /*  One pass: timers, what is ready, then a wait (libuv: the
+            before-sleep check first; it stops the loop when told to). */
+        int rc = self->uv_on ? (uv_run (&self->uv, UV_RUN_ONCE), 0) : lws_service (self->ctx, 0);
         qms_loop_leave (&self->loop);
         if (self->pass_began_us) {
             self->pass_last_us = qms_mono_us () - self->pass_began_us;
@@ -418,11 +456,33 @@ gateway_destroy (gateway_t **self_p)
         lws_sul_cancel (&self->sul_presence);
         gw_proxy_waits_close (self);
         lws_context_destroy (self->ctx);    /* closes connections and adopted fds */
+        if (self->uv_on) {
+            /*  On a loop of ours, lws closes its handles through it, and
+                finishes when told again after they have closed. */
+            if (uv_is_active ((uv_handle_t *) &self->uv_before_sleep))
+                uv_prepare_stop (&self->uv_before_sleep);
+            for (int i = 0; i < 1000 && uv_run (&self->uv, UV_RUN_NOWAIT); i++)
+                ;
+            if (self->ctx)
+                lws_context_destroy (self->ctx);
+            for (int i = 0; i < 1000 && self->ctx && uv_run (&self->uv, UV_RUN_NOWAIT); i++)
+                ;
+            if (self->ctx)
+                lws_context_destroy (self->ctx);
+        }
         self->ctx = NULL;
     }
     else
     if (self->signal_fd >= 0)
         close (self->signal_fd);
+    if (self->uv_on) {
+        if (self->uv_before_sleep.data)
+            uv_close ((uv_handle_t *) &self->uv_before_sleep, NULL);
+        for (int i = 0; i < 1000 && uv_run (&self->uv, UV_RUN_NOWAIT); i++)
+            ;
+        if (uv_loop_close (&self->uv))
+            qms_warn (ACTOR, "event=event_loop_left reason=\"handles still open at exit\"");
+    }
     if (self->router_raw && self->to_router.len)
         qms_batch_send (self->router_raw, NULL, 0, &self->to_router);
     zsock_destroy (&self->router);

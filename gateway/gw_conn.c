@@ -97,6 +97,7 @@ gw_conn_close (conn_t *conn, uint16_t code, const char *reason)
         return;
     conn->close_code = code;
     snprintf (conn->close_reason, sizeof conn->close_reason, "%s", reason);
+    conn->write_asked = true;
     lws_callback_on_writable (conn->wsi);
 }
 
@@ -273,9 +274,33 @@ gw_input_resume (gateway_t *self)
     self->shaped.len = kept * sizeof (uint64_t);
 }
 
+/*  The close frame (RFC 6455 5.5.1: code, then reason) goes out as our
+    other frames do, behind what was queued before it; the connection ends
+    once it has left.  (Left to lws through lws_close_reason, the frame was
+    not sent when lws ran on libuv.) */
+static void
+queue_close_frame (conn_t *conn)
+{
+    size_t reason_len = strnlen (conn->close_reason, sizeof conn->close_reason);
+    uint8_t frame [4 + sizeof conn->close_reason];
+    frame [0] = 0x88;                   /* FIN, close */
+    frame [1] = (uint8_t) (2 + reason_len);
+    frame [2] = (uint8_t) (conn->close_code >> 8);
+    frame [3] = (uint8_t) conn->close_code;
+    memcpy (frame + 4, conn->close_reason, reason_len);
+    if (outq_append (&conn->out, frame, 4 + reason_len) == 0)
+        conn->close_queued = true;
+}
+
 int
 gw_conn_writeable (gateway_t *self, conn_t *conn)
 {
+    conn->write_asked = false;
+    if (conn->close_code && !conn->close_queued) {
+        queue_close_frame (conn);
+        if (!conn->close_queued)
+            return -1;                  /* no memory even for that: just go */
+    }
     if (conn->rx_held) {
         /*  lws calls us only once it holds nothing of its own. */
         conn->rx_held = false;
@@ -296,17 +321,15 @@ gw_conn_writeable (gateway_t *self, conn_t *conn)
             of our attention than its reading earns. */
         conn->rx_held = true;
         conn_rx_update (conn);
+        conn->write_asked = true;
         lws_callback_on_writable (conn->wsi);
         return 0;
     }
     conn->out_since = 0;
     if (conn->sync_req)
         gw_answer_sync (self, conn);
-    if (conn->close_code) {
-        lws_close_reason (conn->wsi, (enum lws_close_status) conn->close_code,
-                          (unsigned char *) conn->close_reason, strlen (conn->close_reason));
-        return -1;
-    }
+    if (conn->close_code)
+        return -1;                      /* the close frame has left */
     return 0;
 }
 
@@ -494,6 +517,10 @@ gw_conn_scan (gateway_t *self, uint64_t now)
             gw_slow_consumer (self, conn, SLOW_STALLED);
             continue;
         }
+        /*  Asked once per wait (gw_conn_queued); should lws ever let an ask
+            go unanswered, output that has waited a second asks again. */
+        if (conn->write_asked && conn->out_since && now - conn->out_since >= 1000)
+            lws_callback_on_writable (conn->wsi);
         if (!interval)
             continue;
         if (conn->heard_ms == 0)

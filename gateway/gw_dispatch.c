@@ -22,24 +22,27 @@
 static void
 flush_batches (gateway_t *self)
 {
+    /*  A send can take the news ZMQ_FD would have given of an arrival on
+        that socket: each socket sent on is drained after. */
     if (self->to_auth.len) {
         if (qms_batch_send (self->auth_raw, NULL, 0, &self->to_auth))
             qms_warn (ACTOR, "event=send_failed peer=auth bytes=%zu error=\"%s\"",
                       self->to_auth.len, zmq_strerror (errno));
         qms_buf_reset (&self->to_auth);
+        gw_drain_peer (self, PEER_AUTH);
     }
     if (self->to_store.len) {
         qms_batch_send (self->store_raw, NULL, 0, &self->to_store);    /* figures only: may be lost */
         qms_buf_reset (&self->to_store);
+        gw_drain_peer (self, PEER_STORE);
     }
     if (self->to_router.len) {
         if (qms_batch_send (self->router_raw, NULL, 0, &self->to_router))
             qms_warn (ACTOR, "event=send_failed peer=router bytes=%zu error=\"%s\"",
                       self->to_router.len, zmq_strerror (errno));
         qms_buf_reset (&self->to_router);
+        gw_drain_peer (self, PEER_ROUTER);
     }
-    /*  A send can consume the edge ZMQ_FD would have signalled. */
-    gw_drain_zmq (self);
 }
 
 static void
@@ -598,9 +601,11 @@ handle_auth_record (gateway_t *self, const qms_rec_t *rec)
 static const char *s_peer_names [] = { "router", "auth", "store" };
 
 
-static void
+/*  Every batch waiting on one socket; how many there were. */
+static size_t
 drain_socket (gateway_t *self, void *raw, peer_kind_t from)
 {
+    size_t batches = 0;
     zmq_msg_t body;
     zmq_msg_init (&body);
     for (;;) {
@@ -611,6 +616,7 @@ drain_socket (gateway_t *self, void *raw, peer_kind_t from)
         int rc = qms_batch_recv (raw, NULL, NULL, &body);
         if (rc == 0)
             break;
+        batches++;
         if (rc < 0) {
             qms_warn (ACTOR, "event=bad_message peer=%s", s_peer_names [from]);
             continue;
@@ -639,15 +645,28 @@ drain_socket (gateway_t *self, void *raw, peer_kind_t from)
         assert (got == 0);
     }
     zmq_msg_close (&body);
+    return batches;
 }
 
-void
+size_t
+gw_drain_peer (gateway_t *self, peer_kind_t peer)
+{
+    switch (peer) {
+        case PEER_ROUTER: return drain_socket (self, self->router_raw, PEER_ROUTER);
+        case PEER_AUTH:   return drain_socket (self, self->auth_raw, PEER_AUTH);
+        case PEER_STORE:  return self->store_raw ? drain_socket (self, self->store_raw, PEER_STORE) : 0;
+    }
+    return 0;
+}
+
+size_t
 gw_drain_zmq (gateway_t *self)
 {
-    drain_socket (self, self->router_raw, PEER_ROUTER);
-    drain_socket (self, self->auth_raw, PEER_AUTH);
+    size_t batches = drain_socket (self, self->router_raw, PEER_ROUTER)
+                   + drain_socket (self, self->auth_raw, PEER_AUTH);
     if (self->store_raw)
-        drain_socket (self, self->store_raw, PEER_STORE);
+        batches += drain_socket (self, self->store_raw, PEER_STORE);
+    return batches;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -34,6 +34,7 @@
 
 #include <czmq.h>
 #include <libwebsockets.h>
+#include <uv.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -172,6 +173,8 @@ typedef struct {
     uint8_t presence;           /* ext: PROTO_PRESENCE_*, from its login/authorize */
     uint64_t list_gen;          /* the user list generation it last got whole */
     bool list_stale;            /* a newer list waited for the one on its way */
+    bool write_asked;           /* a writeable callback is on its way: ask lws once (on
+                                   libuv each ask re-registers the descriptor) */
     bool rx_held;               /* we stopped reading it while its output waits */
     bool rx_shaped;             /* ... or while its input budget refills */
     bool rx_off;                /* what lws was told last (rx flow control) */
@@ -205,6 +208,7 @@ typedef struct {
     uint64_t pinged_ms;         /* our last ping to it */
     /* a close we asked for */
     uint16_t close_code;
+    bool close_queued;          /* its close frame is in out */
     char close_reason [64];
     /* HTTP */
     int stats_slot;             /* 1 + index of a /metrics request waiting, or 0 */
@@ -306,6 +310,12 @@ struct _gateway_t {
     bool stopping;
     bool interrupted;
     _Atomic int stop_signal;        /* gateway_stop: set from another thread */
+    /*  The event loop: libuv's (epoll: a wake-up costs what is ready, not
+        what is open), libwebsockets on it as on a foreign loop; or, with
+        --poll-loop or without lws's libuv plugin, lws's own poll() loop. */
+    bool uv_on;
+    uv_loop_t uv;
+    uv_prepare_t uv_before_sleep;   /* runs each time the loop is about to wait */
     /*  The loop's passes (the watchdog reads loop; the rest is ours). */
     qms_loop_t loop;
     uint64_t pass_began_us;         /* the first callback of this pass, 0 = none yet */
@@ -392,7 +402,13 @@ void gw_schedule_flush (gateway_t *self);
 void gw_to_router (gateway_t *self, const qms_rec_t *rec);
 void gw_to_auth (gateway_t *self, const qms_rec_t *rec);
 void gw_to_store (gateway_t *self, const qms_rec_t *rec);
-void gw_drain_zmq (gateway_t *self);
+/*  Takes every batch the actors sent (ZMQ_FD tells only of new arrivals
+    after the socket was found empty: whoever sends or receives on a socket
+    drains it before the loop sleeps).  Returns how many there were. */
+size_t gw_drain_zmq (gateway_t *self);
+/*  The same for one actor's socket (the one whose descriptor fired, or
+    that was just sent on). */
+size_t gw_drain_peer (gateway_t *self, peer_kind_t peer);
 bool gw_router_alive (gateway_t *self);
 bool gw_auth_alive (gateway_t *self);
 bool gw_store_alive (gateway_t *self);
@@ -463,8 +479,10 @@ gw_conn_queued (gateway_t *self, conn_t *conn, bool was_empty)
     }
     if (gw_output_total (self) > self->cfg->output_budget_bytes)
         gw_enforce_budget (self);
-    if (!conn->close_code)
+    if (!conn->close_code && !conn->write_asked) {
+        conn->write_asked = true;
         lws_callback_on_writable (conn->wsi);
+    }
 }
 
 static inline void

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <uv.h>
 
 struct lws *
 lws_fd_adopt (struct lws_vhost *vh, int fd, const char *protocol)
@@ -46,20 +47,29 @@ t_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
     return 0;
 }
 
-void
-lws_fd_test (bool verbose)
+/*  On lws's own poll() loop, or (uv) on a libuv loop of ours as the
+    gateway runs it. */
+static void
+t_loop (bool uv)
 {
-    if (verbose)
-        printf (" * lws_fd: ");
     static const struct lws_protocols protocols [] = {
         { "t-raw", t_callback, 0, 0, 0, NULL, 0 }, { NULL, NULL, 0, 0, 0, NULL, 0 }
     };
+    uv_loop_t loop;
+    void *foreign [1] = { &loop };
     struct lws_context_creation_info info;
     memset (&info, 0, sizeof info);
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     info.gid = info.uid = -1;
+    struct lws_context *ctx;
+    info.pcontext = &ctx;
+    if (uv) {
+        assert (uv_loop_init (&loop) == 0);
+        info.options |= LWS_SERVER_OPTION_LIBUV;
+        info.foreign_loops = foreign;
+    }
     lws_set_log_level (LLL_ERR, NULL);
-    struct lws_context *ctx = lws_create_context (&info);
+    ctx = lws_create_context (&info);
     assert (ctx);
     memset (&info, 0, sizeof info);
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
@@ -76,21 +86,53 @@ lws_fd_test (bool verbose)
     /*  The descriptor only tells of what comes after the socket was found
         empty: an owner drains before it waits (here: nothing to take). */
     assert (zmq_recv (zsock_resolve (b), NULL, 0, ZMQ_DONTWAIT) == -1 && zmq_errno () == EAGAIN);
-    zstr_send (a, "hello");
-    for (int i = 0; i < 100 && !s_fired; i++)
-        lws_service (ctx, 0);
-    assert (s_fired > 0);
-    char *got = zstr_recv (b);
-    assert (got && streq (got, "hello"));
-    zstr_free (&got);
+    /*  Each message wakes the loop: a round of five, each sent only after
+        the last one was taken. */
+    s_fired = 0;
+    for (int round = 0; round < 5; round++) {
+        int fired = s_fired;
+        zstr_sendf (a, "hello %d", round);
+        for (int i = 0; i < 1000 && s_fired == fired; i++) {
+            if (uv)
+                uv_run (&loop, UV_RUN_ONCE);
+            else
+                lws_service (ctx, 0);
+        }
+        assert (s_fired > fired);
+        char *got = zstr_recv (b);
+        char want [16];
+        snprintf (want, sizeof want, "hello %d", round);
+        assert (got && streq (got, want));
+        zstr_free (&got);
+        assert (zmq_recv (zsock_resolve (b), NULL, 0, ZMQ_DONTWAIT) == -1);      /* drained */
+    }
 
     lws_context_destroy (ctx);      /* closes the duplicate, not libzmq's own */
+    if (uv) {
+        /*  On a foreign loop lws finishes through it, and when told again. */
+        for (int i = 0; i < 1000 && uv_run (&loop, UV_RUN_NOWAIT); i++)
+            ;
+        if (ctx)
+            lws_context_destroy (ctx);
+        for (int i = 0; i < 1000 && uv_run (&loop, UV_RUN_NOWAIT); i++)
+            ;
+        assert (uv_loop_close (&loop) == 0);
+    }
     zstr_send (a, "still");
-    got = zstr_recv (b);
+    char *got = zstr_recv (b);
     assert (got && streq (got, "still"));
     zstr_free (&got);
     zsock_destroy (&b);
     zsock_destroy (&a);
+}
+
+void
+lws_fd_test (bool verbose)
+{
+    if (verbose)
+        printf (" * lws_fd: ");
+    t_loop (false);
+    t_loop (true);
     if (verbose)
         printf ("OK\n");
 }
