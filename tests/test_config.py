@@ -28,7 +28,7 @@ FAST_ARGON2 = ["--argon2-memory", "256", "--argon2-iterations", "1"]
 # Every option a file or the environment can set (the long names).
 ALL_KEYS = [
     "chatServerPort", "httpServerPort", "httpsServerPort", "serverIp", "sslCertificate",
-    "sslPrivateKey", "disableHttps", "disableWss", "self-signed", "reuse-port", "config", "bind",
+    "sslPrivateKey", "disableHttps", "disableWss", "self-signed", "reuse-port", "poll-loop", "config", "bind",
     "data-dir", "html-dir", "allow-inline-scripts", "session-timeout", "log-level", "log-format", "argon2-memory",
     "argon2-iterations", "auth-workers", "max-connections", "rate-limit", "rate-burst", "rate-limit-bytes", "max-queue",
     "write-timeout", "output-budget", "drain-timeout",

@@ -660,5 +660,23 @@ class Paths(ProtocolCase):
         self.assertEqual(reply.get("event"), EV_AUTHORIZATION, reply)
 
 
+class EventLoop(ProtocolCase):
+    def test_the_gateway_runs_on_libuv(self):
+        self.assertIn("event=event_loop loop=libuv", self.server.log_text())
+
+
+# The same messages, logins and server-side closes on libwebsockets' own
+# poll() loop (--poll-loop), which stays selectable for comparison.
+class PollLoopMessages(Messages):
+    server_args = ("--poll-loop",)
+
+
+class PollLoopAuthorizeLogout(AuthorizeLogout):
+    server_args = ("--poll-loop",)
+
+    def test_the_gateway_runs_on_poll(self):
+        self.assertIn("event=event_loop loop=poll", self.server.log_text())
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
