@@ -229,12 +229,15 @@ callback_raw (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
     return 0;
 }
 
-/*  Before the loop waits: stop it here when told to, so that a stop set
-    by a timer does not wait for the next wake-up. */
+/*  Before the loop waits: what the pass queued leaves; and the loop stops
+    here when told to, so that a stop set by a timer does not wait for the
+    next wake-up. */
 static void
 uv_before_sleep_cb (uv_prepare_t *handle)
 {
     gateway_t *self = (gateway_t *) handle->data;
+    if (self->to_write.len)
+        gw_write_pending (self);
     if (self->interrupted)
         uv_stop (&self->uv);
 }
@@ -430,6 +433,8 @@ gateway_run (gateway_t *self)
         /*  One pass: timers, what is ready, then a wait (libuv: the
             before-sleep check first; it stops the loop when told to). */
         int rc = self->uv_on ? (uv_run (&self->uv, UV_RUN_ONCE), 0) : lws_service (self->ctx, 0);
+        if (!self->uv_on && self->to_write.len)
+            gw_write_pending (self);
         qms_loop_leave (&self->loop);
         if (self->pass_began_us) {
             self->pass_last_us = qms_mono_us () - self->pass_began_us;
@@ -500,6 +505,7 @@ gateway_destroy (gateway_t **self_p)
     outq_shared_unref (&self->list_frame);
     qms_buf_free (&self->list_gone);
     qms_buf_free (&self->shaped);
+    qms_buf_free (&self->to_write);
     qms_map_free (&self->users_by_id);
     qms_map_free (&self->peers);       /* every connection has left it by now */
     qms_buf_free (&self->changes);

@@ -292,20 +292,11 @@ queue_close_frame (conn_t *conn)
         conn->close_queued = true;
 }
 
-int
-gw_conn_writeable (gateway_t *self, conn_t *conn)
+/*  Write what conn's socket takes.  -1: the connection is broken; 0: all
+    of it left; 1: the rest waits for a writeable callback (asked). */
+static int
+conn_write (gateway_t *self, conn_t *conn)
 {
-    conn->write_asked = false;
-    if (conn->close_code && !conn->close_queued) {
-        queue_close_frame (conn);
-        if (!conn->close_queued)
-            return -1;                  /* no memory even for that: just go */
-    }
-    if (conn->rx_held) {
-        /*  lws calls us only once it holds nothing of its own. */
-        conn->rx_held = false;
-        conn_rx_update (conn);
-    }
     int flags;
     if (gw_conn_flush (self, conn, &flags))
         return -1;
@@ -323,14 +314,61 @@ gw_conn_writeable (gateway_t *self, conn_t *conn)
         conn_rx_update (conn);
         conn->write_asked = true;
         lws_callback_on_writable (conn->wsi);
-        return 0;
+        return 1;
     }
     conn->out_since = 0;
     if (conn->sync_req)
         gw_answer_sync (self, conn);
-    if (conn->close_code)
-        return -1;                      /* the close frame has left */
     return 0;
+}
+
+int
+gw_conn_writeable (gateway_t *self, conn_t *conn)
+{
+    conn->write_asked = false;
+    if (conn->close_code && !conn->close_queued) {
+        queue_close_frame (conn);
+        if (!conn->close_queued)
+            return -1;                  /* no memory even for that: just go */
+    }
+    if (conn->rx_held) {
+        /*  lws calls us only once it holds nothing of its own. */
+        conn->rx_held = false;
+        conn_rx_update (conn);
+    }
+    int rc = conn_write (self, conn);
+    if (rc < 0 || (rc == 0 && conn->close_code))
+        return -1;                      /* broken, or the close frame has left */
+    return 0;
+}
+
+/*  Output queued during a pass leaves at its end, in one write per
+    connection, straight to the socket: the same non-blocking write the
+    writeable callback makes, without asking for the callback first (on
+    epoll each ask and its answer re-register the descriptor: four system
+    calls per delivered message).  What the socket does not take waits for
+    a writeable callback, as before.  The callback stays the way out for a
+    close, for TLS (OpenSSL's state is lws's to drive), and while lws has a
+    control frame of its own half-written. */
+void
+gw_write_pending (gateway_t *self)
+{
+    for (size_t i = 0; i < self->to_write.len / sizeof (uint64_t); i++) {
+        uint64_t handle;
+        memcpy (&handle, self->to_write.data + i * sizeof handle, sizeof handle);   /* it may grow meanwhile */
+        conn_t *conn = gw_conn_lookup (self, handle);
+        if (!conn)
+            continue;                   /* closed since */
+        conn->write_listed = false;
+        if (conn->close_code || conn->write_asked || outq_empty (&conn->out))
+            continue;
+        if (conn_tls (conn->wsi) || lws_partial_buffered (conn->wsi) || conn_write (self, conn) < 0) {
+            /*  lws's way: the callback writes, or finds it broken and closes. */
+            conn->write_asked = true;
+            lws_callback_on_writable (conn->wsi);
+        }
+    }
+    qms_buf_reset (&self->to_write);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -175,6 +175,7 @@ typedef struct {
     bool list_stale;            /* a newer list waited for the one on its way */
     bool write_asked;           /* a writeable callback is on its way: ask lws once (on
                                    libuv each ask re-registers the descriptor) */
+    bool write_listed;          /* in the gateway's to_write */
     bool rx_held;               /* we stopped reading it while its output waits */
     bool rx_shaped;             /* ... or while its input budget refills */
     bool rx_off;                /* what lws was told last (rx flow control) */
@@ -277,6 +278,7 @@ struct _gateway_t {
     } m;
     outq_acct_t out_acct;           /* every connection's queued output */
     qms_buf_t shaped;               /* handles (uint64_t) of connections whose input is paused */
+    qms_buf_t to_write;             /* handles (uint64_t) of connections with output queued this pass */
     qms_map_t users_by_id;
     user_t *users_head, *users_tail;
     size_t user_count;
@@ -383,6 +385,8 @@ int gw_conn_flush (gateway_t *self, conn_t *conn, int *flags);
 void gw_input_spend (gateway_t *self, conn_t *conn, size_t len);
 void gw_input_resume (gateway_t *self);
 int gw_conn_writeable (gateway_t *self, conn_t *conn);
+/*  The end of a pass: what was queued leaves (gw_conn.c says how). */
+void gw_write_pending (gateway_t *self);
 void gw_conn_scan (gateway_t *self, uint64_t now);
 bool gw_match_peer (const void *item, const void *key);
 bool gw_peer_enter (gateway_t *self, conn_t *conn);
@@ -479,9 +483,9 @@ gw_conn_queued (gateway_t *self, conn_t *conn, bool was_empty)
     }
     if (gw_output_total (self) > self->cfg->output_budget_bytes)
         gw_enforce_budget (self);
-    if (!conn->close_code && !conn->write_asked) {
-        conn->write_asked = true;
-        lws_callback_on_writable (conn->wsi);
+    if (!conn->close_code && !conn->write_asked && !conn->write_listed) {
+        conn->write_listed = true;
+        qms_buf_append (&self->to_write, &conn->handle, sizeof conn->handle);
     }
 }
 
