@@ -100,6 +100,9 @@ static const opt_t s_options [] = {
       "read again as its budget refills (default 1048576)", 0 },
     { { "max-queue" }, OPT_SIZE, OFF (max_queue_bytes), 0, 65536, 1073741824, "BYTES",
       "bytes queued to one slow reader before it is closed 1008 (default 1048576)", 0 },
+    { { "rx-buffer" }, OPT_SIZE, OFF (rx_buffer_bytes), 0, 512, 65536, "BYTES",
+      "what the gateway reads from one WebSocket at a time, allocated for every connection: 4096 carries "
+      "the most at full speed, 1024 takes 3 KiB less per idle connection (default 4096)", 0 },
     { { "write-timeout" }, OPT_INT, OFF (write_timeout), 0, 0, 3600, "SECONDS",
       "close a connection whose queued output has not drained for this long (default 30, 0 = never)", 0 },
     { { "output-budget" }, OPT_SIZE, OFF (output_budget_bytes), 0, 1048576, (long) 1 << 40, "BYTES",
@@ -171,6 +174,7 @@ qms_config_defaults (qms_config_t *cfg)
     cfg->rate_burst = 4000;
     cfg->rate_bytes = 1024u * 1024;
     cfg->max_queue_bytes = 1024u * 1024;
+    cfg->rx_buffer_bytes = 4096;
     cfg->write_timeout = 30;
     cfg->output_budget_bytes = 256u * 1024 * 1024;
     cfg->drain_timeout = 10;

@@ -76,6 +76,7 @@ typedef struct {
     int rate_burst;             /* --rate-burst 4000 */
     size_t rate_bytes;          /* --rate-limit-bytes 1 MiB/s read from one connection */
     size_t max_queue_bytes;     /* --max-queue 1 MiB queued to one slow reader */
+    size_t rx_buffer_bytes;     /* --rx-buffer 4096 read from one WebSocket at a time */
     int write_timeout;          /* --write-timeout 30 s with output that does not drain */
     size_t output_budget_bytes; /* --output-budget 256 MiB queued for all connections */
     int drain_timeout;          /* --drain-timeout 10 s from SIGTERM to exit, at most */

@@ -243,12 +243,15 @@ uv_before_sleep_cb (uv_prepare_t *handle)
 }
 
 const struct lws_protocols gw_protocols [] = {
-    /*  rx_buffer_size is allocated per connection (RX_BUFFER_BYTES): longer
-        messages arrive in pieces that handle_receive joins. */
+    /*  rx_buffer_size is allocated per connection (RX_BUFFER_BYTES, or
+        --rx-buffer in the gateway's copy): longer messages arrive in pieces
+        that handle_receive joins. */
     { "qms", callback_qms, sizeof (conn_t), RX_BUFFER_BYTES, 0, NULL, 0 },
     { "qms-raw", callback_raw, 0, 0, 0, NULL, 0 },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
+
+_Static_assert (sizeof gw_protocols == sizeof ((gateway_t *) 0)->protocols, "gateway_t.protocols holds gw_protocols");
 
 gateway_t *
 gateway_new (const qms_config_t *cfg, bool watch_hup)
@@ -294,6 +297,8 @@ gateway_new (const qms_config_t *cfg, bool watch_hup)
         self->site_redirect = http_site_new (&options);
     }
 
+    memcpy (self->protocols, gw_protocols, sizeof self->protocols);
+    self->protocols [0].rx_buffer_size = cfg->rx_buffer_bytes ? cfg->rx_buffer_bytes : RX_BUFFER_BYTES;
     gateway_lws_logging ();
     struct lws_context_creation_info info;
     memset (&info, 0, sizeof info);

@@ -51,14 +51,14 @@
 /*  At most this much leaves for one connection per writeable callback, so
     that one busy reader cannot hold up everyone else's writes. */
 #define WRITE_MAX           (64u * 1024)
-/*  What libwebsockets reads for a connection at once, allocated for every
-    connection (messages longer than this arrive in pieces that
-    handle_receive joins).  It is half of an idle connection's memory (6.8
-    KiB at 4,096, 3.3 KiB at 512), but libwebsockets 4.1 reads at most this
-    much per connection per loop pass, so a smaller one costs passes: at
-    1,000 clients with 16 messages in flight each, 512 carried 150k msg/s
-    and 2,048 330k, against 835k at 4,096 (docs/BENCHMARKS.md, "Memory per
-    connection"). */
+/*  What libwebsockets reads for a connection at once (--rx-buffer, 4,096
+    by default), allocated for every connection (messages longer than this
+    arrive in pieces that handle_receive joins).  It is half of an idle
+    connection's memory (7.1 KiB at 4,096, 4.1 KiB at 1,024), but
+    libwebsockets 4.1 reads at most this much per connection per loop pass,
+    so a smaller one costs passes: at 1,000 clients with 16 messages in
+    flight each, 1,024 carried 230-250k msg/s against 490-530k at 4,096, on
+    epoll as on poll() (docs/BENCHMARKS.md, "Memory per connection"). */
 #define RX_BUFFER_BYTES     4096
 /*  A buffer for a message in pieces that grew past this is given back once
     the message is whole. */
@@ -318,6 +318,9 @@ struct _gateway_t {
     bool uv_on;
     uv_loop_t uv;
     uv_prepare_t uv_before_sleep;   /* runs each time the loop is about to wait */
+    /*  gw_protocols with the chat protocol's rx_buffer_size from --rx-buffer
+        (lws keeps a pointer to it for as long as the context lives). */
+    struct lws_protocols protocols [3];
     /*  The loop's passes (the watchdog reads loop; the rest is ours). */
     qms_loop_t loop;
     uint64_t pass_began_us;         /* the first callback of this pass, 0 = none yet */

@@ -119,7 +119,7 @@ gw_create_vhost (gateway_t *self, const char *name, int port, bool tls, vhost_ki
     info.vhost_name = name;
     bool own = cfg->reuse_port || (kind == VH_CHAT && cfg->proxy_protocol);
     info.port = own ? CONTEXT_PORT_NO_LISTEN_SERVER : port;
-    info.protocols = gw_protocols;
+    info.protocols = self->protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     if (cfg->bind_address [0]) {
         info.iface = cfg->bind_address;

@@ -30,7 +30,7 @@ ALL_KEYS = [
     "chatServerPort", "httpServerPort", "httpsServerPort", "serverIp", "sslCertificate",
     "sslPrivateKey", "disableHttps", "disableWss", "self-signed", "reuse-port", "poll-loop", "config", "bind",
     "data-dir", "html-dir", "allow-inline-scripts", "session-timeout", "log-level", "log-format", "argon2-memory",
-    "argon2-iterations", "auth-workers", "max-connections", "rate-limit", "rate-burst", "rate-limit-bytes", "max-queue",
+    "argon2-iterations", "auth-workers", "max-connections", "rate-limit", "rate-burst", "rate-limit-bytes", "max-queue", "rx-buffer",
     "write-timeout", "output-budget", "drain-timeout",
     "login-fail-limit", "login-fail-window", "message-quota", "message-max-age",
     "presence-interval", "ping-interval", "max-connections-per-address", "allow-origin", "trusted-proxy",

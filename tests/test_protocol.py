@@ -671,6 +671,12 @@ class PollLoopMessages(Messages):
     server_args = ("--poll-loop",)
 
 
+# Messages read in pieces of the smallest --rx-buffer: the long ones are
+# joined from many.
+class SmallReadsMessages(Messages):
+    server_args = ("--rx-buffer", "512")
+
+
 class PollLoopAuthorizeLogout(AuthorizeLogout):
     server_args = ("--poll-loop",)
 
