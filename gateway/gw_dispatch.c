@@ -856,6 +856,7 @@ gw_dispatch_test (bool verbose)
     qms_buf_free (&self.to_auth);
     qms_buf_free (&self.changes);
     qms_buf_free (&self.scratch);
+    qms_buf_free (&self.to_write);
     free (self.waits);
     if (verbose)
         printf ("OK\n");

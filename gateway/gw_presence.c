@@ -512,6 +512,7 @@ gw_presence_test (bool verbose)
         outq_shared_unref (&self.list_frame);
         assert (self.out_acct.shared == 0 && self.out_acct.owned == 0);
         qms_buf_free (&self.list_gone);
+        qms_buf_free (&self.to_write);
         qms_map_free (&self.users_by_id);
     }
     qms_buf_free (&got);
