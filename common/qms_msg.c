@@ -246,6 +246,62 @@ static const schema_t qms_schema [QMS_TYPE_COUNT] = {
         QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
         "time sent, s0 recipient id, s1 sender id, s2 message, s3 message id",
         "a GW_DELIVER that found its connection closed: delivered again or stored" },
+    [QMS_RT_GROUP] = { "RT_GROUP", F_CONN | F_NUM, 5,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "conn, num op (QMS_GROUP_OP_*), s0 token hash or empty, s1 group id, s2 name, s3 member ids (lines), s4 client's request id",
+        "create, change, leave or list groups" },
+    [QMS_RT_GROUP_MESSAGE] = { "RT_GROUP_MESSAGE", F_CONN, 4,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "conn, s0 group id, s1 message, s2 token hash or empty, s3 client's message id",
+        "a message to a group" },
+    [QMS_GW_GROUP] = { "GW_GROUP", F_CONN | F_NUM | F_TIME | F_SEQ, 8,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn (requester or 0), num op (| QMS_GROUP_GONE), seq epoch, time, s0 group id, s1 name, s2 owner, s3 members (id TAB name TAB key TAB role lines), s4 by, s5 members named (lines), s6 targets, s7 client's id",
+        "GroupEvent to the requester and every target (one record per gateway)" },
+    [QMS_GW_GROUPS] = { "GW_GROUPS", F_CONN | F_NUM, 1,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn, num count, s0 client's id; count GW_GROUP records follow in the same batch",
+        "GroupListEvent" },
+    [QMS_GW_GROUP_DELIVER] = { "GW_GROUP_DELIVER", F_TIME, 5,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "time sent, s0 group id, s1 sender id, s2 message, s3 message id, s4 targets",
+        "one GroupMessageEvent to every target (one record per gateway; closed: RT_GROUP_UNDELIVERED)" },
+    [QMS_GW_GROUP_STORED] = { "GW_GROUP_STORED", F_CONN | F_TIME, 6,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn, time, s0 group id, s1 sender id, s2 message, s3 message id, s4 sender name, s5 sender key",
+        "a group message that waited in the store" },
+    [QMS_GW_GROUP_ACK] = { "GW_GROUP_ACK", F_CONN | F_NUM | F_TIME | F_SEQ, 6,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn (sender), num status (QMS_ACK_*), time, seq members, s0 client id, s1 message id, s2 reason, s3 group id, s4 member who confirmed, s5 members unreached",
+        "MessageAckEvent for a group message" },
+    [QMS_GW_GROUP_ERROR] = { "GW_GROUP_ERROR", F_CONN | F_NUM, 4,
+        QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
+        "conn, num op, s0 reason key (QMS_REASON_*), s1 client's id, s2 detail, s3 group id",
+        "a group request failed; the gateway chooses the text" },
+    [QMS_RT_GROUP_UNDELIVERED] = { "RT_GROUP_UNDELIVERED", F_TIME, 5,
+        QMS_ROLE_GATEWAY, QMS_ROLE_ROUTER,
+        "time sent, s0 group id, s1 recipient id, s2 sender id, s3 message, s4 message id",
+        "a GW_GROUP_DELIVER target whose connection had closed: delivered again or stored" },
+    [QMS_ST_GROUP_MSG_STORE] = { "ST_GROUP_MSG_STORE", F_REQ | F_TIME, 8,
+        QMS_ROLE_ROUTER, QMS_ROLE_STORE,
+        "ST_MSG_STORE's fields, s7 group id",
+        "store a group message for one offline member; answered as ST_MSG_STORE" },
+    [QMS_ST_GROUP_MSG] = { "ST_GROUP_MSG", F_REQ | F_TIME | F_SEQ, 7,
+        QMS_ROLE_STORE, QMS_ROLE_ROUTER,
+        "ST_MSG's fields, s6 group id",
+        "one group message of a page" },
+    [QMS_ST_GROUP_LOAD] = { "ST_GROUP_LOAD", F_REQ | F_NUM | F_SEQ, 0,
+        QMS_ROLE_ROUTER, QMS_ROLE_STORE,
+        "req, num limit, seq after",
+        "a page of every group's memberships (ST_GROUP_ROW records, then ST_MSG_END)" },
+    [QMS_ST_GROUP_ROW] = { "ST_GROUP_ROW", F_REQ | F_NUM | F_TIME | F_SEQ, 6,
+        QMS_ROLE_STORE, QMS_ROLE_ROUTER,
+        "req, num role, time epoch, seq cursor, s0 group id, s1 group name, s2 owner, s3 member id, s4 member name, s5 member key",
+        "one membership" },
+    [QMS_ST_GROUP_WRITE] = { "ST_GROUP_WRITE", F_REQ | F_NUM | F_TIME | F_SEQ, 5,
+        QMS_ROLE_ROUTER, QMS_ROLE_STORE,
+        "req, num op, time, seq new epoch, s0 group id, s1 name, s2 owner, s3 members (id TAB role lines), s4 by",
+        "a change of a group, one transaction; ST_GROUP_ROW per member added, then ST_RESULT" },
 };
 
 /* ------------------------------------------------------------------------ */
@@ -479,6 +535,39 @@ qms_rec_next (const uint8_t *data, size_t size, size_t *offset, qms_rec_t *rec)
     return 1;
 }
 
+int
+qms_targets_add (qms_buf_t *buf, uint64_t conn, const char *id, size_t id_len)
+{
+    if (id_len > 255 || qms_buf_reserve (buf, 9 + id_len) != 0)
+        return -1;
+    uint8_t *p = buf->data + buf->len;
+    put_u64 (p, conn);
+    p [8] = (uint8_t) id_len;
+    if (id_len)
+        memcpy (p + 9, id, id_len);
+    buf->len += 9 + id_len;
+    return 0;
+}
+
+int
+qms_targets_next (qms_str_t targets, size_t *offset, uint64_t *conn, qms_str_t *id)
+{
+    size_t at = *offset;
+    if (at == targets.len)
+        return 0;
+    if (at > targets.len || targets.len - at < 9)
+        return -1;
+    const uint8_t *p = (const uint8_t *) targets.ptr + at;
+    size_t len = p [8];
+    if (targets.len - at - 9 < len)
+        return -1;
+    *conn = get_u64 (p);
+    id->ptr = (const char *) p + 9;
+    id->len = (uint32_t) len;
+    *offset = at + 9 + len;
+    return 1;
+}
+
 bool
 qms_batch_valid (const uint8_t *data, size_t size, qms_role_t role, qms_batch_fault_t *fault)
 {
@@ -704,6 +793,31 @@ qms_msg_test (bool verbose)
 {
     if (verbose)
         printf (" * qms_msg: ");
+
+    /*  Targets of a fan-out: entries round-trip; a cut one is malformed. */
+    {
+        qms_buf_t t;
+        qms_buf_init (&t);
+        assert (qms_targets_add (&t, 7, "alice", 5) == 0);
+        assert (qms_targets_add (&t, UINT64_MAX, "", 0) == 0);
+        char big [256];
+        memset (big, 'x', sizeof big);
+        assert (qms_targets_add (&t, 1, big, 256) == -1);
+        assert (qms_targets_add (&t, 9, big, 255) == 0);
+        qms_str_t all = qms_strn ((const char *) t.data, t.len), id;
+        size_t off = 0;
+        uint64_t conn;
+        assert (qms_targets_next (all, &off, &conn, &id) == 1 && conn == 7 && qms_str_eq (id, "alice"));
+        assert (qms_targets_next (all, &off, &conn, &id) == 1 && conn == UINT64_MAX && id.len == 0);
+        assert (qms_targets_next (all, &off, &conn, &id) == 1 && conn == 9 && id.len == 255);
+        assert (qms_targets_next (all, &off, &conn, &id) == 0);
+        for (size_t cut = 1; cut < 14; cut++) {
+            qms_str_t part = qms_strn ((const char *) t.data, 14 - cut);
+            off = 0;
+            assert (qms_targets_next (part, &off, &conn, &id) == -1);
+        }
+        qms_buf_free (&t);
+    }
 
     /*  Round-trip every type with every field set; fields outside a type's
         schema must come back zero. */

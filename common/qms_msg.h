@@ -189,6 +189,86 @@ typedef enum {
                                it arrived; the router delivers it again or
                                stores it */
 
+    /* groups (appended; docs/PROTOCOL.md, "Groups") */
+    QMS_RT_GROUP,           /* gateway -> router: conn, num=QMS_GROUP_OP_*,
+                               s0=token hash or empty s1=group id (empty
+                               for create and list) s2=name (create,
+                               rename) s3=member user ids, one per line
+                               (create, add, remove, promote, demote)
+                               s4=client's request id (may be empty) */
+    QMS_RT_GROUP_MESSAGE,   /* gateway -> router: conn, s0=group id
+                               s1=message s2=token hash or empty
+                               s3=client's message id (may be empty) */
+    QMS_GW_GROUP,           /* router -> gateway: a group and what
+                               changed, for every connection in s6 (and
+                               for conn, the requester, when not 0):
+                               conn, num=QMS_GROUP_OP_* | QMS_GROUP_GONE
+                               (the recipients are no longer members),
+                               seq=epoch, time=when, s0=group id s1=name
+                               s2=owner id s3=members (QMS_GROUP_MEMBER
+                               lines: id TAB name TAB pubkey TAB role,
+                               empty with QMS_GROUP_GONE) s4=who made the
+                               change s5=the members it named, one per
+                               line s6=targets (qms_targets_*) s7=the
+                               requester's client id */
+    QMS_GW_GROUPS,          /* router -> gateway: conn, num=count, s0=the
+                               client's request id: a GroupListEvent of
+                               the count QMS_GW_GROUP records that follow
+                               in the same batch (their s6 empty, conn 0) */
+    QMS_GW_GROUP_DELIVER,   /* router -> gateway: time=sent, s0=group id
+                               s1=sender id s2=message s3=message id
+                               s4=targets (qms_targets_*): one
+                               GroupMessageEvent, written to each target;
+                               a target whose connection is gone comes back
+                               as QMS_RT_GROUP_UNDELIVERED */
+    QMS_GW_GROUP_STORED,    /* router -> gateway: conn, time=sent, s0=group
+                               id s1=sender id s2=message s3=message id
+                               s4=sender name s5=sender key: a group
+                               message that waited in the store */
+    QMS_GW_GROUP_ACK,       /* router -> gateway: conn (the sender),
+                               num=QMS_ACK_*, time, seq=members it went to
+                               (delivered/stored), s0=client's message id
+                               s1=message id s2=why (a QMS_REASON_*)
+                               s3=group id s4=the member who confirmed
+                               (received) s5=members it could not reach
+                               (stored: mailbox full), as decimal text */
+    QMS_GW_GROUP_ERROR,     /* router -> gateway: conn, num=the
+                               QMS_GROUP_OP_* (or QMS_GROUP_OP_MESSAGE)
+                               that failed, s0=why (a QMS_REASON_*)
+                               s1=client's id s2=detail (a user id or a
+                               limit, as text; may be empty) s3=group id */
+    QMS_RT_GROUP_UNDELIVERED, /* gateway -> router: time=sent, s0=group id
+                               s1=recipient id s2=sender id s3=message
+                               s4=message id: a group target whose
+                               connection had closed */
+    QMS_ST_GROUP_MSG_STORE, /* router -> store: ST_MSG_STORE's fields and
+                               s7=group id: a group message for one offline
+                               member; the same ST_RESULT answers */
+    QMS_ST_GROUP_MSG,       /* store -> router: ST_MSG's fields and
+                               s6=group id: a group message of a page */
+    QMS_ST_GROUP_LOAD,      /* router -> store: req, num=limit, seq=after
+                               this cursor: a page of every group's
+                               members, then ST_MSG_END (num=count,
+                               seq=last cursor) */
+    QMS_ST_GROUP_ROW,       /* store -> router: req, num=role, time=epoch,
+                               seq=cursor, s0=group id s1=group name
+                               s2=owner id s3=member id s4=member name
+                               s5=member pubkey: one membership (a page of
+                               ST_GROUP_LOAD, or a member named by
+                               ST_GROUP_WRITE) */
+    QMS_ST_GROUP_WRITE,     /* router -> store: req, num=QMS_GROUP_OP_*,
+                               time=now, seq=the group's new epoch,
+                               s0=group id s1=name s2=owner id
+                               s3=members with roles (id TAB role lines:
+                               to insert for create/add, to delete for
+                               remove/leave, to update for promote/demote)
+                               s4=who made the change.  One transaction.
+                               Create and add answer one ST_GROUP_ROW per
+                               member inserted (its name and key), then
+                               ST_RESULT: OK, NO_USER (s0=the unknown id),
+                               EXISTS (create: the id is taken) or ERROR.
+                               A group left with no member is deleted. */
+
     QMS_TYPE_COUNT
 } qms_type_t;
 
@@ -295,6 +375,62 @@ enum { QMS_STATS_TEXT };
 enum { QMS_UNDELIVERED_RECIPIENT, QMS_UNDELIVERED_SENDER, QMS_UNDELIVERED_TEXT,
        QMS_UNDELIVERED_MSG_ID };
 
+/*  QMS_RT_GROUP */
+enum { QMS_GROUP_HASH, QMS_GROUP_ID, QMS_GROUP_NAME, QMS_GROUP_MEMBERS, QMS_GROUP_CLIENT_ID };
+/*  QMS_RT_GROUP_MESSAGE */
+enum { QMS_GMSG_GROUP, QMS_GMSG_TEXT, QMS_GMSG_HASH, QMS_GMSG_CLIENT_ID };
+/*  QMS_GW_GROUP (and the rows of QMS_GW_GROUPS) */
+enum { QMS_GINFO_ID, QMS_GINFO_NAME, QMS_GINFO_OWNER, QMS_GINFO_MEMBERS, QMS_GINFO_BY,
+       QMS_GINFO_CHANGED, QMS_GINFO_TARGETS, QMS_GINFO_CLIENT_ID };
+/*  QMS_GW_GROUPS */
+enum { QMS_GLIST_CLIENT_ID };
+/*  QMS_GW_GROUP_DELIVER and QMS_GW_GROUP_STORED (the sender's name and key:
+    stored only; the targets: deliver only, in the same place) */
+enum { QMS_GDELIVER_GROUP, QMS_GDELIVER_SENDER, QMS_GDELIVER_TEXT, QMS_GDELIVER_MSG_ID,
+       QMS_GDELIVER_TARGETS, QMS_GSTORED_SENDER_NAME = QMS_GDELIVER_TARGETS,
+       QMS_GSTORED_SENDER_KEY };
+/*  QMS_GW_GROUP_ACK */
+enum { QMS_GACK_CLIENT_ID, QMS_GACK_MSG_ID, QMS_GACK_REASON, QMS_GACK_GROUP, QMS_GACK_BY,
+       QMS_GACK_UNREACHED };
+/*  QMS_GW_GROUP_ERROR */
+enum { QMS_GERR_REASON, QMS_GERR_CLIENT_ID, QMS_GERR_DETAIL, QMS_GERR_GROUP };
+/*  QMS_RT_GROUP_UNDELIVERED */
+enum { QMS_GUNDELIVERED_GROUP, QMS_GUNDELIVERED_RECIPIENT, QMS_GUNDELIVERED_SENDER,
+       QMS_GUNDELIVERED_TEXT, QMS_GUNDELIVERED_MSG_ID };
+/*  QMS_ST_GROUP_MSG_STORE: QMS_STORE_* then the group id */
+enum { QMS_STORE_GROUP = QMS_STORE_CLIENT_ID + 1 };
+/*  QMS_ST_GROUP_MSG: QMS_MSG_* then the group id */
+enum { QMS_MSG_GROUP = QMS_MSG_CLIENT_ID + 1 };
+/*  QMS_ST_GROUP_ROW */
+enum { QMS_GROW_GROUP, QMS_GROW_NAME, QMS_GROW_OWNER, QMS_GROW_MEMBER, QMS_GROW_MEMBER_NAME,
+       QMS_GROW_MEMBER_KEY };
+/*  QMS_ST_GROUP_WRITE */
+enum { QMS_GWRITE_GROUP, QMS_GWRITE_NAME, QMS_GWRITE_OWNER, QMS_GWRITE_MEMBERS, QMS_GWRITE_BY };
+
+/* QMS_RT_GROUP, QMS_GW_GROUP, QMS_ST_GROUP_WRITE: what is done */
+#define QMS_GROUP_OP_CREATE   1u
+#define QMS_GROUP_OP_ADD      2u
+#define QMS_GROUP_OP_REMOVE   3u
+#define QMS_GROUP_OP_LEAVE    4u
+#define QMS_GROUP_OP_RENAME   5u
+#define QMS_GROUP_OP_PROMOTE  6u     /* make members admins (the owner only) */
+#define QMS_GROUP_OP_DEMOTE   7u     /* make admins plain members (the owner only) */
+#define QMS_GROUP_OP_LIST     8u     /* RT_GROUP only: the caller's groups */
+#define QMS_GROUP_OP_MESSAGE  9u     /* GW_GROUP_ERROR only: a GroupMessageRequest */
+#define QMS_GROUP_OP_MASK     0xffu
+#define QMS_GROUP_GONE        0x100u /* GW_GROUP: its targets are no longer members */
+/* Roles of a member (QMS_ST_GROUP_ROW num, the role of a member line) */
+#define QMS_GROUP_ROLE_MEMBER 0u
+#define QMS_GROUP_ROLE_ADMIN  1u
+#define QMS_GROUP_ROLE_OWNER  2u
+
+/*  Targets of a fan-out (GW_GROUP s6, GW_GROUP_DELIVER s4): one string of
+    entries laid end to end, each u64 conn (little-endian), u8 length, the
+    recipient's user id.  qms_targets_add appends one (returns 0, or -1 when
+    out of memory or the id is over 255 bytes); qms_targets_next reads the
+    one at *offset (returns 1, 0 at the end, -1 when malformed); declared
+    below, after qms_buf_t. */
+
 /* QMS_AUTH_LOGIN flags */
 #define QMS_LOGIN_REGISTER   1u
 
@@ -330,6 +466,15 @@ enum { QMS_UNDELIVERED_RECIPIENT, QMS_UNDELIVERED_SENDER, QMS_UNDELIVERED_TEXT,
 #define QMS_REASON_UNAVAILABLE       "unavailable"          /* an actor or the store cannot take it now */
 #define QMS_REASON_UNKNOWN_RECIPIENT "unknown_recipient"
 #define QMS_REASON_MAILBOX_FULL      "mailbox_full"         /* the recipient's stored messages are at quota */
+#define QMS_REASON_UNKNOWN_GROUP     "unknown_group"        /* no such group, or the caller is not in it */
+#define QMS_REASON_NOT_ALLOWED       "not_allowed"          /* the owner's or an admin's right */
+#define QMS_REASON_OWNER_ONLY        "owner_only"           /* the owner's right */
+#define QMS_REASON_GROUP_FULL        "group_full"           /* detail: the limit */
+#define QMS_REASON_TOO_MANY_GROUPS   "too_many_groups"      /* detail: the user id, TAB, the limit */
+#define QMS_REASON_UNKNOWN_USER      "unknown_user"         /* detail: the user id */
+#define QMS_REASON_NOT_MEMBER        "not_member"           /* detail: the user id */
+#define QMS_REASON_NO_CHANGE         "no_change"            /* every member named is already as asked */
+#define QMS_REASON_GROUP_BUSY        "group_busy"           /* a change of the group is being stored */
 
 /*  The roles that exchange records: each type has senders and receivers
     (the schema), and a receiver checks every batch against its own role. */
@@ -392,6 +537,10 @@ int qms_rec_encode (qms_buf_t *buf, const qms_rec_t *rec);
     (truncated, lengths that disagree).  A record of a type this build does
     not know is skipped (rec->type is then QMS_NONE and 1 is returned). */
 int qms_rec_next (const uint8_t *data, size_t size, size_t *offset, qms_rec_t *rec);
+
+/*  The targets of a fan-out (GW_GROUP, GW_GROUP_DELIVER): see above. */
+int qms_targets_add (qms_buf_t *buf, uint64_t conn, const char *id, size_t id_len);
+int qms_targets_next (qms_str_t targets, size_t *offset, uint64_t *conn, qms_str_t *id);
 /*  Why qms_batch_valid refused a batch. */
 typedef struct {
     size_t offset;              /* where the record that failed starts */
