@@ -119,6 +119,12 @@ static const opt_t s_options [] = {
       "messages stored for one offline recipient (default 10000)", 0 },
     { { "message-max-age" }, OPT_INT, OFF (message_max_age), 0, 1, 3650, "DAYS",
       "days a stored message waits for its recipient (default 30)", 0 },
+    { { "group-max-members" }, OPT_INT, OFF (group_max_members), 0, 2, 100000, "N",
+      "members of one group at most, the owner included (default 1024)", 0 },
+    { { "group-max-per-user" }, OPT_INT, OFF (group_max_per_user), 0, 1, 100000, "N",
+      "groups one user may be in (default 256)", 0 },
+    { { "group-name-max" }, OPT_INT, OFF (group_name_max), 0, 1, 1024, "CHARACTERS",
+      "characters of a group's name at most (default 64)", 0 },
     { { "presence-interval" }, OPT_INT, OFF (presence_interval_ms), 0, 0, 60000, "MS",
       "at most one user-list push per connection per this many ms (default 250)", 0 },
     { { "metrics-port" }, OPT_INT, OFF (metrics_port), 0, 0, 65535, "PORT",
@@ -182,6 +188,9 @@ qms_config_defaults (qms_config_t *cfg)
     cfg->login_fail_window = 300;
     cfg->message_quota = 10000;
     cfg->message_max_age = 30;
+    cfg->group_max_members = 1024;
+    cfg->group_max_per_user = 256;
+    cfg->group_name_max = 64;
     cfg->presence_interval_ms = 250;
     cfg->ping_interval = 30;
     cfg->max_per_address = 1000;

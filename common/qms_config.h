@@ -84,6 +84,9 @@ typedef struct {
     int login_fail_window;      /* --login-fail-window 300 seconds */
     int message_quota;          /* --message-quota 10000 stored messages per recipient */
     int message_max_age;        /* --message-max-age 30 days a stored message is kept */
+    int group_max_members;      /* --group-max-members 1024, the owner included */
+    int group_max_per_user;     /* --group-max-per-user 256 groups one user may be in */
+    int group_name_max;         /* --group-name-max 64 characters */
     int presence_interval_ms;   /* --presence-interval 250: user-list pushes are coalesced */
     int ping_interval;          /* --ping-interval 30 s of silence before a WebSocket ping */
     int metrics_port;           /* --metrics-port: /metrics there only (0 = on the HTTP port) */

@@ -33,6 +33,7 @@ ALL_KEYS = [
     "argon2-iterations", "auth-workers", "max-connections", "rate-limit", "rate-burst", "rate-limit-bytes", "max-queue", "rx-buffer",
     "write-timeout", "output-budget", "drain-timeout",
     "login-fail-limit", "login-fail-window", "message-quota", "message-max-age",
+    "group-max-members", "group-max-per-user", "group-name-max",
     "presence-interval", "ping-interval", "max-connections-per-address", "allow-origin", "trusted-proxy",
     "proxy-protocol", "store-endpoint", "auth-endpoint", "router-endpoint", "curve-keys", "log-endpoint", "filter-actor",
     "filter-level",
