@@ -143,7 +143,7 @@ typedef enum {
     QMS_ST_MSG_DEL,         /* req, s0=recipient id s1=message id;
                                answered (req != 0) with QMS_ST_MSG_DELETED */
     QMS_ST_MSG_DELETED,     /* req, num=1 found, s0=message id s1=sender id
-                               s2=client's id */
+                               s2=client's id s3=group id (empty: direct) */
     QMS_ST_MSG_DEL_UPTO,    /* req, seq, s0=recipient: delete every stored
                                message of recipient with seq <= seq */
 
@@ -351,7 +351,7 @@ enum { QMS_MSG_ID, QMS_MSG_SENDER, QMS_MSG_SENDER_NAME, QMS_MSG_SENDER_KEY,
 enum { QMS_DEL_RECIPIENT, QMS_DEL_MSG_ID };
 /*  QMS_ST_MSG_DELETED: the message id, the sender's user id, the client's
     message id */
-enum { QMS_DELETED_MSG_ID, QMS_DELETED_SENDER, QMS_DELETED_CLIENT_ID };
+enum { QMS_DELETED_MSG_ID, QMS_DELETED_SENDER, QMS_DELETED_CLIENT_ID, QMS_DELETED_GROUP };
 /*  QMS_ST_MSG_DEL_UPTO: the recipient's user id */
 enum { QMS_UPTO_RECIPIENT };
 /*  QMS_GW_LOOKUP: the user found, then the name asked */

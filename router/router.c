@@ -426,7 +426,7 @@ message_from (router_t *self, session_t *s, uint32_t gw, uint64_t conn,
         return;
     }
     if (t && t->draining && t->held_count < MAX_HELD
-    &&  router_sf_held_add (t, s, gw, conn, message, client_id, msg_id, now)) {
+    &&  router_sf_held_add (t, s, gw, conn, message, client_id, msg_id, qms_str (NULL), now)) {
         self->m.held++;
         return;
     }
@@ -515,6 +515,7 @@ on_online (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
         return;
     }
     s->receipts = rec->num & QMS_SESSION_RECEIPTS;
+    router_group_user_seen (self, id, rec->s [QMS_ONLINE_NAME], rec->s [QMS_ONLINE_PUBKEY]);
     qms_info (LOG, "event=session_started user=%.*s gateway=%u", (int) id.len, id.ptr, gw);
     send_bound (self, gw, rec->conn, QMS_BOUND_LOGIN, s);
     router_sf_drain_start (self, s);
@@ -573,6 +574,39 @@ on_message (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
     }
     message_from (self, s, gw, rec->conn, rec->s [QMS_MESSAGE_TARGET], rec->s [QMS_MESSAGE_TEXT],
                   rec->s [QMS_MESSAGE_CLIENT_ID], now);
+}
+
+/*  RT_GROUP and RT_GROUP_MESSAGE: the session as on_message finds it (a
+    token not bound to the connection must be in memory: a group request
+    does not wait for the store), touched, then router_group.c. */
+static void
+on_group (router_t *self, uint32_t gw, const qms_rec_t *rec, uint64_t now)
+{
+    bool message = rec->type == QMS_RT_GROUP_MESSAGE;
+    qms_str_t hash = rec->s [message ? QMS_GMSG_HASH : QMS_GROUP_HASH];
+    session_t *s = hash.len ? find_by_hash (self, hash) : find_by_conn (self, conn_key (gw, rec->conn));
+    if (!s) {
+        gateway_t *g = self->gateways [gw];
+        if (!hash.len && g->fresh_until > qms_mono_ms ()) {
+            qms_rec_t err = { .type = QMS_GW_GROUP_ERROR, .conn = rec->conn,
+                              .num = message ? QMS_GROUP_OP_MESSAGE : rec->num };
+            err.s [QMS_GERR_REASON] = qms_str (k_unavailable);
+            err.s [QMS_GERR_CLIENT_ID] = rec->s [message ? QMS_GMSG_CLIENT_ID : QMS_GROUP_CLIENT_ID];
+            gw_emit (self, gw, &err);
+        }
+        else
+            send_invalid (self, gw, rec->conn, hash.len ? 0 : 1);
+        return;
+    }
+    if (session_expired (self, s, now)) {
+        expire_for_request (self, s, gw, rec->conn);
+        return;
+    }
+    session_touch (self, s, now);
+    if (message)
+        router_group_on_message (self, s, gw, rec, now);
+    else
+        router_group_on_request (self, s, gw, rec);
 }
 
 static void
@@ -763,6 +797,7 @@ stats_text (router_t *self, qms_buf_t *out)
         msgreqs++;
     qms_metrics_value (out, "qms_router_pending", "actor=\"router\",of=\"store_message_requests\"", (double) msgreqs);
     qms_metrics_value (out, "qms_router_pending", "actor=\"router\",of=\"receipts_awaited\"", (double) self->live_receipt_count);
+    router_group_stats (self, out);
 }
 
 /*  QMS_STATS: our figures for a gateway's /metrics. */
@@ -938,6 +973,9 @@ gateway_batch (router_t *self, const uint8_t *identity, size_t identity_len,
             case QMS_RT_SYNCED:    router_sf_on_synced (self, (uint32_t) gw, &rec); break;
             case QMS_RT_LOOKUP:    router_sf_on_lookup (self, (uint32_t) gw, &rec); break;
             case QMS_RT_UNDELIVERED: router_sf_on_undelivered (self, &rec); break;
+            case QMS_RT_GROUP:
+            case QMS_RT_GROUP_MESSAGE: on_group (self, (uint32_t) gw, &rec, now); break;
+            case QMS_RT_GROUP_UNDELIVERED: router_group_on_undelivered (self, &rec); break;
             case QMS_STATS_GET:    on_stats (self, (uint32_t) gw, &rec); break;
             case QMS_NONE:         break;      /* a newer type: skipped */
             default:
@@ -1011,8 +1049,10 @@ store_batch (router_t *self, const uint8_t *data, size_t size)
     size_t offset = 0;
     qms_rec_t rec;
     while (qms_rec_next (data, size, &offset, &rec) == 1) {
+        if (rec.req && router_group_store_reply (self, &rec))
+            continue;
         if (rec.req && (rec.type == QMS_ST_RESULT || rec.type == QMS_ST_MSG || rec.type == QMS_ST_USER
-                     || rec.type == QMS_ST_MSG_END || rec.type == QMS_ST_MSG_DELETED)
+                     || rec.type == QMS_ST_MSG_END || rec.type == QMS_ST_MSG_DELETED || rec.type == QMS_ST_GROUP_MSG)
         &&  router_sf_msgreq_reply (self, &rec))
             continue;
         if (rec.type == QMS_ST_SESSION)
@@ -1120,6 +1160,7 @@ run_timers (router_t *self)
     }
     expire_pending (self, mono);
     router_sf_expire_msgreqs (self, mono);
+    router_group_tick (self, mono);
     if (mono >= self->next_touch) {
         flush_touches (self);
         self->next_touch = mono + self->touch_period_ms;
@@ -1161,6 +1202,7 @@ router_destroy (router_t **self_p)
         router_sf_msgreq_destroy (self, CONTAINER (self->msgreqs.next, msgreq_t, link));
     while (!list_empty (&self->live_receipts))
         live_receipt_destroy (self, CONTAINER (self->live_receipts.next, live_receipt_t, link));
+    router_group_free (self);
     for (uint32_t i = 0; i < self->gateway_count; i++) {
         qms_buf_free (&self->gateways [i]->out);
         free (self->gateways [i]);
@@ -1208,7 +1250,8 @@ router_new (zsock_t *pipe, const qms_config_t *cfg, const char **error)
     ||  qms_map_init (&self->by_conn, match_conn)
     ||  qms_map_init (&self->pending_by_req, match_req)
     ||  qms_map_init (&self->msgreq_by_req, match_msgreq)
-    ||  qms_map_init (&self->receipt_by_id, match_receipt)) {
+    ||  qms_map_init (&self->receipt_by_id, match_receipt)
+    ||  router_group_init (self, cfg->group_max_members, cfg->group_max_per_user)) {
         *error = "out of memory";
         router_destroy (&self);
         return NULL;
@@ -1255,6 +1298,7 @@ router_new (zsock_t *pipe, const qms_config_t *cfg, const char **error)
     uint64_t mono = qms_mono_ms ();
     self->next_tick = mono + self->tick_ms;
     self->next_touch = mono + self->touch_period_ms;
+    router_group_start (self);
     return self;
 }
 
@@ -1461,8 +1505,9 @@ t_recv (zsock_t *sock, bool router, t_batch_t *b, int timeout)
 
 /*  The fake store sits behind a proxy thread that answers what these tests
     do not look at, at once: the stored-message requests every login makes
-    (ST_MSG_FETCH: nothing stored) and messages to offline users
-    (ST_MSG_STORE: no such user, this store has no users).  Everything else
+    (ST_MSG_FETCH: nothing stored), messages to offline users
+    (ST_MSG_STORE: no such user, this store has no users) and the groups a
+    starting router loads (ST_GROUP_LOAD: none).  Everything else
     reaches the test through the actor pipe as [identity][batch], and what
     the test sends there goes to the router as it is. */
 static void
@@ -1506,7 +1551,7 @@ t_store_proxy (zsock_t *pipe, void *args)
                 size_t size = zmq_msg_size (&body), offset = 0;
                 qms_rec_t rec;
                 while (qms_rec_next (data, size, &offset, &rec) == 1) {
-                    if (rec.type == QMS_ST_MSG_FETCH) {
+                    if (rec.type == QMS_ST_MSG_FETCH || rec.type == QMS_ST_GROUP_LOAD) {
                         qms_rec_t end = { .type = QMS_ST_MSG_END, .req = rec.req, .seq = rec.seq };
                         qms_rec_encode (&answers, &end);
                     }

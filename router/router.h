@@ -21,6 +21,8 @@ void router_test (bool verbose);
 
 /*  The parts of router_sf.c (store-and-forward) testable without the actor. */
 void router_sf_test (bool verbose);
+/*  Selftest of the groups (router_group.c). */
+void router_group_test (bool verbose);
 
 #ifdef __cplusplus
 }

@@ -127,7 +127,9 @@ typedef struct {
 typedef struct {
     char client_id [MAX_CLIENT_ID + 1];
     char msg_id [MSG_ID_CHARS + 1];
+    char group [MSG_ID_CHARS + 1];  /* a group message: its group, else "" */
     uint8_t status;
+    uint32_t members, unreached;    /* a group message: what its ack said */
     uint64_t time;
 } recent_entry_t;
 
@@ -146,12 +148,29 @@ typedef struct held_s {
     uint64_t time;
     char msg_id [MSG_ID_CHARS + 1];
     qms_str_t sender, sender_name, sender_key, message, client_id;  /* views into data [] */
+    qms_str_t group;            /* a group message: its group id, else empty */
     char data [];
 } held_t;
 
 #define MAX_HELD            1024        /* beyond this, held messages go to the store */
 
 typedef enum { MSGREQ_STORE, MSGREQ_FETCH, MSGREQ_DEL, MSGREQ_LOOKUP } msgreq_kind_t;
+
+/*  A group message whose copies for offline members are being stored: the
+    sender's one ack waits for every answer (router_group.c). */
+typedef struct gsend_s {
+    uint32_t waiting;           /* store answers still to come (+1 while sending) */
+    uint32_t gw;                /* the sender's connection */
+    uint64_t conn;
+    uint64_t time;
+    uint32_t members, stored, unreached;
+    char client_id [MAX_CLIENT_ID + 1];
+    char msg_id [MSG_ID_CHARS + 1];
+    char group [MSG_ID_CHARS + 1];
+    char sender [MAX_ID_BYTES + 1];
+} gsend_t;
+
+typedef struct rgroups_s rgroups_t;
 
 /*  A store request about messages, waiting for its answer. */
 typedef struct {
@@ -168,6 +187,7 @@ typedef struct {
     char client_id [MAX_CLIENT_ID + 1];
     char msg_id [MSG_ID_CHARS + 1];
     size_t bytes;               /* STORE: counted in store_inflight */
+    gsend_t *gsend;             /* STORE: a group message's copy: its ack */
 } msgreq_t;
 
 /*  A message delivered live to a client that sends receipts: who to tell
@@ -179,7 +199,14 @@ typedef struct {
     char recipient [MAX_ID_BYTES + 1];
     char sender [MAX_ID_BYTES + 1];
     char client_id [MAX_CLIENT_ID + 1];
+    char group [MSG_ID_CHARS + 1];  /* a group message: its group, else "" */
 } live_receipt_t;
+
+/*  The key of the receipts awaited: a group message awaits one per member,
+    so a receipt is found by message id and recipient together. */
+typedef struct {
+    qms_str_t msg_id, recipient;
+} receipt_key_t;
 
 typedef struct {
     uint8_t identity [255];
@@ -219,6 +246,7 @@ typedef struct {
     uint64_t next_req;
     uint64_t next_tick, next_touch;     /* monotonic ms */
     char admin_path [128];      /* the admin socket's file, when bound */
+    rgroups_t *groups;          /* router_group.c */
 } router_t;
 
 /* ------------------------------------------------------------------------
@@ -255,9 +283,18 @@ match_msgreq (const void *item, const void *key)
 static inline bool
 match_receipt (const void *item, const void *key)
 {
-    const qms_str_t *k = (const qms_str_t *) key;
+    const receipt_key_t *k = (const receipt_key_t *) key;
     const live_receipt_t *r = (const live_receipt_t *) item;
-    return strlen (r->msg_id) == k->len && memcmp (r->msg_id, k->ptr, k->len) == 0;
+    return strlen (r->msg_id) == k->msg_id.len && memcmp (r->msg_id, k->msg_id.ptr, k->msg_id.len) == 0
+        && strlen (r->recipient) == k->recipient.len
+        && memcmp (r->recipient, k->recipient.ptr, k->recipient.len) == 0;
+}
+
+static inline uint64_t
+receipt_hash (uint64_t seed, qms_str_t msg_id, qms_str_t recipient)
+{
+    return qms_map_hash_bytes (seed, msg_id.ptr, msg_id.len)
+         ^ qms_map_hash_bytes (seed ^ UINT64_C (0x9e3779b97f4a7c15), recipient.ptr, recipient.len);
 }
 
 static inline uint64_t
@@ -405,6 +442,8 @@ recent_remember (session_t *s, qms_str_t client_id, const char *msg_id, uint8_t 
         qms_str_copy (client_id, e->client_id, sizeof e->client_id);
     }
     snprintf (e->msg_id, sizeof e->msg_id, "%s", msg_id);
+    e->group [0] = 0;
+    e->members = e->unreached = 0;
     e->status = status;
     e->time = time;
 }
@@ -418,10 +457,11 @@ live_receipt_destroy (router_t *self, live_receipt_t *r)
     free (r);
 }
 
-/*  Remember who to tell when the receipt for a live message comes. */
+/*  Remember who to tell when the receipt for a live message comes (group:
+    the group id of a group message, or NULL). */
 static inline void
-live_receipt_add (router_t *self, const session_t *sender, const session_t *target,
-                  qms_str_t client_id, const char *msg_id)
+live_receipt_add_group (router_t *self, const session_t *sender, const session_t *target,
+                        qms_str_t client_id, const char *msg_id, const char *group)
 {
     if (self->live_receipt_count >= MAX_LIVE_RECEIPTS)
         live_receipt_destroy (self, CONTAINER (self->live_receipts.next, live_receipt_t, link));
@@ -432,13 +472,36 @@ live_receipt_add (router_t *self, const session_t *sender, const session_t *targ
     qms_str_copy (target->id, r->recipient, sizeof r->recipient);
     qms_str_copy (sender->id, r->sender, sizeof r->sender);
     qms_str_copy (client_id, r->client_id, sizeof r->client_id);
-    r->id_h = qms_map_hash_bytes (self->seed, msg_id, MSG_ID_CHARS);
+    if (group)
+        snprintf (r->group, sizeof r->group, "%s", group);
+    r->id_h = receipt_hash (self->seed, qms_strn (msg_id, MSG_ID_CHARS), target->id);
     if (qms_map_insert (&self->receipt_by_id, r->id_h, r)) {
         free (r);
         return;
     }
     list_append (&self->live_receipts, &r->link);
     self->live_receipt_count++;
+}
+
+static inline void
+live_receipt_add (router_t *self, const session_t *sender, const session_t *target,
+                  qms_str_t client_id, const char *msg_id)
+{
+    live_receipt_add_group (self, sender, target, client_id, msg_id, NULL);
+}
+
+/*  A group message's answer, kept for a retry of its client id. */
+static inline void
+recent_remember_group (session_t *s, qms_str_t client_id, const char *msg_id, uint8_t status, uint64_t time,
+                       uint32_t members, uint32_t unreached, const char *group)
+{
+    recent_remember (s, client_id, msg_id, status, time);
+    recent_entry_t *e = recent_find (s, client_id);
+    if (e) {
+        snprintf (e->group, sizeof e->group, "%s", group);
+        e->members = members;
+        e->unreached = unreached;
+    }
 }
 
 
@@ -452,7 +515,11 @@ void router_sf_store_message (router_t *self, session_t *s, uint32_t gw, uint64_
                               qms_str_t target, qms_str_t message, qms_str_t client_id,
                               const char *msg_id, uint64_t now);
 bool router_sf_held_add (session_t *t, const session_t *s, uint32_t gw, uint64_t conn,
-                         qms_str_t message, qms_str_t client_id, const char *msg_id, uint64_t now);
+                         qms_str_t message, qms_str_t client_id, const char *msg_id, qms_str_t group,
+                         uint64_t now);
+/*  A store request for a message of this many bytes, if the store's
+    backlog has room for it (NULL: it has not). */
+msgreq_t *router_sf_msgreq_store (router_t *self, qms_str_t sender, qms_str_t recipient, size_t bytes);
 /*  The drain ended or the recipient went offline: its held messages go. */
 void router_sf_held_release (router_t *self, session_t *t);
 /*  A session just bound: its stored messages start coming. */
@@ -467,5 +534,39 @@ bool router_sf_msgreq_reply (router_t *self, const qms_rec_t *rec);
 /*  The store did not answer in time (mono: monotonic ms now). */
 void router_sf_expire_msgreqs (router_t *self, uint64_t mono);
 void router_sf_msgreq_destroy (router_t *self, msgreq_t *m);
+
+/* ------------------------------------------------------------------------
+    router_group.c: groups, for router.c and router_sf.c */
+
+int  router_group_init (router_t *self, int max_members, int max_per_user);
+void router_group_start (router_t *self);
+void router_group_free (router_t *self);
+/*  RT_GROUP and RT_GROUP_MESSAGE from a session router.c found and touched. */
+void router_group_on_request (router_t *self, session_t *s, uint32_t gw, const qms_rec_t *rec);
+void router_group_on_message (router_t *self, session_t *s, uint32_t gw, const qms_rec_t *rec, uint64_t now);
+void router_group_on_undelivered (router_t *self, const qms_rec_t *rec);
+/*  A user logged in with this name and key. */
+void router_group_user_seen (router_t *self, qms_str_t id, qms_str_t name, qms_str_t pubkey);
+/*  A store answer about groups; false if it is not one. */
+bool router_group_store_reply (router_t *self, const qms_rec_t *rec);
+/*  The store's answer (a QMS_ST_* status) for one copy of a group message. */
+void router_group_stored (router_t *self, msgreq_t *m, uint64_t status);
+/*  Store a group message for one member, nobody to answer. */
+bool router_group_store_copy (router_t *self, qms_str_t group, qms_str_t recipient, qms_str_t sender,
+                              qms_str_t sender_name, qms_str_t sender_key, qms_str_t message,
+                              qms_str_t client_id, qms_str_t msg_id, uint64_t time);
+void router_group_tick (router_t *self, uint64_t mono);
+void router_group_stats (router_t *self, qms_buf_t *out);
+
+/*  Selftest helpers (router_sf.c): a router_t with two live gateways and no
+    sockets; a session bound to (gw, conn) unless conn is 0; the records a
+    buffer holds; empty every output buffer. */
+router_t *router_t_router_new (void);
+session_t *router_t_session (router_t *self, const char *id, uint32_t gw, uint64_t conn);
+void router_t_unbind (router_t *self, session_t *s);
+void router_t_router_destroy (router_t *self, session_t **sessions, int count);
+size_t router_t_records (const qms_buf_t *buf, qms_rec_t *recs, size_t max);
+void router_t_reset (router_t *self);
+bool router_t_str_is (qms_str_t str, const char *text);
 
 #endif

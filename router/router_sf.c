@@ -51,16 +51,16 @@ msgreq_new (router_t *self, msgreq_kind_t kind, qms_str_t user)
 void
 router_sf_msgreq_destroy (router_t *self, msgreq_t *m)
 {
+    if (m->gsend)               /* never answered (the router is stopping) */
+        router_group_stored (self, m, QMS_ST_ERROR);
     self->store_inflight -= m->bytes;
     qms_map_remove (&self->msgreq_by_req, m->req_h, m);
     list_remove (&m->link);
     free (m);
 }
 
-/*  A store request for a message of this many bytes, if the store's
-    backlog has room for it. */
-static msgreq_t *
-msgreq_store (router_t *self, qms_str_t sender, qms_str_t recipient, size_t bytes)
+msgreq_t *
+router_sf_msgreq_store (router_t *self, qms_str_t sender, qms_str_t recipient, size_t bytes)
 {
     if (self->store_inflight + bytes > STORE_INFLIGHT_MAX) {
         self->m.store_busy++;
@@ -86,7 +86,7 @@ router_sf_store_message (router_t *self, session_t *s, uint32_t gw, uint64_t con
                          qms_str_t target, qms_str_t message, qms_str_t client_id,
                          const char *msg_id, uint64_t now)
 {
-    msgreq_t *m = msgreq_store (self, s->id, target, message.len + target.len + client_id.len);
+    msgreq_t *m = router_sf_msgreq_store (self, s->id, target, message.len + target.len + client_id.len);
     if (!m) {
         send_rejected (self, gw, conn, client_id, k_unavailable);
         return;
@@ -111,11 +111,12 @@ router_sf_store_message (router_t *self, session_t *s, uint32_t gw, uint64_t con
     of its held queue. */
 bool
 router_sf_held_add (session_t *t, const session_t *s, uint32_t gw, uint64_t conn,
-                    qms_str_t message, qms_str_t client_id, const char *msg_id, uint64_t now)
+                    qms_str_t message, qms_str_t client_id, const char *msg_id, qms_str_t group,
+                    uint64_t now)
 {
-    qms_str_t parts [5] = { s->id, s->name, s->pubkey, message, client_id };
+    qms_str_t parts [6] = { s->id, s->name, s->pubkey, message, client_id, group };
     size_t extra = 0;
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 6; i++)
         extra += parts [i].len + 1;
     held_t *h = (held_t *) calloc (1, sizeof *h + extra);
     if (!h)
@@ -124,9 +125,10 @@ router_sf_held_add (session_t *t, const session_t *s, uint32_t gw, uint64_t conn
     h->sender_conn = conn;
     h->time = now;
     snprintf (h->msg_id, sizeof h->msg_id, "%s", msg_id);
-    qms_str_t *views [5] = { &h->sender, &h->sender_name, &h->sender_key, &h->message, &h->client_id };
+    qms_str_t *views [6] = { &h->sender, &h->sender_name, &h->sender_key, &h->message, &h->client_id,
+                             &h->group };
     char *p = h->data;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         memcpy (p, parts [i].ptr, parts [i].len);
         *views [i] = qms_strn (p, parts [i].len);
         p += parts [i].len + 1;
@@ -149,6 +151,33 @@ router_sf_held_release (router_t *self, session_t *t)
         t->held = h->next;
         t->held_count--;
         qms_str_t msg_id = qms_strn (h->msg_id, MSG_ID_CHARS);
+        if (h->group.len) {
+            /*  A group message: its ack went when it was sent. */
+            session_t *sender = find_by_id (self, h->sender);
+            qms_buf_t one;
+            qms_buf_init (&one);
+            if (t->bound && qms_targets_add (&one, t->conn, t->id.ptr, t->id.len) == 0) {
+                qms_rec_t rec = { .type = QMS_GW_GROUP_DELIVER, .time = h->time };
+                rec.s [QMS_GDELIVER_GROUP] = h->group;
+                rec.s [QMS_GDELIVER_SENDER] = h->sender;
+                rec.s [QMS_GDELIVER_TEXT] = h->message;
+                rec.s [QMS_GDELIVER_MSG_ID] = msg_id;
+                rec.s [QMS_GDELIVER_TARGETS] = qms_strn ((const char *) one.data, one.len);
+                gw_emit (self, t->gw, &rec);
+                self->m.delivered++;
+                if (sender && h->client_id.len && t->receipts) {
+                    char gid [MSG_ID_CHARS + 1];
+                    qms_str_copy (h->group, gid, sizeof gid);
+                    live_receipt_add_group (self, sender, t, h->client_id, h->msg_id, gid);
+                }
+            }
+            else
+            if (!router_group_store_copy (self, h->group, t->id, h->sender, h->sender_name, h->sender_key,
+                                          h->message, h->client_id, msg_id, h->time))
+                qms_warn (LOG, "event=held_lost user=%.*s reason=store_busy", (int) t->id.len, t->id.ptr);
+            qms_buf_free (&one);
+        }
+        else
         if (t->bound) {
             qms_rec_t rec = { .type = QMS_GW_DELIVER, .conn = t->conn, .time = h->time };
             rec.s [QMS_DELIVER_SENDER] = h->sender;
@@ -167,7 +196,7 @@ router_sf_held_release (router_t *self, session_t *t)
             }
         }
         else {
-            msgreq_t *m = msgreq_store (self, h->sender, t->id, h->message.len + t->id.len + h->client_id.len);
+            msgreq_t *m = router_sf_msgreq_store (self, h->sender, t->id, h->message.len + t->id.len + h->client_id.len);
             if (m) {
                 m->gw = h->sender_gw;
                 m->conn = h->sender_conn;
@@ -196,6 +225,10 @@ router_sf_held_release (router_t *self, session_t *t)
 static void
 on_stored (router_t *self, msgreq_t *m, const qms_rec_t *rec)
 {
+    if (m->gsend) {
+        router_group_stored (self, m, rec->num);
+        return;
+    }
     qms_str_t client_id = qms_str (m->client_id);
     session_t *sender = find_by_id (self, qms_str (m->user));
     /*  Answer on the connection the message came from (a message may come
@@ -292,6 +325,19 @@ on_stored_message (router_t *self, msgreq_t *m, const qms_rec_t *rec)
     session_t *s = drain_session (self, m);
     if (!s)
         return;                 /* gone offline or restarted meanwhile */
+    if (rec->type == QMS_ST_GROUP_MSG) {
+        qms_rec_t out = { .type = QMS_GW_GROUP_STORED, .conn = s->conn, .time = rec->time };
+        out.s [QMS_GDELIVER_GROUP] = rec->s [QMS_MSG_GROUP];
+        out.s [QMS_GDELIVER_SENDER] = rec->s [QMS_MSG_SENDER];
+        out.s [QMS_GDELIVER_TEXT] = rec->s [QMS_MSG_TEXT];
+        out.s [QMS_GDELIVER_MSG_ID] = rec->s [QMS_MSG_ID];
+        out.s [QMS_GSTORED_SENDER_NAME] = rec->s [QMS_MSG_SENDER_NAME];
+        out.s [QMS_GSTORED_SENDER_KEY] = rec->s [QMS_MSG_SENDER_KEY];
+        gw_emit (self, s->gw, &out);
+        s->drain_seq = rec->seq;
+        s->page_text += rec->s [QMS_MSG_TEXT].len;
+        return;
+    }
     qms_rec_t out = { .type = QMS_GW_DELIVER_STORED, .conn = s->conn, .time = rec->time };
     out.s [QMS_STORED_SENDER] = rec->s [QMS_MSG_SENDER];
     out.s [QMS_STORED_TEXT] = rec->s [QMS_MSG_TEXT];
@@ -343,12 +389,24 @@ router_sf_on_synced (router_t *self, uint32_t gw, const qms_rec_t *rec)
     Receipts */
 
 static void
-ack_received (router_t *self, qms_str_t sender_id, qms_str_t client_id, qms_str_t msg_id)
+ack_received (router_t *self, qms_str_t sender_id, qms_str_t client_id, qms_str_t msg_id, qms_str_t group,
+              qms_str_t by)
 {
     self->m.received++;
     session_t *sender = find_by_id (self, sender_id);
-    if (sender && sender->bound && client_id.len)
+    if (!sender || !sender->bound || !client_id.len)
+        return;
+    if (group.len == 0) {
         send_ack (self, sender->gw, sender->conn, QMS_ACK_RECEIVED, client_id, msg_id, qms_now_ms (), NULL);
+        return;
+    }
+    qms_rec_t rec = { .type = QMS_GW_GROUP_ACK, .conn = sender->conn, .num = QMS_ACK_RECEIVED,
+                      .time = qms_now_ms () };
+    rec.s [QMS_GACK_CLIENT_ID] = client_id;
+    rec.s [QMS_GACK_MSG_ID] = msg_id;
+    rec.s [QMS_GACK_GROUP] = group;
+    rec.s [QMS_GACK_BY] = by;
+    gw_emit (self, sender->gw, &rec);
 }
 
 /*  A client confirms a message: the sender hears "received", and a stored
@@ -365,10 +423,11 @@ router_sf_on_receipt (router_t *self, uint32_t gw, const qms_rec_t *rec)
     }
     if (msg_id.len == 0 || msg_id.len > MSG_ID_CHARS)
         return;
-    uint64_t h = qms_map_hash_bytes (self->seed, msg_id.ptr, msg_id.len);
-    live_receipt_t *r = (live_receipt_t *) qms_map_find (&self->receipt_by_id, h, &msg_id);
-    if (r && qms_str_eq (s->id, r->recipient)) {
-        ack_received (self, qms_str (r->sender), qms_str (r->client_id), msg_id);
+    receipt_key_t key = { msg_id, s->id };
+    live_receipt_t *r = (live_receipt_t *) qms_map_find (&self->receipt_by_id,
+                                                         receipt_hash (self->seed, msg_id, s->id), &key);
+    if (r) {
+        ack_received (self, qms_str (r->sender), qms_str (r->client_id), msg_id, qms_str (r->group), s->id);
         live_receipt_destroy (self, r);
         return;
     }
@@ -418,7 +477,7 @@ router_sf_on_undelivered (router_t *self, const qms_rec_t *rec)
     /*  Stored: ST_MSG_STORE needs the sender's name (and key) as they are
         now, which only its session in memory has. */
     session_t *sender = find_by_id (self, sender_id);
-    msgreq_t *m = sender ? msgreq_store (self, sender_id, target, message.len + target.len) : NULL;
+    msgreq_t *m = sender ? router_sf_msgreq_store (self, sender_id, target, message.len + target.len) : NULL;
     if (!m) {
         qms_warn (LOG, "event=undelivered_lost user=%.*s reason=%s", (int) target.len, target.ptr,
                   sender ? "store_busy" : "sender_unknown");
@@ -491,10 +550,11 @@ on_lookup_reply (router_t *self, msgreq_t *m, const qms_rec_t *rec)
 }
 
 static void
-on_deleted (router_t *self, const qms_rec_t *rec)
+on_deleted (router_t *self, const msgreq_t *m, const qms_rec_t *rec)
 {
     if (rec->num == 1)
-        ack_received (self, rec->s [QMS_DELETED_SENDER], rec->s [QMS_DELETED_CLIENT_ID], rec->s [QMS_DELETED_MSG_ID]);
+        ack_received (self, rec->s [QMS_DELETED_SENDER], rec->s [QMS_DELETED_CLIENT_ID], rec->s [QMS_DELETED_MSG_ID],
+                      rec->s [QMS_DELETED_GROUP], qms_str (m->user));
 }
 
 /* ------------------------------------------------------------------------
@@ -511,7 +571,7 @@ router_sf_msgreq_reply (router_t *self, const qms_rec_t *rec)
     if (m->kind == MSGREQ_STORE && rec->type == QMS_ST_RESULT)
         on_stored (self, m, rec);
     else
-    if (m->kind == MSGREQ_FETCH && rec->type == QMS_ST_MSG) {
+    if (m->kind == MSGREQ_FETCH && (rec->type == QMS_ST_MSG || rec->type == QMS_ST_GROUP_MSG)) {
         on_stored_message (self, m, rec);
         return true;            /* more of the same page follows */
     }
@@ -520,7 +580,7 @@ router_sf_msgreq_reply (router_t *self, const qms_rec_t *rec)
         on_fetch_end (self, m, rec);
     else
     if (m->kind == MSGREQ_DEL && rec->type == QMS_ST_MSG_DELETED)
-        on_deleted (self, rec);
+        on_deleted (self, m, rec);
     else
     if (m->kind == MSGREQ_LOOKUP && rec->type == QMS_ST_USER)
         on_lookup_reply (self, m, rec);
@@ -545,7 +605,10 @@ router_sf_expire_msgreqs (router_t *self, uint64_t mono)
         }
         else
         if (m->kind == MSGREQ_STORE) {
-            send_rejected (self, m->gw, m->conn, qms_str (m->client_id), k_unavailable);
+            if (m->gsend)
+                router_group_stored (self, m, QMS_ST_ERROR);
+            else
+                send_rejected (self, m->gw, m->conn, qms_str (m->client_id), k_unavailable);
             /*  The sender is told the message was not kept, so the store
                 must not keep it when the request reaches it after all (a
                 cut link delivers what it held once it heals): a delete
@@ -577,10 +640,11 @@ router_sf_expire_msgreqs (router_t *self, uint64_t mono)
 /* ------------------------------------------------------------------------
     Selftest: the parts above on a router_t with no sockets; what a batch
     leaves in a gateway's or the store's buffer is read back and checked.
-    router_test () drives the whole actor. */
+    router_test () drives the whole actor.  The helpers (router_t_*) serve
+    router_group.c's selftest too. */
 
-static router_t *
-t_router_new (void)
+router_t *
+router_t_router_new (void)
 {
     router_t *self = (router_t *) calloc (1, sizeof *self);
     assert (self);
@@ -613,8 +677,8 @@ t_router_new (void)
 
 /*  A session with only what store-and-forward reads; bound to (gw, conn)
     unless conn is 0. */
-static session_t *
-t_session (router_t *self, const char *id, uint32_t gw, uint64_t conn)
+session_t *
+router_t_session (router_t *self, const char *id, uint32_t gw, uint64_t conn)
 {
     size_t len = strlen (id);
     session_t *s = (session_t *) calloc (1, sizeof *s + len + 1);
@@ -636,21 +700,21 @@ t_session (router_t *self, const char *id, uint32_t gw, uint64_t conn)
     return s;
 }
 
-static void
-t_unbind (router_t *self, session_t *s)
+void
+router_t_unbind (router_t *self, session_t *s)
 {
     if (s->bound)
         qms_map_remove (&self->by_conn, s->conn_h, s);
     s->bound = false;
 }
 
-static void
-t_router_destroy (router_t *self, session_t **sessions, int count)
+void
+router_t_router_destroy (router_t *self, session_t **sessions, int count)
 {
     for (int i = 0; i < count; i++) {
         session_t *s = sessions [i];
         assert (s->held == NULL);
-        t_unbind (self, s);
+        router_t_unbind (self, s);
         qms_map_remove (&self->by_id, s->id_h, s);
         free (s->recent);
         free (s);
@@ -659,6 +723,7 @@ t_router_destroy (router_t *self, session_t **sessions, int count)
         router_sf_msgreq_destroy (self, CONTAINER (self->msgreqs.next, msgreq_t, link));
     while (!list_empty (&self->live_receipts))
         live_receipt_destroy (self, CONTAINER (self->live_receipts.next, live_receipt_t, link));
+    router_group_free (self);
     assert (self->store_inflight == 0);
     for (uint32_t i = 0; i < self->gateway_count; i++) {
         qms_buf_free (&self->gateways [i]->out);
@@ -675,8 +740,8 @@ t_router_destroy (router_t *self, session_t **sessions, int count)
 }
 
 /*  The records in buf (views into it, valid until it is reset). */
-static size_t
-t_records (const qms_buf_t *buf, qms_rec_t *recs, size_t max)
+size_t
+router_t_records (const qms_buf_t *buf, qms_rec_t *recs, size_t max)
 {
     size_t offset = 0, count = 0;
     qms_rec_t rec;
@@ -687,16 +752,16 @@ t_records (const qms_buf_t *buf, qms_rec_t *recs, size_t max)
     return count;
 }
 
-static void
-t_reset (router_t *self)
+void
+router_t_reset (router_t *self)
 {
     for (uint32_t i = 0; i < self->gateway_count; i++)
         qms_buf_reset (&self->gateways [i]->out);
     qms_buf_reset (&self->backend_out);
 }
 
-static bool
-t_str_is (qms_str_t str, const char *text)
+bool
+router_t_str_is (qms_str_t str, const char *text)
 {
     return str.len == strlen (text) && qms_str_eq (str, text);
 }
@@ -716,13 +781,13 @@ t_msg_ids (router_t *self)
     self->id_state = state;     /* the same state gives the same id */
     new_msg_id (self, c);
     assert (strcmp (a, c) == 0);
-    t_router_destroy (self, NULL, 0);
+    router_t_router_destroy (self, NULL, 0);
 }
 
 static void
 t_recent (router_t *self)
 {
-    session_t *s = t_session (self, "id-recent", 0, 0);
+    session_t *s = router_t_session (self, "id-recent", 0, 0);
     assert (recent_find (s, qms_str ("c1")) == NULL);
     recent_remember (s, qms_str (NULL), "m0", QMS_ACK_DELIVERED, 1);
     assert (s->recent == NULL);                 /* no client id, nothing kept */
@@ -760,7 +825,7 @@ t_recent (router_t *self)
     recent_remember (s, qms_str ("id-new"), "m", QMS_ACK_DELIVERED, 0);
     assert (recent_find (s, qms_str ("id-0")) == NULL);
     assert (recent_find (s, qms_str ("id-1")) && recent_find (s, qms_str ("id-new")));
-    t_router_destroy (self, &s, 1);
+    router_t_router_destroy (self, &s, 1);
 }
 
 /*  Receipts: for a live message, the sender hears "received" from memory;
@@ -768,8 +833,8 @@ t_recent (router_t *self)
 static void
 t_receipts (router_t *self)
 {
-    session_t *alice = t_session (self, "id-alice", 0, 11);
-    session_t *bob = t_session (self, "id-bob", 1, 22);
+    session_t *alice = router_t_session (self, "id-alice", 0, 11);
+    session_t *bob = router_t_session (self, "id-bob", 1, 22);
     qms_rec_t out [8];
     live_receipt_add (self, alice, bob, qms_str ("c1"), "AAAAAAAAAAAAAAAA");
     live_receipt_add (self, alice, bob, qms_str ("c2"), "BBBBBBBBBBBBBBBB");
@@ -779,55 +844,55 @@ t_receipts (router_t *self)
     qms_rec_t receipt = { .type = QMS_RT_RECEIPT, .conn = 22 };
     receipt.s [QMS_RECEIPT_MSG_ID] = qms_str ("AAAAAAAAAAAAAAAA");
     router_sf_on_receipt (self, 1, &receipt);
-    assert (t_records (&self->gateways [0]->out, out, 8) == 1);
+    assert (router_t_records (&self->gateways [0]->out, out, 8) == 1);
     assert (out [0].type == QMS_GW_ACK && out [0].conn == 11 && out [0].num == QMS_ACK_RECEIVED);
-    assert (t_str_is (out [0].s [QMS_ACK_CLIENT_ID], "c1") && t_str_is (out [0].s [QMS_ACK_MSG_ID], "AAAAAAAAAAAAAAAA"));
+    assert (router_t_str_is (out [0].s [QMS_ACK_CLIENT_ID], "c1") && router_t_str_is (out [0].s [QMS_ACK_MSG_ID], "AAAAAAAAAAAAAAAA"));
     assert (self->live_receipt_count == 1 && self->m.received == 1);
     assert (self->backend_out.len == 0 && list_empty (&self->msgreqs));
-    t_reset (self);
+    router_t_reset (self);
 
     /*  Again: no longer in memory, so it was a stored message. */
     router_sf_on_receipt (self, 1, &receipt);
     assert (self->gateways [0]->out.len == 0);
-    assert (t_records (&self->backend_out, out, 8) == 1);
+    assert (router_t_records (&self->backend_out, out, 8) == 1);
     assert (out [0].type == QMS_ST_MSG_DEL && out [0].req != 0);
-    assert (t_str_is (out [0].s [QMS_DEL_RECIPIENT], "id-bob") && t_str_is (out [0].s [QMS_DEL_MSG_ID], "AAAAAAAAAAAAAAAA"));
+    assert (router_t_str_is (out [0].s [QMS_DEL_RECIPIENT], "id-bob") && router_t_str_is (out [0].s [QMS_DEL_MSG_ID], "AAAAAAAAAAAAAAAA"));
     uint64_t req = out [0].req;
-    t_reset (self);
+    router_t_reset (self);
     /*  The store deleted it: the sender it names hears "received". */
     qms_rec_t deleted = { .type = QMS_ST_MSG_DELETED, .req = req, .num = 1 };
     deleted.s [QMS_DELETED_MSG_ID] = qms_str ("AAAAAAAAAAAAAAAA");
     deleted.s [QMS_DELETED_SENDER] = qms_str ("id-alice");
     deleted.s [QMS_DELETED_CLIENT_ID] = qms_str ("c1");
     assert (router_sf_msgreq_reply (self, &deleted));
-    assert (t_records (&self->gateways [0]->out, out, 8) == 1);
+    assert (router_t_records (&self->gateways [0]->out, out, 8) == 1);
     assert (out [0].type == QMS_GW_ACK && out [0].conn == 11 && out [0].num == QMS_ACK_RECEIVED);
     assert (self->m.received == 2 && list_empty (&self->msgreqs));
     assert (!router_sf_msgreq_reply (self, &deleted));      /* answered once */
-    t_reset (self);
+    router_t_reset (self);
 
     /*  A receipt from someone who is not the recipient does not count. */
     receipt.conn = 11;
     receipt.s [QMS_RECEIPT_MSG_ID] = qms_str ("BBBBBBBBBBBBBBBB");
     router_sf_on_receipt (self, 0, &receipt);
     assert (self->live_receipt_count == 1 && self->m.received == 2);
-    assert (t_records (&self->backend_out, out, 8) == 1 && out [0].type == QMS_ST_MSG_DEL);
-    assert (t_str_is (out [0].s [QMS_DEL_RECIPIENT], "id-alice"));
-    t_reset (self);
+    assert (router_t_records (&self->backend_out, out, 8) == 1 && out [0].type == QMS_ST_MSG_DEL);
+    assert (router_t_str_is (out [0].s [QMS_DEL_RECIPIENT], "id-alice"));
+    router_t_reset (self);
 
     /*  An unknown connection is told it has no session; a bad id is ignored. */
     receipt.conn = 99;
     router_sf_on_receipt (self, 1, &receipt);
-    assert (t_records (&self->gateways [1]->out, out, 8) == 1);
+    assert (router_t_records (&self->gateways [1]->out, out, 8) == 1);
     assert (out [0].type == QMS_GW_INVALID && out [0].conn == 99 && out [0].num == 1);
-    t_reset (self);
+    router_t_reset (self);
     receipt.conn = 22;
     receipt.s [QMS_RECEIPT_MSG_ID] = qms_str ("far-too-long-for-a-message-id");
     router_sf_on_receipt (self, 1, &receipt);
     assert (self->backend_out.len == 0 && self->gateways [0]->out.len == 0);
 
     session_t *sessions [] = { alice, bob };
-    t_router_destroy (self, sessions, 2);
+    router_t_router_destroy (self, sessions, 2);
 }
 
 /*  The held queue: messages for a recipient whose drain runs wait in
@@ -835,8 +900,8 @@ t_receipts (router_t *self)
 static void
 t_held (router_t *self)
 {
-    session_t *alice = t_session (self, "id-alice", 0, 11);
-    session_t *bob = t_session (self, "id-bob", 1, 22);
+    session_t *alice = router_t_session (self, "id-alice", 0, 11);
+    session_t *bob = router_t_session (self, "id-bob", 1, 22);
     bob->draining = true;
     bob->receipts = true;
     qms_rec_t out [8];
@@ -844,7 +909,7 @@ t_held (router_t *self)
     const char *cids [3] = { "h1", "h2", "" };
     const char *ids [3] = { "1111111111111111", "2222222222222222", "3333333333333333" };
     for (int i = 0; i < 3; i++)
-        assert (router_sf_held_add (bob, alice, 0, 11, qms_str (texts [i]), qms_str (cids [i]), ids [i],
+        assert (router_sf_held_add (bob, alice, 0, 11, qms_str (texts [i]), qms_str (cids [i]), ids [i], qms_str (NULL),
                                     1000 + (uint64_t) i));
     assert (bob->held_count == 3);
     assert (self->gateways [1]->out.len == 0 && self->backend_out.len == 0);
@@ -853,66 +918,66 @@ t_held (router_t *self)
     bob->draining = false;
     router_sf_held_release (self, bob);
     assert (bob->held == NULL && bob->held_count == 0 && bob->held_tail == &bob->held);
-    assert (t_records (&self->gateways [1]->out, out, 8) == 3);
+    assert (router_t_records (&self->gateways [1]->out, out, 8) == 3);
     for (int i = 0; i < 3; i++) {
         assert (out [i].type == QMS_GW_DELIVER && out [i].conn == 22 && out [i].time == 1000 + (uint64_t) i);
-        assert (t_str_is (out [i].s [QMS_DELIVER_SENDER], "id-alice") && t_str_is (out [i].s [QMS_DELIVER_TEXT], texts [i]));
-        assert (t_str_is (out [i].s [QMS_DELIVER_MSG_ID], ids [i]));
+        assert (router_t_str_is (out [i].s [QMS_DELIVER_SENDER], "id-alice") && router_t_str_is (out [i].s [QMS_DELIVER_TEXT], texts [i]));
+        assert (router_t_str_is (out [i].s [QMS_DELIVER_MSG_ID], ids [i]));
     }
-    assert (t_records (&self->gateways [0]->out, out, 8) == 2);
+    assert (router_t_records (&self->gateways [0]->out, out, 8) == 2);
     for (int i = 0; i < 2; i++) {
         assert (out [i].type == QMS_GW_ACK && out [i].conn == 11 && out [i].num == QMS_ACK_DELIVERED);
-        assert (t_str_is (out [i].s [QMS_ACK_CLIENT_ID], cids [i]) && t_str_is (out [i].s [QMS_ACK_MSG_ID], ids [i]));
+        assert (router_t_str_is (out [i].s [QMS_ACK_CLIENT_ID], cids [i]) && router_t_str_is (out [i].s [QMS_ACK_MSG_ID], ids [i]));
     }
     recent_entry_t *e = recent_find (alice, qms_str ("h2"));
     assert (e && e->status == QMS_ACK_DELIVERED && streq (e->msg_id, ids [1]));
     assert (self->live_receipt_count == 2 && self->m.delivered == 3);
-    t_reset (self);
+    router_t_reset (self);
 
     /*  Bob went offline instead: held messages are stored. */
     bob->draining = true;
     for (int i = 0; i < 2; i++)
-        assert (router_sf_held_add (bob, alice, 0, 11, qms_str (texts [i]), qms_str (cids [i]), ids [i],
+        assert (router_sf_held_add (bob, alice, 0, 11, qms_str (texts [i]), qms_str (cids [i]), ids [i], qms_str (NULL),
                                     2000 + (uint64_t) i));
-    t_unbind (self, bob);
+    router_t_unbind (self, bob);
     router_sf_held_release (self, bob);
     assert (bob->held == NULL && bob->held_count == 0);
     assert (self->gateways [1]->out.len == 0 && self->gateways [0]->out.len == 0);
-    assert (t_records (&self->backend_out, out, 8) == 2);
+    assert (router_t_records (&self->backend_out, out, 8) == 2);
     size_t bytes = 0;
     for (int i = 0; i < 2; i++) {
         assert (out [i].type == QMS_ST_MSG_STORE && out [i].req && out [i].time == 2000 + (uint64_t) i);
-        assert (t_str_is (out [i].s [QMS_STORE_MSG_ID], ids [i]) && t_str_is (out [i].s [QMS_STORE_RECIPIENT], "id-bob"));
-        assert (t_str_is (out [i].s [QMS_STORE_SENDER], "id-alice") && t_str_is (out [i].s [QMS_STORE_TEXT], texts [i]));
-        assert (t_str_is (out [i].s [QMS_STORE_CLIENT_ID], cids [i]));
+        assert (router_t_str_is (out [i].s [QMS_STORE_MSG_ID], ids [i]) && router_t_str_is (out [i].s [QMS_STORE_RECIPIENT], "id-bob"));
+        assert (router_t_str_is (out [i].s [QMS_STORE_SENDER], "id-alice") && router_t_str_is (out [i].s [QMS_STORE_TEXT], texts [i]));
+        assert (router_t_str_is (out [i].s [QMS_STORE_CLIENT_ID], cids [i]));
         bytes += strlen (texts [i]) + strlen ("id-bob") + strlen (cids [i]);
     }
     assert (self->store_inflight == bytes);
     qms_rec_t stored = { .type = QMS_ST_RESULT, .req = out [0].req, .num = QMS_ST_OK };
     qms_rec_t quota = { .type = QMS_ST_RESULT, .req = out [1].req, .num = QMS_ST_QUOTA };
-    t_reset (self);
+    router_t_reset (self);
     assert (router_sf_msgreq_reply (self, &stored));
     assert (router_sf_msgreq_reply (self, &quota));
     assert (self->store_inflight == 0 && list_empty (&self->msgreqs));
-    assert (t_records (&self->gateways [0]->out, out, 8) == 2);
-    assert (out [0].type == QMS_GW_ACK && out [0].num == QMS_ACK_STORED && t_str_is (out [0].s [QMS_ACK_MSG_ID], ids [0]));
-    assert (out [1].type == QMS_GW_ACK && out [1].num == QMS_ACK_REJECTED && t_str_is (out [1].s [QMS_ACK_REASON], k_quota_full));
+    assert (router_t_records (&self->gateways [0]->out, out, 8) == 2);
+    assert (out [0].type == QMS_GW_ACK && out [0].num == QMS_ACK_STORED && router_t_str_is (out [0].s [QMS_ACK_MSG_ID], ids [0]));
+    assert (out [1].type == QMS_GW_ACK && out [1].num == QMS_ACK_REJECTED && router_t_str_is (out [1].s [QMS_ACK_REASON], k_quota_full));
     e = recent_find (alice, qms_str ("h1"));
     assert (e && e->status == QMS_ACK_STORED);
     assert (self->m.stored == 1 && self->m.rejected == 1);
-    t_reset (self);
+    router_t_reset (self);
 
     /*  The store's backlog is full: refused at once, nothing queued. */
-    assert (router_sf_held_add (bob, alice, 0, 11, qms_str ("full"), qms_str ("h9"), ids [2], 3000));
+    assert (router_sf_held_add (bob, alice, 0, 11, qms_str ("full"), qms_str ("h9"), ids [2], qms_str (NULL), 3000));
     self->store_inflight = STORE_INFLIGHT_MAX;
     router_sf_held_release (self, bob);
     self->store_inflight = 0;
     assert (self->backend_out.len == 0 && list_empty (&self->msgreqs) && self->m.store_busy == 1);
-    assert (t_records (&self->gateways [0]->out, out, 8) == 1);
-    assert (out [0].num == QMS_ACK_REJECTED && t_str_is (out [0].s [QMS_ACK_REASON], k_unavailable));
+    assert (router_t_records (&self->gateways [0]->out, out, 8) == 1);
+    assert (out [0].num == QMS_ACK_REJECTED && router_t_str_is (out [0].s [QMS_ACK_REASON], k_unavailable));
 
     session_t *sessions [] = { alice, bob };
-    t_router_destroy (self, sessions, 2);
+    router_t_router_destroy (self, sessions, 2);
 }
 
 /*  A drain: a page of stored messages, the gateway's RT_SYNCED, the page
@@ -920,17 +985,17 @@ t_held (router_t *self)
 static void
 t_drain (router_t *self)
 {
-    session_t *alice = t_session (self, "id-alice", 0, 11);
-    session_t *bob = t_session (self, "id-bob", 1, 22);
+    session_t *alice = router_t_session (self, "id-alice", 0, 11);
+    session_t *bob = router_t_session (self, "id-bob", 1, 22);
     qms_rec_t out [8];
     router_sf_drain_start (self, bob);
     assert (bob->draining && bob->fetch_req);
-    assert (t_records (&self->backend_out, out, 8) == 1);
+    assert (router_t_records (&self->backend_out, out, 8) == 1);
     assert (out [0].type == QMS_ST_MSG_FETCH && out [0].req == bob->fetch_req);
-    assert (out [0].num == FETCH_PAGE && out [0].seq == 0 && t_str_is (out [0].s [QMS_FETCH_RECIPIENT], "id-bob"));
+    assert (out [0].num == FETCH_PAGE && out [0].seq == 0 && router_t_str_is (out [0].s [QMS_FETCH_RECIPIENT], "id-bob"));
     uint64_t fetch = bob->fetch_req;
-    t_reset (self);
-    assert (router_sf_held_add (bob, alice, 0, 11, qms_str ("live"), qms_str ("c1"), "LLLLLLLLLLLLLLLL", 5));
+    router_t_reset (self);
+    assert (router_sf_held_add (bob, alice, 0, 11, qms_str ("live"), qms_str ("c1"), "LLLLLLLLLLLLLLLL", qms_str (NULL), 5));
 
     qms_rec_t msg = { .type = QMS_ST_MSG, .req = fetch, .seq = 7, .time = 3 };
     msg.s [QMS_MSG_ID] = qms_str ("SSSSSSSSSSSSSSSS");
@@ -940,24 +1005,24 @@ t_drain (router_t *self)
     qms_rec_t end = { .type = QMS_ST_MSG_END, .req = fetch, .num = 1 };
     assert (router_sf_msgreq_reply (self, &end));
     assert (list_empty (&self->msgreqs) && bob->fetch_req == 0 && !bob->page_full);
-    assert (t_records (&self->gateways [1]->out, out, 8) == 2);
+    assert (router_t_records (&self->gateways [1]->out, out, 8) == 2);
     assert (out [0].type == QMS_GW_DELIVER_STORED && out [0].conn == 22 && out [0].time == 3);
-    assert (t_str_is (out [0].s [QMS_STORED_SENDER], "id-alice") && t_str_is (out [0].s [QMS_STORED_TEXT], "stored"));
-    assert (t_str_is (out [0].s [QMS_STORED_MSG_ID], "SSSSSSSSSSSSSSSS"));
+    assert (router_t_str_is (out [0].s [QMS_STORED_SENDER], "id-alice") && router_t_str_is (out [0].s [QMS_STORED_TEXT], "stored"));
+    assert (router_t_str_is (out [0].s [QMS_STORED_MSG_ID], "SSSSSSSSSSSSSSSS"));
     assert (out [1].type == QMS_GW_SYNC && out [1].conn == 22 && out [1].req == bob->sync_req);
     qms_rec_t synced = { .type = QMS_RT_SYNCED, .conn = 22, .req = bob->sync_req + 1 };
-    t_reset (self);
+    router_t_reset (self);
 
     router_sf_on_synced (self, 1, &synced);     /* not the one asked for */
     assert (bob->draining && self->backend_out.len == 0 && self->gateways [1]->out.len == 0);
     synced.req--;
     router_sf_on_synced (self, 1, &synced);
     assert (!bob->draining && bob->sync_req == 0 && bob->held == NULL);
-    assert (t_records (&self->backend_out, out, 8) == 1);
-    assert (out [0].type == QMS_ST_MSG_DEL_UPTO && out [0].seq == 7 && t_str_is (out [0].s [QMS_UPTO_RECIPIENT], "id-bob"));
-    assert (t_records (&self->gateways [1]->out, out, 8) == 1);
-    assert (out [0].type == QMS_GW_DELIVER && t_str_is (out [0].s [QMS_DELIVER_TEXT], "live"));
-    t_reset (self);
+    assert (router_t_records (&self->backend_out, out, 8) == 1);
+    assert (out [0].type == QMS_ST_MSG_DEL_UPTO && out [0].seq == 7 && router_t_str_is (out [0].s [QMS_UPTO_RECIPIENT], "id-bob"));
+    assert (router_t_records (&self->gateways [1]->out, out, 8) == 1);
+    assert (out [0].type == QMS_GW_DELIVER && router_t_str_is (out [0].s [QMS_DELIVER_TEXT], "live"));
+    router_t_reset (self);
 
     /*  The store does not answer: the drain stops, the rest waits for the
         next login. */
@@ -967,7 +1032,7 @@ t_drain (router_t *self)
     assert (!bob->draining && list_empty (&self->msgreqs));
 
     session_t *sessions [] = { alice, bob };
-    t_router_destroy (self, sessions, 2);
+    router_t_router_destroy (self, sessions, 2);
 }
 
 /*  A delivery that found its connection closed comes back: to the
@@ -976,8 +1041,8 @@ t_drain (router_t *self)
 static void
 t_undelivered (router_t *self)
 {
-    session_t *alice = t_session (self, "id-alice", 0, 11);
-    session_t *bob = t_session (self, "id-bob", 1, 22);
+    session_t *alice = router_t_session (self, "id-alice", 0, 11);
+    session_t *bob = router_t_session (self, "id-bob", 1, 22);
     qms_rec_t back = { .type = QMS_RT_UNDELIVERED, .time = 9 };
     back.s [QMS_UNDELIVERED_RECIPIENT] = qms_str ("id-bob");
     back.s [QMS_UNDELIVERED_SENDER] = qms_str ("id-alice");
@@ -985,32 +1050,32 @@ t_undelivered (router_t *self)
     back.s [QMS_UNDELIVERED_MSG_ID] = qms_str ("MMMMMMMMMMMMMMMM");
     qms_rec_t out [4];
     router_sf_on_undelivered (self, &back);     /* bob is online (again) */
-    assert (t_records (&self->gateways [1]->out, out, 4) == 1);
+    assert (router_t_records (&self->gateways [1]->out, out, 4) == 1);
     assert (out [0].type == QMS_GW_DELIVER && out [0].conn == 22 && out [0].time == 9);
-    assert (t_str_is (out [0].s [QMS_DELIVER_SENDER], "id-alice") && t_str_is (out [0].s [QMS_DELIVER_TEXT], "late"));
-    assert (t_str_is (out [0].s [QMS_DELIVER_MSG_ID], "MMMMMMMMMMMMMMMM")
-            && t_str_is (out [0].s [QMS_DELIVER_RECIPIENT], "id-bob"));
+    assert (router_t_str_is (out [0].s [QMS_DELIVER_SENDER], "id-alice") && router_t_str_is (out [0].s [QMS_DELIVER_TEXT], "late"));
+    assert (router_t_str_is (out [0].s [QMS_DELIVER_MSG_ID], "MMMMMMMMMMMMMMMM")
+            && router_t_str_is (out [0].s [QMS_DELIVER_RECIPIENT], "id-bob"));
     assert (self->gateways [0]->out.len == 0 && self->backend_out.len == 0);
-    t_reset (self);
+    router_t_reset (self);
 
-    t_unbind (self, bob);                       /* offline: stored */
+    router_t_unbind (self, bob);                       /* offline: stored */
     router_sf_on_undelivered (self, &back);
     assert (self->gateways [0]->out.len == 0 && self->gateways [1]->out.len == 0);
-    assert (t_records (&self->backend_out, out, 4) == 1);
+    assert (router_t_records (&self->backend_out, out, 4) == 1);
     assert (out [0].type == QMS_ST_MSG_STORE && out [0].time == 9);
-    assert (t_str_is (out [0].s [QMS_STORE_MSG_ID], "MMMMMMMMMMMMMMMM") && t_str_is (out [0].s [QMS_STORE_RECIPIENT], "id-bob"));
-    assert (t_str_is (out [0].s [QMS_STORE_SENDER], "id-alice") && t_str_is (out [0].s [QMS_STORE_SENDER_NAME], "id-alice"));
-    assert (t_str_is (out [0].s [QMS_STORE_TEXT], "late") && out [0].s [QMS_STORE_CLIENT_ID].len == 0);
+    assert (router_t_str_is (out [0].s [QMS_STORE_MSG_ID], "MMMMMMMMMMMMMMMM") && router_t_str_is (out [0].s [QMS_STORE_RECIPIENT], "id-bob"));
+    assert (router_t_str_is (out [0].s [QMS_STORE_SENDER], "id-alice") && router_t_str_is (out [0].s [QMS_STORE_SENDER_NAME], "id-alice"));
+    assert (router_t_str_is (out [0].s [QMS_STORE_TEXT], "late") && out [0].s [QMS_STORE_CLIENT_ID].len == 0);
     qms_rec_t ok = { .type = QMS_ST_RESULT, .req = out [0].req, .num = QMS_ST_OK };
-    t_reset (self);
+    router_t_reset (self);
     assert (router_sf_msgreq_reply (self, &ok));
     assert (self->gateways [0]->out.len == 0 && self->gateways [1]->out.len == 0);
 
     /*  One that the store does not answer in time is not taken back: its
         sender had "delivered". */
     router_sf_on_undelivered (self, &back);
-    assert (t_records (&self->backend_out, out, 4) == 1 && out [0].type == QMS_ST_MSG_STORE);
-    t_reset (self);
+    assert (router_t_records (&self->backend_out, out, 4) == 1 && out [0].type == QMS_ST_MSG_STORE);
+    router_t_reset (self);
     router_sf_expire_msgreqs (self, qms_mono_ms () + self->store_timeout_ms);
     assert (list_empty (&self->msgreqs) && self->backend_out.len == 0 && self->m.store_cancelled == 0);
 
@@ -1022,7 +1087,7 @@ t_undelivered (router_t *self)
     assert (self->backend_out.len == 0 && list_empty (&self->msgreqs));
 
     session_t *sessions [] = { alice, bob };
-    t_router_destroy (self, sessions, 2);
+    router_t_router_destroy (self, sessions, 2);
 }
 
 /*  A message for someone offline that the store does not take in time:
@@ -1032,37 +1097,37 @@ t_undelivered (router_t *self)
 static void
 t_store_timeout (router_t *self)
 {
-    session_t *alice = t_session (self, "id-alice", 0, 11);
-    session_t *bob = t_session (self, "id-bob", 1, 22);
-    t_unbind (self, bob);
+    session_t *alice = router_t_session (self, "id-alice", 0, 11);
+    session_t *bob = router_t_session (self, "id-bob", 1, 22);
+    router_t_unbind (self, bob);
     router_sf_store_message (self, alice, 0, 11, qms_str ("id-bob"), qms_str ("to keep"), qms_str ("c9"),
                              "SSSSSSSSSSSSSSSS", 77);
     qms_rec_t out [4];
-    assert (t_records (&self->backend_out, out, 4) == 1 && out [0].type == QMS_ST_MSG_STORE);
-    t_reset (self);
+    assert (router_t_records (&self->backend_out, out, 4) == 1 && out [0].type == QMS_ST_MSG_STORE);
+    router_t_reset (self);
     router_sf_expire_msgreqs (self, qms_mono_ms () + self->store_timeout_ms);
     assert (list_empty (&self->msgreqs) && self->store_inflight == 0);
-    assert (t_records (&self->gateways [0]->out, out, 4) == 1);
+    assert (router_t_records (&self->gateways [0]->out, out, 4) == 1);
     assert (out [0].type == QMS_GW_ACK && out [0].conn == 11 && out [0].num == QMS_ACK_REJECTED);
-    assert (t_str_is (out [0].s [QMS_ACK_CLIENT_ID], "c9") && t_str_is (out [0].s [QMS_ACK_REASON], k_unavailable));
-    assert (t_records (&self->backend_out, out, 4) == 1);
+    assert (router_t_str_is (out [0].s [QMS_ACK_CLIENT_ID], "c9") && router_t_str_is (out [0].s [QMS_ACK_REASON], k_unavailable));
+    assert (router_t_records (&self->backend_out, out, 4) == 1);
     assert (out [0].type == QMS_ST_MSG_DEL && out [0].req == 0);
-    assert (t_str_is (out [0].s [QMS_DEL_RECIPIENT], "id-bob") && t_str_is (out [0].s [QMS_DEL_MSG_ID], "SSSSSSSSSSSSSSSS"));
+    assert (router_t_str_is (out [0].s [QMS_DEL_RECIPIENT], "id-bob") && router_t_str_is (out [0].s [QMS_DEL_MSG_ID], "SSSSSSSSSSSSSSSS"));
     assert (self->m.store_cancelled == 1);
     session_t *sessions [] = { alice, bob };
-    t_router_destroy (self, sessions, 2);
+    router_t_router_destroy (self, sessions, 2);
 }
 
 void
 router_sf_test (bool verbose)
 {
     printf (" * router_sf: ");
-    t_msg_ids (t_router_new ());
-    t_recent (t_router_new ());
-    t_receipts (t_router_new ());
-    t_held (t_router_new ());
-    t_drain (t_router_new ());
-    t_undelivered (t_router_new ());
-    t_store_timeout (t_router_new ());
+    t_msg_ids (router_t_router_new ());
+    t_recent (router_t_router_new ());
+    t_receipts (router_t_router_new ());
+    t_held (router_t_router_new ());
+    t_drain (router_t_router_new ());
+    t_undelivered (router_t_router_new ());
+    t_store_timeout (router_t_router_new ());
     printf ("OK\n");
 }

@@ -55,6 +55,7 @@ static const selftest_t s_tests [] = {
     { "auth", auth_test },
     { "router", router_test },
     { "router_sf", router_sf_test },
+    { "router_group", router_group_test },
     { "http", http_test },
     { "outq", outq_test },
     { "lws_sorted", lws_sorted_test },
