@@ -47,6 +47,8 @@
 #include <zmq.h>
 
 #define ACTOR                   "store"
+#define QMS_STRINGIFY2(x)       #x
+#define QMS_STRINGIFY(x)        QMS_STRINGIFY2 (x)
 #define STORE_DB_NAME           "users.db"
 /*  Held (flock) while a store has the database open. */
 #define STORE_LOCK_NAME         ".qms-store.lock"
@@ -101,8 +103,62 @@ static const char *const s_migrations [] = {
     "ALTER TABLE users ADD COLUMN skeleton_upper TEXT;"
     "CREATE INDEX users_by_skeleton ON users (skeleton);"
     "CREATE INDEX users_by_skeleton_upper ON users (skeleton_upper);",
+    /* 3 -> 4: groups (docs/PROTOCOL.md, "Groups").  A membership's seq is
+       the cursor of ST_GROUP_LOAD and says who has been in longest; the
+       owner is also a member row with the owner role.  A group message is
+       stored once per offline member with one message id and one client
+       id, so messages is rebuilt: ids unique per recipient, the client id
+       index per (sender, client id, recipient), and a group id (NULL for a
+       direct message; no foreign key: a member keeps what was sent while
+       they were in, even once the group is gone).  The rows keep their seq
+       and the AUTOINCREMENT counter its value, so a seq is never reused;
+       a row whose recipient no longer exists (only possible when written
+       without foreign keys) is dropped, as it could never be fetched. */
+    "CREATE TABLE groups ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT NOT NULL,"
+    "  owner_id TEXT NOT NULL,"
+    "  epoch INTEGER NOT NULL,"
+    "  created INTEGER NOT NULL);"
+    "CREATE TABLE group_members ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  group_id TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,"
+    "  user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    "  role INTEGER NOT NULL,"
+    "  joined INTEGER NOT NULL,"
+    "  UNIQUE (group_id, user_id));"
+    "CREATE INDEX group_members_by_user ON group_members (user_id);"
+    "CREATE TABLE messages_new ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  id TEXT NOT NULL,"
+    "  recipient_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    "  sender_id TEXT NOT NULL,"
+    "  sender_name TEXT NOT NULL,"
+    "  sender_key TEXT NOT NULL,"
+    "  client_id TEXT,"
+    "  body TEXT NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  group_id TEXT,"
+    "  UNIQUE (recipient_id, id));"
+    "INSERT INTO messages_new (seq, id, recipient_id, sender_id, sender_name, sender_key,"
+    "  client_id, body, created)"
+    "  SELECT seq, id, recipient_id, sender_id, sender_name, sender_key, client_id, body, created"
+    "  FROM messages WHERE recipient_id IN (SELECT id FROM users) ORDER BY seq;"
+    "DELETE FROM sqlite_sequence WHERE name = 'messages_new';"
+    "INSERT INTO sqlite_sequence (name, seq)"
+    "  SELECT 'messages_new', seq FROM sqlite_sequence WHERE name = 'messages';"
+    "DROP TABLE messages;"
+    "ALTER TABLE messages_new RENAME TO messages;"
+    "CREATE INDEX messages_by_recipient ON messages (recipient_id, seq);"
+    "CREATE UNIQUE INDEX messages_by_client_id ON messages (sender_id, client_id, recipient_id)"
+    "  WHERE client_id IS NOT NULL;"
+    "CREATE INDEX messages_by_age ON messages (created);",
 };
 #define STORE_SCHEMA_VERSION ((int) (sizeof s_migrations / sizeof s_migrations [0]))
+
+/*  QMS_GROUP_ROLE_OWNER as SQL text (the roles are stored as their numbers). */
+#define OWNER_SQL "2"
+static_assert (QMS_GROUP_ROLE_OWNER == 2, "OWNER_SQL");
 
 /*  The statements requests use, prepared once. */
 typedef enum {
@@ -114,8 +170,14 @@ typedef enum {
     S_SESSION_TOUCH, S_COUNT_USERS, S_COUNT_SESSIONS,
     S_USER_EXISTS, S_MSG_BY_CLIENT, S_MSG_COUNT, S_MSG_INSERT, S_MSG_FETCH,
     S_MSG_GET, S_MSG_DEL, S_MSG_DEL_UPTO, S_MSG_EXPIRE, S_COUNT_MESSAGES,
+    S_GMSG_BY_CLIENT,
+    S_GROUP_GET, S_GROUP_INSERT, S_GROUP_USER, S_GROUP_MEMBER_INSERT, S_GROUP_MEMBER_DEL,
+    S_GROUP_MEMBER_ROLE, S_GROUP_MEMBER_IS, S_GROUP_MEMBER_COUNT, S_GROUP_SET_EPOCH,
+    S_GROUP_SET_NAME, S_GROUP_SET_OWNER, S_GROUP_DEL, S_GROUP_LOAD,
+    S_GROUP_USER_EPOCH, S_GROUP_DROP_EMPTY, S_GROUP_NEW_OWNER, S_GROUP_OWNER_ROLE,
+    S_COUNT_GROUPS, S_COUNT_GROUP_MEMBERS,
     S_ADMIN_USERS, S_ADMIN_USER, S_ADMIN_SESSIONS, S_ADMIN_USER_DEL,
-    S_ADMIN_INTEGRITY, S_ADMIN_FOREIGN_KEYS,
+    S_ADMIN_INTEGRITY, S_ADMIN_FOREIGN_KEYS, S_ADMIN_GROUP_CHECK,
     S_COUNT
 } stmt_id_t;
 
@@ -171,14 +233,22 @@ static const char *const s_sql [S_COUNT] = {
     [S_COUNT_USERS]    = "SELECT count(*) FROM users",
     [S_COUNT_SESSIONS] = "SELECT count(*) FROM sessions",
     [S_USER_EXISTS]    = "SELECT 1 FROM users WHERE id = ?1",
-    [S_MSG_BY_CLIENT]  = "SELECT id FROM messages WHERE sender_id = ?1 AND client_id = ?2",
+    /*  A direct message's retry: the same sender and client id (to any
+        recipient, as before groups), or a group message's row that holds
+        the same (sender, client id, recipient) in the unique index. */
+    [S_MSG_BY_CLIENT]  = "SELECT id FROM messages WHERE sender_id = ?1 AND client_id = ?2"
+                         " AND (group_id IS NULL OR recipient_id = ?3)"
+                         " ORDER BY group_id IS NOT NULL LIMIT 1",
+    /*  A group message's retry: per recipient, as it is stored per member. */
+    [S_GMSG_BY_CLIENT] = "SELECT id FROM messages WHERE sender_id = ?1 AND client_id = ?2"
+                         " AND recipient_id = ?3",
     /*  The quota check counts one recipient's rows through the index. */
     [S_MSG_COUNT]      = "SELECT count(*) FROM messages WHERE recipient_id = ?1",
     [S_MSG_INSERT]     = "INSERT INTO messages (id, recipient_id, sender_id, sender_name,"
-                         " sender_key, client_id, body, created)"
-                         " VALUES (?1, ?2, ?3, ?4, ?5, NULLIF (?6, ''), ?7, ?8)",
+                         " sender_key, client_id, body, created, group_id)"
+                         " VALUES (?1, ?2, ?3, ?4, ?5, NULLIF (?6, ''), ?7, ?8, NULLIF (?9, ''))",
     [S_MSG_FETCH]      = "SELECT seq, created, id, sender_id, sender_name, sender_key, body,"
-                         " coalesce (client_id, '') FROM messages"
+                         " coalesce (client_id, ''), group_id FROM messages"
                          " WHERE recipient_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     [S_MSG_GET]        = "SELECT sender_id, coalesce (client_id, '') FROM messages"
                          " WHERE recipient_id = ?1 AND id = ?2",
@@ -186,6 +256,40 @@ static const char *const s_sql [S_COUNT] = {
     [S_MSG_DEL_UPTO]   = "DELETE FROM messages WHERE recipient_id = ?1 AND seq <= ?2",
     [S_MSG_EXPIRE]     = "DELETE FROM messages WHERE created < ?1",
     [S_COUNT_MESSAGES] = "SELECT count(*) FROM messages",
+    [S_GROUP_GET]      = "SELECT name, owner_id, epoch FROM groups WHERE id = ?1",
+    [S_GROUP_INSERT]   = "INSERT INTO groups (id, name, owner_id, epoch, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_GROUP_USER]     = "SELECT name, pubkey FROM users WHERE id = ?1",
+    [S_GROUP_MEMBER_INSERT] = "INSERT INTO group_members (group_id, user_id, role, joined)"
+                              " VALUES (?1, ?2, ?3, ?4)",
+    [S_GROUP_MEMBER_DEL]    = "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+    [S_GROUP_MEMBER_ROLE]   = "UPDATE group_members SET role = ?3 WHERE group_id = ?1 AND user_id = ?2",
+    [S_GROUP_MEMBER_IS]     = "SELECT role FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+    [S_GROUP_MEMBER_COUNT]  = "SELECT count(*) FROM group_members WHERE group_id = ?1",
+    [S_GROUP_SET_EPOCH] = "UPDATE groups SET epoch = ?2 WHERE id = ?1",
+    [S_GROUP_SET_NAME]  = "UPDATE groups SET name = ?2 WHERE id = ?1",
+    [S_GROUP_SET_OWNER] = "UPDATE groups SET owner_id = ?2 WHERE id = ?1",
+    [S_GROUP_DEL]       = "DELETE FROM groups WHERE id = ?1",
+    /*  A page of memberships in cursor order, each with its group and user. */
+    [S_GROUP_LOAD]      = "SELECT m.seq, m.role, g.epoch, g.id, g.name, g.owner_id, m.user_id,"
+                          " u.name, u.pubkey FROM group_members m"
+                          " JOIN groups g ON g.id = m.group_id JOIN users u ON u.id = m.user_id"
+                          " WHERE m.seq > ?1 ORDER BY m.seq LIMIT ?2",
+    /*  An admin's user delete (admin_user_write): the user's groups move to
+        a new epoch before the user's memberships go (ON DELETE CASCADE);
+        then a group left empty is deleted, and one left without its owner
+        gets the longest-standing admin, else the longest-standing member. */
+    [S_GROUP_USER_EPOCH] = "UPDATE groups SET epoch = epoch + 1"
+                           " WHERE id IN (SELECT group_id FROM group_members WHERE user_id = ?1)",
+    [S_GROUP_DROP_EMPTY] = "DELETE FROM groups WHERE NOT EXISTS"
+                           " (SELECT 1 FROM group_members m WHERE m.group_id = groups.id)",
+    [S_GROUP_NEW_OWNER]  = "UPDATE groups SET owner_id = (SELECT m.user_id FROM group_members m"
+                           " WHERE m.group_id = groups.id ORDER BY m.role DESC, m.seq LIMIT 1)"
+                           " WHERE owner_id = ?1",
+    [S_GROUP_OWNER_ROLE] = "UPDATE group_members SET role = " OWNER_SQL
+                           " WHERE role <> " OWNER_SQL " AND user_id ="
+                           " (SELECT owner_id FROM groups g WHERE g.id = group_members.group_id)",
+    [S_COUNT_GROUPS]        = "SELECT count(*) FROM groups",
+    [S_COUNT_GROUP_MEMBERS] = "SELECT count(*) FROM group_members",
     [S_ADMIN_USERS]    = ADMIN_USER_SQL " ORDER BY u.name_key",
     [S_ADMIN_USER]     = ADMIN_USER_SQL " WHERE u.name_key = ?1",
     [S_ADMIN_SESSIONS] = "SELECT s.created, s.last_active, s.user_id, s.token_hash"
@@ -196,6 +300,17 @@ static const char *const s_sql [S_COUNT] = {
     [S_ADMIN_USER_DEL] = "DELETE FROM users WHERE id = ?1",
     [S_ADMIN_INTEGRITY]    = "PRAGMA integrity_check",
     [S_ADMIN_FOREIGN_KEYS] = "PRAGMA foreign_key_check",
+    /*  db check: what the groups must keep (one owner, who is a member). */
+    [S_ADMIN_GROUP_CHECK]  = "SELECT 'group ' || g.id || ' has no members' FROM groups g"
+                             " WHERE NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = g.id)"
+                             " UNION ALL SELECT 'group ' || g.id || ' has an owner who is not its member'"
+                             " || ' with the owner role' FROM groups g"
+                             " WHERE EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = g.id)"
+                             " AND NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = g.id"
+                             " AND m.user_id = g.owner_id AND m.role = " OWNER_SQL ")"
+                             " UNION ALL SELECT 'group ' || group_id || ' has ' || count(*) || ' owners'"
+                             " FROM group_members WHERE role = " OWNER_SQL
+                             " GROUP BY group_id HAVING count(*) > 1",
 };
 
 /*  Stored messages are fetched in pages of at most this many. */
@@ -222,6 +337,7 @@ typedef struct {
     char admin_path [128];      /* the admin socket's file, when bound */
     const uint8_t *peer;        /* the admin batch's sender, while it runs */
     size_t peer_len;
+    char detail [400];          /* an outcome's detail that names something */
 } store_t;
 
 /*  What a write request came to: a QMS_ST_* status and a detail for logs. */
@@ -563,18 +679,24 @@ bind_strs (sqlite3_stmt *stmt, const qms_str_t *values, int count)
     return rc;
 }
 
+/*  QMS_ST_MSG_STORE, and QMS_ST_GROUP_MSG_STORE (group not empty: the
+    same message for one member; it differs only in the group id stored
+    with it and in its retry being per recipient). */
 static outcome_t
-msg_store (store_t *self, const qms_rec_t *rec)
+msg_store (store_t *self, const qms_rec_t *rec, qms_str_t group)
 {
     for (int i = 0; i < 6; i++)
         if (i != QMS_STORE_SENDER_KEY && rec->s [i].len == 0)      /* the sender's key may be empty */
             return (outcome_t) { QMS_ST_ERROR, "missing field" };
+    if (rec->type == QMS_ST_GROUP_MSG_STORE && group.len == 0)
+        return (outcome_t) { QMS_ST_ERROR, "missing group id" };
     /*  The same sender and client id again: a retry, answered with the
         message already stored. */
     if (rec->s [QMS_STORE_CLIENT_ID].len) {
-        sqlite3_stmt *stmt = self->stmt [S_MSG_BY_CLIENT];
-        qms_str_t key [2] = { rec->s [QMS_STORE_SENDER], rec->s [QMS_STORE_CLIENT_ID] };
-        if (bind_strs (stmt, key, 2) == SQLITE_OK && sqlite3_step (stmt) == SQLITE_ROW) {
+        sqlite3_stmt *stmt = self->stmt [group.len ? S_GMSG_BY_CLIENT : S_MSG_BY_CLIENT];
+        qms_str_t key [3] = { rec->s [QMS_STORE_SENDER], rec->s [QMS_STORE_CLIENT_ID],
+                              rec->s [QMS_STORE_RECIPIENT] };
+        if (bind_strs (stmt, key, 3) == SQLITE_OK && sqlite3_step (stmt) == SQLITE_ROW) {
             qms_rec_t answer = { .type = QMS_ST_RESULT, .req = rec->req, .num = QMS_ST_EXISTS };
             answer.s [QMS_RESULT_STORED_ID] = col_str (stmt, 0);
             if (rec->req)
@@ -606,6 +728,8 @@ msg_store (store_t *self, const qms_rec_t *rec)
     int rc = bind_strs (stmt, values, 7);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64 (stmt, 8, db_time (rec->time ? rec->time : qms_now_ms ()));
+    if (rc == SQLITE_OK)
+        rc = bind_str (stmt, 9, group);
     if (rc != SQLITE_OK) {
         stmt_done (stmt);
         return (outcome_t) { QMS_ST_ERROR, "bind failed" };
@@ -617,7 +741,8 @@ msg_store (store_t *self, const qms_rec_t *rec)
                                        ? "message id in use" : "insert failed" };
 }
 
-/*  A page of one recipient's messages, oldest first, then ST_MSG_END. */
+/*  A page of one recipient's messages, oldest first (a group message as
+    ST_GROUP_MSG, a direct one as ST_MSG), then ST_MSG_END. */
 static void
 msg_fetch (store_t *self, const qms_rec_t *rec)
 {
@@ -638,6 +763,10 @@ msg_fetch (store_t *self, const qms_rec_t *rec)
         msg.time = (uint64_t) sqlite3_column_int64 (stmt, 1);
         for (int i = 0; i < 6; i++)
             msg.s [i] = col_str (stmt, i + 2);
+        if (sqlite3_column_type (stmt, 8) != SQLITE_NULL) {
+            msg.type = QMS_ST_GROUP_MSG;
+            msg.s [QMS_MSG_GROUP] = col_str (stmt, 8);
+        }
         reply (self, &msg);
         text += msg.s [QMS_MSG_TEXT].len;
         end.num++;
@@ -713,6 +842,432 @@ msg_expire (store_t *self)
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/*  Groups (docs/PROTOCOL.md, "Groups").  The router is their single writer:
+    it holds every group in memory and enforces who may do what and the
+    limits.  The store keeps what it decided, each change whole or not at
+    all, keeps the tables consistent (foreign keys, one owner who is a
+    member) and reads them back when a router starts (ST_GROUP_LOAD). */
+
+/*  Memberships per ST_GROUP_LOAD page at most. */
+#define STORE_GROUP_LOAD_MAX    4096
+/*  The longest user or group id a member line or a write may name (the
+    fan-out targets hold ids of up to 255 bytes). */
+#define STORE_GROUP_ID_MAX      255
+
+static bool
+str_same (qms_str_t a, qms_str_t b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp (a.ptr, b.ptr, a.len) == 0);
+}
+
+/*  A page of every group's memberships in cursor order, then ST_MSG_END.
+    A page also ends after the row that brings its strings to
+    QMS_FETCH_PAGE_BYTES, as a page of messages does. */
+static void
+group_load (store_t *self, const qms_rec_t *rec)
+{
+    if (!rec->req)
+        return;
+    sqlite3_stmt *stmt = self->stmt [S_GROUP_LOAD];
+    uint64_t limit = rec->num == 0 || rec->num > STORE_GROUP_LOAD_MAX ? STORE_GROUP_LOAD_MAX : rec->num;
+    qms_rec_t end = { .type = QMS_ST_MSG_END, .req = rec->req, .seq = rec->seq };
+    int rc = sqlite3_bind_int64 (stmt, 1, (sqlite3_int64) (rec->seq > INT64_MAX ? INT64_MAX : rec->seq));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64 (stmt, 2, (sqlite3_int64) limit);
+    size_t bytes = 0;
+    while (rc == SQLITE_OK && bytes < QMS_FETCH_PAGE_BYTES && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        qms_rec_t row = { .type = QMS_ST_GROUP_ROW, .req = rec->req };
+        row.seq = (uint64_t) sqlite3_column_int64 (stmt, 0);
+        row.num = (uint64_t) sqlite3_column_int64 (stmt, 1);
+        row.time = (uint64_t) sqlite3_column_int64 (stmt, 2);
+        for (int i = 0; i < 6; i++) {
+            row.s [i] = col_str (stmt, i + 3);
+            bytes += row.s [i].len;
+        }
+        reply (self, &row);
+        end.num++;
+        end.seq = row.seq;
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE && rc != SQLITE_OK)
+        qms_warn (ACTOR, "event=sql_failed op=group_load reason=\"%s\"", sqlite3_errmsg (self->db));
+    stmt_done (stmt);
+    reply (self, &end);
+}
+
+/*  One line of ST_GROUP_WRITE's members: a user id and a role (-1 when the
+    line gives none). */
+typedef struct {
+    qms_str_t id;
+    int role;
+} member_line_t;
+
+/*  The line at *offset: 1 (and *line), 0 at the end, -1 when malformed.
+    A line is "id" or "id TAB role"; a last newline may follow the last
+    line.  An empty line, an empty or over-long id, a control character in
+    it, or a role other than one digit 0-2 is malformed. */
+static int
+member_line_next (qms_str_t lines, size_t *offset, member_line_t *line)
+{
+    if (*offset >= lines.len)
+        return 0;
+    const char *start = lines.ptr + *offset;
+    size_t rest = lines.len - *offset;
+    const char *newline = memchr (start, '\n', rest);
+    size_t len = newline ? (size_t) (newline - start) : rest;
+    *offset += len + (newline ? 1 : 0);
+    const char *tab = memchr (start, '\t', len);
+    size_t id_len = tab ? (size_t) (tab - start) : len;
+    if (id_len == 0 || id_len > STORE_GROUP_ID_MAX)
+        return -1;
+    for (size_t i = 0; i < id_len; i++)
+        if ((unsigned char) start [i] < 0x20 || start [i] == 0x7f)
+            return -1;
+    line->id = qms_strn (start, id_len);
+    line->role = -1;
+    if (tab) {
+        if (len - id_len - 1 != 1 || tab [1] < '0' || tab [1] > '0' + (int) QMS_GROUP_ROLE_OWNER)
+            return -1;
+        line->role = tab [1] - '0';
+    }
+    return 1;
+}
+
+/*  An outcome whose detail names a member (in self->detail). */
+static outcome_t
+group_fail (store_t *self, uint64_t status, const char *what, qms_str_t id)
+{
+    snprintf (self->detail, sizeof self->detail, "%s%.*s", what,
+              (int) (id.len > STORE_GROUP_ID_MAX ? STORE_GROUP_ID_MAX : id.len), id.ptr);
+    return (outcome_t) { status, self->detail };
+}
+
+/*  Every member line is checked before anything is written: its form, and
+    the role the op lets it carry.  Create: every line has a role, the
+    owner's (s2) is the one with the owner role; add: member or admin;
+    promote: admin; demote: member; remove and leave: a role is not used;
+    rename: the lines are not read. */
+static outcome_t
+group_lines_check (store_t *self, const qms_rec_t *rec, uint64_t op)
+{
+    if (op == QMS_GROUP_OP_RENAME)
+        return s_ok;
+    qms_str_t lines = rec->s [QMS_GWRITE_MEMBERS], owner = rec->s [QMS_GWRITE_OWNER];
+    size_t offset = 0;
+    member_line_t line;
+    int rc, count = 0, owners = 0;
+    while ((rc = member_line_next (lines, &offset, &line)) == 1) {
+        count++;
+        bool is_owner = str_same (line.id, owner);
+        const char *why = NULL;
+        if (op == QMS_GROUP_OP_CREATE) {
+            owners += is_owner;
+            if (line.role < 0)
+                why = "a member line without a role: ";
+            else
+            if (is_owner && line.role != (int) QMS_GROUP_ROLE_OWNER)
+                why = "the owner's line must have the owner role: ";
+            else
+            if (!is_owner && line.role == (int) QMS_GROUP_ROLE_OWNER)
+                why = "only the owner (s2) has the owner role: ";
+        }
+        else
+        if (op == QMS_GROUP_OP_ADD && line.role != (int) QMS_GROUP_ROLE_MEMBER
+                                   && line.role != (int) QMS_GROUP_ROLE_ADMIN)
+            why = "a member is added as a member (0) or an admin (1): ";
+        else
+        if (op == QMS_GROUP_OP_PROMOTE && line.role != (int) QMS_GROUP_ROLE_ADMIN)
+            why = "promote gives the admin role (1): ";
+        else
+        if (op == QMS_GROUP_OP_DEMOTE && line.role != (int) QMS_GROUP_ROLE_MEMBER)
+            why = "demote gives the member role (0): ";
+        if (why)
+            return group_fail (self, QMS_ST_ERROR, why, line.id);
+    }
+    if (rc < 0) {
+        snprintf (self->detail, sizeof self->detail,
+                  "member line %d is malformed (a user id of 1-%d bytes, TAB, a role 0-2)",
+                  count + 1, STORE_GROUP_ID_MAX);
+        return (outcome_t) { QMS_ST_ERROR, self->detail };
+    }
+    if (op == QMS_GROUP_OP_CREATE && owners != 1)
+        return (outcome_t) { QMS_ST_ERROR, owners ? "the owner is named more than once"
+                                                  : "the owner (s2) is not among the members" };
+    if (op != QMS_GROUP_OP_CREATE && count == 0)
+        return (outcome_t) { QMS_ST_ERROR, "no member named" };
+    return s_ok;
+}
+
+/*  Run a write bound with ?1 = a, ?2 = b (when given) and ?index = n (when
+    index > 0); returns the SQLite code and sets *changes. */
+static int
+group_step (store_t *self, stmt_id_t id, qms_str_t a, const qms_str_t *b,
+            int index, sqlite3_int64 n, int *changes)
+{
+    sqlite3_stmt *stmt = self->stmt [id];
+    int rc = bind_str (stmt, 1, a);
+    if (rc == SQLITE_OK && b)
+        rc = bind_str (stmt, 2, *b);
+    if (rc == SQLITE_OK && index > 0)
+        rc = sqlite3_bind_int64 (stmt, index, n);
+    if (rc != SQLITE_OK) {
+        stmt_done (stmt);
+        return rc;
+    }
+    rc = step_once (self, id);
+    *changes = rc == SQLITE_DONE ? sqlite3_changes (self->db) : 0;
+    return rc;
+}
+
+/*  One integer of a one-row query bound with ?1 = a, ?2 = b (when given):
+    1 and *value when there is a row, 0 when none, -1 on failure. */
+static int
+group_query (store_t *self, stmt_id_t id, qms_str_t a, const qms_str_t *b, sqlite3_int64 *value)
+{
+    sqlite3_stmt *stmt = self->stmt [id];
+    int rc = bind_str (stmt, 1, a);
+    if (rc == SQLITE_OK && b)
+        rc = bind_str (stmt, 2, *b);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW)
+        *value = sqlite3_column_int64 (stmt, 0);
+    stmt_done (stmt);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/*  The group as stored before the change: its name and owner (malloc'd)
+    and epoch.  SQLITE_ROW, SQLITE_DONE when there is none, else an error. */
+static int
+group_get (store_t *self, qms_str_t id, char **name, char **owner, sqlite3_int64 *epoch)
+{
+    sqlite3_stmt *stmt = self->stmt [S_GROUP_GET];
+    int rc = bind_str (stmt, 1, id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        *name = qms_str_dup (col_str (stmt, 0));
+        *owner = qms_str_dup (col_str (stmt, 1));
+        *epoch = sqlite3_column_int64 (stmt, 2);
+        if (!*name || !*owner)
+            rc = SQLITE_NOMEM;
+    }
+    stmt_done (stmt);
+    return rc;
+}
+
+/*  Create and add: every member line inserted, each answered with an
+    ST_GROUP_ROW (its cursor, the member's name and key).  A user who does
+    not exist is NO_USER naming them. */
+static outcome_t
+group_members_add (store_t *self, const qms_rec_t *rec, qms_str_t name, qms_str_t owner,
+                   sqlite3_int64 epoch, sqlite3_int64 now)
+{
+    qms_str_t group = rec->s [QMS_GWRITE_GROUP];
+    size_t offset = 0;
+    member_line_t line;
+    while (member_line_next (rec->s [QMS_GWRITE_MEMBERS], &offset, &line) == 1) {
+        sqlite3_stmt *stmt = self->stmt [S_GROUP_MEMBER_INSERT];
+        int rc = bind_str (stmt, 1, group);
+        if (rc == SQLITE_OK)
+            rc = bind_str (stmt, 2, line.id);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int (stmt, 3, line.role);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64 (stmt, 4, now);
+        if (rc != SQLITE_OK) {
+            stmt_done (stmt);
+            return (outcome_t) { QMS_ST_ERROR, "bind failed" };
+        }
+        rc = step_once (self, S_GROUP_MEMBER_INSERT);
+        if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+            return group_fail (self, QMS_ST_NO_USER, "", line.id);
+        if (rc == SQLITE_CONSTRAINT_UNIQUE)
+            return group_fail (self, QMS_ST_ERROR, "already a member: ", line.id);
+        if (rc != SQLITE_DONE)
+            return (outcome_t) { QMS_ST_ERROR, (rc & 0xff) == SQLITE_READONLY ? "database is read-only"
+                                                                              : "member insert failed" };
+        qms_rec_t row = { .type = QMS_ST_GROUP_ROW, .req = rec->req, .num = (uint64_t) line.role,
+                          .time = (uint64_t) epoch, .seq = (uint64_t) sqlite3_last_insert_rowid (self->db) };
+        row.s [QMS_GROW_GROUP] = group;
+        row.s [QMS_GROW_NAME] = name;
+        row.s [QMS_GROW_OWNER] = owner;
+        row.s [QMS_GROW_MEMBER] = line.id;
+        stmt = self->stmt [S_GROUP_USER];
+        rc = bind_str (stmt, 1, line.id);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step (stmt);
+        if (rc == SQLITE_ROW) {
+            row.s [QMS_GROW_MEMBER_NAME] = col_str (stmt, 0);
+            row.s [QMS_GROW_MEMBER_KEY] = col_str (stmt, 1);
+            if (rec->req)
+                reply (self, &row);
+        }
+        stmt_done (stmt);
+        if (rc != SQLITE_ROW)
+            return (outcome_t) { QMS_ST_ERROR, "member lookup failed" };
+    }
+    return s_ok;
+}
+
+/*  Remove and leave: the members named go; a group left with nobody is
+    deleted.  When the owner goes, s2 names the new owner (a member who
+    stays), who gets the owner role. */
+static outcome_t
+group_members_remove (store_t *self, const qms_rec_t *rec, const char *owner_was)
+{
+    qms_str_t group = rec->s [QMS_GWRITE_GROUP], owner = rec->s [QMS_GWRITE_OWNER];
+    size_t offset = 0;
+    member_line_t line;
+    int changes = 0;
+    while (member_line_next (rec->s [QMS_GWRITE_MEMBERS], &offset, &line) == 1) {
+        if (group_step (self, S_GROUP_MEMBER_DEL, group, &line.id, 0, 0, &changes) != SQLITE_DONE)
+            return (outcome_t) { QMS_ST_ERROR, "member delete failed" };
+        if (changes == 0)
+            return group_fail (self, QMS_ST_ERROR, "not a member: ", line.id);
+    }
+    sqlite3_int64 left = 0, role = 0;
+    if (group_query (self, S_GROUP_MEMBER_COUNT, group, NULL, &left) != 1)
+        return (outcome_t) { QMS_ST_ERROR, "member count failed" };
+    if (left == 0) {
+        if (group_step (self, S_GROUP_DEL, group, NULL, 0, 0, &changes) != SQLITE_DONE)
+            return (outcome_t) { QMS_ST_ERROR, "group delete failed" };
+        return (outcome_t) { QMS_ST_OK, "group deleted: no member left" };
+    }
+    qms_str_t previous = qms_str (owner_was);
+    int stays = group_query (self, S_GROUP_MEMBER_IS, group, &previous, &role);
+    if (stays < 0)
+        return (outcome_t) { QMS_ST_ERROR, "member lookup failed" };
+    if (owner.len == 0 || str_same (owner, previous))
+        return stays ? s_ok : (outcome_t) { QMS_ST_ERROR, "the owner left: s2 must name the new owner" };
+    if (stays)
+        return (outcome_t) { QMS_ST_ERROR, "the owner changes only when the owner leaves" };
+    if (group_step (self, S_GROUP_MEMBER_ROLE, group, &owner, 3, QMS_GROUP_ROLE_OWNER, &changes) != SQLITE_DONE)
+        return (outcome_t) { QMS_ST_ERROR, "role update failed" };
+    if (changes == 0)
+        return group_fail (self, QMS_ST_ERROR, "the new owner is not a member: ", owner);
+    if (group_step (self, S_GROUP_SET_OWNER, group, &owner, 0, 0, &changes) != SQLITE_DONE)
+        return (outcome_t) { QMS_ST_ERROR, "owner update failed" };
+    return s_ok;
+}
+
+/*  Promote and demote: the role of each member named; the owner's own role
+    does not change this way. */
+static outcome_t
+group_members_role (store_t *self, const qms_rec_t *rec, const char *owner)
+{
+    qms_str_t group = rec->s [QMS_GWRITE_GROUP];
+    size_t offset = 0;
+    member_line_t line;
+    int changes = 0;
+    while (member_line_next (rec->s [QMS_GWRITE_MEMBERS], &offset, &line) == 1) {
+        if (str_same (line.id, qms_str (owner)))
+            return group_fail (self, QMS_ST_ERROR, "the owner's role does not change: ", line.id);
+        if (group_step (self, S_GROUP_MEMBER_ROLE, group, &line.id, 3, line.role, &changes) != SQLITE_DONE)
+            return (outcome_t) { QMS_ST_ERROR, "role update failed" };
+        if (changes == 0)
+            return group_fail (self, QMS_ST_ERROR, "not a member: ", line.id);
+    }
+    return s_ok;
+}
+
+/*  The writes of one ST_GROUP_WRITE, inside its savepoint. */
+static outcome_t
+group_apply (store_t *self, const qms_rec_t *rec)
+{
+    qms_str_t group = rec->s [QMS_GWRITE_GROUP];
+    sqlite3_int64 now = db_time (rec->time ? rec->time : qms_now_ms ());
+    sqlite3_int64 epoch = db_time (rec->seq);
+    int changes = 0, rc;
+    if (rec->num == QMS_GROUP_OP_CREATE) {
+        sqlite3_stmt *stmt = self->stmt [S_GROUP_INSERT];
+        rc = bind_strs (stmt, rec->s, 3);       /* id, name, owner */
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64 (stmt, 4, epoch ? epoch : 1);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64 (stmt, 5, now);
+        if (rc != SQLITE_OK) {
+            stmt_done (stmt);
+            return (outcome_t) { QMS_ST_ERROR, "bind failed" };
+        }
+        rc = step_once (self, S_GROUP_INSERT);
+        if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+            return (outcome_t) { QMS_ST_EXISTS, "group id taken" };
+        if (rc != SQLITE_DONE)
+            return (outcome_t) { QMS_ST_ERROR, (rc & 0xff) == SQLITE_READONLY ? "database is read-only"
+                                                                              : "group insert failed" };
+        return group_members_add (self, rec, rec->s [QMS_GWRITE_NAME], rec->s [QMS_GWRITE_OWNER],
+                                  epoch ? epoch : 1, now);
+    }
+    char *name = NULL, *owner = NULL;
+    sqlite3_int64 stored_epoch = 0;
+    rc = group_get (self, group, &name, &owner, &stored_epoch);
+    outcome_t outcome = s_ok;
+    if (rc == SQLITE_DONE)
+        outcome = group_fail (self, QMS_ST_ERROR, "no such group: ", group);
+    else
+    if (rc != SQLITE_ROW)
+        outcome = (outcome_t) { QMS_ST_ERROR, "group lookup failed" };
+    else
+    if (epoch && group_step (self, S_GROUP_SET_EPOCH, group, NULL, 2, epoch, &changes) != SQLITE_DONE)
+        outcome = (outcome_t) { QMS_ST_ERROR, "epoch update failed" };
+    else
+    switch (rec->num) {
+        case QMS_GROUP_OP_ADD:
+            outcome = group_members_add (self, rec, qms_str (name), qms_str (owner),
+                                         epoch ? epoch : stored_epoch, now);
+            break;
+        case QMS_GROUP_OP_REMOVE:
+        case QMS_GROUP_OP_LEAVE:
+            outcome = group_members_remove (self, rec, owner);
+            break;
+        case QMS_GROUP_OP_RENAME:
+            if (group_step (self, S_GROUP_SET_NAME, group, &rec->s [QMS_GWRITE_NAME], 0, 0, &changes) != SQLITE_DONE)
+                outcome = (outcome_t) { QMS_ST_ERROR, "rename failed" };
+            break;
+        default:                /* promote, demote */
+            outcome = group_members_role (self, rec, owner);
+    }
+    free (name);
+    free (owner);
+    return outcome;
+}
+
+/*  QMS_ST_GROUP_WRITE: one change of a group, whole or not at all (its own
+    savepoint; the batch's commit makes it durable).  The rows it answered
+    are taken back when it fails. */
+static outcome_t
+group_write (store_t *self, const qms_rec_t *rec)
+{
+    if (rec->num < QMS_GROUP_OP_CREATE || rec->num > QMS_GROUP_OP_DEMOTE) {
+        snprintf (self->detail, sizeof self->detail, "unknown group op %llu", (unsigned long long) rec->num);
+        return (outcome_t) { QMS_ST_ERROR, self->detail };
+    }
+    qms_str_t group = rec->s [QMS_GWRITE_GROUP];
+    if (group.len == 0 || group.len > STORE_GROUP_ID_MAX)
+        return (outcome_t) { QMS_ST_ERROR, "missing or over-long group id" };
+    if ((rec->num == QMS_GROUP_OP_CREATE || rec->num == QMS_GROUP_OP_RENAME)
+    &&  rec->s [QMS_GWRITE_NAME].len == 0)
+        return (outcome_t) { QMS_ST_ERROR, "missing group name" };
+    if (rec->num == QMS_GROUP_OP_CREATE && rec->s [QMS_GWRITE_OWNER].len == 0)
+        return (outcome_t) { QMS_ST_ERROR, "missing owner" };
+    outcome_t outcome = group_lines_check (self, rec, rec->num);
+    if (outcome.status != QMS_ST_OK)
+        return outcome;
+    size_t mark = self->out.len;
+    if (!exec_stmt (self, S_SAVEPOINT))
+        return (outcome_t) { QMS_ST_ERROR, "savepoint failed" };
+    outcome = group_apply (self, rec);
+    if (outcome.status == QMS_ST_OK && exec_stmt (self, S_RELEASE))
+        return outcome;
+    if (outcome.status == QMS_ST_OK)
+        outcome = (outcome_t) { QMS_ST_ERROR, "commit failed" };
+    record_rollback (self);
+    self->out.len = mark;
+    return outcome;
+}
+
 /*  Whether the database takes writes.  SQLite opens a file it may not
     write (mode 0444, a read-only mount) read-only, and says so; and a write
     transaction must be able to start: BEGIN IMMEDIATE takes the write lock
@@ -771,6 +1326,8 @@ stats (store_t *self, const qms_rec_t *rec)
         qms_metrics_value (&text, "qms_store_rows", "actor=\"store\",table=\"users\"", (double) query_int (self, S_COUNT_USERS));
         qms_metrics_value (&text, "qms_store_rows", "actor=\"store\",table=\"sessions\"", (double) query_int (self, S_COUNT_SESSIONS));
         qms_metrics_value (&text, "qms_store_rows", "actor=\"store\",table=\"messages\"", (double) query_int (self, S_COUNT_MESSAGES));
+        qms_metrics_value (&text, "qms_store_rows", "actor=\"store\",table=\"groups\"", (double) query_int (self, S_COUNT_GROUPS));
+        qms_metrics_value (&text, "qms_store_rows", "actor=\"store\",table=\"group_members\"", (double) query_int (self, S_COUNT_GROUP_MEMBERS));
         qms_metrics_head (&text, "qms_store_op_duration_seconds", "histogram", "SQLite work per request, by request.");
         for (int type = 0; type < QMS_TYPE_COUNT; type++)
             if (self->op_ms [type].count) {
@@ -820,10 +1377,14 @@ run_record (store_t *self, const qms_rec_t *rec)
         case QMS_ST_MSG_DEL:        msg_del (self, rec); return;
         case QMS_ST_MSG_DEL_UPTO:   outcome = msg_del_upto (self, rec); break;
         case QMS_ST_MSG_STORE:
-            outcome = msg_store (self, rec);
+        case QMS_ST_GROUP_MSG_STORE:
+            outcome = msg_store (self, rec, rec->type == QMS_ST_GROUP_MSG_STORE
+                                            ? rec->s [QMS_STORE_GROUP] : qms_str (""));
             if (!outcome.detail)
                 return;                         /* answered already */
             break;
+        case QMS_ST_GROUP_LOAD:     group_load (self, rec); return;
+        case QMS_ST_GROUP_WRITE:    outcome = group_write (self, rec); break;
         default:                    return;     /* logged by batch_check */
     }
     if (outcome.status == QMS_ST_ERROR)
@@ -948,6 +1509,30 @@ admin_show (store_t *self, const qms_rec_t *rec)
     admin_done (self, rec->req, QMS_ST_OK, "");
 }
 
+/*  A user's delete, inside admin_user_write's transaction: the session,
+    the messages waiting and the memberships go with the user (ON DELETE
+    CASCADE).  Each group the user was in moves to its next epoch (a router
+    that loads it after sees the membership changed); one left with no
+    member is deleted, and one that lost its owner gets the
+    longest-standing admin, else the longest-standing member, as owner
+    (docs/PROTOCOL.md, "Groups").  A router that runs meanwhile keeps its
+    copy of the groups until it loads them again. */
+static int
+admin_user_delete (store_t *self, const char *id)
+{
+    int changes = 0;
+    int rc = write_rows (self, S_GROUP_USER_EPOCH, qms_str (id), NULL, NULL, &changes);
+    if (rc == SQLITE_DONE)
+        rc = write_rows (self, S_ADMIN_USER_DEL, qms_str (id), NULL, NULL, &changes);
+    if (rc == SQLITE_DONE)
+        rc = step_once (self, S_GROUP_DROP_EMPTY);
+    if (rc == SQLITE_DONE)
+        rc = write_rows (self, S_GROUP_NEW_OWNER, qms_str (id), NULL, NULL, &changes);
+    if (rc == SQLITE_DONE)
+        rc = step_once (self, S_GROUP_OWNER_ROLE);
+    return rc;
+}
+
 /*  delete, logout, password: the user's row as it was, then the change in
     one transaction. */
 static void
@@ -968,7 +1553,7 @@ admin_user_write (store_t *self, const qms_rec_t *rec)
     const char *what = rec->num == QMS_ADMIN_USER_DELETE ? "user_deleted"
                      : rec->num == QMS_ADMIN_USER_LOGOUT ? "session_deleted" : "password_reset";
     if (rc == SQLITE_ROW && rec->num == QMS_ADMIN_USER_DELETE)
-        rc = write_rows (self, S_ADMIN_USER_DEL, qms_str (id), NULL, NULL, &changes);
+        rc = admin_user_delete (self, id);
     else
     if (rc == SQLITE_ROW) {
         rc = SQLITE_DONE;
@@ -1053,7 +1638,8 @@ admin_problem (store_t *self, uint64_t req, const char *text, int *problems)
         admin_flush (self);
 }
 
-/*  integrity_check and foreign_key_check: every problem is a row. */
+/*  integrity_check, foreign_key_check and the groups' own rules (one
+    owner, who is a member; no empty group): every problem is a row. */
 static void
 admin_check (store_t *self, const qms_rec_t *rec)
 {
@@ -1082,6 +1668,17 @@ admin_check (store_t *self, const qms_rec_t *rec)
     }
     if (rc != SQLITE_DONE) {
         snprintf (text, sizeof text, "foreign_key_check stopped: %s", sqlite3_errmsg (self->db));
+        admin_problem (self, rec->req, text, &problems);
+    }
+    stmt_done (stmt);
+    stmt = self->stmt [S_ADMIN_GROUP_CHECK];
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        qms_str_t line = col_str (stmt, 0);
+        snprintf (text, sizeof text, "%.*s", (int) line.len, line.ptr);
+        admin_problem (self, rec->req, text, &problems);
+    }
+    if (rc != SQLITE_DONE) {
+        snprintf (text, sizeof text, "group check stopped: %s", sqlite3_errmsg (self->db));
         admin_problem (self, rec->req, text, &problems);
     }
     stmt_done (stmt);
@@ -1689,9 +2286,7 @@ t_recv (t_client_t *c, int timeout_ms)
     return c->count;
 }
 
-#define QMS_STRINGIFY2(x) #x
-#define QMS_STRINGIFY(x) QMS_STRINGIFY2 (x)
-#define STORE_TEST_VERSION 3
+#define STORE_TEST_VERSION 4
 static_assert (STORE_TEST_VERSION == STORE_SCHEMA_VERSION, "update STORE_TEST_VERSION");
 
 /*  One request, one reply of the given type and the same req. */
@@ -2089,7 +2684,11 @@ t_skeletons (qms_config_t *cfg, const char *root)
     t_close (&c);
     zactor_destroy (&store);
 
-    /*  The same users in a database of schema version 2 (no skeletons yet). */
+    /*  The same users in a database of schema version 2 (no skeletons yet,
+        no groups: the rebuilt messages table of version 4 is rebuilt
+        again, which its columns allow). */
+    assert (t_db (path, "DROP TABLE group_members") == -1);
+    assert (t_db (path, "DROP TABLE groups") == -1);
     assert (t_db (path, "DROP INDEX users_by_skeleton") == -1);
     assert (t_db (path, "DROP INDEX users_by_skeleton_upper") == -1);
     assert (t_db (path, "ALTER TABLE users DROP COLUMN skeleton") == -1);
