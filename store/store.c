@@ -2936,6 +2936,409 @@ t_admin_ops (qms_config_t *cfg, const char *root)
     t_rmdir (dir);
 }
 
+/*  Run fixed SQL text (several statements) on a database file directly. */
+static void
+t_db_exec (const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert (sqlite3_open_v2 (path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) == SQLITE_OK);
+    assert (sqlite3_exec (db, sql, NULL, NULL, NULL) == SQLITE_OK);
+    assert (sqlite3_close (db) == SQLITE_OK);
+}
+
+/*  A database of schema version 3 with messages in it (one whose
+    recipient is gone, one deleted after the highest seq) becomes version
+    4: the messages keep their seq, the counter goes on past the deleted
+    one, ids are unique per recipient only, and a direct message's retry
+    is found as before. */
+static void
+t_migrate_groups (qms_config_t *cfg, const char *root)
+{
+    char dir [256], path [300];
+    snprintf (dir, sizeof dir, "%s/v3", root);
+    snprintf (path, sizeof path, "%s/users.db", dir);
+    assert (mkdir (dir, 0700) == 0);
+    int fd = open (path, O_RDWR | O_CREAT, 0600);
+    assert (fd >= 0);
+    close (fd);
+    for (int i = 0; i < 3; i++)
+        t_db_exec (path, s_migrations [i]);
+    char sql [1024];
+    uint64_t now = qms_now_ms ();
+    snprintf (sql, sizeof sql,
+              "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+              "INSERT INTO schema_version VALUES (3);"
+              "INSERT INTO users (id, name, name_key, password, created) VALUES"
+              " ('id-u1', 'u1', 'u1', 'phc', 1), ('id-u2', 'u2', 'u2', 'phc', 1);"
+              "INSERT INTO messages VALUES"
+              " (1, 'm1', 'id-u1', 'id-u2', 'u2', 'k2', 'c1', 'b1', %llu),"
+              " (2, 'm2', 'id-u2', 'id-u1', 'u1', 'k1', NULL, 'b2', %llu),"
+              " (3, 'm3', 'id-u1', 'id-u2', 'u2', 'k2', 'c3', 'b3', %llu),"
+              " (4, 'm4', 'id-ghost', 'id-u2', 'u2', 'k2', 'c4', 'b4', %llu),"
+              " (5, 'm5', 'id-u1', 'id-u2', 'u2', 'k2', 'c5', 'b5', %llu);"
+              "DELETE FROM messages WHERE seq = 5;",
+              (unsigned long long) now, (unsigned long long) now, (unsigned long long) now,
+              (unsigned long long) now, (unsigned long long) now);
+    t_db_exec (path, sql);
+    assert (t_db (path, "SELECT seq FROM sqlite_sequence WHERE name = 'messages'") == 5);
+
+    snprintf (cfg->data_dir, sizeof cfg->data_dir, "%s", dir);
+    t_endpoint (cfg);
+    zactor_t *store = qms_actor_start (store_actor, cfg, "store");
+    assert (store);
+    assert (t_db (path, "SELECT version FROM schema_version") == 4);
+    assert (t_db (path, "SELECT count(*) FROM messages") == 3);
+    assert (t_db (path, "SELECT count(*) FROM messages WHERE group_id IS NOT NULL") == 0);
+    assert (t_db (path, "SELECT seq FROM sqlite_sequence WHERE name = 'messages'") == 5);
+    assert (t_db (path, "SELECT count(*) FROM sqlite_sequence WHERE name = 'messages_new'") == 0);
+    assert (t_db (path, "SELECT count(*) FROM sqlite_master WHERE name IN ('messages_by_recipient',"
+                        " 'messages_by_client_id', 'messages_by_age', 'group_members_by_user',"
+                        " 'groups', 'group_members')") == 6);
+    assert (t_db (path, "SELECT count(*) FROM pragma_foreign_key_check") == 0);
+    t_client_t c;
+    t_connect (&c, cfg->store_endpoint);
+    t_add (&c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 1, .num = 10,
+                             .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-u1") } });
+    t_send (&c);
+    assert (t_recv (&c, 5000) == 3);
+    assert (c.rec [0].type == QMS_ST_MSG && c.rec [0].seq == 1 && qms_str_eq (c.rec [0].s [QMS_MSG_ID], "m1")
+            && qms_str_eq (c.rec [0].s [QMS_MSG_CLIENT_ID], "c1") && qms_str_eq (c.rec [0].s [QMS_MSG_TEXT], "b1"));
+    assert (c.rec [1].type == QMS_ST_MSG && c.rec [1].seq == 3 && qms_str_eq (c.rec [1].s [QMS_MSG_ID], "m3"));
+    assert (c.rec [2].type == QMS_ST_MSG_END && c.rec [2].num == 2);
+    /*  A new message comes after the deleted seq 5. */
+    qms_rec_t msg = t_msg (2, "m6", "id-u1", "c6", 5000);
+    assert (t_result (&c, msg) == QMS_ST_OK);
+    assert (t_db (path, "SELECT seq FROM messages WHERE id = 'm6'") == 6);
+    /*  The same sender and client id, to another recipient: EXISTS, as before. */
+    msg = t_msg (3, "m7", "id-u2", "c1", 5000);
+    msg.s [QMS_STORE_SENDER] = qms_str ("id-u2");
+    qms_rec_t r = t_call (&c, msg, QMS_ST_RESULT);
+    assert (r.num == QMS_ST_EXISTS && qms_str_eq (r.s [QMS_RESULT_STORED_ID], "m1"));
+    /*  An id is unique per recipient only. */
+    assert (t_result (&c, t_msg (4, "m1", "id-u2", "c8", 5000)) == QMS_ST_OK);
+    assert (t_result (&c, t_msg (5, "m1", "id-u2", "c9", 5000)) == QMS_ST_ERROR);     /* under quota: the id */
+    t_close (&c);
+    zactor_destroy (&store);
+    t_rmdir (dir);
+}
+
+/*  A QMS_ST_GROUP_WRITE by the owner given, at time 5000. */
+static qms_rec_t
+t_gwrite (uint64_t req, uint64_t op, uint64_t epoch, const char *group, const char *name,
+          const char *owner, const char *members)
+{
+    qms_rec_t rec = { .type = QMS_ST_GROUP_WRITE, .req = req, .num = op, .time = 5000, .seq = epoch };
+    rec.s [QMS_GWRITE_GROUP] = qms_str (group);
+    rec.s [QMS_GWRITE_NAME] = qms_str (name);
+    rec.s [QMS_GWRITE_OWNER] = qms_str (owner);
+    rec.s [QMS_GWRITE_MEMBERS] = qms_str (members);
+    rec.s [QMS_GWRITE_BY] = qms_str (owner);
+    return rec;
+}
+
+/*  Send a write; expect rows ST_GROUP_ROW records, then the ST_RESULT,
+    whose status is returned (and *detail its detail, when asked). */
+static uint64_t
+t_group (t_client_t *c, qms_rec_t rec, int rows, char *detail, size_t size)
+{
+    t_add (c, rec);
+    t_send (c);
+    assert (t_recv (c, 5000) == rows + 1);
+    for (int i = 0; i < rows; i++)
+        assert (c->rec [i].type == QMS_ST_GROUP_ROW && c->rec [i].req == rec.req);
+    assert (c->rec [rows].type == QMS_ST_RESULT && c->rec [rows].req == rec.req);
+    if (detail)
+        assert (qms_str_copy (c->rec [rows].s [QMS_RESULT_DETAIL], detail, size));
+    return c->rec [rows].num;
+}
+
+/*  Every membership through ST_GROUP_LOAD in pages of limit, as text:
+    "group|name|owner|member|member name|key|role|epoch;" in cursor order.
+    Returns the pages that held rows. */
+static int
+t_group_dump (t_client_t *c, uint64_t limit, char *out, size_t size)
+{
+    size_t used = 0;
+    uint64_t after = 0;
+    int pages = 0;
+    out [0] = 0;
+    for (;;) {
+        t_add (c, (qms_rec_t) { .type = QMS_ST_GROUP_LOAD, .req = 900, .num = limit, .seq = after });
+        t_send (c);
+        int n = t_recv (c, 5000);
+        assert (n >= 1);
+        qms_rec_t *end = &c->rec [n - 1];
+        assert (end->type == QMS_ST_MSG_END && end->req == 900);
+        assert (end->num == (uint64_t) (n - 1) && (limit == 0 || end->num <= limit));
+        for (int i = 0; i < n - 1; i++) {
+            qms_rec_t *r = &c->rec [i];
+            assert (r->type == QMS_ST_GROUP_ROW && r->req == 900 && r->seq > after);
+            after = r->seq;
+            int wrote = snprintf (out + used, size - used, "%.*s|%.*s|%.*s|%.*s|%.*s|%.*s|%d|%d;",
+                                  (int) r->s [0].len, r->s [0].ptr, (int) r->s [1].len, r->s [1].ptr,
+                                  (int) r->s [2].len, r->s [2].ptr, (int) r->s [3].len, r->s [3].ptr,
+                                  (int) r->s [4].len, r->s [4].ptr, (int) r->s [5].len, r->s [5].ptr,
+                                  (int) r->num, (int) r->time);
+            assert (wrote > 0 && (size_t) wrote < size - used);
+            used += (size_t) wrote;
+        }
+        assert (end->seq == after);
+        if (n == 1)
+            return pages;
+        pages++;
+    }
+}
+
+/*  A group message for one member, as t_msg's direct one. */
+static qms_rec_t
+t_gmsg (uint64_t req, const char *id, const char *recipient, const char *client_id, const char *group)
+{
+    qms_rec_t rec = t_msg (req, id, recipient, client_id, 5000);
+    rec.type = QMS_ST_GROUP_MSG_STORE;
+    rec.s [QMS_STORE_GROUP] = qms_str (group);
+    return rec;
+}
+
+/*  Groups: writes whole or not at all (a bad input anywhere leaves the
+    database as it was), the changes, paging, group messages among direct
+    ones, an admin's user delete, a restart. */
+static void
+t_groups (qms_config_t *cfg, const char *root)
+{
+    char dir [256], path [300], before [4096], after [4096], detail [256];
+    snprintf (dir, sizeof dir, "%s/groups", root);
+    snprintf (path, sizeof path, "%s/users.db", dir);
+    assert (mkdir (dir, 0700) == 0);
+    snprintf (cfg->data_dir, sizeof cfg->data_dir, "%s", dir);
+    t_endpoint (cfg);
+    zactor_t *store = qms_actor_start (store_actor, cfg, "store");
+    assert (store);
+    t_client_t c;
+    t_connect (&c, cfg->store_endpoint);
+    const char *users [][3] = { { "id-a", "Alice", "alice" }, { "id-b", "Bob", "bob" }, { "id-c", "Carol", "carol" },
+                                { "id-d", "Dave", "dave" }, { "id-e", "Erin", "erin" } };
+    for (int i = 0; i < 5; i++)
+        assert (t_result (&c, t_req (QMS_ST_USER_CREATE, 1, 0, users [i][0], users [i][1], users [i][2], "phc")) == QMS_ST_OK);
+    assert (t_result (&c, t_req (QMS_ST_SESSION_START, 2, 1000, "id-a", "ha", "pk-a", 0)) == QMS_ST_OK);
+
+    /*  Create: one row per member (cursor, name, key, role, epoch), then OK. */
+    assert (t_group (&c, t_gwrite (10, QMS_GROUP_OP_CREATE, 1, "g1", "Climbing", "id-a",
+                                   "id-a\t2\nid-b\t0\nid-c\t1\n"), 3, NULL, 0) == QMS_ST_OK);
+    assert (c.rec [0].num == QMS_GROUP_ROLE_OWNER && c.rec [0].time == 1 && qms_str_eq (c.rec [0].s [QMS_GROW_MEMBER], "id-a"));
+    assert (qms_str_eq (c.rec [0].s [QMS_GROW_MEMBER_NAME], "Alice") && qms_str_eq (c.rec [0].s [QMS_GROW_MEMBER_KEY], "pk-a"));
+    assert (qms_str_eq (c.rec [0].s [QMS_GROW_GROUP], "g1") && qms_str_eq (c.rec [0].s [QMS_GROW_NAME], "Climbing")
+            && qms_str_eq (c.rec [0].s [QMS_GROW_OWNER], "id-a"));
+    assert (c.rec [1].num == QMS_GROUP_ROLE_MEMBER && qms_str_eq (c.rec [1].s [QMS_GROW_MEMBER_NAME], "Bob")
+            && c.rec [1].s [QMS_GROW_MEMBER_KEY].len == 0);
+    assert (c.rec [2].num == QMS_GROUP_ROLE_ADMIN && c.rec [0].seq < c.rec [1].seq && c.rec [1].seq < c.rec [2].seq);
+    t_group_dump (&c, 100, before, sizeof before);
+    assert (streq (before, "g1|Climbing|id-a|id-a|Alice|pk-a|2|1;g1|Climbing|id-a|id-b|Bob||0|1;"
+                           "g1|Climbing|id-a|id-c|Carol||1|1;"));
+
+    /*  As an enemy would: every one of these fails and writes nothing. */
+    assert (t_group (&c, t_gwrite (11, QMS_GROUP_OP_CREATE, 1, "g1", "Other", "id-b", "id-b\t2"), 0, NULL, 0) == QMS_ST_EXISTS);
+    /*  One unknown user among many, in a create and in an add: NO_USER
+        naming it, and the rows of the members before it taken back. */
+    assert (t_group (&c, t_gwrite (12, QMS_GROUP_OP_CREATE, 1, "g2", "Two", "id-a",
+                                   "id-a\t2\nid-b\t0\nid-ghost\t0\nid-c\t0"), 0, detail, sizeof detail) == QMS_ST_NO_USER);
+    assert (streq (detail, "id-ghost"));
+    assert (t_group (&c, t_gwrite (13, QMS_GROUP_OP_ADD, 2, "g1", "", "id-a", "id-d\t0\nid-e\t1\nid-ghost2\t1"),
+                     0, detail, sizeof detail) == QMS_ST_NO_USER);
+    assert (streq (detail, "id-ghost2"));
+    const struct { uint64_t op; const char *owner, *members, *detail; } bad [] = {
+        { QMS_GROUP_OP_ADD, "id-a", "id-d\t0\nid-b\t0", "already a member: id-b" },
+        { QMS_GROUP_OP_ADD, "id-a", "id-d", "a member is added as a member (0) or an admin (1): id-d" },
+        { QMS_GROUP_OP_ADD, "id-a", "id-d\t5", "member line 1 is malformed" },
+        { QMS_GROUP_OP_ADD, "id-a", "id-d\t01", "member line 1 is malformed" },
+        { QMS_GROUP_OP_ADD, "id-a", "\t0", "member line 1 is malformed" },
+        { QMS_GROUP_OP_ADD, "id-a", "id-d\t0\n\nid-e\t0", "member line 2 is malformed" },
+        { QMS_GROUP_OP_ADD, "id-a", "id-d\t0\nid\x01" "e\t0", "member line 2 is malformed" },
+        { QMS_GROUP_OP_ADD, "id-a", "id-d\t2", "a member is added as a member (0) or an admin (1): id-d" },
+        { QMS_GROUP_OP_ADD, "id-a", "", "no member named" },
+        { QMS_GROUP_OP_ADD, "id-a", "\n", "member line 1 is malformed" },
+        { QMS_GROUP_OP_PROMOTE, "id-a", "id-a\t1", "the owner's role does not change: id-a" },
+        { QMS_GROUP_OP_PROMOTE, "id-a", "id-b\t0", "promote gives the admin role (1): id-b" },
+        { QMS_GROUP_OP_PROMOTE, "id-a", "id-b\t1\nid-d\t1", "not a member: id-d" },
+        { QMS_GROUP_OP_DEMOTE, "id-a", "id-c\t1", "demote gives the member role (0): id-c" },
+        { QMS_GROUP_OP_REMOVE, "id-a", "id-b\nid-d", "not a member: id-d" },
+        { QMS_GROUP_OP_REMOVE, "id-a", "id-b\t0\nid-b\t0", "not a member: id-b" },
+        { QMS_GROUP_OP_REMOVE, "id-c", "id-b", "the owner changes only when the owner leaves" },
+        { QMS_GROUP_OP_LEAVE, "id-a", "id-a", "the owner left: s2 must name the new owner" },
+        { QMS_GROUP_OP_LEAVE, "", "id-a", "the owner left: s2 must name the new owner" },
+        { QMS_GROUP_OP_LEAVE, "id-d", "id-a", "the new owner is not a member: id-d" },
+        { QMS_GROUP_OP_LEAVE, "id-b", "id-a\nid-b", "the new owner is not a member: id-b" },
+        { QMS_GROUP_OP_RENAME, "id-a", "", "missing group name" },
+        { QMS_GROUP_OP_LIST, "id-a", "id-b\t0", "unknown group op 8" },
+        { 0, "id-a", "id-b\t0", "unknown group op 0" },
+        { 1000, "id-a", "id-b\t0", "unknown group op 1000" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        assert (t_group (&c, t_gwrite (20 + i, bad [i].op, 9, "g1", "", bad [i].owner, bad [i].members),
+                         0, detail, sizeof detail) == QMS_ST_ERROR);
+        assert (strstr (detail, bad [i].detail) == detail);
+    }
+    const struct { const char *owner, *members, *detail; } bad_create [] = {
+        { "id-a", "id-b\t0", "the owner (s2) is not among the members" },
+        { "id-a", "id-a\t0\nid-b\t0", "the owner's line must have the owner role: id-a" },
+        { "id-a", "id-a\t2\nid-b\t2", "only the owner (s2) has the owner role: id-b" },
+        { "id-a", "id-a\t2\nid-a\t2", "the owner is named more than once" },
+        { "id-a", "id-a\t2\nid-b", "a member line without a role: id-b" },
+        { "id-a", "id-a\t2\nid-b\t0\nid-b\t1", "already a member: id-b" },
+        { "", "id-a\t2", "missing owner" },
+    };
+    for (size_t i = 0; i < sizeof bad_create / sizeof bad_create [0]; i++) {
+        assert (t_group (&c, t_gwrite (60 + i, QMS_GROUP_OP_CREATE, 1, "g2", "Two", bad_create [i].owner,
+                                       bad_create [i].members), 0, detail, sizeof detail) == QMS_ST_ERROR);
+        assert (streq (detail, bad_create [i].detail));
+    }
+    assert (t_group (&c, t_gwrite (70, QMS_GROUP_OP_ADD, 2, "nope", "", "id-a", "id-d\t0"), 0, detail, sizeof detail) == QMS_ST_ERROR);
+    assert (streq (detail, "no such group: nope"));
+    assert (t_group (&c, t_gwrite (71, QMS_GROUP_OP_ADD, 2, "", "", "id-a", "id-d\t0"), 0, NULL, 0) == QMS_ST_ERROR);
+    assert (t_group (&c, t_gwrite (72, QMS_GROUP_OP_CREATE, 1, "g2", "", "id-a", "id-a\t2"), 0, NULL, 0) == QMS_ST_ERROR);
+    /*  In one batch with a good record after it, a failed write still
+        answers nothing but its ERROR. */
+    t_add (&c, t_gwrite (73, QMS_GROUP_OP_CREATE, 1, "g2", "Two", "id-a", "id-a\t2\nid-b\t0\nid-b\t0"));
+    t_add (&c, t_req (QMS_ST_USER_GET, 74, 0, "bob", 0, 0, 0));
+    t_send (&c);
+    assert (t_recv (&c, 5000) == 2 && c.rec [0].type == QMS_ST_RESULT && c.rec [0].num == QMS_ST_ERROR
+            && c.rec [1].type == QMS_ST_USER && c.rec [1].num == 1);
+    t_group_dump (&c, 100, after, sizeof after);
+    assert (streq (before, after));
+    assert (t_db (path, "SELECT count(*) FROM groups") == 1);
+    assert (t_db (path, "SELECT epoch FROM groups") == 1);
+
+    /*  The changes. */
+    assert (t_group (&c, t_gwrite (80, QMS_GROUP_OP_ADD, 2, "g1", "", "id-a", "id-d\t0\nid-e\t1"), 2, NULL, 0) == QMS_ST_OK);
+    assert (c.rec [0].time == 2 && qms_str_eq (c.rec [0].s [QMS_GROW_MEMBER_NAME], "Dave") && c.rec [0].num == 0
+            && qms_str_eq (c.rec [0].s [QMS_GROW_NAME], "Climbing") && qms_str_eq (c.rec [0].s [QMS_GROW_OWNER], "id-a"));
+    assert (qms_str_eq (c.rec [1].s [QMS_GROW_MEMBER], "id-e") && c.rec [1].num == 1 && c.rec [1].seq > c.rec [0].seq);
+    assert (t_group (&c, t_gwrite (81, QMS_GROUP_OP_RENAME, 0, "g1", "Bouldering", "id-a", ""), 0, NULL, 0) == QMS_ST_OK);
+    assert (t_group (&c, t_gwrite (82, QMS_GROUP_OP_PROMOTE, 0, "g1", "", "id-a", "id-b\t1"), 0, NULL, 0) == QMS_ST_OK);
+    assert (t_group (&c, t_gwrite (83, QMS_GROUP_OP_DEMOTE, 0, "g1", "", "id-a", "id-c\t0\n"), 0, NULL, 0) == QMS_ST_OK);
+    assert (t_group (&c, t_gwrite (84, QMS_GROUP_OP_REMOVE, 3, "g1", "", "id-a", "id-d\t0"), 0, NULL, 0) == QMS_ST_OK);
+    t_group_dump (&c, 100, after, sizeof after);
+    assert (streq (after, "g1|Bouldering|id-a|id-a|Alice|pk-a|2|3;g1|Bouldering|id-a|id-b|Bob||1|3;"
+                          "g1|Bouldering|id-a|id-c|Carol||0|3;g1|Bouldering|id-a|id-e|Erin||1|3;"));
+    /*  The owner leaves; the router names the new owner, who gets the role. */
+    assert (t_group (&c, t_gwrite (85, QMS_GROUP_OP_LEAVE, 4, "g1", "", "id-b", "id-a"), 0, NULL, 0) == QMS_ST_OK);
+    t_group_dump (&c, 100, after, sizeof after);
+    assert (streq (after, "g1|Bouldering|id-b|id-b|Bob||2|4;g1|Bouldering|id-b|id-c|Carol||0|4;"
+                          "g1|Bouldering|id-b|id-e|Erin||1|4;"));
+    /*  A group whose last member leaves is deleted. */
+    assert (t_group (&c, t_gwrite (86, QMS_GROUP_OP_CREATE, 1, "g3", "Solo", "id-c", "id-c\t2"), 1, NULL, 0) == QMS_ST_OK);
+    assert (t_db (path, "SELECT count(*) FROM groups") == 2);
+    assert (t_group (&c, t_gwrite (87, QMS_GROUP_OP_LEAVE, 2, "g3", "", "id-c", "id-c"), 0, detail, sizeof detail) == QMS_ST_OK);
+    assert (strstr (detail, "group deleted"));
+    assert (t_db (path, "SELECT count(*) FROM groups") == 1);
+    /*  Paging: more memberships than a page, in several pages, the same
+        rows as in one; a limit of 0 or over the cap is the cap. */
+    assert (t_group (&c, t_gwrite (88, QMS_GROUP_OP_CREATE, 1, "g4", "Four", "id-d", "id-d\t2\nid-a\t0\nid-c\t1\nid-b\t1"),
+                     4, NULL, 0) == QMS_ST_OK);
+    assert (t_group (&c, t_gwrite (89, QMS_GROUP_OP_CREATE, 1, "g5", "Five", "id-d", "id-d\t2"), 1, NULL, 0) == QMS_ST_OK);
+    t_group_dump (&c, 100, before, sizeof before);
+    assert (t_group_dump (&c, 2, after, sizeof after) == 4);
+    assert (streq (before, after));
+    assert (t_group_dump (&c, 0, after, sizeof after) == 1 && streq (before, after));
+    assert (t_group_dump (&c, UINT64_MAX, after, sizeof after) == 1 && streq (before, after));
+    /*  req 0: written, nothing answered. */
+    t_add (&c, t_gwrite (0, QMS_GROUP_OP_RENAME, 0, "g5", "Fifth", "id-d", ""));
+    t_add (&c, (qms_rec_t) { .type = QMS_ST_GROUP_LOAD, .req = 0 });
+    t_send (&c);
+    assert (t_recv (&c, 200) == -1);
+    assert (t_db (path, "SELECT count(*) FROM groups WHERE name = 'Fifth'") == 1);
+
+    /*  Group messages: the same message id and client id for two members,
+        both stored; a retry per member is EXISTS; among direct ones in seq
+        order; quota (3) as for direct ones. */
+    assert (t_result (&c, t_msg (100, "d1", "id-c", "dc1", 5000)) == QMS_ST_OK);
+    assert (t_result (&c, t_gmsg (101, "gm1", "id-c", "gc1", "g1")) == QMS_ST_OK);
+    assert (t_result (&c, t_gmsg (102, "gm1", "id-e", "gc1", "g1")) == QMS_ST_OK);
+    qms_rec_t r = t_call (&c, t_gmsg (103, "gm1-again", "id-c", "gc1", "g1"), QMS_ST_RESULT);
+    assert (r.num == QMS_ST_EXISTS && qms_str_eq (r.s [QMS_RESULT_STORED_ID], "gm1"));
+    /*  A direct message with a client id a group message holds for the
+        same recipient is that message; for another recipient it is new,
+        and then a direct retry finds it wherever it went, as before. */
+    r = t_call (&c, t_msg (104, "d-x", "id-c", "gc1", 5000), QMS_ST_RESULT);
+    assert (r.num == QMS_ST_EXISTS && qms_str_eq (r.s [QMS_RESULT_STORED_ID], "gm1"));
+    assert (t_result (&c, t_msg (105, "d-y", "id-d", "gc1", 5000)) == QMS_ST_OK);
+    r = t_call (&c, t_msg (106, "d-z", "id-a", "gc1", 5000), QMS_ST_RESULT);
+    assert (r.num == QMS_ST_EXISTS && qms_str_eq (r.s [QMS_RESULT_STORED_ID], "d-y"));
+    assert (t_result (&c, t_msg (107, "d2", "id-c", "", 5000)) == QMS_ST_OK);
+    assert (t_result (&c, t_gmsg (108, "gm2", "id-c", "gc2", "g1")) == QMS_ST_QUOTA);
+    assert (t_result (&c, t_gmsg (109, "gm2", "id-ghost", "gc2", "g1")) == QMS_ST_NO_USER);
+    assert (t_result (&c, t_gmsg (110, "gm2", "id-e", "gc2", "")) == QMS_ST_ERROR);
+    assert (t_result (&c, t_gmsg (111, "gm1", "id-e", "gc3", "g1")) == QMS_ST_ERROR);     /* id taken for id-e */
+    t_add (&c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 112, .num = 10,
+                             .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-c") } });
+    t_send (&c);
+    assert (t_recv (&c, 5000) == 4);
+    assert (c.rec [0].type == QMS_ST_MSG && qms_str_eq (c.rec [0].s [QMS_MSG_ID], "d1"));
+    assert (c.rec [1].type == QMS_ST_GROUP_MSG && qms_str_eq (c.rec [1].s [QMS_MSG_ID], "gm1")
+            && qms_str_eq (c.rec [1].s [QMS_MSG_GROUP], "g1") && qms_str_eq (c.rec [1].s [QMS_MSG_CLIENT_ID], "gc1")
+            && qms_str_eq (c.rec [1].s [QMS_MSG_SENDER], "id-bob") && qms_str_eq (c.rec [1].s [QMS_MSG_SENDER_NAME], "Bob")
+            && qms_str_eq (c.rec [1].s [QMS_MSG_SENDER_KEY], "bob-key")
+            && qms_str_eq (c.rec [1].s [QMS_MSG_TEXT], "ciphertext \"quoted\"") && c.rec [1].time == s_t_base + 5000);
+    assert (c.rec [2].type == QMS_ST_MSG && qms_str_eq (c.rec [2].s [QMS_MSG_ID], "d2"));
+    assert (c.rec [0].seq < c.rec [1].seq && c.rec [1].seq < c.rec [2].seq);
+    assert (c.rec [3].type == QMS_ST_MSG_END && c.rec [3].num == 3 && c.rec [3].seq == c.rec [2].seq);
+    /*  A receipt deletes one member's copy; the other member's stays, then
+        goes with delete-up-to. */
+    qms_rec_t del = { .type = QMS_ST_MSG_DEL, .req = 113, .s = { [QMS_DEL_RECIPIENT] = qms_str ("id-c"),
+                                                                 [QMS_DEL_MSG_ID] = qms_str ("gm1") } };
+    r = t_call (&c, del, QMS_ST_MSG_DELETED);
+    assert (r.num == 1 && qms_str_eq (r.s [QMS_DELETED_SENDER], "id-bob") && qms_str_eq (r.s [QMS_DELETED_CLIENT_ID], "gc1"));
+    del.req = 114;
+    assert (t_call (&c, del, QMS_ST_MSG_DELETED).num == 0);
+    t_add (&c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 115, .num = 10,
+                             .s = { [QMS_FETCH_RECIPIENT] = qms_str ("id-e") } });
+    t_send (&c);
+    assert (t_recv (&c, 5000) == 2 && c.rec [0].type == QMS_ST_GROUP_MSG && qms_str_eq (c.rec [0].s [QMS_MSG_ID], "gm1"));
+    t_add (&c, (qms_rec_t) { .type = QMS_ST_MSG_DEL_UPTO, .req = 116, .seq = c.rec [0].seq,
+                             .s = { [QMS_UPTO_RECIPIENT] = qms_str ("id-e") } });
+    t_send (&c);
+    assert (t_recv (&c, 5000) == 1 && c.rec [0].num == QMS_ST_OK);
+    assert (t_db (path, "SELECT count(*) FROM messages WHERE recipient_id = 'id-e'") == 0);
+
+    /*  An admin deletes Dave: g5 (Dave alone) is deleted; g4 (Dave the
+        owner; Alice its longest-standing member, Carol its longest-standing
+        admin) gets Carol as owner and a new epoch; db check finds nothing. */
+    t_admin_t a;
+    t_admin (&c, 120, QMS_ADMIN_USER_DELETE, "dave", NULL, &a);
+    assert (a.status == QMS_ST_OK);
+    t_group_dump (&c, 100, after, sizeof after);
+    assert (streq (after, "g1|Bouldering|id-b|id-b|Bob||2|4;g1|Bouldering|id-b|id-c|Carol||0|4;"
+                          "g1|Bouldering|id-b|id-e|Erin||1|4;"
+                          "g4|Four|id-c|id-a|Alice|pk-a|0|2;g4|Four|id-c|id-c|Carol||2|2;g4|Four|id-c|id-b|Bob||1|2;"));
+    assert (t_db (path, "SELECT count(*) FROM groups") == 2);
+    t_admin (&c, 121, QMS_ADMIN_DB_CHECK, NULL, NULL, &a);
+    assert (a.status == QMS_ST_OK && a.rows == 0);
+    /*  Alice was a member of g4 only: deleting her too moves g4's epoch,
+        and db check finds a group broken behind the store's back. */
+    t_admin (&c, 122, QMS_ADMIN_USER_DELETE, "alice", NULL, &a);
+    assert (a.status == QMS_ST_OK);
+    assert (t_db (path, "SELECT epoch FROM groups WHERE id = 'g4'") == 3);
+    assert (t_db (path, "SELECT epoch FROM groups WHERE id = 'g1'") == 4);
+    assert (t_db (path, "UPDATE group_members SET role = 0 WHERE user_id = 'id-b' AND group_id = 'g1'") == -1);
+    t_admin (&c, 123, QMS_ADMIN_DB_CHECK, NULL, NULL, &a);
+    assert (a.status == QMS_ST_ERROR && a.rows == 1 && streq (a.s [0][QMS_ROW_PROBLEM],
+            "group g1 has an owner who is not its member with the owner role"));
+    assert (t_db (path, "UPDATE group_members SET role = 2 WHERE user_id = 'id-b' AND group_id = 'g1'") == -1);
+
+    /*  Groups survive a restart. */
+    t_group_dump (&c, 100, before, sizeof before);
+    t_close (&c);
+    zactor_destroy (&store);
+    t_endpoint (cfg);
+    store = qms_actor_start (store_actor, cfg, "store");
+    assert (store);
+    t_connect (&c, cfg->store_endpoint);
+    t_group_dump (&c, 3, after, sizeof after);
+    assert (streq (before, after));
+    t_close (&c);
+    zactor_destroy (&store);
+    t_rmdir (dir);
+}
+
 void
 store_test (bool verbose)
 {
@@ -3003,6 +3406,8 @@ store_test (bool verbose)
     t_refusals (&cfg, root);
     t_admin_ops (&cfg, root);
     t_skeletons (&cfg, root);
+    t_migrate_groups (&cfg, root);
+    t_groups (&cfg, root);
 
     t_rmdir (dir);
     snprintf (dir, sizeof dir, "%s/garbage", root);
