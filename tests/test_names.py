@@ -114,10 +114,13 @@ class Names(QmsTestCase):
         self.assert_ok(self.reg(odd), odd)
         self.srv.stop()
         # the database as an older server left it: schema version 2, no skeletons,
-        # and a name registered before names were normalised (fullwidth)
+        # no groups (version 4's messages table is rebuilt again, which its
+        # columns allow), and a name registered before names were normalised
+        # (fullwidth)
         db = sqlite3.connect(os.path.join(self.srv.data_dir, "users.db"))
         with db:
-            for sql in ("DROP INDEX users_by_skeleton", "DROP INDEX users_by_skeleton_upper",
+            for sql in ("DROP TABLE group_members", "DROP TABLE groups",
+                        "DROP INDEX users_by_skeleton", "DROP INDEX users_by_skeleton_upper",
                         "ALTER TABLE users DROP COLUMN skeleton", "ALTER TABLE users DROP COLUMN skeleton_upper",
                         "UPDATE schema_version SET version = 2"):
                 db.execute(sql)
@@ -127,7 +130,7 @@ class Names(QmsTestCase):
         self.srv.start()
         db = sqlite3.connect(os.path.join(self.srv.data_dir, "users.db"))
         try:
-            self.assertEqual(db.execute("SELECT version FROM schema_version").fetchone()[0], 3)
+            self.assertEqual(db.execute("SELECT version FROM schema_version").fetchone()[0], 4)
             self.assertEqual(db.execute("SELECT count(*) FROM users WHERE skeleton IS NULL"
                                         " OR skeleton_upper IS NULL").fetchone()[0], 0)
         finally:
