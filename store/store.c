@@ -250,7 +250,7 @@ static const char *const s_sql [S_COUNT] = {
     [S_MSG_FETCH]      = "SELECT seq, created, id, sender_id, sender_name, sender_key, body,"
                          " coalesce (client_id, ''), group_id FROM messages"
                          " WHERE recipient_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    [S_MSG_GET]        = "SELECT sender_id, coalesce (client_id, '') FROM messages"
+    [S_MSG_GET]        = "SELECT sender_id, coalesce (client_id, ''), coalesce (group_id, '') FROM messages"
                          " WHERE recipient_id = ?1 AND id = ?2",
     [S_MSG_DEL]        = "DELETE FROM messages WHERE recipient_id = ?1 AND id = ?2",
     [S_MSG_DEL_UPTO]   = "DELETE FROM messages WHERE recipient_id = ?1 AND seq <= ?2",
@@ -779,16 +779,18 @@ msg_fetch (store_t *self, const qms_rec_t *rec)
     reply (self, &end);
 }
 
-/*  A receipt: forget one message, telling who sent it (for their ack). */
+/*  A receipt: forget one message, telling who sent it and to which group,
+    if any (for their ack). */
 static void
 msg_del (store_t *self, const qms_rec_t *rec)
 {
     qms_rec_t answer = { .type = QMS_ST_MSG_DELETED, .req = rec->req, .s = { [QMS_DELETED_MSG_ID] = rec->s [QMS_DEL_MSG_ID] } };
-    char sender [256] = "", client [256] = "";
+    char sender [256] = "", client [256] = "", group [256] = "";
     sqlite3_stmt *stmt = self->stmt [S_MSG_GET];
     if (bind_strs (stmt, rec->s, 2) == SQLITE_OK && sqlite3_step (stmt) == SQLITE_ROW) {
         qms_str_copy (col_str (stmt, 0), sender, sizeof sender);
         qms_str_copy (col_str (stmt, 1), client, sizeof client);
+        qms_str_copy (col_str (stmt, 2), group, sizeof group);
         answer.num = 1;
     }
     stmt_done (stmt);
@@ -804,6 +806,7 @@ msg_del (store_t *self, const qms_rec_t *rec)
     }
     answer.s [QMS_DELETED_SENDER] = qms_str (sender);
     answer.s [QMS_DELETED_CLIENT_ID] = qms_str (client);
+    answer.s [QMS_DELETED_GROUP] = qms_str (group);
     if (rec->req)
         reply (self, &answer);
 }
@@ -2610,7 +2613,8 @@ t_messages (t_client_t *c)
                                                                 [QMS_DEL_MSG_ID] = qms_str ("m3") } };
     r = t_call (c, del, QMS_ST_MSG_DELETED);
     assert (r.num == 1 && qms_str_eq (r.s [QMS_DELETED_MSG_ID], "m3")
-            && qms_str_eq (r.s [QMS_DELETED_SENDER], "id-bob") && qms_str_eq (r.s [QMS_DELETED_CLIENT_ID], "c3"));
+            && qms_str_eq (r.s [QMS_DELETED_SENDER], "id-bob") && qms_str_eq (r.s [QMS_DELETED_CLIENT_ID], "c3")
+            && r.s [QMS_DELETED_GROUP].len == 0);
     del.req = 11;
     assert (t_call (c, del, QMS_ST_MSG_DELETED).num == 0);
     del.req = 12;
@@ -3286,7 +3290,8 @@ t_groups (qms_config_t *cfg, const char *root)
     qms_rec_t del = { .type = QMS_ST_MSG_DEL, .req = 113, .s = { [QMS_DEL_RECIPIENT] = qms_str ("id-c"),
                                                                  [QMS_DEL_MSG_ID] = qms_str ("gm1") } };
     r = t_call (&c, del, QMS_ST_MSG_DELETED);
-    assert (r.num == 1 && qms_str_eq (r.s [QMS_DELETED_SENDER], "id-bob") && qms_str_eq (r.s [QMS_DELETED_CLIENT_ID], "gc1"));
+    assert (r.num == 1 && qms_str_eq (r.s [QMS_DELETED_SENDER], "id-bob") && qms_str_eq (r.s [QMS_DELETED_CLIENT_ID], "gc1")
+            && qms_str_eq (r.s [QMS_DELETED_GROUP], "g1"));
     del.req = 114;
     assert (t_call (&c, del, QMS_ST_MSG_DELETED).num == 0);
     t_add (&c, (qms_rec_t) { .type = QMS_ST_MSG_FETCH, .req = 115, .num = 10,
