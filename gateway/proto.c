@@ -1440,7 +1440,7 @@ expect_group_error (const char *text, const proto_limits_t *limits, int event, c
     proto_request_t req = { 0 };
     parse_group_str (text, limits, &req);
     if (req.status != PROTO_ERROR || req.error_event != event || strcmp (req.error, error) != 0
-    ||  !qms_str_eq (req.client_id, echoed_id)) {
+    ||  (*echoed_id ? !qms_str_eq (req.client_id, echoed_id) : req.client_id.len != 0)) {
         fprintf (stderr, "\n%s\n  status %d event %d error %s id %.*s\n", text, req.status, req.error_event,
                  req.error ? req.error : "-", (int) req.client_id.len, req.client_id.ptr ? req.client_id.ptr : "");
         assert (false);
