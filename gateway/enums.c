@@ -9,6 +9,10 @@ const qms_enum_entry_t qms_request_names [] = {
     { "AuthorizeRequest", QMS_REQ_AUTHORIZE },
     { "ReceiptRequest", QMS_REQ_RECEIPT },
     { "UserLookupRequest", QMS_REQ_USER_LOOKUP },
+    { "GroupCreateRequest", QMS_REQ_GROUP_CREATE },
+    { "GroupUpdateRequest", QMS_REQ_GROUP_UPDATE },
+    { "GroupListRequest", QMS_REQ_GROUP_LIST },
+    { "GroupMessageRequest", QMS_REQ_GROUP_MESSAGE },
     { 0, 0 }
 };
 
@@ -21,5 +25,8 @@ const qms_enum_entry_t qms_event_names [] = {
     { "MessageAckEvent", QMS_EV_MESSAGE_ACK },
     { "UserlistDeltaEvent", QMS_EV_USERLIST_DELTA },
     { "UserLookupEvent", QMS_EV_USER_LOOKUP },
+    { "GroupEvent", QMS_EV_GROUP },
+    { "GroupListEvent", QMS_EV_GROUP_LIST },
+    { "GroupMessageEvent", QMS_EV_GROUP_MESSAGE },
     { 0, 0 }
 };

@@ -20,6 +20,10 @@ typedef enum {
     QMS_REQ_AUTHORIZE = 4,
     QMS_REQ_RECEIPT = 5,        /* ext: confirm received messages */
     QMS_REQ_USER_LOOKUP = 6,    /* ext: find users by name ("none" presence) */
+    QMS_REQ_GROUP_CREATE = 7,   /* ext: a new group */
+    QMS_REQ_GROUP_UPDATE = 8,   /* ext: add, remove, promote, demote, rename, leave */
+    QMS_REQ_GROUP_LIST = 9,     /* ext: the caller's groups */
+    QMS_REQ_GROUP_MESSAGE = 10, /* ext: a message to a group */
     QMS_REQ_COUNT
 } qms_request_t;
 
@@ -32,6 +36,9 @@ typedef enum {
     QMS_EV_MESSAGE_ACK = 5,     /* ext: what became of a message with an id */
     QMS_EV_USERLIST_DELTA = 6,  /* ext: who joined and left, for "delta" presence */
     QMS_EV_USER_LOOKUP = 7,     /* ext: the answer to a UserLookupRequest */
+    QMS_EV_GROUP = 8,           /* ext: a group and what changed */
+    QMS_EV_GROUP_LIST = 9,      /* ext: the answer to a GroupListRequest */
+    QMS_EV_GROUP_MESSAGE = 10,  /* ext: a message to a group */
     QMS_EV_COUNT
 } qms_event_t;
 

@@ -514,6 +514,7 @@ gateway_destroy (gateway_t **self_p)
     qms_map_free (&self->users_by_id);
     qms_map_free (&self->peers);       /* every connection has left it by now */
     qms_buf_free (&self->changes);
+    qms_buf_free (&self->glist.json);
     free (self->slots);
     free (self->gens);
     free (self->free_slots);

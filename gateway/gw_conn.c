@@ -156,8 +156,34 @@ gw_enforce_budget (gateway_t *self)
         gw_slow_consumer (self, victims [i], SLOW_BUDGET);
 }
 
+/*  An event framed once into a buffer that every connection getting it
+    shares (a user list's changes, a group event): NULL when out of memory. */
+outq_shared_t *
+gw_shared_frame (gateway_t *self, const void *json, size_t len)
+{
+    uint8_t head [10];
+    size_t head_len = outq_ws_header (head, len);
+    outq_shared_t *frame = outq_shared_new (head_len + len, &self->out_acct);
+    if (frame) {
+        memcpy (outq_shared_data (frame), head, head_len);
+        memcpy (outq_shared_data (frame) + head_len, json, len);
+    }
+    return frame;
+}
 
-
+/*  A shared frame, as is, by reference. */
+void
+gw_conn_share (gateway_t *self, conn_t *conn, outq_shared_t *frame)
+{
+    if (conn->close_code || !frame)
+        return;
+    bool was_empty = outq_empty (&conn->out);
+    if (outq_share (&conn->out, frame, 0, outq_shared_len (frame), OUTQ_PLAIN)) {
+        gw_slow_consumer (self, conn, SLOW_QUEUE);
+        return;
+    }
+    gw_conn_queued (self, conn, was_empty);
+}
 
 void
 gw_conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text)

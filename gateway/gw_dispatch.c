@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <zmq.h>
 
 /* ------------------------------------------------------------------------ */
@@ -238,6 +240,54 @@ token_plausible (qms_str_t token)
     return token.len == QMS_TOKEN_CHARS;
 }
 
+static bool
+is_group_action (int action)
+{
+    return action >= QMS_REQ_GROUP_CREATE && action <= QMS_REQ_GROUP_MESSAGE;
+}
+
+/*  A group request's answer when it fails before it reaches the router. */
+static void
+group_request_error (gateway_t *self, conn_t *conn, const proto_request_t *req, const char *text)
+{
+    proto_group_error (&self->scratch, req->action, req->client_id, req->group, text, strlen (text));
+    gw_conn_queue_scratch (self, conn);
+}
+
+/*  A group request as the router takes it: RT_GROUP (create, update, list)
+    or RT_GROUP_MESSAGE, with the token as for a MessageRequest. */
+static void
+handle_group_request (gateway_t *self, conn_t *conn, const proto_request_t *req)
+{
+    char hash [QMS_HASH_HEX + 1];
+    qms_rec_t rec = { .conn = conn->handle };
+    if (req->action == QMS_REQ_GROUP_MESSAGE) {
+        rec.type = QMS_RT_GROUP_MESSAGE;
+        rec.s [QMS_GMSG_GROUP] = req->group;
+        rec.s [QMS_GMSG_TEXT] = req->message;
+        rec.s [QMS_GMSG_HASH] = token_ref (conn, req->token, hash);
+        rec.s [QMS_GMSG_CLIENT_ID] = req->client_id;
+        gw_to_router (self, &rec);
+        return;
+    }
+    qms_buf_t members;
+    qms_buf_init (&members);
+    if (proto_members_lines (req, &members)) {
+        qms_buf_free (&members);
+        group_request_error (self, conn, req, k_unavailable);
+        return;
+    }
+    rec.type = QMS_RT_GROUP;
+    rec.num = req->group_op;
+    rec.s [QMS_GROUP_HASH] = token_ref (conn, req->token, hash);
+    rec.s [QMS_GROUP_ID] = req->group;
+    rec.s [QMS_GROUP_NAME] = req->name;
+    rec.s [QMS_GROUP_MEMBERS] = qms_strn ((const char *) members.data, members.len);
+    rec.s [QMS_GROUP_CLIENT_ID] = req->client_id;
+    gw_to_router (self, &rec);
+    qms_buf_free (&members);
+}
+
 static void
 handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
 {
@@ -251,8 +301,12 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
         gw_conn_send_error (self, conn, -1, text);
         return;
     }
+    const qms_config_t *cfg = self->cfg;
+    if (self->group_limits.max_members != cfg->group_max_members
+    ||  self->group_limits.name_max != cfg->group_name_max)
+        proto_limits_init (&self->group_limits, cfg->group_max_members, cfg->group_name_max);
     proto_request_t req;
-    proto_parse (data, len, &req);
+    proto_parse_limits (data, len, &self->group_limits, &req);
     char hash [QMS_HASH_HEX + 1];
     qms_rec_t rec = { .conn = conn->handle };
     bool login = req.action == QMS_REQ_LOGIN || req.action == QMS_REQ_REGISTER;
@@ -261,6 +315,9 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
         self->m.requests [req.action]++;
     if (req.status == PROTO_ERROR && req.error_event < 0)
         self->m.malformed++;
+    if (req.status == PROTO_OK && is_group_action (req.action) && now - self->router_seen >= PEER_TIMEOUT_MS)
+        group_request_error (self, conn, &req, k_unavailable);
+    else
     if (req.status == PROTO_OK
     &&  (now - self->router_seen >= PEER_TIMEOUT_MS || (login && !gw_auth_alive (self)))) {
         /*  An actor it needs is gone: say so now rather than let it wait. */
@@ -268,6 +325,9 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
                   : req.action == QMS_REQ_MESSAGE ? QMS_EV_MESSAGE : -1;
         gw_conn_send_error (self, conn, event, k_unavailable);
     }
+    else
+    if (req.status == PROTO_ERROR && is_group_action (req.action))
+        group_request_error (self, conn, &req, req.error);
     else
     if (req.status == PROTO_ERROR)
         gw_conn_send_error (self, conn, req.error_event, req.error);
@@ -321,6 +381,12 @@ handle_request (gateway_t *self, conn_t *conn, const char *data, size_t len)
             rec.s [QMS_MESSAGE_CLIENT_ID] = req.client_id;
             rec.s [QMS_MESSAGE_HASH] = token_ref (conn, req.token, hash);
             gw_to_router (self, &rec);
+            break;
+        case QMS_REQ_GROUP_CREATE:
+        case QMS_REQ_GROUP_UPDATE:
+        case QMS_REQ_GROUP_LIST:
+        case QMS_REQ_GROUP_MESSAGE:
+            handle_group_request (self, conn, &req);
             break;
     }
     proto_request_free (&req);
@@ -398,6 +464,12 @@ gw_handle_receive (gateway_t *self, conn_t *conn, const uint8_t *in, size_t len)
 static void
 handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
 {
+    /*  Whose connection it is: a group's fan-out names the user each
+        target connection must still belong to. */
+    qms_str_t user = rec->s [QMS_BOUND_ID];
+    conn->user_len = user.len <= sizeof conn->user_id ? (uint8_t) user.len : 0;
+    if (conn->user_len)
+        memcpy (conn->user_id, user.ptr, user.len);
     if (rec->num == QMS_BOUND_SILENT) {
         conn->bound = conn->token_len > 0;  /* restored after a router restart */
         return;
@@ -441,6 +513,169 @@ handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
     conn->list_gen = self->users_gen;
 }
 
+/* ------------------------------------------------------------------------ */
+/*  ext: groups, from the router.  A group event or a group message comes
+    once per gateway with the connections it is for (qms_targets_*): it is
+    encoded once and every target's queue holds the same bytes. */
+
+/*  Whether conn still belongs to the user a fan-out names. */
+static bool
+conn_is_user (const conn_t *conn, qms_str_t id)
+{
+    return conn->bound && id.len && conn->user_len == id.len && memcmp (conn->user_id, id.ptr, id.len) == 0;
+}
+
+/*  GW_GROUP (not a row of a list): the GroupEvent to every target still
+    its user's, and to the requester with its "id". */
+static void
+group_event (gateway_t *self, const qms_rec_t *rec)
+{
+    qms_buf_t event;
+    qms_buf_init (&event);
+    bool gone = (rec->num & QMS_GROUP_GONE) != 0;
+    int rc = proto_group_event_head (&event, qms_str (NULL));
+    size_t body_at = event.len;
+    if (rc || proto_group_event_body (&event, rec->num, gone, rec->s [QMS_GINFO_ID], rec->s [QMS_GINFO_NAME],
+                                      rec->s [QMS_GINFO_OWNER], rec->seq, rec->s [QMS_GINFO_MEMBERS],
+                                      rec->s [QMS_GINFO_BY], rec->s [QMS_GINFO_CHANGED])) {
+        qms_warn (ACTOR, "event=bad_group_event group=\"%.*s\" op=%llu", (int) (rec->s [QMS_GINFO_ID].len & 0xff),
+                  rec->s [QMS_GINFO_ID].ptr ? rec->s [QMS_GINFO_ID].ptr : "", (unsigned long long) rec->num);
+        qms_buf_free (&event);
+        return;
+    }
+    outq_shared_t *frame = NULL;
+    size_t offset = 0;
+    uint64_t handle;
+    qms_str_t user;
+    int got;
+    while ((got = qms_targets_next (rec->s [QMS_GINFO_TARGETS], &offset, &handle, &user)) == 1) {
+        conn_t *conn = gw_conn_lookup (self, handle);
+        /*  Gone or someone else's now: skipped (the state is fetched again
+            with a GroupListRequest); the requester gets its own copy. */
+        if (!conn || handle == rec->conn || !conn_is_user (conn, user))
+            continue;
+        if (!frame && !(frame = gw_shared_frame (self, event.data, event.len))) {
+            qms_error (ACTOR, "event=out_of_memory what=group_event");
+            break;
+        }
+        gw_conn_share (self, conn, frame);
+    }
+    if (got < 0)
+        qms_warn (ACTOR, "event=bad_targets type=GW_GROUP");
+    outq_shared_unref (&frame);
+    conn_t *requester = rec->conn ? gw_conn_lookup (self, rec->conn) : NULL;
+    qms_str_t client_id = rec->s [QMS_GINFO_CLIENT_ID];
+    if (requester && !client_id.len)
+        gw_conn_queue (self, requester, event.data, event.len);
+    else
+    if (requester) {
+        /*  The same body after a head with the client's id. */
+        qms_buf_t mine;
+        qms_buf_init (&mine);
+        if (proto_group_event_head (&mine, client_id) == 0
+        &&  qms_buf_append (&mine, event.data + body_at, event.len - body_at) == 0)
+            gw_conn_queue (self, requester, mine.data, mine.len);
+        qms_buf_free (&mine);
+    }
+    qms_buf_free (&event);
+}
+
+/*  The GroupListEvent built from GW_GROUPS and its rows goes out (or, when
+    a row could not be encoded or the rows were cut short, an error). */
+static void
+group_list_finish (gateway_t *self)
+{
+    self->glist.active = false;
+    conn_t *conn = gw_conn_lookup (self, self->glist.conn);
+    if (conn && !self->glist.failed && proto_group_list_end (&self->glist.json) == 0)
+        gw_conn_queue (self, conn, self->glist.json.data, self->glist.json.len);
+    else
+    if (conn) {
+        const char *text = "Request failed.";
+        proto_group_error (&self->scratch, QMS_REQ_GROUP_LIST, qms_strn (self->glist.id, self->glist.id_len),
+                           qms_str (NULL), text, strlen (text));
+        gw_conn_queue_scratch (self, conn);
+    }
+    if (self->glist.json.cap > RX_KEEP_BYTES)
+        qms_buf_free (&self->glist.json);
+    else
+        qms_buf_reset (&self->glist.json);
+}
+
+static void
+group_list_begin (gateway_t *self, const qms_rec_t *rec)
+{
+    if (self->glist.active) {
+        qms_warn (ACTOR, "event=group_list_cut_short left=%llu", (unsigned long long) self->glist.left);
+        self->glist.failed = true;
+        group_list_finish (self);
+    }
+    qms_str_t client_id = rec->s [QMS_GLIST_CLIENT_ID];
+    self->glist.active = true;
+    self->glist.conn = rec->conn;
+    self->glist.left = rec->num;
+    self->glist.id_len = client_id.len <= sizeof self->glist.id ? (uint8_t) client_id.len : 0;
+    if (self->glist.id_len)
+        memcpy (self->glist.id, client_id.ptr, client_id.len);
+    qms_buf_reset (&self->glist.json);
+    self->glist.failed = proto_group_list_head (&self->glist.json, qms_strn (self->glist.id, self->glist.id_len)) != 0;
+    if (self->glist.left == 0)
+        group_list_finish (self);
+}
+
+static void
+group_list_row (gateway_t *self, const qms_rec_t *rec)
+{
+    if (!self->glist.failed
+    &&  proto_group_list_add (&self->glist.json, rec->s [QMS_GINFO_ID], rec->s [QMS_GINFO_NAME],
+                              rec->s [QMS_GINFO_OWNER], rec->seq, rec->s [QMS_GINFO_MEMBERS])) {
+        qms_warn (ACTOR, "event=bad_group_event group=\"%.*s\" in=list", (int) (rec->s [QMS_GINFO_ID].len & 0xff),
+                  rec->s [QMS_GINFO_ID].ptr ? rec->s [QMS_GINFO_ID].ptr : "");
+        self->glist.failed = true;
+    }
+    if (--self->glist.left == 0)
+        group_list_finish (self);
+}
+
+/*  GW_GROUP_DELIVER: one GroupMessageEvent shared by every target; a target
+    whose connection is gone or no longer its user's goes back to the router
+    (RT_GROUP_UNDELIVERED), which delivers it again or stores it. */
+static void
+group_deliver (gateway_t *self, const qms_rec_t *rec)
+{
+    qms_buf_t event;
+    qms_buf_init (&event);
+    outq_shared_t *frame = NULL;
+    if (proto_group_message_event (&event, rec->s [QMS_GDELIVER_GROUP], rec->s [QMS_GDELIVER_SENDER],
+                                   rec->s [QMS_GDELIVER_TEXT], rec->s [QMS_GDELIVER_MSG_ID], rec->time) == 0)
+        frame = gw_shared_frame (self, event.data, event.len);
+    qms_buf_free (&event);
+    if (!frame)
+        qms_error (ACTOR, "event=out_of_memory what=group_message");
+    size_t offset = 0;
+    uint64_t handle;
+    qms_str_t user;
+    int got;
+    while ((got = qms_targets_next (rec->s [QMS_GDELIVER_TARGETS], &offset, &handle, &user)) == 1) {
+        conn_t *conn = gw_conn_lookup (self, handle);
+        if (frame && conn && conn_is_user (conn, user)) {
+            self->m.events_group++;
+            gw_conn_share (self, conn, frame);
+            continue;
+        }
+        qms_rec_t back = { .type = QMS_RT_GROUP_UNDELIVERED, .time = rec->time };
+        back.s [QMS_GUNDELIVERED_GROUP] = rec->s [QMS_GDELIVER_GROUP];
+        back.s [QMS_GUNDELIVERED_RECIPIENT] = user;
+        back.s [QMS_GUNDELIVERED_SENDER] = rec->s [QMS_GDELIVER_SENDER];
+        back.s [QMS_GUNDELIVERED_TEXT] = rec->s [QMS_GDELIVER_TEXT];
+        back.s [QMS_GUNDELIVERED_MSG_ID] = rec->s [QMS_GDELIVER_MSG_ID];
+        gw_to_router (self, &back);
+    }
+    if (got < 0)
+        qms_warn (ACTOR, "event=bad_targets type=GW_GROUP_DELIVER");
+    outq_shared_unref (&frame);
+}
+
 static void
 handle_router_record (gateway_t *self, const qms_rec_t *rec)
 {
@@ -475,6 +710,21 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
         self->router_seen = qms_mono_ms ();
         if (rec->req == 1)
             reannounce (self);
+        return;
+    }
+    if (rec->type == QMS_GW_GROUPS) {
+        group_list_begin (self, rec);
+        return;
+    }
+    if (rec->type == QMS_GW_GROUP) {
+        if (self->glist.active)
+            group_list_row (self, rec);
+        else
+            group_event (self, rec);
+        return;
+    }
+    if (rec->type == QMS_GW_GROUP_DELIVER) {
+        group_deliver (self, rec);
         return;
     }
     conn_t *conn = gw_conn_lookup (self, rec->conn);
@@ -550,6 +800,33 @@ handle_router_record (gateway_t *self, const qms_rec_t *rec)
             proto_actor_error (&self->scratch, rec->num, rec->s [QMS_ERROR_REASON]);
             gw_conn_queue_scratch (self, conn);
             break;
+        case QMS_GW_GROUP_STORED:
+            self->m.events_stored++;
+            proto_group_stored_event (&self->scratch, rec->s [QMS_GDELIVER_GROUP], rec->s [QMS_GDELIVER_SENDER],
+                                      rec->s [QMS_GDELIVER_TEXT], rec->s [QMS_GDELIVER_MSG_ID], rec->time,
+                                      rec->s [QMS_GSTORED_SENDER_NAME], rec->s [QMS_GSTORED_SENDER_KEY]);
+            gw_conn_queue_scratch (self, conn);
+            break;
+        case QMS_GW_GROUP_ACK: {
+            self->m.acks++;
+            char buf [400];
+            const char *text = proto_group_reason_text (rec->s [QMS_GACK_REASON], qms_str (NULL),
+                                                        self->cfg->group_max_members, buf, sizeof buf);
+            proto_group_ack (&self->scratch, rec->num, rec->s [QMS_GACK_CLIENT_ID], rec->s [QMS_GACK_MSG_ID],
+                             rec->time, rec->s [QMS_GACK_GROUP], rec->seq, rec->s [QMS_GACK_UNREACHED],
+                             rec->s [QMS_GACK_BY], text);
+            gw_conn_queue_scratch (self, conn);
+            break;
+        }
+        case QMS_GW_GROUP_ERROR: {
+            char buf [400];
+            const char *text = proto_group_reason_text (rec->s [QMS_GERR_REASON], rec->s [QMS_GERR_DETAIL],
+                                                        self->cfg->group_max_members, buf, sizeof buf);
+            proto_group_error (&self->scratch, proto_group_op_action (rec->num), rec->s [QMS_GERR_CLIENT_ID],
+                               rec->s [QMS_GERR_GROUP], text, strlen (text));
+            gw_conn_queue_scratch (self, conn);
+            break;
+        }
         default:
             qms_warn (ACTOR, "event=unexpected_record peer=router type=%s", qms_type_name (rec->type));
     }
@@ -643,6 +920,12 @@ drain_socket (gateway_t *self, void *raw, peer_kind_t from)
                 handle_auth_record (self, &rec);
         }
         assert (got == 0);
+        if (self->glist.active) {
+            /*  The rows of a group list come in the batch of its GW_GROUPS. */
+            qms_warn (ACTOR, "event=group_list_cut_short left=%llu", (unsigned long long) self->glist.left);
+            self->glist.failed = true;
+            group_list_finish (self);
+        }
     }
     zmq_msg_close (&body);
     return batches;
@@ -670,6 +953,332 @@ gw_drain_zmq (gateway_t *self)
 }
 
 /* ------------------------------------------------------------------------ */
+/*  Selftest helpers for groups: connections in slots, their output read
+    back whole. */
+
+/*  Every frame queued for conn, their payloads as lines (one per frame). */
+static void
+t_frames (conn_t *conn, qms_buf_t *out)
+{
+    qms_buf_reset (out);
+    int sv [2];
+    assert (socketpair (AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    qms_buf_t bytes;
+    qms_buf_init (&bytes);
+    while (!outq_empty (&conn->out)) {
+        int flags;
+        assert (outq_write (&conn->out, sv [1], NULL, 1 << 20, &flags) > 0);
+        uint8_t chunk [65536];
+        ssize_t n;
+        while ((n = recv (sv [0], chunk, sizeof chunk, MSG_DONTWAIT)) > 0)
+            qms_buf_append (&bytes, chunk, (size_t) n);
+    }
+    close (sv [0]);
+    close (sv [1]);
+    size_t at = 0;
+    while (at < bytes.len) {
+        assert (bytes.len - at >= 2 && bytes.data [at] == 0x81);
+        size_t len = bytes.data [at + 1], head = 2;
+        if (len == 126) {
+            len = (size_t) bytes.data [at + 2] << 8 | bytes.data [at + 3];
+            head = 4;
+        }
+        assert (len < 126 || head == 4);
+        assert (at + head + len <= bytes.len);
+        qms_buf_append (out, bytes.data + at + head, len);
+        qms_buf_append (out, "\n", 1);
+        at += head + len;
+    }
+    qms_buf_append (out, "", 1);
+    out->len--;
+    qms_buf_free (&bytes);
+}
+
+static void
+t_expect_frames (conn_t *conn, const char *expected)
+{
+    qms_buf_t got;
+    qms_buf_init (&got);
+    t_frames (conn, &got);
+    if (strcmp ((const char *) got.data, expected) != 0) {
+        fprintf (stderr, "\nexpected: %s\n     got: %s\n", expected, (const char *) got.data);
+        assert (false);
+    }
+    qms_buf_free (&got);
+}
+
+static void
+t_group_test (gateway_t *self)
+{
+    enum { SLOTS = 4 };
+    conn_t conns [SLOTS], *slots [SLOTS] = { NULL };
+    self->slots = slots;
+    self->max_slots = SLOTS;
+    self->router_seen = qms_mono_ms ();
+    static const char *users [SLOTS] = { "id-a", "id-b", "id-x", "id-d" };
+    for (int i = 0; i < SLOTS; i++) {
+        memset (&conns [i], 0, sizeof conns [i]);
+        conns [i].handle = (uint64_t) i | (1ull << SLOT_BITS);
+        outq_init (&conns [i].out, &self->out_acct);
+        qms_rec_t bound = { .type = QMS_GW_BOUND, .conn = conns [i].handle, .num = QMS_BOUND_SILENT,
+                            .s = { [QMS_BOUND_ID] = qms_str (users [i]), [QMS_BOUND_NAME] = qms_str ("n") } };
+        conns [i].token_len = QMS_TOKEN_CHARS;
+        memset (conns [i].token, 'a' + i, QMS_TOKEN_CHARS);
+        if (i < 3) {
+            slots [i] = &conns [i];
+            handle_bound (self, &conns [i], &bound);
+            assert (conns [i].bound && conns [i].user_len == strlen (users [i]));
+        }
+    }
+    conn_t *a = &conns [0], *b = &conns [1], *x = &conns [2];
+    qms_buf_reset (&self->to_router);
+
+    /*  GW_GROUP_DELIVER to five targets: a and b get the same bytes, by
+        reference to one buffer; "id-c" on x (now someone else's), a slot
+        with no connection, and a handle of an older generation come back
+        to the router as RT_GROUP_UNDELIVERED, each with its recipient. */
+    qms_buf_t targets;
+    qms_buf_init (&targets);
+    assert (qms_targets_add (&targets, a->handle, "id-a", 4) == 0);
+    assert (qms_targets_add (&targets, b->handle, "id-b", 4) == 0);
+    assert (qms_targets_add (&targets, x->handle, "id-c", 4) == 0);
+    assert (qms_targets_add (&targets, conns [3].handle, "id-d", 4) == 0);
+    assert (qms_targets_add (&targets, b->handle + (1ull << SLOT_BITS), "id-e", 4) == 0);
+    qms_rec_t deliver = { .type = QMS_GW_GROUP_DELIVER, .time = 5 };
+    deliver.s [QMS_GDELIVER_GROUP] = qms_str ("G1");
+    deliver.s [QMS_GDELIVER_SENDER] = qms_str ("id-s");
+    deliver.s [QMS_GDELIVER_TEXT] = qms_str ("ct");
+    deliver.s [QMS_GDELIVER_MSG_ID] = qms_str ("M1");
+    deliver.s [QMS_GDELIVER_TARGETS] = qms_strn ((const char *) targets.data, targets.len);
+    size_t owned = self->out_acct.owned;
+    handle_router_record (self, &deliver);
+    assert (self->out_acct.shared_count == 1 && self->out_acct.owned == owned);   /* one buffer, shared */
+    assert (outq_pending (&a->out) == outq_pending (&b->out) && outq_empty (&x->out));
+    assert (self->m.events_group == 2);
+    const char *event = "{\"valid\":true,\"event\":10,\"group\":\"G1\",\"sender\":\"id-s\",\"message\":\"ct\","
+                        "\"id\":\"M1\",\"timestamp\":5}\n";
+    t_expect_frames (a, event);
+    assert (self->out_acct.shared_count == 1);
+    t_expect_frames (b, event);
+    assert (self->out_acct.shared_count == 0 && self->out_acct.shared == 0);
+    size_t offset = 0;
+    qms_rec_t rec;
+    static const char *back [] = { "id-c", "id-d", "id-e" };
+    for (int i = 0; i < 3; i++) {
+        assert (qms_rec_next (self->to_router.data, self->to_router.len, &offset, &rec) == 1);
+        assert (rec.type == QMS_RT_GROUP_UNDELIVERED && rec.time == 5);
+        assert (qms_str_eq (rec.s [QMS_GUNDELIVERED_RECIPIENT], back [i]));
+        assert (qms_str_eq (rec.s [QMS_GUNDELIVERED_GROUP], "G1") && qms_str_eq (rec.s [QMS_GUNDELIVERED_SENDER], "id-s")
+                && qms_str_eq (rec.s [QMS_GUNDELIVERED_TEXT], "ct") && qms_str_eq (rec.s [QMS_GUNDELIVERED_MSG_ID], "M1"));
+    }
+    assert (qms_rec_next (self->to_router.data, self->to_router.len, &offset, &rec) == 0);
+    qms_buf_reset (&self->to_router);
+    /*  Logged out: no longer bound, so it goes back too. */
+    b->bound = false;
+    qms_buf_reset (&targets);
+    assert (qms_targets_add (&targets, b->handle, "id-b", 4) == 0);
+    deliver.s [QMS_GDELIVER_TARGETS] = qms_strn ((const char *) targets.data, targets.len);
+    handle_router_record (self, &deliver);
+    assert (outq_empty (&b->out));
+    offset = 0;
+    assert (qms_rec_next (self->to_router.data, self->to_router.len, &offset, &rec) == 1
+            && rec.type == QMS_RT_GROUP_UNDELIVERED && qms_str_eq (rec.s [QMS_GUNDELIVERED_RECIPIENT], "id-b"));
+    qms_buf_reset (&self->to_router);
+    b->bound = true;
+
+    /*  GW_GROUP: the targets get the event once encoded; the requester (a
+        target too) gets it once, with its id; x (someone else's now) and a
+        gone connection nothing, and nothing goes back. */
+    qms_buf_reset (&targets);
+    assert (qms_targets_add (&targets, a->handle, "id-a", 4) == 0);
+    assert (qms_targets_add (&targets, b->handle, "id-b", 4) == 0);
+    assert (qms_targets_add (&targets, x->handle, "id-c", 4) == 0);
+    assert (qms_targets_add (&targets, conns [3].handle, "id-d", 4) == 0);
+    qms_rec_t group = { .type = QMS_GW_GROUP, .conn = a->handle, .num = QMS_GROUP_OP_CREATE, .seq = 1 };
+    group.s [QMS_GINFO_ID] = qms_str ("G1");
+    group.s [QMS_GINFO_NAME] = qms_str ("Climbing");
+    group.s [QMS_GINFO_OWNER] = qms_str ("id-a");
+    group.s [QMS_GINFO_MEMBERS] = qms_str ("id-a\talice\tKA\t2\nid-b\tbob\tKB\t0");
+    group.s [QMS_GINFO_BY] = qms_str ("id-a");
+    group.s [QMS_GINFO_CHANGED] = qms_str ("id-b");
+    group.s [QMS_GINFO_TARGETS] = qms_strn ((const char *) targets.data, targets.len);
+    group.s [QMS_GINFO_CLIENT_ID] = qms_str ("r1");
+    handle_router_record (self, &group);
+    const char *body = "\"group\":{\"id\":\"G1\",\"name\":\"Climbing\",\"owner\":\"id-a\",\"epoch\":1,\"members\":["
+                       "{\"id\":\"id-a\",\"name\":\"alice\",\"publicKey\":\"KA\",\"role\":\"owner\"},"
+                       "{\"id\":\"id-b\",\"name\":\"bob\",\"publicKey\":\"KB\",\"role\":\"member\"}]},"
+                       "\"change\":{\"op\":\"create\",\"by\":\"id-a\",\"members\":[\"id-b\"]}}\n";
+    char want [1024];
+    snprintf (want, sizeof want, "{\"valid\":true,\"event\":8,\"id\":\"r1\",%s", body);
+    t_expect_frames (a, want);
+    snprintf (want, sizeof want, "{\"valid\":true,\"event\":8,%s", body);
+    t_expect_frames (b, want);
+    assert (outq_empty (&x->out) && self->to_router.len == 0);
+    /*  Removed: the short form, "removed"; a record it cannot read, nothing. */
+    group.num = QMS_GROUP_OP_REMOVE | QMS_GROUP_GONE;
+    group.conn = 0;
+    group.s [QMS_GINFO_MEMBERS] = qms_str (NULL);
+    handle_router_record (self, &group);
+    const char *removed = "{\"valid\":true,\"event\":8,\"group\":{\"id\":\"G1\",\"name\":\"Climbing\"},"
+                          "\"change\":{\"op\":\"remove\",\"by\":\"id-a\",\"members\":[\"id-b\"]},\"removed\":true}\n";
+    t_expect_frames (a, removed);
+    t_expect_frames (b, removed);
+    group.num = QMS_GROUP_OP_ADD;
+    group.s [QMS_GINFO_MEMBERS] = qms_str ("id-a\talice");
+    handle_router_record (self, &group);
+    assert (outq_empty (&a->out) && outq_empty (&b->out));
+
+    /*  GW_GROUPS and its rows: one GroupListEvent; an empty one; one cut
+        short answered with an error. */
+    qms_rec_t groups = { .type = QMS_GW_GROUPS, .conn = a->handle, .num = 2,
+                         .s = { [QMS_GLIST_CLIENT_ID] = qms_str ("r2") } };
+    qms_rec_t row = { .type = QMS_GW_GROUP, .seq = 3 };
+    row.s [QMS_GINFO_ID] = qms_str ("G1");
+    row.s [QMS_GINFO_NAME] = qms_str ("a");
+    row.s [QMS_GINFO_OWNER] = qms_str ("o");
+    row.s [QMS_GINFO_MEMBERS] = qms_str ("o\tO\tk\t2");
+    handle_router_record (self, &groups);
+    handle_router_record (self, &row);
+    assert (outq_empty (&a->out) && self->glist.active);
+    row.s [QMS_GINFO_ID] = qms_str ("G2");
+    handle_router_record (self, &row);
+    assert (!self->glist.active);
+    t_expect_frames (a, "{\"valid\":true,\"event\":9,\"id\":\"r2\",\"groups\":["
+                        "{\"id\":\"G1\",\"name\":\"a\",\"owner\":\"o\",\"epoch\":3,\"members\":["
+                        "{\"id\":\"o\",\"name\":\"O\",\"publicKey\":\"k\",\"role\":\"owner\"}]},"
+                        "{\"id\":\"G2\",\"name\":\"a\",\"owner\":\"o\",\"epoch\":3,\"members\":["
+                        "{\"id\":\"o\",\"name\":\"O\",\"publicKey\":\"k\",\"role\":\"owner\"}]}]}\n");
+    groups.num = 0;
+    groups.s [QMS_GLIST_CLIENT_ID] = qms_str (NULL);
+    handle_router_record (self, &groups);
+    t_expect_frames (a, "{\"valid\":true,\"event\":9,\"groups\":[]}\n");
+    groups.num = 2;
+    groups.s [QMS_GLIST_CLIENT_ID] = qms_str ("r3");
+    handle_router_record (self, &groups);
+    handle_router_record (self, &row);
+    groups.num = 0;
+    groups.s [QMS_GLIST_CLIENT_ID] = qms_str (NULL);
+    handle_router_record (self, &groups);
+    t_expect_frames (a, "{\"valid\":false,\"event\":9,\"error\":\"Request failed.\",\"id\":\"r3\"}\n"
+                        "{\"valid\":true,\"event\":9,\"groups\":[]}\n");
+
+    /*  GW_GROUP_ERROR, GW_GROUP_ACK, GW_GROUP_STORED. */
+    qms_rec_t error = { .type = QMS_GW_GROUP_ERROR, .conn = a->handle, .num = QMS_GROUP_OP_ADD };
+    error.s [QMS_GERR_REASON] = qms_str (QMS_REASON_TOO_MANY_GROUPS);
+    error.s [QMS_GERR_CLIENT_ID] = qms_str ("r4");
+    error.s [QMS_GERR_DETAIL] = qms_str ("id-b\t256");
+    error.s [QMS_GERR_GROUP] = qms_str ("G1");
+    handle_router_record (self, &error);
+    error.num = QMS_GROUP_OP_MESSAGE;
+    error.s [QMS_GERR_REASON] = qms_str (QMS_REASON_UNKNOWN_GROUP);
+    handle_router_record (self, &error);
+    error.s [QMS_GERR_CLIENT_ID] = qms_str (NULL);
+    handle_router_record (self, &error);
+    error.num = QMS_GROUP_OP_LIST;
+    error.s [QMS_GERR_REASON] = qms_str (QMS_REASON_UNAVAILABLE);
+    handle_router_record (self, &error);
+    error.num = QMS_GROUP_OP_CREATE;
+    error.s [QMS_GERR_REASON] = qms_str (QMS_REASON_GROUP_FULL);
+    error.s [QMS_GERR_DETAIL] = qms_str (NULL);
+    handle_router_record (self, &error);
+    t_expect_frames (a, "{\"valid\":false,\"event\":8,\"error\":\"id-b is in too many groups (at most 256).\",\"id\":\"r4\"}\n"
+                        "{\"valid\":false,\"event\":5,\"id\":\"r4\",\"status\":\"rejected\",\"error\":\"Unknown group.\","
+                        "\"group\":\"G1\"}\n"
+                        "{\"valid\":false,\"event\":10,\"error\":\"Unknown group.\"}\n"
+                        "{\"valid\":false,\"event\":9,\"error\":\"Service temporarily unavailable.\"}\n"
+                        "{\"valid\":false,\"event\":8,\"error\":\"A group has at most 1024 members.\"}\n");
+    qms_rec_t ack = { .type = QMS_GW_GROUP_ACK, .conn = a->handle, .num = QMS_ACK_STORED, .time = 9, .seq = 3 };
+    ack.s [QMS_GACK_CLIENT_ID] = qms_str ("c1");
+    ack.s [QMS_GACK_MSG_ID] = qms_str ("M1");
+    ack.s [QMS_GACK_GROUP] = qms_str ("G1");
+    ack.s [QMS_GACK_UNREACHED] = qms_str ("1");
+    handle_router_record (self, &ack);
+    ack.num = QMS_ACK_REJECTED;
+    ack.s [QMS_GACK_REASON] = qms_str (QMS_REASON_NOT_ALLOWED);
+    handle_router_record (self, &ack);
+    qms_rec_t stored = { .type = QMS_GW_GROUP_STORED, .conn = a->handle, .time = 4 };
+    stored.s [QMS_GDELIVER_GROUP] = qms_str ("G1");
+    stored.s [QMS_GDELIVER_SENDER] = qms_str ("id-b");
+    stored.s [QMS_GDELIVER_TEXT] = qms_str ("ct");
+    stored.s [QMS_GDELIVER_MSG_ID] = qms_str ("M2");
+    stored.s [QMS_GSTORED_SENDER_NAME] = qms_str ("bob");
+    stored.s [QMS_GSTORED_SENDER_KEY] = qms_str ("KB");
+    handle_router_record (self, &stored);
+    t_expect_frames (a, "{\"valid\":true,\"event\":5,\"id\":\"c1\",\"status\":\"stored\",\"messageId\":\"M1\","
+                        "\"timestamp\":9,\"group\":\"G1\",\"members\":3,\"unreached\":1}\n"
+                        "{\"valid\":false,\"event\":5,\"id\":\"c1\",\"status\":\"rejected\",\"error\":"
+                        "\"Only the group's owner or an admin can do that.\",\"group\":\"G1\"}\n"
+                        "{\"valid\":true,\"event\":10,\"group\":\"G1\",\"sender\":\"id-b\",\"message\":\"ct\","
+                        "\"id\":\"M2\",\"timestamp\":4,\"senderName\":\"bob\",\"senderKey\":\"KB\",\"stored\":true}\n");
+
+    /*  Requests: records to the router with the bound token as "" (another
+        as its hash); a bad one answered at once; the limits as configured. */
+    char json [512], token [QMS_TOKEN_CHARS + 1];
+    memcpy (token, a->token, QMS_TOKEN_CHARS);
+    token [QMS_TOKEN_CHARS] = 0;
+    snprintf (json, sizeof json, "{\"action\":7,\"token\":\"%s\",\"name\":\"Climbing\",\"members\":"
+              "[\"id-b\",\"id-c\",\"id-b\"],\"id\":\"r5\"}", token);
+    handle_request (self, a, json, strlen (json));
+    snprintf (json, sizeof json, "{\"action\":8,\"token\":\"%s\",\"group\":\"G1\",\"op\":\"rename\",\"name\":\"B\"}", token);
+    handle_request (self, a, json, strlen (json));
+    snprintf (json, sizeof json, "{\"action\":9,\"token\":\"%s\"}", token);
+    handle_request (self, a, json, strlen (json));
+    snprintf (json, sizeof json, "{\"action\":10,\"token\":\"%s\",\"group\":\"G1\",\"message\":\"m\",\"id\":\"c2\"}", token);
+    handle_request (self, b, json, strlen (json));        /* not b's token: its hash */
+    offset = 0;
+    assert (qms_rec_next (self->to_router.data, self->to_router.len, &offset, &rec) == 1);
+    assert (rec.type == QMS_RT_GROUP && rec.conn == a->handle && rec.num == QMS_GROUP_OP_CREATE);
+    assert (rec.s [QMS_GROUP_HASH].len == 0 && rec.s [QMS_GROUP_ID].len == 0 && qms_str_eq (rec.s [QMS_GROUP_NAME], "Climbing"));
+    assert (qms_str_eq (rec.s [QMS_GROUP_MEMBERS], "id-b\nid-c") && qms_str_eq (rec.s [QMS_GROUP_CLIENT_ID], "r5"));
+    assert (qms_rec_next (self->to_router.data, self->to_router.len, &offset, &rec) == 1);
+    assert (rec.type == QMS_RT_GROUP && rec.num == QMS_GROUP_OP_RENAME && qms_str_eq (rec.s [QMS_GROUP_ID], "G1")
+            && qms_str_eq (rec.s [QMS_GROUP_NAME], "B") && rec.s [QMS_GROUP_MEMBERS].len == 0
+            && rec.s [QMS_GROUP_CLIENT_ID].len == 0);
+    assert (qms_rec_next (self->to_router.data, self->to_router.len, &offset, &rec) == 1);
+    assert (rec.type == QMS_RT_GROUP && rec.num == QMS_GROUP_OP_LIST && rec.s [QMS_GROUP_HASH].len == 0);
+    assert (qms_rec_next (self->to_router.data, self->to_router.len, &offset, &rec) == 1);
+    char hash [QMS_HASH_HEX + 1];
+    qms_sha256_hex (token, QMS_TOKEN_CHARS, hash);
+    assert (rec.type == QMS_RT_GROUP_MESSAGE && rec.conn == b->handle && qms_str_eq (rec.s [QMS_GMSG_HASH], hash));
+    assert (qms_str_eq (rec.s [QMS_GMSG_GROUP], "G1") && qms_str_eq (rec.s [QMS_GMSG_TEXT], "m")
+            && qms_str_eq (rec.s [QMS_GMSG_CLIENT_ID], "c2"));
+    assert (qms_rec_next (self->to_router.data, self->to_router.len, &offset, &rec) == 0);
+    qms_buf_reset (&self->to_router);
+    assert (self->m.requests [QMS_REQ_GROUP_CREATE] == 1 && self->m.requests [QMS_REQ_GROUP_MESSAGE] == 1);
+    qms_config_t *cfg = (qms_config_t *) self->cfg;
+    cfg->group_name_max = 3;
+    cfg->group_max_members = 2;
+    snprintf (json, sizeof json, "{\"action\":7,\"token\":\"%s\",\"name\":\"abcd\",\"id\":\"r6\"}", token);
+    handle_request (self, a, json, strlen (json));
+    snprintf (json, sizeof json, "{\"action\":8,\"token\":\"%s\",\"group\":\"G1\",\"op\":\"add\",\"members\":[\"a\",\"b\",\"c\"]}", token);
+    handle_request (self, a, json, strlen (json));
+    snprintf (json, sizeof json, "{\"action\":10,\"token\":\"%s\",\"group\":\"G1\",\"id\":\"c3\"}", token);
+    handle_request (self, a, json, strlen (json));
+    snprintf (json, sizeof json, "{\"action\":8,\"token\":\"%s\",\"group\":\"G1\",\"op\":\"leave\"}", "short");
+    handle_request (self, a, json, strlen (json));
+    /*  The router silent: unavailable, in the request's shape. */
+    self->router_seen = qms_mono_ms () - PEER_TIMEOUT_MS - 1;
+    snprintf (json, sizeof json, "{\"action\":9,\"token\":\"%s\",\"id\":\"r7\"}", token);
+    handle_request (self, a, json, strlen (json));
+    self->router_seen = qms_mono_ms ();
+    assert (self->to_router.len == 0);
+    t_expect_frames (a, "{\"valid\":false,\"event\":8,\"error\":\"Field 'name' must be a string of 1 to 3 characters "
+                        "without control characters.\",\"id\":\"r6\"}\n"
+                        "{\"valid\":false,\"event\":8,\"error\":\"Field 'members' must be an array of 1 to 2 user ids.\"}\n"
+                        "{\"valid\":false,\"event\":5,\"id\":\"c3\",\"status\":\"rejected\",\"error\":"
+                        "\"Field 'message' is missing.\",\"group\":\"G1\"}\n"
+                        "{\"valid\":false,\"event\":3}\n"
+                        "{\"valid\":false,\"event\":9,\"error\":\"Service temporarily unavailable.\",\"id\":\"r7\"}\n");
+    qms_config_defaults (cfg);
+
+    for (int i = 0; i < SLOTS; i++)
+        outq_clear (&conns [i].out);
+    assert (self->out_acct.shared_count == 0 && self->out_acct.owned == 0);
+    qms_buf_free (&targets);
+    qms_buf_free (&self->glist.json);
+    self->slots = NULL;
+    self->max_slots = 0;
+}
 
 void
 gw_dispatch_test (bool verbose)
@@ -849,6 +1458,9 @@ gw_dispatch_test (bool verbose)
     zmq_setsockopt (router, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close (ours);
     zmq_close (router);
+
+    /*  ext: groups, both ways. */
+    t_group_test (&self);
 
     gw_users_clear (&self);
     qms_map_free (&self.users_by_id);

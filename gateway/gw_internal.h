@@ -187,6 +187,8 @@ typedef struct {
     uint8_t pending_len;
     char token [QMS_TOKEN_CHARS + 1];       /* the bound session's token */
     char pending [QMS_TOKEN_CHARS + 1];     /* token of a login/authorize in flight */
+    uint8_t user_len;           /* the user the session is of (GW_BOUND), 0 = unknown */
+    char user_id [PROTO_MAX_USER_ID];
     /* rx: only for messages that arrive in pieces */
     uint8_t *rx;
     size_t rx_len;
@@ -269,7 +271,7 @@ struct _gateway_t {
         uint64_t proxy_bad;         /* connections closed for a bad or missing PROXY header */
         uint64_t bad_batches;           /* from the actors, dropped whole */
         uint64_t bytes_in, bytes_out, closes [6], logins_ok, logins_failed;
-        uint64_t events_message, events_stored, acks, http [6], pings, idle_closed;
+        uint64_t events_message, events_stored, events_group, acks, http [6], pings, idle_closed;
         uint64_t slow_closed [3];       /* by slow_reason_t */
         uint64_t shaped;                /* times a peer's input was paused */
         size_t out_peak;                /* the most one connection had queued */
@@ -294,6 +296,19 @@ struct _gateway_t {
     qms_buf_t list_gone;            /* (off, len) pairs of users of list_frame gone since */
     size_t list_array_off, list_array_len;
     qms_buf_t changes;              /* JSON objects of the changes not yet pushed */
+    /*  ext: groups.  The limits requests are checked against (from cfg), and
+        a GroupListEvent being built from GW_GROUPS and the GW_GROUP records
+        that follow it in the same batch. */
+    proto_limits_t group_limits;
+    struct {
+        bool active;
+        bool failed;                /* a row could not be encoded */
+        uint64_t conn;
+        uint64_t left;              /* rows still to come */
+        uint8_t id_len;
+        char id [PROTO_MAX_CLIENT_ID];
+        qms_buf_t json;
+    } glist;
     bool presence_scheduled;
     uint64_t presence_last;         /* monotonic ms of the last push */
     uint64_t presence_round;        /* bytes of whole lists the last push queued */
@@ -383,6 +398,8 @@ void gw_conn_close (conn_t *conn, uint16_t code, const char *reason);
 void gw_slow_consumer (gateway_t *self, conn_t *conn, slow_reason_t reason);
 void gw_enforce_budget (gateway_t *self);
 void gw_conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text);
+outq_shared_t *gw_shared_frame (gateway_t *self, const void *json, size_t len);
+void gw_conn_share (gateway_t *self, conn_t *conn, outq_shared_t *frame);
 void gw_answer_sync (gateway_t *self, conn_t *conn);
 int gw_conn_flush (gateway_t *self, conn_t *conn, int *flags);
 void gw_input_spend (gateway_t *self, conn_t *conn, size_t len);

@@ -50,6 +50,7 @@ gateway_metrics (gateway_t *self, qms_buf_t *out)
     qms_metrics_head (out, "qms_events_total", "counter", "Events written to clients, by kind.");
     qms_metrics_value (out, "qms_events_total", "actor=\"gateway\",kind=\"message\"", (double) self->m.events_message);
     qms_metrics_value (out, "qms_events_total", "actor=\"gateway\",kind=\"stored_message\"", (double) self->m.events_stored);
+    qms_metrics_value (out, "qms_events_total", "actor=\"gateway\",kind=\"group_message\"", (double) self->m.events_group);
     qms_metrics_value (out, "qms_events_total", "actor=\"gateway\",kind=\"ack\"", (double) self->m.acks);
     qms_metrics_head (out, "qms_bytes_received_total", "counter", "WebSocket payload bytes received.");
     qms_metrics_value (out, "qms_bytes_received_total", "actor=\"gateway\"", (double) self->m.bytes_in);

@@ -174,20 +174,6 @@ conn_push_list (gateway_t *self, conn_t *conn, bool build)
     gw_conn_queued (self, conn, was_empty);
 }
 
-/*  A shared frame, as is (a delta client's snapshot or changes). */
-static void
-conn_share (gateway_t *self, conn_t *conn, outq_shared_t *frame)
-{
-    if (conn->close_code || !frame)
-        return;
-    bool was_empty = outq_empty (&conn->out);
-    if (outq_share (&conn->out, frame, 0, outq_shared_len (frame), OUTQ_PLAIN)) {
-        gw_slow_consumer (self, conn, SLOW_QUEUE);
-        return;
-    }
-    gw_conn_queued (self, conn, was_empty);
-}
-
 static int
 cmp_gone (const void *a, const void *b)
 {
@@ -310,16 +296,10 @@ presence_push (gateway_t *self)
             if (!changes) {
                 qms_buf_reset (&self->scratch);
                 proto_changes_event (&self->scratch, (const char *) self->changes.data, self->changes.len);
-                uint8_t head [10];
-                size_t head_len = outq_ws_header (head, self->scratch.len);
-                changes = outq_shared_new (head_len + self->scratch.len, &self->out_acct);
-                if (changes) {
-                    memcpy (outq_shared_data (changes), head, head_len);
-                    memcpy (outq_shared_data (changes) + head_len, self->scratch.data, self->scratch.len);
-                }
+                changes = gw_shared_frame (self, self->scratch.data, self->scratch.len);
                 qms_buf_reset (&self->scratch);
             }
-            conn_share (self, conn, changes);
+            gw_conn_share (self, conn, changes);
         }
     }
     outq_shared_unref (&changes);

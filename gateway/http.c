@@ -1107,15 +1107,19 @@ s_test_enums (http_site_t *site)
 {
     const char *json =
         "{\"Requests\":{\"LoginRequest\":0,\"RegisterRequest\":1,\"LogoutRequest\":2,"
-        "\"MessageRequest\":3,\"AuthorizeRequest\":4,\"ReceiptRequest\":5,\"UserLookupRequest\":6"
+        "\"MessageRequest\":3,\"AuthorizeRequest\":4,\"ReceiptRequest\":5,\"UserLookupRequest\":6,"
+        "\"GroupCreateRequest\":7,\"GroupUpdateRequest\":8,\"GroupListRequest\":9,\"GroupMessageRequest\":10"
         "},\"Responses\":{\"AuthorizationEvent\":0,\"LoginEvent\":1,\"MessageEvent\":2,"
-        "\"InvalidUserEvent\":3,\"UserlistChangeEvent\":4,\"MessageAckEvent\":5,\"UserlistDeltaEvent\":6,\"UserLookupEvent\":7}}";
+        "\"InvalidUserEvent\":3,\"UserlistChangeEvent\":4,\"MessageAckEvent\":5,\"UserlistDeltaEvent\":6,\"UserLookupEvent\":7,"
+        "\"GroupEvent\":8,\"GroupListEvent\":9,\"GroupMessageEvent\":10}}";
     const char *requests =
         "Requests = Object.freeze({\"LoginRequest\":0,\"RegisterRequest\":1,"
-        "\"LogoutRequest\":2,\"MessageRequest\":3,\"AuthorizeRequest\":4,\"ReceiptRequest\":5,\"UserLookupRequest\":6});";
+        "\"LogoutRequest\":2,\"MessageRequest\":3,\"AuthorizeRequest\":4,\"ReceiptRequest\":5,\"UserLookupRequest\":6,"
+        "\"GroupCreateRequest\":7,\"GroupUpdateRequest\":8,\"GroupListRequest\":9,\"GroupMessageRequest\":10});";
     const char *responses =
         "Responses = Object.freeze({\"AuthorizationEvent\":0,\"LoginEvent\":1,"
-        "\"MessageEvent\":2,\"InvalidUserEvent\":3,\"UserlistChangeEvent\":4,\"MessageAckEvent\":5,\"UserlistDeltaEvent\":6,\"UserLookupEvent\":7});";
+        "\"MessageEvent\":2,\"InvalidUserEvent\":3,\"UserlistChangeEvent\":4,\"MessageAckEvent\":5,\"UserlistDeltaEvent\":6,\"UserLookupEvent\":7,"
+        "\"GroupEvent\":8,\"GroupListEvent\":9,\"GroupMessageEvent\":10});";
 
     /*  /enums.json: exactly the documented numbers, and every table entry */
     http_response_t resp;

@@ -344,6 +344,262 @@ proto_receipt_id (const proto_request_t *req, size_t n)
     return qms_str (item ? item->valuestring : NULL);
 }
 
+/* ------------------------------------------------------------------------ */
+/*  ext: groups.  Each request is checked whole here, against the limits the
+    gateway runs with; the router checks what only it knows (membership,
+    rights, the limits of the group as it is). */
+
+static const char k_group_id_error [] = "Field 'id' must be a string of 1 to 64 characters.";
+static const char k_member_id_error [] =
+    "Field 'members' must hold user ids of 1 to 64 bytes without control characters.";
+
+const proto_limits_t proto_limits_default = {
+    1024, 64,
+    "Field 'name' must be a string of 1 to 64 characters without control characters.",
+    "Field 'members' must be an array of 1 to 1024 user ids."
+};
+
+void
+proto_limits_init (proto_limits_t *limits, int max_members, int name_max)
+{
+    limits->max_members = max_members;
+    limits->name_max = name_max;
+    snprintf (limits->name_error, sizeof limits->name_error,
+              "Field 'name' must be a string of 1 to %d characters without control characters.", name_max);
+    snprintf (limits->members_error, sizeof limits->members_error,
+              "Field 'members' must be an array of 1 to %d user ids.", max_members);
+}
+
+/*  A C0 or C1 control character, or DEL. */
+static bool
+is_control (uint32_t cp)
+{
+    return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f);
+}
+
+/*  1 to max characters of UTF-8 (code points), none a control character;
+    max_bytes bounds the bytes too (0: no bound). */
+static bool
+text_ok (qms_str_t text, size_t max, size_t max_bytes)
+{
+    if (text.len == 0 || (max_bytes && text.len > max_bytes))
+        return false;
+    const uint8_t *p = (const uint8_t *) text.ptr, *end = p + text.len;
+    size_t count = 0;
+    while (p < end) {
+        uint32_t cp;
+        size_t n = qms_utf8_sequence (p, (size_t) (end - p), &cp);
+        if (n == 0 || is_control (cp) || ++count > max)
+            return false;
+        p += n;
+    }
+    return true;
+}
+
+/*  The request's "id", read before any other field so that every error
+    can carry it back; an "id" that is there but not 1-64 characters is
+    the error (after the fields that come first) and is not echoed. */
+static bool
+read_group_id (cJSON *doc, proto_request_t *req)
+{
+    int rc = get_string (doc, "id", &req->client_id);
+    if (rc == 1 && req->client_id.len >= 1 && req->client_id.len <= PROTO_MAX_CLIENT_ID)
+        return true;
+    req->client_id = (qms_str_t) { 0 };
+    return rc == 0;
+}
+
+static bool
+parse_group_field (cJSON *doc, proto_request_t *req, int event)
+{
+    if (get_string (doc, "group", &req->group) != 1 || req->group.len == 0
+    ||  req->group.len > PROTO_MAX_GROUP_ID) {
+        req->group = (qms_str_t) { 0 };
+        set_error (req, event, "Field 'group' must be a string.");
+        return false;
+    }
+    return true;
+}
+
+static bool
+parse_group_name (cJSON *doc, proto_request_t *req, const proto_limits_t *limits)
+{
+    int rc = get_string (doc, "name", &req->name);
+    if (rc != 1 || !text_ok (req->name, (size_t) limits->name_max, 0)) {
+        req->name = (qms_str_t) { 0 };
+        set_error (req, QMS_EV_GROUP, limits->name_error);
+        return false;
+    }
+    return true;
+}
+
+/*  "members": an array of user ids, 1 to max_members of them (0 or more
+    for a create, where it may also be absent). */
+static bool
+parse_members (cJSON *doc, proto_request_t *req, const proto_limits_t *limits, bool create)
+{
+    cJSON *members = cJSON_GetObjectItemCaseSensitive (doc, "members");
+    if (!members && create)
+        return true;
+    int count = cJSON_IsArray (members) ? cJSON_GetArraySize (members) : -1;
+    if (count < (create ? 0 : 1) || count > limits->max_members) {
+        set_error (req, QMS_EV_GROUP, limits->members_error);
+        return false;
+    }
+    cJSON *item;
+    cJSON_ArrayForEach (item, members) {
+        if (!cJSON_IsString (item) || !item->valuestring) {
+            set_error (req, QMS_EV_GROUP, limits->members_error);
+            return false;
+        }
+        if (!text_ok (qms_str (item->valuestring), PROTO_MAX_USER_ID, PROTO_MAX_USER_ID)) {
+            set_error (req, QMS_EV_GROUP, k_member_id_error);
+            return false;
+        }
+    }
+    req->members = members;
+    return true;
+}
+
+static void
+parse_group_create (cJSON *doc, proto_request_t *req, const proto_limits_t *limits)
+{
+    if (!parse_token (doc, req))
+        return;
+    bool id_ok = read_group_id (doc, req);
+    req->group_op = QMS_GROUP_OP_CREATE;
+    if (!parse_group_name (doc, req, limits) || !parse_members (doc, req, limits, true))
+        return;
+    if (!id_ok)
+        set_error (req, QMS_EV_GROUP, k_group_id_error);
+}
+
+static const struct {
+    const char *name;
+    unsigned op;
+} s_group_ops [] = {
+    { "add", QMS_GROUP_OP_ADD }, { "remove", QMS_GROUP_OP_REMOVE },
+    { "promote", QMS_GROUP_OP_PROMOTE }, { "demote", QMS_GROUP_OP_DEMOTE },
+    { "rename", QMS_GROUP_OP_RENAME }, { "leave", QMS_GROUP_OP_LEAVE },
+};
+
+static void
+parse_group_update (cJSON *doc, proto_request_t *req, const proto_limits_t *limits)
+{
+    if (!parse_token (doc, req))
+        return;
+    bool id_ok = read_group_id (doc, req);
+    if (!parse_group_field (doc, req, QMS_EV_GROUP))
+        return;
+    qms_str_t op = { 0 };
+    if (get_string (doc, "op", &op) == 1)
+        for (size_t i = 0; i < sizeof s_group_ops / sizeof s_group_ops [0]; i++)
+            if (qms_str_eq (op, s_group_ops [i].name))
+                req->group_op = s_group_ops [i].op;
+    if (req->group_op == 0) {
+        set_error (req, QMS_EV_GROUP, "Field 'op' must be one of add, remove, promote, demote, rename, leave.");
+        return;
+    }
+    if (req->group_op == QMS_GROUP_OP_RENAME && !parse_group_name (doc, req, limits))
+        return;
+    if (req->group_op != QMS_GROUP_OP_RENAME && req->group_op != QMS_GROUP_OP_LEAVE
+    &&  !parse_members (doc, req, limits, false))
+        return;
+    if (!id_ok)
+        set_error (req, QMS_EV_GROUP, k_group_id_error);
+}
+
+static void
+parse_group_list (cJSON *doc, proto_request_t *req)
+{
+    if (!parse_token (doc, req))
+        return;
+    req->group_op = QMS_GROUP_OP_LIST;
+    if (!read_group_id (doc, req))
+        set_error (req, QMS_EV_GROUP_LIST, k_group_id_error);
+}
+
+/*  The rules of a MessageRequest, in its order, with "group" for "target". */
+static void
+parse_group_message (cJSON *doc, proto_request_t *req)
+{
+    if (!parse_token (doc, req))
+        return;
+    bool id_ok = read_group_id (doc, req);
+    if (!parse_group_field (doc, req, QMS_EV_GROUP_MESSAGE))
+        return;
+    int rc = get_string (doc, "message", &req->message);
+    if (rc != 1) {
+        set_error (req, QMS_EV_GROUP_MESSAGE, rc < 0 ? "Field 'message' must be a string."
+                                                     : "Field 'message' is missing.");
+        return;
+    }
+    if (!id_ok) {
+        set_error (req, QMS_EV_GROUP_MESSAGE, k_group_id_error);
+        return;
+    }
+    if (req->message.len > PROTO_MAX_MESSAGE)
+        set_error (req, QMS_EV_GROUP_MESSAGE, "Field 'message' is too long (at most 65536 bytes).");
+}
+
+typedef struct {
+    qms_str_t id;
+    uint32_t at;                /* its place in the array */
+} member_t;
+
+static int
+cmp_member (const void *a, const void *b)
+{
+    const member_t *x = a, *y = b;
+    size_t n = x->id.len < y->id.len ? x->id.len : y->id.len;
+    int c = memcmp (x->id.ptr, y->id.ptr, n);
+    if (c)
+        return c;
+    if (x->id.len != y->id.len)
+        return x->id.len < y->id.len ? -1 : 1;
+    return x->at < y->at ? -1 : x->at > y->at;
+}
+
+int
+proto_members_lines (const proto_request_t *req, qms_buf_t *out)
+{
+    size_t count = req->members ? (size_t) cJSON_GetArraySize ((cJSON *) req->members) : 0;
+    if (count == 0)
+        return 0;
+    /*  Sorted (O(n log n), not a comparison of every pair) to find the
+        repeats; written in the client's order. */
+    member_t *sorted = malloc (count * sizeof *sorted);
+    bool *repeat = calloc (count, sizeof *repeat);
+    qms_str_t *ids = malloc (count * sizeof *ids);
+    int rc = sorted && repeat && ids ? 0 : -1;
+    size_t n = 0;
+    cJSON *item;
+    cJSON_ArrayForEach (item, (cJSON *) req->members)
+        if (!rc && n < count) {
+            ids [n] = qms_str (item->valuestring);
+            sorted [n] = (member_t) { ids [n], (uint32_t) n };
+            n++;
+        }
+    if (!rc) {
+        qsort (sorted, n, sizeof *sorted, cmp_member);
+        for (size_t i = 1; i < n; i++)
+            if (sorted [i].id.len == sorted [i - 1].id.len
+            &&  memcmp (sorted [i].id.ptr, sorted [i - 1].id.ptr, sorted [i].id.len) == 0)
+                repeat [sorted [i].at] = true;
+        bool first = true;
+        for (size_t i = 0; i < n && !rc; i++) {
+            if (repeat [i])
+                continue;
+            rc = (!first && qms_buf_append (out, "\n", 1)) || qms_buf_append (out, ids [i].ptr, ids [i].len);
+            first = false;
+        }
+    }
+    free (sorted);
+    free (repeat);
+    free (ids);
+    return rc ? -1 : 0;
+}
+
 static int
 action_event (int action)
 {
@@ -351,22 +607,40 @@ action_event (int action)
         case QMS_REQ_LOGIN:
         case QMS_REQ_REGISTER: return QMS_EV_LOGIN;
         case QMS_REQ_MESSAGE:  return QMS_EV_MESSAGE;
+        case QMS_REQ_GROUP_CREATE:
+        case QMS_REQ_GROUP_UPDATE: return QMS_EV_GROUP;
+        case QMS_REQ_GROUP_LIST:   return QMS_EV_GROUP_LIST;
+        case QMS_REQ_GROUP_MESSAGE: return QMS_EV_GROUP_MESSAGE;
         default:               return -1;
     }
 }
 
+static void parse_dom (const char *data, size_t len, const proto_limits_t *limits, proto_request_t *req);
+
 void
 proto_parse (const char *data, size_t len, proto_request_t *req)
+{
+    proto_parse_limits (data, len, NULL, req);
+}
+
+void
+proto_parse_limits (const char *data, size_t len, const proto_limits_t *limits, proto_request_t *req)
 {
     memset (req, 0, sizeof *req);
     req->action = -1;
     req->error_event = -1;
     if (!parse_fast (data, len, req))
-        proto_parse_dom (data, len, req);
+        parse_dom (data, len, limits ? limits : &proto_limits_default, req);
 }
 
 void
 proto_parse_dom (const char *data, size_t len, proto_request_t *req)
+{
+    parse_dom (data, len, &proto_limits_default, req);
+}
+
+static void
+parse_dom (const char *data, size_t len, const proto_limits_t *limits, proto_request_t *req)
 {
     memset (req, 0, sizeof *req);
     req->action = -1;
@@ -435,6 +709,18 @@ proto_parse_dom (const char *data, size_t len, proto_request_t *req)
         case QMS_REQ_USER_LOOKUP:
             parse_lookup (doc, req);
             break;
+        case QMS_REQ_GROUP_CREATE:
+            parse_group_create (doc, req, limits);
+            break;
+        case QMS_REQ_GROUP_UPDATE:
+            parse_group_update (doc, req, limits);
+            break;
+        case QMS_REQ_GROUP_LIST:
+            parse_group_list (doc, req);
+            break;
+        case QMS_REQ_GROUP_MESSAGE:
+            parse_group_message (doc, req);
+            break;
     }
 }
 
@@ -450,12 +736,14 @@ proto_request_same (const proto_request_t *a, const proto_request_t *b)
     if (a->status != b->status || a->action != b->action || a->error_event != b->error_event
     ||  (!a->error != !b->error) || (a->error && strcmp (a->error, b->error) != 0)
     ||  a->receipts != b->receipts || a->presence != b->presence
-    ||  proto_receipt_count (a) != proto_receipt_count (b))
+    ||  proto_receipt_count (a) != proto_receipt_count (b) || a->group_op != b->group_op
+    ||  (!a->members != !b->members)
+    ||  (a->members && cJSON_GetArraySize (a->members) != cJSON_GetArraySize (b->members)))
         return false;
     const qms_str_t *sa [] = { &a->name, &a->password, &a->pubkey, &a->token, &a->target,
-                               &a->message, &a->client_id };
+                               &a->message, &a->client_id, &a->group };
     const qms_str_t *sb [] = { &b->name, &b->password, &b->pubkey, &b->token, &b->target,
-                               &b->message, &b->client_id };
+                               &b->message, &b->client_id, &b->group };
     for (size_t i = 0; i < sizeof sa / sizeof sa [0]; i++)
         if (!str_same (*sa [i], *sb [i]))
             return false;
@@ -768,6 +1056,326 @@ proto_userlist_event (qms_buf_t *out, const char *users_json, size_t users_len)
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/*  ext: group events. */
+
+int
+proto_group_op_action (uint64_t op)
+{
+    switch (op & QMS_GROUP_OP_MASK) {
+        case QMS_GROUP_OP_MESSAGE: return QMS_REQ_GROUP_MESSAGE;
+        case QMS_GROUP_OP_LIST:    return QMS_REQ_GROUP_LIST;
+        case QMS_GROUP_OP_CREATE:  return QMS_REQ_GROUP_CREATE;
+    }
+    return QMS_REQ_GROUP_UPDATE;
+}
+
+static int
+append_field (qms_buf_t *out, const char *key_lit, size_t key_len, qms_str_t value)
+{
+    if (qms_buf_append (out, key_lit, key_len) || proto_escape (out, value.ptr, value.len))
+        return -1;
+    return 0;
+}
+#define APPEND_FIELD(out, lit, value) append_field (out, lit, sizeof (lit) - 1, value)
+
+static int
+append_u64 (qms_buf_t *out, uint64_t value)
+{
+    char digits [24];
+    int n = snprintf (digits, sizeof digits, "%llu", (unsigned long long) value);
+    return qms_buf_append (out, digits, (size_t) n);
+}
+
+int
+proto_group_error (qms_buf_t *out, int action, qms_str_t client_id, qms_str_t group,
+                   const char *text, size_t text_len)
+{
+    if (action == QMS_REQ_GROUP_MESSAGE) {
+        if (!client_id.len)
+            return proto_error (out, QMS_EV_GROUP_MESSAGE, text, text_len);
+        if (APPEND_FIELD (out, "{\"valid\":false,\"event\":5,\"id\":", client_id)
+        ||  APPEND_LIT (out, ",\"status\":\"rejected\",\"error\":")
+        ||  proto_escape (out, text, text_len)
+        ||  (group.len && APPEND_FIELD (out, ",\"group\":", group))
+        ||  APPEND_LIT (out, "}"))
+            return -1;
+        return 0;
+    }
+    if ((action == QMS_REQ_GROUP_LIST ? APPEND_LIT (out, "{\"valid\":false,\"event\":9,\"error\":")
+                                      : APPEND_LIT (out, "{\"valid\":false,\"event\":8,\"error\":"))
+    ||  proto_escape (out, text, text_len)
+    ||  (client_id.len && APPEND_FIELD (out, ",\"id\":", client_id))
+    ||  APPEND_LIT (out, "}"))
+        return -1;
+    return 0;
+}
+
+/*  The words for the group reasons that need no detail. */
+static const struct {
+    const char *key, *text;
+} s_group_reasons [] = {
+    { QMS_REASON_UNKNOWN_GROUP, "Unknown group." },
+    { QMS_REASON_NOT_ALLOWED, "Only the group's owner or an admin can do that." },
+    { QMS_REASON_OWNER_ONLY, "Only the group's owner can do that." },
+    { QMS_REASON_NO_CHANGE, "Nothing to change." },
+    { QMS_REASON_GROUP_BUSY, "The group is being changed; try again." },
+};
+
+static bool
+is_decimal (qms_str_t s)
+{
+    if (s.len == 0 || s.len > 19)
+        return false;
+    for (uint32_t i = 0; i < s.len; i++)
+        if (s.ptr [i] < '0' || s.ptr [i] > '9')
+            return false;
+    return true;
+}
+
+const char *
+proto_group_reason_text (qms_str_t reason, qms_str_t detail, int max_members, char *buf, size_t size)
+{
+    for (size_t i = 0; i < sizeof s_group_reasons / sizeof s_group_reasons [0]; i++)
+        if (qms_str_eq (reason, s_group_reasons [i].key))
+            return s_group_reasons [i].text;
+    /*  A detail goes into the text as it is: JSON escaping comes after. */
+    if (qms_str_eq (reason, QMS_REASON_UNKNOWN_USER) || qms_str_eq (reason, QMS_REASON_NOT_MEMBER)) {
+        snprintf (buf, size, qms_str_eq (reason, QMS_REASON_UNKNOWN_USER) ? "Unknown user: %.*s."
+                                                                          : "Not a member of the group: %.*s.",
+                  (int) (detail.len > 256 ? 256 : detail.len), detail.ptr ? detail.ptr : "");
+        return buf;
+    }
+    if (qms_str_eq (reason, QMS_REASON_GROUP_FULL)) {
+        if (is_decimal (detail))
+            snprintf (buf, size, "A group has at most %.*s members.", (int) detail.len, detail.ptr);
+        else
+            snprintf (buf, size, "A group has at most %d members.", max_members);
+        return buf;
+    }
+    if (qms_str_eq (reason, QMS_REASON_TOO_MANY_GROUPS)) {
+        const char *tab = detail.len ? memchr (detail.ptr, '\t', detail.len) : NULL;
+        qms_str_t id = tab ? qms_strn (detail.ptr, (size_t) (tab - detail.ptr)) : detail;
+        qms_str_t limit = tab ? qms_strn (tab + 1, detail.len - id.len - 1) : qms_str (NULL);
+        if (is_decimal (limit))
+            snprintf (buf, size, "%.*s is in too many groups (at most %.*s).",
+                      (int) (id.len > 256 ? 256 : id.len), id.ptr ? id.ptr : "", (int) limit.len, limit.ptr);
+        else
+            snprintf (buf, size, "%.*s is in too many groups.", (int) (id.len > 256 ? 256 : id.len),
+                      id.ptr ? id.ptr : "");
+        return buf;
+    }
+    return proto_reason_text (reason);
+}
+
+/*  The next line of text at *at (without its newline); false at the end. */
+static bool
+next_line (qms_str_t text, size_t *at, qms_str_t *line)
+{
+    if (*at >= text.len)
+        return false;
+    const char *start = text.ptr + *at;
+    const char *nl = memchr (start, '\n', text.len - *at);
+    size_t len = nl ? (size_t) (nl - start) : text.len - *at;
+    *line = qms_strn (start, len);
+    *at += len + 1;
+    return true;
+}
+
+/*  "members":[{"id","name","publicKey","role"},...] from GW_GROUP's lines:
+    id TAB name TAB key TAB role.  An id or name holds no TAB or newline
+    (ids are ours, names have no control characters); a key may hold a
+    newline (a PEM key does), so it ends at the first TAB, role digit and
+    newline (or end) after the name. */
+static int
+append_members (qms_buf_t *out, qms_str_t lines)
+{
+    static const char *roles [] = { "member", "admin", "owner" };
+    if (APPEND_LIT (out, "\"members\":["))
+        return -1;
+    const char *p = lines.ptr, *end = lines.ptr + lines.len;
+    bool first = true;
+    while (p && p < end) {
+        if (*p == '\n') {               /* an empty line: nothing */
+            p++;
+            continue;
+        }
+        const char *tab1 = memchr (p, '\t', (size_t) (end - p));
+        const char *tab2 = tab1 ? memchr (tab1 + 1, '\t', (size_t) (end - tab1 - 1)) : NULL;
+        if (!tab2 || memchr (p, '\n', (size_t) (tab2 - p)))
+            return -1;
+        const char *key = tab2 + 1, *role = NULL;
+        for (const char *t = key; t < end && (t = memchr (t, '\t', (size_t) (end - t))); t++)
+            if (end - t >= 2 && t [1] >= '0' && t [1] <= '2' && (end - t == 2 || t [2] == '\n')) {
+                role = t;
+                break;
+            }
+        if (!role)
+            return -1;
+        if ((!first && APPEND_LIT (out, ","))
+        ||  APPEND_FIELD (out, "{\"id\":", qms_strn (p, (size_t) (tab1 - p)))
+        ||  APPEND_FIELD (out, ",\"name\":", qms_strn (tab1 + 1, (size_t) (tab2 - tab1 - 1)))
+        ||  APPEND_FIELD (out, ",\"publicKey\":", qms_strn (key, (size_t) (role - key)))
+        ||  APPEND_FIELD (out, ",\"role\":", qms_str (roles [role [1] - '0']))
+        ||  APPEND_LIT (out, "}"))
+            return -1;
+        first = false;
+        p = role + 2;
+        if (p < end)
+            p++;                        /* the newline */
+    }
+    return APPEND_LIT (out, "]");
+}
+
+/*  A JSON array of the lines' strings (empty lines skipped). */
+static int
+append_id_lines (qms_buf_t *out, qms_str_t lines)
+{
+    if (APPEND_LIT (out, "["))
+        return -1;
+    size_t at = 0;
+    qms_str_t line;
+    bool first = true;
+    while (next_line (lines, &at, &line)) {
+        if (!line.len)
+            continue;
+        if ((!first && APPEND_LIT (out, ",")) || proto_escape (out, line.ptr, line.len))
+            return -1;
+        first = false;
+    }
+    return APPEND_LIT (out, "]");
+}
+
+static int
+append_group (qms_buf_t *out, bool gone, qms_str_t id, qms_str_t name, qms_str_t owner,
+              uint64_t epoch, qms_str_t members)
+{
+    if (APPEND_FIELD (out, "{\"id\":", id) || APPEND_FIELD (out, ",\"name\":", name))
+        return -1;
+    if (!gone
+    &&  (APPEND_FIELD (out, ",\"owner\":", owner) || APPEND_LIT (out, ",\"epoch\":")
+         || append_u64 (out, epoch) || APPEND_LIT (out, ",") || append_members (out, members)))
+        return -1;
+    return APPEND_LIT (out, "}");
+}
+
+int
+proto_group_event_head (qms_buf_t *out, qms_str_t client_id)
+{
+    if (APPEND_LIT (out, "{\"valid\":true,\"event\":8,")
+    ||  (client_id.len && (APPEND_FIELD (out, "\"id\":", client_id) || APPEND_LIT (out, ","))))
+        return -1;
+    return 0;
+}
+
+int
+proto_group_event_body (qms_buf_t *out, uint64_t op, bool gone, qms_str_t id, qms_str_t name,
+                        qms_str_t owner, uint64_t epoch, qms_str_t members, qms_str_t by,
+                        qms_str_t named)
+{
+    static const char *ops [] = { NULL, "create", "add", "remove", "leave", "rename", "promote", "demote" };
+    op &= QMS_GROUP_OP_MASK;
+    if (op == 0 || op >= sizeof ops / sizeof ops [0])
+        return -1;
+    if (APPEND_LIT (out, "\"group\":")
+    ||  append_group (out, gone, id, name, owner, epoch, members)
+    ||  APPEND_FIELD (out, ",\"change\":{\"op\":", qms_str (ops [op]))
+    ||  APPEND_FIELD (out, ",\"by\":", by)
+    ||  APPEND_LIT (out, ",\"members\":")
+    ||  append_id_lines (out, named)
+    ||  (gone ? APPEND_LIT (out, "},\"removed\":true}") : APPEND_LIT (out, "}}")))
+        return -1;
+    return 0;
+}
+
+int
+proto_group_list_head (qms_buf_t *out, qms_str_t client_id)
+{
+    if (APPEND_LIT (out, "{\"valid\":true,\"event\":9,")
+    ||  (client_id.len && (APPEND_FIELD (out, "\"id\":", client_id) || APPEND_LIT (out, ",")))
+    ||  APPEND_LIT (out, "\"groups\":["))
+        return -1;
+    return 0;
+}
+
+int
+proto_group_list_add (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t owner,
+                      uint64_t epoch, qms_str_t members)
+{
+    bool first = out->len > 0 && out->data [out->len - 1] == '[';
+    if ((!first && APPEND_LIT (out, ","))
+    ||  append_group (out, false, id, name, owner, epoch, members))
+        return -1;
+    return 0;
+}
+
+int
+proto_group_list_end (qms_buf_t *out)
+{
+    return APPEND_LIT (out, "]}");
+}
+
+static int
+group_message_head (qms_buf_t *out, qms_str_t group, qms_str_t sender, qms_str_t message,
+                    qms_str_t id, uint64_t time)
+{
+    if (APPEND_FIELD (out, "{\"valid\":true,\"event\":10,\"group\":", group)
+    ||  APPEND_FIELD (out, ",\"sender\":", sender)
+    ||  APPEND_FIELD (out, ",\"message\":", message)
+    ||  append_id_time (out, id, time))
+        return -1;
+    return 0;
+}
+
+int
+proto_group_message_event (qms_buf_t *out, qms_str_t group, qms_str_t sender, qms_str_t message,
+                           qms_str_t id, uint64_t time)
+{
+    if (group_message_head (out, group, sender, message, id, time) || APPEND_LIT (out, "}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_group_stored_event (qms_buf_t *out, qms_str_t group, qms_str_t sender, qms_str_t message,
+                          qms_str_t id, uint64_t time, qms_str_t sender_name, qms_str_t sender_key)
+{
+    if (group_message_head (out, group, sender, message, id, time)
+    ||  APPEND_FIELD (out, ",\"senderName\":", sender_name)
+    ||  APPEND_FIELD (out, ",\"senderKey\":", sender_key)
+    ||  APPEND_LIT (out, ",\"stored\":true}"))
+        return -1;
+    return 0;
+}
+
+int
+proto_group_ack (qms_buf_t *out, uint64_t status, qms_str_t client_id, qms_str_t msg_id,
+                 uint64_t time, qms_str_t group, uint64_t members, qms_str_t unreached,
+                 qms_str_t by, const char *text)
+{
+    if (status >= QMS_ACK_REJECTED)
+        return proto_group_error (out, QMS_REQ_GROUP_MESSAGE, client_id, group, text, strlen (text));
+    static const char *names [] = { "delivered", "stored", "received" };
+    if (APPEND_FIELD (out, "{\"valid\":true,\"event\":5,\"id\":", client_id)
+    ||  APPEND_FIELD (out, ",\"status\":", qms_str (names [status]))
+    ||  APPEND_FIELD (out, ",\"messageId\":", msg_id))
+        return -1;
+    if (status == QMS_ACK_RECEIVED) {
+        if (APPEND_FIELD (out, ",\"group\":", group) || APPEND_FIELD (out, ",\"by\":", by))
+            return -1;
+    }
+    else {
+        if (append_timestamp (out, time)
+        ||  APPEND_FIELD (out, ",\"group\":", group)
+        ||  APPEND_LIT (out, ",\"members\":") || append_u64 (out, members))
+            return -1;
+        if (is_decimal (unreached) && !(unreached.len == 1 && unreached.ptr [0] == '0')
+        &&  (APPEND_LIT (out, ",\"unreached\":") || qms_buf_append (out, unreached.ptr, unreached.len)))
+            return -1;
+    }
+    return APPEND_LIT (out, "}");
+}
+
 int
 proto_ws_frame (qms_buf_t *out, const void *payload, size_t len)
 {
@@ -815,6 +1423,418 @@ parse_str (const char *text, proto_request_t *req)
 {
     proto_request_free (req);
     proto_parse (text, strlen (text), req);
+}
+
+/*  Parse with limits; the error text and event, or "" and -1 when OK. */
+static void
+parse_group_str (const char *text, const proto_limits_t *limits, proto_request_t *req)
+{
+    proto_request_free (req);
+    proto_parse_limits (text, strlen (text), limits, req);
+}
+
+static void
+expect_group_error (const char *text, const proto_limits_t *limits, int event, const char *error,
+                    const char *echoed_id)
+{
+    proto_request_t req = { 0 };
+    parse_group_str (text, limits, &req);
+    if (req.status != PROTO_ERROR || req.error_event != event || strcmp (req.error, error) != 0
+    ||  (*echoed_id ? !qms_str_eq (req.client_id, echoed_id) : req.client_id.len != 0)) {
+        fprintf (stderr, "\n%s\n  status %d event %d error %s id %.*s\n", text, req.status, req.error_event,
+                 req.error ? req.error : "-", (int) req.client_id.len, req.client_id.ptr ? req.client_id.ptr : "");
+        assert (false);
+    }
+    proto_request_free (&req);
+}
+
+static void
+expect_lines (const char *text, const char *lines)
+{
+    proto_request_t req = { 0 };
+    parse_group_str (text, NULL, &req);
+    assert (req.status == PROTO_OK);
+    qms_buf_t out;
+    qms_buf_init (&out);
+    assert (proto_members_lines (&req, &out) == 0);
+    assert (out.len == strlen (lines) && (out.len == 0 || memcmp (out.data, lines, out.len) == 0));
+    qms_buf_free (&out);
+    proto_request_free (&req);
+}
+
+static void
+proto_group_test (void)
+{
+    const proto_limits_t *def = &proto_limits_default;
+    proto_limits_t lim;
+    proto_limits_init (&lim, 1024, 64);
+    assert (strcmp (lim.name_error, def->name_error) == 0 && strcmp (lim.members_error, def->members_error) == 0);
+    assert (lim.max_members == def->max_members && lim.name_max == def->name_max);
+    const char *name_error = "Field 'name' must be a string of 1 to 64 characters without control characters.";
+    const char *members_error = "Field 'members' must be an array of 1 to 1024 user ids.";
+    const char *member_id_error = "Field 'members' must hold user ids of 1 to 64 bytes without control characters.";
+    const char *group_error = "Field 'group' must be a string.";
+    const char *op_error = "Field 'op' must be one of add, remove, promote, demote, rename, leave.";
+    const char *id_error = "Field 'id' must be a string of 1 to 64 characters.";
+    assert (strcmp (def->name_error, name_error) == 0 && strcmp (def->members_error, members_error) == 0);
+
+    /*  GroupCreateRequest */
+    proto_request_t req = { 0 };
+    parse_group_str ("{\"action\":7,\"token\":\"t\",\"name\":\"Climbing\",\"members\":[\"a\",\"b\"],\"id\":\"r1\"}",
+                     NULL, &req);
+    assert (req.status == PROTO_OK && req.action == QMS_REQ_GROUP_CREATE && req.group_op == QMS_GROUP_OP_CREATE);
+    assert (qms_str_eq (req.name, "Climbing") && qms_str_eq (req.client_id, "r1") && qms_str_eq (req.token, "t"));
+    assert (req.members && proto_receipt_count (&req) == 0);
+    parse_group_str ("{\"action\":7,\"token\":\"t\",\"name\":\"G\"}", NULL, &req);
+    assert (req.status == PROTO_OK && !req.members && req.client_id.len == 0);
+    parse_group_str ("{\"action\":7,\"token\":\"t\",\"name\":\"G\",\"members\":[]}", NULL, &req);
+    assert (req.status == PROTO_OK && req.members);
+    parse_group_str ("{\"action\":7,\"name\":\"G\",\"members\":[]}", NULL, &req);
+    assert (req.status == PROTO_INVALID_USER);
+    parse_group_str ("{\"action\":7,\"token\":5,\"name\":\"G\"}", NULL, &req);
+    assert (req.status == PROTO_INVALID_USER);
+    proto_request_free (&req);
+    /*  Members as lines: each once, in the client's order. */
+    expect_lines ("{\"action\":7,\"token\":\"t\",\"name\":\"G\"}", "");
+    expect_lines ("{\"action\":7,\"token\":\"t\",\"name\":\"G\",\"members\":[]}", "");
+    expect_lines ("{\"action\":7,\"token\":\"t\",\"name\":\"G\",\"members\":[\"a\"]}", "a");
+    expect_lines ("{\"action\":7,\"token\":\"t\",\"name\":\"G\",\"members\":[\"b\",\"a\",\"b\",\"c\",\"a\",\"ab\"]}",
+                  "b\na\nc\nab");
+    expect_lines ("{\"action\":8,\"token\":\"t\",\"group\":\"g\",\"op\":\"add\",\"members\":[\"x\",\"x\",\"x\"]}", "x");
+
+    /*  Names: 1 to name_max code points, no control character. */
+    const char *bad_names [] = { "\"\"", "5", "null", "[\"a\"]", "\"a\\tb\"", "\"a\\nb\"", "\"\\u007f\"",
+                                 "\"x\\u0085\"", "\"\\u009f\"", "\"\\u0001\"", NULL };
+    char json [8192];
+    for (int i = 0; bad_names [i]; i++) {
+        snprintf (json, sizeof json, "{\"action\":7,\"token\":\"t\",\"name\":%s,\"id\":\"r1\"}", bad_names [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, name_error, "r1");
+        snprintf (json, sizeof json, "{\"action\":8,\"token\":\"t\",\"group\":\"g\",\"op\":\"rename\",\"name\":%s}",
+                  bad_names [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, name_error, "");
+    }
+    expect_group_error ("{\"action\":7,\"token\":\"t\"}", NULL, QMS_EV_GROUP, name_error, "");
+    /*  64 characters of 1, 2 and 4 bytes pass; 65 do not. */
+    static const char *chars [] = { "a", "\xc3\xa9", "\xf0\x9f\x99\x82", NULL };
+    for (int c = 0; chars [c]; c++)
+        for (int count = 64; count <= 65; count++) {
+            int n = snprintf (json, sizeof json, "{\"action\":7,\"token\":\"t\",\"name\":\"");
+            for (int k = 0; k < count; k++)
+                n += snprintf (json + n, sizeof json - (size_t) n, "%s", chars [c]);
+            snprintf (json + n, sizeof json - (size_t) n, "\"}");
+            if (count == 64) {
+                parse_group_str (json, NULL, &req);
+                assert (req.status == PROTO_OK && req.name.len == 64 * strlen (chars [c]));
+                proto_request_free (&req);
+            }
+            else
+                expect_group_error (json, NULL, QMS_EV_GROUP, name_error, "");
+        }
+    /*  A space, a NBSP and U+2028 are not control characters. */
+    parse_group_str ("{\"action\":7,\"token\":\"t\",\"name\":\" a\\u00a0b\\u2028 \"}", NULL, &req);
+    assert (req.status == PROTO_OK);
+
+    /*  Members: an array of 1 (create: 0) to max_members strings, each a
+        user id of 1-64 bytes without control characters. */
+    const char *bad_arrays [] = { "5", "\"a\"", "null", "{\"a\":\"b\"}", "[1]", "[\"a\",null]", "[[\"a\"]]",
+                                  "[\"a\",{}]", "true", NULL };
+    for (int i = 0; bad_arrays [i]; i++) {
+        snprintf (json, sizeof json, "{\"action\":7,\"token\":\"t\",\"name\":\"G\",\"members\":%s,\"id\":\"r2\"}",
+                  bad_arrays [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, members_error, "r2");
+        snprintf (json, sizeof json, "{\"action\":8,\"token\":\"t\",\"group\":\"g\",\"op\":\"remove\",\"members\":%s}",
+                  bad_arrays [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, members_error, "");
+    }
+    for (int op = 0; op < 4; op++) {
+        static const char *ops [] = { "add", "remove", "promote", "demote" };
+        snprintf (json, sizeof json, "{\"action\":8,\"token\":\"t\",\"group\":\"g\",\"op\":\"%s\",\"members\":[]}", ops [op]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, members_error, "");
+        snprintf (json, sizeof json, "{\"action\":8,\"token\":\"t\",\"group\":\"g\",\"op\":\"%s\"}", ops [op]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, members_error, "");
+        snprintf (json, sizeof json, "{\"action\":8,\"token\":\"t\",\"group\":\"g\",\"op\":\"%s\",\"members\":[\"u\"]}",
+                  ops [op]);
+        parse_group_str (json, NULL, &req);
+        static const unsigned op_values [] = { QMS_GROUP_OP_ADD, QMS_GROUP_OP_REMOVE, QMS_GROUP_OP_PROMOTE,
+                                               QMS_GROUP_OP_DEMOTE };
+        assert (req.status == PROTO_OK && req.action == QMS_REQ_GROUP_UPDATE && req.group_op == op_values [op]);
+        assert (qms_str_eq (req.group, "g") && req.name.len == 0);
+        proto_request_free (&req);
+    }
+    const char *bad_ids [] = { "\"\"", "\"a\\nb\"", "\"a\\tb\"", "\"\\u0085\"", "\"\\u007f\"",
+                               "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"", NULL };  /* 65 */
+    for (int i = 0; bad_ids [i]; i++) {
+        snprintf (json, sizeof json, "{\"action\":7,\"token\":\"t\",\"name\":\"G\",\"members\":[\"ok\",%s],\"id\":\"r3\"}",
+                  bad_ids [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, member_id_error, "r3");
+    }
+    parse_group_str ("{\"action\":7,\"token\":\"t\",\"name\":\"G\",\"members\":"
+                     "[\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"]}", NULL, &req);     /* 64 */
+    assert (req.status == PROTO_OK);
+    proto_request_free (&req);
+    /*  At most max_members ids, duplicates counted: the limit as configured. */
+    proto_limits_init (&lim, 3, 5);
+    assert (strcmp (lim.name_error, "Field 'name' must be a string of 1 to 5 characters without control characters.") == 0);
+    assert (strcmp (lim.members_error, "Field 'members' must be an array of 1 to 3 user ids.") == 0);
+    parse_group_str ("{\"action\":7,\"token\":\"t\",\"name\":\"abcde\",\"members\":[\"a\",\"b\",\"a\"]}", &lim, &req);
+    assert (req.status == PROTO_OK);
+    proto_request_free (&req);
+    expect_group_error ("{\"action\":7,\"token\":\"t\",\"name\":\"abcde\",\"members\":[\"a\",\"b\",\"c\",\"a\"]}", &lim,
+                        QMS_EV_GROUP, lim.members_error, "");
+    expect_group_error ("{\"action\":7,\"token\":\"t\",\"name\":\"abcdef\"}", &lim, QMS_EV_GROUP, lim.name_error, "");
+    int n = snprintf (json, sizeof json, "{\"action\":8,\"token\":\"t\",\"group\":\"g\",\"op\":\"add\",\"members\":[");
+    for (int i = 0; i < 1025; i++)
+        n += snprintf (json + n, sizeof json - (size_t) n, "%s\"%d\"", i ? "," : "", i);
+    snprintf (json + n, sizeof json - (size_t) n, "]}");
+    expect_group_error (json, NULL, QMS_EV_GROUP, members_error, "");
+    char *comma = strrchr (json, ',');
+    strcpy (comma, "]}");                                   /* 1024 */
+    parse_group_str (json, NULL, &req);
+    assert (req.status == PROTO_OK);
+    proto_request_free (&req);
+
+    /*  GroupUpdateRequest: group, op, then what the op needs. */
+    const char *bad_groups [] = { "", ",\"group\":\"\"", ",\"group\":5", ",\"group\":null", ",\"group\":[\"g\"]",
+                                  ",\"group\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"", NULL };
+    for (int i = 0; bad_groups [i]; i++) {
+        snprintf (json, sizeof json, "{\"action\":8,\"token\":\"t\"%s,\"op\":\"leave\",\"id\":\"r4\"}", bad_groups [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, group_error, "r4");
+        snprintf (json, sizeof json, "{\"action\":10,\"token\":\"t\"%s,\"message\":\"m\"}", bad_groups [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP_MESSAGE, group_error, "");
+    }
+    const char *bad_ops [] = { "", ",\"op\":\"create\"", ",\"op\":\"list\"", ",\"op\":\"ADD\"", ",\"op\":2",
+                               ",\"op\":null", ",\"op\":\"\"", ",\"op\":\"add \"", NULL };
+    for (int i = 0; bad_ops [i]; i++) {
+        snprintf (json, sizeof json, "{\"action\":8,\"token\":\"t\",\"group\":\"g\"%s,\"members\":[\"u\"]}", bad_ops [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, op_error, "");
+    }
+    parse_group_str ("{\"action\":8,\"token\":\"t\",\"group\":\"g\",\"op\":\"leave\",\"members\":5,\"name\":7}", NULL, &req);
+    assert (req.status == PROTO_OK && req.group_op == QMS_GROUP_OP_LEAVE && !req.members && req.name.len == 0);
+    parse_group_str ("{\"action\":8,\"token\":\"t\",\"group\":\"g\",\"op\":\"rename\",\"name\":\"New\",\"members\":5}", NULL, &req);
+    assert (req.status == PROTO_OK && req.group_op == QMS_GROUP_OP_RENAME && qms_str_eq (req.name, "New") && !req.members);
+    proto_request_free (&req);
+
+    /*  The request's id: echoed when it is 1-64 characters, else the error
+        (after the fields before it) and not echoed. */
+    const char *bad_client_ids [] = { "5", "\"\"", "null", "[\"r\"]",
+                                      "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"", NULL };
+    for (int i = 0; bad_client_ids [i]; i++) {
+        snprintf (json, sizeof json, "{\"action\":7,\"token\":\"t\",\"name\":\"G\",\"id\":%s}", bad_client_ids [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, id_error, "");
+        snprintf (json, sizeof json, "{\"action\":7,\"token\":\"t\",\"name\":\"\",\"id\":%s}", bad_client_ids [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, name_error, "");
+        snprintf (json, sizeof json, "{\"action\":8,\"token\":\"t\",\"group\":\"g\",\"op\":\"leave\",\"id\":%s}", bad_client_ids [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP, id_error, "");
+        snprintf (json, sizeof json, "{\"action\":9,\"token\":\"t\",\"id\":%s}", bad_client_ids [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP_LIST, id_error, "");
+        snprintf (json, sizeof json, "{\"action\":10,\"token\":\"t\",\"group\":\"g\",\"message\":\"m\",\"id\":%s}",
+                  bad_client_ids [i]);
+        expect_group_error (json, NULL, QMS_EV_GROUP_MESSAGE, id_error, "");
+    }
+
+    /*  GroupListRequest */
+    parse_group_str ("{\"action\":9,\"token\":\"t\"}", NULL, &req);
+    assert (req.status == PROTO_OK && req.action == QMS_REQ_GROUP_LIST && req.group_op == QMS_GROUP_OP_LIST);
+    parse_group_str ("{\"action\":9,\"token\":\"t\",\"id\":\"r9\"}", NULL, &req);
+    assert (req.status == PROTO_OK && qms_str_eq (req.client_id, "r9"));
+    parse_group_str ("{\"action\":9}", NULL, &req);
+    assert (req.status == PROTO_INVALID_USER);
+
+    /*  GroupMessageRequest: the rules of a MessageRequest. */
+    parse_group_str ("{\"action\":10,\"token\":\"t\",\"group\":\"g\",\"message\":\"\",\"id\":\"c1\"}", NULL, &req);
+    assert (req.status == PROTO_OK && req.action == QMS_REQ_GROUP_MESSAGE && qms_str_eq (req.group, "g")
+            && req.message.len == 0 && qms_str_eq (req.client_id, "c1"));
+    parse_group_str ("{\"action\":10,\"group\":\"g\",\"message\":\"m\"}", NULL, &req);
+    assert (req.status == PROTO_INVALID_USER);
+    proto_request_free (&req);
+    expect_group_error ("{\"action\":10,\"token\":\"t\",\"group\":\"g\",\"id\":\"c2\"}", NULL, QMS_EV_GROUP_MESSAGE,
+                        "Field 'message' is missing.", "c2");
+    expect_group_error ("{\"action\":10,\"token\":\"t\",\"group\":\"g\",\"message\":[],\"id\":\"c2\"}", NULL,
+                        QMS_EV_GROUP_MESSAGE, "Field 'message' must be a string.", "c2");
+    static char big [PROTO_MAX_MESSAGE + 256];
+    for (int extra = 0; extra <= 1; extra++) {
+        int at = snprintf (big, sizeof big, "{\"action\":10,\"token\":\"t\",\"group\":\"g\",\"id\":\"c3\",\"message\":\"");
+        memset (big + at, 'x', PROTO_MAX_MESSAGE + (size_t) extra);
+        strcpy (big + at + PROTO_MAX_MESSAGE + extra, "\"}");
+        if (extra)
+            expect_group_error (big, NULL, QMS_EV_GROUP_MESSAGE, "Field 'message' is too long (at most 65536 bytes).", "c3");
+        else {
+            parse_group_str (big, NULL, &req);
+            assert (req.status == PROTO_OK && req.message.len == PROTO_MAX_MESSAGE);
+            proto_request_free (&req);
+        }
+    }
+    /*  A NUL escape: the action's event, no id. */
+    expect_group_error ("{\"action\":10,\"token\":\"t\",\"group\":\"g\",\"message\":\"a\\u0000\",\"id\":\"c\"}", NULL,
+                        QMS_EV_GROUP_MESSAGE, "Strings must not contain NUL characters (\\u0000).", "");
+    expect_group_error ("{\"action\":7,\"token\":\"t\",\"name\":\"a\\u0000\"}", NULL, QMS_EV_GROUP,
+                        "Strings must not contain NUL characters (\\u0000).", "");
+    /*  The two readers agree on group requests too (the fast one declines). */
+    const char *same = "{\"action\":10,\"token\":\"t\",\"group\":\"g\",\"message\":\"m\",\"id\":\"c\"}";
+    proto_request_t dom = { 0 };
+    parse_group_str (same, NULL, &req);
+    proto_parse_dom (same, strlen (same), &dom);
+    assert (proto_request_same (&req, &dom));
+    proto_request_free (&dom);
+    proto_request_free (&req);
+
+    /*  Output: errors in the shape of each request. */
+    qms_buf_t out;
+    qms_buf_init (&out);
+    const char *t = "Unknown group.";
+    proto_group_error (&out, QMS_REQ_GROUP_CREATE, qms_str ("r1"), qms_str ("g"), t, strlen (t));
+    expect_json (&out, "{\"valid\":false,\"event\":8,\"error\":\"Unknown group.\",\"id\":\"r1\"}");
+    proto_group_error (&out, QMS_REQ_GROUP_UPDATE, qms_str (NULL), qms_str ("g"), t, strlen (t));
+    expect_json (&out, "{\"valid\":false,\"event\":8,\"error\":\"Unknown group.\"}");
+    proto_group_error (&out, QMS_REQ_GROUP_LIST, qms_str ("r\"2"), qms_str (NULL), t, strlen (t));
+    expect_json (&out, "{\"valid\":false,\"event\":9,\"error\":\"Unknown group.\",\"id\":\"r\\\"2\"}");
+    proto_group_error (&out, QMS_REQ_GROUP_MESSAGE, qms_str (NULL), qms_str ("g"), t, strlen (t));
+    expect_json (&out, "{\"valid\":false,\"event\":10,\"error\":\"Unknown group.\"}");
+    proto_group_error (&out, QMS_REQ_GROUP_MESSAGE, qms_str ("c-18"), qms_str ("g"), t, strlen (t));
+    expect_json (&out, "{\"valid\":false,\"event\":5,\"id\":\"c-18\",\"status\":\"rejected\",\"error\":\"Unknown group.\","
+                       "\"group\":\"g\"}");
+    proto_group_error (&out, QMS_REQ_GROUP_MESSAGE, qms_str ("c-19"), qms_str (NULL), t, strlen (t));
+    expect_json (&out, "{\"valid\":false,\"event\":5,\"id\":\"c-19\",\"status\":\"rejected\",\"error\":\"Unknown group.\"}");
+    assert (proto_group_op_action (QMS_GROUP_OP_MESSAGE) == QMS_REQ_GROUP_MESSAGE);
+    assert (proto_group_op_action (QMS_GROUP_OP_LIST) == QMS_REQ_GROUP_LIST);
+    assert (proto_group_op_action (QMS_GROUP_OP_CREATE) == QMS_REQ_GROUP_CREATE);
+    assert (proto_group_op_action (QMS_GROUP_OP_DEMOTE) == QMS_REQ_GROUP_UPDATE);
+    assert (proto_group_op_action (QMS_GROUP_OP_LEAVE | QMS_GROUP_GONE) == QMS_REQ_GROUP_UPDATE);
+
+    /*  Every reason in the words of docs/PROTOCOL.md. */
+    static const struct { const char *key, *detail, *text; } reasons [] = {
+        { QMS_REASON_UNKNOWN_GROUP, "", "Unknown group." },
+        { QMS_REASON_NOT_ALLOWED, "", "Only the group's owner or an admin can do that." },
+        { QMS_REASON_OWNER_ONLY, "", "Only the group's owner can do that." },
+        { QMS_REASON_UNKNOWN_USER, "u-1", "Unknown user: u-1." },
+        { QMS_REASON_NOT_MEMBER, "u-2", "Not a member of the group: u-2." },
+        { QMS_REASON_GROUP_FULL, "1024", "A group has at most 1024 members." },
+        { QMS_REASON_GROUP_FULL, "", "A group has at most 77 members." },
+        { QMS_REASON_GROUP_FULL, "lots", "A group has at most 77 members." },
+        { QMS_REASON_TOO_MANY_GROUPS, "u-3\t256", "u-3 is in too many groups (at most 256)." },
+        { QMS_REASON_TOO_MANY_GROUPS, "u-3", "u-3 is in too many groups." },
+        { QMS_REASON_NO_CHANGE, "", "Nothing to change." },
+        { QMS_REASON_GROUP_BUSY, "", "The group is being changed; try again." },
+        { QMS_REASON_UNAVAILABLE, "", "Service temporarily unavailable." },
+        { QMS_REASON_MAILBOX_FULL, "", "The recipient's mailbox is full." },
+        { "from_a_newer_router", "x", "Request failed." },
+    };
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons [0]; i++) {
+        char buf [400];
+        const char *text = proto_group_reason_text (qms_str (reasons [i].key), qms_str (reasons [i].detail), 77,
+                                                    buf, sizeof buf);
+        if (strcmp (text, reasons [i].text) != 0) {
+            fprintf (stderr, "\n%s: %s\n", reasons [i].key, text);
+            assert (false);
+        }
+    }
+
+    /*  GroupEvent: the same body after either head.  A member's key may
+        hold a newline (PEM); names are escaped. */
+    qms_str_t members = qms_str ("id-a\talice\tKA\t2\nid-b\tb\"ob\t-----BEGIN-----\nK\n-----END-----\t0\n"
+                                 "id-c\tcy\t\t1");
+    qms_str_t named = qms_str ("id-b\nid-c");
+    const char *body = "\"group\":{\"id\":\"G1\",\"name\":\"Climbing\",\"owner\":\"id-a\",\"epoch\":3,\"members\":["
+                       "{\"id\":\"id-a\",\"name\":\"alice\",\"publicKey\":\"KA\",\"role\":\"owner\"},"
+                       "{\"id\":\"id-b\",\"name\":\"b\\\"ob\",\"publicKey\":\"-----BEGIN-----\\nK\\n-----END-----\","
+                       "\"role\":\"member\"},"
+                       "{\"id\":\"id-c\",\"name\":\"cy\",\"publicKey\":\"\",\"role\":\"admin\"}]},"
+                       "\"change\":{\"op\":\"add\",\"by\":\"id-a\",\"members\":[\"id-b\",\"id-c\"]}}";
+    char want [2048];
+    assert (proto_group_event_head (&out, qms_str ("r1")) == 0);
+    assert (proto_group_event_body (&out, QMS_GROUP_OP_ADD, false, qms_str ("G1"), qms_str ("Climbing"),
+                                    qms_str ("id-a"), 3, members, qms_str ("id-a"), named) == 0);
+    snprintf (want, sizeof want, "{\"valid\":true,\"event\":8,\"id\":\"r1\",%s", body);
+    expect_json (&out, want);
+    assert (proto_group_event_head (&out, qms_str (NULL)) == 0);
+    assert (proto_group_event_body (&out, QMS_GROUP_OP_ADD, false, qms_str ("G1"), qms_str ("Climbing"),
+                                    qms_str ("id-a"), 3, members, qms_str ("id-a"), named) == 0);
+    snprintf (want, sizeof want, "{\"valid\":true,\"event\":8,%s", body);
+    expect_json (&out, want);
+    /*  Trailing and empty lines are nothing. */
+    assert (proto_group_event_head (&out, qms_str (NULL)) == 0);
+    assert (proto_group_event_body (&out, QMS_GROUP_OP_CREATE, false, qms_str ("G"), qms_str ("n"), qms_str ("o"),
+                                    1, qms_str ("o\tO\tk\t2\n"), qms_str ("o"), qms_str ("\n")) == 0);
+    expect_json (&out, "{\"valid\":true,\"event\":8,\"group\":{\"id\":\"G\",\"name\":\"n\",\"owner\":\"o\",\"epoch\":1,"
+                       "\"members\":[{\"id\":\"o\",\"name\":\"O\",\"publicKey\":\"k\",\"role\":\"owner\"}]},"
+                       "\"change\":{\"op\":\"create\",\"by\":\"o\",\"members\":[]}}");
+    /*  Removed, or left: the group's id and name only. */
+    assert (proto_group_event_head (&out, qms_str ("r5")) == 0);
+    assert (proto_group_event_body (&out, QMS_GROUP_OP_LEAVE | QMS_GROUP_GONE, true, qms_str ("G1"),
+                                    qms_str ("Climbing"), qms_str ("id-a"), 4, qms_str (NULL), qms_str ("id-b"),
+                                    qms_str ("id-b")) == 0);
+    expect_json (&out, "{\"valid\":true,\"event\":8,\"id\":\"r5\",\"group\":{\"id\":\"G1\",\"name\":\"Climbing\"},"
+                       "\"change\":{\"op\":\"leave\",\"by\":\"id-b\",\"members\":[\"id-b\"]},\"removed\":true}");
+    static const char *ops [] = { NULL, "create", "add", "remove", "leave", "rename", "promote", "demote" };
+    for (unsigned op = 1; op <= 7; op++) {
+        assert (proto_group_event_body (&out, op, true, qms_str ("G"), qms_str ("n"), qms_str (NULL), 0,
+                                        qms_str (NULL), qms_str ("b"), qms_str (NULL)) == 0);
+        snprintf (want, sizeof want, "\"op\":\"%s\"", ops [op]);
+        qms_buf_append (&out, "", 1);
+        assert (strstr ((const char *) out.data, want));
+        qms_buf_reset (&out);
+    }
+    /*  Malformed: an unknown op, a line without its fields or role. */
+    assert (proto_group_event_body (&out, 0, false, qms_str ("G"), qms_str ("n"), qms_str ("o"), 1,
+                                    qms_str (NULL), qms_str ("o"), qms_str (NULL)) == -1);
+    qms_buf_reset (&out);
+    assert (proto_group_event_body (&out, QMS_GROUP_OP_LIST, false, qms_str ("G"), qms_str ("n"), qms_str ("o"), 1,
+                                    qms_str (NULL), qms_str ("o"), qms_str (NULL)) == -1);
+    qms_buf_reset (&out);
+    const char *bad_lines [] = { "a", "a\tb", "a\tb\tk", "a\tb\tk\t3", "a\tb\tk\t0x", "a\nb\tc\td\t0",
+                                 "a\tb\tk\t", NULL };
+    for (int i = 0; bad_lines [i]; i++) {
+        assert (proto_group_event_body (&out, QMS_GROUP_OP_ADD, false, qms_str ("G"), qms_str ("n"), qms_str ("o"),
+                                        1, qms_str (bad_lines [i]), qms_str ("o"), qms_str (NULL)) == -1);
+        qms_buf_reset (&out);
+    }
+
+    /*  GroupListEvent */
+    proto_group_list_head (&out, qms_str (NULL));
+    proto_group_list_end (&out);
+    expect_json (&out, "{\"valid\":true,\"event\":9,\"groups\":[]}");
+    proto_group_list_head (&out, qms_str ("r7"));
+    assert (proto_group_list_add (&out, qms_str ("G1"), qms_str ("a"), qms_str ("o"), 2, qms_str ("o\tO\tk\t2")) == 0);
+    assert (proto_group_list_add (&out, qms_str ("G2"), qms_str ("b"), qms_str ("o"), 9, qms_str ("o\tO\tk\t2\np\tP\t\t1")) == 0);
+    proto_group_list_end (&out);
+    expect_json (&out, "{\"valid\":true,\"event\":9,\"id\":\"r7\",\"groups\":["
+                       "{\"id\":\"G1\",\"name\":\"a\",\"owner\":\"o\",\"epoch\":2,\"members\":["
+                       "{\"id\":\"o\",\"name\":\"O\",\"publicKey\":\"k\",\"role\":\"owner\"}]},"
+                       "{\"id\":\"G2\",\"name\":\"b\",\"owner\":\"o\",\"epoch\":9,\"members\":["
+                       "{\"id\":\"o\",\"name\":\"O\",\"publicKey\":\"k\",\"role\":\"owner\"},"
+                       "{\"id\":\"p\",\"name\":\"P\",\"publicKey\":\"\",\"role\":\"admin\"}]}]}");
+
+    /*  GroupMessageEvent, live and stored. */
+    proto_group_message_event (&out, qms_str ("G1"), qms_str ("id-a"), qms_str ("c\"t"), qms_str ("M1"), 1764000000123ull);
+    expect_json (&out, "{\"valid\":true,\"event\":10,\"group\":\"G1\",\"sender\":\"id-a\",\"message\":\"c\\\"t\","
+                       "\"id\":\"M1\",\"timestamp\":1764000000123}");
+    proto_group_stored_event (&out, qms_str ("G1"), qms_str ("id-a"), qms_str ("ct"), qms_str ("M1"), 5,
+                              qms_str ("alice"), qms_str ("KA"));
+    expect_json (&out, "{\"valid\":true,\"event\":10,\"group\":\"G1\",\"sender\":\"id-a\",\"message\":\"ct\","
+                       "\"id\":\"M1\",\"timestamp\":5,\"senderName\":\"alice\",\"senderKey\":\"KA\",\"stored\":true}");
+
+    /*  Acks of a group message. */
+    proto_group_ack (&out, QMS_ACK_DELIVERED, qms_str ("c-18"), qms_str ("M1"), 7, qms_str ("G1"), 2, qms_str ("0"),
+                     qms_str (NULL), NULL);
+    expect_json (&out, "{\"valid\":true,\"event\":5,\"id\":\"c-18\",\"status\":\"delivered\",\"messageId\":\"M1\","
+                       "\"timestamp\":7,\"group\":\"G1\",\"members\":2}");
+    proto_group_ack (&out, QMS_ACK_STORED, qms_str ("c-18"), qms_str ("M1"), 7, qms_str ("G1"), 2, qms_str ("1"),
+                     qms_str (NULL), NULL);
+    expect_json (&out, "{\"valid\":true,\"event\":5,\"id\":\"c-18\",\"status\":\"stored\",\"messageId\":\"M1\","
+                       "\"timestamp\":7,\"group\":\"G1\",\"members\":2,\"unreached\":1}");
+    proto_group_ack (&out, QMS_ACK_STORED, qms_str ("c-18"), qms_str ("M1"), 7, qms_str ("G1"), 0, qms_str ("x1"),
+                     qms_str (NULL), NULL);
+    expect_json (&out, "{\"valid\":true,\"event\":5,\"id\":\"c-18\",\"status\":\"stored\",\"messageId\":\"M1\","
+                       "\"timestamp\":7,\"group\":\"G1\",\"members\":0}");
+    proto_group_ack (&out, QMS_ACK_RECEIVED, qms_str ("c-18"), qms_str ("M1"), 7, qms_str ("G1"), 0, qms_str (NULL),
+                     qms_str ("id-b"), NULL);
+    expect_json (&out, "{\"valid\":true,\"event\":5,\"id\":\"c-18\",\"status\":\"received\",\"messageId\":\"M1\","
+                       "\"group\":\"G1\",\"by\":\"id-b\"}");
+    proto_group_ack (&out, QMS_ACK_REJECTED, qms_str ("c-18"), qms_str (NULL), 7, qms_str ("G1"), 0, qms_str (NULL),
+                     qms_str (NULL), "Unknown group.");
+    expect_json (&out, "{\"valid\":false,\"event\":5,\"id\":\"c-18\",\"status\":\"rejected\",\"error\":\"Unknown group.\","
+                       "\"group\":\"G1\"}");
+    qms_buf_free (&out);
 }
 
 void
@@ -1098,6 +2118,9 @@ proto_test (bool verbose)
                        "[{\"id\":\"1\",\"name\":\"al\\\"ice\",\"publicKey\":\"K1\"},"
                        "{\"id\":\"2\",\"name\":\"bob\",\"publicKey\":\"\"}]}");
     qms_buf_free (&users);
+
+    /*  ext: groups.  Requests, each error text, the limits in the texts. */
+    proto_group_test ();
 
     /*  Frames: the three length encodings. */
     proto_ws_frame (&out, "hi", 2);

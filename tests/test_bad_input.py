@@ -48,6 +48,8 @@ MIB = 1 << 20
 PASSWORD = "secret-pw"
 PASSWD_MARK = b"root:x:0:0"
 EV_ACK, EV_LOOKUP = 5, 7
+GROUP_CREATE, GROUP_UPDATE, GROUP_LIST, GROUP_MESSAGE = 7, 8, 9, 10
+EV_GROUP, EV_GROUP_LIST, EV_GROUP_MESSAGE = 8, 9, 10
 PRESENCE_EVENTS = (4, 6)          # user lists: pushed at any time, never an answer
 FAKE_TOKEN = "A" * 43             # the shape of a token, but nobody's
 PROBE = '{"action":99}'           # always answered, never changes anything
@@ -857,6 +859,107 @@ def wrong_type_cases():
     return cases
 
 
+def group_error(text, event=EV_GROUP, req_id=None):
+    """A group request's error: events 8 and 9 carry the request's id back."""
+    obj = {"valid": False, "event": event, "error": text}
+    if req_id is not None:
+        obj["id"] = req_id
+    return Exact(obj)
+
+
+def group_rejected(text, req_id, group=None):
+    """A GroupMessageRequest's error when it has an id: a rejected ack."""
+    obj = {"valid": False, "event": EV_ACK, "id": req_id, "status": "rejected", "error": text}
+    if group is not None:
+        obj["group"] = group
+    return Exact(obj)
+
+
+def group_cases():
+    """Groups (docs/PROTOCOL.md, "Groups (ext) / Errors"): every error the
+    gateway answers by itself, before anything reaches the router, with the
+    default limits (64 characters of name, 1024 members)."""
+    cases = []
+    name_error = "Field 'name' must be a string of 1 to 64 characters without control characters."
+    members_error = "Field 'members' must be an array of 1 to 1024 user ids."
+    member_id_error = "Field 'members' must hold user ids of 1 to 64 bytes without control characters."
+    group_field_error = "Field 'group' must be a string."
+    op_error = "Field 'op' must be one of add, remove, promote, demote, rename, leave."
+    id_error = "Field 'id' must be a string of 1 to 64 characters."
+
+    def add(name, body, expect):
+        cases.append(dict(name=name, env="main", send=("text", json.dumps(body)), expect=[expect],
+                          state="open", conn="user"))
+
+    create = {"action": GROUP_CREATE, "token": "$TOKEN", "name": "Climbing", "members": ["x"], "id": "r1"}
+    update = {"action": GROUP_UPDATE, "token": "$TOKEN", "group": "G", "op": "add", "members": ["x"], "id": "r2"}
+    group_list = {"action": GROUP_LIST, "token": "$TOKEN", "id": "r3"}
+    message = {"action": GROUP_MESSAGE, "token": "$TOKEN", "group": "G", "message": "m", "id": "c1"}
+    wrong = [("number", 5), ("true", True), ("null", None), ("array", ["x"]), ("object", {"a": 1})]
+    for what, req in (("GroupCreate", create), ("GroupUpdate", update), ("GroupList", group_list),
+                      ("GroupMessage", message)):
+        for kind, value in wrong:
+            add("%s: 'token' is %s" % (what, kind), dict(req, token=value), INVALID_USER)
+        add("%s: 'token' missing" % what, {k: v for k, v in req.items() if k != "token"}, INVALID_USER)
+    # names: 1 to 64 characters (code points), no control character
+    for kind, value in wrong + [("empty", ""), ("65 characters", "\u00e9" * 65), ("with a tab", "a\tb"),
+                                ("with a newline", "a\nb"), ("with DEL", "a\x7f"), ("with C1 U+0085", "a\u0085")]:
+        add("GroupCreate: 'name' is %s" % kind, dict(create, name=value), group_error(name_error, req_id="r1"))
+        add("GroupUpdate rename: 'name' is %s" % kind, dict(update, op="rename", name=value),
+            group_error(name_error, req_id="r2"))
+    add("GroupCreate: 'name' missing", {k: v for k, v in create.items() if k != "name"},
+        group_error(name_error, req_id="r1"))
+    # members
+    for kind, value in [("number", 5), ("string", "x"), ("null", None), ("object", {"a": "x"}),
+                        ("array of numbers", [1, 2]), ("array holding null", ["x", None]),
+                        ("array holding an array", [["x"]]), ("1025 ids", ["u%d" % i for i in range(1025)])]:
+        add("GroupCreate: 'members' is %s" % kind, dict(create, members=value),
+            group_error(members_error, req_id="r1"))
+        add("GroupUpdate add: 'members' is %s" % kind, dict(update, members=value),
+            group_error(members_error, req_id="r2"))
+    for op in ("add", "remove", "promote", "demote"):
+        add("GroupUpdate %s: 'members' is empty" % op, dict(update, op=op, members=[]),
+            group_error(members_error, req_id="r2"))
+        add("GroupUpdate %s: 'members' missing" % op,
+            {k: v for k, v in dict(update, op=op).items() if k != "members"}, group_error(members_error, req_id="r2"))
+    for kind, value in [("empty", ""), ("65 bytes", "x" * 65), ("with a newline", "a\nb"), ("with a tab", "a\tb"),
+                        ("with a C1 control", "a\u0085")]:
+        add("GroupCreate: a member id %s" % kind, dict(create, members=["ok", value]),
+            group_error(member_id_error, req_id="r1"))
+    # group and op
+    for kind, value in wrong + [("empty", ""), ("65 bytes", "g" * 65)]:
+        add("GroupUpdate: 'group' is %s" % kind, dict(update, group=value),
+            group_error(group_field_error, req_id="r2"))
+        add("GroupMessage: 'group' is %s" % kind, dict(message, group=value), group_rejected(group_field_error, "c1"))
+    add("GroupUpdate: 'group' missing", {k: v for k, v in update.items() if k != "group"},
+        group_error(group_field_error, req_id="r2"))
+    for kind, value in wrong + [("'create'", "create"), ("'list'", "list"), ("'ADD'", "ADD"), ("empty", "")]:
+        add("GroupUpdate: 'op' is %s" % kind, dict(update, op=value), group_error(op_error, req_id="r2"))
+    add("GroupUpdate: 'op' missing", {k: v for k, v in update.items() if k != "op"},
+        group_error(op_error, req_id="r2"))
+    # the request's id: not echoed when it is not 1-64 characters
+    for kind, value in [("number", 5), ("empty", ""), ("null", None), ("65 characters", "i" * 65)]:
+        add("GroupCreate: 'id' is %s" % kind, dict(create, id=value), group_error(id_error))
+        add("GroupUpdate: 'id' is %s" % kind, dict(update, id=value), group_error(id_error))
+        add("GroupList: 'id' is %s" % kind, dict(group_list, id=value), group_error(id_error, EV_GROUP_LIST))
+        add("GroupMessage: 'id' is %s" % kind, dict(message, id=value), group_error(id_error, EV_GROUP_MESSAGE))
+    # the message: as for a MessageRequest; a rejected ack when there is an id
+    for kind, value in wrong:
+        add("GroupMessage: 'message' is %s" % kind, dict(message, message=value),
+            group_rejected("Field 'message' must be a string.", "c1", "G"))
+    add("GroupMessage: 'message' missing", {k: v for k, v in message.items() if k != "message"},
+        group_rejected("Field 'message' is missing.", "c1", "G"))
+    add("GroupMessage: 'message' of 65,537 bytes", dict(message, message="x" * 65537),
+        group_rejected("Field 'message' is too long (at most 65536 bytes).", "c1", "G"))
+    add("GroupMessage without an id: 'message' is a number",
+        {k: v for k, v in dict(message, message=5).items() if k != "id"},
+        group_error("Field 'message' must be a string.", EV_GROUP_MESSAGE))
+    add("GroupMessage without an id: 'group' missing",
+        {k: v for k, v in message.items() if k not in ("id", "group")},
+        group_error(group_field_error, EV_GROUP_MESSAGE))
+    return cases
+
+
 def build_cases():
     c = []
 
@@ -957,6 +1060,7 @@ def build_cases():
 
     # -- wrong field types ------------------------------------------------------------------------
     c.extend(wrong_type_cases())
+    c.extend(group_cases())
 
     # -- names: control and look-alike characters ----------------------------------------------------
     def reg(name):

@@ -12,7 +12,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qmslib import (HOST, HTML_DIR, QmsTestCase, REQUESTS, RESPONSES, SharedServerTestCase,
+from qmslib import (HOST, HTML_DIR, QmsTestCase, REQUESTS, RESPONSES, SOURCE_DIR, SharedServerTestCase,
                     http_get, http_raw)
 
 GENERATED = {"enums.js", "enum.js", "enums.mjs", "enums.json"}
@@ -277,6 +277,22 @@ class Enums(SharedServerTestCase):
         # the same tables as the script
         pairs = enum_pairs(http_get(self.server.http_port, "/enums.js")[2].decode())
         self.assertEqual({**doc["Requests"], **doc["Responses"]}, pairs)
+
+    def test_enums_json_is_the_documented_table(self):
+        """Every value, the extensions too, exactly as docs/PROTOCOL.md's
+        "Enumerations" table has it: nothing more, nothing less."""
+        with open(os.path.join(SOURCE_DIR, "docs", "PROTOCOL.md"), encoding="utf-8") as f:
+            doc_text = f.read()
+        table = doc_text.split("## Enumerations", 1)[1].split("\n## ", 1)[0]
+        documented = {}
+        for m in re.finditer(r"^\|(.*)\|\s*$", table, re.M):
+            cells = [c.replace("**ext**", "").strip() for c in m.group(1).split("|")]
+            for name, value in zip(cells[0::2], cells[1::2]):
+                if re.fullmatch(r"[A-Za-z]+(Request|Event)", name) and value.isdigit():
+                    documented[name] = int(value)
+        self.assertGreaterEqual(len(documented), 22, documented)
+        doc = json.loads(http_get(self.server.http_port, "/enums.json")[2])
+        self.assertEqual({**doc["Requests"], **doc["Responses"]}, documented)
 
     def test_enums_mjs(self):
         status, h, body = http_get(self.server.http_port, "/enums.mjs")

@@ -147,6 +147,30 @@ check_request (const uint8_t *data, size_t size, const proto_request_t *req)
                 }
                 break;
             }
+            case QMS_REQ_GROUP_CREATE:
+            case QMS_REQ_GROUP_UPDATE:
+            case QMS_REQ_GROUP_LIST:
+            case QMS_REQ_GROUP_MESSAGE: {
+                FUZZ_CHECK (req->token.len >= 1 && req->token.len <= PROTO_MAX_TOKEN);
+                FUZZ_CHECK (req->client_id.len <= PROTO_MAX_CLIENT_ID);
+                check_str (req->group);
+                bool grouped = req->action == QMS_REQ_GROUP_UPDATE || req->action == QMS_REQ_GROUP_MESSAGE;
+                FUZZ_CHECK (grouped ? req->group.len >= 1 && req->group.len <= PROTO_MAX_GROUP_ID
+                                    : req->group.len == 0);
+                if (req->action == QMS_REQ_GROUP_MESSAGE)
+                    FUZZ_CHECK (req->message.len <= PROTO_MAX_MESSAGE);
+                /*  The member lines hold no control byte but the newlines
+                    between ids, and no id twice. */
+                qms_buf_t lines;
+                qms_buf_init (&lines);
+                FUZZ_CHECK (proto_members_lines (req, &lines) == 0);
+                FUZZ_CHECK (!req->members || cJSON_GetArraySize (req->members) <= proto_limits_default.max_members);
+                for (size_t i = 0; i < lines.len; i++)
+                    FUZZ_CHECK (lines.data [i] >= 0x20 || lines.data [i] == '\n');
+                FUZZ_CHECK (lines.len == 0 || (lines.data [0] != '\n' && lines.data [lines.len - 1] != '\n'));
+                qms_buf_free (&lines);
+                break;
+            }
             default:
                 break;          /* later extensions: their own rules */
         }
