@@ -256,7 +256,7 @@ static const schema_t qms_schema [QMS_TYPE_COUNT] = {
         "a message to a group" },
     [QMS_GW_GROUP] = { "GW_GROUP", F_CONN | F_NUM | F_TIME | F_SEQ, 8,
         QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
-        "conn (requester or 0), num op (| QMS_GROUP_GONE), seq epoch, time, s0 group id, s1 name, s2 owner, s3 members (id TAB name TAB key TAB role lines), s4 by, s5 members named (lines), s6 targets, s7 client's id",
+        "conn (requester or 0), num op (| QMS_GROUP_GONE), seq epoch, time, s0 group id, s1 name, s2 owner, s3 members (qms_members_*), s4 by, s5 members named (lines), s6 targets, s7 client's id",
         "GroupEvent to the requester and every target (one record per gateway)" },
     [QMS_GW_GROUPS] = { "GW_GROUPS", F_CONN | F_NUM, 1,
         QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
@@ -568,6 +568,49 @@ qms_targets_next (qms_str_t targets, size_t *offset, uint64_t *conn, qms_str_t *
     return 1;
 }
 
+int
+qms_members_add (qms_buf_t *buf, unsigned role, qms_str_t id, qms_str_t name, qms_str_t key)
+{
+    if (role > 255 || id.len > 255 || name.len > 65535 || qms_buf_reserve (buf, 8 + id.len + name.len + key.len))
+        return -1;
+    uint8_t *p = buf->data + buf->len;
+    p [0] = (uint8_t) role;
+    p [1] = (uint8_t) id.len;
+    p [2] = (uint8_t) (name.len & 0xff);
+    p [3] = (uint8_t) (name.len >> 8);
+    put_u32 (p + 4, key.len);
+    p += 8;
+    const qms_str_t parts [3] = { id, name, key };
+    for (int i = 0; i < 3; i++) {
+        if (parts [i].len)
+            memcpy (p, parts [i].ptr, parts [i].len);
+        p += parts [i].len;
+    }
+    buf->len = (size_t) (p - buf->data);
+    return 0;
+}
+
+int
+qms_members_next (qms_str_t members, size_t *offset, qms_member_t *member)
+{
+    size_t at = *offset;
+    if (at == members.len)
+        return 0;
+    if (at > members.len || members.len - at < 8)
+        return -1;
+    const uint8_t *p = (const uint8_t *) members.ptr + at;
+    size_t id_len = p [1], name_len = (size_t) p [2] | (size_t) p [3] << 8, key_len = get_u32 (p + 4);
+    size_t left = members.len - at - 8;
+    if (id_len > left || name_len > left - id_len || key_len > left - id_len - name_len)
+        return -1;
+    member->role = p [0];
+    member->id = qms_strn ((const char *) p + 8, id_len);
+    member->name = qms_strn ((const char *) p + 8 + id_len, name_len);
+    member->key = qms_strn ((const char *) p + 8 + id_len + name_len, key_len);
+    *offset = at + 8 + id_len + name_len + key_len;
+    return 1;
+}
+
 bool
 qms_batch_valid (const uint8_t *data, size_t size, qms_role_t role, qms_batch_fault_t *fault)
 {
@@ -793,6 +836,30 @@ qms_msg_test (bool verbose)
 {
     if (verbose)
         printf (" * qms_msg: ");
+
+    /*  Members of a group: entries round-trip, any byte in a key; a cut one
+        is malformed. */
+    {
+        qms_buf_t m;
+        qms_buf_init (&m);
+        assert (qms_members_add (&m, 2, qms_str ("id1"), qms_str ("alice"), qms_strn ("k\t2\n\0x", 6)) == 0);
+        assert (qms_members_add (&m, 0, qms_str ("id2"), qms_str (""), qms_str ("")) == 0);
+        assert (qms_members_add (&m, 256, qms_str ("x"), qms_str (""), qms_str ("")) == -1);
+        qms_str_t all = qms_strn ((const char *) m.data, m.len);
+        qms_member_t one;
+        size_t off = 0;
+        assert (qms_members_next (all, &off, &one) == 1 && one.role == 2 && qms_str_eq (one.id, "id1")
+                && qms_str_eq (one.name, "alice") && one.key.len == 6 && memcmp (one.key.ptr, "k\t2\n\0x", 6) == 0);
+        assert (qms_members_next (all, &off, &one) == 1 && one.role == 0 && qms_str_eq (one.id, "id2")
+                && one.name.len == 0 && one.key.len == 0);
+        assert (qms_members_next (all, &off, &one) == 0);
+        size_t first = 8 + 3 + 5 + 6;
+        for (size_t cut = 1; cut < first; cut++) {
+            off = 0;
+            assert (qms_members_next (qms_strn ((const char *) m.data, first - cut), &off, &one) == -1);
+        }
+        qms_buf_free (&m);
+    }
 
     /*  Targets of a fan-out: entries round-trip; a cut one is malformed. */
     {

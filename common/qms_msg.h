@@ -205,9 +205,9 @@ typedef enum {
                                conn, num=QMS_GROUP_OP_* | QMS_GROUP_GONE
                                (the recipients are no longer members),
                                seq=epoch, time=when, s0=group id s1=name
-                               s2=owner id s3=members (QMS_GROUP_MEMBER
-                               lines: id TAB name TAB pubkey TAB role,
-                               empty with QMS_GROUP_GONE) s4=who made the
+                               s2=owner id s3=members (qms_members_*:
+                               id, name, pubkey, role; empty with
+                               QMS_GROUP_GONE) s4=who made the
                                change s5=the members it named, one per
                                line s6=targets (qms_targets_*) s7=the
                                requester's client id */
@@ -537,6 +537,20 @@ int qms_rec_encode (qms_buf_t *buf, const qms_rec_t *rec);
     (truncated, lengths that disagree).  A record of a type this build does
     not know is skipped (rec->type is then QMS_NONE and 1 is returned). */
 int qms_rec_next (const uint8_t *data, size_t size, size_t *offset, qms_rec_t *rec);
+
+/*  The members of a group as GW_GROUP carries them (s3): entries laid end
+    to end, each u8 role (QMS_GROUP_ROLE_*), u8 id length, u16 name length,
+    u32 key length (little-endian), then the id, name and key bytes, so that
+    a key may hold any byte (a PEM key holds newlines).  qms_members_add
+    appends one (0, or -1: out of memory, or a part too long for its
+    length); qms_members_next reads the one at *offset (1, 0 at the end, -1
+    when malformed). */
+typedef struct {
+    unsigned role;
+    qms_str_t id, name, key;
+} qms_member_t;
+int qms_members_add (qms_buf_t *buf, unsigned role, qms_str_t id, qms_str_t name, qms_str_t key);
+int qms_members_next (qms_str_t members, size_t *offset, qms_member_t *member);
 
 /*  The targets of a fan-out (GW_GROUP, GW_GROUP_DELIVER): see above. */
 int qms_targets_add (qms_buf_t *buf, uint64_t conn, const char *id, size_t id_len);

@@ -1098,7 +1098,11 @@ t_group_test (gateway_t *self)
     group.s [QMS_GINFO_ID] = qms_str ("G1");
     group.s [QMS_GINFO_NAME] = qms_str ("Climbing");
     group.s [QMS_GINFO_OWNER] = qms_str ("id-a");
-    group.s [QMS_GINFO_MEMBERS] = qms_str ("id-a\talice\tKA\t2\nid-b\tbob\tKB\t0");
+    qms_buf_t members;
+    qms_buf_init (&members);
+    assert (qms_members_add (&members, QMS_GROUP_ROLE_OWNER, qms_str ("id-a"), qms_str ("alice"), qms_str ("KA")) == 0);
+    assert (qms_members_add (&members, QMS_GROUP_ROLE_MEMBER, qms_str ("id-b"), qms_str ("bob"), qms_str ("KB")) == 0);
+    group.s [QMS_GINFO_MEMBERS] = qms_strn ((const char *) members.data, members.len);
     group.s [QMS_GINFO_BY] = qms_str ("id-a");
     group.s [QMS_GINFO_CHANGED] = qms_str ("id-b");
     group.s [QMS_GINFO_TARGETS] = qms_strn ((const char *) targets.data, targets.len);
@@ -1124,7 +1128,7 @@ t_group_test (gateway_t *self)
     t_expect_frames (a, removed);
     t_expect_frames (b, removed);
     group.num = QMS_GROUP_OP_ADD;
-    group.s [QMS_GINFO_MEMBERS] = qms_str ("id-a\talice");
+    group.s [QMS_GINFO_MEMBERS] = qms_strn ((const char *) members.data, members.len - 1);     /* cut short */
     handle_router_record (self, &group);
     assert (outq_empty (&a->out) && outq_empty (&b->out));
 
@@ -1136,7 +1140,10 @@ t_group_test (gateway_t *self)
     row.s [QMS_GINFO_ID] = qms_str ("G1");
     row.s [QMS_GINFO_NAME] = qms_str ("a");
     row.s [QMS_GINFO_OWNER] = qms_str ("o");
-    row.s [QMS_GINFO_MEMBERS] = qms_str ("o\tO\tk\t2");
+    qms_buf_t one;
+    qms_buf_init (&one);
+    assert (qms_members_add (&one, QMS_GROUP_ROLE_OWNER, qms_str ("o"), qms_str ("O"), qms_str ("k")) == 0);
+    row.s [QMS_GINFO_MEMBERS] = qms_strn ((const char *) one.data, one.len);
     handle_router_record (self, &groups);
     handle_router_record (self, &row);
     assert (outq_empty (&a->out) && self->glist.active);
@@ -1275,6 +1282,8 @@ t_group_test (gateway_t *self)
         outq_clear (&conns [i].out);
     assert (self->out_acct.shared_count == 0 && self->out_acct.owned == 0);
     qms_buf_free (&targets);
+    qms_buf_free (&members);
+    qms_buf_free (&one);
     qms_buf_free (&self->glist.json);
     self->slots = NULL;
     self->max_slots = 0;

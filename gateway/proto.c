@@ -1182,49 +1182,31 @@ next_line (qms_str_t text, size_t *at, qms_str_t *line)
     return true;
 }
 
-/*  "members":[{"id","name","publicKey","role"},...] from GW_GROUP's lines:
-    id TAB name TAB key TAB role.  An id or name holds no TAB or newline
-    (ids are ours, names have no control characters); a key may hold a
-    newline (a PEM key does), so it ends at the first TAB, role digit and
-    newline (or end) after the name. */
+/*  "members":[{"id","name","publicKey","role"},...] from GW_GROUP's
+    members (qms_members_next: length-prefixed, so a key may hold any
+    byte). */
 static int
-append_members (qms_buf_t *out, qms_str_t lines)
+append_members (qms_buf_t *out, qms_str_t members)
 {
     static const char *roles [] = { "member", "admin", "owner" };
     if (APPEND_LIT (out, "\"members\":["))
         return -1;
-    const char *p = lines.ptr, *end = lines.ptr + lines.len;
+    size_t at = 0;
+    qms_member_t m;
+    int rc;
     bool first = true;
-    while (p && p < end) {
-        if (*p == '\n') {               /* an empty line: nothing */
-            p++;
-            continue;
-        }
-        const char *tab1 = memchr (p, '\t', (size_t) (end - p));
-        const char *tab2 = tab1 ? memchr (tab1 + 1, '\t', (size_t) (end - tab1 - 1)) : NULL;
-        if (!tab2 || memchr (p, '\n', (size_t) (tab2 - p)))
-            return -1;
-        const char *key = tab2 + 1, *role = NULL;
-        for (const char *t = key; t < end && (t = memchr (t, '\t', (size_t) (end - t))); t++)
-            if (end - t >= 2 && t [1] >= '0' && t [1] <= '2' && (end - t == 2 || t [2] == '\n')) {
-                role = t;
-                break;
-            }
-        if (!role)
-            return -1;
-        if ((!first && APPEND_LIT (out, ","))
-        ||  APPEND_FIELD (out, "{\"id\":", qms_strn (p, (size_t) (tab1 - p)))
-        ||  APPEND_FIELD (out, ",\"name\":", qms_strn (tab1 + 1, (size_t) (tab2 - tab1 - 1)))
-        ||  APPEND_FIELD (out, ",\"publicKey\":", qms_strn (key, (size_t) (role - key)))
-        ||  APPEND_FIELD (out, ",\"role\":", qms_str (roles [role [1] - '0']))
+    while ((rc = qms_members_next (members, &at, &m)) == 1) {
+        if (m.role > QMS_GROUP_ROLE_OWNER
+        ||  (!first && APPEND_LIT (out, ","))
+        ||  APPEND_FIELD (out, "{\"id\":", m.id)
+        ||  APPEND_FIELD (out, ",\"name\":", m.name)
+        ||  APPEND_FIELD (out, ",\"publicKey\":", m.key)
+        ||  APPEND_FIELD (out, ",\"role\":", qms_str (roles [m.role]))
         ||  APPEND_LIT (out, "}"))
             return -1;
         first = false;
-        p = role + 2;
-        if (p < end)
-            p++;                        /* the newline */
     }
-    return APPEND_LIT (out, "]");
+    return rc < 0 ? -1 : APPEND_LIT (out, "]");
 }
 
 /*  A JSON array of the lines' strings (empty lines skipped). */
@@ -1460,6 +1442,25 @@ expect_lines (const char *text, const char *lines)
     assert (out.len == strlen (lines) && (out.len == 0 || memcmp (out.data, lines, out.len) == 0));
     qms_buf_free (&out);
     proto_request_free (&req);
+}
+
+/*  Members as GW_GROUP carries them, from a spec of entries "id TAB name
+    TAB key TAB role" joined by '|' (a key may hold a newline here). */
+static qms_str_t
+t_members (qms_buf_t *buf, const char *spec)
+{
+    qms_buf_reset (buf);
+    char copy [512];
+    snprintf (copy, sizeof copy, "%s", spec);
+    for (char *entry = strtok (copy, "|"); entry; entry = strtok (NULL, "|")) {
+        char *t1 = strchr (entry, '\t'), *t2 = t1 ? strchr (t1 + 1, '\t') : NULL;
+        char *t3 = t2 ? strrchr (t2 + 1, '\t') : NULL;
+        assert (t3);
+        *t1 = *t2 = *t3 = 0;
+        assert (qms_members_add (buf, (unsigned) atoi (t3 + 1), qms_str (entry), qms_str (t1 + 1),
+                                 qms_str (t2 + 1)) == 0);
+    }
+    return qms_strn ((const char *) buf->data, buf->len);
 }
 
 static void
@@ -1731,8 +1732,10 @@ proto_group_test (void)
 
     /*  GroupEvent: the same body after either head.  A member's key may
         hold a newline (PEM); names are escaped. */
-    qms_str_t members = qms_str ("id-a\talice\tKA\t2\nid-b\tb\"ob\t-----BEGIN-----\nK\n-----END-----\t0\n"
-                                 "id-c\tcy\t\t1");
+    qms_buf_t mb;
+    qms_buf_init (&mb);
+    qms_str_t members = t_members (&mb, "id-a\talice\tKA\t2|id-b\tb\"ob\t-----BEGIN-----\nK\n-----END-----\t0|"
+                                        "id-c\tcy\t\t1");
     qms_str_t named = qms_str ("id-b\nid-c");
     const char *body = "\"group\":{\"id\":\"G1\",\"name\":\"Climbing\",\"owner\":\"id-a\",\"epoch\":3,\"members\":["
                        "{\"id\":\"id-a\",\"name\":\"alice\",\"publicKey\":\"KA\",\"role\":\"owner\"},"
@@ -1751,10 +1754,10 @@ proto_group_test (void)
                                     qms_str ("id-a"), 3, members, qms_str ("id-a"), named) == 0);
     snprintf (want, sizeof want, "{\"valid\":true,\"event\":8,%s", body);
     expect_json (&out, want);
-    /*  Trailing and empty lines are nothing. */
+    /*  Empty lines of the members named are nothing. */
     assert (proto_group_event_head (&out, qms_str (NULL)) == 0);
     assert (proto_group_event_body (&out, QMS_GROUP_OP_CREATE, false, qms_str ("G"), qms_str ("n"), qms_str ("o"),
-                                    1, qms_str ("o\tO\tk\t2\n"), qms_str ("o"), qms_str ("\n")) == 0);
+                                    1, t_members (&mb, "o\tO\tk\t2"), qms_str ("o"), qms_str ("\n")) == 0);
     expect_json (&out, "{\"valid\":true,\"event\":8,\"group\":{\"id\":\"G\",\"name\":\"n\",\"owner\":\"o\",\"epoch\":1,"
                        "\"members\":[{\"id\":\"o\",\"name\":\"O\",\"publicKey\":\"k\",\"role\":\"owner\"}]},"
                        "\"change\":{\"op\":\"create\",\"by\":\"o\",\"members\":[]}}");
@@ -1781,21 +1784,26 @@ proto_group_test (void)
     assert (proto_group_event_body (&out, QMS_GROUP_OP_LIST, false, qms_str ("G"), qms_str ("n"), qms_str ("o"), 1,
                                     qms_str (NULL), qms_str ("o"), qms_str (NULL)) == -1);
     qms_buf_reset (&out);
-    const char *bad_lines [] = { "a", "a\tb", "a\tb\tk", "a\tb\tk\t3", "a\tb\tk\t0x", "a\nb\tc\td\t0",
-                                 "a\tb\tk\t", NULL };
-    for (int i = 0; bad_lines [i]; i++) {
+    /*  Malformed members: each cut of an entry, and a role past owner. */
+    qms_str_t one = t_members (&mb, "abc\tname\tkey\t1");
+    for (uint32_t cut = 1; cut < one.len; cut++) {
         assert (proto_group_event_body (&out, QMS_GROUP_OP_ADD, false, qms_str ("G"), qms_str ("n"), qms_str ("o"),
-                                        1, qms_str (bad_lines [i]), qms_str ("o"), qms_str (NULL)) == -1);
+                                        1, qms_strn (one.ptr, one.len - cut), qms_str ("o"), qms_str (NULL)) == -1);
         qms_buf_reset (&out);
     }
+    assert (proto_group_event_body (&out, QMS_GROUP_OP_ADD, false, qms_str ("G"), qms_str ("n"), qms_str ("o"),
+                                    1, t_members (&mb, "a\tb\tk\t3"), qms_str ("o"), qms_str (NULL)) == -1);
+    qms_buf_reset (&out);
 
     /*  GroupListEvent */
     proto_group_list_head (&out, qms_str (NULL));
     proto_group_list_end (&out);
     expect_json (&out, "{\"valid\":true,\"event\":9,\"groups\":[]}");
     proto_group_list_head (&out, qms_str ("r7"));
-    assert (proto_group_list_add (&out, qms_str ("G1"), qms_str ("a"), qms_str ("o"), 2, qms_str ("o\tO\tk\t2")) == 0);
-    assert (proto_group_list_add (&out, qms_str ("G2"), qms_str ("b"), qms_str ("o"), 9, qms_str ("o\tO\tk\t2\np\tP\t\t1")) == 0);
+    assert (proto_group_list_add (&out, qms_str ("G1"), qms_str ("a"), qms_str ("o"), 2, t_members (&mb, "o\tO\tk\t2")) == 0);
+    assert (proto_group_list_add (&out, qms_str ("G2"), qms_str ("b"), qms_str ("o"), 9,
+                                  t_members (&mb, "o\tO\tk\t2|p\tP\t\t1")) == 0);
+    qms_buf_free (&mb);
     proto_group_list_end (&out);
     expect_json (&out, "{\"valid\":true,\"event\":9,\"id\":\"r7\",\"groups\":["
                        "{\"id\":\"G1\",\"name\":\"a\",\"owner\":\"o\",\"epoch\":2,\"members\":["

@@ -325,17 +325,13 @@ send_group_error (router_t *self, uint32_t gw, uint64_t conn, uint32_t op, const
     gw_emit (self, gw, &rec);
 }
 
-/*  The members as GW_GROUP lists them: id TAB name TAB key TAB role. */
+/*  The members as GW_GROUP carries them (qms_members_add). */
 static int
 members_text (const group_t *g, qms_buf_t *out)
 {
     for (uint32_t i = 0; i < g->n; i++) {
         const guser_t *u = g->m [i].u;
-        char role = (char) ('0' + g->m [i].role);
-        if (qms_buf_append (out, u->id, strlen (u->id)) || qms_buf_append (out, "\t", 1)
-        ||  qms_buf_append (out, u->name, strlen (u->name)) || qms_buf_append (out, "\t", 1)
-        ||  qms_buf_append (out, u->pubkey, strlen (u->pubkey)) || qms_buf_append (out, "\t", 1)
-        ||  qms_buf_append (out, &role, 1) || qms_buf_append (out, "\n", 1))
+        if (qms_members_add (out, g->m [i].role, qms_str (u->id), qms_str (u->name), qms_str (u->pubkey)))
             return -1;
     }
     return 0;
@@ -1590,7 +1586,18 @@ router_group_test (bool verbose)
     assert (t_targets (all [0].s [QMS_GINFO_TARGETS], tb, 1) == 1 && all [0].s [QMS_GINFO_MEMBERS].len == 0);
     assert (all [1].type == QMS_GW_GROUP && !(all [1].num & QMS_GROUP_GONE) && all [1].conn == 1
             && router_t_str_is (all [1].s [QMS_GINFO_CLIENT_ID], "rm") && all [1].s [QMS_GINFO_TARGETS].len == 0);
-    assert (router_t_str_is (all [1].s [QMS_GINFO_MEMBERS], "alice\talice\tkey\t2\ncarol\tcarol\tkey\t1\nerin\terin\tkey\t0\n"));
+    {
+        const char *ids [] = { "alice", "carol", "erin" };
+        const unsigned roles [] = { QMS_GROUP_ROLE_OWNER, QMS_GROUP_ROLE_ADMIN, QMS_GROUP_ROLE_MEMBER };
+        size_t off = 0;
+        qms_member_t m;
+        for (int i = 0; i < 3; i++) {
+            assert (qms_members_next (all [1].s [QMS_GINFO_MEMBERS], &off, &m) == 1);
+            assert (router_t_str_is (m.id, ids [i]) && router_t_str_is (m.name, ids [i]) && m.role == roles [i]
+                    && router_t_str_is (m.key, "key"));
+        }
+        assert (qms_members_next (all [1].s [QMS_GINFO_MEMBERS], &off, &m) == 0);
+    }
     r = t_one (self, 1, QMS_GW_GROUP, all);
     assert (t_targets (r.s [QMS_GINFO_TARGETS], t1, 1) == 1 && r.seq == 4);
     router_t_reset (self);
