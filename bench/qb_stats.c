@@ -465,6 +465,26 @@ report (const timeline_t *tl, const totals_t *T)
         cJSON_AddNumberToObject (lt, "max", pmax);
         cJSON_AddNumberToObject (lt, "mean", mean);
         cJSON_AddNumberToObject (lt, "count", (double) h->count);
+        /*  The histogram itself, so that the runs of several processes
+            merge into exact percentiles: [value ns, count] per non-empty
+            bucket, the value being what the percentiles above report for
+            it (capped at max_ns). */
+        cJSON *hj = cJSON_AddObjectToObject (j, "latency_hist");
+        cJSON_AddNumberToObject (hj, "max_ns", (double) h->max);
+        cJSON_AddNumberToObject (hj, "sum_ns", (double) h->sum);
+        cJSON *hb = cJSON_AddArrayToObject (hj, "buckets");
+        for (unsigned i = 0; i < H_BUCKETS; i++)
+            if (h->b [i]) {
+                cJSON *e = cJSON_CreateArray ();
+                cJSON_AddItemToArray (e, cJSON_CreateNumber (hist_bucket_mid (i)));
+                cJSON_AddItemToArray (e, cJSON_CreateNumber ((double) h->b [i]));
+                cJSON_AddItemToArray (hb, e);
+            }
+    }
+    if (O.go_file [0] || O.ready_file [0]) {
+        cJSON *sy = cJSON_AddObjectToObject (j, "sync");
+        cJSON_AddNumberToObject (sy, "go_wait_s", tl->go_wait_s);
+        cJSON_AddNumberToObject (sy, "held_after_run_s", tl->close_wait_s);
     }
     cJSON_AddStringToObject (cfg, "presence", g_nats? "n/a": s_presence_name [O.presence]);
     if (O.nports > 1) {

@@ -50,6 +50,7 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -180,6 +181,11 @@ usage (FILE *f)
 "  --to-prefix NAME    client i sends to NAME<i> (offline or elsewhere): --ids, window credit from acks\n"
 "  --expect-stored M   receive only: log in, wait until each client got M messages, report the drain\n"
 "  --resume            after the logins, reconnect everyone with AuthorizeRequest (session resume)\n"
+"  --ready-file PATH   create PATH when every client is settled (logged in, or given up)\n"
+"  --go-file PATH      once settled, wait until PATH exists before the run starts (nothing is\n"
+"                      measured while waiting): several processes measure one window\n"
+"  --done-file PATH    create PATH when the run is measured, then hold the connections until\n"
+"                      the --go-file is removed (so no process's closes fall in another's run)\n"
 "  --json-only         print only the RESULT line\n"
 "  --debug             print the first 20 error frames verbatim on stderr\n"
 "  --quiet             no progress lines on stderr\n"
@@ -242,6 +248,51 @@ parse_loopback (const char *s, struct sockaddr_storage *ss)
     return addr_is_loopback (ss)? 0: -1;
 }
 
+/*  A path for --ready-file, --go-file or --done-file: not empty, short
+    enough, in a folder that exists; one that this process creates must not
+    exist yet (a stale file would tell the waiting side too early). */
+static int
+sync_path_check (const char *name, const char *path, bool created_here)
+{
+    size_t n = strlen (path);
+    if (n == 0 || n >= QB_PATHMAX || path [n - 1] == '/') {
+        fprintf (stderr, "qmsbench: bad --%s '%s' (a file path, 1..%d characters)\n", name, path, QB_PATHMAX - 1);
+        return -1;
+    }
+    char dir [QB_PATHMAX];
+    strcpy (dir, path);
+    char *slash = strrchr (dir, '/');
+    if (!slash)
+        strcpy (dir, ".");
+    else
+    if (slash == dir)
+        dir [1] = 0;
+    else
+        *slash = 0;
+    struct stat st;
+    if (stat (dir, &st) || !S_ISDIR (st.st_mode)) {
+        fprintf (stderr, "qmsbench: bad --%s '%s': no folder '%s'\n", name, path, dir);
+        return -1;
+    }
+    if (created_here && access (path, F_OK) == 0) {
+        fprintf (stderr, "qmsbench: bad --%s '%s': the file exists already (remove it first)\n", name, path);
+        return -1;
+    }
+    return 0;
+}
+
+/*  Creates path (empty): false when it could not. */
+static bool
+sync_touch (const char *path)
+{
+    FILE *f = fopen (path, "we");
+    if (!f || fclose (f)) {
+        fprintf (stderr, "qmsbench: cannot create '%s': %s\n", path, strerror (errno));
+        return false;
+    }
+    return true;
+}
+
 #define BAD(...) do { fprintf (stderr, "qmsbench: " __VA_ARGS__); fputc ('\n', stderr); return -1; } while (0)
 
 static int
@@ -250,7 +301,8 @@ parse_opts (int argc, char **argv)
     enum { O_HOST = 256, O_PORT, O_PATH, O_CLIENTS, O_MESSAGES, O_DURATION, O_WINDOW, O_RATE,
            O_SIZE, O_PREFIX, O_SRC, O_IDLE, O_PID, O_CRATE, O_PENDING, O_JSON, O_PINGPONG,
            O_THREADS, O_TIMEOUT, O_READY, O_DRAIN, O_STALL, O_HTO, O_PROTO, O_QUIET, O_HELP,
-           O_BACKOFF, O_DEBUG, O_MAXAUTH, O_PRESENCE, O_IDS, O_TOPREFIX, O_EXPECT, O_RESUME };
+           O_BACKOFF, O_DEBUG, O_MAXAUTH, O_PRESENCE, O_IDS, O_TOPREFIX, O_EXPECT, O_RESUME,
+           O_READYFILE, O_GOFILE, O_DONEFILE };
     static const struct option longopts [] = {
         { "host", 1, 0, O_HOST }, { "port", 1, 0, O_PORT }, { "path", 1, 0, O_PATH },
         { "clients", 1, 0, O_CLIENTS }, { "messages", 1, 0, O_MESSAGES },
@@ -265,7 +317,9 @@ parse_opts (int argc, char **argv)
         { "quiet", 0, 0, O_QUIET }, { "backoff", 1, 0, O_BACKOFF },
         { "debug", 0, 0, O_DEBUG }, { "max-auth", 1, 0, O_MAXAUTH }, { "help", 0, 0, O_HELP },
         { "presence", 1, 0, O_PRESENCE }, { "ids", 0, 0, O_IDS }, { "to-prefix", 1, 0, O_TOPREFIX },
-        { "expect-stored", 1, 0, O_EXPECT }, { "resume", 0, 0, O_RESUME }, { 0, 0, 0, 0 }
+        { "expect-stored", 1, 0, O_EXPECT }, { "resume", 0, 0, O_RESUME },
+        { "ready-file", 1, 0, O_READYFILE }, { "go-file", 1, 0, O_GOFILE },
+        { "done-file", 1, 0, O_DONEFILE }, { 0, 0, 0, 0 }
     };
     const char *host = "127.0.0.1";
     bool duration_set = false, pingpong = false, window_set = false;
@@ -349,6 +403,16 @@ parse_opts (int argc, char **argv)
                 else BAD ("bad --presence '%s' (full, delta or none)", optarg);
                 break;
             case O_IDS: O.ids = true; break;
+            case O_READYFILE:
+            case O_GOFILE:
+            case O_DONEFILE: {
+                const char *name = ch == O_READYFILE? "ready-file": ch == O_GOFILE? "go-file": "done-file";
+                char *dst = ch == O_READYFILE? O.ready_file: ch == O_GOFILE? O.go_file: O.done_file;
+                if (sync_path_check (name, optarg, ch != O_GOFILE))
+                    return -1;
+                strcpy (dst, optarg);
+                break;
+            }
             case O_RESUME: O.resume = true; break;
             case O_EXPECT:
                 if (parse_num (optarg, 1, 1e9, &v) || v != floor (v)) BAD ("bad --expect-stored '%s'", optarg);
@@ -476,6 +540,13 @@ parse_opts (int argc, char **argv)
             BAD ("--to-prefix must differ from --prefix");
         O.ids = true;                   /* the acks are what we count */
     }
+    if (O.done_file [0] && !O.go_file [0])
+        BAD ("--done-file needs --go-file (whose removal ends the hold)");
+    if ((O.ready_file [0] && (strcmp (O.ready_file, O.go_file) == 0 || strcmp (O.ready_file, O.done_file) == 0))
+        || (O.go_file [0] && strcmp (O.go_file, O.done_file) == 0))
+        BAD ("--ready-file, --go-file and --done-file must be different files");
+    if (O.go_file [0] && O.resume)
+        BAD ("--go-file is not for --resume runs");
     if (O.expect) {
         if (O.messages || O.to_prefix [0])
             BAD ("--expect-stored only receives: not with --messages or --to-prefix");
@@ -607,9 +678,21 @@ phase_name (int ph)
     return ph == PH_CONNECT? "connect": ph == PH_RESUME? "resume": ph == PH_RUN? (O.idle? "hold": "run"): ph == PH_DRAIN? "drain": "stop";
 }
 
+/*  Everyone is settled (or given up on): the run, and its measurement, start. */
+static void
+start_run (timeline_t *tl)
+{
+    tl->p_run = procs_sample ();
+    tl->cpu_run = self_cpu_s ();
+    tl->t_run = now_ns ();
+    tl->ran = true;
+    set_phase (PH_RUN);
+}
+
 static int
 run_main_loop (timeline_t *tl)
 {
+    bool waiting_go = false;        /* --go-file: settled, the file not there yet */
     uint64_t last_change = now_ns (), last_progress = 0, last_scan = 0, drain_start = 0;
     readiness_t prev;
     memset (&prev, 0, sizeof prev);
@@ -628,7 +711,7 @@ run_main_loop (timeline_t *tl)
             break;
         }
         live_t l = live_totals ();
-        if ((ph == PH_CONNECT || ph == PH_RESUME) && now - last_scan >= 100 * MS) {
+        if ((ph == PH_CONNECT || ph == PH_RESUME) && !waiting_go && now - last_scan >= 100 * MS) {
             last_scan = now;
             readiness_t r = readiness_scan ();
             if (memcmp (&r, &prev, sizeof r) != 0) {
@@ -652,11 +735,24 @@ run_main_loop (timeline_t *tl)
                     set_phase (PH_RESUME);
                     continue;
                 }
-                tl->p_run = procs_sample ();
-                tl->cpu_run = self_cpu_s ();
-                tl->t_run = now_ns ();
-                tl->ran = true;
-                set_phase (PH_RUN);
+                if (O.ready_file [0] && !sync_touch (O.ready_file))
+                    break;
+                if (O.go_file [0]) {
+                    /*  Nothing is measured until the go file is there. */
+                    tl->t_ready = now;
+                    waiting_go = true;
+                    continue;
+                }
+                start_run (tl);
+                ph = PH_RUN;
+            }
+        }
+        else
+        if (waiting_go) {
+            if (access (O.go_file, F_OK) == 0) {
+                waiting_go = false;
+                tl->go_wait_s = (double) (now - tl->t_ready) / 1e9;
+                start_run (tl);
                 ph = PH_RUN;
             }
         }
@@ -703,6 +799,21 @@ run_main_loop (timeline_t *tl)
     for (uint32_t i = 0; i < O.clients; i++)
         if (__atomic_load_n (&G_cl [i].online, __ATOMIC_ACQUIRE) && !__atomic_load_n (&G_cl [i].dead, __ATOMIC_ACQUIRE))
             tl->held++;
+    if (O.done_file [0] && tl->ran) {
+        /*  Measured: say so, and keep the connections (nobody sends) until
+            the go file is gone, so that our closes fall in no other
+            process's run. Still bound by --timeout; a signal ends it. */
+        if (!O.idle && phase () == PH_RUN)
+            set_phase (PH_DRAIN);
+        uint64_t t = now_ns ();
+        if (sync_touch (O.done_file))
+            while (!g_signal && access (O.go_file, F_OK) == 0
+                   && now_ns () - tl->t0 < (uint64_t) (O.timeout * 1e9)) {
+                struct timespec ts = { 0, 20 * 1000 * 1000 };
+                nanosleep (&ts, NULL);
+            }
+        tl->close_wait_s = (double) (now_ns () - t) / 1e9;
+    }
     set_phase (PH_STOP);
     return 0;
 }

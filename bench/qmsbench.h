@@ -33,6 +33,7 @@
 #define QB_MAX_SRC      256
 #define QB_MAX_THREADS  64
 #define QB_MAX_PORTS    64
+#define QB_PATHMAX      512     /* --ready-file, --go-file, --done-file */
 #define QB_LOOKUP_BATCH 64                  /* names per UserLookupRequest (the server's maximum) */
 #define QB_LOOKUP_DEPTH 4                   /* lookup requests in flight per thread */
 #define QB_MAX_SIZE     (16u * 1024 * 1024)
@@ -84,6 +85,11 @@ typedef struct {
     char to_prefix [48];            /* send to TO_PREFIX<i> (not ours): credit from acks */
     uint64_t expect;                /* receive only: each client waits for this many messages */
     bool resume;                    /* after the logins: reconnect everyone with Authorize */
+    /*  Several processes measuring one window (empty: not used): created
+        when every client is settled; the run starts once go_file exists;
+        created when the run is measured, the connections then held until
+        go_file is removed. */
+    char ready_file [QB_PATHMAX], go_file [QB_PATHMAX], done_file [QB_PATHMAX];
 } opts_t;
 
 enum { PRES_FULL, PRES_DELTA, PRES_NONE };
@@ -499,6 +505,8 @@ typedef struct {
 
 typedef struct {
     uint64_t t0, t_run, t_send_end, t_end, t_resume;
+    uint64_t t_ready;               /* --go-file: settled, waiting since */
+    double go_wait_s, close_wait_s; /* --go-file: waited for it; --done-file: held after */
     uint32_t resume_from;
     procs_t p_start, p_run, p_end;
     double cpu_start, cpu_run, cpu_end;

@@ -5,11 +5,16 @@
   summary.py line JSON                 one-line digest on stdout
   summary.py check RESULTS.jsonl       --quick: exit 1 if anything failed or was lost
   summary.py drop RESULTS.jsonl a,b    remove the records of these scenarios
+  summary.py combine RESULTS.jsonl SCENARIO SYSTEM LABEL LOADAVG WINDOW OUT...
+      appends one record adding up the RESULT lines of several qmsbench
+      processes that measured one window (OUT: their outputs; WINDOW: JSON
+      with the servers' CPU over the window, read by scripts/bench)
   summary.py report RESULTS.jsonl OUT.md DOCDIR
       writes the generated part of OUT.md (between the markers below; the
       rest of the file is kept) and DOCDIR/latency.png (gnuplot)
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -55,10 +60,126 @@ def digest(r):
     if "stored_drain" in r:
         parts.append("drained %d/%d in %.2f s" % (g(r, "stored_drain.received"), g(r, "stored_drain.expected"),
                                                   g(r, "stored_drain.seconds_from_first_connect")))
-    if "server" in r:
+    if "combined" in r:
+        parts.append("%d processes, server CPU %.2f s over %.2f s" % (
+            g(r, "combined.processes"), g(r, "combined.server_cpu_s"), g(r, "combined.window_s")))
+    elif "server" in r:
         parts.append("server RSS %.1f KiB/conn" % g(r, "server.rss_per_connection_kib"))
     parts.append("bench CPU %.0f%%" % (100 * g(r, "bench.cpu_s") / g(r, "bench.run_s", 1) if g(r, "bench.run_s") else 0))
     return ", ".join(parts)
+
+
+def hist_quantiles(hists):
+    """Merges latency_hist objects of RESULT lines ([value ns, count] per
+    bucket, the value qmsbench reports for the bucket) and returns the
+    latency_ms object qmsbench would print for one run holding them all:
+    the same rank rule (ceil(q * count)), values capped at the largest max."""
+    counts = {}
+    total = 0
+    top = 0
+    ssum = 0
+    for h in hists:
+        top = max(top, h.get("max_ns", 0))
+        ssum += h.get("sum_ns", 0)
+        for v, c in h.get("buckets", []):
+            counts[v] = counts.get(v, 0) + c
+            total += c
+    out = {"count": total}
+    if not total:
+        for k in ("p50", "p90", "p99", "p999", "max", "mean"):
+            out[k] = 0
+        return out
+    vals = sorted(counts)
+    for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)):
+        rank = max(1, math.ceil(q * total))
+        seen = 0
+        for v in vals:
+            seen += counts[v]
+            if seen >= rank:
+                out[name] = min(v, top) / 1e6
+                break
+    out["max"] = top / 1e6
+    out["mean"] = ssum / total / 1e6
+    return out
+
+
+def combine(path, scen, system, label, load_, window, outs):
+    """One record for several qmsbench processes that measured one window:
+    counts added up, latency from the merged histograms, the servers' CPU
+    and the window's length as scripts/bench read them (bench.run_s is that
+    window, so the (i) arithmetic applies unchanged)."""
+    win = json.loads(window)
+    rs = []
+    for o in outs:
+        r = {}
+        try:
+            with open(o) as f:
+                for line in f:
+                    if line.startswith("RESULT "):
+                        r = json.loads(line[7:])
+        except (OSError, ValueError):
+            r = {}
+        rs.append(r)
+    ok = [r for r in rs if "tool" in r]
+    rec = {"scenario": scen, "system": system, "label": label, "loadavg": load_}
+    rec["tool"] = "qmsbench x%d (combined)" % len(rs)
+    rec["combined"] = {"processes": len(rs), "results": len(ok), "window_s": win["window_s"],
+                       "server_cpu_s": win["server_cpu_s"], "pids": win["pids"],
+                       "go_wait_s_max": max([g(r, "sync.go_wait_s") for r in ok] or [0])}
+    if not ok:
+        rec["missing_results"] = len(rs)
+        with open(path, "a") as f:
+            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        return
+    first = ok[0]
+
+    def total(key):
+        return sum(g(r, key) for r in ok)
+
+    def most(key):
+        return max(g(r, key) for r in ok)
+
+    rec["proto"] = first.get("proto")
+    rec["mode"] = first.get("mode")
+    rec["config"] = dict(first.get("config", {}))
+    rec["config"].update({"clients": total("config.clients"), "rate": total("config.rate"),
+                          "source_addrs": total("config.source_addrs")})
+    rec["connections"] = {k: total("connections." + k) for k in ("ok", "failed", "not_started", "held_at_end")}
+    rec["login"] = {k: total("login." + k) for k in ("ok", "failed", "registered", "existing", "retries")}
+    rec["login"]["seconds"] = most("login.seconds")
+    rec["login"]["per_s"] = rec["login"]["ok"] / rec["login"]["seconds"] if rec["login"]["seconds"] else 0
+    rec["ready"] = {"ready": total("ready.ready"), "missing": total("ready.missing"),
+                    "started": all(g(r, "ready.started", False) for r in ok)}
+    if "messages" in first:
+        m = {k: total("messages." + k) for k in (
+            "sent", "delivered", "lost", "rejected", "silently_lost", "duplicated", "late", "out_of_order",
+            "misrouted", "foreign", "sender_mismatch", "window_stalls", "presumed_lost_on_stall", "senders")}
+        m["drained"] = all(g(r, "messages.drained", False) for r in ok)
+        m["per_sender_delivered_min"] = min(g(r, "messages.per_sender_delivered_min") for r in ok)
+        m["per_sender_delivered_max"] = most("messages.per_sender_delivered_max")
+        rec["messages"] = m
+        rec["throughput"] = {"delivered_per_s": total("throughput.delivered_per_s"),
+                             "interval_s": most("throughput.interval_s"),
+                             "sent_per_s": total("throughput.sent_per_s"),
+                             "send_interval_s": most("throughput.send_interval_s")}
+        rec["latency_ms"] = hist_quantiles([r.get("latency_hist", {}) for r in ok])
+        rec["latency_ms"]["merged_from"] = "histograms of %d processes" % len(ok)
+    rec["server"] = {"pids": win["pids"], "sampled": len(ok) == len(rs) and all(g(r, "server.sampled", False) for r in ok),
+                     "cpu_s": win["server_cpu_s"], "cpu_s_read_by": "scripts/bench, over the window",
+                     "rss_kib": most("server.rss_kib"),
+                     "connect_phase_cpu_s": most("server.connect_phase_cpu_s")}
+    rec["bench"] = {"cpu_s": total("bench.cpu_s"), "run_s": win["window_s"],
+                    "connect_phase_s": most("bench.connect_phase_s"),
+                    "connect_phase_cpu_s": total("bench.connect_phase_cpu_s"),
+                    "bytes_in": total("bench.bytes_in"), "bytes_out": total("bench.bytes_out")}
+    rec["server_errors_total"] = total("server_errors_total")
+    rec["errors"] = [e for r in ok for e in r.get("errors", [])]
+    rec["timed_out"] = any(r.get("timed_out") for r in ok)
+    rec["interrupted"] = any(r.get("interrupted") for r in ok)
+    if len(ok) < len(rs):
+        rec["missing_results"] = len(rs) - len(ok)
+    with open(path, "a") as f:
+        f.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
 
 def load(path):
@@ -76,6 +197,8 @@ def problems(r):
     p = []
     if "tool" not in r:
         return ["no RESULT"]
+    if r.get("missing_results"):
+        p.append("%d bench processes gave no RESULT" % r["missing_results"])
     n = g(r, "config.clients")
     if g(r, "connections.failed"):
         p.append("%d connections failed" % g(r, "connections.failed"))
@@ -490,10 +613,15 @@ def render(recs, docdir, results_name):
     # (i) many connections, modest rates
     iruns = [r for r in R.recs if r.get("scenario") == "i" and "tool" in r and r.get("mode") in ("idle", "duration")
              and not r.get("label", "").endswith(", register")]
-    if iruns:
+    # (j): the same at 100,000 connections over several processes; the
+    # records that add up the bench processes of one run (summary.py combine)
+    jruns = [r for r in R.recs if r.get("scenario") == "j" and "tool" in r and "combined" in r
+             and r.get("mode") in ("idle", "duration") and not r.get("label", "").endswith(", register")]
+    if iruns or jruns:
         counts = sorted({int(g(r, "config.clients")) for r in iruns})
-        irates = sorted({int(g(r, "config.rate")) for r in iruns if r.get("mode") != "idle"})
-        secs = max(g(r, "config.duration_s") for r in iruns)
+        jcounts = sorted({int(g(r, "config.clients")) for r in jruns})
+        irates = sorted({int(round(g(r, "config.rate"))) for r in iruns + jruns if r.get("mode") != "idle"})
+        secs = max(g(r, "config.duration_s") for r in iruns + jruns)
         w("## (i) Many connections, modest rates: server CPU per message")
         w()
         w("N clients log in, then send for %s s at a fixed total rate (client *i* to *i+1*, 64 bytes, window 16), "
@@ -507,12 +635,26 @@ def render(recs, docdir, results_name):
           "at most 900 connections per source address. One run each, alternating ours/NATS, each server kept "
           "across the runs of one count." % f0(secs))
         w()
+        if jruns:
+            jp = max(g(r, "combined.processes") for r in jruns)
+            w("The rows *over %d processes* are scenario (j): one process may hold %s descriptors here, so those "
+              "connections are held by the %d gateways of a local cluster (with one router, store and auth) and by a "
+              "cluster of %d nats-servers (each routed to all the others), and made by %d qmsbench processes, each "
+              "given every server's port: client *k* of a process uses the (k %% %d)-th and sends to client *k+1*, "
+              "on the next server, so every message crosses servers. The processes measure one window: each says "
+              "when its clients are logged in, the run starts when all have (`--ready-file`, `--go-file`), and "
+              "each holds its connections after its run until all are measured (`--done-file`). *CPU/msg* is the "
+              "CPU of every server process (ours: %d gateways + router + store + auth; NATS: %d nats-servers) over "
+              "that window, read by scripts/bench, minus the idle run's, over the messages all processes "
+              "delivered; the percentiles are exact over all processes (their histograms merged)."
+              % (jp, meta.get("fdmax", "?"), jp, jp, jp, jp, jp, jp))
+            w()
         w("| connections | msg/s | ours CPU/msg µs | NATS CPU/msg µs | ours p50 / p99 / p99.9 ms | NATS p50 / p99 / p99.9 ms "
           "| ours run CPU % | NATS run CPU % | ours idle CPU % | NATS idle CPU % | lost (ours / NATS) | load1 (ours / NATS) |")
         w("|---|---|---|---|---|---|---|---|---|---|---|---|")
 
-        def last(system, label):
-            rs = R.runs("i", system, label)
+        def last(system, label, scen="i"):
+            rs = R.runs(scen, system, label)
             return rs[-1] if rs else None
 
         def per_msg(r, idle):
@@ -531,16 +673,20 @@ def render(recs, docdir, results_name):
             return "%s / %s / %s" % (f3(g(r, "latency_ms.p50")), f3(g(r, "latency_ms.p99")), f3(g(r, "latency_ms.p999")))
 
         fewest = 0
-        for n in counts:
-            oi, ti = last("ours", "%d clients, idle" % n), last("nats", "%d clients, idle" % n)
+        rows = [(n, "i", f0(n)) for n in counts]
+        for n in jcounts:
+            procs = max(g(r, "combined.processes") for r in jruns if g(r, "config.clients") == n)
+            rows.append((n, "j", "%s over %d processes" % (f0(n), procs)))
+        for n, scen, nlab in rows:
+            oi, ti = last("ours", "%d clients, idle" % n, scen), last("nats", "%d clients, idle" % n, scen)
             for x in irates:
                 lab = "%d clients, %d msg/s" % (n, x)
-                o, t = last("ours", lab), last("nats", lab)
+                o, t = last("ours", lab, scen), last("nats", lab, scen)
                 if not o and not t:
                     continue
                 om, tm = per_msg(o, oi), per_msg(t, ti)
                 w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s |" % (
-                    f0(n), f0(x), f1(om) if om is not None else "-", f1(tm) if tm is not None else "-",
+                    nlab, f0(x), f1(om) if om is not None else "-", f1(tm) if tm is not None else "-",
                     opt(o, lat), opt(t, lat), opt(o, lambda r: f1(cpu_pct(r, "server"))),
                     opt(t, lambda r: f1(cpu_pct(r, "server"))), opt(oi, lambda r: f1(cpu_pct(r, "server"))),
                     opt(ti, lambda r: f1(cpu_pct(r, "server"))), opt(o, lambda r: "%d" % g(r, "messages.lost")),
@@ -559,17 +705,39 @@ def render(recs, docdir, results_name):
         w("| connections | traffic | system | delivered | delivered msg/s | message phase s | server CPU s | "
           "connect phase s (server CPU s) | bench CPU % | problems | load1 |")
         w("|---|---|---|---|---|---|---|---|---|---|---|")
-        for n in counts:
+        for n, scen, nlab in rows:
             for what in ["idle"] + ["%d msg/s" % x for x in irates]:
                 for s in ("ours", "nats"):
-                    for r in R.runs("i", s, "%d clients, %s" % (n, what)):
+                    for r in R.runs(scen, s, "%d clients, %s" % (n, what)):
                         w("| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %.0f | %s | %s |" % (
-                            f0(n), what, s, f0(g(r, "messages.delivered")) if what != "idle" else "-",
+                            nlab, what, s, f0(g(r, "messages.delivered")) if what != "idle" else "-",
                             f0(g(r, "throughput.delivered_per_s")) if what != "idle" else "-",
                             f2(g(r, "bench.run_s")), f2(g(r, "server.cpu_s")), f1(g(r, "bench.connect_phase_s")),
                             f2(g(r, "server.connect_phase_cpu_s")), cpu_pct(r, "bench"),
                             "; ".join(problems(r)) or "none", load1(r)))
         w()
+        if jruns:
+            w("Scenario (j), each bench process (the CPU here is every server process's over that process's own "
+              "run, a check of the window above; *bench CPU %* in the table above is the processes' sum; the "
+              "connect phase includes the wait for the other processes):")
+            w()
+            w("| run | system | process | delivered | lost | p50 / p99 / p99.9 ms | server CPU s | message phase s | "
+              "connect phase s | waited for the others s | problems |")
+            w("|---|---|---|---|---|---|---|---|---|---|---|")
+            for n in jcounts:
+                for what in ["idle"] + ["%d msg/s" % x for x in irates]:
+                    for s in ("ours", "nats"):
+                        base = "%d clients, %s" % (n, what)
+                        for r in [x for x in R.recs if x.get("scenario") == "j" and x.get("system") == s
+                                  and x.get("label", "").startswith(base + " (bench process ") and "tool" in x]:
+                            k = r["label"][len(base) + len(" (bench process "):-1]
+                            w("| %s, %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                                f0(n), what, s, k, f0(g(r, "messages.delivered")) if what != "idle" else "-",
+                                "%d" % g(r, "messages.lost") if what != "idle" else "-",
+                                lat(r) if what != "idle" else "-", f2(g(r, "server.cpu_s")), f2(g(r, "bench.run_s")),
+                                f1(g(r, "bench.connect_phase_s")), f1(g(r, "sync.go_wait_s")),
+                                "; ".join(problems(r)) or "none"))
+            w()
 
     # targets
     if targets:
@@ -673,6 +841,9 @@ def main(argv):
             print(digest(json.loads(argv[2])))
         except ValueError:
             print("unparsable RESULT")
+        return 0
+    if len(argv) >= 9 and argv[1] == "combine":
+        combine(argv[2], argv[3], argv[4], argv[5], argv[6], argv[7], argv[8:])
         return 0
     if len(argv) == 3 and argv[1] == "check":
         return check(argv[2])
