@@ -9,6 +9,7 @@ import * as e2e from "../../html/crypto.mjs";
 import { chatUrl, backoffDelay, nameError, passwordError, passwordDigest } from "../../html/util.mjs";
 import * as check from "../../html/validate.mjs";
 import { KnownKeys, ReplayGuard } from "../../html/keystore.mjs";
+import { GroupBook, checkedGroup } from "../../html/groups.mjs";
 
 const subtle = globalThis.crypto.subtle;
 
@@ -468,4 +469,59 @@ test("member hash: order-free, bound to group and epoch", async () => {
   const want = e2e.bytesToB64url(new Uint8Array(await subtle.digest("SHA-256",
     new TextEncoder().encode(JSON.stringify(["qms1g members", "grp1", 2, ["a", "b", "c"]])))).subarray(0, 16));
   assert.equal(h, want, "the construction docs/E2E.md states");
+});
+
+// ---- groups.mjs: what the client believes of the server's group states ------
+
+const U = (n) => `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`;
+function groupState(epoch, ids, { owner = U(1), name = "G" } = {}) {
+  return { id: "grp1", name, owner, epoch, members: ids.map((id) => ({ id, name: `u${id.slice(-2)}`, publicKey: "",
+    role: id === owner ? "owner" : "member" })) };
+}
+
+test("group book: epochs only rise, forks are refused, changes are reported", () => {
+  const st = memoryStorage();
+  const book = new GroupBook(U(2), st);
+  let r = book.apply(groupState(1, [U(1), U(2), U(3)]), { op: "create", by: U(1), members: [U(2), U(3)] });
+  assert.equal(r.verdict, "new");
+  r = book.apply(groupState(2, [U(1), U(2)]), { op: "remove", by: U(1), members: [U(3)] });
+  assert.deepEqual([r.verdict, r.added, r.removed], ["advance", [], [U(3)]]);
+  assert.equal(book.apply(groupState(1, [U(1), U(2), U(3)])).verdict, "stale", "an older epoch is refused");
+  assert.equal(book.apply(groupState(2, [U(1), U(2), U(4)])).verdict, "fork", "the same epoch with other members");
+  assert.equal(book.apply(groupState(2, [U(1), U(2)], { name: "H" })).verdict, "same");
+  assert.equal(book.apply(groupState(3, [U(1), U(3)])).verdict, "not-member");
+  assert.deepEqual(book.membersAt("grp1", 1), [U(1), U(2), U(3)]);
+  assert.deepEqual(book.membersAt("grp1", 2), [U(1), U(2)]);
+  // it survives a reload: the stale check still holds
+  const again = new GroupBook(U(2), st);
+  assert.equal(again.apply(groupState(1, [U(1), U(2), U(3)])).verdict, "stale");
+  assert.equal(again.get("grp1").name, "H");
+  // a group state that is not one is refused before it reaches the book
+  assert.equal(checkedGroup({ ...groupState(1, [U(1)]), owner: U(9) }), null);
+  assert.equal(checkedGroup({ ...groupState(1, [U(1), U(1)]) }), null);
+  assert.equal(checkedGroup({ ...groupState(0, [U(1)]) }), null);
+  assert.equal(checkedGroup({ ...groupState(1, [U(1)]), id: "__proto__ x" }), null);
+});
+
+test("group book: new members are unconfirmed until this client, their adder (owner or admin) or the person vouches", () => {
+  const book = new GroupBook(U(2), memoryStorage());
+  book.apply(groupState(1, [U(1), U(2), U(3)]), { op: "create", by: U(1), members: [U(2), U(3)] });
+  assert.deepEqual(book.unconfirmed("grp1"), [U(1), U(3)], "a group new to us: nobody vouched yet");
+  assert.deepEqual(book.vouch("grp1", 1, U(3), { op: "create", members: [] }), [], "a plain member cannot vouch");
+  assert.deepEqual(book.vouch("grp1", 1, U(1), null), [], "a key without the change does not vouch");
+  assert.deepEqual(book.vouch("grp1", 1, U(1), { op: "create", members: [U(2), U(3)] }), [U(1), U(3)]);
+  assert.deepEqual(book.unconfirmed("grp1"), []);
+  // the server adds mallory (5): unconfirmed; bob (3) stays confirmed
+  book.apply(groupState(2, [U(1), U(2), U(3), U(5)]), { op: "add", by: U(1), members: [U(5)] });
+  assert.deepEqual(book.unconfirmed("grp1"), [U(5)]);
+  assert.deepEqual(book.vouch("grp1", 1, U(1), { op: "add", members: [U(5)] }), [], "a vouch for another epoch counts not");
+  assert.deepEqual(book.trustAll("grp1"), [U(5)], "the person's choice");
+  // our own add is confirmed at once, and we say so in our key messages
+  const own = new GroupBook(U(1), memoryStorage());
+  own.apply(groupState(1, [U(1), U(2)]), { op: "create", by: U(1), members: [U(2)] }, { op: "create", members: [U(2)] });
+  assert.deepEqual(own.unconfirmed("grp1"), []);
+  const r = own.apply(groupState(2, [U(1), U(2), U(3), U(5)]), { op: "add", by: U(1), members: [U(3), U(5)] },
+    { op: "add", members: [U(3)] });
+  assert.deepEqual(own.unconfirmed("grp1"), [U(5)], "the server added one more than we asked for");
+  assert.deepEqual(r.record.author, { epoch: 2, op: "add", members: [U(3)] });
 });
