@@ -11,7 +11,8 @@
 
 import { Requests, Responses } from "./enums.mjs";
 import * as e2e from "./crypto.mjs";
-import { deviceKeyFor, loadDeviceKey, KnownKeys, ReplayGuard } from "./keystore.mjs";
+import { deviceKeyFor, loadDeviceKey, KnownKeys, ReplayGuard, saveSenderKey, loadSenderKeys } from "./keystore.mjs";
+import { GroupBook, checkedGroup, checkedChange, isGroupId, validGroupName } from "./groups.mjs";
 import { Connection } from "./connection.mjs";
 import {
   nameError, passwordError, passwordDigest, chatUrl, shortTime, clockTime, dayLabel, hueOf, initials,
@@ -38,6 +39,11 @@ const RECEIPTS = Requests.ReceiptRequest !== undefined;
 // instead of the whole list on every change. Used when the server has it.
 const DELTA = Responses.UserlistDeltaEvent !== undefined;
 const PRESENCE = DELTA ? { presence: "delta" } : {};
+// Groups and finding people by name (docs/PROTOCOL.md, "Groups", "User
+// lists and presence"): shown only when the server publishes them.
+const GROUPS = Requests.GroupCreateRequest !== undefined && Responses.GroupEvent !== undefined && ACKS;
+const LOOKUP = Requests.UserLookupRequest !== undefined && Responses.UserLookupEvent !== undefined;
+const GROUP_HELD_MAX = 500;              // group messages and keys waiting for what they need, per kind
 const ACK_TEXT = new Map([["delivered", "Delivered"], ["stored", "Waiting on the server until they are online"],
   ["received", "Received"]]);
 
@@ -68,6 +74,16 @@ const state = {
   lastUsers: null,          // the latest user list (checked entries), applied once a session starts
   verifying: null,          // {id, key, stale} while the safety-number dialog is open
   inbox: Promise.resolve(), // server events (and what they start) are handled one after the other
+  groups: null,             // GroupBook of `me` (groups.mjs)
+  gconvs: new Map(),        // group id -> {id, messages, unread}
+  selectedGroup: null,      // id of the open group conversation
+  gguard: null,             // ReplayGuard of `me` for group messages
+  senderKeys: new Map(),    // "group|sender|epoch|gen" -> CryptoKey (decrypt)
+  myKeys: new Map(),        // group id -> {epoch, gen, key, raw|null, sentTo: Map(member id -> their key)}
+  pendingKeys: [],          // sender keys for a group or epoch not known yet: [{from, k}]
+  pendingGroupMsgs: [],     // group messages for a group not known yet: [event data]
+  myRequests: new Map(),    // request id -> {op, members, group} of our group requests
+  managing: null,           // group id while the members dialog is open
 };
 
 // Key checks and key ids cost WebCrypto calls: remembered per key text.
@@ -118,9 +134,22 @@ function saveHistory() {
   for (const c of state.contacts.values())
     if (c.messages.length) out.push({ id: c.id, name: c.name, unread: c.unread, messages: c.messages.slice(-500) });
   try { sessionStorage.setItem(HISTORY + state.me.id, JSON.stringify(out)); } catch { /* quota: keep in memory */ }
+  const groups = [...state.gconvs.values()].filter((g) => g.messages.length)
+    .map((g) => ({ id: g.id, unread: g.unread, messages: g.messages.slice(-500) }));
+  try { sessionStorage.setItem(HISTORY + "g." + state.me.id, JSON.stringify(groups)); } catch { /* as above */ }
 }
 
 function loadHistory() {
+  let glist;
+  try { glist = JSON.parse(sessionStorage.getItem(HISTORY + "g." + state.me.id)); } catch { glist = null; }
+  if (Array.isArray(glist))
+    for (const h of glist) {
+      if (!h || !isGroupId(h.id) || !Array.isArray(h.messages)) continue;
+      const gc = gconvFor(h.id);
+      gc.unread = Number.isSafeInteger(h.unread) && h.unread > 0 ? h.unread : 0;
+      gc.messages = h.messages.filter((m) => m && typeof m === "object" && validTime(m.ts) !== null);
+      for (const m of gc.messages) if (typeof m.id === "string") state.seen.add(m.id);
+    }
   let list;
   try { list = JSON.parse(sessionStorage.getItem(HISTORY + state.me.id)); } catch { list = null; }
   if (!Array.isArray(list)) return;
@@ -302,7 +331,7 @@ function renderContacts() {
   list.textContent = "";
   const ids = [...state.order];
   for (const c of state.contacts.values())
-    if (!ids.includes(c.id) && c.messages.length) ids.push(c.id); // offline, with history
+    if (!ids.includes(c.id) && (c.messages.length || c.found)) ids.push(c.id); // offline, with history or found
   let online = 0;
   const groups = alikeGroups();
   for (const id of ids) {
@@ -359,7 +388,9 @@ function renderContacts() {
   }
   $("online-count").textContent = online ? String(online) : "";
   $("no-contacts").hidden = ids.length > 0;
-  const unread = [...state.contacts.values()].reduce((n, c) => n + c.unread, 0);
+  renderGroups();
+  const unread = [...state.contacts.values()].reduce((n, c) => n + c.unread, 0) +
+    [...state.gconvs.values()].reduce((n, g) => n + g.unread, 0);
   document.title = unread ? `(${unread}) QMessage` : "QMessage";
 }
 
@@ -371,6 +402,7 @@ function previewOf(m) {
 
 function select(id) {
   state.selected = id;
+  state.selectedGroup = null;
   const c = state.contacts.get(id);
   if (c) c.unread = 0;
   $("chat").dataset.pane = "conversation";
@@ -383,6 +415,9 @@ function select(id) {
 // ---- conversation ----------------------------------------------------------
 
 function renderConversation() {
+  if (state.selectedGroup) return renderGroupConversation();
+  $("group-info").hidden = true;
+  $("peer-avatar").classList.remove("group-avatar");
   const c = state.selected ? state.contacts.get(state.selected) : null;
   $("placeholder").hidden = !!c;
   $("conv-head").hidden = !c;
@@ -512,6 +547,7 @@ function renderMessages(c) {
 }
 
 function renderComposer() {
+  if (state.selectedGroup) return renderGroupComposer();
   const c = state.selected ? state.contacts.get(state.selected) : null;
   if (!c) return;
   const input = $("message");
@@ -663,6 +699,7 @@ function closeVerify() {
           addSystem(c, wasChanged ? `You compared the numbers and accepted ${c.name}'s new key.`
             : `You marked ${c.name} as verified.`);
           await releaseHeld(c);
+          if (wasChanged) await distributeTo(c.id);
         }
       }
     } else if (checked) {
@@ -683,6 +720,7 @@ function acceptKey(c) {
     addSystem(c, `You accepted ${c.name}'s new key.`);
     await releaseHeld(c);
     refresh(c);
+    await distributeTo(c.id);
   });
 }
 
@@ -792,6 +830,7 @@ async function releaseHeld(c) {
     const i = c.messages.indexOf(h);
     if (i < 0) continue;
     if (error) c.messages[i] = { dir: "in", ts: h.ts, error };
+    else if (m.control) { c.messages.splice(i, 1); await onControl(c, m); }
     else deliver(c, m, { serverTs: h.serverTs }, i);
   }
   refresh(c);
@@ -835,7 +874,8 @@ async function onChatMessage(data) {
   } else {
     try {
       const m = await (await channelFor(c.id, how.key)).decrypt(data.message);
-      deliver(c, m, { serverTs });
+      if (m.control) await onControl(c, m);
+      else deliver(c, m, { serverTs });
     } catch (err) {
       const why = err instanceof e2e.DecryptError ? err.message : "unsupported key";
       addMessage(c, { dir: "in", ts: at, error: `cannot decrypt (${why})` });
@@ -870,6 +910,11 @@ function handleEvent(data) {
     case Responses.UserlistDeltaEvent: if (DELTA) return onUserDelta(data); break;
     case Responses.MessageEvent: return data.valid === true ? onChatMessage(data) : onSendError(data);
     case Responses.MessageAckEvent: if (ACKS) return onAck(data); break;
+    // (-1 when the server does not publish the event: never a frame's "event")
+    case LOOKUP ? Responses.UserLookupEvent : -1: return onLookup(data);
+    case GROUPS ? Responses.GroupEvent : -1: return onGroupEvent(data);
+    case GROUPS ? Responses.GroupListEvent : -1: return onGroupList(data);
+    case GROUPS ? Responses.GroupMessageEvent : -1: return onGroupMessage(data);
     default:
       if (data.valid === false) {
         const text = errorText(data.error, "The server refused the request.");
@@ -912,9 +957,14 @@ function startSession(me, device) {
   state.device = device;
   state.known = new KnownKeys(me.id);
   state.guard = new ReplayGuard(me.id);
+  state.gguard = new ReplayGuard(me.id, localStorage, "qms1.gseen.");
+  state.groups = new GroupBook(me.id);
   saveSession();
   if (state.contacts.size === 0) loadHistory();
   showChat();
+  // the group keys this browser kept; then the server's groups (the events wait for both, in order)
+  serial(() => loadMyGroupKeys(me.id));
+  requestGroups();
 }
 
 async function onAuthorized(data) {
@@ -924,6 +974,7 @@ async function onAuthorized(data) {
   const saved = loadSession();
   if (!saved) return;
   if (state.me && state.device && state.me.id === saved.id) { // a reconnect: already set up
+    requestGroups();
     renderConversation();
     return;
   }
@@ -952,6 +1003,8 @@ function endSession(message) {
   state.device = null;
   state.known = null;
   state.guard = null;
+  state.gguard = null;
+  state.groups = null;
   resetConversations();
   showAuth(message);
 }
@@ -964,6 +1017,13 @@ function resetConversations() {
   state.seen.clear();
   state.lastSend = null;
   state.lastUsers = null;
+  state.gconvs.clear();
+  state.selectedGroup = null;
+  state.senderKeys.clear();
+  state.myKeys.clear();
+  state.pendingKeys = [];
+  state.pendingGroupMsgs = [];
+  state.myRequests.clear();
   $("chat").dataset.pane = "list";
 }
 
@@ -1043,6 +1103,10 @@ function findOwn(id) {
     const m = c.messages.find((x) => x.dir === "out" && x.id === id);
     if (m) return { c, m };
   }
+  for (const g of state.gconvs.values()) {
+    const m = g.messages.find((x) => x.dir === "out" && x.id === id);
+    if (m) return { c: g, m, group: true };
+  }
   return null;
 }
 
@@ -1058,7 +1122,7 @@ function onAck(data) {
     delete found.m.failed;
   }
   if (found) {
-    if (state.selected === found.c.id) renderMessages(found.c);
+    if (found.group ? state.selectedGroup === found.c.id : state.selected === found.c.id) renderConversation();
     saveHistory();
   }
 }
@@ -1127,6 +1191,7 @@ async function submitAuth(ev) {
 
 async function sendMessage(ev) {
   if (ev) ev.preventDefault();
+  if (state.selectedGroup) return sendGroupMessage();
   const c = state.contacts.get(state.selected);
   const input = $("message");
   const text = input.value.replace(/\s+$/, "");
@@ -1154,6 +1219,770 @@ function logout() {
   endSession("");
   $("name").value = name;
   toast("You are logged out.", "info");
+}
+
+// ---- groups ----------------------------------------------------------------
+//
+// Sender keys (docs/E2E.md, "Groups"): each member encrypts to a group under
+// its own random key for the group's current epoch, and sends that key to
+// every other member it may send it to (groups.mjs decides who) inside the
+// pairwise channel. A new epoch (a membership change) means a new key.
+
+const skid = (g, sender, epoch, gen) => `${g}|${sender}|${epoch}|${gen}`;
+
+function gconvFor(id) {
+  let g = state.gconvs.get(id);
+  if (!g) { g = { id, messages: [], unread: 0 }; state.gconvs.set(id, g); }
+  return g;
+}
+
+function nameOf(id) {
+  if (state.me && id === state.me.id) return "you";
+  const c = state.contacts.get(id);
+  return c ? c.name : "someone";
+}
+
+const listNames = (ids) => ids.map(nameOf).join(", ");
+
+function addGSystem(gc, text, kind) {
+  gc.messages.push({ dir: "sys", ts: Date.now(), text, ...(kind ? { kind } : {}) });
+}
+
+function requestGroups() {
+  if (GROUPS && state.me && state.conn) state.conn.send({ action: Requests.GroupListRequest, token: state.me.token });
+}
+
+let requestCounter = 0;
+/** Sends a group request with an id of ours, remembered to recognise our own change in its answer. */
+function groupRequest(action, fields, mine) {
+  const id = `g${Date.now().toString(36)}${(++requestCounter).toString(36)}`;
+  state.myRequests.set(id, { ...mine, at: Date.now() });
+  for (const [k, v] of state.myRequests) if (Date.now() - v.at > 600000) state.myRequests.delete(k);
+  if (!state.conn.send({ action, token: state.me.token, ...fields, id })) {
+    state.myRequests.delete(id);
+    toast("Not connected: nothing was changed.");
+    return false;
+  }
+  return true;
+}
+
+/** The sender keys this browser kept for `me` (ours can encrypt; the rest only decrypt). */
+async function loadMyGroupKeys(meId) {
+  let all = [];
+  try { all = await loadSenderKeys(meId); } catch { all = []; }
+  if (!state.me || state.me.id !== meId) return;
+  for (const r of all) {
+    if (!isGroupId(r.group) || !Number.isSafeInteger(r.epoch) || !Number.isSafeInteger(r.gen)) continue;
+    if (r.sender === meId) {
+      const have = state.myKeys.get(r.group);
+      if (!have || have.epoch < r.epoch || (have.epoch === r.epoch && have.gen < r.gen))
+        state.myKeys.set(r.group, { epoch: r.epoch, gen: r.gen, key: r.key, raw: null,
+          sentTo: new Map(Array.isArray(r.sentTo) ? r.sentTo.filter((x) => Array.isArray(x) && x.length === 2) : []) });
+    } else if (isUserId(r.sender)) {
+      state.senderKeys.set(skid(r.group, r.sender, r.epoch, r.gen), r.key);
+    }
+  }
+}
+
+function keepMyKey(groupId, mk) {
+  return saveSenderKey({ me: state.me.id, group: groupId, sender: state.me.id, epoch: mk.epoch, gen: mk.gen, key: mk.key,
+    sentTo: [...mk.sentTo.entries()] }).catch(() => {});
+}
+
+/** A new sender key of ours for the group's current epoch (generation 1, or the next), sent to who may have it. */
+async function rekey(g) {
+  const prev = state.myKeys.get(g.id);
+  const gen = prev && prev.epoch === g.epoch ? prev.gen + 1 : 1;
+  const { key, raw } = await e2e.newSenderKey();
+  const mk = { epoch: g.epoch, gen, key, raw, sentTo: new Map() };
+  state.myKeys.set(g.id, mk);
+  await keepMyKey(g.id, mk);
+  await distribute(g);
+}
+
+/**
+ * The members our current key goes to: confirmed (groups.mjs) and with a
+ * key the person accepted for them (the pairwise channel's rules: a changed,
+ * invalid or missing key gets nothing until it is accepted).
+ */
+function eligible(g) {
+  return g.members.filter((m) => {
+    if (m.id === state.me.id || !g.confirmed.includes(m.id)) return false;
+    const c = state.contacts.get(m.id);
+    return c && c.keyState === "ok" && c.publicKey;
+  });
+}
+
+/** Sends our current key to every eligible member who does not have it (under the key they have now). */
+async function distribute(g) {
+  if (!g || g.removed || !state.me) return;
+  const mk = state.myKeys.get(g.id);
+  if (!mk || mk.epoch !== g.epoch) return rekey(g);
+  const targets = eligible(g).filter((m) => mk.sentTo.get(m.id) !== state.contacts.get(m.id).publicKey);
+  if (!targets.length) return;
+  if (!mk.raw) return rekey(g); // its bytes are gone (a reload): a new generation for everyone
+  const mh = await e2e.memberHash(g.id, g.epoch, g.members.map((m) => m.id));
+  const change = g.author && g.author.epoch === g.epoch ? { op: g.author.op, members: g.author.members } : null;
+  for (const m of targets) {
+    const c = state.contacts.get(m.id);
+    const ch = await channelFor(c.id, c.publicKey);
+    const { id, envelope } = await ch.encryptControl(e2e.senderKeyControl({ groupId: g.id, epoch: g.epoch, gen: mk.gen,
+      raw: mk.raw, mh, change }));
+    const request = { action: Requests.MessageRequest, token: state.me.token, target: c.id, message: envelope, id };
+    if (!state.conn.send(request)) break; // not connected: the rest go after the next GroupList
+    mk.sentTo.set(m.id, c.publicKey);
+  }
+  await keepMyKey(g.id, mk);
+}
+
+/** A contact's key was accepted: the groups they are in may now get our key. */
+async function distributeTo(contactId) {
+  if (!state.groups) return;
+  for (const g of state.groups.all())
+    if (!g.removed && g.members.some((m) => m.id === contactId)) await distribute(g);
+}
+
+/** A group member as a contact (name and key from the group's list, under the same rules as user lists). */
+async function memberContact(m) {
+  const c = contactFor(m.id, m.name);
+  if (!c.named) { c.name = m.name; c.named = true; }
+  if (c.listedKey !== m.publicKey && !(c.online && c.listedKey !== undefined)) await applyKey(c, m.publicKey);
+}
+
+function trustWord(id) {
+  const c = state.contacts.get(id);
+  return c ? trustOf(c)[1] : "No key";
+}
+
+/** A group state from the server: checked against what we knew, notices, new keys. */
+async function applyGroup(raw, change, mine) {
+  const gnew = checkedGroup(raw);
+  if (!gnew) return badInput("a group that is not valid");
+  const before = state.groups.get(gnew.id);
+  const r = state.groups.apply(gnew, change, mine);
+  const gc = gconvFor(gnew.id);
+  if (r.verdict === "not-member") return badInput("a group that does not list you as a member");
+  if (r.verdict === "stale") {
+    addGSystem(gc, `The server sent an older state of this group (change ${gnew.epoch}, after ${before.epoch}). ` +
+      "It was ignored.", "warn");
+    return refreshGroup(gc);
+  }
+  if (r.verdict === "fork") {
+    addGSystem(gc, `The server sent another member list for the same state of this group (change ${gnew.epoch}). ` +
+      "It was ignored: the server may be showing members different lists.", "warn");
+    return refreshGroup(gc);
+  }
+  for (const m of gnew.members) if (m.id !== state.me.id) await memberContact(m);
+  const g = r.record;
+  const by = change && change.by ? nameOf(change.by) : null;
+  const By = by ? by[0].toUpperCase() + by.slice(1) : "The server";
+  const withTrust = (ids) => ids.map((id) => `${nameOf(id)} (${trustWord(id)})`).join(", ");
+  if (r.verdict === "same") {
+    if (r.renamed) addGSystem(gc, `${By} renamed the group from “${r.previousName}” to “${g.name}”.`);
+    if (change && (change.op === "promote" || change.op === "demote") && change.members.length)
+      addGSystem(gc, `${By} made ${listNames(change.members)} ${change.op === "promote" ? "an admin" : "a member"}.`);
+  } else if (r.verdict === "new") {
+    const others = g.members.filter((m) => m.id !== state.me.id).map((m) => m.id);
+    addGSystem(gc, mine && mine.op === "create" ? `You created the group “${g.name}” with ${withTrust(others) || "nobody else"}.`
+      : `You are in the group “${g.name}”${by && change.op !== "create" ? ` (added by ${by})` : by ? ` (created by ${by})` : ""}` +
+        ` with ${withTrust(others) || "nobody else"}.`);
+  } else { // advance
+    if (r.added.length) addGSystem(gc, `${By} added ${withTrust(r.added)}.`, "member");
+    if (r.removed.length) {
+      const left = change && change.op === "leave";
+      addGSystem(gc, left ? `${listNames(r.removed)} left the group.` : `${By} removed ${listNames(r.removed)}.`, "member");
+    }
+    if (!r.added.length && !r.removed.length) addGSystem(gc, `The group changed (change ${g.epoch}).`, "member");
+  }
+  if (r.verdict === "new" || r.verdict === "advance") {
+    const waiting = state.groups.unconfirmed(g.id);
+    if (waiting.length)
+      addGSystem(gc, `Not confirmed yet: ${listNames(waiting)}. Your key for this group is not sent to ` +
+        `${waiting.length === 1 ? "them" : "these members"} until the owner or an admin who added them confirms ` +
+        "it from their own device, or you choose to send it (Members).", "warn");
+    addGSystem(gc, "New encryption keys for this group: earlier messages stay readable here; people who were " +
+      "not members then cannot read them, and people who are no longer members cannot read what follows.", "key");
+    await rekey(g);
+  }
+  await releaseGroupHeld(g);
+  await retryPendingKeys(g.id);
+  await retryPendingMessages(g.id);
+  refreshGroup(gc);
+}
+
+function refreshGroup(gc) {
+  renderContacts();
+  if (state.selectedGroup === gc.id) renderConversation();
+  if (state.managing === gc.id) renderGroupDialog();
+  saveHistory();
+}
+
+async function onGroupEvent(data) {
+  if (!state.me) return;
+  const mine = isMessageId(data.id) ? state.myRequests.get(data.id) || null : null;
+  if (mine) state.myRequests.delete(data.id);
+  if (data.valid !== true) {
+    toast(errorText(data.error, "The server refused the group request."));
+    return;
+  }
+  if (data.removed === true) {
+    const gid = data.group && data.group.id;
+    if (!isGroupId(gid)) return badInput("a group removal without a valid group");
+    const g = state.groups.get(gid);
+    if (!g) return;
+    const change = checkedChange(data.change);
+    state.groups.markRemoved(gid, data.group.name);
+    state.myKeys.delete(gid);
+    const gc = gconvFor(gid);
+    addGSystem(gc, change && change.op === "leave" ? "You left this group." :
+      `${change && change.by ? nameOf(change.by)[0].toUpperCase() + nameOf(change.by).slice(1) : "The server"} removed you ` +
+      "from this group. You get nothing sent to it from now on.", "member");
+    if (state.managing === gid) $("group-dialog").close();
+    return refreshGroup(gc);
+  }
+  await applyGroup(data.group, checkedChange(data.change), mine);
+}
+
+async function onGroupList(data) {
+  if (!state.me) return;
+  if (data.valid !== true) return toast(errorText(data.error, "The server did not list your groups."));
+  if (!Array.isArray(data.groups)) return badInput("a group list that is not a list");
+  const listed = new Set();
+  for (const raw of data.groups) {
+    if (raw && isGroupId(raw.id)) listed.add(raw.id);
+    await applyGroup(raw, null, null);
+  }
+  for (const g of state.groups.all())
+    if (!g.removed && !listed.has(g.id)) {
+      state.groups.markRemoved(g.id);
+      state.myKeys.delete(g.id);
+      const gc = gconvFor(g.id);
+      addGSystem(gc, "The server no longer lists you in this group.", "member");
+      refreshGroup(gc);
+    }
+  // members whose keys were not accepted before may be now
+  for (const g of state.groups.all()) await distribute(g);
+  renderContacts();
+}
+
+/** A sender key from contact c (a pairwise message that decrypted under a key the person accepted). */
+async function onControl(c, m) {
+  let k;
+  try {
+    k = e2e.parseSenderKeyControl(m.control);
+  } catch (err) {
+    addSystem(c, `${c.name} sent a group key message that is not valid (${err.message}). It was ignored.`, "warn");
+    return refresh(c);
+  }
+  return onSenderKey(c, k);
+}
+
+async function onSenderKey(c, k) {
+  const g = state.groups.get(k.groupId);
+  if (!g || k.epoch > g.epoch) { // its group or epoch is not known yet: kept until it is
+    state.pendingKeys.push({ from: c.id, k });
+    if (state.pendingKeys.length > GROUP_HELD_MAX) state.pendingKeys.shift();
+    return;
+  }
+  const gc = gconvFor(g.id);
+  const exact = state.groups.membersAt(g.id, k.epoch);
+  const members = exact || (k.epoch < state.groups.firstEpoch(g.id)
+    ? state.groups.membersAt(g.id, state.groups.firstEpoch(g.id)) : null);
+  if (!members || !members.includes(c.id)) {
+    addGSystem(gc, `${c.name} sent a key for this group (change ${k.epoch}) but was not a member then, as the ` +
+      "server told you. It was refused.", "warn");
+    return refreshGroup(gc);
+  }
+  const id = skid(g.id, c.id, k.epoch, k.gen);
+  if (!state.senderKeys.has(id)) {
+    const key = await e2e.importSenderKey(k.raw);
+    state.senderKeys.set(id, key);
+    await saveSenderKey({ me: state.me.id, group: g.id, sender: c.id, epoch: k.epoch, gen: k.gen, key }).catch(() => {});
+  }
+  if (exact) {
+    const mh = await e2e.memberHash(g.id, k.epoch, exact);
+    if (mh !== k.mh) {
+      addGSystem(gc, `${c.name}'s device sees another member list for this group (change ${k.epoch}) than the server ` +
+        "showed you. The server may be showing members different lists.", "warn");
+    } else if (k.change) {
+      const now = state.groups.vouch(g.id, k.epoch, c.id, k.change);
+      if (now.length) {
+        addGSystem(gc, `${c.name} confirmed from their own device that the group has ${listNames(now)}. ` +
+          "Your key is sent to them now.", "member");
+        await distribute(state.groups.get(g.id));
+      }
+    }
+  }
+  await releaseGroupHeld(state.groups.get(g.id));
+  refreshGroup(gc);
+}
+
+async function retryPendingKeys(groupId) {
+  const g = state.groups.get(groupId);
+  const ready = state.pendingKeys.filter((p) => p.k.groupId === groupId && g && p.k.epoch <= g.epoch);
+  if (!ready.length) return;
+  state.pendingKeys = state.pendingKeys.filter((p) => !ready.includes(p));
+  for (const p of ready) {
+    const c = state.contacts.get(p.from);
+    if (c) await onSenderKey(c, p.k);
+  }
+}
+
+async function retryPendingMessages(groupId) {
+  const ready = state.pendingGroupMsgs.filter((d) => d.group === groupId);
+  if (!ready.length) return;
+  state.pendingGroupMsgs = state.pendingGroupMsgs.filter((d) => !ready.includes(d));
+  for (const d of ready) await onGroupMessage(d);
+}
+
+const GROUP_HOLD_TEXT = {
+  key: (name) => `Waiting for ${name}'s key for this group: it travels separately and is read when it arrives.`,
+  epoch: () => "Waiting for the group's member list of the change this message was written in.",
+};
+
+/** What an envelope from `sender` in group g is: {m}, {hold}, or {error}. Only keys of members at that epoch read it. */
+async function openGroupEnvelope(g, senderId, text) {
+  let e;
+  try { e = e2e.parseGroupEnvelope(text); } catch (err) { return { error: `cannot decrypt (${err.message})` }; }
+  if (e.g !== g.id) return { error: "refused: this message was written for another group. The server moved it here." };
+  let members = state.groups.membersAt(g.id, e.e);
+  if (!members) {
+    if (e.e > g.epoch) return { hold: "epoch" };
+    members = state.groups.membersAt(g.id, state.groups.firstEpoch(g.id));
+  }
+  if (!members.includes(senderId))
+    return { error: `refused: ${nameOf(senderId)} was not a member of this group when it was written (change ${e.e}), ` +
+      "as the server told you." };
+  const key = state.senderKeys.get(skid(g.id, senderId, e.e, e.gen));
+  if (!key) return { hold: "key" };
+  try {
+    return { m: await e2e.decryptGroup(e, { groupId: g.id, senderId, key }) };
+  } catch (err) {
+    return { error: `cannot decrypt (${err instanceof e2e.DecryptError ? err.message : "bad key"})` };
+  }
+}
+
+/** A decrypted group message after the replay checks; `at` replaces a held one. */
+function deliverGroup(gc, senderId, m, serverTs, at = -1) {
+  const drop = () => { if (at >= 0) gc.messages.splice(at, 1); };
+  if (state.seen.has(m.id) && gc.messages.some((x, i) => i !== at && x.id === m.id && !x.held)) return drop();
+  const verdict = state.gguard.check(senderId, m.id, m.ts);
+  if (verdict === "replay") {
+    drop();
+    addGSystem(gc, `A message from ${nameOf(senderId)} that was shown before arrived again. It is not shown again.`, "replay");
+    return;
+  }
+  state.gguard.add(senderId, m.id, m.ts);
+  const rec = { id: m.id, dir: "in", ts: m.ts, text: m.text, sender: senderId };
+  if (serverTs !== null && serverTs !== undefined && Math.abs(m.ts - serverTs) > SKEW_MS) rec.skew = serverTs;
+  if (verdict === "too-old") rec.old = true;
+  if (at >= 0) gc.messages[at] = rec; else gc.messages.push(rec);
+  state.seen.add(m.id);
+  if (at < 0 && !isGroupVisible(gc)) gc.unread++;
+}
+
+async function releaseGroupHeld(g) {
+  if (!g) return;
+  const gc = gconvFor(g.id);
+  for (const h of gc.messages.filter((x) => x.held)) {
+    const r = await openGroupEnvelope(g, h.sender, h.envelope);
+    if (r.hold) { h.reason = GROUP_HOLD_TEXT[r.hold](nameOf(h.sender)); continue; }
+    const i = gc.messages.indexOf(h);
+    if (i < 0) continue;
+    if (r.error) gc.messages[i] = { dir: "in", ts: h.ts, error: r.error, sender: h.sender };
+    else deliverGroup(gc, h.sender, r.m, h.serverTs, i);
+  }
+}
+
+function isGroupVisible(gc) {
+  return state.selectedGroup === gc.id && document.visibilityState === "visible" &&
+    (window.innerWidth > 760 || $("chat").dataset.pane === "conversation");
+}
+
+async function onGroupMessage(data) {
+  if (!state.me) return;
+  if (data.valid === false) return toast(`Not delivered: ${errorText(data.error, "the server refused the message.")}`);
+  const serverId = isMessageId(data.id) ? data.id : null;
+  if (!isGroupId(data.group) || !isUserId(data.sender) || typeof data.message !== "string" ||
+      data.message.length > MESSAGE_MAX) {
+    badInput("a group message with an invalid group, sender or content");
+    return queueReceipt(serverId);
+  }
+  if (data.sender === state.me.id) {
+    badInput("a group message that claims to come from you");
+    return queueReceipt(serverId);
+  }
+  const g = state.groups.get(data.group);
+  if (!g) { // its group is not known yet (stored messages come before the group list): kept until it is
+    state.pendingGroupMsgs.push(data);
+    if (state.pendingGroupMsgs.length > GROUP_HELD_MAX) state.pendingGroupMsgs.shift();
+    return queueReceipt(serverId);
+  }
+  if (!state.contacts.has(data.sender) && validName(data.senderName)) contactFor(data.sender, validName(data.senderName));
+  const gc = gconvFor(g.id);
+  const serverTs = validTime(data.timestamp);
+  const at = serverTs !== null ? serverTs : Date.now();
+  const r = await openGroupEnvelope(g, data.sender, data.message);
+  if (r.error) {
+    gc.messages.push({ dir: "in", ts: at, error: r.error, sender: data.sender });
+    if (!isGroupVisible(gc)) gc.unread++;
+  } else if (r.hold) {
+    let hid = null;
+    try { hid = e2e.parseGroupEnvelope(data.message).id; } catch { /* shape checked in openGroupEnvelope */ }
+    if (!gc.messages.some((x) => x.held && x.hid === hid)) {
+      gc.messages.push({ dir: "in", held: true, hid, reason: GROUP_HOLD_TEXT[r.hold](nameOf(data.sender)),
+        envelope: data.message, sender: data.sender, ts: at, serverTs });
+      if (gc.messages.filter((x) => x.held).length > GROUP_HELD_MAX) gc.messages.splice(gc.messages.findIndex((x) => x.held), 1);
+      if (!isGroupVisible(gc)) gc.unread++;
+    }
+  } else {
+    deliverGroup(gc, data.sender, r.m, serverTs);
+  }
+  refreshGroup(gc);
+  queueReceipt(serverId);
+}
+
+async function sendGroupMessage() {
+  const g = state.groups && state.groups.get(state.selectedGroup);
+  const gc = g && gconvFor(g.id);
+  const input = $("message");
+  const text = input.value.replace(/\s+$/, "");
+  if (!g || g.removed || !text.trim() || input.disabled) return;
+  const mk = state.myKeys.get(g.id);
+  if (!mk || mk.epoch !== g.epoch) { toast("The group's keys are being prepared. Try again in a moment."); return; }
+  try {
+    const { id, envelope } = await e2e.encryptGroup({ groupId: g.id, senderId: state.me.id, epoch: mk.epoch, gen: mk.gen,
+      key: mk.key }, text);
+    const sent = state.conn.send({ action: Requests.GroupMessageRequest, token: state.me.token, group: g.id,
+      message: envelope, id });
+    if (!sent) { toast("Not connected: the message was not sent."); return; }
+    input.value = "";
+    autosize();
+    gc.messages.push({ id, dir: "out", ts: Date.now(), text, sender: state.me.id });
+    state.seen.add(id);
+    refreshGroup(gc);
+  } catch (err) {
+    toast(err instanceof RangeError ? "This message is too long." : `Could not encrypt: ${err.message || err}`);
+  }
+}
+
+// ---- groups: views ---------------------------------------------------------
+
+function renderGroups() {
+  $("groups-section").hidden = !GROUPS || !state.groups;
+  $("lookup-form").hidden = !LOOKUP;
+  if (!GROUPS || !state.groups) return;
+  const list = $("groups");
+  list.textContent = "";
+  const groups = state.groups.all();
+  for (const g of groups) {
+    const gc = gconvFor(g.id);
+    const li = el("li", "contact group");
+    li.dataset.groupId = g.id;
+    li.dataset.name = g.name;
+    li.classList.toggle("selected", state.selectedGroup === g.id);
+    li.classList.toggle("offline", !!g.removed);
+    const btn = el("button");
+    btn.type = "button";
+    btn.addEventListener("click", () => selectGroup(g.id));
+    const av = el("span", "avatar group-avatar");
+    paintAvatar(av, g.name);
+    const body = el("span", "contact-body");
+    const top = el("span", "contact-top");
+    top.append(el("span", "contact-name ellipsis", g.name));
+    const last = gc.messages.filter((m) => m.dir !== "sys").at(-1);
+    if (last) top.append(el("time", "contact-time", shortTime(last.ts)));
+    const bottom = el("span", "contact-bottom");
+    const preview = el("span", "preview ellipsis");
+    const waiting = state.groups.unconfirmed(g.id).length;
+    if (g.removed) preview.textContent = "You are not a member";
+    else if (waiting) { preview.textContent = `⚠ ${waiting} not confirmed`; preview.classList.add("warn-text"); }
+    else if (last) preview.textContent = (last.dir === "out" ? "You: " : `${nameOf(last.sender)}: `) + previewOf(last);
+    else preview.textContent = `${g.members.length} members`;
+    bottom.append(preview);
+    if (gc.unread > 0) {
+      const badge = el("span", "badge", String(gc.unread));
+      badge.setAttribute("aria-label", `${gc.unread} unread`);
+      bottom.append(badge);
+    }
+    body.append(top, bottom);
+    btn.append(av, body);
+    li.append(btn);
+    list.append(li);
+  }
+  $("group-count").textContent = groups.length ? String(groups.length) : "";
+}
+
+function selectGroup(id) {
+  state.selectedGroup = id;
+  state.selected = null;
+  const gc = gconvFor(id);
+  gc.unread = 0;
+  $("chat").dataset.pane = "conversation";
+  renderContacts();
+  renderConversation();
+  saveHistory();
+  if (!$("message").disabled) $("message").focus();
+}
+
+function myRole(g) {
+  const m = g && g.members.find((x) => x.id === state.me.id);
+  return m ? m.role : null;
+}
+
+function renderGroupConversation() {
+  const g = state.groups && state.groups.get(state.selectedGroup);
+  const gc = gconvFor(state.selectedGroup);
+  $("placeholder").hidden = !!g;
+  for (const id of ["conv-head", "messages", "composer"]) $(id).hidden = !g;
+  $("key-warning").hidden = true;
+  $("conv-notice").hidden = true;
+  $("peer-lookalike").hidden = true;
+  if (!g) return;
+  $("peer-name").textContent = g.name;
+  paintAvatar($("peer-avatar"), g.name);
+  $("peer-avatar").classList.add("group-avatar");
+  $("peer-trust").replaceChildren(el("span", "trust", `${g.members.length} members`));
+  $("peer-state").textContent = g.removed ? "You are not a member" : "end-to-end encrypted group";
+  $("peer-state").classList.toggle("secure", !g.removed);
+  $("verify").hidden = true;
+  $("group-info").hidden = false;
+  const waiting = state.groups.unconfirmed(g.id);
+  if (waiting.length)
+    showNotice(`Not confirmed: ${listNames(waiting)}. They get no key from you until the member who added them ` +
+      "confirms it from their device, or you send it from Members.");
+  renderGroupMessages(g, gc);
+  renderGroupComposer();
+}
+
+function renderGroupMessages(g, gc) {
+  const list = $("messages");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
+  list.textContent = "";
+  list.append(el("li", "e2e-note", "Messages in this group are end-to-end encrypted with each member's own key. " +
+    "Members who join later cannot read earlier messages; members who leave cannot read later ones."));
+  let day = "";
+  let prev = null;
+  for (const m of gc.messages) {
+    const label = dayLabel(m.ts);
+    if (label !== day) { day = label; list.append(el("li", "day", label)); prev = null; }
+    if (m.dir === "sys") {
+      const li = el("li", `system${m.kind ? " " + m.kind : ""}`, m.text);
+      if (m.kind) li.dataset.kind = m.kind;
+      list.append(li);
+      prev = null;
+      continue;
+    }
+    const li = el("li", `msg ${m.dir}`);
+    if (m.id) li.dataset.msgId = m.id;
+    if (m.sender) li.dataset.sender = m.sender;
+    const cont = prev && prev.dir === m.dir && prev.sender === m.sender && m.ts - prev.ts < 120000;
+    if (cont) li.classList.add("cont");
+    if (m.dir === "in") li.append(el("span", "sender", nameOf(m.sender)));
+    const bubble = el("div", "bubble");
+    if (m.held) { li.classList.add("held"); bubble.classList.add("held"); bubble.textContent = m.reason; }
+    else if (m.error) { bubble.classList.add("error"); bubble.textContent = m.error; }
+    else bubble.textContent = m.text;
+    const meta = el("div", "meta");
+    const time = el("time", "", clockTime(m.ts));
+    time.dateTime = new Date(m.ts).toISOString();
+    meta.append(time);
+    if (m.skew !== undefined)
+      meta.append(el("span", "flag skew", ` · ⚠ the server dated it ${clockTime(m.skew)}, ${ago(m.ts - m.skew)} ` +
+        `${m.skew > m.ts ? "later" : "earlier"} than their clock`));
+    if (m.old) meta.append(el("span", "flag old", " · ⚠ older than what this browser remembers: could be a replay"));
+    if (m.failed) { li.classList.add("failed"); meta.append(el("span", "failed-text", ` · Not delivered: ${m.failed}`)); }
+    else if (m.dir === "out" && m.ack && ACK_TEXT.has(m.ack)) {
+      li.dataset.ack = m.ack;
+      meta.append(el("span", "ack", m.ack === "received" ? " · ✓✓" : m.ack === "delivered" ? " · ✓" : " · ◷"));
+      meta.title = ACK_TEXT.get(m.ack);
+    }
+    li.append(bubble, meta);
+    list.append(li);
+    prev = m;
+  }
+  if (atBottom || gc.messages.length < 3) list.scrollTop = list.scrollHeight;
+}
+
+function renderGroupComposer() {
+  const g = state.groups && state.groups.get(state.selectedGroup);
+  if (!g) return;
+  const mk = state.myKeys.get(g.id);
+  let reason = "";
+  if (!state.conn || !state.conn.isOpen) reason = "Waiting for the connection…";
+  else if (g.removed) reason = "You are not a member of this group";
+  else if (!mk || mk.epoch !== g.epoch) reason = "Preparing this group's keys…";
+  $("message").disabled = !!reason;
+  $("send").disabled = !!reason;
+  $("message").placeholder = reason || `Message ${g.name}`;
+}
+
+/** People the person can pick: every contact this browser knows with a usable key. */
+function pickable(exclude = new Set()) {
+  return [...state.contacts.values()].filter((c) => !exclude.has(c.id) && c.keyState !== "none" && c.named)
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+function pickList(node, contacts) {
+  node.textContent = "";
+  for (const c of contacts) {
+    const li = el("li");
+    const label = el("label");
+    const box = el("input");
+    box.type = "checkbox";
+    box.value = c.id;
+    label.append(box, el("span", "ellipsis", c.name), trustBadge(c));
+    li.append(label);
+    node.append(li);
+  }
+}
+
+function openCreate() {
+  $("create-name").value = "";
+  $("create-error").textContent = "";
+  const people = pickable();
+  pickList($("create-members"), people);
+  $("create-none").hidden = people.length > 0;
+  $("create-dialog").showModal();
+  $("create-name").focus();
+}
+
+function submitCreate(ev) {
+  if (ev.submitter && ev.submitter.value !== "create") return;
+  ev.preventDefault();
+  const name = $("create-name").value.trim();
+  if (validGroupName(name) === null) {
+    $("create-error").textContent = "Give the group a name of 1 to 64 characters.";
+    return;
+  }
+  const members = [...$("create-members").querySelectorAll("input:checked")].map((b) => b.value).filter(isUserId);
+  if (groupRequest(Requests.GroupCreateRequest, { name, members }, { op: "create", members }))
+    $("create-dialog").close();
+}
+
+function openGroupDialog() {
+  const g = state.groups && state.groups.get(state.selectedGroup);
+  if (!g) return;
+  state.managing = g.id;
+  renderGroupDialog();
+  $("group-dialog").showModal();
+}
+
+function renderGroupDialog() {
+  const g = state.groups && state.groups.get(state.managing);
+  if (!g) return;
+  const role = myRole(g);
+  const admin = role === "owner" || role === "admin";
+  $("group-title").textContent = g.name;
+  $("group-epoch").textContent = `${g.members.length} members · change ${g.epoch} · ` +
+    (role ? `you are ${role === "member" ? "a member" : `the ${role}`}` : "you are not a member");
+  $("group-rename-row").hidden = !admin;
+  if (document.activeElement !== $("group-rename")) $("group-rename").value = g.name;
+  const waiting = state.groups.unconfirmed(g.id);
+  $("group-unconfirmed").hidden = !waiting.length;
+  $("group-unconfirmed").textContent = waiting.length ? `Not confirmed: ${listNames(waiting)}. The server says they ` +
+    "are members, but nobody who could have added them has confirmed it from their own device yet." : "";
+  $("group-trust").hidden = !waiting.length;
+  const list = $("group-members");
+  list.textContent = "";
+  for (const m of g.members) {
+    const li = el("li", "member");
+    li.dataset.id = m.id;
+    li.dataset.name = m.name;
+    const me = m.id === state.me.id;
+    const c = state.contacts.get(m.id);
+    li.dataset.trust = me ? "self" : c ? trustOf(c)[0] : "none";
+    li.append(el("span", "member-name ellipsis", me ? `${m.name} (you)` : m.name));
+    if (!me && c) li.append(trustBadge(c));
+    if (!me && !g.confirmed.includes(m.id)) {
+      li.dataset.unconfirmed = "1";
+      li.append(el("span", "unconfirmed warn-text", "Not confirmed"));
+    }
+    li.append(el("span", "role", m.role));
+    const canRemove = !me && !g.removed && (role === "owner" || (role === "admin" && m.role === "member"));
+    if (canRemove) {
+      const b = el("button", "ghost small danger", "Remove");
+      b.type = "button";
+      b.setAttribute("aria-label", `Remove ${m.name}`);
+      b.addEventListener("click", () => groupRequest(Requests.GroupUpdateRequest, { group: g.id, op: "remove", members: [m.id] },
+        { op: "remove", members: [m.id] }));
+      li.append(b);
+    }
+    list.append(li);
+  }
+  const people = pickable(new Set(g.members.map((m) => m.id)));
+  $("group-add").hidden = !admin || g.removed;
+  pickList($("group-add-list"), people);
+  $("group-add-none").hidden = people.length > 0;
+  $("group-add-go").hidden = !people.length;
+  $("group-leave").hidden = !!g.removed;
+}
+
+function addToGroup() {
+  const g = state.groups.get(state.managing);
+  const members = [...$("group-add-list").querySelectorAll("input:checked")].map((b) => b.value).filter(isUserId);
+  if (!g || !members.length) return;
+  groupRequest(Requests.GroupUpdateRequest, { group: g.id, op: "add", members }, { op: "add", members });
+}
+
+function renameGroup() {
+  const g = state.groups.get(state.managing);
+  const name = $("group-rename").value.trim();
+  if (!g || name === g.name) return;
+  if (validGroupName(name) === null) { toast("A group name has 1 to 64 characters."); return; }
+  groupRequest(Requests.GroupUpdateRequest, { group: g.id, op: "rename", name }, { op: "rename", members: [] });
+}
+
+function leaveGroup() {
+  const g = state.groups.get(state.managing);
+  if (!g) return;
+  groupRequest(Requests.GroupUpdateRequest, { group: g.id, op: "leave" }, { op: "leave", members: [] });
+}
+
+function trustGroupMembers() {
+  const id = state.managing;
+  serial(async () => {
+    const now = state.groups.trustAll(id);
+    if (!now.length) return;
+    const gc = gconvFor(id);
+    addGSystem(gc, `You chose to send your key to ${listNames(now)} without a confirmation.`, "member");
+    await distribute(state.groups.get(id));
+    refreshGroup(gc);
+  });
+}
+
+// ---- finding people by name ------------------------------------------------
+
+function submitLookup(ev) {
+  ev.preventDefault();
+  const name = $("lookup-name").value.trim().normalize("NFKC");
+  if (!name || nameError(name)) { toast(nameError(name) || "Enter a name."); return; }
+  if (!state.me || !state.conn.send({ action: Requests.UserLookupRequest, token: state.me.token, names: [name] }))
+    toast("Not connected.");
+}
+
+async function onLookup(data) {
+  if (!state.me) return;
+  if (data.valid !== true) {
+    const asked = validName(data.name);
+    toast(asked ? `No user named ${asked}.` : errorText(data.error, "The search failed."), "info");
+    return;
+  }
+  const u = userEntry(data.user);
+  if (!u) return badInput("a search answer with an invalid user");
+  if (u.id === state.me.id) return toast("That is you.", "info");
+  const c = contactFor(u.id, u.name);
+  if (c.named && c.name !== u.name) {
+    addSystem(c, `The server now lists ${c.name} as ${u.name}.`, "rename");
+    state.known.rename(c.id, u.name);
+  }
+  c.name = u.name;
+  c.named = true;
+  c.found = true;
+  if (c.listedKey !== u.publicKey && !(c.online && c.listedKey !== undefined)) await applyKey(c, u.publicKey);
+  $("lookup-name").value = "";
+  renderContacts();
+  toast(`Found ${u.name}${data.user.online === true ? "" : " (offline)"}.`, "info");
 }
 
 // ---- wiring ----------------------------------------------------------------
@@ -1195,9 +2024,20 @@ function wire() {
   $("key-accept").addEventListener("click", () => { const c = state.contacts.get(state.selected); if (c) acceptKey(c); });
   $("verify-dialog").addEventListener("close", closeVerify);
   $("retry").addEventListener("click", () => state.conn && state.conn.connectNow());
+  $("new-group").addEventListener("click", openCreate);
+  $("create-form").addEventListener("submit", submitCreate);
+  $("group-info").addEventListener("click", openGroupDialog);
+  $("group-dialog").addEventListener("close", () => { state.managing = null; });
+  $("group-add-go").addEventListener("click", addToGroup);
+  $("group-rename-go").addEventListener("click", renameGroup);
+  $("group-leave").addEventListener("click", leaveGroup);
+  $("group-trust").addEventListener("click", trustGroupMembers);
+  $("lookup-form").addEventListener("submit", submitLookup);
   document.addEventListener("visibilitychange", () => {
     const c = state.contacts.get(state.selected);
     if (document.visibilityState === "visible" && c && c.unread) { c.unread = 0; renderContacts(); saveHistory(); }
+    const gc = state.selectedGroup && state.gconvs.get(state.selectedGroup);
+    if (document.visibilityState === "visible" && gc && gc.unread) { gc.unread = 0; renderContacts(); saveHistory(); }
   });
 }
 

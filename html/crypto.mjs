@@ -282,7 +282,20 @@ export async function openChannel({ myId, myPrivateKey, myPublic, peerId, peerPu
   const peerKid = await keyId(peerPublic);
 
   async function encrypt(text, ts = Date.now()) {
-    const body = enc.encode(JSON.stringify({ text: String(text), ts }));
+    return seal({ text: String(text), ts });
+  }
+
+  // A control message (a group's sender key): the same envelope and AAD as
+  // a chat message, a typed object instead of {"text"} inside. decrypt()
+  // tells the two apart; a client without groups shows it as malformed.
+  async function encryptControl(control) {
+    if (!control || typeof control.t !== "string" || !Number.isSafeInteger(control.ts))
+      throw new TypeError("a control message needs a type and a time");
+    return seal(control);
+  }
+
+  async function seal(content) {
+    const body = enc.encode(JSON.stringify(content));
     if (body.length > MAX_TEXT_BYTES) throw new RangeError("message is too long");
     const id = bytesToB64url(randomBytes(16));
     const iv = randomBytes(12);
@@ -310,10 +323,164 @@ export async function openChannel({ myId, myPrivateKey, myPublic, peerId, peerPu
     }
     let body;
     try { body = JSON.parse(dec.decode(plain)); } catch { body = null; }
+    if (body && typeof body === "object" && body.t !== undefined && Number.isSafeInteger(body.ts) && body.ts >= 0) {
+      if (body.t !== CONTROL_KEY) throw new DecryptError("format", "unknown control message");
+      return { id: e.id, ts: body.ts, control: body };
+    }
     if (!body || typeof body.text !== "string" || !Number.isSafeInteger(body.ts) || body.ts < 0)
       throw new DecryptError("format", "malformed message content");
     return { id: e.id, text: body.text, ts: body.ts };
   }
 
-  return { encrypt, decrypt, myKid, peerKid };
+  return { encrypt, encryptControl, decrypt, myKid, peerKid };
+}
+
+// ---- groups: sender keys ---------------------------------------------------
+//
+// Each member of a group has its own sender key per group, epoch (the
+// server's counter of membership changes) and generation (a counter of keys
+// within one epoch): AES-256-GCM, random. It reaches the other members
+// inside a pairwise envelope (openChannel above) as a control message:
+//
+//   control      {"t":"gk","v":1,"g":group id,"e":epoch,"gen":generation,
+//                 "k":base64url(32 key bytes),"mh":member hash,
+//                 "ch"?:{"op":"create"|"add","m":[user ids]},"ts":ms}
+//   member hash  base64url(first 16 bytes of SHA-256(UTF-8 JSON
+//                 ["qms1g members", group id, epoch, sorted member ids])))
+//   group msg    {"v":"qms1g","alg":"sk-aes256gcm","g","e","gen","id","iv","ct"}
+//   group AAD    UTF-8 JSON ["qms1g", group id, sender id, id, epoch, generation]
+//   plaintext    as for pairwise messages: {"text","ts"} padded to 64 bytes
+
+export const GROUP_VERSION = "qms1g";
+export const GROUP_ALG = "sk-aes256gcm";
+export const CONTROL_KEY = "gk";        // the "t" of a sender-key control message
+export const CONTROL_VERSION = 1;
+export const MEMBERS_LABEL = "qms1g members";
+// Group ids are chosen by the server: 1-64 characters of this alphabet.
+const GROUP_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const MAX_EPOCH = Number.MAX_SAFE_INTEGER;
+
+export function isGroupId(v) {
+  return typeof v === "string" && GROUP_ID.test(v);
+}
+
+const isCounter = (v) => Number.isSafeInteger(v) && v >= 1 && v <= MAX_EPOCH;
+
+/**
+ * A fresh sender key: {key, raw}. `key` is a non-extractable AES-GCM key
+ * for encrypting; `raw` the 32 bytes, exported once so that they can be
+ * sent to the other members (pairwise encrypted). The caller keeps `raw`
+ * in memory only, for as long as it may still have to send it.
+ */
+export async function newSenderKey() {
+  const raw = randomBytes(32);
+  const key = await subtle().importKey("raw", raw, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+  return { key, raw };
+}
+
+/** A received sender key (32 bytes) as a non-extractable key that can only decrypt. */
+export async function importSenderKey(raw) {
+  if (!(raw instanceof Uint8Array) || raw.length !== 32) throw new DecryptError("format", "malformed sender key");
+  return subtle().importKey("raw", raw, { name: "AES-GCM" }, false, ["decrypt"]);
+}
+
+/**
+ * The hash of a group's member list at one epoch, carried in every sender
+ * key message, so that two members can tell whether the server showed them
+ * the same list.
+ */
+export async function memberHash(groupId, epoch, memberIds) {
+  const ids = [...new Set(memberIds)].sort();
+  const h = await sha256(enc.encode(JSON.stringify([MEMBERS_LABEL, groupId, epoch, ids])));
+  return bytesToB64url(h.subarray(0, 16));
+}
+
+/** The plaintext object of a sender key message (for openChannel's encryptControl). */
+export function senderKeyControl({ groupId, epoch, gen, raw, mh, change = null, ts = Date.now() }) {
+  const c = { t: CONTROL_KEY, v: CONTROL_VERSION, g: groupId, e: epoch, gen, k: bytesToB64url(raw), mh, ts };
+  if (change) c.ch = { op: change.op, m: [...change.members] };
+  return c;
+}
+
+/**
+ * Checks a control message's content (already decrypted and authenticated
+ * by the pairwise channel): {groupId, epoch, gen, raw, mh, change, ts}.
+ * Throws DecryptError for anything not exactly as written above.
+ */
+export function parseSenderKeyControl(c) {
+  const bad = (why) => { throw new DecryptError("format", `malformed sender key message (${why})`); };
+  if (!c || typeof c !== "object" || c.t !== CONTROL_KEY) bad("type");
+  if (c.v !== CONTROL_VERSION) bad("version");
+  if (!isGroupId(c.g)) bad("group");
+  if (!isCounter(c.e) || !isCounter(c.gen)) bad("epoch");
+  if (typeof c.mh !== "string" || !/^[A-Za-z0-9_-]{22}$/.test(c.mh)) bad("member hash");
+  let raw;
+  try { raw = b64urlToBytes(c.k); } catch { bad("key"); }
+  if (raw.length !== 32) bad("key");
+  let change = null;
+  if (c.ch !== undefined) {
+    if (!c.ch || typeof c.ch !== "object" || (c.ch.op !== "create" && c.ch.op !== "add") || !Array.isArray(c.ch.m) ||
+        c.ch.m.length > 4096 || c.ch.m.some((x) => typeof x !== "string" || x.length > 64)) bad("change");
+    change = { op: c.ch.op, members: [...c.ch.m] };
+  }
+  if (!Number.isSafeInteger(c.ts) || c.ts < 0) bad("time");
+  return { groupId: c.g, epoch: c.e, gen: c.gen, raw, mh: c.mh, change, ts: c.ts };
+}
+
+function groupAad(groupId, senderId, id, epoch, gen) {
+  return enc.encode(JSON.stringify([GROUP_VERSION, groupId, senderId, id, epoch, gen]));
+}
+
+/** A group message envelope by shape (before any crypto), or DecryptError. */
+export function parseGroupEnvelope(text) {
+  let e;
+  try { e = JSON.parse(text); } catch { e = null; }
+  if (!e || typeof e !== "object" || e.v !== GROUP_VERSION)
+    throw new DecryptError("format", "not an end-to-end encrypted group message");
+  if (e.alg !== GROUP_ALG) throw new DecryptError("format", "unsupported encryption");
+  if (!isGroupId(e.g) || !isCounter(e.e) || !isCounter(e.gen)) throw new DecryptError("format", "malformed envelope");
+  for (const f of ["id", "iv", "ct"])
+    if (typeof e[f] !== "string" || !/^[A-Za-z0-9_-]+$/.test(e[f])) throw new DecryptError("format", "malformed envelope");
+  if (e.id.length !== 22 || e.iv.length !== 16) throw new DecryptError("format", "malformed envelope");
+  return e;
+}
+
+/**
+ * Encrypts `text` to a group under my sender key {key} of (epoch, gen).
+ * Returns {id, envelope}; `id` is also the request's id.
+ */
+export async function encryptGroup({ groupId, senderId, epoch, gen, key }, text, ts = Date.now()) {
+  const body = enc.encode(JSON.stringify({ text: String(text), ts }));
+  if (body.length > MAX_TEXT_BYTES) throw new RangeError("message is too long");
+  const id = bytesToB64url(randomBytes(16));
+  const iv = randomBytes(12);
+  const ct = new Uint8Array(await subtle().encrypt(
+    { name: "AES-GCM", iv, additionalData: groupAad(groupId, senderId, id, epoch, gen), tagLength: 128 }, key, pad(body)));
+  const envelope = JSON.stringify({ v: GROUP_VERSION, alg: GROUP_ALG, g: groupId, e: epoch, gen, id,
+                                    iv: bytesToB64url(iv), ct: bytesToB64url(ct) });
+  return { id, envelope };
+}
+
+/**
+ * Decrypts a parsed group envelope `e` that the server says `senderId` sent
+ * to `groupId`, under that sender's key for (e.e, e.gen). The AAD binds the
+ * group, the sender, the message id, the epoch and the generation: a
+ * message moved to another group, given another sender, or relabelled
+ * with another epoch does not decrypt. Returns {id, text, ts}.
+ */
+export async function decryptGroup(e, { groupId, senderId, key }) {
+  if (e.g !== groupId) throw new DecryptError("group", "this message was written for another group");
+  let plain;
+  try {
+    plain = new Uint8Array(await subtle().decrypt(
+      { name: "AES-GCM", iv: b64urlToBytes(e.iv), additionalData: groupAad(groupId, senderId, e.id, e.e, e.gen),
+        tagLength: 128 }, key, b64urlToBytes(e.ct)));
+  } catch {
+    throw new DecryptError("integrity", "the message was altered, or does not come from this sender and group");
+  }
+  let body;
+  try { body = JSON.parse(dec.decode(plain)); } catch { body = null; }
+  if (!body || typeof body.text !== "string" || !Number.isSafeInteger(body.ts) || body.ts < 0)
+    throw new DecryptError("format", "malformed message content");
+  return { id: e.id, text: body.text, ts: body.ts };
 }

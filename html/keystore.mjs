@@ -15,23 +15,30 @@ import { generateDeviceKeyPair, exportPublicKey } from "./crypto.mjs";
 import { isUserId } from "./validate.mjs";
 
 const DB_NAME = "qms-e2e";
-const DB_VERSION = 1;
+const DB_VERSION = 2;
 const STORE = "device-keys";
+// Group sender keys (version 2): non-extractable AES-GCM CryptoKeys, ours
+// (encrypt) and the other members' (decrypt only), per signed-in user.
+const SENDER_KEYS = "sender-keys";
 
 function openDb() {
   return new Promise((resolve, reject) => {
     const req = indexedDB.open(DB_NAME, DB_VERSION);
-    req.onupgradeneeded = () => req.result.createObjectStore(STORE);
+    req.onupgradeneeded = () => {
+      const db = req.result;
+      if (!db.objectStoreNames.contains(STORE)) db.createObjectStore(STORE);
+      if (!db.objectStoreNames.contains(SENDER_KEYS)) db.createObjectStore(SENDER_KEYS);
+    };
     req.onsuccess = () => resolve(req.result);
     req.onerror = () => reject(req.error);
     req.onblocked = () => reject(new Error("the key database is blocked by another tab"));
   });
 }
 
-function run(mode, fn) {
+function run(mode, fn, store = STORE) {
   return openDb().then((db) => new Promise((resolve, reject) => {
-    const tx = db.transaction(STORE, mode);
-    const req = fn(tx.objectStore(STORE));
+    const tx = db.transaction(store, mode);
+    const req = fn(tx.objectStore(store));
     tx.oncomplete = () => { db.close(); resolve(req && req.result); };
     tx.onerror = tx.onabort = () => { db.close(); reject(tx.error || new Error("key database error")); };
   }));
@@ -64,6 +71,22 @@ export async function deviceKeyFor(name) {
 
 export function forgetDeviceKey(name) {
   return run("readwrite", (s) => s.delete(slot(name)));
+}
+
+/**
+ * Keeps a group sender key: {me, group, sender, epoch, gen, key} where `key`
+ * is a non-extractable CryptoKey (stored as it is, its bytes never leave
+ * WebCrypto). Keys of earlier epochs stay, to read earlier messages.
+ */
+export function saveSenderKey(rec) {
+  const k = [rec.me, rec.group, rec.sender, rec.epoch, rec.gen].join("|");
+  return run("readwrite", (s) => s.put({ ...rec, at: Date.now() }, k), SENDER_KEYS);
+}
+
+/** Every sender key kept for the signed-in user `me`. */
+export function loadSenderKeys(me) {
+  return run("readonly", (s) => s.getAll(IDBKeyRange.bound(me + "|", me + "|\uffff")), SENDER_KEYS)
+    .then((all) => (all || []).filter((r) => r && r.me === me && r.key));
 }
 
 // Everything below keeps records per contact id, and contact ids come from
@@ -237,9 +260,9 @@ export class ReplayGuard {
   static PER_PEER = 256;
   static MAX_PEERS = 100;
 
-  constructor(myUserId, storage = globalThis.localStorage) {
+  constructor(myUserId, storage = globalThis.localStorage, prefix = "qms1.seen.") {
     this.storage = storage;
-    this.slot = "qms1.seen." + myUserId;
+    this.slot = prefix + myUserId;
     this.map = new Map();   // peer id -> {seen: [[id, ts]...] oldest first, floor, last}
     const data = readJson(storage, this.slot);
     if (data && data.v === 1 && Array.isArray(data.peers))

@@ -9,6 +9,7 @@ import * as e2e from "../../html/crypto.mjs";
 import { chatUrl, backoffDelay, nameError, passwordError, passwordDigest } from "../../html/util.mjs";
 import * as check from "../../html/validate.mjs";
 import { KnownKeys, ReplayGuard } from "../../html/keystore.mjs";
+import { GroupBook, checkedGroup } from "../../html/groups.mjs";
 
 const subtle = globalThis.crypto.subtle;
 
@@ -367,4 +368,160 @@ test("seen messages: replays caught across instances, bounded, too old refused",
   for (let p = 10; p < 10 + ReplayGuard.MAX_PEERS + 5; p++) seen.add(ID(p), "x", 7);
   assert.ok([...seen.map.values()].filter((v) => v.seen.length).length <= ReplayGuard.MAX_PEERS);
   assert.equal(seen.check(ID(1), "m20", 1020), "too-old", "the least recent contact's ids went, its floor stayed");
+});
+
+// ---- groups: sender keys (docs/E2E.md, "Groups") ----------------------------
+
+async function senderKeyOf(groupId, senderId, epoch = 1, gen = 1) {
+  const { key, raw } = await e2e.newSenderKey();
+  return { groupId, senderId, epoch, gen, key, raw, rx: await e2e.importSenderKey(raw) };
+}
+
+test("sender keys: random, 256 bits, not extractable, a receiver's copy can only decrypt", async () => {
+  const a = await e2e.newSenderKey(), b = await e2e.newSenderKey();
+  assert.equal(a.raw.length, 32);
+  assert.notDeepEqual(a.raw, b.raw);
+  assert.equal(a.key.extractable, false);
+  assert.equal(a.key.algorithm.length, 256);
+  await assert.rejects(subtle.exportKey("raw", a.key));
+  const rx = await e2e.importSenderKey(a.raw);
+  assert.equal(rx.extractable, false);
+  assert.deepEqual(rx.usages, ["decrypt"]);
+  await assert.rejects(e2e.importSenderKey(new Uint8Array(16)), e2e.DecryptError);
+});
+
+test("group messages: round trip; the AAD binds group, sender, id, epoch and generation", async () => {
+  const s = await senderKeyOf("grp1", "id-alice", 3, 2);
+  const { id, envelope } = await e2e.encryptGroup(s, "hello group", 1234);
+  const e = e2e.parseGroupEnvelope(envelope);
+  assert.equal(e.id, id);
+  assert.deepEqual([e.v, e.alg, e.g, e.e, e.gen], ["qms1g", "sk-aes256gcm", "grp1", 3, 2]);
+  assert.ok(!envelope.includes("hello"), "no plaintext in the envelope");
+  assert.equal(e2e.b64urlToBytes(e.ct).length % 64, 16, "padded to 64 bytes, plus the tag");
+  assert.deepEqual(await e2e.decryptGroup(e, { groupId: "grp1", senderId: "id-alice", key: s.rx }),
+    { id, text: "hello group", ts: 1234 });
+
+  // the AAD recomputed from docs/E2E.md decrypts it; any other sender, group, id, epoch or generation does not
+  const open = (aadParts, env = e) => subtle.decrypt({ name: "AES-GCM", iv: e2e.b64urlToBytes(env.iv),
+    additionalData: new TextEncoder().encode(JSON.stringify(aadParts)), tagLength: 128 }, s.rx, e2e.b64urlToBytes(env.ct));
+  await open(["qms1g", "grp1", "id-alice", id, 3, 2]);
+  for (const wrong of [["qms1g", "grp1", "id-bob", id, 3, 2], ["qms1g", "grp2", "id-alice", id, 3, 2],
+    ["qms1g", "grp1", "id-alice", id, 4, 2], ["qms1g", "grp1", "id-alice", id, 3, 1], ["qms1", "grp1", "id-alice", id, 3, 2]])
+    await assert.rejects(open(wrong), undefined, JSON.stringify(wrong));
+
+  await assert.rejects(e2e.decryptGroup(e, { groupId: "grp1", senderId: "id-bob", key: s.rx }), { reason: "integrity" });
+  await assert.rejects(e2e.decryptGroup(e, { groupId: "grp2", senderId: "id-alice", key: s.rx }), { reason: "group" });
+  const moved = e2e.parseGroupEnvelope(tamper(envelope, "g", () => "grp2"));
+  await assert.rejects(e2e.decryptGroup(moved, { groupId: "grp2", senderId: "id-alice", key: s.rx }), { reason: "integrity" });
+  for (const [f, fn] of [["e", (x) => x + 1], ["gen", (x) => x + 1], ["id", () => e2e.bytesToB64url(new Uint8Array(16))],
+    ["iv", (x) => flipB64url(x)], ["ct", (x) => flipB64url(x, 5)]]) {
+    const t = e2e.parseGroupEnvelope(tamper(envelope, f, fn));
+    await assert.rejects(e2e.decryptGroup(t, { groupId: "grp1", senderId: "id-alice", key: s.rx }), { reason: "integrity" }, f);
+  }
+  // another member's key (or the key of another epoch) opens nothing
+  const other = await senderKeyOf("grp1", "id-alice", 4, 1);
+  await assert.rejects(e2e.decryptGroup(e, { groupId: "grp1", senderId: "id-alice", key: other.rx }), { reason: "integrity" });
+});
+
+test("group envelopes are checked by shape before any crypto", () => {
+  const good = { v: "qms1g", alg: "sk-aes256gcm", g: "grp1", e: 1, gen: 1, id: "A".repeat(22), iv: "B".repeat(16), ct: "C".repeat(40) };
+  assert.ok(e2e.parseGroupEnvelope(JSON.stringify(good)));
+  for (const bad of [{ v: "qms1" }, { alg: "x" }, { g: "" }, { g: "a b" }, { g: "x".repeat(65) }, { e: 0 }, { e: 1.5 },
+    { e: "1" }, { gen: -1 }, { id: "A".repeat(21) }, { iv: "B".repeat(15) }, { ct: "C+" }, { ct: 5 }])
+    assert.throws(() => e2e.parseGroupEnvelope(JSON.stringify({ ...good, ...bad })), e2e.DecryptError, JSON.stringify(bad));
+  for (const t of ["", "null", "[]", "{", JSON.stringify({ v: "qms1", alg: "p256-aes256gcm" })])
+    assert.throws(() => e2e.parseGroupEnvelope(t), e2e.DecryptError);
+});
+
+test("sender key messages: pairwise encrypted control messages, told apart from chat text", async () => {
+  const { ab, ba } = await pair();
+  const { raw } = await e2e.newSenderKey();
+  const mh = await e2e.memberHash("grp1", 2, ["id-bob", "id-alice"]);
+  const control = e2e.senderKeyControl({ groupId: "grp1", epoch: 2, gen: 1, raw, mh,
+    change: { op: "add", members: ["id-bob"] }, ts: 99 });
+  const { envelope } = await ab.encryptControl(control);
+  assert.ok(!envelope.includes(e2e.bytesToB64url(raw)), "the key is not in the clear");
+  const got = await ba.decrypt(envelope);
+  assert.equal(got.text, undefined, "a control message is never chat text");
+  const k = e2e.parseSenderKeyControl(got.control);
+  assert.deepEqual(k, { groupId: "grp1", epoch: 2, gen: 1, raw, mh, change: { op: "add", members: ["id-bob"] }, ts: 99 });
+  // a chat message is still text, and an unknown control type is refused
+  assert.equal((await ba.decrypt((await ab.encrypt("gk")).envelope)).text, "gk");
+  await assert.rejects(ba.decrypt((await ab.encryptControl({ t: "zz", ts: 1 })).envelope), { reason: "format" });
+  // the pairwise AAD already binds sender and recipient: a third member cannot be handed bob's copy
+  const carol = await device();
+  const ca = await e2e.openChannel({ myId: "id-carol", myPrivateKey: carol.privateKey, myPublic: carol.published,
+    peerId: "id-alice", peerPublic: (await pair()).a.published });
+  await assert.rejects(ca.decrypt(envelope));
+  // every field is checked
+  for (const bad of [{ v: 2 }, { g: "a b" }, { e: 0 }, { gen: 1.5 }, { k: "AAAA" }, { k: 7 }, { mh: "x" },
+    { ch: { op: "remove", m: [] } }, { ch: { op: "add", m: "id-bob" } }, { ts: -1 }])
+    assert.throws(() => e2e.parseSenderKeyControl({ ...control, ...bad }), e2e.DecryptError, JSON.stringify(bad));
+});
+
+test("member hash: order-free, bound to group and epoch", async () => {
+  const h = await e2e.memberHash("grp1", 2, ["b", "a", "c"]);
+  assert.match(h, /^[A-Za-z0-9_-]{22}$/);
+  assert.equal(await e2e.memberHash("grp1", 2, ["c", "a", "b"]), h);
+  assert.notEqual(await e2e.memberHash("grp1", 3, ["a", "b", "c"]), h);
+  assert.notEqual(await e2e.memberHash("grp2", 2, ["a", "b", "c"]), h);
+  assert.notEqual(await e2e.memberHash("grp1", 2, ["a", "b"]), h);
+  const want = e2e.bytesToB64url(new Uint8Array(await subtle.digest("SHA-256",
+    new TextEncoder().encode(JSON.stringify(["qms1g members", "grp1", 2, ["a", "b", "c"]])))).subarray(0, 16));
+  assert.equal(h, want, "the construction docs/E2E.md states");
+});
+
+// ---- groups.mjs: what the client believes of the server's group states ------
+
+const U = (n) => `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`;
+function groupState(epoch, ids, { owner = U(1), name = "G" } = {}) {
+  return { id: "grp1", name, owner, epoch, members: ids.map((id) => ({ id, name: `u${id.slice(-2)}`, publicKey: "",
+    role: id === owner ? "owner" : "member" })) };
+}
+
+test("group book: epochs only rise, forks are refused, changes are reported", () => {
+  const st = memoryStorage();
+  const book = new GroupBook(U(2), st);
+  let r = book.apply(groupState(1, [U(1), U(2), U(3)]), { op: "create", by: U(1), members: [U(2), U(3)] });
+  assert.equal(r.verdict, "new");
+  r = book.apply(groupState(2, [U(1), U(2)]), { op: "remove", by: U(1), members: [U(3)] });
+  assert.deepEqual([r.verdict, r.added, r.removed], ["advance", [], [U(3)]]);
+  assert.equal(book.apply(groupState(1, [U(1), U(2), U(3)])).verdict, "stale", "an older epoch is refused");
+  assert.equal(book.apply(groupState(2, [U(1), U(2), U(4)])).verdict, "fork", "the same epoch with other members");
+  assert.equal(book.apply(groupState(2, [U(1), U(2)], { name: "H" })).verdict, "same");
+  assert.equal(book.apply(groupState(3, [U(1), U(3)])).verdict, "not-member");
+  assert.deepEqual(book.membersAt("grp1", 1), [U(1), U(2), U(3)]);
+  assert.deepEqual(book.membersAt("grp1", 2), [U(1), U(2)]);
+  // it survives a reload: the stale check still holds
+  const again = new GroupBook(U(2), st);
+  assert.equal(again.apply(groupState(1, [U(1), U(2), U(3)])).verdict, "stale");
+  assert.equal(again.get("grp1").name, "H");
+  // a group state that is not one is refused before it reaches the book
+  assert.equal(checkedGroup({ ...groupState(1, [U(1)]), owner: U(9) }), null);
+  assert.equal(checkedGroup({ ...groupState(1, [U(1), U(1)]) }), null);
+  assert.equal(checkedGroup({ ...groupState(0, [U(1)]) }), null);
+  assert.equal(checkedGroup({ ...groupState(1, [U(1)]), id: "__proto__ x" }), null);
+});
+
+test("group book: new members are unconfirmed until this client, their adder (owner or admin) or the person vouches", () => {
+  const book = new GroupBook(U(2), memoryStorage());
+  book.apply(groupState(1, [U(1), U(2), U(3)]), { op: "create", by: U(1), members: [U(2), U(3)] });
+  assert.deepEqual(book.unconfirmed("grp1"), [U(1), U(3)], "a group new to us: nobody vouched yet");
+  assert.deepEqual(book.vouch("grp1", 1, U(3), { op: "create", members: [] }), [], "a plain member cannot vouch");
+  assert.deepEqual(book.vouch("grp1", 1, U(1), null), [], "a key without the change does not vouch");
+  assert.deepEqual(book.vouch("grp1", 1, U(1), { op: "create", members: [U(2), U(3)] }), [U(1), U(3)]);
+  assert.deepEqual(book.unconfirmed("grp1"), []);
+  // the server adds mallory (5): unconfirmed; bob (3) stays confirmed
+  book.apply(groupState(2, [U(1), U(2), U(3), U(5)]), { op: "add", by: U(1), members: [U(5)] });
+  assert.deepEqual(book.unconfirmed("grp1"), [U(5)]);
+  assert.deepEqual(book.vouch("grp1", 1, U(1), { op: "add", members: [U(5)] }), [], "a vouch for another epoch counts not");
+  assert.deepEqual(book.trustAll("grp1"), [U(5)], "the person's choice");
+  // our own add is confirmed at once, and we say so in our key messages
+  const own = new GroupBook(U(1), memoryStorage());
+  own.apply(groupState(1, [U(1), U(2)]), { op: "create", by: U(1), members: [U(2)] }, { op: "create", members: [U(2)] });
+  assert.deepEqual(own.unconfirmed("grp1"), []);
+  const r = own.apply(groupState(2, [U(1), U(2), U(3), U(5)]), { op: "add", by: U(1), members: [U(3), U(5)] },
+    { op: "add", members: [U(3)] });
+  assert.deepEqual(own.unconfirmed("grp1"), [U(5)], "the server added one more than we asked for");
+  assert.deepEqual(r.record.author, { epoch: 2, op: "add", members: [U(3)] });
 });
