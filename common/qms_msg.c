@@ -256,7 +256,7 @@ static const schema_t qms_schema [QMS_TYPE_COUNT] = {
         "a message to a group" },
     [QMS_GW_GROUP] = { "GW_GROUP", F_CONN | F_NUM | F_TIME | F_SEQ, 8,
         QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
-        "conn (requester or 0), num op (| QMS_GROUP_GONE), seq epoch, time, s0 group id, s1 name, s2 owner, s3 members (qms_members_*), s4 by, s5 members named (lines), s6 targets, s7 client's id",
+        "conn (requester or 0), num op (plus QMS_GROUP_GONE), seq epoch, time, s0 group id, s1 name, s2 owner, s3 members (qms_members_*), s4 by, s5 members named (lines), s6 targets, s7 client's id",
         "GroupEvent to the requester and every target (one record per gateway)" },
     [QMS_GW_GROUPS] = { "GW_GROUPS", F_CONN | F_NUM, 1,
         QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,

@@ -1260,23 +1260,59 @@ router_group_store_reply (router_t *self, const qms_rec_t *rec)
     return true;
 }
 
+/*  Forget every group (the writes in flight stay: their answers still
+    come). */
+static void
+groups_clear (router_t *self)
+{
+    rgroups_t *G = self->groups;
+    /*  Listed from the map's slots first, since destroying one moves the
+        others in the map. */
+    size_t n = 0;
+    group_t **all = (group_t **) calloc (G->by_id.count ? G->by_id.count : 1, sizeof *all);
+    for (size_t i = 0; all && G->by_id.slots && i <= G->by_id.mask; i++)
+        if (G->by_id.slots [i].item)
+            all [n++] = (group_t *) G->by_id.slots [i].item;
+    for (size_t i = 0; i < n; i++)
+        group_destroy (self, all [i]);
+    free (all);
+}
+
+/*  Load every group again: until it is done, group requests and messages
+    are answered "unavailable", as at start. */
+static void
+groups_reload (router_t *self)
+{
+    rgroups_t *G = self->groups;
+    groups_clear (self);
+    G->loaded = false;
+    G->load_after = G->load_rows = 0;
+    qms_warn (LOG, "event=groups_reload");
+    load_ask (self);
+}
+
 void
 router_group_tick (router_t *self, uint64_t mono)
 {
     rgroups_t *G = self->groups;
     if (!G->loaded && mono >= G->load_sent + GROUP_LOAD_RETRY_MS)
         load_ask (self);        /* from where the last page ended */
+    bool reload = false;
     while (!list_empty (&G->write_list)) {
         gwrite_t *w = CONTAINER (G->write_list.next, gwrite_t, link);
         if (w->created + self->store_timeout_ms > mono)
             break;
-        /*  The store may still write it: the group's copy is then behind
-            the disk until the router restarts and loads it again.  Said
-            in the log; the requester is told to try again. */
+        /*  The store may still write it (a cut link delivers what it held
+            once it heals), and then the copy in memory would be behind the
+            disk: the requester is told to try again, and the copy is
+            loaded anew from the store. */
         qms_warn (LOG, "event=group_write_timeout group=%s op=%u", w->gid, w->op);
         gwrite_failed (self, w, k_unavailable, qms_str (NULL));
         gwrite_destroy (self, w);
+        reload = true;
     }
+    if (reload)
+        groups_reload (self);
 }
 
 void
@@ -1321,16 +1357,7 @@ router_group_free (router_t *self)
         return;
     while (!list_empty (&G->write_list))
         gwrite_destroy (self, CONTAINER (G->write_list.next, gwrite_t, link));
-    /*  Every group: listed from the map's slots first, since destroying
-        one moves the others in the map. */
-    size_t n = 0;
-    group_t **all = (group_t **) calloc (G->by_id.count ? G->by_id.count : 1, sizeof *all);
-    for (size_t i = 0; all && G->by_id.slots && i <= G->by_id.mask; i++)
-        if (G->by_id.slots [i].item)
-            all [n++] = (group_t *) G->by_id.slots [i].item;
-    for (size_t i = 0; i < n; i++)
-        group_destroy (self, all [i]);
-    free (all);
+    groups_clear (self);
     qms_map_free (&G->by_id);
     qms_map_free (&G->users);
     qms_map_free (&G->writes);
@@ -1663,6 +1690,27 @@ router_group_test (bool verbose)
     assert (n == 2 && all [0].type == QMS_GW_GROUPS && all [0].num == 1 && all [1].type == QMS_GW_GROUP
             && router_t_str_is (all [1].s [QMS_GINFO_NAME], "new"));
     router_t_reset (self);
+
+    /*  A write the store does not answer in time: the requester hears
+        "unavailable", and every group is loaded anew (the store may write
+        it yet), requests answered "unavailable" meanwhile. */
+    r = t_request (4, QMS_GROUP_OP_RENAME, "", "renamed", "", "t1");
+    {
+        guser_t *du = guser_find (self, dave->id);
+        assert (du && du->ngroups == 1);
+        r.s [QMS_GROUP_ID] = qms_strn (du->groups [0]->id, MSG_ID_CHARS);
+    }
+    router_group_on_request (self, dave, 1, &r);
+    assert (t_count (&self->backend_out, QMS_ST_GROUP_WRITE) == 1);
+    router_t_reset (self);
+    router_group_tick (self, qms_mono_ms () + self->store_timeout_ms + 1);
+    n = router_t_records (&self->backend_out, all, T_MAX);
+    assert (n == 1 && all [0].type == QMS_ST_GROUP_LOAD && all [0].seq == 0);
+    t_error (self, 1, k_unavailable);
+    assert (!G->loaded && G->count == 0);
+    r = t_request (4, QMS_GROUP_OP_LIST, "", "", "", "l3");
+    router_group_on_request (self, dave, 1, &r);
+    t_error (self, 1, k_unavailable);
 
     router_t_router_destroy (self, all_s, 5);
     if (verbose)
