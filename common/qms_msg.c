@@ -260,7 +260,7 @@ static const schema_t qms_schema [QMS_TYPE_COUNT] = {
         "GroupEvent to the requester and every target (one record per gateway)" },
     [QMS_GW_GROUPS] = { "GW_GROUPS", F_CONN | F_NUM, 1,
         QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,
-        "conn, num count, s0 client's id; count GW_GROUP records follow in the same batch",
+        "conn, num count (plus QMS_GROUPS_MORE: a part, more follow), s0 client's id; count GW_GROUP records follow in the same batch",
         "GroupListEvent" },
     [QMS_GW_GROUP_DELIVER] = { "GW_GROUP_DELIVER", F_TIME, 5,
         QMS_ROLE_ROUTER, QMS_ROLE_GATEWAY,

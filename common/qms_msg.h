@@ -211,9 +211,10 @@ typedef enum {
                                change s5=the members it named, one per
                                line s6=targets (qms_targets_*) s7=the
                                requester's client id */
-    QMS_GW_GROUPS,          /* router -> gateway: conn, num=count, s0=the
-                               client's request id: a GroupListEvent of
-                               the count QMS_GW_GROUP records that follow
+    QMS_GW_GROUPS,          /* router -> gateway: conn, num=count (|
+                               QMS_GROUPS_MORE when another part follows),
+                               s0=the client's request id: a GroupListEvent
+                               of the count QMS_GW_GROUP records that follow
                                in the same batch (their s6 empty, conn 0) */
     QMS_GW_GROUP_DELIVER,   /* router -> gateway: time=sent, s0=group id
                                s1=sender id s2=message s3=message id
@@ -419,6 +420,8 @@ enum { QMS_GWRITE_GROUP, QMS_GWRITE_NAME, QMS_GWRITE_OWNER, QMS_GWRITE_MEMBERS, 
 #define QMS_GROUP_OP_MESSAGE  9u     /* GW_GROUP_ERROR only: a GroupMessageRequest */
 #define QMS_GROUP_OP_MASK     0xffu
 #define QMS_GROUP_GONE        0x100u /* GW_GROUP: its targets are no longer members */
+#define QMS_GROUPS_MORE       (1ull << 32)  /* GW_GROUPS: more parts of the list follow */
+#define QMS_GROUPS_COUNT      0xffffffffull /* GW_GROUPS: the rows of this part */
 /* Roles of a member (QMS_ST_GROUP_ROW num, the role of a member line) */
 #define QMS_GROUP_ROLE_MEMBER 0u
 #define QMS_GROUP_ROLE_ADMIN  1u

@@ -587,7 +587,7 @@ group_list_finish (gateway_t *self)
 {
     self->glist.active = false;
     conn_t *conn = gw_conn_lookup (self, self->glist.conn);
-    if (conn && !self->glist.failed && proto_group_list_end (&self->glist.json) == 0)
+    if (conn && !self->glist.failed && proto_group_list_end (&self->glist.json, self->glist.more) == 0)
         gw_conn_queue (self, conn, self->glist.json.data, self->glist.json.len);
     else
     if (conn) {
@@ -613,7 +613,8 @@ group_list_begin (gateway_t *self, const qms_rec_t *rec)
     qms_str_t client_id = rec->s [QMS_GLIST_CLIENT_ID];
     self->glist.active = true;
     self->glist.conn = rec->conn;
-    self->glist.left = rec->num;
+    self->glist.left = rec->num & QMS_GROUPS_COUNT;
+    self->glist.more = (rec->num & QMS_GROUPS_MORE) != 0;
     self->glist.id_len = client_id.len <= sizeof self->glist.id ? (uint8_t) client_id.len : 0;
     if (self->glist.id_len)
         memcpy (self->glist.id, client_id.ptr, client_id.len);

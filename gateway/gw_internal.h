@@ -303,6 +303,7 @@ struct _gateway_t {
     struct {
         bool active;
         bool failed;                /* a row could not be encoded */
+        bool more;                  /* a part: more parts follow ("more":true) */
         uint64_t conn;
         uint64_t left;              /* rows still to come */
         uint8_t id_len;

@@ -1292,9 +1292,9 @@ proto_group_list_add (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t ow
 }
 
 int
-proto_group_list_end (qms_buf_t *out)
+proto_group_list_end (qms_buf_t *out, bool more)
 {
-    return APPEND_LIT (out, "]}");
+    return more ? APPEND_LIT (out, "],\"more\":true}") : APPEND_LIT (out, "]}");
 }
 
 static int
@@ -1797,14 +1797,17 @@ proto_group_test (void)
 
     /*  GroupListEvent */
     proto_group_list_head (&out, qms_str (NULL));
-    proto_group_list_end (&out);
+    proto_group_list_end (&out, false);
     expect_json (&out, "{\"valid\":true,\"event\":9,\"groups\":[]}");
+    proto_group_list_head (&out, qms_str ("p"));
+    proto_group_list_end (&out, true);
+    expect_json (&out, "{\"valid\":true,\"event\":9,\"id\":\"p\",\"groups\":[],\"more\":true}");
     proto_group_list_head (&out, qms_str ("r7"));
     assert (proto_group_list_add (&out, qms_str ("G1"), qms_str ("a"), qms_str ("o"), 2, t_members (&mb, "o\tO\tk\t2")) == 0);
     assert (proto_group_list_add (&out, qms_str ("G2"), qms_str ("b"), qms_str ("o"), 9,
                                   t_members (&mb, "o\tO\tk\t2|p\tP\t\t1")) == 0);
     qms_buf_free (&mb);
-    proto_group_list_end (&out);
+    proto_group_list_end (&out, false);
     expect_json (&out, "{\"valid\":true,\"event\":9,\"id\":\"r7\",\"groups\":["
                        "{\"id\":\"G1\",\"name\":\"a\",\"owner\":\"o\",\"epoch\":2,\"members\":["
                        "{\"id\":\"o\",\"name\":\"O\",\"publicKey\":\"k\",\"role\":\"owner\"}]},"

@@ -170,11 +170,12 @@ int proto_group_event_body (qms_buf_t *out, uint64_t op, bool gone, qms_str_t id
                             qms_str_t owner, uint64_t epoch, qms_str_t members, qms_str_t by,
                             qms_str_t named);
 /*  GroupListEvent: the head (with the client's id), one group object per
-    group ({"id","name","owner","epoch","members"}), then the tail. */
+    group ({"id","name","owner","epoch","members"}), then the tail (more:
+    a part of the list, "more":true). */
 int proto_group_list_head (qms_buf_t *out, qms_str_t client_id);
 int proto_group_list_add (qms_buf_t *out, qms_str_t id, qms_str_t name, qms_str_t owner,
                           uint64_t epoch, qms_str_t members);
-int proto_group_list_end (qms_buf_t *out);
+int proto_group_list_end (qms_buf_t *out, bool more);
 /*  GroupMessageEvent, live or (with the sender's name and key) stored. */
 int proto_group_message_event (qms_buf_t *out, qms_str_t group, qms_str_t sender, qms_str_t message,
                                qms_str_t id, uint64_t time);

@@ -62,6 +62,7 @@ const state = {
   registering: false,
   pending: null,            // {kind: "login"|"authorize"} while waiting for an answer
   me: null,                 // {id, name, token}
+  groupListParts: null,     // the group ids of a GroupListEvent's parts so far
   device: null,             // {privateKey, published} of this browser for `me`
   known: null,              // KnownKeys of `me`
   guard: null,              // ReplayGuard of `me`
@@ -1447,11 +1448,18 @@ async function onGroupList(data) {
   if (!state.me) return;
   if (data.valid !== true) return toast(errorText(data.error, "The server did not list your groups."));
   if (!Array.isArray(data.groups)) return badInput("a group list that is not a list");
-  const listed = new Set();
+  // a long list comes in parts ("more": true on all but the last): what a
+  // group missing from the list means is known only at the last part
+  const listed = state.groupListParts || new Set();
   for (const raw of data.groups) {
     if (raw && isGroupId(raw.id)) listed.add(raw.id);
     await applyGroup(raw, null, null);
   }
+  if (data.more === true) {
+    state.groupListParts = listed;
+    return;
+  }
+  state.groupListParts = null;
   for (const g of state.groups.all())
     if (!g.removed && !listed.has(g.id)) {
       state.groups.markRemoved(g.id);

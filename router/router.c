@@ -268,6 +268,7 @@ session_offline (router_t *self, session_t *s)
         presence_emit (self, &leave);
     }
     router_sf_held_release (self, s);     /* unbound now: held messages are stored */
+    router_group_session_end (self, s);
 }
 
 static void

@@ -719,29 +719,107 @@ group_full_error (router_t *self, gwrite_t *w, qms_str_t group)
                       qms_str (detail), group);
 }
 
-static void
-on_list (router_t *self, const session_t *s, uint32_t gw, const qms_rec_t *rec)
+/*  A group list goes out in parts of about s_list_part_bytes of records,
+    each written before the next is sent (GW_SYNC, as a drain's pages), so
+    that a user in many large groups never has more queued than its
+    connection allows.  The groups are those the user was in when it asked;
+    one it has left by the time its part goes is skipped. */
+static size_t s_list_part_bytes = 256u * 1024;     /* the selftest makes it small */
+
+typedef struct glisting_s {
+    uint32_t gw;
+    uint64_t conn, sync_req;
+    char client_id [MAX_CLIENT_ID + 1];
+    char (*ids) [MSG_ID_CHARS + 1];
+    uint32_t n, at;
+} glisting_t;
+
+void
+router_group_session_end (router_t *self, session_t *s)
 {
-    guser_t *u = guser_find (self, s->id);
-    uint32_t n = u ? u->ngroups : 0;
-    qms_rec_t head = { .type = QMS_GW_GROUPS, .conn = rec->conn, .num = n };
-    head.s [QMS_GLIST_CLIENT_ID] = rec->s [QMS_GROUP_CLIENT_ID];
-    gw_emit (self, gw, &head);
-    qms_buf_t members;
+    if (s->listing) {
+        free (s->listing->ids);
+        free (s->listing);
+        s->listing = NULL;
+    }
+}
+
+static void
+list_part (router_t *self, session_t *s)
+{
+    glisting_t *L = s->listing;
+    qms_buf_t rows, members;
+    qms_buf_init (&rows);
     qms_buf_init (&members);
-    for (uint32_t i = 0; i < n; i++) {
-        const group_t *g = u->groups [i];
+    uint32_t count = 0;
+    while (L->at < L->n && (count == 0 || rows.len < s_list_part_bytes)) {
+        group_t *g = group_find (self, qms_strn (L->ids [L->at], MSG_ID_CHARS));
+        L->at++;
+        if (!g || member_index (g, s->id) < 0)
+            continue;           /* left meanwhile */
         qms_buf_reset (&members);
-        members_text (g, &members);
         const guser_t *owner = group_owner (g);
         qms_rec_t row = { .type = QMS_GW_GROUP, .num = QMS_GROUP_OP_LIST, .seq = g->epoch, .time = qms_now_ms () };
+        if (members_text (g, &members)) {
+            qms_warn (LOG, "event=out_of_memory what=group_list");
+            continue;
+        }
         row.s [QMS_GINFO_ID] = qms_strn (g->id, MSG_ID_CHARS);
         row.s [QMS_GINFO_NAME] = qms_str (g->name);
         row.s [QMS_GINFO_OWNER] = qms_str (owner ? owner->id : NULL);
         row.s [QMS_GINFO_MEMBERS] = qms_strn ((const char *) members.data, members.len);
-        gw_emit (self, gw, &row);
+        if (qms_rec_encode (&rows, &row) == 0)
+            count++;
     }
+    bool more = L->at < L->n;
+    qms_rec_t head = { .type = QMS_GW_GROUPS, .conn = L->conn, .num = count | (more ? QMS_GROUPS_MORE : 0) };
+    head.s [QMS_GLIST_CLIENT_ID] = qms_str (L->client_id);
+    gw_emit (self, L->gw, &head);
+    gateway_t *g = gateway_live (self, L->gw);
+    if (g && rows.len && qms_buf_append (&g->out, rows.data, rows.len))
+        qms_warn (LOG, "event=encode_failed type=GW_GROUP gateway=%u", L->gw);
+    qms_buf_free (&rows);
     qms_buf_free (&members);
+    if (!more) {
+        router_group_session_end (self, s);
+        return;
+    }
+    L->sync_req = self->next_req++;
+    qms_rec_t sync = { .type = QMS_GW_SYNC, .conn = L->conn, .req = L->sync_req };
+    gw_emit (self, L->gw, &sync);
+}
+
+bool
+router_group_on_synced (router_t *self, session_t *s, uint64_t req)
+{
+    if (!s->listing || s->listing->sync_req != req)
+        return false;
+    s->listing->sync_req = 0;
+    list_part (self, s);
+    return true;
+}
+
+static void
+on_list (router_t *self, session_t *s, uint32_t gw, const qms_rec_t *rec)
+{
+    router_group_session_end (self, s);         /* a list asked again replaces the one going out */
+    guser_t *u = guser_find (self, s->id);
+    glisting_t *L = (glisting_t *) calloc (1, sizeof *L);
+    uint32_t n = u ? u->ngroups : 0;
+    if (!L || (n && !(L->ids = calloc (n, sizeof *L->ids)))) {
+        free (L);
+        send_group_error (self, gw, rec->conn, QMS_GROUP_OP_LIST, k_unavailable, rec->s [QMS_GROUP_CLIENT_ID],
+                          qms_str (NULL), qms_str (NULL));
+        return;
+    }
+    L->gw = gw;
+    L->conn = rec->conn;
+    qms_str_copy (rec->s [QMS_GROUP_CLIENT_ID], L->client_id, sizeof L->client_id);
+    for (uint32_t i = 0; i < n; i++)
+        memcpy (L->ids [i], u->groups [i]->id, MSG_ID_CHARS + 1);
+    L->n = n;
+    s->listing = L;
+    list_part (self, s);
 }
 
 /*  Append "id TAB role" to lines and "id" to named. */
@@ -1690,6 +1768,29 @@ router_group_test (bool verbose)
     assert (n == 2 && all [0].type == QMS_GW_GROUPS && all [0].num == 1 && all [1].type == QMS_GW_GROUP
             && router_t_str_is (all [1].s [QMS_GINFO_NAME], "new"));
     router_t_reset (self);
+
+    /*  A list in parts: carol is in two groups; with parts of one group, the
+        first part says more follow and waits for its GW_SYNC's answer. */
+    s_list_part_bytes = 1;
+    r = t_request (3, QMS_GROUP_OP_LIST, "", "", "", "lp");
+    router_group_on_request (self, carol, 1, &r);
+    n = router_t_records (&self->gateways [1]->out, all, T_MAX);
+    assert (n == 3 && all [0].type == QMS_GW_GROUPS && all [0].num == (1 | QMS_GROUPS_MORE)
+            && router_t_str_is (all [0].s [QMS_GLIST_CLIENT_ID], "lp") && all [1].type == QMS_GW_GROUP
+            && all [2].type == QMS_GW_SYNC && all [2].conn == 3);
+    uint64_t sync = all [2].req;
+    router_t_reset (self);
+    assert (!router_group_on_synced (self, carol, sync + 1000));
+    assert (router_group_on_synced (self, carol, sync));
+    n = router_t_records (&self->gateways [1]->out, all, T_MAX);
+    assert (n == 2 && all [0].type == QMS_GW_GROUPS && all [0].num == 1 && all [1].type == QMS_GW_GROUP);
+    assert (carol->listing == NULL);
+    router_t_reset (self);
+    /*  One left half-sent is freed with the session. */
+    router_group_on_request (self, carol, 1, &r);
+    assert (carol->listing != NULL);
+    router_t_reset (self);
+    s_list_part_bytes = 256u * 1024;
 
     /*  A write the store does not answer in time: the requester hears
         "unavailable", and every group is loaded anew (the store may write

@@ -117,6 +117,7 @@ typedef struct {
     struct held_s *held;        /* live messages waiting for the drain to end */
     struct held_s **held_tail;
     size_t held_count;
+    struct glisting_s *listing; /* router_group.c: a group list going out in parts */
     char hash [QMS_HASH_HEX + 1];
     qms_str_t id, name, pubkey; /* views into data [] */
     char data [];
@@ -545,6 +546,10 @@ void router_group_free (router_t *self);
 void router_group_on_request (router_t *self, session_t *s, uint32_t gw, const qms_rec_t *rec);
 void router_group_on_message (router_t *self, session_t *s, uint32_t gw, const qms_rec_t *rec, uint64_t now);
 void router_group_on_undelivered (router_t *self, const qms_rec_t *rec);
+/*  The session's group list, going out in parts: RT_SYNCED for its part
+    (true: it was), and the session's end. */
+bool router_group_on_synced (router_t *self, session_t *s, uint64_t req);
+void router_group_session_end (router_t *self, session_t *s);
 /*  A user logged in with this name and key. */
 void router_group_user_seen (router_t *self, qms_str_t id, qms_str_t name, qms_str_t pubkey);
 /*  A store answer about groups; false if it is not one. */

@@ -372,6 +372,8 @@ void
 router_sf_on_synced (router_t *self, uint32_t gw, const qms_rec_t *rec)
 {
     session_t *s = find_by_conn (self, conn_key (gw, rec->conn));
+    if (s && router_group_on_synced (self, s, rec->req))
+        return;
     if (!s || !s->draining || s->sync_req == 0 || s->sync_req != rec->req)
         return;
     s->sync_req = 0;
@@ -716,6 +718,7 @@ router_t_router_destroy (router_t *self, session_t **sessions, int count)
         assert (s->held == NULL);
         router_t_unbind (self, s);
         qms_map_remove (&self->by_id, s->id_h, s);
+        router_group_session_end (self, s);
         free (s->recent);
         free (s);
     }

@@ -302,6 +302,30 @@ class GroupsSurviveRestart(QmsTestCase):
         b.heard(g["id"], a, "after restart")
 
 
+class LongGroupList(QmsTestCase):
+
+    def test_a_long_list_comes_in_parts_each_written_before_the_next(self):
+        # 24 groups with a member whose key is 15 KiB: about 360 KiB of list,
+        # more than one part of about 256 KiB
+        server = self.start_server()
+        a = Member(self, server.chat_port, uniq("l"), pubKey="K" * 15000)
+        b = Member(self, server.chat_port, uniq("l"))
+        made = {a.create("list %d" % i, [b])["id"] for i in range(24)}
+        b.ask({"action": GROUP_LIST, "id": "all"})
+        parts, seen = [], set()
+        while True:
+            part = b.answer("all", EV_GROUP_LIST, 20.0)
+            self.assertIs(part.get("valid"), True, part)
+            parts.append(part)
+            seen |= {g["id"] for g in part["groups"]}
+            if not part.get("more"):
+                break
+            self.assertIs(part["more"], True)
+        self.assertGreater(len(parts), 1, "the list came in one part")
+        self.assertEqual(seen, made)
+        self.assertEqual(sum(len(p["groups"]) for p in parts), 24, "a group listed twice")
+
+
 class GroupsOnACluster(ClusterCase):
     """Members on two gateways; the router restarted (its groups come back
     from the store; the gateways announce their connections again)."""
