@@ -327,6 +327,19 @@ function onConnStatus(s) {
 
 // ---- contacts --------------------------------------------------------------
 
+/** The end of a sidebar entry (a contact or a group): the unread badge, then the parts in place. */
+function finishSidebarItem(list, li, btn, av, body, top, bottom, unread) {
+  if (unread > 0) {
+    const badge = el("span", "badge", String(unread));
+    badge.setAttribute("aria-label", `${unread} unread`);
+    bottom.append(badge);
+  }
+  body.append(top, bottom);
+  btn.append(av, body);
+  li.append(btn);
+  list.append(li);
+}
+
 function renderContacts() {
   const list = $("contacts");
   list.textContent = "";
@@ -377,15 +390,7 @@ function renderContacts() {
       preview.textContent = c.online ? "Online" : "Offline";
     }
     bottom.append(preview);
-    if (c.unread > 0) {
-      const badge = el("span", "badge", String(c.unread));
-      badge.setAttribute("aria-label", `${c.unread} unread`);
-      bottom.append(badge);
-    }
-    body.append(top, bottom);
-    btn.append(av, body);
-    li.append(btn);
-    list.append(li);
+    finishSidebarItem(list, li, btn, av, body, top, bottom, c.unread);
   }
   $("online-count").textContent = online ? String(online) : "";
   $("no-contacts").hidden = ids.length > 0;
@@ -1708,15 +1713,7 @@ function renderGroups() {
     else if (last) preview.textContent = (last.dir === "out" ? "You: " : `${nameOf(last.sender)}: `) + previewOf(last);
     else preview.textContent = `${g.members.length} members`;
     bottom.append(preview);
-    if (gc.unread > 0) {
-      const badge = el("span", "badge", String(gc.unread));
-      badge.setAttribute("aria-label", `${gc.unread} unread`);
-      bottom.append(badge);
-    }
-    body.append(top, bottom);
-    btn.append(av, body);
-    li.append(btn);
-    list.append(li);
+    finishSidebarItem(list, li, btn, av, body, top, bottom, gc.unread);
   }
   $("group-count").textContent = groups.length ? String(groups.length) : "";
 }
