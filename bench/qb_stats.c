@@ -322,6 +322,10 @@ report (const timeline_t *tl, const totals_t *T)
             printf ("%-14s %" PRIu64 " login retries after \"try again\" answers (see server errors)\n", "", s->login_retries);
         printf ("%-14s %u of %u%s\n", "ready", tl->ready_at_run.ready, O.clients,
                 tl->ran? "": "  (did not start)");
+        if (O.group)
+            printf ("%-14s %u of %u members, %u sending in each; delivered and lost below count deliveries"
+                    " (%u expected per message sent: %" PRIu64 ")\n", "groups",
+                    O.clients / O.group, O.group, O.group_senders, O.group - 1, T->expected);
         if (!O.idle) {
             printf ("%-14s sent %" PRIu64 "  delivered %" PRIu64 "  lost %" PRIu64 "  duplicated %" PRIu64
                     "  late %" PRIu64 "  out-of-order %" PRIu64 "\n", "messages",
@@ -503,6 +507,7 @@ report (const timeline_t *tl, const totals_t *T)
     if (O.group) {
         cJSON_AddNumberToObject (cfg, "group_size", O.group);
         cJSON_AddNumberToObject (cfg, "groups", O.clients / O.group);
+        cJSON_AddNumberToObject (cfg, "group_senders", O.group_senders);
     }
     cJSON_AddBoolToObject (cfg, "ids", O.ids);
     if (s->lookups) {

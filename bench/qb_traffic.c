@@ -164,6 +164,7 @@ bool
 sender_eligible (const client_t *c)
 {
     return !O.idle && c->sender == 0 && c->state == CS_ONLINE && c->has_tgt && !c->stop_sending
+        && (!O.group || c->idx % O.group < O.group_senders)
         && !__atomic_load_n (&G_cl [c->tgt].dead, __ATOMIC_ACQUIRE);
 }
 

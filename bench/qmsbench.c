@@ -186,6 +186,7 @@ usage (FILE *f)
 "                      group; NATS: a subject the N subscribe to); each sends to its group,\n"
 "                      the N-1 others receive; the window counts messages whose fan-out is\n"
 "                      not complete (in deliveries); --clients must be a multiple of N\n"
+"  --group-senders S   with --group-size: only the first S members of each group send (default all)\n"
 "  --ready-file PATH   create PATH when every client is settled (logged in, or given up)\n"
 "  --go-file PATH      once settled, wait until PATH exists before the run starts (nothing is\n"
 "                      measured while waiting): several processes measure one window\n"
@@ -307,7 +308,7 @@ parse_opts (int argc, char **argv)
            O_SIZE, O_PREFIX, O_SRC, O_IDLE, O_PID, O_CRATE, O_PENDING, O_JSON, O_PINGPONG,
            O_THREADS, O_TIMEOUT, O_READY, O_DRAIN, O_STALL, O_HTO, O_PROTO, O_QUIET, O_HELP,
            O_BACKOFF, O_DEBUG, O_MAXAUTH, O_PRESENCE, O_IDS, O_TOPREFIX, O_EXPECT, O_RESUME,
-           O_READYFILE, O_GOFILE, O_DONEFILE, O_GROUP };
+           O_READYFILE, O_GOFILE, O_DONEFILE, O_GROUP, O_GSENDERS };
     static const struct option longopts [] = {
         { "host", 1, 0, O_HOST }, { "port", 1, 0, O_PORT }, { "path", 1, 0, O_PATH },
         { "clients", 1, 0, O_CLIENTS }, { "messages", 1, 0, O_MESSAGES },
@@ -324,7 +325,8 @@ parse_opts (int argc, char **argv)
         { "presence", 1, 0, O_PRESENCE }, { "ids", 0, 0, O_IDS }, { "to-prefix", 1, 0, O_TOPREFIX },
         { "expect-stored", 1, 0, O_EXPECT }, { "resume", 0, 0, O_RESUME },
         { "ready-file", 1, 0, O_READYFILE }, { "go-file", 1, 0, O_GOFILE },
-        { "done-file", 1, 0, O_DONEFILE }, { "group-size", 1, 0, O_GROUP }, { 0, 0, 0, 0 }
+        { "done-file", 1, 0, O_DONEFILE }, { "group-size", 1, 0, O_GROUP },
+        { "group-senders", 1, 0, O_GSENDERS }, { 0, 0, 0, 0 }
     };
     const char *host = "127.0.0.1";
     bool duration_set = false, pingpong = false, window_set = false;
@@ -423,6 +425,10 @@ parse_opts (int argc, char **argv)
                 if (parse_num (optarg, 2, 1000000, &v) || v != floor (v))
                     BAD ("bad --group-size '%s' (an integer, at least 2)", optarg);
                 O.group = (uint32_t) v; break;
+            case O_GSENDERS:
+                if (parse_num (optarg, 1, 1000000, &v) || v != floor (v))
+                    BAD ("bad --group-senders '%s' (an integer, at least 1)", optarg);
+                O.group_senders = (uint32_t) v; break;
             case O_EXPECT:
                 if (parse_num (optarg, 1, 1e9, &v) || v != floor (v)) BAD ("bad --expect-stored '%s'", optarg);
                 O.expect = (uint64_t) v; break;
@@ -562,9 +568,15 @@ parse_opts (int argc, char **argv)
                  O.clients, O.group);
         if (O.idle || O.to_prefix [0] || O.expect || O.resume)
             BAD ("--group-size sends to groups: not with --idle, --to-prefix, --expect-stored or --resume");
+        if (!O.group_senders)
+            O.group_senders = O.group;
+        if (O.group_senders > O.group)
+            BAD ("--group-senders %u is more than --group-size %u", O.group_senders, O.group);
         if ((uint64_t) O.clients * O.group > (1ull << 28))
             BAD ("--clients x --group-size is too large (each member keeps a counter per member)");
     }
+    if (O.group_senders && !O.group)
+        BAD ("--group-senders needs --group-size");
     if (O.expect) {
         if (O.messages || O.to_prefix [0])
             BAD ("--expect-stored only receives: not with --messages or --to-prefix");

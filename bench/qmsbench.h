@@ -93,6 +93,7 @@ typedef struct {
     /*  --group-size N (0: off): clients k*N .. k*N+N-1 form group k; each
         sends to its group, every other member receives (fan-out). */
     uint32_t group;
+    uint32_t group_senders;         /* the first S members of each group send (default all) */
 } opts_t;
 
 enum { PRES_FULL, PRES_DELTA, PRES_NONE };
