@@ -199,6 +199,11 @@ j_top (const char *s, size_t n, jtop_t *t)
         if (span_is (k, "stored"))
             t->stored = *vs == 't';
         else
+        if (span_is (k, "group")) {
+            t->group = vs;
+            t->group_end = ve;
+        }
+        else
         if (span_is (k, "user") && *vs == '{') {
             t->user = vs;
             t->user_end = ve;

@@ -16,7 +16,9 @@
 /* ------------------------------------------------------------------------ */
 /*  Protocol layer "nats": the NATS client protocol (text lines) in masked
     binary WebSocket frames, against nats-server's websocket listener. Client
-    i subscribes to PREFIX.<i> and publishes to PREFIX.<i+1>; it is ready
+    i subscribes to PREFIX.<i> and publishes to PREFIX.<i+1> (--group-size N:
+    every member of group k subscribes to PREFIX.g<k> and publishes there,
+    with echo off); it is ready
     when the PONG to its first PING says that CONNECT and SUB were done.
     The payload and all the accounting are the same as for "qms". */
 
@@ -30,8 +32,16 @@ static void
 nats_on_open (worker_t *w, client_t *c)
 {
     char buf [256];
-    int n = snprintf (buf, sizeof buf,
-        "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB %s.%u 1\r\nPING\r\n", O.prefix, c->idx);
+    int n;
+    if (O.group)
+        /*  A group is a subject that its members subscribe to; echo:false,
+            so that the server does not send a member its own messages. */
+        n = snprintf (buf, sizeof buf,
+            "CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false}\r\nSUB %s.g%u 1\r\nPING\r\n",
+            O.prefix, group_of (c->idx));
+    else
+        n = snprintf (buf, sizeof buf,
+            "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB %s.%u 1\r\nPING\r\n", O.prefix, c->idx);
     nats_send (w, c, buf, (size_t) n);
     client_flush (w, c);
 }
@@ -114,7 +124,10 @@ nats_parse (worker_t *w, client_t *c, const uint8_t *buf, size_t len, uint64_t n
             if (len - off < whole)
                 break;
             span_t msg = { (const char *) nl + 1, (size_t) size };
-            on_chat_message (w, c, nobody, msg, now);
+            if (O.group)
+                on_group_message (w, c, msg, now);
+            else
+                on_chat_message (w, c, nobody, msg, now);
             if (c->state == CS_DEAD)
                 return -1;
             off += whole;
@@ -184,10 +197,13 @@ nats_make_template (client_t *c)
 {
     if (c->tmpl)
         return 0;
-    c->tmpl = malloc (64);
+    c->tmpl = malloc (96);
     if (!c->tmpl)
         return -1;
-    c->tmpl_len = (uint32_t) snprintf (c->tmpl, 64, "PUB %s.%u ", O.prefix, c->tgt);
+    if (O.group)
+        c->tmpl_len = (uint32_t) snprintf (c->tmpl, 96, "PUB %s.g%u ", O.prefix, group_of (c->idx));
+    else
+        c->tmpl_len = (uint32_t) snprintf (c->tmpl, 96, "PUB %s.%u ", O.prefix, c->tgt);
     return 0;
 }
 

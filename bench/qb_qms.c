@@ -181,7 +181,8 @@ qms_make_template (client_t *c)
     c->tmpl = malloc (cap);
     if (!c->tmpl)
         return -1;
-    int n = snprintf (c->tmpl, cap, "{\"action\":3,\"token\":\"%.*s\",\"target\":\"%.*s\",",
+    int n = snprintf (c->tmpl, cap, O.group? "{\"action\":10,\"token\":\"%.*s\",\"group\":\"%.*s\",":
+                                             "{\"action\":3,\"token\":\"%.*s\",\"target\":\"%.*s\",",
                       (int) c->token_len, c->token, (int) c->tgt_len, c->tgt_id);
     c->tmpl_len = (uint32_t) n;
     if (O.ids && !c->sent_ts) {
@@ -248,15 +249,15 @@ qms_scan_users (client_t *c, const char *p, const char *e)
         if (i < 0)
             continue;
         if ((uint32_t) i == c->idx && !c->self_len)
-            set_id (c->self_id, &c->self_len, id, NULL);
-        if (O.to_prefix [0])
-            continue;                   /* our target is not one of us */
+            set_id (c->self_id, &c->self_len, id, O.group? &c->has_self: NULL);
+        if (O.to_prefix [0] || O.group)
+            continue;                   /* our target is not one of us, or is our group */
         if ((uint32_t) i == c->tgt && !c->has_tgt)
             set_id (c->tgt_id, &c->tgt_len, id, &c->has_tgt);
         if ((uint32_t) i == c->src && !c->has_src)
             set_id (c->src_id, &c->src_len, id, &c->has_src);
     }
-    c->got_ids = c->self_len && c->has_tgt && c->has_src;
+    c->got_ids = O.group? c->self_len > 0: c->self_len && c->has_tgt && c->has_src;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -631,6 +632,101 @@ qms_on_error (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/*  Groups (--group-size N): the first client of each run of N creates the
+    group with the N-1 others (GroupCreateRequest, action 7) once every
+    member's id is known; each member is ready when its GroupEvent (8) comes,
+    so the run starts with every membership complete. */
+
+void
+group_pump (worker_t *w, uint64_t now)
+{
+    (void) now;
+    if (!O.group || g_nats || w->grp_done || !__atomic_load_n (&g_groups_go, __ATOMIC_ACQUIRE))
+        return;
+    bool all = true;
+    for (uint32_t k = 0; k < O.clients; k += O.group) {
+        client_t *o = &G_cl [k];
+        if (o->thread != (uint16_t) w->id || o->grp_asked)
+            continue;
+        if (o->state != CS_ONLINE || !o->self_len) {
+            if (o->state == CS_DEAD)
+                o->grp_asked = true;    /* its group never forms: its members are reported missing */
+            else
+                all = false;
+            continue;
+        }
+        /*  Every member's id, or its death. */
+        bool known = true;
+        size_t need = 128 + o->token_len;
+        for (uint32_t m = k + 1; m < k + O.group; m++) {
+            client_t *c = &G_cl [m];
+            if (__atomic_load_n (&c->dead, __ATOMIC_ACQUIRE))
+                continue;
+            if (!__atomic_load_n (&c->has_self, __ATOMIC_ACQUIRE)) {
+                known = false;
+                break;
+            }
+            need += (size_t) c->self_len + 3;
+        }
+        if (!known) {
+            all = false;
+            continue;
+        }
+        char *req = malloc (need);
+        if (!req) {
+            client_die (w, o, "out of memory", -2);
+            continue;
+        }
+        int n = snprintf (req, need, "{\"action\":7,\"token\":\"%.*s\",\"name\":\"qb-%s-%u\",\"id\":\"g%u\",\"members\":[",
+                          (int) o->token_len, o->token, O.prefix, group_of (k), group_of (k));
+        size_t len = n > 0? (size_t) n: 0;
+        bool first = true;
+        for (uint32_t m = k + 1; m < k + O.group; m++) {
+            client_t *c = &G_cl [m];
+            if (__atomic_load_n (&c->dead, __ATOMIC_ACQUIRE))
+                continue;
+            if (!first)
+                req [len++] = ',';
+            first = false;
+            req [len++] = '"';
+            memcpy (req + len, c->self_id, c->self_len);
+            len += c->self_len;
+            req [len++] = '"';
+        }
+        req [len++] = ']';
+        req [len++] = '}';
+        o->grp_asked = true;
+        ws_send (w, o, 0x1, req, len);
+        free (req);
+        client_flush (w, o);
+    }
+    if (all)
+        w->grp_done = 1;
+}
+
+/*  A GroupEvent: the create of our group (its id in group.id). */
+static void
+qms_on_group_event (worker_t *w, client_t *c, const jtop_t *t, uint64_t now)
+{
+    if (c->has_tgt || !t->group || *t->group != '{')
+        return;
+    const char *q = t->group + 1, *vs, *ve;
+    span_t key, id = { NULL, 0 };
+    while (j_member (&q, t->group_end, &key, &vs, &ve) == 1)
+        if (span_is (key, "id"))
+            id = j_strval (vs, ve);
+    if (id.n == 0 || id.n >= QB_IDMAX) {
+        errtab_add (&w->st.srv_err, "GroupEvent without a usable group id", 36, 1);
+        return;
+    }
+    set_id (c->tgt_id, &c->tgt_len, id, NULL);
+    __atomic_store_n (&c->has_src, 1, __ATOMIC_RELEASE);
+    __atomic_store_n (&c->has_tgt, 1, __ATOMIC_RELEASE);
+    if (phase () == PH_RUN && sender_eligible (c))
+        sender_activate (w, c, now);
+}
+
 /*  --debug: the first few error frames, verbatim, for diagnosis. */
 static void
 debug_frame (const client_t *c, const char *s, size_t n)
@@ -700,6 +796,14 @@ qms_on_text (worker_t *w, client_t *c, const char *s, size_t n, uint64_t now)
             qms_on_expected (w, c, &t, now);
         else
             on_chat_message (w, c, t.sender, t.message, now);
+        return;
+    }
+    if (O.group && t.valid == 1 && t.event == 10) {
+        on_group_message (w, c, t.message, now);
+        return;
+    }
+    if (O.group && t.valid == 1 && t.event == 8) {
+        qms_on_group_event (w, c, &t, now);
         return;
     }
     if (t.event == 7) {

@@ -197,9 +197,12 @@ merge_totals (totals_t *T)
         if (!c->sent)
             continue;
         client_t *r = &G_cl [c->tgt];
-        /*  --to-prefix: the receivers are elsewhere; the acks tell. */
-        uint64_t got = O.to_prefix [0]? c->acks: r->rx_unique + r->rx_late;
-        T->lost += c->sent > got? c->sent - got: 0;
+        /*  --to-prefix: the receivers are elsewhere; the acks tell.
+            --group-size: deliveries, N-1 expected per message sent. */
+        uint64_t got = O.group? c->delivered: O.to_prefix [0]? c->acks: r->rx_unique + r->rx_late;
+        uint64_t want = O.group? c->sent * (O.group - 1): c->sent;
+        T->lost += want > got? want - got: 0;
+        T->expected += want;
         T->senders++;
         if (got < T->per_sender_min) T->per_sender_min = got;
         if (got > T->per_sender_max) T->per_sender_max = got;
@@ -319,6 +322,10 @@ report (const timeline_t *tl, const totals_t *T)
             printf ("%-14s %" PRIu64 " login retries after \"try again\" answers (see server errors)\n", "", s->login_retries);
         printf ("%-14s %u of %u%s\n", "ready", tl->ready_at_run.ready, O.clients,
                 tl->ran? "": "  (did not start)");
+        if (O.group)
+            printf ("%-14s %u of %u members, %u sending in each; delivered and lost below count deliveries"
+                    " (%u expected per message sent: %" PRIu64 ")\n", "groups",
+                    O.clients / O.group, O.group, O.group_senders, O.group - 1, T->expected);
         if (!O.idle) {
             printf ("%-14s sent %" PRIu64 "  delivered %" PRIu64 "  lost %" PRIu64 "  duplicated %" PRIu64
                     "  late %" PRIu64 "  out-of-order %" PRIu64 "\n", "messages",
@@ -437,6 +444,9 @@ report (const timeline_t *tl, const totals_t *T)
         cJSON *m = cJSON_AddObjectToObject (j, "messages");
         cJSON_AddNumberToObject (m, "sent", (double) s->sent);
         cJSON_AddNumberToObject (m, "delivered", (double) s->delivered);
+        /*  --group-size: delivered and lost count deliveries (a message
+            sent is expected at the N-1 other members), sent counts messages. */
+        cJSON_AddNumberToObject (m, "expected", (double) T->expected);
         cJSON_AddNumberToObject (m, "lost", (double) T->lost);
         cJSON_AddNumberToObject (m, "rejected", (double) s->rejected);
         cJSON_AddNumberToObject (m, "silently_lost", (double) (T->lost > s->rejected? T->lost - s->rejected: 0));
@@ -494,6 +504,11 @@ report (const timeline_t *tl, const totals_t *T)
     }
     if (O.to_prefix [0])
         cJSON_AddStringToObject (cfg, "to_prefix", O.to_prefix);
+    if (O.group) {
+        cJSON_AddNumberToObject (cfg, "group_size", O.group);
+        cJSON_AddNumberToObject (cfg, "groups", O.clients / O.group);
+        cJSON_AddNumberToObject (cfg, "group_senders", O.group_senders);
+    }
     cJSON_AddBoolToObject (cfg, "ids", O.ids);
     if (s->lookups) {
         cJSON *lk = cJSON_AddObjectToObject (j, "lookups");

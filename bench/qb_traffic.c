@@ -164,6 +164,7 @@ bool
 sender_eligible (const client_t *c)
 {
     return !O.idle && c->sender == 0 && c->state == CS_ONLINE && c->has_tgt && !c->stop_sending
+        && (!O.group || c->idx % O.group < O.group_senders)
         && !__atomic_load_n (&G_cl [c->tgt].dead, __ATOMIC_ACQUIRE);
 }
 
@@ -184,6 +185,13 @@ sender_activate (worker_t *w, client_t *c, uint64_t now)
 uint64_t
 sender_inflight (const client_t *c, uint64_t acked)
 {
+    if (O.group) {
+        /*  A group message is in flight until its fan-out is complete,
+            counted in deliveries: sent - deliveries / (N - 1). */
+        uint64_t whole = __atomic_load_n (&c->delivered, __ATOMIC_SEQ_CST) / (O.group - 1);
+        uint64_t gdone = whole + c->rejected + c->reclaimed;
+        return c->sent > gdone? c->sent - gdone: 0;
+    }
     uint64_t base = acked > c->reclaim_mark? acked: c->reclaim_mark;
     uint64_t by_seq = c->sent > base? c->sent - base: 0;
     uint64_t done = __atomic_load_n (&c->delivered, __ATOMIC_SEQ_CST) + c->rejected + c->reclaimed;
@@ -382,5 +390,60 @@ on_chat_message (worker_t *w, client_t *r, span_t sender, span_t msg, uint64_t n
         load of acked: one of the two sides always sees the other. */
     __atomic_store_n (&s->acked, r->rx_next, __ATOMIC_SEQ_CST);
     if (__atomic_load_n (&s->blocked, __ATOMIC_SEQ_CST))
+        sender_wake (w, s);
+}
+
+/*  --group-size: a GroupMessageEvent (or a NATS message on the group's
+    subject) for member r. Each member of the group has its own sequence
+    numbers; a sequence number below the next expected one from that member
+    is a duplicate (the server keeps one sender's messages in order per
+    recipient), one above it skips messages (counted as out of order).
+    Every delivery is a latency sample; the sender's count of deliveries is
+    its window's credit (in whole fan-outs) and its progress for --stall. */
+void
+on_group_message (worker_t *w, client_t *r, span_t msg, uint64_t now)
+{
+    const char *p = msg.p, *e = msg.p + msg.n;
+    size_t ml = sizeof QB_MAGIC - 1;
+    uint64_t v [3] = { 0, 0, 0 };
+    if (msg.n < ml || memcmp (p, QB_MAGIC, ml) != 0) {
+        INC (w->st.foreign, 1);
+        return;
+    }
+    p += ml;
+    for (int k = 0; k < 3; k++) {
+        const char *s = p;
+        while (p < e && *p >= '0' && *p <= '9')
+            v [k] = v [k] * 10 + (uint64_t) (*p++ - '0');
+        if (p == s || p >= e || *p != ':') {
+            INC (w->st.foreign, 1);
+            return;
+        }
+        p++;
+    }
+    uint64_t sidx = v [0], seq = v [1], ts = v [2];
+    if (sidx >= O.clients || sidx == r->idx || group_of ((uint32_t) sidx) != group_of (r->idx) || !r->grp_next) {
+        INC (w->st.misrouted, 1);             /* our own copy, or another group's */
+        return;
+    }
+    uint32_t *next = &r->grp_next [sidx % O.group];
+    if (seq < *next) {
+        INC (w->st.dup, 1);
+        r->rx_dup++;
+        return;
+    }
+    if (seq > *next)
+        INC (w->st.ooo, 1);
+    *next = (uint32_t) seq + 1;
+    r->rx_unique++;
+    hist_add (&w->st.lat, now > ts? now - ts: 0);
+    INC (w->st.delivered, 1);
+    w->st.last_delivery = now;
+    client_t *s = &G_cl [sidx];
+    uint64_t d = __atomic_add_fetch (&s->delivered, 1, __ATOMIC_SEQ_CST);
+    /*  acked is the sender's progress mark (periodic_scan's stall check);
+        it wakes only when a whole fan-out's worth came back. */
+    __atomic_store_n (&s->acked, d, __ATOMIC_SEQ_CST);
+    if (d % (O.group - 1) == 0 && __atomic_load_n (&s->blocked, __ATOMIC_SEQ_CST))
         sender_wake (w, s);
 }

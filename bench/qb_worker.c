@@ -160,6 +160,7 @@ worker_main (void *arg)
         marks_take (w);
         defer_take (w, now);
         lookup_pump (w, now);
+        group_pump (w, now);
         int timeout = pump_all (w, now);
         if (timeout < 0 || timeout > 100)
             timeout = 100;

@@ -69,6 +69,7 @@ worker_t *G_w;
 uint64_t G_rxbits;                  /* dedup window in sequence numbers (power of two) */
 uint64_t G_tsring;                  /* --ids: send times kept per sender (power of two) */
 int g_phase = PH_CONNECT;
+int g_groups_go;                    /* --group-size: the owners may create their groups */
 const char *qb_state_name [] = { "not-started", "connecting", "upgrading", "login", "online", "closed" };
 
 static volatile sig_atomic_t g_signal;
@@ -181,6 +182,11 @@ usage (FILE *f)
 "  --to-prefix NAME    client i sends to NAME<i> (offline or elsewhere): --ids, window credit from acks\n"
 "  --expect-stored M   receive only: log in, wait until each client got M messages, report the drain\n"
 "  --resume            after the logins, reconnect everyone with AuthorizeRequest (session resume)\n"
+"  --group-size N      fan-out: clients in groups of N consecutive ones (the first creates the\n"
+"                      group; NATS: a subject the N subscribe to); each sends to its group,\n"
+"                      the N-1 others receive; the window counts messages whose fan-out is\n"
+"                      not complete (in deliveries); --clients must be a multiple of N\n"
+"  --group-senders S   with --group-size: only the first S members of each group send (default all)\n"
 "  --ready-file PATH   create PATH when every client is settled (logged in, or given up)\n"
 "  --go-file PATH      once settled, wait until PATH exists before the run starts (nothing is\n"
 "                      measured while waiting): several processes measure one window\n"
@@ -302,7 +308,7 @@ parse_opts (int argc, char **argv)
            O_SIZE, O_PREFIX, O_SRC, O_IDLE, O_PID, O_CRATE, O_PENDING, O_JSON, O_PINGPONG,
            O_THREADS, O_TIMEOUT, O_READY, O_DRAIN, O_STALL, O_HTO, O_PROTO, O_QUIET, O_HELP,
            O_BACKOFF, O_DEBUG, O_MAXAUTH, O_PRESENCE, O_IDS, O_TOPREFIX, O_EXPECT, O_RESUME,
-           O_READYFILE, O_GOFILE, O_DONEFILE };
+           O_READYFILE, O_GOFILE, O_DONEFILE, O_GROUP, O_GSENDERS };
     static const struct option longopts [] = {
         { "host", 1, 0, O_HOST }, { "port", 1, 0, O_PORT }, { "path", 1, 0, O_PATH },
         { "clients", 1, 0, O_CLIENTS }, { "messages", 1, 0, O_MESSAGES },
@@ -319,7 +325,8 @@ parse_opts (int argc, char **argv)
         { "presence", 1, 0, O_PRESENCE }, { "ids", 0, 0, O_IDS }, { "to-prefix", 1, 0, O_TOPREFIX },
         { "expect-stored", 1, 0, O_EXPECT }, { "resume", 0, 0, O_RESUME },
         { "ready-file", 1, 0, O_READYFILE }, { "go-file", 1, 0, O_GOFILE },
-        { "done-file", 1, 0, O_DONEFILE }, { 0, 0, 0, 0 }
+        { "done-file", 1, 0, O_DONEFILE }, { "group-size", 1, 0, O_GROUP },
+        { "group-senders", 1, 0, O_GSENDERS }, { 0, 0, 0, 0 }
     };
     const char *host = "127.0.0.1";
     bool duration_set = false, pingpong = false, window_set = false;
@@ -414,6 +421,14 @@ parse_opts (int argc, char **argv)
                 break;
             }
             case O_RESUME: O.resume = true; break;
+            case O_GROUP:
+                if (parse_num (optarg, 2, 1000000, &v) || v != floor (v))
+                    BAD ("bad --group-size '%s' (an integer, at least 2)", optarg);
+                O.group = (uint32_t) v; break;
+            case O_GSENDERS:
+                if (parse_num (optarg, 1, 1000000, &v) || v != floor (v))
+                    BAD ("bad --group-senders '%s' (an integer, at least 1)", optarg);
+                O.group_senders = (uint32_t) v; break;
             case O_EXPECT:
                 if (parse_num (optarg, 1, 1e9, &v) || v != floor (v)) BAD ("bad --expect-stored '%s'", optarg);
                 O.expect = (uint64_t) v; break;
@@ -547,6 +562,21 @@ parse_opts (int argc, char **argv)
         BAD ("--ready-file, --go-file and --done-file must be different files");
     if (O.go_file [0] && O.resume)
         BAD ("--go-file is not for --resume runs");
+    if (O.group) {
+        if (O.clients % O.group != 0)
+            BAD ("--clients %u is not a multiple of --group-size %u: the groups would not be whole",
+                 O.clients, O.group);
+        if (O.idle || O.to_prefix [0] || O.expect || O.resume)
+            BAD ("--group-size sends to groups: not with --idle, --to-prefix, --expect-stored or --resume");
+        if (!O.group_senders)
+            O.group_senders = O.group;
+        if (O.group_senders > O.group)
+            BAD ("--group-senders %u is more than --group-size %u", O.group_senders, O.group);
+        if ((uint64_t) O.clients * O.group > (1ull << 28))
+            BAD ("--clients x --group-size is too large (each member keeps a counter per member)");
+    }
+    if (O.group_senders && !O.group)
+        BAD ("--group-senders needs --group-size");
     if (O.expect) {
         if (O.messages || O.to_prefix [0])
             BAD ("--expect-stored only receives: not with --messages or --to-prefix");
@@ -569,6 +599,18 @@ static void
 set_phase (int ph)
 {
     __atomic_store_n (&g_phase, ph, __ATOMIC_RELEASE);
+    for (uint32_t t = 0; t < O.threads; t++) {
+        uint64_t one = 1;
+        if (write (G_w [t].efd, &one, sizeof one) < 0) {
+            /*  The worker notices within its 100 ms poll anyway. */
+        }
+    }
+}
+
+static void
+set_groups_go (void)
+{
+    __atomic_store_n (&g_groups_go, 1, __ATOMIC_RELEASE);
     for (uint32_t t = 0; t < O.threads; t++) {
         uint64_t one = 1;
         if (write (G_w [t].efd, &one, sizeof one) < 0) {
@@ -720,6 +762,16 @@ run_main_loop (timeline_t *tl)
             }
             bool all = r.settled == O.clients;
             bool stuck = now - last_change > (uint64_t) (O.ready_timeout * 1e9);
+            /*  --group-size: once every client is online (or closed), or the
+                logins stopped making progress, the owners create the groups;
+                the run waits for the members' GroupEvents (settled). */
+            if (O.group && !g_groups_go && ((r.not_started == 0 && r.in_login == 0) || stuck)) {
+                if (stuck)
+                    fprintf (stderr, "qmsbench: logins stalled: the groups are created with who is online\n");
+                set_groups_go ();
+                last_change = now;
+                continue;
+            }
             if (all || stuck) {
                 tl->ready_at_run = r;
                 if (!all || r.ready < O.clients)
@@ -773,7 +825,8 @@ run_main_loop (timeline_t *tl)
         }
         else
         if (ph == PH_DRAIN) {
-            if (l.delivered >= l.sent || now - drain_start >= (uint64_t) (O.drain * 1e9))
+            uint64_t expected = O.group? l.sent * (O.group - 1): l.sent;
+            if (l.delivered >= expected || now - drain_start >= (uint64_t) (O.drain * 1e9))
                 break;
         }
         if (!O.quiet && now - last_progress >= SEC) {
@@ -848,8 +901,10 @@ setup (void)
         c->fd = -1;
         c->idx = i;
         c->thread = (uint16_t) (i % O.threads);
-        c->tgt = O.to_prefix [0]? i: (i + 1) % O.clients;
-        c->src = O.to_prefix [0]? i: (i + O.clients - 1) % O.clients;
+        c->tgt = O.to_prefix [0] || O.group? i: (i + 1) % O.clients;
+        c->src = O.to_prefix [0] || O.group? i: (i + O.clients - 1) % O.clients;
+        if (O.group && !(c->grp_next = calloc (O.group, sizeof (uint32_t))))
+            return -1;
     }
     G_w = calloc (O.threads, sizeof (worker_t));
     if (!G_w)
@@ -878,7 +933,7 @@ setup (void)
         if (RAND_bytes ((unsigned char *) &w->rng, sizeof w->rng) != 1 || !w->rng)
             w->rng = 0x9E3779B97F4A7C15ull ^ (uint64_t) t;
         w->lk_agent = -1;
-        if (!O.idle && (O.presence == PRES_NONE || O.to_prefix [0])) {
+        if (!O.idle && !O.group && (O.presence == PRES_NONE || O.to_prefix [0])) {
             w->lk_state = calloc (O.clients, 1);
             w->lkq_cap = O.clients + 1;
             w->lkq = calloc (w->lkq_cap, sizeof (uint32_t));
@@ -909,6 +964,7 @@ cleanup (void)
         free (c->tmpl);
         free (c->rx_bits);
         free (c->sent_ts);
+        free (c->grp_next);
     }
     free (G_cl);
     for (uint32_t t = 0; G_w && t < O.threads; t++) {

@@ -90,6 +90,10 @@ typedef struct {
         created when the run is measured, the connections then held until
         go_file is removed. */
     char ready_file [QB_PATHMAX], go_file [QB_PATHMAX], done_file [QB_PATHMAX];
+    /*  --group-size N (0: off): clients k*N .. k*N+N-1 form group k; each
+        sends to its group, every other member receives (fan-out). */
+    uint32_t group;
+    uint32_t group_senders;         /* the first S members of each group send (default all) */
 } opts_t;
 
 enum { PRES_FULL, PRES_DELTA, PRES_NONE };
@@ -238,6 +242,13 @@ typedef struct {
     uint64_t delivered;
     int blocked;
     int dead, online, has_tgt, has_src;
+    /*  --group-size: has_self says self_id is known (other threads read it
+        for the GroupCreateRequest); the group id is kept in tgt_id (has_tgt:
+        our GroupEvent came, membership is complete for us). grp_next: per
+        member of our group, the next sequence number we expect from it. */
+    int has_self;
+    bool grp_asked;                 /* the owner sent the GroupCreateRequest */
+    uint32_t *grp_next;
 } client_t;
 
 typedef struct {
@@ -292,6 +303,7 @@ typedef struct {
     uint32_t lk_nretry;
     uint64_t lk_retry_at;
     int64_t lk_agent;               /* global index of the agent, -1 none */
+    int grp_done;                   /* --group-size: our owners asked for their groups */
     uint64_t senders_active;        /* read by main */
     int run_ack;                    /* read by main */
     stats_t st;
@@ -369,6 +381,7 @@ typedef struct {
     long event;                     /* -1 absent */
     bool stored;                    /* "stored":true (a message that waited) */
     span_t error, sender, message, token, name, id, status;
+    const char *group, *group_end;  /* the group member: an id string or an object */
     const char *users, *users_end;  /* users (event 1, 4) or changes (event 6) */
     const char *user, *user_end;    /* the user object of a lookup answer */
 } jtop_t;
@@ -455,6 +468,13 @@ void tokens_refill (double *tokens, double rate, uint64_t *last, uint64_t now);
 int pump_all (worker_t *w, uint64_t now);
 /*  A delivered message for receiver r: check, count, credit the sender. */
 void on_chat_message (worker_t *w, client_t *r, span_t sender, span_t msg, uint64_t now);
+/*  --group-size: a group message delivered to member r, the same. */
+void on_group_message (worker_t *w, client_t *r, span_t msg, uint64_t now);
+/*  --group-size: group k, its first member (the owner), and whether the
+    groups may be created (every client is online, or the wait gave up). */
+static inline uint32_t group_of (uint32_t idx) { return idx / O.group; }
+static inline uint32_t group_first (uint32_t idx) { return idx - idx % O.group; }
+extern int g_groups_go;
 
 /* ------------------------------------------------------------------------ */
 /*  Protocol layer "qms" (qb_qms.c) */
@@ -473,6 +493,9 @@ void qms_retry_login (worker_t *w, client_t *c);
 void lookup_agent_lost (worker_t *w, client_t *c);
 /*  Sends the UserLookupRequests that the thread's queue of names allows. */
 void lookup_pump (worker_t *w, uint64_t now);
+/*  --group-size: the owners of this thread create their groups (once every
+    member's id is known and g_groups_go is set). */
+void group_pump (worker_t *w, uint64_t now);
 /*  A close frame (1000) if the WebSocket is open and nothing is queued:
     proto_t.goodbye of both protocols. */
 void qms_goodbye (worker_t *w, client_t *c);
@@ -518,6 +541,7 @@ typedef struct {
 typedef struct {
     stats_t s;
     uint64_t lost, per_sender_min, per_sender_max, senders;
+    uint64_t expected;              /* deliveries expected (--group-size: N-1 per message) */
 } totals_t;
 
 /*  Adds up the workers' figures (after they were joined). */

@@ -739,6 +739,62 @@ def render(recs, docdir, results_name):
                                 "; ".join(problems(r)) or "none"))
             w()
 
+    # (k) groups: fan-out
+    kruns = [r for r in R.recs if r.get("scenario") == "k" and "tool" in r]
+    if kruns:
+        w("## (k) Groups: fan-out to groups of 10, 100 and 1,000 members")
+        w()
+        w("1,000 clients in groups of *N* consecutive clients (for *N* = 10, 100, 1,000: 100, 10 and 1 groups); ours: "
+          "the first member creates the group with the others (GroupCreateRequest) and the run starts when every "
+          "member has its GroupEvent; NATS: a subject per group that its *N* members subscribe to (CONNECT with "
+          "echo off). Each message goes to the *N*−1 other members: *deliveries/s* counts every copy received, "
+          "the latency is per delivery (sender's clock to the member's, same process), *lost* = deliveries "
+          "expected but not seen by the end of the 2 s drain. *Fixed rate*: every member sends, 50,000 "
+          "deliveries/s offered in all (50,000 / (*N*−1) messages/s). *Window*: one sender per group, 16 messages "
+          "in flight, a message being in flight until all its *N*−1 deliveries came (14,400-16,000 deliveries in "
+          "flight for every *N*). 64-byte messages, 10 s, two runs each alternating ours/NATS, one server of each for "
+          "the whole scenario; best of two: the lower p99 at the fixed rate, the more deliveries/s with the window. "
+          "*CPU/delivery*: the server's CPU over the run (and drain) per delivery.")
+        w()
+        w("| group size | load | ours deliveries/s | NATS deliveries/s | ours msg/s sent | NATS msg/s sent | ours p50 / p99 / p99.9 ms | NATS p50 / p99 / p99.9 ms | ours / NATS CPU/delivery µs | lost (ours / NATS) | load1 (ours / NATS) |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+
+        def klat(r):
+            return "%s / %s / %s" % (f3(g(r, "latency_ms.p50")), f3(g(r, "latency_ms.p99")), f3(g(r, "latency_ms.p999")))
+
+        def kcpu(r):
+            d = g(r, "messages.delivered")
+            return f1(1e6 * g(r, "server.cpu_s") / d) if d else "-"
+
+        sizes = sorted({g(r, "config.group_size") for r in kruns})
+        for n in sizes:
+            for kind, lab, key, low in (("fixed rate", "groups of %d, 50000 deliveries/s" % n, "latency_ms.p99", True),
+                                        ("window 16, 1 sender per group", "groups of %d, window 16, 1 sender per group" % n,
+                                         "throughput.delivered_per_s", False)):
+                o = R.best("k", "ours", lab, key, low)
+                t = R.best("k", "nats", lab, key, low)
+                if not o and not t:
+                    continue
+                w("| %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s |" % (
+                    f0(n), kind, f0(g(o, "throughput.delivered_per_s")) if o else "-",
+                    f0(g(t, "throughput.delivered_per_s")) if t else "-",
+                    f0(g(o, "throughput.sent_per_s")) if o else "-", f0(g(t, "throughput.sent_per_s")) if t else "-",
+                    klat(o) if o else "-", klat(t) if t else "-", kcpu(o) if o else "-", kcpu(t) if t else "-",
+                    g(o, "messages.lost") if o else "-", g(t, "messages.lost") if t else "-",
+                    load1(o) if o else "-", load1(t) if t else "-"))
+        w()
+        w("All runs:")
+        w()
+        w("| run | system | sent | delivered | deliveries/s | p50 / p99 / p99.9 ms | lost | server CPU % | bench CPU % | connect phase s | problems | load1 |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in kruns:
+            p = problems(r)
+            w("| %s | %s | %s | %s | %s | %s | %d | %.0f | %.0f | %s | %s | %s |" % (
+                r.get("label", "?"), r.get("system", "?"), f0(g(r, "messages.sent")), f0(g(r, "messages.delivered")),
+                f0(g(r, "throughput.delivered_per_s")), klat(r), g(r, "messages.lost"), cpu_pct(r, "server"),
+                cpu_pct(r, "bench"), f1(g(r, "bench.connect_phase_s")), "; ".join(p) if p else "none", load1(r)))
+        w()
+
     # targets
     if targets:
         w("## Targets")
