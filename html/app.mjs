@@ -1328,7 +1328,7 @@ async function distribute(g) {
   if (!targets.length) return;
   if (!mk.raw) return rekey(g); // its bytes are gone (a reload): a new generation for everyone
   const mh = await e2e.memberHash(g.id, g.epoch, g.members.map((m) => m.id));
-  const change = g.author && g.author.epoch === g.epoch ? { op: g.author.op, members: g.author.members } : null;
+  const change = g.author && g.author.epoch === g.epoch ? { op: g.author.op } : null;
   for (const m of targets) {
     const c = state.contacts.get(m.id);
     const ch = await channelFor(c.id, c.publicKey);

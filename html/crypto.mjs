@@ -344,7 +344,9 @@ export async function openChannel({ myId, myPrivateKey, myPublic, peerId, peerPu
 //
 //   control      {"t":"gk","v":1,"g":group id,"e":epoch,"gen":generation,
 //                 "k":base64url(32 key bytes),"mh":member hash,
-//                 "ch"?:{"op":"create"|"add","m":[user ids]},"ts":ms}
+//                 "ch"?:{"op":"create"|"add"},"ts":ms}
+//                (ch names no members: mh binds the whole list, and a key
+//                message stays small whatever the group's size)
 //   member hash  base64url(first 16 bytes of SHA-256(UTF-8 JSON
 //                 ["qms1g members", group id, epoch, sorted member ids])))
 //   group msg    {"v":"qms1g","alg":"sk-aes256gcm","g","e","gen","id","iv","ct"}
@@ -398,7 +400,7 @@ export async function memberHash(groupId, epoch, memberIds) {
 /** The plaintext object of a sender key message (for openChannel's encryptControl). */
 export function senderKeyControl({ groupId, epoch, gen, raw, mh, change = null, ts = Date.now() }) {
   const c = { t: CONTROL_KEY, v: CONTROL_VERSION, g: groupId, e: epoch, gen, k: bytesToB64url(raw), mh, ts };
-  if (change) c.ch = { op: change.op, m: [...change.members] };
+  if (change) c.ch = { op: change.op };
   return c;
 }
 
@@ -419,9 +421,9 @@ export function parseSenderKeyControl(c) {
   if (raw.length !== 32) bad("key");
   let change = null;
   if (c.ch !== undefined) {
-    if (!c.ch || typeof c.ch !== "object" || (c.ch.op !== "create" && c.ch.op !== "add") || !Array.isArray(c.ch.m) ||
-        c.ch.m.length > 4096 || c.ch.m.some((x) => typeof x !== "string" || x.length > 64)) bad("change");
-    change = { op: c.ch.op, members: [...c.ch.m] };
+    if (!c.ch || typeof c.ch !== "object" || (c.ch.op !== "create" && c.ch.op !== "add") ||
+        Object.keys(c.ch).length !== 1) bad("change");
+    change = { op: c.ch.op };
   }
   if (!Number.isSafeInteger(c.ts) || c.ts < 0) bad("time");
   return { groupId: c.g, epoch: c.e, gen: c.gen, raw, mh: c.mh, change, ts: c.ts };
