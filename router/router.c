@@ -877,6 +877,7 @@ on_kick_user (router_t *self, const qms_rec_t *rec, qms_rec_t *done)
         done->s [QMS_RESULT_DETAIL] = qms_str ("no user id");
         return;
     }
+    router_group_user_changed (self, id);
     session_t *s = find_by_id (self, id);
     if (!s) {
         done->num = QMS_ST_NO_USER;

@@ -83,6 +83,8 @@ struct rgroups_s {
     uint64_t messages, changes;     /* /metrics */
 };
 
+static void groups_reload (router_t *self);
+
 static bool
 match_group (const void *item, const void *key)
 {
@@ -1255,6 +1257,15 @@ router_group_on_undelivered (router_t *self, const qms_rec_t *rec)
     if (!router_group_store_copy (self, gid, target, sender_id, name, key, message, qms_str (NULL), msg_id,
                                   rec->time))
         qms_warn (LOG, "event=undelivered_lost user=%.*s reason=store_busy", (int) target.len, target.ptr);
+}
+
+void
+router_group_user_changed (router_t *self, qms_str_t id)
+{
+    if (self->groups && self->groups->loaded && guser_find (self, id)) {
+        qms_info (LOG, "event=groups_reload why=admin user=%.*s", (int) id.len, id.ptr);
+        groups_reload (self);
+    }
 }
 
 /*  A user logged in: its groups show the key it published now. */

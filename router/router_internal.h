@@ -550,6 +550,10 @@ void router_group_on_undelivered (router_t *self, const qms_rec_t *rec);
     (true: it was), and the session's end. */
 bool router_group_on_synced (router_t *self, session_t *s, uint64_t req);
 void router_group_session_end (router_t *self, session_t *s);
+/*  An administrator deleted the user (or reset its password, or logged it
+    out: the router cannot tell which), and the store changed its groups
+    in the same transaction: if it is in any, they are loaded anew. */
+void router_group_user_changed (router_t *self, qms_str_t id);
 /*  A user logged in with this name and key. */
 void router_group_user_seen (router_t *self, qms_str_t id, qms_str_t name, qms_str_t pubkey);
 /*  A store answer about groups; false if it is not one. */

@@ -16,6 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qmslib import QmsTestCase, SharedServerTestCase, uniq
+from test_admin import admin
 from test_cluster import ClusterCase
 from test_store_forward import Peer
 
@@ -300,6 +301,34 @@ class GroupsSurviveRestart(QmsTestCase):
         a.say(g["id"], "after restart", cid="k2")
         self.assertEqual(a.ack("k2")["status"], "delivered")
         b.heard(g["id"], a, "after restart")
+
+
+class AdminDelete(QmsTestCase):
+
+    def test_a_user_deleted_by_an_administrator_leaves_its_groups_at_once(self):
+        # the store takes the user out of its groups and moves their epoch in
+        # the same transaction; the running router must follow, or its next
+        # change would reuse an epoch (a fork to every client)
+        server = self.start_server()
+        a, b, c = (Member(self, server.chat_port, uniq("ad")) for _ in range(3))
+        g = a.create("admin", [b, c])
+        code, out, err = admin(server.data_dir, "users", "delete", b.name)
+        self.assertEqual(code, 0, err)
+        deadline = time.monotonic() + 10
+        while True:
+            a.ask({"action": GROUP_LIST, "id": "l"})
+            listed = a.answer("l", EV_GROUP_LIST)
+            if listed.get("valid") and listed["groups"] and b.id not in {
+                    m["id"] for m in listed["groups"][0]["members"]}:
+                break
+            self.assertLess(time.monotonic(), deadline, "the router still lists the deleted member: %r" % listed)
+            time.sleep(0.1)
+        mine = listed["groups"][0]
+        self.assertEqual(([m["id"] for m in mine["members"]], mine["epoch"]), ([a.id, c.id], 2), mine)
+        a.say(g["id"], "after the delete", cid="d1")
+        self.assertEqual(a.ack("d1")["members"], 1)
+        ev = a.update(g["id"], "remove", [c])
+        self.assertEqual(ev["group"]["epoch"], 3, "the next change follows the store's epoch: %r" % ev)
 
 
 class LongGroupList(QmsTestCase):
