@@ -92,7 +92,9 @@ class Tls(QmsTestCase):
         cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
         shutil.copy(self.cert, cert)
         shutil.copy(self.key, key)
-        srv = self.start_server(["-sslcert", cert, "-sslprvkey", key], html_dir=self.html)
+        # wait_https: the HTTPS port opens after the chat and HTTP ports (under
+        # the sanitizers, late enough for the first handshake to be refused)
+        srv = self.start_server(["-sslcert", cert, "-sslprvkey", key], html_dir=self.html, wait_https=True)
 
         def served_cert(port):
             import ssl
