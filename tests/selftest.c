@@ -18,6 +18,7 @@
 #include "qms_inbox.h"
 #include "qms_json.h"
 #include "qms_curve.h"
+#include "qms_pid.h"
 #include "store.h"
 #include "auth.h"
 #include "router.h"
@@ -51,6 +52,7 @@ static const selftest_t s_tests [] = {
     { "qms_inbox", qms_inbox_test },
     { "qms_json", qms_json_test },
     { "qms_curve", qms_curve_test },
+    { "qms_pid", qms_pid_test },
     { "store", store_test },
     { "auth", auth_test },
     { "router", router_test },
