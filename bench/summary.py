@@ -9,6 +9,11 @@
       appends one record adding up the RESULT lines of several qmsbench
       processes that measured one window (OUT: their outputs; WINDOW: JSON
       with the servers' CPU over the window, read by scripts/bench)
+  summary.py profile TAG PIDS ROLES RATE STAT BYTHREAD BYSYMBOL TASKS
+      the text of one profile of scripts/bench (QMS_BENCH_PROFILE): perf
+      stat's counts per second and per message at RATE msg/s, the samples
+      per process (ROLES names PIDS, in order; TASKS: "pid tid" lines) and
+      per thread, then the top of the report per symbol
   summary.py report RESULTS.jsonl OUT.md DOCDIR
       writes the generated part of OUT.md (between the markers below; the
       rest of the file is kept) and DOCDIR/latency.png (gnuplot)
@@ -882,6 +887,59 @@ def report(path, out, docdir):
         f.write(head + gen + tail)
 
 
+def profile(tag, pids, roles, rate, stat, bythread, bysymbol, tasks):
+    pids = pids.split(",")
+    role = dict(zip(pids, roles.split(",")))
+    owner = {}
+    with open(tasks) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2:
+                owner[parts[1]] = parts[0]
+    counts = {}
+    with open(stat) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) > 2 and parts[0] and parts[0][0].isdigit():
+                counts[parts[2]] = float(parts[0])
+    secs = 7.0
+    rate = float(rate)
+    system, traffic = tag.rsplit("-", 1)[1], tag.split("-")[2]
+    out = ["# scenario (j) %s: %s, %s" % (tag, system, "idle" if rate == 0 else "%g msg/s in total" % rate),
+           "# perf record -q -e cpu-clock -F 499 -g -p <every server process> -- sleep 7"
+           "   (from 1 s into the message window; software clock: this VM has no hardware counters)",
+           "# perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock -p <the same> -- sleep 7"]
+    sc, cs, ms = (counts.get("raw_syscalls:sys_enter", 0), counts.get("context-switches", 0),
+                  counts.get("task-clock", 0))
+    out.append("# every server process together, per second: %.0f system calls, %.0f context switches, %.1f%% of a core"
+               % (sc / secs, cs / secs, ms / secs / 10))
+    if rate:
+        out.append("#   per message (at %g msg/s): %.1f system calls, %.2f context switches, %.1f us of CPU"
+                   % (rate, sc / secs / rate, cs / secs / rate, ms * 1000 / secs / rate))
+    threads = []
+    with open(bythread) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2 and parts[0].endswith("%") and ":" in parts[1]:
+                tid, comm = parts[1].split(":", 1)
+                threads.append((float(parts[0][:-1]), tid, comm))
+    procs = {}
+    for pct, tid, comm in threads:
+        p = owner.get(tid, tid)
+        procs.setdefault(p, []).append((pct, tid, comm))
+    out.append("#")
+    out.append("# samples per process, then its threads (perf report --sort pid; % of all samples):")
+    for p, ts in sorted(procs.items(), key=lambda kv: -sum(t[0] for t in kv[1])):
+        out.append("#   %-14s %6.2f%%   %s" % (role.get(p, "pid " + p), sum(t[0] for t in ts),
+                   ", ".join("%s/%s %.2f%%" % (c, t, pct) for pct, t, c in sorted(ts, reverse=True)[:4])))
+    out.append("#")
+    out.append("# perf report --no-children --sort dso,sym --stdio -g none   (top 45 lines)")
+    with open(bysymbol) as f:
+        lines = [l.rstrip("\n") for l in f if l.strip() and not l.startswith("#")]
+    out.extend(lines[:45])
+    print("\n".join(out))
+
+
 def main(argv):
     if len(argv) >= 2 and argv[1] == "append" and len(argv) == 9:
         append(*argv[2:9])
@@ -903,6 +961,9 @@ def main(argv):
         return 0
     if len(argv) == 3 and argv[1] == "check":
         return check(argv[2])
+    if len(argv) == 10 and argv[1] == "profile":
+        profile(*argv[2:10])
+        return 0
     if len(argv) == 5 and argv[1] == "report":
         report(argv[2], argv[3], argv[4])
         return 0
