@@ -179,11 +179,11 @@ callback_qms (struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
         case LWS_CALLBACK_RECEIVE:
             if (!conn->handle)
                 return -1;
-            conn->heard_ms = self->tick_ms;
+            gw_conn_heard (self, conn);
             gw_input_spend (self, conn, len);
             return gw_handle_receive (self, conn, (const uint8_t *) in, len);
         case LWS_CALLBACK_RECEIVE_PONG:
-            conn->heard_ms = self->tick_ms;
+            gw_conn_heard (self, conn);
             gw_input_spend (self, conn, len);
             break;
         case LWS_CALLBACK_SERVER_WRITEABLE:

@@ -33,6 +33,9 @@ gw_conn_attach (gateway_t *self, conn_t *conn)
     conn->handle = ((uint64_t) self->gens [slot] << SLOT_BITS) | slot;
     self->slots [slot] = conn;
     self->open_count++;
+    conn->listed = 0;
+    conn->heard_ms = self->tick_ms;
+    gw_list_tail (self, GW_QUIET, conn);
     return true;
 }
 
@@ -41,6 +44,8 @@ gw_conn_detach (gateway_t *self, conn_t *conn)
 {
     if (!conn->handle)
         return;
+    for (int list = 0; list < GW_LISTS; list++)
+        gw_list_remove (self, list, conn);
     uint32_t slot = (uint32_t) (conn->handle & SLOT_MASK);
     self->slots [slot] = NULL;
     self->free_slots [self->free_count++] = slot;
@@ -343,6 +348,7 @@ conn_write (gateway_t *self, conn_t *conn)
         return 1;
     }
     conn->out_since = 0;
+    gw_list_remove (self, GW_WAITING, conn);
     if (conn->sync_req)
         gw_answer_sync (self, conn);
     return 0;
@@ -564,7 +570,51 @@ gw_peer_leave (gateway_t *self, conn_t *conn)
       a ping (framed by us, like everything we write), and one that stays
       silent for twice that plus 10 seconds is dropped, so that dead peers
       do not hold memory forever. */
+/*  The connection on slot number plus one n. */
+static inline conn_t *
+listed_conn (gateway_t *self, uint32_t n)
+{
+    return self->slots [n - 1];
+}
+
 void
+gw_list_remove (gateway_t *self, int list, conn_t *conn)
+{
+    if (!(conn->listed & (1u << list)))
+        return;
+    gw_list_t *l = &self->lists [list];
+    gw_link_t *k = &conn->links [list];
+    if (k->prev)
+        listed_conn (self, k->prev)->links [list].next = k->next;
+    else
+        l->head = k->next;
+    if (k->next)
+        listed_conn (self, k->next)->links [list].prev = k->prev;
+    else
+        l->tail = k->prev;
+    k->prev = k->next = 0;
+    conn->listed &= (uint8_t) ~(1u << list);
+}
+
+void
+gw_list_tail (gateway_t *self, int list, conn_t *conn)
+{
+    if (!conn->handle)
+        return;
+    gw_list_remove (self, list, conn);
+    gw_list_t *l = &self->lists [list];
+    uint32_t n = (uint32_t) (conn->handle & SLOT_MASK) + 1;
+    conn->links [list].prev = l->tail;
+    conn->links [list].next = 0;
+    if (l->tail)
+        listed_conn (self, l->tail)->links [list].next = n;
+    else
+        l->head = n;
+    l->tail = n;
+    conn->listed |= (uint8_t) (1u << list);
+}
+
+size_t
 gw_conn_scan (gateway_t *self, uint64_t now)
 {
     /*  FIN + ping, 3 bytes of payload: lws 4.1 passes a pong up to us only
@@ -573,31 +623,47 @@ gw_conn_scan (gateway_t *self, uint64_t now)
     uint64_t interval = (uint64_t) self->cfg->ping_interval * 1000;
     uint64_t hangup = 2 * interval + 10000;
     uint64_t stall = (uint64_t) self->cfg->write_timeout * 1000;
-    for (size_t slot = 0; slot < self->max_slots; slot++) {
-        conn_t *conn = self->slots [slot];
-        if (!conn || conn->close_code)
+    size_t looked = 0;
+    /*  Output that waits: stalled for --write-timeout, or a writeable
+        callback asked for long ago. */
+    for (uint32_t n = self->lists [GW_WAITING].head, next; n; n = next) {
+        conn_t *conn = listed_conn (self, n);
+        next = conn->links [GW_WAITING].next;
+        looked++;
+        if (conn->close_code || !conn->out_since)
             continue;
-        if (stall && conn->out_since && now - conn->out_since >= stall) {
+        if (stall && now - conn->out_since >= stall) {
             gw_slow_consumer (self, conn, SLOW_STALLED);
             continue;
         }
         /*  Asked once per wait (gw_conn_queued); should lws ever let an ask
             go unanswered, output that has waited a second asks again. */
-        if (conn->write_asked && conn->out_since && now - conn->out_since >= 1000)
+        if (conn->write_asked && now - conn->out_since >= 1000)
             lws_callback_on_writable (conn->wsi);
-        if (!interval)
-            continue;
-        if (conn->heard_ms == 0)
-            conn->heard_ms = now;       /* opened since the last tick */
+    }
+    if (!interval)
+        return looked;
+    /*  The silent, from the longest silent on, up to the first that is not:
+        the rest were heard later.  A connection pinged and still silent
+        stays at the head until it answers or is closed. */
+    for (uint32_t n = self->lists [GW_QUIET].head, next; n; n = next) {
+        conn_t *conn = listed_conn (self, n);
+        next = conn->links [GW_QUIET].next;
         uint64_t silent = now - conn->heard_ms;
+        if (silent < interval)
+            break;
+        looked++;
+        if (conn->close_code)
+            continue;
         if (silent >= hangup) {
             qms_info (ACTOR, "event=idle_close handle=%llu silent_ms=%llu",
                       (unsigned long long) conn->handle, (unsigned long long) silent);
             self->m.idle_closed++;
+            gw_list_remove (self, GW_QUIET, conn);     /* it is closing */
             lws_set_timeout (conn->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
             continue;
         }
-        if (silent >= interval && now - conn->pinged_ms >= interval) {
+        if (now - conn->pinged_ms >= interval) {
             bool was_empty = outq_empty (&conn->out);
             if (outq_append (&conn->out, ping_frame, sizeof ping_frame) == 0) {
                 conn->pinged_ms = now;
@@ -606,6 +672,7 @@ gw_conn_scan (gateway_t *self, uint64_t now)
             }
         }
     }
+    return looked;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -679,6 +746,69 @@ gw_conn_test (bool verbose)
     assert (gw_conn_lookup (&self, old) == NULL && gw_conn_lookup (&self, c.handle) == &c);
     assert (gw_conn_lookup (&self, 12345678) == NULL);
     assert (self.open_count == 2);
+
+    /*  The scan looks at the connections silent for the ping interval,
+        longest silent first, and at output that waits: not at the others. */
+    {
+        enum { N = 4 };
+        qms_config_t scfg;
+        qms_config_defaults (&scfg);
+        scfg.ping_interval = 30;
+        scfg.write_timeout = 0;
+        gateway_t g;
+        memset (&g, 0, sizeof g);
+        g.cfg = &scfg;
+        conn_t *gslots [N] = { 0 };
+        uint32_t ggens [N] = { 0 }, gfree [N] = { 3, 2, 1, 0 };
+        g.slots = gslots;
+        g.gens = ggens;
+        g.free_slots = gfree;
+        g.free_count = g.max_slots = N;
+        conn_t sc [N];
+        memset (sc, 0, sizeof sc);
+        g.tick_ms = 1000;
+        for (int i = 0; i < N; i++) {
+            outq_init (&sc [i].out, &g.out_acct);
+            assert (gw_conn_attach (&g, &sc [i]));
+        }
+#define SCAN_SLOT(i) ((uint32_t) (sc [i].handle & SLOT_MASK) + 1)
+        assert (g.lists [GW_QUIET].head == SCAN_SLOT (0) && g.lists [GW_QUIET].tail == SCAN_SLOT (3));
+        assert (gw_conn_scan (&g, 30999) == 0);            /* nobody silent for 30 s */
+        g.tick_ms = 20000;
+        gw_conn_heard (&g, &sc [1]);                         /* to the tail */
+        gw_conn_heard (&g, &sc [1]);                         /* already there */
+        gw_conn_detach (&g, &sc [3]);                        /* off every list */
+        assert (g.lists [GW_QUIET].head == SCAN_SLOT (0) && g.lists [GW_QUIET].tail == SCAN_SLOT (1));
+        assert (sc [0].links [GW_QUIET].next == SCAN_SLOT (2) && sc [2].links [GW_QUIET].next == SCAN_SLOT (1));
+        assert (sc [3].listed == 0);
+        /*  At 31 s: c0 and c2 have been silent 30 s and get a ping; c1 is
+            not looked at. */
+        assert (gw_conn_scan (&g, 31000) == 2);
+        assert (sc [0].pinged_ms == 31000 && sc [2].pinged_ms == 31000 && sc [1].pinged_ms == 0);
+        assert (g.m.pings == 2);
+        assert (g.lists [GW_WAITING].head == SCAN_SLOT (0) && g.lists [GW_WAITING].tail == SCAN_SLOT (2));
+        /*  A second later: their pings still wait (2), they are still
+            silent (2), and are not pinged again within the interval. */
+        assert (gw_conn_scan (&g, 32000) == 4 && g.m.pings == 2);
+        /*  c0 answers: it goes to the tail, and its output is written. */
+        g.tick_ms = 32500;
+        gw_conn_heard (&g, &sc [0]);
+        gw_list_remove (&g, GW_WAITING, &sc [0]);
+        gw_list_remove (&g, GW_WAITING, &sc [0]);            /* not on it: nothing */
+        assert (g.lists [GW_WAITING].head == SCAN_SLOT (2) && g.lists [GW_WAITING].tail == SCAN_SLOT (2));
+        assert (g.lists [GW_QUIET].head == SCAN_SLOT (2) && g.lists [GW_QUIET].tail == SCAN_SLOT (0));
+        /*  At 61 s: c2 is pinged again; c1 (silent 41 s) too; c0 (28.5 s) not. */
+        assert (gw_conn_scan (&g, 61000) == 1 + 2 && g.m.pings == 4);
+        assert (sc [1].pinged_ms == 61000 && sc [2].pinged_ms == 61000 && sc [0].pinged_ms == 31000);
+        for (int i = 0; i < N; i++) {
+            gw_conn_detach (&g, &sc [i]);
+            outq_clear (&sc [i].out);
+        }
+        assert (!g.lists [GW_QUIET].head && !g.lists [GW_QUIET].tail);
+        assert (!g.lists [GW_WAITING].head && !g.lists [GW_WAITING].tail);
+        qms_buf_free (&g.to_write);
+#undef SCAN_SLOT
+    }
 
     /*  Rate limit: a burst, then refused, then refilled over time. */
     cfg.rate_messages = 1000;

@@ -164,6 +164,19 @@ typedef struct {
     char peer [48];
 } proxy_wait_t;
 
+/*  The two lists gw_conn_scan walks instead of every slot, linked through
+    slot numbers plus one (0: none, so a zeroed connection is on no list):
+    GW_QUIET holds every attached connection, the longest silent first
+    (heard_ms only rises, and a frame moves its connection to the tail);
+    GW_WAITING those whose output waits (out_since set). */
+enum { GW_QUIET, GW_WAITING, GW_LISTS };
+typedef struct {
+    uint32_t prev, next;
+} gw_link_t;
+typedef struct {
+    uint32_t head, tail;
+} gw_list_t;
+
 /*  Per-connection state, sized once by lws (protocol per_session_data). */
 typedef struct {
     struct lws *wsi;
@@ -209,6 +222,8 @@ typedef struct {
     /* idle pings (--ping-interval): monotonic ms, to the gateway tick */
     uint64_t heard_ms;          /* the last frame of any kind from the peer */
     uint64_t pinged_ms;         /* our last ping to it */
+    gw_link_t links [GW_LISTS]; /* its places on the scan's lists */
+    uint8_t listed;             /* bit per list it is on */
     /* a close we asked for */
     uint16_t close_code;
     bool close_queued;          /* its close frame is in out */
@@ -257,6 +272,7 @@ struct _gateway_t {
     lws_sorted_usec_list_t sul_proxy;
     uint64_t tick_ms;               /* monotonic ms of the last tick (100 ms) */
     uint64_t next_ping_scan;
+    gw_list_t lists [GW_LISTS];     /* gw_conn_scan's: see gw_link_t */
     /* the store, asked only for its figures and as a liveness check */
     zsock_t *store;
     void *store_raw;
@@ -408,7 +424,24 @@ void gw_input_resume (gateway_t *self);
 int gw_conn_writeable (gateway_t *self, conn_t *conn);
 /*  The end of a pass: what was queued leaves (gw_conn.c says how). */
 void gw_write_pending (gateway_t *self);
-void gw_conn_scan (gateway_t *self, uint64_t now);
+/*  Once a second: pings to the connections silent for --ping-interval,
+    closes of those silent for twice that and 10 s, and the --write-timeout
+    of output that waits.  It walks the lists above, not the slots, so the
+    connections it does not act on cost it nothing; returns how many
+    connections it looked at. */
+size_t gw_conn_scan (gateway_t *self, uint64_t now);
+/*  The scan's lists: conn to the tail of list (moved there if it is on
+    it), or off it.  Connections without a slot are on none. */
+void gw_list_tail (gateway_t *self, int list, conn_t *conn);
+void gw_list_remove (gateway_t *self, int list, conn_t *conn);
+/*  A frame of any kind came from conn. */
+static inline void
+gw_conn_heard (gateway_t *self, conn_t *conn)
+{
+    conn->heard_ms = self->tick_ms;
+    if (self->lists [GW_QUIET].tail != (uint32_t) (conn->handle & SLOT_MASK) + 1)
+        gw_list_tail (self, GW_QUIET, conn);
+}
 bool gw_match_peer (const void *item, const void *key);
 bool gw_peer_enter (gateway_t *self, conn_t *conn);
 /*  Whether address is in a --trusted-proxy range. */
@@ -491,8 +524,10 @@ gw_output_total (const gateway_t *self)
 static inline void
 gw_conn_queued (gateway_t *self, conn_t *conn, bool was_empty)
 {
-    if (was_empty)
+    if (was_empty) {
         conn->out_since = self->tick_ms;
+        gw_list_tail (self, GW_WAITING, conn);
+    }
     /*  Shared lists are not this connection's memory: they count once, in
         the budget (and a list that never drains, in --write-timeout). */
     size_t queued = conn->out.owned;
