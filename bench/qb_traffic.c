@@ -330,28 +330,39 @@ rx_mark (client_t *r, uint64_t seq)
     return 0;
 }
 
-/*  A MessageEvent for receiver r: check, count, credit the sender. */
-void
-on_chat_message (worker_t *w, client_t *r, span_t sender, span_t msg, uint64_t now)
+/*  A bench payload, QB_MAGIC then "sender:seq:timestamp:": the three
+    numbers into v, or false (counted as foreign) for anything else. */
+static bool
+parse_payload (worker_t *w, span_t msg, uint64_t v [3])
 {
     const char *p = msg.p, *e = msg.p + msg.n;
     size_t ml = sizeof QB_MAGIC - 1;
-    uint64_t v [3] = { 0, 0, 0 };
     if (msg.n < ml || memcmp (p, QB_MAGIC, ml) != 0) {
         INC (w->st.foreign, 1);
-        return;
+        return false;
     }
     p += ml;
     for (int k = 0; k < 3; k++) {
         const char *s = p;
+        v [k] = 0;
         while (p < e && *p >= '0' && *p <= '9')
             v [k] = v [k] * 10 + (uint64_t) (*p++ - '0');
         if (p == s || p >= e || *p != ':') {
             INC (w->st.foreign, 1);
-            return;
+            return false;
         }
         p++;
     }
+    return true;
+}
+
+/*  A MessageEvent for receiver r: check, count, credit the sender. */
+void
+on_chat_message (worker_t *w, client_t *r, span_t sender, span_t msg, uint64_t now)
+{
+    uint64_t v [3];
+    if (!parse_payload (w, msg, v))
+        return;
     uint64_t sidx = v [0], seq = v [1], ts = v [2];
     if (sidx != r->src || !r->rx_bits) {
         INC (w->st.misrouted, 1);
@@ -403,24 +414,9 @@ on_chat_message (worker_t *w, client_t *r, span_t sender, span_t msg, uint64_t n
 void
 on_group_message (worker_t *w, client_t *r, span_t msg, uint64_t now)
 {
-    const char *p = msg.p, *e = msg.p + msg.n;
-    size_t ml = sizeof QB_MAGIC - 1;
-    uint64_t v [3] = { 0, 0, 0 };
-    if (msg.n < ml || memcmp (p, QB_MAGIC, ml) != 0) {
-        INC (w->st.foreign, 1);
+    uint64_t v [3];
+    if (!parse_payload (w, msg, v))
         return;
-    }
-    p += ml;
-    for (int k = 0; k < 3; k++) {
-        const char *s = p;
-        while (p < e && *p >= '0' && *p <= '9')
-            v [k] = v [k] * 10 + (uint64_t) (*p++ - '0');
-        if (p == s || p >= e || *p != ':') {
-            INC (w->st.foreign, 1);
-            return;
-        }
-        p++;
-    }
     uint64_t sidx = v [0], seq = v [1], ts = v [2];
     if (sidx >= O.clients || sidx == r->idx || group_of ((uint32_t) sidx) != group_of (r->idx) || !r->grp_next) {
         INC (w->st.misrouted, 1);             /* our own copy, or another group's */
