@@ -482,15 +482,23 @@ function ago(ms) {
 }
 
 function renderMessages(c) {
+  renderMessageList(c.messages, c.keyState === "ok" || c.keyState === "changed"
+    ? "Messages here are end-to-end encrypted: only you and " + c.name +
+      " can read them. Compare the safety numbers to be sure."
+    : null, false);
+}
+
+/* One conversation's messages into #messages, under its note: a direct
+   conversation's, or a group's (withSenders: each incoming message names its
+   sender, and a run of messages is one sender's). */
+function renderMessageList(messages, note, withSenders) {
   const list = $("messages");
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
   list.textContent = "";
-  if (c.keyState === "ok" || c.keyState === "changed")
-    list.append(el("li", "e2e-note", "Messages here are end-to-end encrypted: only you and " + c.name +
-      " can read them. Compare the safety numbers to be sure."));
+  if (note) list.append(el("li", "e2e-note", note));
   let day = "";
   let prev = null;
-  for (const m of c.messages) {
+  for (const m of messages) {
     const label = dayLabel(m.ts);
     if (label !== day) {
       day = label;
@@ -506,7 +514,10 @@ function renderMessages(c) {
     }
     const li = el("li", `msg ${m.dir}`);
     if (m.id) li.dataset.msgId = m.id;
-    if (prev && prev.dir === m.dir && m.ts - prev.ts < 120000) li.classList.add("cont");
+    if (withSenders && m.sender) li.dataset.sender = m.sender;
+    if (prev && prev.dir === m.dir && (!withSenders || prev.sender === m.sender) && m.ts - prev.ts < 120000)
+      li.classList.add("cont");
+    if (withSenders && m.dir === "in") li.append(el("span", "sender", nameOf(m.sender)));
     const bubble = el("div", "bubble");
     if (m.held) {
       li.classList.add("held");
@@ -549,7 +560,7 @@ function renderMessages(c) {
     list.append(li);
     prev = m;
   }
-  if (atBottom || c.messages.length < 3) list.scrollTop = list.scrollHeight;
+  if (atBottom || messages.length < 3) list.scrollTop = list.scrollHeight;
 }
 
 function renderComposer() {
@@ -1761,52 +1772,8 @@ function renderGroupConversation() {
 }
 
 function renderGroupMessages(g, gc) {
-  const list = $("messages");
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
-  list.textContent = "";
-  list.append(el("li", "e2e-note", "Messages in this group are end-to-end encrypted with each member's own key. " +
-    "Members who join later cannot read earlier messages; members who leave cannot read later ones."));
-  let day = "";
-  let prev = null;
-  for (const m of gc.messages) {
-    const label = dayLabel(m.ts);
-    if (label !== day) { day = label; list.append(el("li", "day", label)); prev = null; }
-    if (m.dir === "sys") {
-      const li = el("li", `system${m.kind ? " " + m.kind : ""}`, m.text);
-      if (m.kind) li.dataset.kind = m.kind;
-      list.append(li);
-      prev = null;
-      continue;
-    }
-    const li = el("li", `msg ${m.dir}`);
-    if (m.id) li.dataset.msgId = m.id;
-    if (m.sender) li.dataset.sender = m.sender;
-    const cont = prev && prev.dir === m.dir && prev.sender === m.sender && m.ts - prev.ts < 120000;
-    if (cont) li.classList.add("cont");
-    if (m.dir === "in") li.append(el("span", "sender", nameOf(m.sender)));
-    const bubble = el("div", "bubble");
-    if (m.held) { li.classList.add("held"); bubble.classList.add("held"); bubble.textContent = m.reason; }
-    else if (m.error) { bubble.classList.add("error"); bubble.textContent = m.error; }
-    else bubble.textContent = m.text;
-    const meta = el("div", "meta");
-    const time = el("time", "", clockTime(m.ts));
-    time.dateTime = new Date(m.ts).toISOString();
-    meta.append(time);
-    if (m.skew !== undefined)
-      meta.append(el("span", "flag skew", ` · ⚠ the server dated it ${clockTime(m.skew)}, ${ago(m.ts - m.skew)} ` +
-        `${m.skew > m.ts ? "later" : "earlier"} than their clock`));
-    if (m.old) meta.append(el("span", "flag old", " · ⚠ older than what this browser remembers: could be a replay"));
-    if (m.failed) { li.classList.add("failed"); meta.append(el("span", "failed-text", ` · Not delivered: ${m.failed}`)); }
-    else if (m.dir === "out" && m.ack && ACK_TEXT.has(m.ack)) {
-      li.dataset.ack = m.ack;
-      meta.append(el("span", "ack", m.ack === "received" ? " · ✓✓" : m.ack === "delivered" ? " · ✓" : " · ◷"));
-      meta.title = ACK_TEXT.get(m.ack);
-    }
-    li.append(bubble, meta);
-    list.append(li);
-    prev = m;
-  }
-  if (atBottom || gc.messages.length < 3) list.scrollTop = list.scrollHeight;
+  renderMessageList(gc.messages, "Messages in this group are end-to-end encrypted with each member's own key. " +
+    "Members who join later cannot read earlier messages; members who leave cannot read later ones.", true);
 }
 
 function renderGroupComposer() {
