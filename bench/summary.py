@@ -904,7 +904,7 @@ def profile(tag, pids, roles, rate, stat, bythread, bysymbol, tasks):
                 counts[parts[2]] = float(parts[0])
     secs = 7.0
     rate = float(rate)
-    system, traffic = tag.rsplit("-", 1)[1], tag.split("-")[2]
+    system = tag.rsplit("-", 1)[1]
     out = ["# scenario (j) %s: %s, %s" % (tag, system, "idle" if rate == 0 else "%g msg/s in total" % rate),
            "# perf record -q -e cpu-clock -F 499 -g -p <every server process> -- sleep 7"
            "   (from 1 s into the message window; software clock: this VM has no hardware counters)",

@@ -786,9 +786,7 @@ list_part (router_t *self, session_t *s)
         router_group_session_end (self, s);
         return;
     }
-    L->sync_req = self->next_req++;
-    qms_rec_t sync = { .type = QMS_GW_SYNC, .conn = L->conn, .req = L->sync_req };
-    gw_emit (self, L->gw, &sync);
+    L->sync_req = send_sync (self, L->gw, L->conn);
 }
 
 bool

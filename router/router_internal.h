@@ -360,6 +360,16 @@ send_invalid (router_t *self, uint32_t gw, uint64_t conn, uint64_t unbind)
     gw_emit (self, gw, &rec);
 }
 
+/*  Ask conn's gateway to say when what was queued for conn so far has
+    been written (GW_SYNC); returns the request number it will answer. */
+static inline uint64_t
+send_sync (router_t *self, uint32_t gw, uint64_t conn)
+{
+    qms_rec_t rec = { .type = QMS_GW_SYNC, .conn = conn, .req = self->next_req++ };
+    gw_emit (self, gw, &rec);
+    return rec.req;
+}
+
 static inline void
 send_error (router_t *self, uint32_t gw, uint64_t conn, int request, const char *reason)
 {

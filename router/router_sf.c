@@ -362,9 +362,7 @@ on_fetch_end (router_t *self, msgreq_t *m, const qms_rec_t *rec)
         drain_next (self, s);
         return;
     }
-    s->sync_req = self->next_req++;
-    qms_rec_t sync = { .type = QMS_GW_SYNC, .conn = s->conn, .req = s->sync_req };
-    gw_emit (self, s->gw, &sync);
+    s->sync_req = send_sync (self, s->gw, s->conn);
 }
 
 /*  The page reached the client's connection. */
