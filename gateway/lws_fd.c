@@ -77,9 +77,16 @@ t_loop (bool uv)
     struct lws_vhost *vh = lws_create_vhost (ctx, &info);
     assert (vh);
 
-    zsock_t *a = zsock_new_pair ("@inproc://lws-fd-test");
-    zsock_t *b = zsock_new_pair (">inproc://lws-fd-test");
+    /*  One endpoint per loop: libzmq's reaper thread unbinds a closed
+        socket's inproc endpoint later, so the first loop's may still be
+        bound when the second binds. */
+    char endpoint [32];
+    snprintf (endpoint, sizeof endpoint, "inproc://lws-fd-test-%d", (int) uv);
+    zsock_t *a = zsock_new (ZMQ_PAIR);
+    zsock_t *b = zsock_new (ZMQ_PAIR);
     assert (a && b);
+    assert (zsock_bind (a, "%s", endpoint) == 0);
+    assert (zsock_connect (b, "%s", endpoint) == 0);
     struct lws *wsi = lws_fd_adopt_zmq (vh, zsock_resolve (b), "t-raw");
     assert (wsi);
     assert (lws_fd_adopt_zmq (vh, NULL, "t-raw") == NULL);     /* not a socket */
