@@ -64,9 +64,11 @@ sul_tick_cb (lws_sorted_usec_list_t *sul)
     gw_drain_zmq (self);
     uint64_t mono = qms_mono_ms ();
     self->tick_ms = mono;
-    if (mono >= self->next_ping_scan && (self->cfg->ping_interval > 0 || self->cfg->write_timeout > 0)) {
-        gw_conn_scan (self, mono);
-        self->next_ping_scan = mono + 1000;
+    if (self->cfg->ping_interval > 0 || self->cfg->write_timeout > 0) {
+        bool waiting = mono >= self->next_wait_scan;
+        gw_conn_scan (self, mono, waiting);
+        if (waiting)
+            self->next_wait_scan = mono + 1000;
     }
     if (mono >= self->next_heartbeat && !self->stopping) {
         gw_heartbeat (self);

@@ -67,6 +67,8 @@ gw_conn_release (conn_t *conn)
     }
     OPENSSL_cleanse (conn->token, sizeof conn->token);
     OPENSSL_cleanse (conn->pending, sizeof conn->pending);
+    free (conn->close_reason);
+    conn->close_reason = NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -101,7 +103,9 @@ gw_conn_close (conn_t *conn, uint16_t code, const char *reason)
     if (conn->close_code)
         return;
     conn->close_code = code;
-    snprintf (conn->close_reason, sizeof conn->close_reason, "%s", reason);
+    /*  On the heap: a connection closes once, and most never with a
+        reason, so the connection does not carry room for one. */
+    conn->close_reason = strndup (reason, CLOSE_REASON_MAX);   /* NULL: the frame has none */
     conn->write_asked = true;
     lws_callback_on_writable (conn->wsi);
 }
@@ -312,8 +316,8 @@ gw_input_resume (gateway_t *self)
 static void
 queue_close_frame (conn_t *conn)
 {
-    size_t reason_len = strnlen (conn->close_reason, sizeof conn->close_reason);
-    uint8_t frame [4 + sizeof conn->close_reason];
+    size_t reason_len = conn->close_reason ? strlen (conn->close_reason) : 0;
+    uint8_t frame [4 + CLOSE_REASON_MAX];
     frame [0] = 0x88;                   /* FIN, close */
     frame [1] = (uint8_t) (2 + reason_len);
     frame [2] = (uint8_t) (conn->close_code >> 8);
@@ -560,16 +564,17 @@ gw_peer_leave (gateway_t *self, conn_t *conn)
 }
 
 /* ------------------------------------------------------------------------ */
-/*  The once-a-second scan: stalled output, idle peers. */
+/*  The scan at each tick: stalled output, idle peers.
 
-/*  Once a second over every WebSocket, O(connections) and nothing per
-    frame but a store of the tick's time:
-    - --write-timeout: output that has not drained for that long belongs to
-      a reader that is gone or stalled (closed 1008, slow consumer);
-    - idle pings: one that has sent nothing for --ping-interval seconds gets
-      a ping (framed by us, like everything we write), and one that stays
-      silent for twice that plus 10 seconds is dropped, so that dead peers
-      do not hold memory forever. */
+    Over the connections on two lists (not every slot), and nothing per
+    frame but a store of the tick's time and a move to a list's tail:
+    - --write-timeout, once a second: output that has not drained for that
+      long belongs to a reader that is gone or stalled (closed 1008, slow
+      consumer);
+    - idle pings, every tick: one that has sent nothing for --ping-interval
+      seconds gets a ping (framed by us, like everything we write), and one
+      that stays silent for twice that plus 10 seconds is dropped, so that
+      dead peers do not hold memory forever. */
 /*  The connection on slot number plus one n. */
 static inline conn_t *
 listed_conn (gateway_t *self, uint32_t n)
@@ -615,7 +620,7 @@ gw_list_tail (gateway_t *self, int list, conn_t *conn)
 }
 
 size_t
-gw_conn_scan (gateway_t *self, uint64_t now)
+gw_conn_scan (gateway_t *self, uint64_t now, bool waiting)
 {
     /*  FIN + ping, 3 bytes of payload: lws 4.1 passes a pong up to us only
         when it carries a payload, and a pong echoes the ping's. */
@@ -626,7 +631,7 @@ gw_conn_scan (gateway_t *self, uint64_t now)
     size_t looked = 0;
     /*  Output that waits: stalled for --write-timeout, or a writeable
         callback asked for long ago. */
-    for (uint32_t n = self->lists [GW_WAITING].head, next; n; n = next) {
+    for (uint32_t n = waiting ? self->lists [GW_WAITING].head : 0, next; n; n = next) {
         conn_t *conn = listed_conn (self, n);
         next = conn->links [GW_WAITING].next;
         looked++;
@@ -773,7 +778,7 @@ gw_conn_test (bool verbose)
         }
 #define SCAN_SLOT(i) ((uint32_t) (sc [i].handle & SLOT_MASK) + 1)
         assert (g.lists [GW_QUIET].head == SCAN_SLOT (0) && g.lists [GW_QUIET].tail == SCAN_SLOT (3));
-        assert (gw_conn_scan (&g, 30999) == 0);            /* nobody silent for 30 s */
+        assert (gw_conn_scan (&g, 30999, true) == 0);            /* nobody silent for 30 s */
         g.tick_ms = 20000;
         gw_conn_heard (&g, &sc [1]);                         /* to the tail */
         gw_conn_heard (&g, &sc [1]);                         /* already there */
@@ -783,13 +788,15 @@ gw_conn_test (bool verbose)
         assert (sc [3].listed == 0);
         /*  At 31 s: c0 and c2 have been silent 30 s and get a ping; c1 is
             not looked at. */
-        assert (gw_conn_scan (&g, 31000) == 2);
+        assert (gw_conn_scan (&g, 31000, true) == 2);
         assert (sc [0].pinged_ms == 31000 && sc [2].pinged_ms == 31000 && sc [1].pinged_ms == 0);
         assert (g.m.pings == 2);
         assert (g.lists [GW_WAITING].head == SCAN_SLOT (0) && g.lists [GW_WAITING].tail == SCAN_SLOT (2));
         /*  A second later: their pings still wait (2), they are still
             silent (2), and are not pinged again within the interval. */
-        assert (gw_conn_scan (&g, 32000) == 4 && g.m.pings == 2);
+        assert (gw_conn_scan (&g, 32000, true) == 4 && g.m.pings == 2);
+        /*  A tick between the seconds looks at the silent only. */
+        assert (gw_conn_scan (&g, 32100, false) == 2 && g.m.pings == 2);
         /*  c0 answers: it goes to the tail, and its output is written. */
         g.tick_ms = 32500;
         gw_conn_heard (&g, &sc [0]);
@@ -798,7 +805,7 @@ gw_conn_test (bool verbose)
         assert (g.lists [GW_WAITING].head == SCAN_SLOT (2) && g.lists [GW_WAITING].tail == SCAN_SLOT (2));
         assert (g.lists [GW_QUIET].head == SCAN_SLOT (2) && g.lists [GW_QUIET].tail == SCAN_SLOT (0));
         /*  At 61 s: c2 is pinged again; c1 (silent 41 s) too; c0 (28.5 s) not. */
-        assert (gw_conn_scan (&g, 61000) == 1 + 2 && g.m.pings == 4);
+        assert (gw_conn_scan (&g, 61000, true) == 1 + 2 && g.m.pings == 4);
         assert (sc [1].pinged_ms == 61000 && sc [2].pinged_ms == 61000 && sc [0].pinged_ms == 31000);
         for (int i = 0; i < N; i++) {
             gw_conn_detach (&g, &sc [i]);

@@ -495,7 +495,7 @@ handle_bound (gateway_t *self, conn_t *conn, const qms_rec_t *rec)
             user_t *me = gw_user_find (self, rec->s [QMS_BOUND_ID]);
             proto_users_begin (&mine);
             if (me)
-                proto_users_add (&mine, me->id, me->name, me->pubkey);
+                proto_users_add (&mine, gw_user_id (me), gw_user_name (me), gw_user_pubkey (me));
             proto_users_end (&mine);
             proto_login_ok (&self->scratch, qms_strn (conn->token, conn->token_len), rec->s [QMS_BOUND_NAME],
                             (const char *) mine.data, mine.len);

@@ -124,13 +124,33 @@ typedef struct {
 /*  An online user, as the router told us (GW_USERS, GW_JOIN, GW_LEAVE). */
 typedef struct user_s {
     struct user_s *prev, *next;     /* in the order they came online */
-    uint64_t h;
     uint64_t epoch;                 /* gateway_t.user_epoch when added */
     uint64_t frame_id;              /* the list_frame it is in (0: none) */
     uint32_t frame_off, frame_len;  /* where its "{...}" is in that frame */
-    qms_str_t id, name, pubkey;     /* views into data [] */
-    char data [];
+    /*  Every gateway keeps every user online in the cluster, so an entry is
+        kept small (48 bytes and its strings): lengths, not views, and no
+        stored hash (gw_user_remove hashes the id again). */
+    uint16_t id_len, name_len, pubkey_len;
+    char data [];                   /* id, name, pubkey, each ended by a NUL */
 } user_t;
+
+static inline qms_str_t
+gw_user_id (const user_t *u)
+{
+    return qms_strn (u->data, u->id_len);
+}
+
+static inline qms_str_t
+gw_user_name (const user_t *u)
+{
+    return qms_strn (u->data + u->id_len + 1, u->name_len);
+}
+
+static inline qms_str_t
+gw_user_pubkey (const user_t *u)
+{
+    return qms_strn (u->data + u->id_len + u->name_len + 2, u->pubkey_len);
+}
 
 /*  A request in flight, in a FIFO by deadline. */
 typedef struct {
@@ -177,31 +197,18 @@ typedef struct {
     uint32_t head, tail;
 } gw_list_t;
 
-/*  Per-connection state, sized once by lws (protocol per_session_data). */
+/*  Per-connection state, sized once by lws (protocol per_session_data).
+    Every connection held pays for each byte here: the fields go by size,
+    widest first, so that the compiler pads nothing between them, and what
+    only a closing connection needs (its close reason) is on the heap. */
+#define CLOSE_REASON_MAX    63          /* bytes of a close frame's reason we send */
 typedef struct {
     struct lws *wsi;
     uint64_t handle;            /* 0 until the WebSocket is established */
-    bool bound;                 /* a session owns this connection */
-    bool receipts;              /* ext: it asked for the receipt protocol */
-    uint8_t presence;           /* ext: PROTO_PRESENCE_*, from its login/authorize */
     uint64_t list_gen;          /* the user list generation it last got whole */
-    bool list_stale;            /* a newer list waited for the one on its way */
-    bool write_asked;           /* a writeable callback is on its way: ask lws once (on
-                                   libuv each ask re-registers the descriptor) */
-    bool write_listed;          /* in the gateway's to_write */
-    bool rx_held;               /* we stopped reading it while its output waits */
-    bool rx_shaped;             /* ... or while its input budget refills */
-    bool rx_off;                /* what lws was told last (rx flow control) */
     /* input shaping: read tokens and bytes it may still spend (see input_spend) */
-    int32_t in_reads;
     int64_t in_bytes;
     uint64_t in_ms;             /* tick ms of the last refill, 0 = never */
-    uint8_t token_len;
-    uint8_t pending_len;
-    char token [QMS_TOKEN_CHARS + 1];       /* the bound session's token */
-    char pending [QMS_TOKEN_CHARS + 1];     /* token of a login/authorize in flight */
-    uint8_t user_len;           /* the user the session is of (GW_BOUND), 0 = unknown */
-    char user_id [PROTO_MAX_USER_ID];
     /* rx: only for messages that arrive in pieces */
     uint8_t *rx;
     size_t rx_len;
@@ -215,24 +222,39 @@ typedef struct {
     peer_t *peer;               /* its address's count, while established */
     /* the router waits to hear that what was queued has been written */
     uint64_t sync_req;
-    /* a login or authorize in flight, for its timeout */
-    uint8_t waiting;
-    uint32_t wait_seq;
+    /* a login or authorize in flight, for its timeout (with waiting, wait_seq) */
     uint64_t wait_started;      /* monotonic ms, for the latency figures */
     /* idle pings (--ping-interval): monotonic ms, to the gateway tick */
     uint64_t heard_ms;          /* the last frame of any kind from the peer */
     uint64_t pinged_ms;         /* our last ping to it */
+    char *close_reason;         /* of a close we asked for (gw_conn_close), or NULL */
+    http_response_t *resp;      /* HTTP */
     gw_link_t links [GW_LISTS]; /* its places on the scan's lists */
+    int32_t in_reads;           /* input shaping, with in_bytes */
+    uint32_t wait_seq;
+    int stats_slot;             /* HTTP: 1 + index of a /metrics request waiting, or 0 */
+    uint16_t close_code;        /* a close we asked for */
+    bool bound;                 /* a session owns this connection */
+    bool receipts;              /* ext: it asked for the receipt protocol */
+    uint8_t presence;           /* ext: PROTO_PRESENCE_*, from its login/authorize */
+    bool list_stale;            /* a newer list waited for the one on its way */
+    bool write_asked;           /* a writeable callback is on its way: ask lws once (on
+                                   libuv each ask re-registers the descriptor) */
+    bool write_listed;          /* in the gateway's to_write */
+    bool rx_held;               /* we stopped reading it while its output waits */
+    bool rx_shaped;             /* ... or while its input budget refills */
+    bool rx_off;                /* what lws was told last (rx flow control) */
+    uint8_t waiting;            /* a login or authorize in flight */
     uint8_t listed;             /* bit per list it is on */
-    /* a close we asked for */
-    uint16_t close_code;
     bool close_queued;          /* its close frame is in out */
-    char close_reason [64];
-    /* HTTP */
-    int stats_slot;             /* 1 + index of a /metrics request waiting, or 0 */
-    bool resp_deferred;         /* the response's headers are still to be sent */
-    http_response_t *resp;
+    bool resp_deferred;         /* HTTP: the response's headers are still to be sent */
     bool resp_close;
+    uint8_t token_len;
+    uint8_t pending_len;
+    uint8_t user_len;           /* the user the session is of (GW_BOUND), 0 = unknown */
+    char token [QMS_TOKEN_CHARS + 1];       /* the bound session's token */
+    char pending [QMS_TOKEN_CHARS + 1];     /* token of a login/authorize in flight */
+    char user_id [PROTO_MAX_USER_ID];
 } conn_t;
 
 struct _gateway_t {
@@ -271,7 +293,7 @@ struct _gateway_t {
     int proxy_count;
     lws_sorted_usec_list_t sul_proxy;
     uint64_t tick_ms;               /* monotonic ms of the last tick (100 ms) */
-    uint64_t next_ping_scan;
+    uint64_t next_wait_scan;
     gw_list_t lists [GW_LISTS];     /* gw_conn_scan's: see gw_link_t */
     /* the store, asked only for its figures and as a liveness check */
     zsock_t *store;
@@ -424,12 +446,15 @@ void gw_input_resume (gateway_t *self);
 int gw_conn_writeable (gateway_t *self, conn_t *conn);
 /*  The end of a pass: what was queued leaves (gw_conn.c says how). */
 void gw_write_pending (gateway_t *self);
-/*  Once a second: pings to the connections silent for --ping-interval,
-    closes of those silent for twice that and 10 s, and the --write-timeout
-    of output that waits.  It walks the lists above, not the slots, so the
-    connections it does not act on cost it nothing; returns how many
-    connections it looked at. */
-size_t gw_conn_scan (gateway_t *self, uint64_t now);
+/*  At every tick (100 ms): pings to the connections silent for
+    --ping-interval and closes of those silent for twice that and 10 s; with
+    waiting (once a second), the --write-timeout of output that waits too.
+    It walks the lists above, not the slots, so the connections it does not
+    act on cost it nothing, and a tick pings only those that fell silent
+    since the last: pings leave spread out, not in a burst a second that
+    delays the messages behind it.  Returns how many connections it looked
+    at. */
+size_t gw_conn_scan (gateway_t *self, uint64_t now, bool waiting);
 /*  The scan's lists: conn to the tail of list (moved there if it is on
     it), or off it.  Connections without a slot are on none. */
 void gw_list_tail (gateway_t *self, int list, conn_t *conn);

@@ -29,7 +29,7 @@ gw_match_user (const void *item, const void *key)
 {
     const user_t *u = (const user_t *) item;
     const qms_str_t *k = (const qms_str_t *) key;
-    return u->id.len == k->len && memcmp (u->id.ptr, k->ptr, k->len) == 0;
+    return u->id_len == k->len && memcmp (u->data, k->ptr, k->len) == 0;
 }
 
 user_t *
@@ -46,7 +46,7 @@ gw_user_remove (gateway_t *self, user_t *u)
         uint32_t gone [2] = { u->frame_off, u->frame_len };
         qms_buf_append (&self->list_gone, gone, sizeof gone);
     }
-    qms_map_remove (&self->users_by_id, u->h, u);
+    qms_map_remove (&self->users_by_id, qms_map_hash_bytes (self->users_seed, u->data, u->id_len), u);
     if (u->prev) u->prev->next = u->next; else self->users_head = u->next;
     if (u->next) u->next->prev = u->prev; else self->users_tail = u->prev;
     self->user_count--;
@@ -56,6 +56,11 @@ gw_user_remove (gateway_t *self, user_t *u)
 void
 gw_user_add (gateway_t *self, qms_str_t id, qms_str_t name, qms_str_t pubkey)
 {
+    if (id.len > UINT16_MAX || name.len > UINT16_MAX || pubkey.len > UINT16_MAX) {
+        /*  Not from our router, whose limits are far below. */
+        qms_warn (ACTOR, "event=user_skipped reason=too_long id_bytes=%zu", (size_t) id.len);
+        return;
+    }
     user_t *old = gw_user_find (self, id);
     if (old)
         gw_user_remove (self, old);
@@ -63,15 +68,15 @@ gw_user_add (gateway_t *self, qms_str_t id, qms_str_t name, qms_str_t pubkey)
     if (!u)
         return;
     char *p = u->data;
-    qms_str_t parts [3] = { id, name, pubkey }, *views [3] = { &u->id, &u->name, &u->pubkey };
+    qms_str_t parts [3] = { id, name, pubkey };
+    uint16_t *lens [3] = { &u->id_len, &u->name_len, &u->pubkey_len };
     for (int i = 0; i < 3; i++) {
         memcpy (p, parts [i].ptr, parts [i].len);
-        *views [i] = qms_strn (p, parts [i].len);
+        *lens [i] = (uint16_t) parts [i].len;
         p += parts [i].len + 1;
     }
-    u->h = qms_map_hash_bytes (self->users_seed, id.ptr, id.len);
     u->epoch = ++self->user_epoch;
-    if (qms_map_insert (&self->users_by_id, u->h, u)) {
+    if (qms_map_insert (&self->users_by_id, qms_map_hash_bytes (self->users_seed, id.ptr, id.len), u)) {
         free (u);
         return;
     }
@@ -104,7 +109,7 @@ list_frame (gateway_t *self)
     uint64_t id = self->list_frame_id + 1;
     for (user_t *u = self->users_head; u; u = u->next) {
         size_t at = event.len + (u == self->users_head ? 0 : 1);     /* past the comma */
-        proto_users_add (&event, u->id, u->name, u->pubkey);
+        proto_users_add (&event, gw_user_id (u), gw_user_name (u), gw_user_pubkey (u));
         u->frame_id = id;
         u->frame_off = (uint32_t) at;       /* made absolute below */
         u->frame_len = (uint32_t) (event.len - at);
@@ -194,7 +199,7 @@ gw_conn_queue_list_now (gateway_t *self, conn_t *conn, const qms_str_t *username
         bytes of newcomers, or many gone): encode the list now instead. */
     size_t newer_bytes = 0;
     for (user_t *u = self->users_tail; u && u->epoch > self->list_frame_epoch; u = u->prev)
-        newer_bytes += u->id.len + u->name.len + u->pubkey.len + 40;
+        newer_bytes += (size_t) u->id_len + u->name_len + u->pubkey_len + 40;
     if (!self->list_frame || newer_bytes > LIST_PATCH_MAX
     ||  self->list_gone.len > LIST_GONE_MAX * 2 * sizeof (uint32_t))
         list_frame (self);
@@ -217,7 +222,7 @@ gw_conn_queue_list_now (gateway_t *self, conn_t *conn, const qms_str_t *username
     if (!rc && first_new) {
         rc = proto_users_begin (&newer);
         for (user_t *u = first_new; u && !rc; u = u->next)
-            rc = proto_users_add (&newer, u->id, u->name, u->pubkey);
+            rc = proto_users_add (&newer, gw_user_id (u), gw_user_name (u), gw_user_pubkey (u));
     }
     /*  The still-online stretches of the list: between the users gone. */
     size_t gone_count = self->list_gone.len / (2 * sizeof (uint32_t));
@@ -388,7 +393,7 @@ t_expected (gateway_t *self, const qms_str_t *username, const char *token, qms_b
         proto_userlist_head (out);
     proto_users_begin (out);
     for (user_t *u = self->users_head; u; u = u->next)
-        proto_users_add (out, u->id, u->name, u->pubkey);
+        proto_users_add (out, gw_user_id (u), gw_user_name (u), gw_user_pubkey (u));
     proto_users_end (out);
     proto_event_tail (out);
 }
@@ -454,7 +459,7 @@ gw_presence_test (bool verbose)
         for (user_t *u = self.users_head; u; u = u->next) {
             assert (u->frame_id == self.list_frame_id);
             assert (data [u->frame_off] == '{' && data [u->frame_off + u->frame_len - 1] == '}');
-            assert (memmem (data + u->frame_off, u->frame_len, u->id.ptr, u->id.len));
+            assert (memmem (data + u->frame_off, u->frame_len, u->data, u->id_len));
         }
         for (int i = 0; i < 5; i++)
             if (rounds [r].gone & (1u << i)) {
@@ -485,7 +490,19 @@ gw_presence_test (bool verbose)
         /*  A user who comes back replaces the old entry. */
         gw_user_add (&self, qms_str ("new0"), qms_str ("again"), qms_str (""));
         user_t *again = gw_user_find (&self, qms_str ("new0"));
-        assert (again && again == self.users_tail && qms_str_eq (again->name, "again"));
+        assert (again && again == self.users_tail && qms_str_eq (gw_user_name (again), "again"));
+        /*  An entry is 48 bytes and its strings (lengths up to 65,535):
+            longer is refused whole, and the list stays as it was. */
+        assert (sizeof (user_t) == 48);
+        size_t before = self.user_count;
+        static char huge [UINT16_MAX + 2];
+        memset (huge, 'k', sizeof huge);
+        gw_user_add (&self, qms_str ("big"), qms_str ("big"), qms_strn (huge, UINT16_MAX + 1));
+        assert (self.user_count == before && !gw_user_find (&self, qms_str ("big")));
+        gw_user_add (&self, qms_str ("big"), qms_str ("big"), qms_strn (huge, UINT16_MAX));
+        user_t *big = gw_user_find (&self, qms_str ("big"));
+        assert (big && gw_user_pubkey (big).len == UINT16_MAX && gw_user_pubkey (big).ptr [0] == 'k');
+        assert (qms_str_eq (gw_user_id (big), "big") && qms_str_eq (gw_user_name (big), "big"));
         outq_clear (&conn.out);
         gw_users_clear (&self);
         assert (self.user_count == 0 && !self.users_head && !self.users_tail);
