@@ -431,18 +431,24 @@ def render(recs, docdir, results_name):
         w()
         w("Connections counted with `ss` (established, server side) while every bench process held its share; "
           "RSS summed over the server processes named. The capacity runs use `--argon2-memory 256 "
-          "--argon2-iterations 1` (benchmark-only) so that 100,000 registrations take minutes, not hours.")
+          "--argon2-iterations 1` (benchmark-only) so that 100,000 registrations take minutes, not hours. "
+          "RSS counts the pages of the shared libraries in every process that maps them, so over several "
+          "processes of one program it counts them several times; *PSS* (`/proc/PID/smaps_rollup`) shares "
+          "each page among the processes that map it, and is what the machine spends.")
         w()
-        w("| system | connections | server RSS | KiB per connection | all server processes, KiB per connection | load1 | waited s |")
-        w("|---|---|---|---|---|---|---|")
+        w("| system | connections | server RSS | KiB per connection | all server processes, KiB per connection "
+          "| PSS KiB per connection (processes named; all) | load1 | waited s |")
+        w("|---|---|---|---|---|---|---|---|")
         best = {}
         for r in cap:
             n = r.get("connections_established", 0)
             per = r["rss_kib"] / n if n else 0
             per_all = r.get("rss_all_server_kib", 0) / n if n else 0
+            pss = ("%s; %s" % (f2(r["pss_kib"] / n), f2(r.get("pss_all_server_kib", 0) / n))
+                   if n and "pss_kib" in r else "-")
             best[r["label"]] = (n, per, per_all)
-            w("| %s %s | %s | %s MiB | %s | %s | %s | %s |" % (
-                r["system"], r["label"], f0(n), f1(r["rss_kib"] / 1024.0), f2(per), f2(per_all), load1(r),
+            w("| %s %s | %s | %s MiB | %s | %s | %s | %s | %s |" % (
+                r["system"], r["label"], f0(n), f1(r["rss_kib"] / 1024.0), f2(per), f2(per_all), pss, load1(r),
                 r.get("load_wait_s", "?")))
         w()
         w("Per bench process (its own view; RSS of the process it was given):")
@@ -905,7 +911,8 @@ def profile(tag, pids, roles, rate, stat, bythread, bysymbol, tasks):
     secs = 7.0
     rate = float(rate)
     system = tag.rsplit("-", 1)[1]
-    out = ["# scenario (j) %s: %s, %s" % (tag, system, "idle" if rate == 0 else "%g msg/s in total" % rate),
+    scenario = tag.split("-")[1] if tag.count("-") >= 2 else "?"       # perf-<scenario>-...
+    out = ["# scenario (%s) %s: %s, %s" % (scenario, tag, system, "idle" if rate == 0 else "%g msg/s in total" % rate),
            "# perf record -q -e cpu-clock -F 499 -g -p <every server process> -- sleep 7"
            "   (from 1 s into the message window; software clock: this VM has no hardware counters)",
            "# perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock -p <the same> -- sleep 7"]
