@@ -322,7 +322,8 @@ queue_close_frame (conn_t *conn)
     frame [1] = (uint8_t) (2 + reason_len);
     frame [2] = (uint8_t) (conn->close_code >> 8);
     frame [3] = (uint8_t) conn->close_code;
-    memcpy (frame + 4, conn->close_reason, reason_len);
+    if (reason_len)
+        memcpy (frame + 4, conn->close_reason, reason_len);
     if (outq_append (&conn->out, frame, 4 + reason_len) == 0)
         conn->close_queued = true;
 }
