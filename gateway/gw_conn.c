@@ -139,18 +139,29 @@ victim_before (const conn_t *a, const conn_t *b)
 
 #define BUDGET_VICTIMS 64
 
+/*  The connection on slot number plus one n. */
+static inline conn_t *
+listed_conn (gateway_t *self, uint32_t n)
+{
+    return self->slots [n - 1];
+}
+
 /*  Over --output-budget: close the largest queues (the oldest first among
     equals) until the total is back under nine tenths of it.  One pass over
-    the connections picks up to BUDGET_VICTIMS candidates, kept in order. */
-void
+    the connections whose output waits (the GW_WAITING list: a queue joins
+    it when it stops being empty, gw_conn_queued, and leaves it when it is
+    empty again) picks up to BUDGET_VICTIMS candidates, kept in order; the
+    connections with nothing queued, most of them, cost it nothing. */
+size_t
 gw_enforce_budget (gateway_t *self)
 {
     size_t target = self->cfg->output_budget_bytes / 10 * 9;
     conn_t *victims [BUDGET_VICTIMS];
-    size_t count = 0;
-    for (size_t slot = 0; slot < self->max_slots; slot++) {
-        conn_t *conn = self->slots [slot];
-        if (!conn || conn->close_code || outq_empty (&conn->out))
+    size_t count = 0, looked = 0;
+    for (uint32_t n = self->lists [GW_WAITING].head; n; n = listed_conn (self, n)->links [GW_WAITING].next) {
+        conn_t *conn = listed_conn (self, n);
+        looked++;
+        if (conn->close_code || outq_empty (&conn->out))
             continue;
         if (count == BUDGET_VICTIMS && !victim_before (conn, victims [count - 1]))
             continue;
@@ -163,6 +174,7 @@ gw_enforce_budget (gateway_t *self)
     }
     for (size_t i = 0; i < count && gw_output_total (self) > target; i++)
         gw_slow_consumer (self, victims [i], SLOW_BUDGET);
+    return looked;
 }
 
 /*  An event framed once into a buffer that every connection getting it
@@ -576,12 +588,6 @@ gw_peer_leave (gateway_t *self, conn_t *conn)
       seconds gets a ping (framed by us, like everything we write), and one
       that stays silent for twice that plus 10 seconds is dropped, so that
       dead peers do not hold memory forever. */
-/*  The connection on slot number plus one n. */
-static inline conn_t *
-listed_conn (gateway_t *self, uint32_t n)
-{
-    return self->slots [n - 1];
-}
 
 void
 gw_list_remove (gateway_t *self, int list, conn_t *conn)
@@ -808,6 +814,12 @@ gw_conn_test (bool verbose)
         /*  At 61 s: c2 is pinged again; c1 (silent 41 s) too; c0 (28.5 s) not. */
         assert (gw_conn_scan (&g, 61000, true) == 1 + 2 && g.m.pings == 4);
         assert (sc [1].pinged_ms == 61000 && sc [2].pinged_ms == 61000 && sc [0].pinged_ms == 31000);
+        /*  The budget's walk looks at the output that waits (c2, c1), not
+            at c0 (off the list: taken as written) or c3; under nine tenths
+            of the budget it closes nobody. */
+        assert (!outq_empty (&sc [0].out) && outq_empty (&sc [3].out));
+        assert (gw_output_total (&g) < scfg.output_budget_bytes / 10 * 9);
+        assert (gw_enforce_budget (&g) == 2 && !sc [1].close_code && !sc [2].close_code);
         for (int i = 0; i < N; i++) {
             gw_conn_detach (&g, &sc [i]);
             outq_clear (&sc [i].out);

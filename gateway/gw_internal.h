@@ -435,7 +435,9 @@ void gw_conn_release (conn_t *conn);
 int gw_close_index (uint16_t code);
 void gw_conn_close (conn_t *conn, uint16_t code, const char *reason);
 void gw_slow_consumer (gateway_t *self, conn_t *conn, slow_reason_t reason);
-void gw_enforce_budget (gateway_t *self);
+/*  Over --output-budget: the largest waiting queues go; returns how many
+    connections it looked at (those whose output waits). */
+size_t gw_enforce_budget (gateway_t *self);
 void gw_conn_send_error (gateway_t *self, conn_t *conn, int event, const char *text);
 outq_shared_t *gw_shared_frame (gateway_t *self, const void *json, size_t len);
 void gw_conn_share (gateway_t *self, conn_t *conn, outq_shared_t *frame);
